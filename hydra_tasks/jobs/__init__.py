@@ -1,0 +1,31 @@
+"""Job kinds. Each kind is one module with the same functions (see :class:`KindHandler`)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Protocol
+
+from ..models import ChunkSpec, Finalized, JobKind
+from ..settings import Settings
+
+
+class KindHandler(Protocol):
+    """What every job-kind module provides."""
+
+    def parse_params(self, raw: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def units_total(self, params: Mapping[str, Any]) -> int: ...
+
+    def plan(self, job_id: str, params: Mapping[str, Any], settings: Settings) -> list[ChunkSpec]: ...
+
+    def compute(self, chunk: ChunkSpec) -> dict[str, Any]: ...
+
+    def verify(self, chunk: ChunkSpec, payload: Mapping[str, Any]) -> dict[str, int]: ...
+
+    def finalize(self, params: Mapping[str, Any], parts: Mapping[str, str],
+                 chunks: Mapping[str, str]) -> Finalized: ...
+
+
+def handler(kind: JobKind) -> KindHandler:
+    from . import mandelbrot, pi
+
+    return {JobKind.PI: pi, JobKind.MANDELBROT: mandelbrot}[kind]  # type: ignore[return-value]

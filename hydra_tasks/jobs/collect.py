@@ -1,0 +1,90 @@
+"""Collect: verify a volunteer's chunk result, merge it exactly once, and finalize the job.
+
+Runs on the control plane only. Delivery is at-least-once (acks_late, re-sent leases), so
+the merge is keyed by chunk id inside one Lua script: a chunk computed twice counts once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Mapping
+
+import redis
+
+from .. import keys
+from ..errors import HydraError, ResultRejected
+from ..lua import Scripts
+from ..models import ChunkResult, ChunkSpec, JobKind, JobState
+from ..settings import Settings
+from . import handler, store
+
+log = logging.getLogger(__name__)
+
+
+def collect(client: redis.Redis, settings: Settings, data: Mapping[str, Any], *, now: float | None = None) -> str:
+    """Process one ChunkResult. Returns what happened: merged, duplicate, ignored, rejected, failed."""
+    now = time.time() if now is None else now
+    try:
+        result = ChunkResult.from_json(data)
+    except ResultRejected as exc:
+        log.warning("dropping malformed result: %s", exc)
+        return "rejected"
+    chunk_json = client.hget(keys.job_chunks(result.job_id), result.chunk_id)
+    state = store.job_state(client, result.job_id)
+    if chunk_json is None or state is None or state.is_final:
+        return "ignored"  # unknown chunk, deleted job, or a job that already ended
+    chunk = ChunkSpec.from_json(json.loads(chunk_json))
+    scripts = Scripts(client)
+    if result.error is not None:
+        return _failed(client, settings, scripts, result, now)
+    try:
+        if not result.digest_ok():
+            raise ResultRejected("digest does not match the payload")
+        increments = handler(chunk.kind).verify(chunk, result.payload)
+    except ResultRejected as exc:
+        log.warning("rejected chunk %s of job %s from %s: %s", result.chunk_id, result.job_id, result.worker_id, exc)
+        scripts.requeue(result.job_id, result.chunk_id, now=now, counter="rejections", force=True)
+        return "rejected"
+    code, done, total = scripts.merge(
+        result.job_id, result.chunk_id, result.worker_id, json.dumps(dict(result.payload)), now=now,
+        elapsed_ms=int(result.elapsed_s * 1000), units=chunk.units, increments=increments,
+    )
+    if code >= 0 and done == total:
+        finalize(client, result.job_id, now=now)
+    return {1: "merged", 0: "duplicate"}.get(code, "ignored")
+
+
+def _failed(client: redis.Redis, settings: Settings, scripts: Scripts, result: ChunkResult, now: float) -> str:
+    failures = scripts.requeue(result.job_id, result.chunk_id, now=now, counter="failures", force=True)
+    log.warning("chunk %s of job %s failed on %s: %s", result.chunk_id, result.job_id, result.worker_id, result.error)
+    if failures >= settings.max_chunk_failures:
+        store.fail_job(client, result.job_id, f"chunk {result.chunk_id} failed {failures} times; last error: "
+                                              f"{result.error}", now=now)
+        return "failed"
+    return "rejected"
+
+
+def finalize(client: redis.Redis, job_id: str, *, now: float | None = None) -> bool:
+    """Compute the job's final result from its merged parts and mark it done, exactly once.
+
+    Safe to run concurrently or again after a crash: only the first call that finds the job
+    live changes it. Returns True if this call finished the job."""
+    now = time.time() if now is None else now
+    raw = client.hmget(keys.job(job_id), "kind", "spec", "state", "chunks_done", "chunks_total")
+    kind, spec_json, state, done, total = raw
+    if state not in (JobState.QUEUED.value, JobState.RUNNING.value) or done != total:
+        return False
+    params = json.loads(spec_json)["params"]
+    parts = client.hgetall(keys.job_parts(job_id))
+    chunks = client.hgetall(keys.job_chunks(job_id))
+    try:
+        final = handler(JobKind(kind)).finalize(params, parts, chunks)
+    except HydraError as exc:
+        return store.fail_job(client, job_id, f"could not finalize: {exc}", now=now)
+    pipe = client.pipeline(transaction=True)
+    for name, blob in final.blobs.items():
+        pipe.set(keys.job_image(job_id) if name == "image" else keys.job_counts(job_id), blob)
+    pipe.execute()
+    return Scripts(client).finish(job_id, JobState.DONE.value, now=now, fields={"result": json.dumps(final.result)})

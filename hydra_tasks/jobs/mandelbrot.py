@@ -1,0 +1,139 @@
+"""Mandelbrot rendering: validate, plan tiles, compute, verify, and assemble the image.
+
+Pixel (row, col) of the image samples c = (xmin + (col+0.5)·dx) + i·(ymax − (row+0.5)·dy),
+computed the same way for every tile, so a tiled render equals a whole-image render bit for bit.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+from typing import Any, Mapping
+
+import numpy as np
+
+from .. import compute as kernels
+from ..errors import InvalidJobSpec, ResultRejected
+from ..imaging import render_png
+from ..models import ChunkSpec, Finalized, JobKind
+from ..settings import Settings
+from .validate import integer, number, reject_unknown
+
+MAX_SIDE = 16_384
+MAX_PIXELS = 50_000_000
+MAX_ITER = 1_000_000
+COORD_LIMIT = 16.0
+DEFAULT_VIEW = {"center_x": -0.75, "center_y": 0.0, "span": 3.5}
+
+
+def encode_counts(counts: np.ndarray) -> str:
+    """uint32 counts -> base64(zlib(little-endian bytes)), the wire and storage format."""
+    return base64.b64encode(zlib.compress(np.ascontiguousarray(counts, dtype="<u4").tobytes(), 1)).decode()
+
+
+def decode_counts(text: str, height: int, width: int) -> np.ndarray:
+    try:
+        raw = zlib.decompress(base64.b64decode(text, validate=True))
+    except (ValueError, zlib.error) as exc:
+        raise ResultRejected(f"Mandelbrot counts are not base64 zlib data ({exc}).") from None
+    if len(raw) != 4 * height * width:
+        raise ResultRejected(f"Mandelbrot counts hold {len(raw)} bytes; expected {4 * height * width}.")
+    return np.frombuffer(raw, dtype="<u4").reshape(height, width)
+
+
+def parse_params(raw: Mapping[str, Any]) -> dict[str, Any]:
+    bounds = {"xmin", "xmax", "ymin", "ymax"}
+    centre = {"center_x", "center_y", "span"}
+    reject_unknown(raw, {"width", "height", "max_iter"} | bounds | centre, "Mandelbrot params")
+    width = integer(raw, "width", 1, MAX_SIDE, default=800)
+    height = integer(raw, "height", 1, MAX_SIDE, default=600)
+    if width * height > MAX_PIXELS:
+        raise InvalidJobSpec(f"{width}x{height} = {width * height} pixels exceeds the limit of {MAX_PIXELS}.")
+    max_iter = integer(raw, "max_iter", 1, MAX_ITER, default=256)
+    given_bounds, given_centre = bounds & raw.keys(), centre & raw.keys()
+    if given_bounds and given_centre:
+        raise InvalidJobSpec("Give either xmin/xmax/ymin/ymax or center_x/center_y/span, not both.")
+    if given_bounds:
+        if given_bounds != bounds:
+            raise InvalidJobSpec(f"Bounds need all of xmin, xmax, ymin, ymax; missing {sorted(bounds - given_bounds)}.")
+        xmin, xmax, ymin, ymax = (number(raw, k, -COORD_LIMIT, COORD_LIMIT) for k in ("xmin", "xmax", "ymin", "ymax"))
+    else:
+        view = {**DEFAULT_VIEW, **raw}
+        cx = number(view, "center_x", -COORD_LIMIT, COORD_LIMIT)
+        cy = number(view, "center_y", -COORD_LIMIT, COORD_LIMIT)
+        span = number(view, "span", 1e-300, 2 * COORD_LIMIT)
+        xmin, xmax = cx - span / 2, cx + span / 2
+        ymin, ymax = cy - span * height / width / 2, cy + span * height / width / 2
+    if not (xmin < xmax and ymin < ymax):
+        raise InvalidJobSpec(f"Empty view: need xmin < xmax and ymin < ymax (got x {xmin}..{xmax}, y {ymin}..{ymax}).")
+    dx, dy = (xmax - xmin) / width, (ymax - ymin) / height
+    resolution = 2.0**-46 * max(abs(xmin), abs(xmax), abs(ymin), abs(ymax), 1.0)
+    if min(dx, dy) < resolution:
+        raise InvalidJobSpec("The view is too deep a zoom for double precision; widen it (pixel size < 2^-46).")
+    return {"width": width, "height": height, "max_iter": max_iter, "xmin": xmin, "xmax": xmax,
+            "ymin": ymin, "ymax": ymax, "dx": dx, "dy": dy}
+
+
+def units_total(params: Mapping[str, Any]) -> int:
+    return int(params["width"]) * int(params["height"])
+
+
+def plan(job_id: str, params: Mapping[str, Any], settings: Settings) -> list[ChunkSpec]:
+    """Square tiles of ``settings.tile_px`` in row-major order."""
+    width, height, side = int(params["width"]), int(params["height"]), settings.tile_px
+    common = {k: params[k] for k in ("xmin", "ymax", "dx", "dy", "max_iter")}
+    chunks = []
+    for row0 in range(0, height, side):
+        for col0 in range(0, width, side):
+            h, w = min(side, height - row0), min(side, width - col0)
+            chunks.append(ChunkSpec(job_id, f"t{len(chunks):06d}", JobKind.MANDELBROT,
+                                    {**common, "row0": row0, "col0": col0, "width": w, "height": h}, units=w * h))
+    return chunks
+
+
+def compute(chunk: ChunkSpec) -> dict[str, Any]:
+    p = chunk.params
+    counts = kernels.mandelbrot_counts(
+        xmin=float(p["xmin"]), ymax=float(p["ymax"]), dx=float(p["dx"]), dy=float(p["dy"]),
+        col0=int(p["col0"]), row0=int(p["row0"]), width=int(p["width"]), height=int(p["height"]),
+        max_iter=int(p["max_iter"]),
+    )
+    return {"counts": encode_counts(counts), "iterations": kernels.mandelbrot_iterations(counts)}
+
+
+def verify(chunk: ChunkSpec, payload: Mapping[str, Any]) -> dict[str, int]:
+    p = chunk.params
+    text, iterations = payload.get("counts"), payload.get("iterations")
+    if not isinstance(text, str) or not isinstance(iterations, int) or isinstance(iterations, bool):
+        raise ResultRejected(f"Mandelbrot tile {chunk.chunk_id}: expected 'counts' (str) and 'iterations' (int).")
+    counts = decode_counts(text, int(p["height"]), int(p["width"]))
+    if counts.size and int(counts.max()) > int(p["max_iter"]):
+        raise ResultRejected(f"Mandelbrot tile {chunk.chunk_id}: a count exceeds max_iter={p['max_iter']}.")
+    if int(counts.sum(dtype=np.uint64)) != iterations:
+        raise ResultRejected(f"Mandelbrot tile {chunk.chunk_id}: 'iterations' does not match the counts.")
+    return {"units_done": int(counts.size), "iterations": iterations}
+
+
+def assemble(params: Mapping[str, Any], parts: Mapping[str, str], chunks: Mapping[str, str]) -> np.ndarray:
+    """Place every merged tile into one (height, width) uint32 array."""
+    image = np.zeros((int(params["height"]), int(params["width"])), dtype=np.uint32)
+    for chunk_id, part in parts.items():
+        tile = json.loads(chunks[chunk_id])["params"]
+        r, c, h, w = (int(tile[k]) for k in ("row0", "col0", "height", "width"))
+        image[r:r + h, c:c + w] = decode_counts(json.loads(part)["counts"], h, w)
+    return image
+
+
+def finalize(params: Mapping[str, Any], parts: Mapping[str, str], chunks: Mapping[str, str]) -> Finalized:
+    counts = assemble(params, parts, chunks)
+    max_iter = int(params["max_iter"])
+    png = render_png(counts, max_iter)
+    result = {
+        "width": int(params["width"]), "height": int(params["height"]), "max_iter": max_iter,
+        "bounds": [params["xmin"], params["xmax"], params["ymin"], params["ymax"]],
+        "iterations": int(counts.sum(dtype=np.uint64)),
+        "inside_fraction": float(np.count_nonzero(counts == max_iter) / counts.size),
+        "png_bytes": len(png),
+    }
+    return Finalized(result, {"image": base64.b64encode(png).decode(), "counts": encode_counts(counts)})

@@ -1,0 +1,78 @@
+"""Monte-Carlo π: validate, plan, compute, verify and finalize.
+
+Sample *i* is a pure function of (seed, i) (see kernels/pi.pyx), so the total hit count
+is bit-identical however the job is chunked and whichever workers ran the chunks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+from typing import Any, Mapping
+
+from .. import compute as kernels
+from ..errors import ResultRejected
+from ..models import ChunkSpec, Finalized, JobKind
+from ..settings import Settings
+from .validate import integer, reject_unknown
+
+MAX_SAMPLES = 10**13
+Z_95 = 1.959963984540054
+
+
+def parse_params(raw: Mapping[str, Any]) -> dict[str, Any]:
+    reject_unknown(raw, {"samples", "seed"}, "π params")
+    samples = integer(raw, "samples", 1, MAX_SAMPLES)
+    seed = integer(raw, "seed", 0, 2**64 - 1, default=secrets.randbits(63))
+    return {"samples": samples, "seed": seed}
+
+
+def units_total(params: Mapping[str, Any]) -> int:
+    return int(params["samples"])
+
+
+def plan(job_id: str, params: Mapping[str, Any], settings: Settings) -> list[ChunkSpec]:
+    """Cut [0, samples) into consecutive ranges of ``settings.pi_chunk_samples``."""
+    samples, step = int(params["samples"]), settings.pi_chunk_samples
+    chunks = []
+    for n, start in enumerate(range(0, samples, step)):
+        count = min(step, samples - start)
+        chunks.append(ChunkSpec(job_id, f"c{n:06d}", JobKind.PI,
+                                {"seed": int(params["seed"]), "start": start, "count": count}, units=count))
+    return chunks
+
+
+def compute(chunk: ChunkSpec) -> dict[str, Any]:
+    p = chunk.params
+    count = int(p["count"])
+    return {"hits": kernels.pi_hits(int(p["seed"]), int(p["start"]), count), "samples": count}
+
+
+def verify(chunk: ChunkSpec, payload: Mapping[str, Any]) -> dict[str, int]:
+    """Check the result's shape; return the increments for the job's live counters."""
+    hits, samples = payload.get("hits"), payload.get("samples")
+    if not isinstance(hits, int) or isinstance(hits, bool) or samples != chunk.params["count"]:
+        raise ResultRejected(f"π chunk {chunk.chunk_id}: expected integer hits for {chunk.params['count']} samples.")
+    if not 0 <= hits <= samples:
+        raise ResultRejected(f"π chunk {chunk.chunk_id}: hits={hits} is outside [0, {samples}].")
+    return {"units_done": samples, "hits": hits}
+
+
+def estimate(hits: int, samples: int) -> dict[str, Any]:
+    """π ≈ 4·hits/samples with its binomial standard error and a 95% confidence interval."""
+    p = hits / samples
+    value = 4.0 * p
+    std_error = 4.0 * math.sqrt(p * (1.0 - p) / samples)
+    return {
+        "samples": samples, "hits": hits, "estimate": value, "std_error": std_error,
+        "ci95": [value - Z_95 * std_error, value + Z_95 * std_error], "abs_error": abs(value - math.pi),
+    }
+
+
+def finalize(params: Mapping[str, Any], parts: Mapping[str, str], chunks: Mapping[str, str]) -> Finalized:
+    hits = sum(int(json.loads(part)["hits"]) for part in parts.values())
+    samples = sum(int(json.loads(part)["samples"]) for part in parts.values())
+    if samples != int(params["samples"]):
+        raise ResultRejected(f"π job merged {samples} samples but asked for {params['samples']}; refusing to finalize.")
+    return Finalized({**estimate(hits, samples), "seed": int(params["seed"])})

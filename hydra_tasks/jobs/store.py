@@ -1,0 +1,136 @@
+"""Job records in Redis: create (atomically, with all chunks), read, list, cancel, fail.
+
+The job hash (``keys.job(id)``) holds:
+``id kind spec state priority created_at started_at finished_at updated_at chunks_total
+chunks_done units_total units_done dispatched redispatched duplicates rejections failures
+expiries result error`` plus kind counters (``hits`` for π, ``iterations`` for Mandelbrot).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from typing import Any
+
+import redis
+
+from .. import keys
+from ..errors import JobNotFound, JobStateError
+from ..lua import Scripts
+from ..models import ChunkSpec, JobSpec, JobState
+from ..settings import Settings
+from . import handler
+
+_COUNTERS = ("chunks_total", "chunks_done", "units_total", "units_done", "dispatched", "redispatched",
+             "duplicates", "rejections", "failures", "expiries", "hits", "iterations")
+
+
+def new_job_id() -> str:
+    return secrets.token_hex(8)
+
+
+def _active_score(priority: int, created_at: float) -> float:
+    """Higher priority first, then first come first served."""
+    return (9 - priority) * 1e11 + created_at
+
+
+def create_job(client: redis.Redis, spec: JobSpec, chunks: list[ChunkSpec], *, job_id: str,
+               now: float | None = None) -> str:
+    """Store the job and all its planned chunks in one MULTI/EXEC: all or nothing."""
+    now = time.time() if now is None else now
+    record = {
+        "id": job_id, "kind": spec.kind.value, "spec": json.dumps(spec.to_json()), "state": JobState.QUEUED.value,
+        "priority": spec.priority, "created_at": repr(now), "updated_at": repr(now),
+        "chunks_total": len(chunks), "units_total": handler(spec.kind).units_total(spec.params),
+        **{c: 0 for c in _COUNTERS if c not in ("chunks_total", "units_total")},
+    }
+    pipe = client.pipeline(transaction=True)
+    pipe.hset(keys.job(job_id), mapping=record)
+    for start in range(0, len(chunks), 10_000):
+        batch = chunks[start:start + 10_000]
+        pipe.hset(keys.job_chunks(job_id), mapping={c.chunk_id: json.dumps(c.to_json()) for c in batch})
+        pipe.rpush(keys.job_todo(job_id), *[c.chunk_id for c in batch])
+    pipe.zadd(keys.JOBS, {job_id: now})
+    pipe.zadd(keys.JOBS_ACTIVE, {job_id: _active_score(spec.priority, now)})
+    pipe.execute()
+    return job_id
+
+
+def get_job(client: redis.Redis, job_id: str) -> dict[str, Any]:
+    """The job as a JSON-ready dict, with progress and per-worker work. Raises JobNotFound."""
+    raw = client.hgetall(keys.job(job_id))
+    if not raw:
+        raise JobNotFound(f"No job {job_id!r}; list jobs with `hydra status` or GET /api/jobs.")
+    return _view(raw, client.hgetall(keys.job_workers(job_id)))
+
+
+def list_jobs(client: redis.Redis, *, limit: int = 50) -> list[dict[str, Any]]:
+    """The newest ``limit`` jobs, newest first."""
+    ids = client.zrevrange(keys.JOBS, 0, max(limit, 1) - 1)
+    pipe = client.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.hgetall(keys.job(job_id))
+    return [_view(raw, {}) for raw in pipe.execute() if raw]
+
+
+def job_state(client: redis.Redis, job_id: str) -> JobState | None:
+    state = client.hget(keys.job(job_id), "state")
+    return JobState(state) if state else None
+
+
+def cancel_job(client: redis.Redis, job_id: str, *, now: float | None = None) -> dict[str, Any]:
+    """Cancel a queued or running job: its queued chunks are dropped and its leases released."""
+    state = job_state(client, job_id)
+    if state is None:
+        raise JobNotFound(f"No job {job_id!r} to cancel.")
+    changed = Scripts(client).finish(job_id, JobState.CANCELLED.value, now=now or time.time(), fields={})
+    if not changed:
+        raise JobStateError(f"Job {job_id} is already {job_state(client, job_id).value}; only queued or running "  # type: ignore[union-attr]
+                            "jobs can be cancelled.")
+    return get_job(client, job_id)
+
+
+def fail_job(client: redis.Redis, job_id: str, error: str, *, now: float | None = None) -> bool:
+    return Scripts(client).finish(job_id, JobState.FAILED.value, now=now or time.time(), fields={"error": error})
+
+
+def delete_job(client: redis.Redis, job_id: str) -> None:
+    """Remove a finished job and all its keys."""
+    state = job_state(client, job_id)
+    if state is not None and not state.is_final:
+        raise JobStateError(f"Job {job_id} is {state.value}; cancel it before deleting it.")
+    pipe = client.pipeline(transaction=True)
+    pipe.delete(*keys.job_keys(job_id))
+    pipe.zrem(keys.JOBS, job_id)
+    pipe.execute()
+
+
+def _num(raw: dict[str, str], name: str) -> float:
+    value = raw.get(name)
+    return float(value) if value not in (None, "") else 0.0
+
+
+def _view(raw: dict[str, str], workers_raw: dict[str, str]) -> dict[str, Any]:
+    spec = json.loads(raw["spec"])
+    counters = {c: int(raw.get(c, 0) or 0) for c in _COUNTERS}
+    finished = _num(raw, "finished_at") or None
+    started = _num(raw, "started_at") or None
+    view: dict[str, Any] = {
+        "id": raw["id"], "kind": raw["kind"], "state": raw["state"], "priority": int(raw["priority"]),
+        "params": spec["params"], "deadline_ts": spec.get("deadline_ts"),
+        "created_at": _num(raw, "created_at"), "started_at": started, "finished_at": finished,
+        "updated_at": _num(raw, "updated_at"),
+        "progress": counters["units_done"] / counters["units_total"] if counters["units_total"] else 0.0,
+        "wall_s": (finished - started) if finished and started else None,
+        **counters,
+        "result": json.loads(raw["result"]) if raw.get("result") else None,
+        "error": raw.get("error") or None,
+    }
+    workers: dict[str, dict[str, int]] = {}
+    for field_name, value in workers_raw.items():
+        worker_id, _, metric = field_name.rpartition("|")
+        workers.setdefault(worker_id, {})[metric] = int(value)
+    if workers_raw:
+        view["workers"] = workers
+    return view

@@ -1,0 +1,31 @@
+"""Submitting a job: validate, plan, store atomically, then ask the control plane to dispatch."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from .. import keys
+from ..app import HydraCelery
+from ..scheduling import planner
+from . import store
+from .spec import parse_job_spec
+
+
+def submit_job(app: HydraCelery, raw: Any) -> dict[str, Any]:
+    """Validate ``raw`` (a dict as in POST /api/jobs), store the job and its chunks, and dispatch.
+
+    Raises InvalidJobSpec before anything is stored. If the dispatch message cannot be sent,
+    the job is still safe: the next sweep dispatches it."""
+    spec = parse_job_spec(raw)
+    job_id = store.new_job_id()
+    chunks = planner.plan(job_id, spec, app.settings)
+    store.create_job(app.redis, spec, chunks, job_id=job_id)
+    app.send_task("hydra.dispatch", queue=keys.CONTROL_QUEUE)
+    return store.get_job(app.redis, job_id)
+
+
+def job_png(app: HydraCelery, job_id: str) -> bytes | None:
+    """The finished Mandelbrot image of a job, or None if there is none (yet)."""
+    text = app.redis.get(keys.job_image(job_id))
+    return base64.b64decode(text) if text else None

@@ -1,0 +1,109 @@
+"""The Redis key schema, in one place.
+
+Every key Hydra writes is built here, so ``grep keys.`` finds every reader and writer.
+
+=============================  ======  ============================================================
+key                            type    contents
+=============================  ======  ============================================================
+hydra:jobs                     zset    job id -> created_at (all jobs, newest last)
+hydra:jobs:active              zset    job id -> dispatch order (priority, then age)
+hydra:job:{id}                 hash    spec, kind, state, counters, result (see jobs/store.py)
+hydra:job:{id}:chunks          hash    chunk id -> chunk spec JSON
+hydra:job:{id}:todo            list    chunk ids waiting for dispatch (LPUSH = retry first)
+hydra:job:{id}:done            set     chunk ids merged (the idempotency set)
+hydra:job:{id}:parts           hash    chunk id -> merged partial result JSON
+hydra:job:{id}:workers         hash    "{worker}|{field}" -> per-worker work counters
+hydra:job:{id}:image           string  base64 PNG of a finished Mandelbrot job
+hydra:job:{id}:counts          string  base64 zlib uint32 iteration counts of a finished Mandelbrot job
+hydra:leases                   zset    "{job}:{chunk}" -> lease deadline (unix seconds)
+hydra:lease:{job}:{chunk}      hash    region, queue, attempt, dispatched_at
+hydra:region:{r}:inflight      set     "{job}:{chunk}" currently leased to region r
+hydra:workers                  set     worker ids ever registered
+hydra:worker:{id}              hash    region, host, cores, speeds, state, last_seen ...
+hydra:dispatch:lock            string  dispatcher mutex token
+hydra:dispatch:dirty           string  set when a dispatch pass was skipped because of the lock
+=============================  ======  ============================================================
+"""
+
+from __future__ import annotations
+
+PREFIX = "hydra"
+
+JOBS = f"{PREFIX}:jobs"
+JOBS_ACTIVE = f"{PREFIX}:jobs:active"
+LEASES = f"{PREFIX}:leases"
+WORKERS = f"{PREFIX}:workers"
+DISPATCH_LOCK = f"{PREFIX}:dispatch:lock"
+DISPATCH_DIRTY = f"{PREFIX}:dispatch:dirty"
+
+CONTROL_QUEUE = "hydra.control"
+REGION_QUEUE_PREFIX = "hydra.region."
+
+
+def job(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}"
+
+
+def job_chunks(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:chunks"
+
+
+def job_todo(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:todo"
+
+
+def job_done(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:done"
+
+
+def job_parts(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:parts"
+
+
+def job_workers(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:workers"
+
+
+def job_image(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:image"
+
+
+def job_counts(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:counts"
+
+
+def job_keys(job_id: str) -> list[str]:
+    """Every key that belongs to one job (for deletion and tests)."""
+    return [
+        job(job_id), job_chunks(job_id), job_todo(job_id), job_done(job_id), job_parts(job_id),
+        job_workers(job_id), job_image(job_id), job_counts(job_id),
+    ]
+
+
+def lease_member(job_id: str, chunk_id: str) -> str:
+    return f"{job_id}:{chunk_id}"
+
+
+def split_lease_member(member: str) -> tuple[str, str]:
+    job_id, _, chunk_id = member.partition(":")
+    return job_id, chunk_id
+
+
+def lease(job_id: str, chunk_id: str) -> str:
+    return f"{PREFIX}:lease:{job_id}:{chunk_id}"
+
+
+def region_inflight(region: str) -> str:
+    return f"{PREFIX}:region:{region}:inflight"
+
+
+def worker(worker_id: str) -> str:
+    return f"{PREFIX}:worker:{worker_id}"
+
+
+def region_queue(region: str) -> str:
+    return f"{REGION_QUEUE_PREFIX}{region}"
+
+
+def region_of_queue(queue: str) -> str | None:
+    return queue[len(REGION_QUEUE_PREFIX):] if queue.startswith(REGION_QUEUE_PREFIX) else None

@@ -1,0 +1,1 @@
+"""Planning, routing, dispatching and sweeping: how chunks reach workers and come back."""

@@ -1,0 +1,70 @@
+"""The sweeper (run by beat): take back expired leases, retire silent workers, finish
+jobs whose last result was merged but not finalized, and refill the windows.
+
+This, not Celery's ``visibility_timeout``, is what recovers work from a dead worker: a
+lease is a few times a chunk's expected duration, the visibility timeout is an hour.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import redis
+
+from .. import keys
+from ..jobs import collect, store
+from ..lua import Scripts
+from ..models import JobState
+from ..settings import Settings
+from ..worker.registry import mark_silent_offline
+from .dispatcher import Publish, dispatch
+from .router import Router
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepReport:
+    requeued: list[str] = field(default_factory=list)
+    failed_jobs: list[str] = field(default_factory=list)
+    offline_workers: list[str] = field(default_factory=list)
+    finalized_jobs: list[str] = field(default_factory=list)
+    dispatched: int = 0
+
+
+def requeue_expired(client: redis.Redis, settings: Settings, report: SweepReport, now: float) -> None:
+    scripts = Scripts(client)
+    for member in client.zrangebyscore(keys.LEASES, "-inf", now):
+        job_id, chunk_id = keys.split_lease_member(member)
+        expiries = scripts.requeue(job_id, chunk_id, now=now, counter="expiries", force=False)
+        if expiries < 0:
+            continue
+        report.requeued.append(member)
+        log.warning("lease of chunk %s (job %s) expired (%d time(s)); re-queued", chunk_id, job_id, expiries)
+        if expiries >= settings.max_chunk_expiries:
+            msg = (f"chunk {chunk_id} was lost {expiries} times (lease {settings.lease_s:g}s); "
+                   "raise HYDRA_LEASE_S if chunks legitimately take longer")
+            if store.fail_job(client, job_id, msg, now=now):
+                report.failed_jobs.append(job_id)
+
+
+def finalize_stragglers(client: redis.Redis, report: SweepReport) -> None:
+    """A job whose chunks are all merged but which is still live (its finalizer died)."""
+    for job_id in client.zrange(keys.JOBS_ACTIVE, 0, -1):
+        done, total, state = client.hmget(keys.job(job_id), "chunks_done", "chunks_total", "state")
+        if state in (JobState.QUEUED.value, JobState.RUNNING.value) and done is not None and done == total:
+            if collect.finalize(client, job_id):
+                report.finalized_jobs.append(job_id)
+
+
+def sweep(client: redis.Redis, settings: Settings, router: Router, publish: Publish, *,
+          now: float | None = None) -> SweepReport:
+    now = time.time() if now is None else now
+    report = SweepReport()
+    requeue_expired(client, settings, report, now)
+    report.offline_workers = mark_silent_offline(client, settings, now=now)
+    finalize_stragglers(client, report)
+    report.dispatched = dispatch(client, settings, router, publish, now=now)
+    return report

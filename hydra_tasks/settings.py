@@ -1,0 +1,207 @@
+"""One frozen settings object, read from ``HYDRA_*`` environment variables once.
+
+Nothing reads the environment at import time: :meth:`Settings.from_env` is called by
+the app factory (or a test) and the resulting object is passed around explicitly.
+Every bad value raises :class:`~hydra_tasks.errors.ConfigError` naming the variable,
+the value that was seen and what would be accepted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, fields, replace
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Callable, Mapping, TypeVar
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+MICRO_PER_TOKEN = 1_000_000
+REGION_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean; use one of true/false, 1/0, yes/no, on/off.")
+
+
+def _number(kind: Callable[[str], T], name: str, raw: str, lo: float, hi: float) -> T:
+    try:
+        value = kind(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}; set a number in [{lo}, {hi}].") from None
+    if not (lo <= value <= hi):  # type: ignore[operator]
+        raise ConfigError(f"{name}={raw!r} is out of range; set a value in [{lo}, {hi}].")
+    return value
+
+
+def parse_micro_tokens(name: str, raw: str, *, hi_tokens: int = 10**9) -> int:
+    """Parse a decimal token amount (``"1.5"``) into integer micro-tokens, exactly."""
+    try:
+        amount = Decimal(raw.strip())
+    except InvalidOperation:
+        raise ConfigError(f"{name}={raw!r} is not a decimal token amount such as '1.5'.") from None
+    micro = amount * MICRO_PER_TOKEN
+    if not amount.is_finite() or micro != micro.to_integral_value():
+        raise ConfigError(f"{name}={raw!r} has more than 6 decimal places; tokens are counted in micro-tokens.")
+    if not (0 <= amount <= hi_tokens):
+        raise ConfigError(f"{name}={raw!r} is out of range; set an amount in [0, {hi_tokens}] tokens.")
+    return int(micro)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How one field is read from the environment."""
+
+    env: str
+    parse: Callable[[str, str], Any]
+
+
+def _int(lo: int, hi: int) -> Callable[[str, str], int]:
+    return lambda name, raw: _number(int, name, raw, lo, hi)
+
+
+def _float(lo: float, hi: float) -> Callable[[str, str], float]:
+    return lambda name, raw: _number(float, name, raw, lo, hi)
+
+
+def _str(name: str, raw: str) -> str:
+    return raw.strip()
+
+
+def _region(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not REGION_RE.match(value):
+        raise ConfigError(f"{name}={raw!r} is not a region name; use lowercase letters, digits and '-' (max 40).")
+    return value
+
+
+def _redis_url(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"{name} must start with redis://, rediss:// or unix:// (got a value starting {value[:8]!r}).")
+    return value
+
+
+def _attestation(name: str, raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in {"none", "auto", "sgx", "sev", "tdx"}:
+        raise ConfigError(f"{name}={raw!r} is unknown; use one of none, auto, sgx, sev, tdx.")
+    return value
+
+
+def _meta(env: str, parse: Callable[[str, str], Any]) -> dict[str, Spec]:
+    return {"spec": Spec(env, parse)}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob Hydra has. Build with :meth:`from_env`; change in tests with :meth:`with_`."""
+
+    # --- infrastructure
+    redis_url: str | None = field(default=None, metadata=_meta("HYDRA_REDIS_URL", _redis_url))
+    data_dir: Path = field(
+        default_factory=lambda: Path.home() / ".local" / "share" / "hydra",
+        metadata=_meta("HYDRA_DATA_DIR", lambda n, r: Path(r).expanduser()),
+    )
+    api_token: str | None = field(default=None, metadata=_meta("HYDRA_API_TOKEN", _str))
+    region: str = field(default="local", metadata=_meta("HYDRA_REGION", _region))
+    # --- chunk lifecycle
+    lease_s: float = field(default=60.0, metadata=_meta("HYDRA_LEASE_S", _float(0.5, 86_400)))
+    sweep_interval_s: float = field(default=5.0, metadata=_meta("HYDRA_SWEEP_INTERVAL_S", _float(0.2, 3_600)))
+    heartbeat_s: float = field(default=5.0, metadata=_meta("HYDRA_HEARTBEAT_S", _float(0.2, 600)))
+    worker_timeout_s: float = field(default=30.0, metadata=_meta("HYDRA_WORKER_TIMEOUT_S", _float(1, 86_400)))
+    inflight_per_slot: int = field(default=2, metadata=_meta("HYDRA_INFLIGHT_PER_SLOT", _int(1, 64)))
+    max_chunk_failures: int = field(default=3, metadata=_meta("HYDRA_MAX_CHUNK_FAILURES", _int(1, 100)))
+    max_chunk_expiries: int = field(default=10, metadata=_meta("HYDRA_MAX_CHUNK_EXPIRIES", _int(1, 1_000)))
+    # --- static chunk sizes (adaptive sizing replaces these per worker)
+    pi_chunk_samples: int = field(default=50_000_000, metadata=_meta("HYDRA_PI_CHUNK_SAMPLES", _int(1_000, 10**12)))
+    tile_px: int = field(default=128, metadata=_meta("HYDRA_TILE_PX", _int(8, 4_096)))
+    # --- grid-aware scheduling (seed names)
+    grid_aware: bool = field(default=True, metadata=_meta("HYDRA_GRID_AWARE", _parse_bool))
+    carbon_weight: float = field(default=0.5, metadata=_meta("HYDRA_CARBON_WEIGHT", _float(0, 1)))
+    cost_weight: float = field(default=0.2, metadata=_meta("HYDRA_COST_WEIGHT", _float(0, 1)))
+    renewable_weight: float = field(default=0.3, metadata=_meta("HYDRA_RENEWABLE_WEIGHT", _float(0, 1)))
+    # --- token incentives (seed names); amounts are integer micro-tokens
+    token_incentives: bool = field(default=True, metadata=_meta("HYDRA_TOKEN_INCENTIVES", _parse_bool))
+    base_token_rate_micro: int = field(default=1_000_000, metadata=_meta("HYDRA_BASE_TOKEN_RATE", parse_micro_tokens))
+    carbon_bonus_rate_micro: int = field(default=500_000, metadata=_meta("HYDRA_CARBON_BONUS_RATE", parse_micro_tokens))
+    renewable_bonus_rate_micro: int = field(
+        default=200_000, metadata=_meta("HYDRA_RENEWABLE_BONUS_RATE", parse_micro_tokens)
+    )
+    performance_multiplier: float = field(default=1.0, metadata=_meta("HYDRA_PERFORMANCE_MULTIPLIER", _float(0, 10)))
+    reliability_bonus: float = field(default=0.1, metadata=_meta("HYDRA_RELIABILITY_BONUS", _float(0, 10)))
+    max_tokens_per_chunk_micro: int = field(
+        default=100_000_000, metadata=_meta("HYDRA_MAX_TOKENS_PER_CHUNK", parse_micro_tokens)
+    )
+    # --- confidential compute (seed names)
+    confidential: bool = field(default=False, metadata=_meta("HYDRA_CONFIDENTIAL", _parse_bool))
+    enclave_path: str = field(default="", metadata=_meta("HYDRA_ENCLAVE_PATH", _str))
+    attestation: str = field(default="none", metadata=_meta("HYDRA_ATTESTATION", _attestation))
+    encryption: bool = field(default=True, metadata=_meta("HYDRA_ENCRYPTION", _parse_bool))
+
+    def __post_init__(self) -> None:
+        if self.worker_timeout_s <= self.heartbeat_s:
+            raise ConfigError(
+                f"HYDRA_WORKER_TIMEOUT_S ({self.worker_timeout_s}) must exceed HYDRA_HEARTBEAT_S "
+                f"({self.heartbeat_s}); otherwise live workers would be marked offline."
+            )
+        weights = self.carbon_weight + self.cost_weight + self.renewable_weight
+        if self.grid_aware and weights <= 0:
+            raise ConfigError(
+                "HYDRA_CARBON_WEIGHT, HYDRA_COST_WEIGHT and HYDRA_RENEWABLE_WEIGHT are all 0 while "
+                "HYDRA_GRID_AWARE is on; give at least one a positive weight or set HYDRA_GRID_AWARE=false."
+            )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Read every ``HYDRA_*`` variable once. Unknown ``HYDRA_*`` names are an error (typos)."""
+        env = os.environ if env is None else env
+        known = {f.metadata["spec"].env for f in fields(cls)}
+        unknown = sorted(k for k in env if k.startswith("HYDRA_") and k not in known and k not in _IGNORED)
+        if unknown:
+            raise ConfigError(f"Unknown setting(s) {', '.join(unknown)}; known ones are: {', '.join(sorted(known))}.")
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            spec: Spec = f.metadata["spec"]
+            raw = env.get(spec.env)
+            if raw is not None and raw.strip() != "":
+                values[f.name] = spec.parse(spec.env, raw)
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> "Settings":
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+    def to_env(self) -> dict[str, str]:
+        """The ``HYDRA_*`` variables that reproduce these settings in a child process."""
+        out: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            env = f.metadata["spec"].env
+            if f.name.endswith("_micro"):
+                out[env] = str(Decimal(value) / MICRO_PER_TOKEN)
+            elif isinstance(value, bool):
+                out[env] = "true" if value else "false"
+            else:
+                out[env] = str(value)
+        return out
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.data_dir / "redis"
+
+
+# Variables read by other programs (the CLI's own flags, test harness), not settings fields.
+_IGNORED = frozenset({"HYDRA_PORTABLE", "HYDRA_TEST_KEEP_LOGS"})

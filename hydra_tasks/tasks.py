@@ -1,0 +1,50 @@
+"""Thin Celery tasks: (de)serialisation, routing and retries only. Logic lives in plain modules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+
+from . import keys
+from .jobs import collect, store
+from .scheduling import dispatcher, sweeper
+from .scheduling.router import default_router
+from .worker.compute import run_chunk
+
+
+def publish_chunk(chunk: dict[str, Any], attempt: int, queue: str) -> None:
+    compute_chunk.apply_async(args=[chunk, attempt], queue=queue, routing_key=queue)
+
+
+@shared_task(name="hydra.compute_chunk", bind=True, ignore_result=True)
+def compute_chunk(self: Any, chunk: dict[str, Any], attempt: int) -> None:
+    """Volunteer side: compute one chunk and send the result to the control queue."""
+    client = self.app.redis
+    state = store.job_state(client, str(chunk.get("job_id")))
+    if state is None or state.is_final:
+        return  # cancelled or finished meanwhile: don't spend the volunteer's CPU
+    queue = (self.request.delivery_info or {}).get("routing_key") or ""
+    region = keys.region_of_queue(queue) or "unknown"
+    result = run_chunk(chunk, attempt=attempt, worker_id=self.request.hostname or "unknown", region=region)
+    collect_chunk.apply_async(args=[result], queue=keys.CONTROL_QUEUE)
+
+
+@shared_task(name="hydra.collect_chunk", bind=True, ignore_result=True)
+def collect_chunk(self: Any, result: dict[str, Any]) -> str:
+    """Control plane: verify + merge once + finalize, then refill the windows."""
+    outcome = collect.collect(self.app.redis, self.app.settings, result)
+    dispatcher.dispatch(self.app.redis, self.app.settings, default_router(), publish_chunk)
+    return outcome
+
+
+@shared_task(name="hydra.dispatch", bind=True, ignore_result=True)
+def dispatch(self: Any) -> int:
+    return dispatcher.dispatch(self.app.redis, self.app.settings, default_router(), publish_chunk)
+
+
+@shared_task(name="hydra.sweep", bind=True, ignore_result=True)
+def sweep(self: Any) -> dict[str, Any]:
+    report = sweeper.sweep(self.app.redis, self.app.settings, default_router(), publish_chunk)
+    return {"requeued": len(report.requeued), "dispatched": report.dispatched,
+            "offline": report.offline_workers, "failed": report.failed_jobs, "finalized": report.finalized_jobs}

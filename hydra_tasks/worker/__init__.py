@@ -1,0 +1,1 @@
+"""The volunteer side: registration, calibration, heartbeat, and running one chunk."""

@@ -1,0 +1,95 @@
+"""The worker registry in Redis: who is out there, where, how fast, and whether alive.
+
+Volunteers write their own record (register + heartbeat); the control plane reads it to
+build a cluster snapshot and marks silent workers offline.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis
+
+from .. import keys
+from ..models import WorkerState
+from ..settings import Settings
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    worker_id: str
+    region: str
+    host: str
+    pid: int
+    cores: int
+    concurrency: int
+    pi_samples_per_s: float
+    mandelbrot_iters_per_s: float
+    state: WorkerState
+    started_at: float
+    last_seen: float
+    chunks_done: int = 0
+    busy_ms: int = 0
+
+    def is_live(self, now: float, timeout_s: float) -> bool:
+        return self.state is WorkerState.ONLINE and now - self.last_seen <= timeout_s
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["state"] = self.state.value
+        return data
+
+
+def register(client: redis.Redis, info: WorkerInfo) -> None:
+    """Create or refresh a worker's record (on start)."""
+    record = info.to_json()
+    record.pop("chunks_done")
+    record.pop("busy_ms")
+    pipe = client.pipeline(transaction=True)
+    pipe.hset(keys.worker(info.worker_id), mapping={k: str(v) for k, v in record.items()})
+    pipe.sadd(keys.WORKERS, info.worker_id)
+    pipe.execute()
+
+
+def heartbeat(client: redis.Redis, worker_id: str, *, now: float | None = None) -> None:
+    now = time.time() if now is None else now
+    client.hset(keys.worker(worker_id), mapping={"last_seen": repr(now), "state": WorkerState.ONLINE.value})
+
+
+def set_offline(client: redis.Redis, worker_id: str) -> None:
+    client.hset(keys.worker(worker_id), "state", WorkerState.OFFLINE.value)
+
+
+def _parse(raw: dict[str, str]) -> WorkerInfo | None:
+    try:
+        return WorkerInfo(
+            worker_id=raw["worker_id"], region=raw["region"], host=raw.get("host", "?"), pid=int(raw.get("pid", 0)),
+            cores=int(raw.get("cores", 1)), concurrency=max(1, int(raw.get("concurrency", 1))),
+            pi_samples_per_s=float(raw.get("pi_samples_per_s", 0.0)),
+            mandelbrot_iters_per_s=float(raw.get("mandelbrot_iters_per_s", 0.0)),
+            state=WorkerState(raw.get("state", "offline")), started_at=float(raw.get("started_at", 0.0)),
+            last_seen=float(raw.get("last_seen", 0.0)), chunks_done=int(raw.get("chunks_done", 0)),
+            busy_ms=int(raw.get("busy_ms", 0)),
+        )
+    except (KeyError, ValueError):
+        return None  # a half-written or foreign record: ignore rather than break scheduling
+
+
+def list_workers(client: redis.Redis) -> list[WorkerInfo]:
+    ids = sorted(client.smembers(keys.WORKERS))
+    pipe = client.pipeline(transaction=False)
+    for worker_id in ids:
+        pipe.hgetall(keys.worker(worker_id))
+    return [w for w in (_parse(raw) for raw in pipe.execute() if raw) if w is not None]
+
+
+def mark_silent_offline(client: redis.Redis, settings: Settings, *, now: float | None = None) -> list[str]:
+    """Mark workers whose heartbeat stopped as offline; return their ids."""
+    now = time.time() if now is None else now
+    silent = [w.worker_id for w in list_workers(client)
+              if w.state is WorkerState.ONLINE and now - w.last_seen > settings.worker_timeout_s]
+    for worker_id in silent:
+        set_offline(client, worker_id)
+    return silent

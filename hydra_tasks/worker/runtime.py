@@ -1,0 +1,96 @@
+"""Volunteer worker lifecycle, hooked into Celery's worker signals.
+
+A worker that consumes a region queue (``hydra.region.<r>``) calibrates its speed, registers
+itself, and heartbeats from a daemon thread until it shuts down. Control-plane workers
+(``hydra.control`` only) do none of this.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from .. import compute as kernels
+from .. import keys
+from ..models import WorkerState
+from . import registry
+
+log = logging.getLogger(__name__)
+
+_heartbeat_stop = threading.Event()
+_registered: dict[str, str] = {}  # worker_id -> region, for this process
+
+
+def calibrate(budget_s: float = 0.15) -> dict[str, float]:
+    """Measure π samples/s and Mandelbrot iterations/s with short kernel runs."""
+    n, t = 1 << 20, 0.0
+    while True:
+        t0 = time.perf_counter()
+        kernels.pi_hits(12345, 0, n)
+        t = time.perf_counter() - t0
+        if t >= budget_s / 2 or n >= 1 << 34:
+            break
+        n *= 4
+    pi_rate = n / max(t, 1e-9)
+    t0 = time.perf_counter()
+    counts = kernels.mandelbrot_counts(xmin=-2.0, ymax=1.25, dx=2.5 / 160, dy=2.5 / 160, col0=0, row0=0,
+                                       width=160, height=160, max_iter=200)
+    mandel_rate = kernels.mandelbrot_iterations(counts) / max(time.perf_counter() - t0, 1e-9)
+    return {"pi_samples_per_s": pi_rate, "mandelbrot_iters_per_s": mandel_rate}
+
+
+def region_of(queues: list[str]) -> str | None:
+    for queue in queues:
+        region = keys.region_of_queue(queue)
+        if region:
+            return region
+    return None
+
+
+def on_worker_ready(consumer: Any) -> None:
+    app = consumer.app
+    region = region_of(sorted(app.amqp.queues.consume_from or {}))
+    if region is None:
+        return
+    worker_id = consumer.hostname
+    speeds = calibrate()
+    now = time.time()
+    info = registry.WorkerInfo(
+        worker_id=worker_id, region=region, host=socket.gethostname(), pid=os.getpid(), cores=os.cpu_count() or 1,
+        concurrency=int(getattr(consumer.controller, "concurrency", 1) or 1), state=WorkerState.ONLINE,
+        started_at=now, last_seen=now, **speeds,
+    )
+    registry.register(app.redis, info)
+    _registered[worker_id] = region
+    log.info("registered worker %s in region %s (%.0f M samples/s)", worker_id, region,
+             speeds["pi_samples_per_s"] / 1e6)
+    _heartbeat_stop.clear()
+    thread = threading.Thread(target=_beat, args=(app, worker_id), name="hydra-heartbeat", daemon=True)
+    thread.start()
+
+
+def _beat(app: Any, worker_id: str) -> None:
+    interval = app.settings.heartbeat_s
+    while not _heartbeat_stop.wait(interval):
+        try:
+            registry.heartbeat(app.redis, worker_id)
+        except Exception:  # noqa: BLE001 - Redis blips must not kill the worker; the next beat retries
+            log.warning("heartbeat failed; will retry", exc_info=True)
+
+
+def on_worker_shutdown(app: Any) -> None:
+    _heartbeat_stop.set()
+    for worker_id in list(_registered):
+        try:
+            registry.set_offline(app.redis, worker_id)
+        except Exception:  # noqa: BLE001
+            log.warning("could not mark %s offline; the sweeper will", worker_id)
+        _registered.pop(worker_id, None)
+
+
+def registered_region(worker_id: str) -> str | None:
+    return _registered.get(worker_id)

@@ -1,0 +1,211 @@
+"""Chunk lifecycle against a real Redis: leases, windows, exactly-once merge, expiry, cancel, failure.
+
+The control-plane modules are driven directly (no Celery worker), with `publish` capturing what
+would be sent. End-to-end runs with real worker processes are in test_end_to_end.py.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from hydra_tasks import compute, keys
+from hydra_tasks.app import HydraCelery
+from hydra_tasks.jobs import collect, store
+from hydra_tasks.jobs.spec import parse_job_spec
+from hydra_tasks.models import JobState, WorkerState
+from hydra_tasks.scheduling import planner
+from hydra_tasks.scheduling.dispatcher import dispatch
+from hydra_tasks.scheduling.router import CapacityRouter
+from hydra_tasks.scheduling.sweeper import sweep
+from hydra_tasks.worker import registry
+from hydra_tasks.worker.compute import run_chunk
+
+pytestmark = pytest.mark.integration
+
+Sent = list[tuple[dict[str, Any], int, str]]
+
+
+@pytest.fixture
+def app(redis_only: HydraCelery) -> HydraCelery:
+    redis_only.redis.flushdb()
+    return redis_only
+
+
+def add_workers(app: HydraCelery, regions: dict[str, int], *, now: float | None = None) -> None:
+    now = time.time() if now is None else now
+    for region, count in regions.items():
+        for i in range(count):
+            registry.register(app.redis, registry.WorkerInfo(
+                worker_id=f"{region}-{i}@test", region=region, host="test", pid=1, cores=1, concurrency=1,
+                pi_samples_per_s=1e8, mandelbrot_iters_per_s=1e8, state=WorkerState.ONLINE,
+                started_at=now, last_seen=now))
+
+
+def new_job(app: HydraCelery, raw: dict[str, Any]) -> str:
+    spec = parse_job_spec(raw)
+    job_id = store.new_job_id()
+    store.create_job(app.redis, spec, planner.plan(job_id, spec, app.settings), job_id=job_id)
+    return job_id
+
+
+def pi_job(app: HydraCelery, *, samples: int = 10_000, seed: int = 7) -> str:
+    app_settings = app.settings.with_(pi_chunk_samples=1_000)
+    spec = parse_job_spec({"kind": "pi", "params": {"samples": samples, "seed": seed}})
+    job_id = store.new_job_id()
+    store.create_job(app.redis, spec, planner.plan(job_id, spec, app_settings), job_id=job_id)
+    return job_id
+
+
+def run_dispatch(app: HydraCelery, now: float | None = None) -> Sent:
+    sent: Sent = []
+    dispatch(app.redis, app.settings, CapacityRouter(), lambda c, a, q: sent.append((c, a, q)), now=now)
+    return sent
+
+
+def compute_and_collect(app: HydraCelery, sent: Sent) -> list[str]:
+    return [collect.collect(app.redis, app.settings, run_chunk(c, attempt=a, worker_id="w@test", region="r"))
+            for c, a, _ in sent]
+
+
+def test_dispatch_keeps_each_region_within_its_window(app: HydraCelery) -> None:
+    add_workers(app, {"eu-west": 1, "us-east": 2})
+    job_id = pi_job(app)
+    sent = run_dispatch(app)
+    queues = [q for _, _, q in sent]
+    per_slot = app.settings.inflight_per_slot
+    assert queues.count("hydra.region.eu-west") == 1 * per_slot
+    assert queues.count("hydra.region.us-east") == 2 * per_slot
+    assert run_dispatch(app) == []  # windows are full: nothing more goes out
+    assert app.redis.zcard(keys.LEASES) == 3 * per_slot
+    assert store.get_job(app.redis, job_id)["state"] == "running"
+
+
+def test_nothing_is_dispatched_while_no_worker_is_live(app: HydraCelery) -> None:
+    add_workers(app, {"eu-west": 1}, now=time.time() - 3600)  # a worker that went silent long ago
+    job_id = pi_job(app)
+    assert run_dispatch(app) == []
+    assert store.get_job(app.redis, job_id)["state"] == "queued"
+
+
+def test_a_job_completes_with_exactly_the_hits_of_one_kernel_call(app: HydraCelery) -> None:
+    add_workers(app, {"eu-west": 1, "us-east": 1})
+    job_id = pi_job(app, samples=25_500, seed=99)
+    while (sent := run_dispatch(app)):
+        compute_and_collect(app, sent)
+    job = store.get_job(app.redis, job_id)
+    assert job["state"] == "done"
+    assert job["result"]["hits"] == compute.pi_hits(99, 0, 25_500)
+    assert job["chunks_done"] == job["chunks_total"] == 26
+    assert app.redis.zcard(keys.LEASES) == 0
+    assert app.redis.scard(keys.region_inflight("eu-west")) == app.redis.scard(keys.region_inflight("us-east")) == 0
+
+
+def test_a_result_delivered_twice_is_merged_once(app: HydraCelery) -> None:
+    add_workers(app, {"eu-west": 1})
+    job_id = pi_job(app)
+    chunk, attempt, _ = run_dispatch(app)[0]
+    result = run_chunk(chunk, attempt=attempt, worker_id="w@test", region="eu-west")
+    assert collect.collect(app.redis, app.settings, result) == "merged"
+    assert collect.collect(app.redis, app.settings, result) == "duplicate"
+    job = store.get_job(app.redis, job_id)
+    assert job["chunks_done"] == 1 and job["duplicates"] == 1
+    assert job["hits"] == result["payload"]["hits"]
+    assert job["units_done"] == 1_000
+
+
+def test_expired_leases_are_taken_back_and_sent_again(app: HydraCelery) -> None:
+    add_workers(app, {"eu-west": 1})
+    job_id = pi_job(app)
+    first = run_dispatch(app)
+    later = time.time() + app.settings.lease_s + 1
+    registry.heartbeat(app.redis, "eu-west-0@test", now=later)
+    sent: Sent = []
+    report = sweep(app.redis, app.settings, CapacityRouter(), lambda c, a, q: sent.append((c, a, q)), now=later)
+    assert len(report.requeued) == len(first)
+    assert sorted(c["chunk_id"] for c, _, _ in sent) == sorted(c["chunk_id"] for c, _, _ in first)
+    assert all(attempt == 2 for _, attempt, _ in sent)
+    assert store.get_job(app.redis, job_id)["redispatched"] == len(first)
+
+
+def test_a_late_result_for_a_requeued_chunk_counts_once_and_leaves_the_queue(app: HydraCelery) -> None:
+    add_workers(app, {"eu-west": 1})
+    job_id = pi_job(app)
+    chunk, attempt, _ = run_dispatch(app)[0]
+    later = time.time() + app.settings.lease_s + 1
+    sweep(app.redis, app.settings, CapacityRouter(), lambda c, a, q: None, now=later)
+    # The worker everyone thought dead reports after all.
+    result = run_chunk(chunk, attempt=attempt, worker_id="slow@test", region="eu-west")
+    assert collect.collect(app.redis, app.settings, result) == "merged"
+    assert chunk["chunk_id"].encode() not in [c.encode() for c in app.redis.lrange(keys.job_todo(job_id), 0, -1)]
+    assert collect.collect(app.redis, app.settings, result) == "duplicate"
+
+
+def test_silent_workers_are_marked_offline_by_the_sweep(app: HydraCelery) -> None:
+    add_workers(app, {"eu-west": 2})
+    registry.heartbeat(app.redis, "eu-west-0@test", now=time.time() + 100)
+    report = sweep(app.redis, app.settings, CapacityRouter(), lambda c, a, q: None, now=time.time() + 50)
+    assert report.offline_workers == ["eu-west-1@test"]
+    states = {w.worker_id: w.state for w in registry.list_workers(app.redis)}
+    assert states == {"eu-west-0@test": WorkerState.ONLINE, "eu-west-1@test": WorkerState.OFFLINE}
+
+
+def test_cancelling_drops_queued_chunks_and_releases_every_lease(app: HydraCelery) -> None:
+    add_workers(app, {"eu-west": 1})
+    job_id = pi_job(app)
+    sent = run_dispatch(app)
+    store.cancel_job(app.redis, job_id)
+    assert store.job_state(app.redis, job_id) is JobState.CANCELLED
+    assert app.redis.zcard(keys.LEASES) == 0 and app.redis.llen(keys.job_todo(job_id)) == 0
+    assert app.redis.scard(keys.region_inflight("eu-west")) == 0
+    assert compute_and_collect(app, sent) == ["ignored"] * len(sent)  # results after cancel change nothing
+    assert store.get_job(app.redis, job_id)["chunks_done"] == 0
+    assert run_dispatch(app) == []
+
+
+def test_a_chunk_that_keeps_failing_fails_the_job_with_its_error(app: HydraCelery) -> None:
+    add_workers(app, {"eu-west": 1})
+    job_id = pi_job(app)
+    chunk, attempt, _ = run_dispatch(app)[0]
+    bad = run_chunk(chunk, attempt=attempt, worker_id="w@test", region="eu-west")
+    bad = {**bad, "error": "KernelError: simulated", "payload": {}}
+    outcomes = [collect.collect(app.redis, app.settings, bad) for _ in range(app.settings.max_chunk_failures)]
+    assert outcomes[-1] == "failed"
+    job = store.get_job(app.redis, job_id)
+    assert job["state"] == "failed" and "simulated" in job["error"]
+    assert app.redis.zcard(keys.LEASES) == 0
+
+
+def test_a_tampered_result_is_rejected_and_its_chunk_queued_again(app: HydraCelery) -> None:
+    add_workers(app, {"eu-west": 1})
+    job_id = pi_job(app)
+    chunk, attempt, _ = run_dispatch(app)[0]
+    result = run_chunk(chunk, attempt=attempt, worker_id="w@test", region="eu-west")
+    forged = {**result, "payload": {**result["payload"], "hits": result["payload"]["hits"] + 1}}
+    assert collect.collect(app.redis, app.settings, forged) == "rejected"
+    job = store.get_job(app.redis, job_id)
+    assert job["chunks_done"] == 0 and job["rejections"] == 1
+    assert app.redis.lindex(keys.job_todo(job_id), 0) == chunk["chunk_id"]
+
+
+def test_a_mandelbrot_job_assembles_tiles_into_the_whole_image(app: HydraCelery) -> None:
+    add_workers(app, {"eu-west": 2})
+    params = {"width": 70, "height": 45, "max_iter": 60, "xmin": -2.0, "xmax": 0.6, "ymin": -1.1, "ymax": 1.1}
+    app_small_tiles = app.settings.with_(tile_px=16)
+    spec = parse_job_spec({"kind": "mandelbrot", "params": params})
+    job_id = store.new_job_id()
+    store.create_job(app.redis, spec, planner.plan(job_id, spec, app_small_tiles), job_id=job_id)
+    while (sent := run_dispatch(app)):
+        compute_and_collect(app, sent)
+    job = store.get_job(app.redis, job_id)
+    assert job["state"] == "done"
+    from hydra_tasks.jobs.mandelbrot import decode_counts
+
+    counts = decode_counts(app.redis.get(keys.job_counts(job_id)), 45, 70)
+    p = spec.params
+    whole = compute.mandelbrot_counts(xmin=p["xmin"], ymax=p["ymax"], dx=p["dx"], dy=p["dy"], col0=0, row0=0,
+                                      width=70, height=45, max_iter=60)
+    assert (counts == whole).all()
+    assert job["result"]["iterations"] == int(whole.sum())

@@ -1,0 +1,64 @@
+"""Settings come from HYDRA_* once, into one frozen object, with errors that say what to fix."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from hydra_tasks.errors import ConfigError
+from hydra_tasks.settings import Settings
+
+
+def test_defaults_need_no_environment() -> None:
+    s = Settings.from_env({})
+    assert s.redis_url is None and s.grid_aware is True
+    assert s.base_token_rate_micro == 1_000_000
+
+
+def test_values_are_parsed_from_hydra_variables() -> None:
+    s = Settings.from_env({"HYDRA_REDIS_URL": "redis://:pw@127.0.0.1:6390/0", "HYDRA_LEASE_S": "12.5",
+                           "HYDRA_GRID_AWARE": "off", "HYDRA_BASE_TOKEN_RATE": "0.000123",
+                           "HYDRA_PI_CHUNK_SAMPLES": "2000000"})
+    assert s.redis_url == "redis://:pw@127.0.0.1:6390/0"
+    assert s.lease_s == 12.5 and s.grid_aware is False and s.pi_chunk_samples == 2_000_000
+    assert s.base_token_rate_micro == 123
+
+
+def test_settings_are_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Settings().lease_s = 1.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"HYDRA_LEASE_S": "soon"}, "HYDRA_LEASE_S='soon' is not a valid float"),
+        ({"HYDRA_LEASE_S": "-1"}, "HYDRA_LEASE_S='-1' is out of range"),
+        ({"HYDRA_GRID_AWARE": "maybe"}, "is not a boolean"),
+        ({"HYDRA_CARBON_WEIGHT": "1.5"}, "HYDRA_CARBON_WEIGHT='1.5' is out of range"),
+        ({"HYDRA_REDIS_URL": "localhost:6379"}, "HYDRA_REDIS_URL must start with redis://"),
+        ({"HYDRA_BASE_TOKEN_RATE": "0.0000001"}, "more than 6 decimal places"),
+        ({"HYDRA_BASE_TOKEN_RATE": "-1"}, "out of range"),
+        ({"HYDRA_REGION": "EU West"}, "is not a region name"),
+        ({"HYDRA_LEASES": "3"}, "Unknown setting(s) HYDRA_LEASES"),
+        ({"HYDRA_HEARTBEAT_S": "10", "HYDRA_WORKER_TIMEOUT_S": "5"}, "must exceed HYDRA_HEARTBEAT_S"),
+        ({"HYDRA_CARBON_WEIGHT": "0", "HYDRA_COST_WEIGHT": "0", "HYDRA_RENEWABLE_WEIGHT": "0"}, "all 0"),
+    ],
+)
+def test_bad_values_raise_a_config_error_naming_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(env)
+    assert message in str(info.value)
+
+
+def test_to_env_reproduces_the_same_settings_in_a_child_process() -> None:
+    s = Settings.from_env({"HYDRA_REDIS_URL": "redis://127.0.0.1:1/0", "HYDRA_LEASE_S": "7",
+                           "HYDRA_BASE_TOKEN_RATE": "2.5", "HYDRA_GRID_AWARE": "false"})
+    assert Settings.from_env(s.to_env()) == s
+
+
+def test_the_password_in_the_redis_url_is_not_shown_in_the_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"HYDRA_REDIS_URL": "http://user:s3cret@host"})
+    assert "s3cret" not in str(info.value)
