@@ -1,0 +1,37 @@
+# Hydra: the two commands are `make demo` and `make test`. Both create the venv and install first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.hydra-installed
+PYTEST_ARGS ?=
+
+.PHONY: install demo up test test-fast bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# Editable install: builds the Cython kernels from kernels/ in place (rebuilt when a .pyx changes).
+$(STAMP): $(PY) pyproject.toml setup.cfg $(wildcard kernels/*.pyx kernels/*.pxd)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/hydra demo
+
+up: install
+	$(VENV)/bin/hydra up
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -m "not integration and not fault" $(PYTEST_ARGS)
+
+bench: install
+	$(PY) benchmarks/overhead.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info hydra_tasks/*.so kernels/*.c

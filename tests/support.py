@@ -1,0 +1,60 @@
+"""Helpers for integration tests: a real local stack (Redis + Celery worker processes) and waiting."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from hydra_tasks.app import HydraCelery, create_app
+from hydra_tasks.jobs import store
+from hydra_tasks.settings import Settings
+from hydra_tasks.stack import LocalStack
+
+# Quick timings so that lost work is recovered in seconds (never wait for Celery's 1 h visibility timeout).
+FAST = dict(lease_s=4.0, sweep_interval_s=0.5, heartbeat_s=0.5, worker_timeout_s=3.0)
+
+
+@contextlib.contextmanager
+def running_stack(data_dir: Path, workers: dict[str, int], **overrides: Any) -> Iterator[LocalStack]:
+    """Redis + a control worker with beat + ``workers[region]`` region workers, all real processes."""
+    settings = Settings().with_(data_dir=data_dir, **{**FAST, **overrides})
+    stack = LocalStack(settings, log_dir=data_dir / "logs")
+    try:
+        stack.start_redis()
+        stack.start_control(beat=True)
+        for region, count in workers.items():
+            for i in range(count):
+                stack.start_region_worker(region, name=f"{region}-{i + 1}")
+        stack.wait_for_workers(sum(workers.values()), timeout_s=90)
+        stack.wait_for_log("control", "ready.", timeout_s=60)
+        yield stack
+    except BaseException:
+        for proc in stack.procs.values():
+            print(f"----- {proc.name} log -----\n{proc.log_tail(60)}")
+        raise
+    finally:
+        stack.stop()
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout_s: float, what: str, poll_s: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def wait_for_job(app: HydraCelery, job_id: str, *, timeout_s: float = 120.0) -> dict[str, Any]:
+    def final() -> dict[str, Any] | None:
+        job = store.get_job(app.redis, job_id)
+        return job if job["state"] in ("done", "failed", "cancelled") else None
+
+    return wait_for(final, timeout_s=timeout_s, what=f"job {job_id} to finish")
+
+
