@@ -26,7 +26,7 @@ def colourize(counts: np.ndarray, max_iter: int) -> np.ndarray:
     lut = palette()
     scaled = np.log1p(counts.astype(np.float64)) / np.log1p(max(max_iter, 1))
     # Stretch so that typical escape counts spread over the whole palette.
-    index = np.minimum((np.sqrt(scaled) * (len(lut) - 1)).astype(np.int64), len(lut) - 1)
+    index = np.minimum((scaled * (len(lut) - 1)).astype(np.int64), len(lut) - 1)
     rgb = lut[index]
     rgb[counts >= max_iter] = 0
     return rgb
