@@ -53,8 +53,8 @@ def celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
         # A backstop only: lost work is recovered by lease expiry + the sweeper, within seconds.
         "broker_transport_options": {"visibility_timeout": 3600},
         "broker_connection_retry_on_startup": True,
+        # Workers emit task events for Flower; "task-sent" events are off: one publish per chunk saved.
         "worker_send_task_events": True,
-        "task_send_sent_event": True,
         "worker_hijack_root_logger": False,
         "timezone": "UTC",
         "beat_schedule": {

@@ -21,6 +21,7 @@ from PIL import Image
 from hydra_tasks import keys
 from hydra_tasks.app import HydraCelery
 from hydra_tasks.embedded import EmbeddedRedis
+from hydra_tasks.errors import ConfigError
 from hydra_tasks.models import WorkerState
 from hydra_tasks.settings import Settings
 from hydra_tasks.worker.registry import WorkerInfo, register
@@ -344,7 +345,7 @@ def test_without_a_configured_token_one_is_created_in_the_data_dir_with_mode_060
 
 def test_a_malformed_token_file_is_a_clear_error_at_start_up(redis_url: str, tmp_path: Path) -> None:
     (tmp_path / "api_token").write_text("   \n")
-    with pytest.raises(Exception, match="api_token is empty or malformed; delete it"):
+    with pytest.raises(ConfigError, match="api_token is empty or malformed; delete it"):
         create_app(Settings().with_(redis_url=redis_url, data_dir=tmp_path, api_token=None))
 
 
