@@ -86,7 +86,8 @@ class HydraCelery(Celery):
         """A client for Hydra's state (same server as the broker), strings decoded."""
         if self._hydra_redis is None:
             self._hydra_redis = redis.Redis.from_url(self.conf.broker_url, decode_responses=True,
-                                                     health_check_interval=30)
+                                                     health_check_interval=30, socket_timeout=15,
+                                                     socket_connect_timeout=5)
         return self._hydra_redis
 
     def on_configure(self) -> None:  # called by Celery when the config is first needed

@@ -79,6 +79,11 @@ def units_total(params: Mapping[str, Any]) -> int:
     return int(params["width"]) * int(params["height"])
 
 
+def chunk_count(params: Mapping[str, Any], settings: Settings) -> int:
+    side = settings.tile_px
+    return -(-int(params["width"]) // side) * -(-int(params["height"]) // side)
+
+
 def plan(job_id: str, params: Mapping[str, Any], settings: Settings) -> list[ChunkSpec]:
     """Square tiles of ``settings.tile_px`` in row-major order."""
     width, height, side = int(params["width"]), int(params["height"]), settings.tile_px

@@ -24,12 +24,16 @@ Z_95 = 1.959963984540054
 def parse_params(raw: Mapping[str, Any]) -> dict[str, Any]:
     reject_unknown(raw, {"samples", "seed"}, "π params")
     samples = integer(raw, "samples", 1, MAX_SAMPLES)
-    seed = integer(raw, "seed", 0, 2**64 - 1, default=secrets.randbits(63))
+    seed = integer(raw, "seed", 0, 2**64 - 1, default=secrets.randbits(53))  # JSON-number safe
     return {"samples": samples, "seed": seed}
 
 
 def units_total(params: Mapping[str, Any]) -> int:
     return int(params["samples"])
+
+
+def chunk_count(params: Mapping[str, Any], settings: Settings) -> int:
+    return -(-int(params["samples"]) // settings.pi_chunk_samples)
 
 
 def plan(job_id: str, params: Mapping[str, Any], settings: Settings) -> list[ChunkSpec]:

@@ -62,7 +62,9 @@ def get_job(client: redis.Redis, job_id: str) -> dict[str, Any]:
     raw = client.hgetall(keys.job(job_id))
     if not raw:
         raise JobNotFound(f"No job {job_id!r}; list jobs with `hydra status` or GET /api/jobs.")
-    return _view(raw, client.hgetall(keys.job_workers(job_id)))
+    view = _view(raw, client.hgetall(keys.job_workers(job_id)))
+    view.setdefault("workers", {})
+    return view
 
 
 def list_jobs(client: redis.Redis, *, limit: int = 50) -> list[dict[str, Any]]:
@@ -81,13 +83,11 @@ def job_state(client: redis.Redis, job_id: str) -> JobState | None:
 
 def cancel_job(client: redis.Redis, job_id: str, *, now: float | None = None) -> dict[str, Any]:
     """Cancel a queued or running job: its queued chunks are dropped and its leases released."""
-    state = job_state(client, job_id)
-    if state is None:
-        raise JobNotFound(f"No job {job_id!r} to cancel.")
-    changed = Scripts(client).finish(job_id, JobState.CANCELLED.value, now=now or time.time(), fields={})
-    if not changed:
-        raise JobStateError(f"Job {job_id} is already {job_state(client, job_id).value}; only queued or running "  # type: ignore[union-attr]
-                            "jobs can be cancelled.")
+    if not Scripts(client).finish(job_id, JobState.CANCELLED.value, now=now or time.time(), fields={}):
+        state = job_state(client, job_id)
+        if state is None:
+            raise JobNotFound(f"No job {job_id!r} to cancel.")
+        raise JobStateError(f"Job {job_id} is already {state.value}; only queued or running jobs can be cancelled.")
     return get_job(client, job_id)
 
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import base64
+import logging
 from typing import Any
+
+from kombu.exceptions import OperationalError
 
 from .. import keys
 from ..app import HydraCelery
 from ..scheduling import planner
 from . import store
 from .spec import parse_job_spec
+
+log = logging.getLogger(__name__)
 
 
 def submit_job(app: HydraCelery, raw: Any) -> dict[str, Any]:
@@ -21,7 +26,11 @@ def submit_job(app: HydraCelery, raw: Any) -> dict[str, Any]:
     job_id = store.new_job_id()
     chunks = planner.plan(job_id, spec, app.settings)
     store.create_job(app.redis, spec, chunks, job_id=job_id)
-    app.send_task("hydra.dispatch", queue=keys.CONTROL_QUEUE)
+    try:
+        app.send_task("hydra.dispatch", queue=keys.CONTROL_QUEUE)
+    except OperationalError:
+        log.warning("job %s is stored but the dispatch message could not be sent; the next sweep will "
+                    "dispatch it", job_id)
     return store.get_job(app.redis, job_id)
 
 

@@ -6,18 +6,20 @@ square Mandelbrot tiles); the job kind modules do the cutting.
 
 from __future__ import annotations
 
+from ..errors import InvalidJobSpec
 from ..jobs import handler
 from ..models import ChunkSpec, JobSpec
 from ..settings import Settings
 
-MAX_CHUNKS = 1_000_000
+MAX_CHUNKS = 250_000
 
 
 def plan(job_id: str, spec: JobSpec, settings: Settings) -> list[ChunkSpec]:
-    chunks = handler(spec.kind).plan(job_id, spec.params, settings)
-    if len(chunks) > MAX_CHUNKS:
-        from ..errors import InvalidJobSpec
-
-        raise InvalidJobSpec(f"This job would need {len(chunks)} chunks (limit {MAX_CHUNKS}); make it smaller "
+    kind = handler(spec.kind)
+    count = kind.chunk_count(spec.params, settings)
+    if count > MAX_CHUNKS:
+        raise InvalidJobSpec(f"This job would need {count:,} chunks (limit {MAX_CHUNKS:,}); make it smaller "
                              "or raise HYDRA_PI_CHUNK_SAMPLES / HYDRA_TILE_PX.")
+    chunks = kind.plan(job_id, spec.params, settings)
+    assert len(chunks) == count, "chunk_count() and plan() disagree"
     return chunks

@@ -62,3 +62,11 @@ def test_the_router_returns_none_when_every_region_is_full() -> None:
     snap = ClusterSnapshot(taken_at=0.0, regions={"a": _region("a", 2, 1e8)})
     assert CapacityRouter().choose(snap, {"a": 0}) is None
     assert CapacityRouter().choose(ClusterSnapshot(taken_at=0.0), {}) is None
+
+
+def test_a_job_that_needs_too_many_chunks_is_refused_before_anything_is_built() -> None:
+    from hydra_tasks.errors import InvalidJobSpec
+
+    spec = parse_job_spec({"kind": "pi", "params": {"samples": 10**13, "seed": 1}})
+    with pytest.raises(InvalidJobSpec, match="would need 10,000,000,000 chunks"):
+        planner.plan("job", spec, Settings().with_(pi_chunk_samples=1_000))

@@ -1,0 +1,75 @@
+"""The Hydra dashboard and HTTP API: a Flask app factory with one blueprint per area.
+
+Run it with ``flask --app hydra_webapp:create_app run`` (settings come from ``HYDRA_*``), or
+build it in code with explicit settings::
+
+    app = create_app(Settings.from_env())
+
+Areas: ``jobs`` (``/api/jobs``), ``workers`` (``/api/workers``), ``pages`` (the HTML
+dashboard) and ``health`` (``/healthz``). Errors are mapped to HTTP in :mod:`.errors`;
+the operator API token is handled in :mod:`.auth`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response
+
+from hydra_tasks.app import HydraCelery
+from hydra_tasks.app import create_app as create_celery_app
+from hydra_tasks.errors import ConfigError
+from hydra_tasks.settings import Settings
+
+from . import auth, errors, health, jobs, pages, workers
+from .context import EXTENSION_KEY, TOKEN_EXTENSION_KEY
+
+__all__ = ["create_app", "MAX_REQUEST_BYTES"]
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 64 * 1024  # a job spec is a few hundred bytes; anything bigger is refused with 413
+
+# The dashboard loads nothing from elsewhere (no CDNs) and runs no inline script or style.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def create_app(settings: Settings | None = None, *, celery_app: HydraCelery | None = None) -> Flask:
+    """Build the webapp.
+
+    ``settings`` defaults to ``celery_app.settings`` if a Celery app is given, else to
+    :meth:`Settings.from_env`. ``celery_app`` defaults to ``hydra_tasks.app.create_app(settings)``.
+    The operator API token is resolved (and its file created, if needed) here, at start-up.
+    """
+    if celery_app is None:
+        settings = settings if settings is not None else Settings.from_env()
+        celery_app = create_celery_app(settings)
+    elif settings is None:
+        settings = celery_app.settings
+    elif settings != celery_app.settings:
+        raise ConfigError("create_app() got settings that differ from celery_app.settings; "
+                          "pass only one of them, or build the Celery app from the same settings.")
+
+    app = Flask(__name__)
+    app.config.update(MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES)
+    app.extensions[EXTENSION_KEY] = celery_app
+    token = auth.load_api_token(settings)
+    app.extensions[TOKEN_EXTENSION_KEY] = token
+    log.info("Operator API token: %s.", token.source)  # where it lives, never the token itself
+
+    for blueprint in (jobs.bp, workers.bp, pages.bp, health.bp):
+        app.register_blueprint(blueprint)
+    errors.register(app)
+    app.after_request(_security_headers)
+    return app
+
+
+def _security_headers(response: Response) -> Response:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    return response

@@ -1,0 +1,91 @@
+"""Map exceptions to HTTP: JSON ``{"error": "..."}`` under /api/, a small HTML page elsewhere.
+
+HydraError messages are written for users (what went wrong, what to do next), so they are
+shown as-is. Anything unexpected becomes a generic 500 and is logged with its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from flask import Flask, Response, jsonify, render_template, request
+from kombu.exceptions import OperationalError as BrokerError
+from werkzeug.exceptions import HTTPException
+
+from hydra_tasks.errors import (
+    ConfigError, HydraError, InfrastructureError, InvalidJobSpec, JobError, JobNotFound, JobStateError,
+)
+
+log = logging.getLogger(__name__)
+
+# First match wins, so subclasses come before their roots.
+STATUS_BY_ERROR: tuple[tuple[type[HydraError], int], ...] = (
+    (InvalidJobSpec, 400),
+    (JobNotFound, 404),
+    (JobStateError, 409),
+    (JobError, 400),
+    (InfrastructureError, 503),
+    (ConfigError, 503),  # e.g. no HYDRA_REDIS_URL and no embedded Redis running
+)
+
+JSON_PREFIXES = ("/api/", "/healthz")
+
+
+def status_for(exc: HydraError) -> int:
+    """The HTTP status for a HydraError; 500 for kinds that should not reach a client."""
+    for cls, status in STATUS_BY_ERROR:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def wants_json() -> bool:
+    return request.path.startswith(JSON_PREFIXES)
+
+
+def error_response(message: str, status: int) -> tuple[Response | str, int]:
+    """``{"error": message}`` for the API, the error page for the dashboard."""
+    if wants_json():
+        return jsonify(error=message), status
+    return render_template("error.html", message=message, status=status), status
+
+
+def _hydra_error(exc: HydraError) -> tuple[Response | str, int]:
+    status = status_for(exc)
+    if status >= 500:
+        log.error("%s %s failed: %s: %s", request.method, request.path, type(exc).__name__, exc)
+    return error_response(str(exc), status)
+
+
+def _redis_unavailable(exc: redis.exceptions.RedisError) -> tuple[Response | str, int]:
+    log.error("%s %s: Redis is unavailable: %s", request.method, request.path, exc)
+    return error_response(
+        f"Redis is unavailable ({exc}). Check that it is running (`hydra up`) and that HYDRA_REDIS_URL "
+        "points at it, then try again.", 503)
+
+
+def _broker_unavailable(exc: BrokerError) -> tuple[Response | str, int]:
+    log.error("%s %s: the Celery broker is unavailable: %s", request.method, request.path, exc)
+    return error_response(
+        f"The Celery broker is unavailable ({exc}). Check that Redis is running and reachable, then try "
+        "again; a job that was already stored will be dispatched by the next sweep.", 503)
+
+
+def _http_error(exc: HTTPException) -> HTTPException | tuple[Response | str, int]:
+    if exc.code is None or exc.code < 400:
+        return exc  # redirects and the like are not errors
+    if exc.code == 500:
+        message = "Internal server error; the details are in the webapp's log."
+    else:
+        message = exc.description or exc.name
+    return error_response(message, exc.code)
+
+
+def register(app: Flask) -> None:
+    """Install the handlers on ``app``."""
+    app.register_error_handler(HydraError, _hydra_error)
+    app.register_error_handler(redis.exceptions.ConnectionError, _redis_unavailable)
+    app.register_error_handler(redis.exceptions.TimeoutError, _redis_unavailable)
+    app.register_error_handler(BrokerError, _broker_unavailable)
+    app.register_error_handler(HTTPException, _http_error)

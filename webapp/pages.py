@@ -1,0 +1,58 @@
+"""The HTML dashboard: the job list with live progress, one job in detail, and the workers.
+
+Pages are rendered on the server (Jinja autoescapes everything) and then kept live by
+``static/app.js``, which polls the JSON API once a second and writes with ``textContent``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from flask import Blueprint, render_template
+
+from hydra_tasks.jobs import store
+
+from .context import hydra
+from .jobs import DEFAULT_LIMIT, checked_job_id
+from .workers import worker_views
+
+bp = Blueprint("pages", __name__)
+
+FINAL_STATES = frozenset({"done", "failed", "cancelled"})
+
+
+@bp.app_template_filter("when")
+def when(ts: float | None) -> str:
+    """Unix seconds as ``YYYY-MM-DD HH:MM:SS UTC`` (the same format app.js writes)."""
+    if not ts:
+        return "—"
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@bp.app_template_filter("count")
+def count(value: Any) -> str:
+    """An integer with thousands separators."""
+    return f"{int(value):,}" if isinstance(value, (int, float)) else "—"
+
+
+@bp.app_template_filter("seconds")
+def seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f} s"
+
+
+@bp.app_template_filter("percent")
+def percent(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}%"
+
+
+@bp.get("/")
+def index() -> str:
+    client = hydra().redis
+    return render_template("index.html", jobs=store.list_jobs(client, limit=DEFAULT_LIMIT), workers=worker_views())
+
+
+@bp.get("/jobs/<job_id>")
+def job_page(job_id: str) -> str:
+    job = store.get_job(hydra().redis, checked_job_id(job_id))
+    return render_template("job.html", job=job, final=job["state"] in FINAL_STATES)

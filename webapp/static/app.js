@@ -1,0 +1,206 @@
+// Keeps the Hydra dashboard live: polls the JSON API once a second and updates the page.
+// Job and worker data are written with textContent only (never innerHTML), so nothing a
+// volunteer or a job can put into Redis is ever interpreted as HTML.
+"use strict";
+
+(function () {
+  const POLL_MS = 1000;
+  const WORKERS_EVERY = 5; // poll /api/workers on every 5th tick
+  const FINAL = new Set(["done", "failed", "cancelled"]);
+  const root = document.body.dataset.root || "";
+
+  // --- formatting (mirrors the Jinja filters in pages.py) --------------------------------
+  const formats = {
+    count: (v) => (typeof v === "number" ? Math.round(v).toLocaleString("en-US") : "—"),
+    percent: (v) => (typeof v === "number" ? (100 * v).toFixed(1) + "%" : "—"),
+    seconds: (v) => (typeof v === "number" ? v.toFixed(2) + " s" : "—"),
+    when: (v) => (v ? new Date(v * 1000).toISOString().slice(0, 19).replace("T", " ") + " UTC" : "—"),
+  };
+
+  function el(tag, text, className) {
+    const node = document.createElement(tag);
+    if (text !== undefined) node.textContent = text;
+    if (className) node.className = className;
+    return node;
+  }
+
+  function cell(text, className) {
+    return el("td", text, className);
+  }
+
+  function stateBadge(state) {
+    return el("span", state, "state state-" + state);
+  }
+
+  function progressCell(fraction) {
+    const td = el("td");
+    const bar = el("progress");
+    bar.max = 1;
+    bar.value = fraction;
+    td.append(bar, " ", el("span", formats.percent(fraction), "pct"));
+    return td;
+  }
+
+  function emptyRow(colspan, text) {
+    const tr = el("tr", undefined, "empty");
+    const td = cell(text);
+    td.colSpan = colspan;
+    tr.append(td);
+    return tr;
+  }
+
+  // --- live status line --------------------------------------------------------------------
+  const live = document.getElementById("live");
+
+  function showLive(ok, text) {
+    if (!live) return;
+    live.hidden = false;
+    live.textContent = text;
+    live.className = ok ? "live" : "live live-error";
+  }
+
+  async function getJSON(path) {
+    const response = await fetch(root + path, { headers: { Accept: "application/json" } });
+    let body = null;
+    try {
+      body = await response.json();
+    } catch (err) {
+      body = null;
+    }
+    if (!response.ok) {
+      const message = body && typeof body.error === "string" ? body.error : "HTTP " + response.status;
+      const error = new Error(message);
+      error.status = response.status;
+      throw error;
+    }
+    return body;
+  }
+
+  function poll(tick) {
+    let n = 0;
+    async function loop() {
+      if (!document.hidden) {
+        try {
+          const keepGoing = await tick(n++);
+          showLive(true, "live");
+          if (keepGoing === false) {
+            if (live) live.hidden = true;
+            return;
+          }
+        } catch (err) {
+          showLive(false, "not updating: " + err.message);
+        }
+      }
+      window.setTimeout(loop, POLL_MS);
+    }
+    window.setTimeout(loop, POLL_MS);
+  }
+
+  // --- the job list ----------------------------------------------------------------------
+  function jobRow(job) {
+    const tr = el("tr");
+    const link = el("a");
+    link.href = root + "/jobs/" + encodeURIComponent(job.id);
+    link.append(el("code", job.id));
+    const id = el("td");
+    id.append(link);
+    const state = el("td");
+    state.append(stateBadge(job.state));
+    tr.append(
+      id,
+      cell(job.kind),
+      state,
+      cell(String(job.priority), "num"),
+      progressCell(job.progress),
+      cell(formats.count(job.chunks_done) + " / " + formats.count(job.chunks_total), "num"),
+      cell(formats.when(job.created_at)),
+      cell(formats.seconds(job.wall_s), "num"),
+    );
+    return tr;
+  }
+
+  function workerRow(w) {
+    const tr = el("tr");
+    const id = el("td");
+    id.append(el("code", w.worker_id));
+    const state = el("td");
+    state.append(stateBadge(w.state));
+    tr.append(
+      id,
+      cell(w.region),
+      cell(w.host),
+      state,
+      cell(formats.when(w.last_seen)),
+      cell(formats.count(w.pi_samples_per_s), "num"),
+      cell(formats.count(w.chunks_done), "num"),
+    );
+    return tr;
+  }
+
+  function startIndex() {
+    const jobsBody = document.getElementById("jobs-body");
+    const workersBody = document.getElementById("workers-body");
+    poll(async (n) => {
+      const data = await getJSON("/api/jobs?limit=50");
+      jobsBody.replaceChildren(
+        ...(data.jobs.length
+          ? data.jobs.map(jobRow)
+          : [emptyRow(8, "No jobs yet. Submit one with hydra submit pi or POST /api/jobs.")]),
+      );
+      if (n % WORKERS_EVERY === 0) {
+        const w = await getJSON("/api/workers");
+        workersBody.replaceChildren(
+          ...(w.workers.length
+            ? w.workers.map(workerRow)
+            : [emptyRow(7, "No workers registered. Start one with hydra worker --region REGION.")]),
+        );
+      }
+    });
+  }
+
+  // --- one job -----------------------------------------------------------------------------
+  function jobWorkerRow(workerId, w) {
+    const tr = el("tr");
+    const id = el("td");
+    id.append(el("code", workerId));
+    tr.append(
+      id,
+      cell(formats.count(w.chunks), "num"),
+      cell(formats.count(w.units), "num"),
+      cell(formats.seconds((w.elapsed_ms || 0) / 1000), "num"),
+    );
+    return tr;
+  }
+
+  function startJob() {
+    const idNode = document.getElementById("job-id");
+    if (!idNode || idNode.dataset.final === "true") return; // a finished job does not change
+    const jobId = idNode.dataset.jobId;
+    const stateNode = document.getElementById("job-state");
+    const bar = document.getElementById("job-progress");
+    const workersBody = document.getElementById("job-workers-body");
+    poll(async () => {
+      const job = await getJSON("/api/jobs/" + encodeURIComponent(jobId));
+      if (FINAL.has(job.state)) {
+        // The server renders the result (π estimate or image) exactly; reload once to show it.
+        window.location.reload();
+        return false;
+      }
+      stateNode.textContent = job.state;
+      stateNode.className = "state state-" + job.state;
+      bar.value = job.progress;
+      for (const node of document.querySelectorAll("[data-field]")) {
+        const format = formats[node.dataset.format] || String;
+        node.textContent = format(job[node.dataset.field]);
+      }
+      const workers = Object.entries(job.workers || {}).sort((a, b) => (a[0] < b[0] ? -1 : 1));
+      if (workers.length) {
+        workersBody.replaceChildren(...workers.map(([id, w]) => jobWorkerRow(id, w)));
+      }
+    });
+  }
+
+  const page = document.body.dataset.page;
+  if (page === "index") startIndex();
+  if (page === "job") startJob();
+})();
