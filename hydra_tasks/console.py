@@ -23,10 +23,25 @@ console = Console()
 
 
 def _sigterm_as_interrupt() -> None:
+    """Ctrl-C and SIGTERM both raise KeyboardInterrupt, so `finally` cleanup runs. SIGINT is set
+    explicitly because a shell starting us in the background leaves it ignored."""
+
     def _raise(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _raise)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def stop_uninterruptibly(stack: LocalStack) -> None:
+    """Stop the stack; a second Ctrl-C (or SIGTERM) must not abort the cleanup half-way."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN), signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        with console.status("stopping workers and Redis..."):
+            stack.stop()
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
 
 
 def start_stack(settings: Settings, regions: list[str], *, workers_per_region: int = 1) -> LocalStack:
@@ -41,7 +56,7 @@ def start_stack(settings: Settings, regions: list[str], *, workers_per_region: i
             stack.wait_for_workers(len(regions) * workers_per_region, timeout_s=90)
             stack.wait_for_log("control", "ready.", timeout_s=60)
     except BaseException:
-        stack.stop()
+        stop_uninterruptibly(stack)
         raise
     return stack
 
@@ -125,8 +140,7 @@ def run_demo(settings: Settings, *, samples: float, width: int, height: int, max
         console.print("[yellow]interrupted: stopping everything Hydra started...")
         return False
     finally:
-        with console.status("stopping workers and Redis..."):
-            stack.stop()
+        stop_uninterruptibly(stack)
         if not keep_data:
             shutil.rmtree(settings.data_dir, ignore_errors=True)
     summary(pi_job, mandel_job, image, time.perf_counter() - t0)
@@ -153,8 +167,7 @@ def run_up(settings: Settings, *, regions: list[str], workers_per_region: int, w
     except KeyboardInterrupt:
         pass
     finally:
-        with console.status("stopping..."):
-            stack.stop()
+        stop_uninterruptibly(stack)
 
 
 def print_status(app: HydraCelery, *, limit: int) -> None:

@@ -132,3 +132,53 @@ def test_ctrl_c_during_the_demo_stops_every_process_it_started(tmp_path: Path) -
     assert demo.returncode != 0 and "interrupted" in rest
     gone, alive = psutil.wait_procs(children, timeout=15)
     assert alive == []
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_up_serves_dashboard_and_flower_runs_jobs_and_stops_on_double_ctrl_c(tmp_path: Path) -> None:
+    import requests
+
+    from support import wait_for
+
+    web, flower = _free_port(), _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_")}
+    env.update(HYDRA_DATA_DIR=str(tmp_path / "data"))
+    up = subprocess.Popen([sys.executable, "-m", "hydra_tasks", "up", "--web-port", str(web), "--flower-port",
+                           str(flower), "--regions", "eu-west"], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    try:
+        def get(url: str) -> requests.Response | None:
+            try:
+                return requests.get(url, timeout=2)
+            except requests.ConnectionError:
+                return None
+
+        wait_for(lambda: (r := get(f"http://127.0.0.1:{web}/healthz")) is not None and r.json()["redis"],
+                 timeout_s=90, what="the dashboard")
+        wait_for(lambda: (r := get(f"http://127.0.0.1:{flower}/healthcheck")) is not None and r.text == "OK",
+                 timeout_s=60, what="Flower")
+        token = (tmp_path / "data" / "api_token").read_text().strip()
+        created = requests.post(f"http://127.0.0.1:{web}/api/jobs", timeout=10,
+                                headers={"Authorization": f"Bearer {token}"},
+                                json={"kind": "pi", "params": {"samples": 30_000_000, "seed": 8}})
+        assert created.status_code == 201, created.text
+        url = f"http://127.0.0.1:{web}/api/jobs/{created.json()['id']}"
+        job = wait_for(lambda: (j := requests.get(url, timeout=5).json())["state"] == "done" and j,
+                       timeout_s=60, what="the job")
+        assert job["result"]["hits"] == compute.pi_hits(8, 0, 30_000_000)
+        children = _descendants_alive(up.pid)
+        assert len(children) >= 5  # redis, control, worker, webapp, flower
+    finally:
+        up.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        up.send_signal(signal.SIGINT)  # an impatient second Ctrl-C must not abort the cleanup
+        up.communicate(timeout=60)
+    gone, alive = psutil.wait_procs(children, timeout=15)
+    assert alive == []
