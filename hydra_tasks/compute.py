@@ -26,21 +26,20 @@ import numpy as np
 
 from .errors import KernelError
 
+_pi: ModuleType | None
+_mandelbrot: ModuleType | None
+_PI_IMPORT_ERROR: ImportError | None = None
+_MANDELBROT_IMPORT_ERROR: ImportError | None = None
+
 try:  # the compiled kernels; missing until `pip install -e .` has built them
     from . import _pi
 except ImportError as exc:  # pragma: no cover - depends on the build
-    _pi = None
-    _PI_IMPORT_ERROR: ImportError | None = exc
-else:
-    _PI_IMPORT_ERROR = None
+    _pi, _PI_IMPORT_ERROR = None, exc
 
 try:
     from . import _mandelbrot
 except ImportError as exc:  # pragma: no cover - depends on the build
-    _mandelbrot = None
-    _MANDELBROT_IMPORT_ERROR: ImportError | None = exc
-else:
-    _MANDELBROT_IMPORT_ERROR = None
+    _mandelbrot, _MANDELBROT_IMPORT_ERROR = None, exc
 
 __all__ = [
     "MAX_ITER_LIMIT",

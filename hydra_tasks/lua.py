@@ -9,7 +9,7 @@ arguments so the schema stays in one module.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import redis
 
@@ -174,9 +174,3 @@ class Scripts:
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
-
-def lease_fields(client: redis.Redis, job_id: str, chunk_id: str) -> dict[str, str]:
-    return client.hgetall(keys.lease(job_id, chunk_id))  # type: ignore[return-value]
-
-
-__all__: Sequence[str] = ["Scripts", "lease_fields"]

@@ -30,4 +30,5 @@ class KindHandler(Protocol):
 def handler(kind: JobKind) -> KindHandler:
     from . import mandelbrot, pi
 
-    return {JobKind.PI: pi, JobKind.MANDELBROT: mandelbrot}[kind]  # type: ignore[return-value]
+    handlers: dict[JobKind, KindHandler] = {JobKind.PI: pi, JobKind.MANDELBROT: mandelbrot}
+    return handlers[kind]

@@ -88,7 +88,7 @@ def plan(job_id: str, params: Mapping[str, Any], settings: Settings) -> list[Chu
     """Square tiles of ``settings.tile_px`` in row-major order."""
     width, height, side = int(params["width"]), int(params["height"]), settings.tile_px
     common = {k: params[k] for k in ("xmin", "ymax", "dx", "dy", "max_iter")}
-    chunks = []
+    chunks: list[ChunkSpec] = []
     for row0 in range(0, height, side):
         for col0 in range(0, width, side):
             h, w = min(side, height - row0), min(side, width - col0)

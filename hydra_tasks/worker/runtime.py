@@ -62,7 +62,8 @@ def on_worker_ready(consumer: Any) -> None:
     info = registry.WorkerInfo(
         worker_id=worker_id, region=region, host=socket.gethostname(), pid=os.getpid(), cores=os.cpu_count() or 1,
         concurrency=int(getattr(consumer.controller, "concurrency", 1) or 1), state=WorkerState.ONLINE,
-        started_at=now, last_seen=now, **speeds,
+        started_at=now, last_seen=now, pi_samples_per_s=speeds["pi_samples_per_s"],
+        mandelbrot_iters_per_s=speeds["mandelbrot_iters_per_s"],
     )
     registry.register(app.redis, info)
     _registered[worker_id] = region

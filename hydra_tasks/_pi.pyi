@@ -1,0 +1,3 @@
+"""Type stub for the Cython extension built from kernels/pi.pyx."""
+
+def count_hits(seed: int, start: int, count: int) -> int: ...
