@@ -203,5 +203,5 @@ class Settings:
         return self.data_dir / "redis"
 
 
-# Variables read by other programs (the CLI's own flags, test harness), not settings fields.
-_IGNORED = frozenset({"HYDRA_PORTABLE", "HYDRA_TEST_KEEP_LOGS"})
+# HYDRA_* variables that are read elsewhere and are not settings fields.
+_IGNORED: frozenset[str] = frozenset()

@@ -83,8 +83,11 @@ def finalize(client: redis.Redis, job_id: str, *, now: float | None = None) -> b
         final = handler(JobKind(kind)).finalize(params, parts, chunks)
     except HydraError as exc:
         return store.fail_job(client, job_id, f"could not finalize: {exc}", now=now)
-    pipe = client.pipeline(transaction=True)
-    for name, blob in final.blobs.items():
-        pipe.set(keys.job_image(job_id) if name == "image" else keys.job_counts(job_id), blob)
-    pipe.execute()
-    return Scripts(client).finish(job_id, JobState.DONE.value, now=now, fields={"result": json.dumps(final.result)})
+    blob_keys = {"image": keys.job_image(job_id), "counts": keys.job_counts(job_id)}
+    if final.blobs:
+        client.mset({blob_keys[name]: blob for name, blob in final.blobs.items()})
+    finished = Scripts(client).finish(job_id, JobState.DONE.value, now=now,
+                                      fields={"result": json.dumps(final.result)})
+    if finished and final.blobs:
+        client.delete(keys.job_parts(job_id))  # the assembled blobs replace the per-chunk parts
+    return finished
