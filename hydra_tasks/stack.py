@@ -100,10 +100,11 @@ class LocalStack:
         self.procs[name] = proc
         return proc
 
-    def start_control(self, *, name: str = "control", beat: bool = True, concurrency: int = 1) -> Proc:
+    def start_control(self, *, name: str = "control", beat: bool = True, concurrency: int = 1,
+                      pool: str = "prefork") -> Proc:
         schedule = self.log_dir / f"{name}-beat-schedule" if beat else None
         return self.spawn(name, celery_worker_argv([keys.CONTROL_QUEUE], name=name, concurrency=concurrency,
-                                                   beat_schedule=schedule))
+                                                   pool=pool, beat_schedule=schedule))
 
     def start_region_worker(self, region: str, *, name: str | None = None, concurrency: int = 1,
                             pool: str = "prefork") -> Proc:

@@ -136,13 +136,14 @@ def test_flower_sees_the_workers_and_their_tasks(app: HydraCelery, stack: LocalS
             return False
 
     wait_for(healthy, timeout_s=60, what="Flower to start")
-    time.sleep(1.0)  # let Flower subscribe to the event stream
-    wait_for_job(app, submit_job(app, {"kind": "pi", "params": {"samples": 20_000_000, "seed": 6}})["id"])
 
     def task_metrics() -> str | None:
+        # Workers send task events only once Flower has switched them on (every 5 s), so keep
+        # running small jobs until Flower has seen one.
+        wait_for_job(app, submit_job(app, {"kind": "pi", "params": {"samples": 10_000_000, "seed": 6}})["id"])
         text = requests.get(f"{base}/metrics", timeout=5).text
         return text if 'task="hydra.compute_chunk"' in text else None
 
-    metrics = wait_for(task_metrics, timeout_s=20, what="Flower task metrics")
+    metrics = wait_for(task_metrics, timeout_s=40, what="Flower task metrics", poll_s=0.5)
     assert 'type="task-succeeded"' in metrics
     assert "eu-west-1@" in metrics and "us-east-1@" in metrics
