@@ -182,3 +182,25 @@ def test_up_serves_dashboard_and_flower_runs_jobs_and_stops_on_double_ctrl_c(tmp
         up.communicate(timeout=60)
     gone, alive = psutil.wait_procs(children, timeout=15)
     assert alive == []
+
+
+def test_hydra_worker_joins_a_region_and_takes_work(stack: LocalStack) -> None:
+    from support import wait_for
+
+    from hydra_tasks.worker.registry import list_workers
+
+    worker = subprocess.Popen([sys.executable, "-m", "hydra_tasks", "worker", "--region", "ap-south", "--name",
+                               "volunteer", "-c", "1"], env=stack.env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        client = stack.client()
+        wait_for(lambda: any(w.region == "ap-south" and w.worker_id.startswith("volunteer@")
+                             for w in list_workers(client)), timeout_s=60, what="the volunteer to register")
+        out = hydra(stack, "submit", "pi", "--samples", "2e8", "--seed", "3", "--wait")
+        job = json.loads(out.stdout)
+        assert job["state"] == "done" and any(w.startswith("volunteer@") for w in job["workers"])
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=30)
+    states = {w.worker_id.split("@")[0]: w.state.value for w in list_workers(stack.client())}
+    assert states["volunteer"] == "offline"  # a clean shutdown says goodbye
