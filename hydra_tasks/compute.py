@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import math
 import operator
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any
 
@@ -47,8 +50,10 @@ __all__ = [
     "MAX_TILE_PIXELS",
     "PI_INDEX_LIMIT",
     "SEED_LIMIT",
+    "build_info",
     "mandelbrot_counts",
     "mandelbrot_iterations",
+    "mandelbrot_smooth",
     "pi_hits",
 ]
 
@@ -64,10 +69,45 @@ MAX_PIXEL_INDEX = 2**31
 MAX_TILE_PIXELS = 2**26
 
 _BUILD_HINT = "run `pip install -e .` / `make install` to build the Cython kernels"
+#: Most threads one kernel call may use (the kernels release the GIL).
+MAX_THREADS = 256
+# π work below this many samples per thread is not worth a thread hand-off.
+_MIN_SAMPLES_PER_THREAD = 1 << 20
+
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+
+
+def _run_parallel(calls: list[Any]) -> list[Any]:
+    """Run zero-argument callables on a shared thread pool (the kernels release the GIL)."""
+    global _pool, _pool_size
+    if len(calls) == 1:
+        return [calls[0]()]
+    with _pool_lock:
+        if _pool is None or _pool_size < len(calls):
+            _pool = ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="hydra-kernel")
+            _pool_size = len(calls)
+        pool = _pool
+    return [f.result() for f in [pool.submit(call) for call in calls]]
+
+
+def _check_threads(threads: int) -> int:
+    threads = _as_int("threads", threads)
+    if not 1 <= threads <= MAX_THREADS:
+        raise KernelError(f"threads must be in [1, {MAX_THREADS}]; got {threads}.")
+    return threads
+
+
+def build_info() -> dict[str, Any]:
+    """What the kernels were compiled for: instruction set and Mandelbrot lanes per block."""
+    pi_mod = _require(_pi, _PI_IMPORT_ERROR, "hydra_tasks._pi")
+    mandel = _require(_mandelbrot, _MANDELBROT_IMPORT_ERROR, "hydra_tasks._mandelbrot")
+    return {"isa": mandel.ISA, "pi_isa": pi_mod.ISA, "mandelbrot_lanes": mandel.LANES, "cpus": os.cpu_count()}
 
 
 # --- π -------------------------------------------------------------------------------------
-def pi_hits(seed: int, start: int, count: int) -> int:
+def pi_hits(seed: int, start: int, count: int, *, threads: int = 1) -> int:
     """Count the samples ``i`` in ``[start, start + count)`` that land in the quarter circle.
 
     Sample ``i`` of the stream for ``seed`` is the point ``(x_i, y_i)`` in ``[0, 1)²``
@@ -79,6 +119,7 @@ def pi_hits(seed: int, start: int, count: int) -> int:
         seed: the job's stream, ``0 <= seed < 2**64``.
         start: first sample index, ``>= 0``.
         count: number of samples, ``>= 1``; ``start + count <= 2**62``.
+        threads: split the range over this many threads (same result).
 
     Returns:
         The number of hits, ``0 <= hits <= count``.
@@ -100,8 +141,11 @@ def pi_hits(seed: int, start: int, count: int) -> int:
             f"start + count must be <= 2**62; got {start} + {count} = {start + count}. "
             "Use fewer samples or start lower."
         )
+    threads = min(_check_threads(threads), max(1, count // _MIN_SAMPLES_PER_THREAD))
     module = _require(_pi, _PI_IMPORT_ERROR, "hydra_tasks._pi")
-    return int(module.count_hits(seed, start, count))
+    bounds = [start + count * k // threads for k in range(threads + 1)]
+    calls = [lambda a=a, b=b: module.count_hits(seed, a, b - a) for a, b in zip(bounds, bounds[1:])]
+    return int(sum(_run_parallel(calls)))
 
 
 # --- Mandelbrot ----------------------------------------------------------------------------
@@ -116,6 +160,8 @@ def mandelbrot_counts(
     width: int,
     height: int,
     max_iter: int,
+    threads: int = 1,
+    shortcuts: bool = True,
 ) -> np.ndarray:
     """Escape-time iteration counts for one tile of a Mandelbrot image.
 
@@ -135,6 +181,9 @@ def mandelbrot_counts(
         width: tile width in pixels, ``>= 1``.
         height: tile height in pixels, ``>= 1``.
         max_iter: iteration cap, ``1 <= max_iter <= 10_000_000``.
+        threads: compute interleaved rows on this many threads (same counts).
+        shortcuts: use the exact cardioid/bulb and periodicity shortcuts (same counts,
+            usually much faster; ``False`` is for benchmarks and checks).
 
     Returns:
         A C-contiguous ``uint32`` array of shape ``(height, width)``; element
@@ -153,9 +202,34 @@ def mandelbrot_counts(
     _check_tile(xmin=xmin, ymax=ymax, dx=dx, dy=dy, col0=col0, row0=row0, width=width, height=height)
     if not 1 <= max_iter <= MAX_ITER_LIMIT:
         raise KernelError(f"max_iter must be in [1, {MAX_ITER_LIMIT:_}]; got {max_iter}.")
+    threads = min(_check_threads(threads), height)
     module = _require(_mandelbrot, _MANDELBROT_IMPORT_ERROR, "hydra_tasks._mandelbrot")
     out = np.empty((height, width), dtype=np.uint32)
-    module.fill_counts(out, xmin, ymax, dx, dy, col0, row0, max_iter)
+    flag = bool(shortcuts)
+    _run_parallel([lambda k=k: module.fill_counts(out, xmin, ymax, dx, dy, col0, row0, max_iter, flag, k, threads)
+                   for k in range(threads)])
+    return out
+
+
+def mandelbrot_smooth(counts: np.ndarray, *, xmin: float, ymax: float, dx: float, dy: float, col0: int,
+                      row0: int, max_iter: int) -> np.ndarray:
+    """Smooth colouring values (float32, NaN inside the set) for a tile whose counts are known.
+
+    ``counts`` must be what :func:`mandelbrot_counts` returned for the same tile; they are not
+    changed. The value of an escaped pixel lies near its count, with a continuous fraction."""
+    counts = np.ascontiguousarray(counts, dtype=np.uint32)
+    if counts.ndim != 2:
+        raise KernelError(f"counts must be a 2-D array; got shape {counts.shape}.")
+    height, width = counts.shape
+    xmin, ymax = _as_finite_float("xmin", xmin), _as_finite_float("ymax", ymax)
+    dx, dy = _as_finite_float("dx", dx), _as_finite_float("dy", dy)
+    col0, row0, max_iter = _as_int("col0", col0), _as_int("row0", row0), _as_int("max_iter", max_iter)
+    _check_tile(xmin=xmin, ymax=ymax, dx=dx, dy=dy, col0=col0, row0=row0, width=width, height=height)
+    if counts.size and int(counts.max()) > max_iter:
+        raise KernelError("counts exceed max_iter; pass the max_iter the counts were computed with.")
+    module = _require(_mandelbrot, _MANDELBROT_IMPORT_ERROR, "hydra_tasks._mandelbrot")
+    out = np.empty((height, width), dtype=np.float32)
+    module.fill_smooth(out, counts, xmin, ymax, dx, dy, col0, row0, max_iter)
     return out
 
 

@@ -1,0 +1,116 @@
+"""The fast Mandelbrot kernel (SIMD blocks, lane refill, cardioid/bulb and periodicity
+shortcuts, threads) returns exactly the counts of the plain definition, including deep,
+boundary-heavy scenes where a rounding difference or an inexact shortcut would show."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hydra_tasks import compute
+
+
+def reference_counts(*, xmin: float, ymax: float, dx: float, dy: float, width: int, height: int,
+                     max_iter: int, col0: int = 0, row0: int = 0) -> np.ndarray:
+    """The scalar definition, evaluated with numpy over the pixels still running (no FMA in numpy)."""
+    cols = np.arange(col0, col0 + width, dtype=np.float64)
+    rows = np.arange(row0, row0 + height, dtype=np.float64)
+    cx = np.broadcast_to(xmin + (cols + 0.5) * dx, (height, width)).ravel().copy()
+    cy = np.broadcast_to((ymax - (rows + 0.5) * dy)[:, None], (height, width)).ravel().copy()
+    counts = np.zeros(cx.size, dtype=np.uint32)
+    idx = np.arange(cx.size)
+    zx = np.zeros_like(cx)
+    zy = np.zeros_like(cy)
+    for n in range(max_iter):
+        x2, y2 = zx * zx, zy * zy
+        running = ~(x2 + y2 > 4.0)
+        idx, zx, zy, x2, y2, cx, cy = (a[running] for a in (idx, zx, zy, x2, y2, cx, cy))
+        if idx.size == 0:
+            break
+        zy = (zx + zx) * zy + cy
+        zx = x2 - y2 + cx
+        counts[idx] = n + 1
+    return counts.reshape(height, width)
+
+
+def view(cx: float, cy: float, span: float, width: int, height: int) -> dict[str, float]:
+    dx = span / width
+    return {"xmin": cx - span / 2, "ymax": cy + dx * height / 2, "dx": dx, "dy": dx}
+
+
+SCENES = {
+    "whole set, max_iter 200": (view(-0.75, 0.0, 3.0, 120, 90), 200),
+    "cardioid cusp, deep": (view(0.2501, 0.0, 2e-4, 64, 48), 6000),
+    "cardioid edge (seahorse valley), deep": (view(-0.7435669, 0.1314023, 0.002, 64, 48), 8000),
+    "cardioid-bulb neck, deep": (view(-0.75, 0.02, 0.08, 64, 48), 6000),
+    "bulb and its decorations, deep": (view(-1.2, 0.16, 0.2, 80, 60), 5000),
+    "main cardioid boundary sweep": (view(0.3, 0.5, 0.1, 80, 60), 5000),
+}
+
+
+@pytest.mark.parametrize("scene", sorted(SCENES))
+def test_fast_kernel_matches_the_definition_on_boundary_heavy_scenes(scene: str) -> None:
+    geometry, max_iter = SCENES[scene]
+    height, width = (48, 64) if "deep" in scene else (90, 120) if "whole" in scene else (60, 80)
+    expected = reference_counts(**geometry, width=width, height=height, max_iter=max_iter)
+    for shortcuts in (True, False):
+        for threads in (1, 3):
+            got = compute.mandelbrot_counts(**geometry, col0=0, row0=0, width=width, height=height,
+                                            max_iter=max_iter, shortcuts=shortcuts, threads=threads)
+            mismatches = int((got != expected).sum())
+            assert mismatches == 0, f"{mismatches} pixels differ (shortcuts={shortcuts}, threads={threads})"
+    assert len(np.unique(expected)) > 20  # the scene really is boundary-heavy
+
+
+@pytest.mark.parametrize("max_iter", [1, 2, 7, 8, 9, 63, 64, 65, 71, 72, 73, 129])
+def test_counts_are_exact_around_every_internal_batch_boundary(max_iter: int) -> None:
+    geometry = view(-0.6, 0.3, 1.4, 70, 33)
+    expected = reference_counts(**geometry, width=70, height=33, max_iter=max_iter)
+    got = compute.mandelbrot_counts(**geometry, col0=0, row0=0, width=70, height=33, max_iter=max_iter)
+    assert (got == expected).all()
+
+
+def test_random_tiles_of_random_depth_match_the_definition() -> None:
+    rng = np.random.default_rng(20261128)
+    for _ in range(25):
+        span = 10 ** rng.uniform(-6, 0.5)
+        cx, cy = rng.uniform(-2.0, 0.5), rng.uniform(-1.2, 1.2)
+        width, height = int(rng.integers(1, 50)), int(rng.integers(1, 20))
+        max_iter = int(rng.integers(1, 3000))
+        geometry = view(cx, cy, span, width, height)
+        expected = reference_counts(**geometry, width=width, height=height, max_iter=max_iter)
+        got = compute.mandelbrot_counts(**geometry, col0=0, row0=0, width=width, height=height,
+                                        max_iter=max_iter)
+        assert (got == expected).all(), (cx, cy, span, width, height, max_iter)
+
+
+def test_a_wide_tile_that_overflows_the_pending_buffer_is_still_exact() -> None:
+    geometry = view(-0.75, 0.0, 3.0, 9000, 2)  # every pixel of row 1 is near the real axis
+    expected = reference_counts(**geometry, width=9000, height=2, max_iter=300)
+    got = compute.mandelbrot_counts(**geometry, col0=0, row0=0, width=9000, height=2, max_iter=300)
+    assert (got == expected).all()
+
+
+def test_smooth_values_follow_the_counts_and_leave_them_unchanged() -> None:
+    geometry = view(-0.75, 0.0, 3.0, 60, 40)
+    counts = compute.mandelbrot_counts(**geometry, col0=0, row0=0, width=60, height=40, max_iter=300)
+    before = counts.copy()
+    smooth = compute.mandelbrot_smooth(counts, **geometry, col0=0, row0=0, max_iter=300)
+    assert (counts == before).all()
+    inside = counts == 300
+    assert np.isnan(smooth[inside]).all()
+    assert np.isfinite(smooth[~inside]).all()
+    assert np.abs(smooth[~inside] - counts[~inside]).max() < 5.0
+    assert len(np.unique(smooth[~inside])) > len(np.unique(counts[~inside]))  # continuous, not banded
+
+
+def test_pi_threads_split_the_range_without_changing_the_count() -> None:
+    single = compute.pi_hits(77, 123, 9_000_001)
+    assert compute.pi_hits(77, 123, 9_000_001, threads=2) == single
+    assert compute.pi_hits(77, 123, 9_000_001, threads=7) == single
+
+
+def test_build_info_names_the_instruction_set() -> None:
+    info = compute.build_info()
+    assert info["isa"] in {"avx512", "avx2", "aarch64", "baseline"}
+    assert info["mandelbrot_lanes"] in {4, 8, 32}
