@@ -162,8 +162,11 @@ def cancel(job_id: str) -> None:
 @click.option("--name", default=None, help="Worker name (default: REGION-PID).")
 @click.option("--concurrency", "-c", type=int, default=None, help="Parallel chunks (default: CPU count).")
 @click.option("--pool", type=click.Choice(["prefork", "threads", "solo"]), default="prefork", show_default=True)
+@click.option("--threads", type=click.IntRange(1, 256), default=None,
+              help="Threads per chunk's kernel (HYDRA_KERNEL_THREADS); e.g. -c 1 --threads 4 on a 4-core machine.")
 @click.option("--loglevel", default="INFO", show_default=True)
-def worker(region: str, name: str | None, concurrency: int | None, pool: str, loglevel: str) -> None:
+def worker(region: str, name: str | None, concurrency: int | None, pool: str, threads: int | None,
+           loglevel: str) -> None:
     """Run a volunteer worker for REGION (wraps `celery -A hydra_tasks worker -Q hydra.region.REGION`)."""
     from . import keys
     from .settings import REGION_RE
@@ -172,7 +175,10 @@ def worker(region: str, name: str | None, concurrency: int | None, pool: str, lo
     if not REGION_RE.match(region):
         raise click.BadParameter("use lowercase letters, digits and '-'", param_hint="--region")
     argv = celery_worker_argv([keys.region_queue(region)], name=name or f"{region}-{os.getpid()}",
-                              concurrency=concurrency or os.cpu_count() or 1, pool=pool, loglevel=loglevel)
+                              concurrency=concurrency or max(1, (os.cpu_count() or 1) // (threads or 1)), pool=pool,
+                              loglevel=loglevel)
+    if threads is not None:
+        os.environ["HYDRA_KERNEL_THREADS"] = str(threads)
     os.execv(argv[0], argv)
 
 

@@ -79,15 +79,18 @@ _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 
 
-def _run_parallel(calls: list[Any]) -> list[Any]:
-    """Run zero-argument callables on a shared thread pool (the kernels release the GIL)."""
+def _run_parallel(calls: list[Any], threads: int) -> list[Any]:
+    """Run zero-argument callables on ``threads`` threads of a shared pool (the kernels release
+    the GIL). More calls than threads balance uneven work: a free thread takes the next call."""
     global _pool, _pool_size
-    if len(calls) == 1:
-        return [calls[0]()]
+    if threads == 1:
+        return [call() for call in calls]
     with _pool_lock:
-        if _pool is None or _pool_size < len(calls):
-            _pool = ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="hydra-kernel")
-            _pool_size = len(calls)
+        if _pool is None or _pool_size != threads:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hydra-kernel")
+            _pool_size = threads
         pool = _pool
     return [f.result() for f in [pool.submit(call) for call in calls]]
 
@@ -145,7 +148,7 @@ def pi_hits(seed: int, start: int, count: int, *, threads: int = 1) -> int:
     module = _require(_pi, _PI_IMPORT_ERROR, "hydra_tasks._pi")
     bounds = [start + count * k // threads for k in range(threads + 1)]
     calls = [lambda a=a, b=b: module.count_hits(seed, a, b - a) for a, b in zip(bounds, bounds[1:])]
-    return int(sum(_run_parallel(calls)))
+    return int(sum(_run_parallel(calls, threads)))
 
 
 # --- Mandelbrot ----------------------------------------------------------------------------
@@ -206,8 +209,10 @@ def mandelbrot_counts(
     module = _require(_mandelbrot, _MANDELBROT_IMPORT_ERROR, "hydra_tasks._mandelbrot")
     out = np.empty((height, width), dtype=np.uint32)
     flag = bool(shortcuts)
-    _run_parallel([lambda k=k: module.fill_counts(out, xmin, ymax, dx, dy, col0, row0, max_iter, flag, k, threads)
-                   for k in range(threads)])
+    # Interleaved row sets, a few per thread, so that expensive rows spread over all threads.
+    parts = threads if threads == 1 else min(height, 4 * threads)
+    _run_parallel([lambda k=k: module.fill_counts(out, xmin, ymax, dx, dy, col0, row0, max_iter, flag, k, parts)
+                   for k in range(parts)], threads)
     return out
 
 

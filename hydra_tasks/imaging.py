@@ -21,10 +21,12 @@ def palette(size: int = 2048) -> np.ndarray:
     return np.clip(np.rint(lut), 0, 255).astype(np.uint8)
 
 
-def colourize(counts: np.ndarray, max_iter: int) -> np.ndarray:
-    """(h, w) counts -> (h, w, 3) RGB. Points that never escaped are black."""
+def colourize(counts: np.ndarray, max_iter: int, *, smooth: np.ndarray | None = None) -> np.ndarray:
+    """(h, w) counts -> (h, w, 3) RGB. Points that never escaped are black. With ``smooth``
+    (fractional escape values) the colours vary continuously instead of in bands."""
     lut = palette()
-    scaled = np.log1p(counts.astype(np.float64)) / np.log1p(max(max_iter, 1))
+    values = counts.astype(np.float64) if smooth is None else np.nan_to_num(smooth.astype(np.float64), nan=0.0)
+    scaled = np.log1p(np.maximum(values, 0.0)) / np.log1p(max(max_iter, 1))
     # Stretch so that typical escape counts spread over the whole palette.
     index = np.minimum((scaled * (len(lut) - 1)).astype(np.int64), len(lut) - 1)
     rgb = lut[index]
@@ -32,8 +34,8 @@ def colourize(counts: np.ndarray, max_iter: int) -> np.ndarray:
     return rgb
 
 
-def render_png(counts: np.ndarray, max_iter: int) -> bytes:
+def render_png(counts: np.ndarray, max_iter: int, *, smooth: np.ndarray | None = None) -> bytes:
     """Encode the colourised counts as PNG bytes."""
     buf = io.BytesIO()
-    Image.fromarray(colourize(counts, max_iter)).save(buf, format="PNG", optimize=False)
+    Image.fromarray(colourize(counts, max_iter, smooth=smooth)).save(buf, format="PNG", optimize=False)
     return buf.getvalue()

@@ -126,6 +126,8 @@ class Settings:
     # --- static chunk sizes (adaptive sizing replaces these per worker)
     pi_chunk_samples: int = field(default=50_000_000, metadata=_meta("HYDRA_PI_CHUNK_SAMPLES", _int(1_000, 10**12)))
     tile_px: int = field(default=128, metadata=_meta("HYDRA_TILE_PX", _int(8, 4_096)))
+    # --- volunteer side: threads one chunk's kernel may use (kernels release the GIL)
+    kernel_threads: int = field(default=1, metadata=_meta("HYDRA_KERNEL_THREADS", _int(1, 256)))
     # --- grid-aware scheduling (seed names)
     grid_aware: bool = field(default=True, metadata=_meta("HYDRA_GRID_AWARE", _parse_bool))
     carbon_weight: float = field(default=0.5, metadata=_meta("HYDRA_CARBON_WEIGHT", _float(0, 1)))

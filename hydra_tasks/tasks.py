@@ -26,7 +26,8 @@ def compute_chunk(self: Any, chunk: dict[str, Any], attempt: int) -> None:
         return  # cancelled or finished meanwhile: don't spend the volunteer's CPU
     queue = (self.request.delivery_info or {}).get("routing_key") or ""
     region = keys.region_of_queue(queue) or "unknown"
-    result = run_chunk(chunk, attempt=attempt, worker_id=self.request.hostname or "unknown", region=region)
+    result = run_chunk(chunk, attempt=attempt, worker_id=self.request.hostname or "unknown", region=region,
+                       threads=self.app.settings.kernel_threads)
     collect_chunk.apply_async(args=[result], queue=keys.CONTROL_QUEUE)
 
 

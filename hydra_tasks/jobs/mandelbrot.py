@@ -27,25 +27,39 @@ COORD_LIMIT = 16.0
 DEFAULT_VIEW = {"center_x": -0.75, "center_y": 0.0, "span": 3.5}
 
 
-def encode_counts(counts: np.ndarray) -> str:
-    """uint32 counts -> base64(zlib(little-endian bytes)), the wire and storage format."""
-    return base64.b64encode(zlib.compress(np.ascontiguousarray(counts, dtype="<u4").tobytes(), 1)).decode()
+COLOURINGS = ("smooth", "bands")
 
 
-def decode_counts(text: str, height: int, width: int) -> np.ndarray:
+def encode_array(values: np.ndarray, dtype: str = "<u4") -> str:
+    """A 4-byte array -> base64(zlib(little-endian bytes)), the wire and storage format."""
+    return base64.b64encode(zlib.compress(np.ascontiguousarray(values, dtype=dtype).tobytes(), 1)).decode()
+
+
+def decode_array(text: str, height: int, width: int, dtype: str = "<u4") -> np.ndarray:
     try:
         raw = zlib.decompress(base64.b64decode(text, validate=True))
     except (ValueError, zlib.error) as exc:
-        raise ResultRejected(f"Mandelbrot counts are not base64 zlib data ({exc}).") from None
+        raise ResultRejected(f"Mandelbrot tile data is not base64 zlib data ({exc}).") from None
     if len(raw) != 4 * height * width:
-        raise ResultRejected(f"Mandelbrot counts hold {len(raw)} bytes; expected {4 * height * width}.")
-    return np.frombuffer(raw, dtype="<u4").reshape(height, width)
+        raise ResultRejected(f"Mandelbrot tile data holds {len(raw)} bytes; expected {4 * height * width}.")
+    return np.frombuffer(raw, dtype=dtype).reshape(height, width)
+
+
+def encode_counts(counts: np.ndarray) -> str:
+    return encode_array(counts, "<u4")
+
+
+def decode_counts(text: str, height: int, width: int) -> np.ndarray:
+    return decode_array(text, height, width, "<u4")
 
 
 def parse_params(raw: Mapping[str, Any]) -> dict[str, Any]:
     bounds = {"xmin", "xmax", "ymin", "ymax"}
     centre = {"center_x", "center_y", "span"}
-    reject_unknown(raw, {"width", "height", "max_iter"} | bounds | centre, "Mandelbrot params")
+    reject_unknown(raw, {"width", "height", "max_iter", "colouring"} | bounds | centre, "Mandelbrot params")
+    colouring = raw.get("colouring", "smooth")
+    if colouring not in COLOURINGS:
+        raise InvalidJobSpec(f"'colouring'={colouring!r} is unknown; use one of: {', '.join(COLOURINGS)}.")
     width = integer(raw, "width", 1, MAX_SIDE, default=800)
     height = integer(raw, "height", 1, MAX_SIDE, default=600)
     if width * height > MAX_PIXELS:
@@ -72,7 +86,7 @@ def parse_params(raw: Mapping[str, Any]) -> dict[str, Any]:
     if min(dx, dy) < resolution:
         raise InvalidJobSpec("The view is too deep a zoom for double precision; widen it (pixel size < 2^-46).")
     return {"width": width, "height": height, "max_iter": max_iter, "xmin": xmin, "xmax": xmax,
-            "ymin": ymin, "ymax": ymax, "dx": dx, "dy": dy}
+            "ymin": ymin, "ymax": ymax, "dx": dx, "dy": dy, "colouring": colouring}
 
 
 def units_total(params: Mapping[str, Any]) -> int:
@@ -88,6 +102,7 @@ def plan(job_id: str, params: Mapping[str, Any], settings: Settings) -> list[Chu
     """Square tiles of ``settings.tile_px`` in row-major order."""
     width, height, side = int(params["width"]), int(params["height"]), settings.tile_px
     common = {k: params[k] for k in ("xmin", "ymax", "dx", "dy", "max_iter")}
+    common["smooth"] = params.get("colouring", "smooth") == "smooth"
     chunks: list[ChunkSpec] = []
     for row0 in range(0, height, side):
         for col0 in range(0, width, side):
@@ -97,14 +112,19 @@ def plan(job_id: str, params: Mapping[str, Any], settings: Settings) -> list[Chu
     return chunks
 
 
-def compute(chunk: ChunkSpec) -> dict[str, Any]:
+def _geometry(p: Mapping[str, Any]) -> dict[str, Any]:
+    return {"xmin": float(p["xmin"]), "ymax": float(p["ymax"]), "dx": float(p["dx"]), "dy": float(p["dy"]),
+            "col0": int(p["col0"]), "row0": int(p["row0"]), "max_iter": int(p["max_iter"])}
+
+
+def compute(chunk: ChunkSpec, *, threads: int = 1) -> dict[str, Any]:
     p = chunk.params
-    counts = kernels.mandelbrot_counts(
-        xmin=float(p["xmin"]), ymax=float(p["ymax"]), dx=float(p["dx"]), dy=float(p["dy"]),
-        col0=int(p["col0"]), row0=int(p["row0"]), width=int(p["width"]), height=int(p["height"]),
-        max_iter=int(p["max_iter"]),
-    )
-    return {"counts": encode_counts(counts), "iterations": kernels.mandelbrot_iterations(counts)}
+    geometry = _geometry(p)
+    counts = kernels.mandelbrot_counts(**geometry, width=int(p["width"]), height=int(p["height"]), threads=threads)
+    payload: dict[str, Any] = {"counts": encode_counts(counts), "iterations": kernels.mandelbrot_iterations(counts)}
+    if p.get("smooth"):
+        payload["smooth"] = encode_array(kernels.mandelbrot_smooth(counts, **geometry), "<f4")
+    return payload
 
 
 def verify(chunk: ChunkSpec, payload: Mapping[str, Any]) -> dict[str, int]:
@@ -117,23 +137,41 @@ def verify(chunk: ChunkSpec, payload: Mapping[str, Any]) -> dict[str, int]:
         raise ResultRejected(f"Mandelbrot tile {chunk.chunk_id}: a count exceeds max_iter={p['max_iter']}.")
     if int(counts.sum(dtype=np.uint64)) != iterations:
         raise ResultRejected(f"Mandelbrot tile {chunk.chunk_id}: 'iterations' does not match the counts.")
+    if p.get("smooth"):
+        _verify_smooth(chunk, payload.get("smooth"), counts)
     return {"units_done": int(counts.size), "iterations": iterations}
 
 
-def assemble(params: Mapping[str, Any], parts: Mapping[str, str], chunks: Mapping[str, str]) -> np.ndarray:
-    """Place every merged tile into one (height, width) uint32 array."""
-    image = np.zeros((int(params["height"]), int(params["width"])), dtype=np.uint32)
+def _verify_smooth(chunk: ChunkSpec, text: Any, counts: np.ndarray) -> None:
+    """Smooth values must be NaN exactly inside the set and within a few units of the count elsewhere."""
+    if not isinstance(text, str):
+        raise ResultRejected(f"Mandelbrot tile {chunk.chunk_id}: expected smooth colouring values.")
+    height, width = counts.shape
+    smooth = decode_array(text, height, width, "<f4")
+    inside = counts == int(chunk.params["max_iter"])
+    outside = smooth[~inside]
+    if not np.isnan(smooth[inside]).all() or not np.isfinite(outside).all() or \
+            (outside.size and float(np.abs(outside - counts[~inside]).max()) > 8.0):
+        raise ResultRejected(f"Mandelbrot tile {chunk.chunk_id}: smooth values do not match the counts.")
+
+
+def assemble(params: Mapping[str, Any], parts: Mapping[str, str], chunks: Mapping[str, str],
+             field: str = "counts") -> np.ndarray:
+    """Place every merged tile's ``counts`` (uint32) or ``smooth`` (float32) into one image array."""
+    dtype = "<u4" if field == "counts" else "<f4"
+    image = np.zeros((int(params["height"]), int(params["width"])), dtype=dtype)
     for chunk_id, part in parts.items():
         tile = json.loads(chunks[chunk_id])["params"]
         r, c, h, w = (int(tile[k]) for k in ("row0", "col0", "height", "width"))
-        image[r:r + h, c:c + w] = decode_counts(json.loads(part)["counts"], h, w)
+        image[r:r + h, c:c + w] = decode_array(json.loads(part)[field], h, w, dtype)
     return image
 
 
 def finalize(params: Mapping[str, Any], parts: Mapping[str, str], chunks: Mapping[str, str]) -> Finalized:
     counts = assemble(params, parts, chunks)
     max_iter = int(params["max_iter"])
-    png = render_png(counts, max_iter)
+    smooth = assemble(params, parts, chunks, "smooth") if params.get("colouring", "smooth") == "smooth" else None
+    png = render_png(counts, max_iter, smooth=smooth)
     result = {
         "width": int(params["width"]), "height": int(params["height"]), "max_iter": max_iter,
         "bounds": [params["xmin"], params["xmax"], params["ymin"], params["ymax"]],

@@ -47,10 +47,10 @@ def plan(job_id: str, params: Mapping[str, Any], settings: Settings) -> list[Chu
     return chunks
 
 
-def compute(chunk: ChunkSpec) -> dict[str, Any]:
+def compute(chunk: ChunkSpec, *, threads: int = 1) -> dict[str, Any]:
     p = chunk.params
     count = int(p["count"])
-    return {"hits": kernels.pi_hits(int(p["seed"]), int(p["start"]), count), "samples": count}
+    return {"hits": kernels.pi_hits(int(p["seed"]), int(p["start"]), count, threads=threads), "samples": count}
 
 
 def verify(chunk: ChunkSpec, payload: Mapping[str, Any]) -> dict[str, int]:

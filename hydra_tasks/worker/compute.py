@@ -10,18 +10,19 @@ from ..jobs import handler
 from ..models import ChunkResult, ChunkSpec, payload_digest
 
 
-def run_chunk(chunk_data: Mapping[str, Any], *, attempt: int, worker_id: str, region: str) -> dict[str, Any]:
+def run_chunk(chunk_data: Mapping[str, Any], *, attempt: int, worker_id: str, region: str,
+              threads: int = 1) -> dict[str, Any]:
     """Compute a chunk and return its ChunkResult as JSON. Kernel errors are reported, not raised,
     so the control plane can count the failure and re-send the chunk elsewhere."""
     chunk = ChunkSpec.from_json(chunk_data)
-    wall0, cpu0 = time.perf_counter(), time.thread_time()
+    wall0, cpu0 = time.perf_counter(), time.process_time()
     payload: dict[str, Any] = {}
     error = None
     try:
-        payload = handler(chunk.kind).compute(chunk)
+        payload = handler(chunk.kind).compute(chunk, threads=threads)
     except HydraError as exc:
         error = f"{type(exc).__name__}: {exc}"
-    elapsed_s, cpu_s = time.perf_counter() - wall0, time.thread_time() - cpu0
+    elapsed_s, cpu_s = time.perf_counter() - wall0, time.process_time() - cpu0
     return ChunkResult(
         job_id=chunk.job_id, chunk_id=chunk.chunk_id, worker_id=worker_id, region=region, attempt=attempt,
         elapsed_s=elapsed_s, cpu_s=cpu_s, payload=payload,

@@ -30,6 +30,8 @@ class WorkerInfo:
     state: WorkerState
     started_at: float
     last_seen: float
+    isa: str = "unknown"
+    kernel_threads: int = 1
     chunks_done: int = 0
     busy_ms: int = 0
 
@@ -70,7 +72,8 @@ def _parse(raw: dict[str, str]) -> WorkerInfo | None:
             pi_samples_per_s=float(raw.get("pi_samples_per_s", 0.0)),
             mandelbrot_iters_per_s=float(raw.get("mandelbrot_iters_per_s", 0.0)),
             state=WorkerState(raw.get("state", "offline")), started_at=float(raw.get("started_at", 0.0)),
-            last_seen=float(raw.get("last_seen", 0.0)), chunks_done=int(raw.get("chunks_done", 0)),
+            last_seen=float(raw.get("last_seen", 0.0)), isa=raw.get("isa", "unknown"),
+            kernel_threads=int(raw.get("kernel_threads", 1)), chunks_done=int(raw.get("chunks_done", 0)),
             busy_ms=int(raw.get("busy_ms", 0)),
         )
     except (KeyError, ValueError):

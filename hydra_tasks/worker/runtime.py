@@ -25,12 +25,12 @@ _heartbeat_stop = threading.Event()
 _registered: dict[str, str] = {}  # worker_id -> region, for this process
 
 
-def calibrate(budget_s: float = 0.15) -> dict[str, float]:
+def calibrate(budget_s: float = 0.15, *, threads: int = 1) -> dict[str, float]:
     """Measure π samples/s and Mandelbrot iterations/s with short kernel runs."""
     n, t = 1 << 20, 0.0
     while True:
         t0 = time.perf_counter()
-        kernels.pi_hits(12345, 0, n)
+        kernels.pi_hits(12345, 0, n, threads=threads)
         t = time.perf_counter() - t0
         if t >= budget_s / 2 or n >= 1 << 34:
             break
@@ -38,7 +38,7 @@ def calibrate(budget_s: float = 0.15) -> dict[str, float]:
     pi_rate = n / max(t, 1e-9)
     t0 = time.perf_counter()
     counts = kernels.mandelbrot_counts(xmin=-2.0, ymax=1.25, dx=2.5 / 160, dy=2.5 / 160, col0=0, row0=0,
-                                       width=160, height=160, max_iter=200)
+                                       width=160, height=160, max_iter=200, threads=threads)
     mandel_rate = kernels.mandelbrot_iterations(counts) / max(time.perf_counter() - t0, 1e-9)
     return {"pi_samples_per_s": pi_rate, "mandelbrot_iters_per_s": mandel_rate}
 
@@ -57,13 +57,15 @@ def on_worker_ready(consumer: Any) -> None:
     if region is None:
         return
     worker_id = consumer.hostname
-    speeds = calibrate()
+    threads = app.settings.kernel_threads
+    speeds = calibrate(threads=threads)
     now = time.time()
     info = registry.WorkerInfo(
         worker_id=worker_id, region=region, host=socket.gethostname(), pid=os.getpid(), cores=os.cpu_count() or 1,
         concurrency=int(getattr(consumer.controller, "concurrency", 1) or 1), state=WorkerState.ONLINE,
         started_at=now, last_seen=now, pi_samples_per_s=speeds["pi_samples_per_s"],
-        mandelbrot_iters_per_s=speeds["mandelbrot_iters_per_s"],
+        mandelbrot_iters_per_s=speeds["mandelbrot_iters_per_s"], isa=str(kernels.build_info()["isa"]),
+        kernel_threads=threads,
     )
     registry.register(app.redis, info)
     _registered[worker_id] = region

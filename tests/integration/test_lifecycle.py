@@ -209,3 +209,52 @@ def test_a_mandelbrot_job_assembles_tiles_into_the_whole_image(app: HydraCelery)
                                       width=70, height=45, max_iter=60)
     assert (counts == whole).all()
     assert job["result"]["iterations"] == int(whole.sum())
+
+
+def _mandelbrot_job(app: HydraCelery, colouring: str) -> str:
+    params = {"width": 96, "height": 64, "max_iter": 120, "center_x": -0.75, "center_y": 0.0, "span": 3.0,
+              "colouring": colouring}
+    spec = parse_job_spec({"kind": "mandelbrot", "params": params})
+    job_id = store.new_job_id()
+    store.create_job(app.redis, spec, planner.plan(job_id, spec, app.settings.with_(tile_px=32)), job_id=job_id)
+    return job_id
+
+
+def test_smooth_colouring_gives_a_continuous_image_and_bands_do_not(app: HydraCelery) -> None:
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    add_workers(app, {"eu-west": 2})
+    jobs = {c: _mandelbrot_job(app, c) for c in ("smooth", "bands")}
+    while (sent := run_dispatch(app)):
+        compute_and_collect(app, sent)
+    colours = {}
+    for colouring, job_id in jobs.items():
+        assert store.get_job(app.redis, job_id)["state"] == "done"
+        png = base64.b64decode(app.redis.get(keys.job_image(job_id)))
+        pixels = np.asarray(Image.open(io.BytesIO(png))).reshape(-1, 3)
+        colours[colouring] = len(np.unique(pixels, axis=0))
+    assert colours["smooth"] > 2 * colours["bands"]
+
+
+def test_smooth_values_that_do_not_match_the_counts_are_rejected(app: HydraCelery) -> None:
+    from hydra_tasks.jobs.mandelbrot import decode_array, encode_array
+
+    add_workers(app, {"eu-west": 1})
+    job_id = _mandelbrot_job(app, "smooth")
+    chunk, attempt, _ = run_dispatch(app)[0]
+    result = run_chunk(chunk, attempt=attempt, worker_id="w@test", region="eu-west")
+    p = chunk["params"]
+    smooth = decode_array(result["payload"]["smooth"], p["height"], p["width"], "<f4").copy()
+    smooth[smooth == smooth] += 50.0  # shift every escaped pixel's value far from its count
+    forged_payload = {**result["payload"], "smooth": encode_array(smooth, "<f4")}
+    from hydra_tasks.models import payload_digest
+
+    forged = {**result, "payload": forged_payload,
+              "digest": payload_digest(result["job_id"], result["chunk_id"], forged_payload)}
+    assert collect.collect(app.redis, app.settings, forged) == "rejected"
+    assert collect.collect(app.redis, app.settings, result) == "merged"
+    assert store.get_job(app.redis, job_id)["rejections"] == 1

@@ -32,6 +32,7 @@ from hydra_tasks.models import JobKind
         ({"kind": "mandelbrot", "params": {"width": 0}}, "'width'=0 is out of range"),
         ({"kind": "mandelbrot", "params": {"width": 16384, "height": 16384}}, "exceeds the limit"),
         ({"kind": "mandelbrot", "params": {"max_iter": 0}}, "'max_iter'=0"),
+        ({"kind": "mandelbrot", "params": {"colouring": "rainbow"}}, "'colouring'='rainbow' is unknown"),
         ({"kind": "mandelbrot", "params": {"xmin": -2, "xmax": 1}}, "Bounds need all of"),
         ({"kind": "mandelbrot", "params": {"xmin": 1, "xmax": -2, "ymin": -1, "ymax": 1}}, "Empty view"),
         ({"kind": "mandelbrot", "params": {"xmin": -2, "xmax": 1, "ymin": -1, "ymax": 1, "span": 2}}, "not both"),
