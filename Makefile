@@ -31,6 +31,7 @@ test-fast: install
 	$(PY) -m pytest -m "not integration and not fault" $(PYTEST_ARGS)
 
 bench: install
+	$(PY) benchmarks/kernels.py
 	$(PY) benchmarks/overhead.py
 
 clean:

@@ -63,3 +63,4 @@ def test_the_image_builds_the_package_from_this_repository(compose: dict[str, An
         assert f"COPY {path}" in dockerfile or f" {path} " in dockerfile
         assert (ROOT / path).exists()
     assert "pip install" in dockerfile and "USER hydra" in dockerfile
+    assert "ARG HYDRA_PORTABLE" in dockerfile and "HYDRA_PORTABLE" in build["args"]
