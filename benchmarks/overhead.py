@@ -47,10 +47,11 @@ def main() -> None:
               f"{per_chunk_ms * WORKERS:.2f} ms of a worker slot per chunk")
 
         # 2) Realistic chunks vs. calling the kernel directly in this process.
-        samples, chunk = 4_000_000_000, 100_000_000
         t0 = time.perf_counter()
-        compute.pi_hits(7, 0, samples // 10)
-        kernel_rate = samples // 10 / (time.perf_counter() - t0)
+        compute.pi_hits(7, 0, 400_000_000)
+        kernel_rate = 400_000_000 / (time.perf_counter() - t0)
+        chunk = int(kernel_rate * 0.25)  # chunks of about 250 ms on this machine
+        samples = 40 * chunk
         ideal = samples / (kernel_rate * WORKERS)
         with running_stack(Path(tmp) / "b", {"eu-west": 1, "us-east": 1}, pi_chunk_samples=chunk) as stack:
             app = create_app(stack.child_settings())

@@ -124,7 +124,7 @@ class Settings:
     max_chunk_failures: int = field(default=3, metadata=_meta("HYDRA_MAX_CHUNK_FAILURES", _int(1, 100)))
     max_chunk_expiries: int = field(default=10, metadata=_meta("HYDRA_MAX_CHUNK_EXPIRIES", _int(1, 1_000)))
     # --- static chunk sizes (adaptive sizing replaces these per worker)
-    pi_chunk_samples: int = field(default=50_000_000, metadata=_meta("HYDRA_PI_CHUNK_SAMPLES", _int(1_000, 10**12)))
+    pi_chunk_samples: int = field(default=200_000_000, metadata=_meta("HYDRA_PI_CHUNK_SAMPLES", _int(1_000, 10**12)))
     tile_px: int = field(default=128, metadata=_meta("HYDRA_TILE_PX", _int(8, 4_096)))
     # --- volunteer side: threads one chunk's kernel may use (kernels release the GIL)
     kernel_threads: int = field(default=1, metadata=_meta("HYDRA_KERNEL_THREADS", _int(1, 256)))

@@ -20,7 +20,7 @@ from support import running_stack, wait_for, wait_for_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
-SAMPLES, SEED, CHUNK = 2_000_000_000, 20261128, 100_000_000
+SAMPLES, SEED, CHUNK = 8_000_000_000, 20261128, 400_000_000  # ~0.25 s chunks on AVX-512
 LEASE_S = 3.0
 
 
