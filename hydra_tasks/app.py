@@ -45,6 +45,8 @@ def celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        # Every worker also consumes its own queue (<hostname>.dq2): chunks sized for a worker go there.
+        "worker_direct": True,
         "task_ignore_result": True,
         "task_default_queue": keys.CONTROL_QUEUE,
         "task_create_missing_queues": True,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .app import HydraCelery, create_app
@@ -62,14 +62,15 @@ def start_stack(settings: Settings, regions: list[str], *, workers_per_region: i
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("[bold]{task.description:<11}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("chunks  {task.fields[extra]}"), TimeElapsedColumn(), console=console)
+    return Progress(TextColumn("[bold]{task.description:<11}"), BarColumn(), TaskProgressColumn(),
+                    TextColumn("{task.fields[chunks]} chunks  {task.fields[extra]}"), TimeElapsedColumn(),
+                    console=console)
 
 
 def follow(app: HydraCelery, job_ids: list[str], labels: list[str], *, poll_s: float = 0.2) -> list[dict[str, Any]]:
     """Show a progress bar per job until all are final; return the final job records."""
     with _progress() as progress:
-        bars = [progress.add_task(label, total=None, extra="") for label in labels]
+        bars = [progress.add_task(label, total=None, extra="", chunks="") for label in labels]
         while True:
             jobs = [store.get_job(app.redis, job_id) for job_id in job_ids]
             for bar, job in zip(bars, jobs):
@@ -78,7 +79,8 @@ def follow(app: HydraCelery, job_ids: list[str], labels: list[str], *, poll_s: f
                     extra = f"π≈{4 * job['hits'] / job['units_done']:.6f}"
                 if job["state"] in ("failed", "cancelled"):
                     extra = job["state"]
-                progress.update(bar, total=job["chunks_total"], completed=job["chunks_done"], extra=extra)
+                progress.update(bar, total=job["units_total"], completed=job["units_done"], extra=extra,
+                                chunks=f"{job['chunks_done']}/{job['chunks_total']}")
             if all(job["state"] in ("done", "failed", "cancelled") for job in jobs):
                 return jobs
             time.sleep(poll_s)

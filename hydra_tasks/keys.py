@@ -15,13 +15,12 @@ hydra:job:{id}:parts           hash    chunk id -> merged partial result JSON
 hydra:job:{id}:workers         hash    "{worker}|{field}" -> per-worker work counters
 hydra:job:{id}:image           string  base64 PNG of a finished Mandelbrot job
 hydra:job:{id}:counts          string  base64 zlib uint32 iteration counts of a finished Mandelbrot job
+hydra:job:{id}:log             list    recent accepted chunks (worker, units, elapsed) for metrics
 hydra:leases                   zset    "{job}:{chunk}" -> lease deadline (unix seconds)
-hydra:lease:{job}:{chunk}      hash    region, queue, attempt, dispatched_at
-hydra:region:{r}:inflight      set     "{job}:{chunk}" currently leased to region r
+hydra:lease:{job}:{chunk}      hash    worker, region, attempt, dispatched_at, queued, expiries ...
 hydra:workers                  set     worker ids ever registered
-hydra:worker:{id}              hash    region, host, cores, speeds, state, last_seen ...
-hydra:dispatch:lock            string  dispatcher mutex token
-hydra:dispatch:dirty           string  set when a dispatch pass was skipped because of the lock
+hydra:worker:{id}              hash    region, host, cores, speeds, state, last_seen, performance model
+hydra:worker:{id}:inflight     set     "{job}:{chunk}" currently leased to the worker
 =============================  ======  ============================================================
 """
 
@@ -33,8 +32,6 @@ JOBS = f"{PREFIX}:jobs"
 JOBS_ACTIVE = f"{PREFIX}:jobs:active"
 LEASES = f"{PREFIX}:leases"
 WORKERS = f"{PREFIX}:workers"
-DISPATCH_LOCK = f"{PREFIX}:dispatch:lock"
-DISPATCH_DIRTY = f"{PREFIX}:dispatch:dirty"
 
 CONTROL_QUEUE = "hydra.control"
 REGION_QUEUE_PREFIX = "hydra.region."
@@ -72,11 +69,15 @@ def job_counts(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:counts"
 
 
+def job_log(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:log"
+
+
 def job_keys(job_id: str) -> list[str]:
     """Every key that belongs to one job (for deletion and tests)."""
     return [
         job(job_id), job_chunks(job_id), job_todo(job_id), job_done(job_id), job_parts(job_id),
-        job_workers(job_id), job_image(job_id), job_counts(job_id),
+        job_workers(job_id), job_image(job_id), job_counts(job_id), job_log(job_id),
     ]
 
 
@@ -93,8 +94,8 @@ def lease(job_id: str, chunk_id: str) -> str:
     return f"{PREFIX}:lease:{job_id}:{chunk_id}"
 
 
-def region_inflight(region: str) -> str:
-    return f"{PREFIX}:region:{region}:inflight"
+def worker_inflight(worker_id: str) -> str:
+    return f"{PREFIX}:worker:{worker_id}:inflight"
 
 
 def worker(worker_id: str) -> str:

@@ -1,8 +1,8 @@
 """Every Lua script Hydra runs in Redis, in one place.
 
-Each script is one atomic step of a chunk's life: *grant* a lease, *merge* a result
-exactly once, *requeue* a chunk whose lease expired (or whose result was rejected), and
-*release* all of a job's leases when it ends. Key prefixes come from :mod:`keys` as
+Each script is one atomic step of a chunk's life: *grant* a lease to one worker (cutting a new
+range for lazily planned kinds), *merge* a result exactly once, *requeue* a chunk whose lease
+expired (or whose result was rejected), and *finish* a job, releasing all its leases. Key prefixes come from :mod:`keys` as
 arguments so the schema stays in one module.
 """
 
@@ -16,64 +16,91 @@ import redis
 from . import keys
 
 GRANT = """
--- KEYS: todo, leases, job, region_inflight
--- ARGV: deadline, lease_key_prefix, job_id, region, queue, now, capacity
+-- KEYS: todo, leases, job, worker_inflight, chunks
+-- ARGV: deadline, lease_key_prefix, job_id, worker_id, region, now, capacity, cut_size, spec_prefix
+-- Leases the job's next chunk to one worker: a re-queued chunk first; else, for kinds cut
+-- lazily (cut_size > 0), a new range [cursor, cursor + cut_size) of the job's units.
 local state = redis.call('HGET', KEYS[3], 'state')
 if state ~= 'queued' and state ~= 'running' then return {-1} end
 if redis.call('SCARD', KEYS[4]) >= tonumber(ARGV[7]) then return {0} end
 local chunk = redis.call('LPOP', KEYS[1])
+local spec = false
+if not chunk and tonumber(ARGV[8]) > 0 then
+  local total = tonumber(redis.call('HGET', KEYS[3], 'units_total'))
+  local cursor = tonumber(redis.call('HGET', KEYS[3], 'cursor') or '0')
+  if cursor < total then
+    local count = math.min(tonumber(ARGV[8]), total - cursor)
+    redis.call('HSET', KEYS[3], 'cursor', string.format('%d', cursor + count))
+    chunk = string.format('c%06d', redis.call('HINCRBY', KEYS[3], 'chunks_total', 1) - 1)
+    spec = ARGV[9] .. '"start":' .. string.format('%d', cursor) .. ',"count":' .. string.format('%d', count) ..
+           '},"units":' .. string.format('%d', count) .. ',"chunk_id":"' .. chunk .. '"}'
+    redis.call('HSET', KEYS[5], chunk, spec)
+  end
+end
 if not chunk then return {-1} end
+if not spec then spec = redis.call('HGET', KEYS[5], chunk) end
 local member = ARGV[3] .. ':' .. chunk
 local lk = ARGV[2] .. member
 redis.call('ZADD', KEYS[2], ARGV[1], member)
 local attempt = redis.call('HINCRBY', lk, 'attempt', 1)
-redis.call('HSET', lk, 'region', ARGV[4], 'queue', ARGV[5], 'dispatched_at', ARGV[6], 'queued', '0')
+redis.call('HSET', lk, 'worker', ARGV[4], 'region', ARGV[5], 'dispatched_at', ARGV[6], 'queued', '0')
 redis.call('SADD', KEYS[4], member)
 redis.call('HINCRBY', KEYS[3], 'dispatched', 1)
 if state == 'queued' then redis.call('HSET', KEYS[3], 'state', 'running', 'started_at', ARGV[6]) end
-return {1, chunk, attempt}
+return {1, chunk, attempt, spec}
 """
 
-MERGE = """
+# Release a lease's slot in its worker's in-flight set (shared by the scripts below).
+_RELEASE = """
+local function release(lease_key, member, worker_prefix, worker_suffix)
+  local worker = redis.call('HGET', lease_key, 'worker')
+  if worker then redis.call('SREM', worker_prefix .. worker .. worker_suffix, member) end
+end
+"""
+
+MERGE = _RELEASE + """
 -- KEYS: job, done, parts, job_workers, todo, leases, worker
--- ARGV: chunk_id, part_json, worker_id, lease_member, lease_key, region_prefix, region_suffix,
+-- ARGV: chunk_id, part_json, worker_id, lease_member, lease_key, worker_prefix, worker_suffix,
 --       now, elapsed_ms, units, then (field, increment) pairs for the job hash
+-- Returns {code, units_done, units_total}: code 1 merged, 0 duplicate, -1 job not live.
 local state = redis.call('HGET', KEYS[1], 'state')
-local total = tonumber(redis.call('HGET', KEYS[1], 'chunks_total'))
-if state ~= 'queued' and state ~= 'running' then return {-1, 0, total or 0} end
+local total = tonumber(redis.call('HGET', KEYS[1], 'units_total') or '0')
+if state ~= 'queued' and state ~= 'running' then return {-1, 0, total} end
 if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then
   redis.call('HINCRBY', KEYS[1], 'duplicates', 1)
-  return {0, tonumber(redis.call('HGET', KEYS[1], 'chunks_done')), total}
+  return {0, tonumber(redis.call('HGET', KEYS[1], 'units_done')), total}
 end
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
-local done = redis.call('HINCRBY', KEYS[1], 'chunks_done', 1)
+redis.call('HINCRBY', KEYS[1], 'chunks_done', 1)
 for i = 11, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[8])
 redis.call('HINCRBY', KEYS[4], ARGV[3] .. '|chunks', 1)
 redis.call('HINCRBY', KEYS[4], ARGV[3] .. '|units', ARGV[10])
 redis.call('HINCRBY', KEYS[4], ARGV[3] .. '|elapsed_ms', ARGV[9])
+redis.call('HSET', KEYS[4], ARGV[3] .. '|last_ms', string.format('%d', tonumber(ARGV[8]) * 1000))
 redis.call('HINCRBY', KEYS[7], 'chunks_done', 1)
 redis.call('HINCRBY', KEYS[7], 'busy_ms', ARGV[9])
 if redis.call('HGET', ARGV[5], 'queued') == '1' then redis.call('LREM', KEYS[5], 0, ARGV[1]) end
 redis.call('ZREM', KEYS[6], ARGV[4])
-local region = redis.call('HGET', ARGV[5], 'region')
-if region then redis.call('SREM', ARGV[6] .. region .. ARGV[7], ARGV[4]) end
+release(ARGV[5], ARGV[4], ARGV[6], ARGV[7])
 redis.call('DEL', ARGV[5])
-return {1, done, total}
+return {1, tonumber(redis.call('HGET', KEYS[1], 'units_done')), total}
 """
 
-REQUEUE = """
+REQUEUE = _RELEASE + """
 -- KEYS: leases, todo, job, done
--- ARGV: lease_member, lease_key, region_prefix, region_suffix, chunk_id, now, counter ('expiries'|'failures'|'rejections'), force
+-- ARGV: lease_member, lease_key, worker_prefix, worker_suffix, chunk_id, now, counter, force
+-- Takes a chunk back from its lease and puts it first in the job's queue. Returns
+-- {n, worker}: n is the new value of the lease's counter, -1 (not expired) or -2 (merged/over).
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if ARGV[8] ~= '1' and (not score or tonumber(score) > tonumber(ARGV[6])) then return -1 end
+if ARGV[8] ~= '1' and (not score or tonumber(score) > tonumber(ARGV[6])) then return {-1, false} end
 if score then redis.call('ZREM', KEYS[1], ARGV[1]) end
-local region = redis.call('HGET', ARGV[2], 'region')
-if region then redis.call('SREM', ARGV[3] .. region .. ARGV[4], ARGV[1]) end
+local worker = redis.call('HGET', ARGV[2], 'worker')
+release(ARGV[2], ARGV[1], ARGV[3], ARGV[4])
 local state = redis.call('HGET', KEYS[3], 'state')
 if redis.call('SISMEMBER', KEYS[4], ARGV[5]) == 1 or (state ~= 'queued' and state ~= 'running') then
   redis.call('DEL', ARGV[2])
-  return -2
+  return {-2, worker}
 end
 local n = redis.call('HINCRBY', ARGV[2], ARGV[7], 1)
 if redis.call('HGET', ARGV[2], 'queued') ~= '1' then
@@ -82,12 +109,12 @@ if redis.call('HGET', ARGV[2], 'queued') ~= '1' then
   redis.call('HINCRBY', KEYS[3], 'redispatched', 1)
 end
 redis.call('HINCRBY', KEYS[3], ARGV[7], 1)
-return n
+return {n, worker}
 """
 
-FINISH = """
+FINISH = _RELEASE + """
 -- KEYS: job, jobs_active, todo, leases
--- ARGV: new_state, now, field/value pairs..., then '--', lease_key_prefix, region_prefix, region_suffix, job_id
+-- ARGV: new_state, now, field/value pairs..., then '--', lease_key_prefix, worker_prefix, worker_suffix, job_id
 -- Moves a live job to a final state once; releases all its leases. Returns 1 if it changed the job.
 local state = redis.call('HGET', KEYS[1], 'state')
 if state ~= 'queued' and state ~= 'running' then return 0 end
@@ -97,15 +124,14 @@ while ARGV[i] ~= '--' do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
   i = i + 2
 end
-local lease_prefix, region_prefix, region_suffix, job_id = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+local lease_prefix, worker_prefix, worker_suffix, job_id = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
 redis.call('ZREM', KEYS[2], job_id)
 redis.call('DEL', KEYS[3])
 local prefix = job_id .. ':'
 for _, m in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
   if string.sub(m, 1, #prefix) == prefix then
     redis.call('ZREM', KEYS[4], m)
-    local region = redis.call('HGET', lease_prefix .. m, 'region')
-    if region then redis.call('SREM', region_prefix .. region .. region_suffix, m) end
+    release(lease_prefix .. m, m, worker_prefix, worker_suffix)
     redis.call('DEL', lease_prefix .. m)
   end
 end
@@ -113,7 +139,17 @@ return 1
 """
 
 LEASE_PREFIX = keys.lease("", "")[: -len(":")]  # "hydra:lease:" (lease(job, chunk) == prefix + "job:chunk")
-REGION_PREFIX, REGION_SUFFIX = keys.region_inflight("\0").split("\0")
+WORKER_PREFIX, WORKER_SUFFIX = keys.worker_inflight("\0").split("\0")
+
+
+@dataclass(frozen=True)
+class Grant:
+    """The outcome of one GRANT: code 1 (leased), 0 (worker full) or -1 (job has nothing to hand out)."""
+
+    code: int
+    chunk_id: str | None = None
+    attempt: int = 0
+    spec_json: str | None = None
 
 
 @dataclass
@@ -128,46 +164,50 @@ class Scripts:
         self._requeue = self.client.register_script(REQUEUE)
         self._finish = self.client.register_script(FINISH)
 
-    def grant(self, job_id: str, region: str, queue: str, *, capacity: int, deadline: float,
-              now: float) -> tuple[int, str | None, int]:
-        """Lease the job's next chunk to ``region``. Returns (1, chunk, attempt), (0, ...) if the
-        region is full, or (-1, ...) if the job has nothing to hand out."""
-        res = self._grant(keys=[keys.job_todo(job_id), keys.LEASES, keys.job(job_id), keys.region_inflight(region)],
-                          args=[repr(deadline), LEASE_PREFIX, job_id, region, queue, repr(now), capacity])
+    def grant(self, job_id: str, worker_id: str, region: str, *, capacity: int, deadline: float, now: float,
+              cut_size: int = 0, spec_prefix: str = "") -> Grant:
+        """Lease the job's next chunk to ``worker_id`` (see GRANT)."""
+        res = self._grant(
+            keys=[keys.job_todo(job_id), keys.LEASES, keys.job(job_id), keys.worker_inflight(worker_id),
+                  keys.job_chunks(job_id)],
+            args=[repr(deadline), LEASE_PREFIX, job_id, worker_id, region, repr(now), capacity, cut_size, spec_prefix],
+        )
         if int(res[0]) != 1:
-            return int(res[0]), None, 0
-        return 1, _text(res[1]), int(res[2])
+            return Grant(int(res[0]))
+        return Grant(1, _text(res[1]), int(res[2]), _text(res[3]))
 
     def merge(self, job_id: str, chunk_id: str, worker_id: str, part_json: str, *, now: float, elapsed_ms: int,
               units: int, increments: dict[str, int]) -> tuple[int, int, int]:
-        """Merge once. Returns (code, chunks_done, chunks_total): code 1 merged, 0 duplicate, -1 job not live."""
+        """Merge once. Returns (code, units_done, units_total): code 1 merged, 0 duplicate, -1 job not live."""
         member = keys.lease_member(job_id, chunk_id)
         flat: list[Any] = [x for pair in sorted(increments.items()) for x in pair]
         res = self._merge(
             keys=[keys.job(job_id), keys.job_done(job_id), keys.job_parts(job_id), keys.job_workers(job_id),
                   keys.job_todo(job_id), keys.LEASES, keys.worker(worker_id)],
-            args=[chunk_id, part_json, worker_id, member, keys.lease(job_id, chunk_id), REGION_PREFIX,
-                  REGION_SUFFIX, repr(now), elapsed_ms, units, *flat],
+            args=[chunk_id, part_json, worker_id, member, keys.lease(job_id, chunk_id), WORKER_PREFIX,
+                  WORKER_SUFFIX, repr(now), elapsed_ms, units, *flat],
         )
         return int(res[0]), int(res[1] or 0), int(res[2] or 0)
 
-    def requeue(self, job_id: str, chunk_id: str, *, now: float, counter: str, force: bool) -> int:
+    def requeue(self, job_id: str, chunk_id: str, *, now: float, counter: str, force: bool) -> tuple[int, str | None]:
         """Take a chunk back from its lease and put it first in the job's queue.
 
-        Without ``force`` only an expired lease is taken back. Returns the new value of
-        ``counter`` on the lease, or -1 (not expired) / -2 (already merged or job over)."""
-        return int(self._requeue(
+        Without ``force`` only an expired lease is taken back. Returns (n, worker): n is the new
+        value of ``counter`` on the lease, or -1 (not expired) / -2 (already merged or job over);
+        worker is who held the lease."""
+        res = self._requeue(
             keys=[keys.LEASES, keys.job_todo(job_id), keys.job(job_id), keys.job_done(job_id)],
-            args=[keys.lease_member(job_id, chunk_id), keys.lease(job_id, chunk_id), REGION_PREFIX, REGION_SUFFIX,
+            args=[keys.lease_member(job_id, chunk_id), keys.lease(job_id, chunk_id), WORKER_PREFIX, WORKER_SUFFIX,
                   chunk_id, repr(now), counter, "1" if force else "0"],
-        ))
+        )
+        return int(res[0]), (_text(res[1]) if res[1] else None)
 
     def finish(self, job_id: str, state: str, *, now: float, fields: dict[str, str]) -> bool:
         """Move a live job to a final state exactly once and release its leases."""
         flat = [x for pair in fields.items() for x in pair]
         return bool(self._finish(
             keys=[keys.job(job_id), keys.JOBS_ACTIVE, keys.job_todo(job_id), keys.LEASES],
-            args=[state, repr(now), *flat, "--", LEASE_PREFIX, REGION_PREFIX, REGION_SUFFIX, job_id],
+            args=[state, repr(now), *flat, "--", LEASE_PREFIX, WORKER_PREFIX, WORKER_SUFFIX, job_id],
         ))
 
 

@@ -126,6 +126,10 @@ class Settings:
     # --- static chunk sizes (adaptive sizing replaces these per worker)
     pi_chunk_samples: int = field(default=200_000_000, metadata=_meta("HYDRA_PI_CHUNK_SAMPLES", _int(1_000, 10**12)))
     tile_px: int = field(default=128, metadata=_meta("HYDRA_TILE_PX", _int(8, 4_096)))
+    # --- adaptive sizing: chunks take about target_chunk_s on the worker they are cut for
+    adaptive: bool = field(default=True, metadata=_meta("HYDRA_ADAPTIVE", _parse_bool))
+    target_chunk_s: float = field(default=3.0, metadata=_meta("HYDRA_TARGET_CHUNK_S", _float(0.05, 3_600)))
+    min_chunk_s: float = field(default=0.5, metadata=_meta("HYDRA_MIN_CHUNK_S", _float(0.01, 3_600)))
     # --- volunteer side: threads one chunk's kernel may use (kernels release the GIL)
     kernel_threads: int = field(default=1, metadata=_meta("HYDRA_KERNEL_THREADS", _int(1, 256)))
     # --- grid-aware scheduling (seed names)
@@ -157,6 +161,9 @@ class Settings:
                 f"HYDRA_WORKER_TIMEOUT_S ({self.worker_timeout_s}) must exceed HYDRA_HEARTBEAT_S "
                 f"({self.heartbeat_s}); otherwise live workers would be marked offline."
             )
+        if self.min_chunk_s > self.target_chunk_s:
+            raise ConfigError(f"HYDRA_MIN_CHUNK_S ({self.min_chunk_s}) must not exceed HYDRA_TARGET_CHUNK_S "
+                              f"({self.target_chunk_s}).")
         weights = self.carbon_weight + self.cost_weight + self.renewable_weight
         if self.grid_aware and weights <= 0:
             raise ConfigError(

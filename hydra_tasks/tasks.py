@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import shared_task
+from celery.utils import worker_direct
 
 from . import keys
 from .jobs import collect, store
@@ -13,19 +14,18 @@ from .scheduling.router import default_router
 from .worker.compute import run_chunk
 
 
-def publish_chunk(chunk: dict[str, Any], attempt: int, queue: str) -> None:
-    compute_chunk.apply_async(args=[chunk, attempt], queue=queue, routing_key=queue)
+def publish_chunk(chunk: dict[str, Any], attempt: int, worker_id: str, region: str) -> None:
+    """Send a chunk to the worker it was sized for, through that worker's own queue."""
+    compute_chunk.apply_async(args=[chunk, attempt, region], queue=worker_direct(worker_id))
 
 
 @shared_task(name="hydra.compute_chunk", bind=True, ignore_result=True)
-def compute_chunk(self: Any, chunk: dict[str, Any], attempt: int) -> None:
+def compute_chunk(self: Any, chunk: dict[str, Any], attempt: int, region: str = "unknown") -> None:
     """Volunteer side: compute one chunk and send the result to the control queue."""
     client = self.app.redis
     state = store.job_state(client, str(chunk.get("job_id")))
     if state is None or state.is_final:
         return  # cancelled or finished meanwhile: don't spend the volunteer's CPU
-    queue = (self.request.delivery_info or {}).get("routing_key") or ""
-    region = keys.region_of_queue(queue) or "unknown"
     result = run_chunk(chunk, attempt=attempt, worker_id=self.request.hostname or "unknown", region=region,
                        threads=self.app.settings.kernel_threads)
     collect_chunk.apply_async(args=[result], queue=keys.CONTROL_QUEUE)

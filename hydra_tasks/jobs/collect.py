@@ -18,7 +18,10 @@ from ..errors import HydraError, ResultRejected
 from ..lua import Scripts
 from ..models import ChunkResult, ChunkSpec, JobKind, JobState
 from ..settings import Settings
+from ..worker import performance
 from . import handler, store
+
+LOG_LENGTH = 5_000  # accepted chunks kept per job for the metrics endpoints
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +54,36 @@ def collect(client: redis.Redis, settings: Settings, data: Mapping[str, Any], *,
         result.job_id, result.chunk_id, result.worker_id, json.dumps(dict(result.payload)), now=now,
         elapsed_ms=int(result.elapsed_s * 1000), units=chunk.units, increments=increments,
     )
+    if code == 1:
+        _learn(client, chunk, result, increments, now)
     if code >= 0 and done == total:
         finalize(client, result.job_id, now=now)
     return {1: "merged", 0: "duplicate"}.get(code, "ignored")
 
 
+def work_done(chunk: ChunkSpec, increments: Mapping[str, int]) -> float:
+    """The work measure speeds are kept in: π samples, Mandelbrot iterations."""
+    return float(increments.get("iterations", chunk.units)) if chunk.kind is JobKind.MANDELBROT else float(chunk.units)
+
+
+def _learn(client: redis.Redis, chunk: ChunkSpec, result: ChunkResult, increments: Mapping[str, int],
+           now: float) -> None:
+    """Update the worker's performance model and the job's chunk log (for the metrics)."""
+    work = work_done(chunk, increments)
+    perf = performance.observe(client, result.worker_id, chunk.kind.value, work, result.elapsed_s)
+    entry = {"t": now, "worker": result.worker_id, "chunk": chunk.chunk_id, "units": chunk.units, "work": work,
+             "elapsed_s": result.elapsed_s, "rate": perf.rate}
+    if "est_cost" in chunk.params:
+        entry["est_cost"] = chunk.params["est_cost"]
+    pipe = client.pipeline(transaction=False)
+    pipe.rpush(keys.job_log(chunk.job_id), json.dumps(entry))
+    pipe.ltrim(keys.job_log(chunk.job_id), -LOG_LENGTH, -1)
+    pipe.execute()
+
+
 def _failed(client: redis.Redis, settings: Settings, scripts: Scripts, result: ChunkResult, now: float) -> str:
-    failures = scripts.requeue(result.job_id, result.chunk_id, now=now, counter="failures", force=True)
+    failures, _ = scripts.requeue(result.job_id, result.chunk_id, now=now, counter="failures", force=True)
+    performance.record_failure(client, result.worker_id)
     log.warning("chunk %s of job %s failed on %s: %s", result.chunk_id, result.job_id, result.worker_id, result.error)
     if failures >= settings.max_chunk_failures:
         store.fail_job(client, result.job_id, f"chunk {result.chunk_id} failed {failures} times; last error: "
@@ -72,7 +98,7 @@ def finalize(client: redis.Redis, job_id: str, *, now: float | None = None) -> b
     Safe to run concurrently or again after a crash: only the first call that finds the job
     live changes it. Returns True if this call finished the job."""
     now = time.time() if now is None else now
-    raw = client.hmget(keys.job(job_id), "kind", "spec", "state", "chunks_done", "chunks_total")
+    raw = client.hmget(keys.job(job_id), "kind", "spec", "state", "units_done", "units_total")
     kind, spec_json, state, done, total = raw
     if state not in (JobState.QUEUED.value, JobState.RUNNING.value) or done != total:
         return False

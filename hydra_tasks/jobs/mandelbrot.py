@@ -98,6 +98,10 @@ def chunk_count(params: Mapping[str, Any], settings: Settings) -> int:
     return -(-int(params["width"]) // side) * -(-int(params["height"]) // side)
 
 
+def range_prefix(job_id: str, params: Mapping[str, Any]) -> str | None:
+    return None  # tiles are planned up front
+
+
 def plan(job_id: str, params: Mapping[str, Any], settings: Settings) -> list[ChunkSpec]:
     """Square tiles of ``settings.tile_px`` in row-major order."""
     width, height, side = int(params["width"]), int(params["height"]), settings.tile_px

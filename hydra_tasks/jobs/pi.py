@@ -33,18 +33,18 @@ def units_total(params: Mapping[str, Any]) -> int:
 
 
 def chunk_count(params: Mapping[str, Any], settings: Settings) -> int:
-    return -(-int(params["samples"]) // settings.pi_chunk_samples)
+    return 0  # cut lazily
 
 
 def plan(job_id: str, params: Mapping[str, Any], settings: Settings) -> list[ChunkSpec]:
-    """Cut [0, samples) into consecutive ranges of ``settings.pi_chunk_samples``."""
-    samples, step = int(params["samples"]), settings.pi_chunk_samples
-    chunks = []
-    for n, start in enumerate(range(0, samples, step)):
-        count = min(step, samples - start)
-        chunks.append(ChunkSpec(job_id, f"c{n:06d}", JobKind.PI,
-                                {"seed": int(params["seed"]), "start": start, "count": count}, units=count))
-    return chunks
+    """Nothing up front: ranges of samples are cut at dispatch, each sized for the worker that
+    gets it (``range_prefix`` + the GRANT script)."""
+    return []
+
+
+def range_prefix(job_id: str, params: Mapping[str, Any]) -> str | None:
+    """The start of a chunk spec's JSON; GRANT appends start, count, units and chunk_id."""
+    return f'{{"job_id":"{job_id}","kind":"pi","params":{{"seed":{int(params["seed"])},'  # seed exact, as text
 
 
 def compute(chunk: ChunkSpec, *, threads: int = 1) -> dict[str, Any]:

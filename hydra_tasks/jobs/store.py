@@ -42,7 +42,7 @@ def create_job(client: redis.Redis, spec: JobSpec, chunks: list[ChunkSpec], *, j
     record = {
         "id": job_id, "kind": spec.kind.value, "spec": json.dumps(spec.to_json()), "state": JobState.QUEUED.value,
         "priority": spec.priority, "created_at": repr(now), "updated_at": repr(now),
-        "chunks_total": len(chunks), "units_total": handler(spec.kind).units_total(spec.params),
+        "chunks_total": len(chunks), "units_total": handler(spec.kind).units_total(spec.params), "cursor": 0,
         **{c: 0 for c in _COUNTERS if c not in ("chunks_total", "units_total")},
     }
     pipe = client.pipeline(transaction=True)

@@ -15,33 +15,36 @@ from ..worker.registry import WorkerInfo, list_workers
 class RegionView:
     name: str
     workers: tuple[WorkerInfo, ...]
-    slots: int          # chunks that may be in flight at once (concurrency x inflight_per_slot)
-    capacity: float     # measured π samples/s summed over live workers x concurrency
+    slots: int          # chunks that may be in flight at once in the region
+    capacity: float     # measured π samples/s summed over its live workers
 
 
 @dataclass(frozen=True)
 class ClusterSnapshot:
     taken_at: float
-    regions: dict[str, RegionView] = field(default_factory=dict)
+    workers: dict[str, WorkerInfo] = field(default_factory=dict)
+    slots: dict[str, int] = field(default_factory=dict)  # worker id -> chunks it may hold at once
 
     @property
     def live_workers(self) -> int:
-        return sum(len(r.workers) for r in self.regions.values())
+        return len(self.workers)
+
+    @property
+    def regions(self) -> dict[str, RegionView]:
+        by_region: dict[str, list[WorkerInfo]] = {}
+        for w in self.workers.values():
+            by_region.setdefault(w.region, []).append(w)
+        return {name: RegionView(name, tuple(ws), sum(self.slots[w.worker_id] for w in ws),
+                                 sum(w.rate("pi") for w in ws))
+                for name, ws in sorted(by_region.items())}
+
+    def total_rate(self, kind: str) -> float:
+        return sum(w.rate(kind) for w in self.workers.values())
 
 
 def snapshot(client: redis.Redis, settings: Settings, *, now: float | None = None) -> ClusterSnapshot:
-    """Live workers grouped by region, with slots and capacity per region."""
+    """Live workers (fresh heartbeat, not paused) and the number of chunks each may hold."""
     now = time.time() if now is None else now
-    by_region: dict[str, list[WorkerInfo]] = {}
-    for w in list_workers(client):
-        if w.is_live(now, settings.worker_timeout_s):
-            by_region.setdefault(w.region, []).append(w)
-    regions = {
-        name: RegionView(
-            name=name, workers=tuple(ws),
-            slots=sum(w.concurrency for w in ws) * settings.inflight_per_slot,
-            capacity=sum(w.concurrency * max(w.pi_samples_per_s, 1.0) for w in ws),
-        )
-        for name, ws in sorted(by_region.items())
-    }
-    return ClusterSnapshot(taken_at=now, regions=regions)
+    live = {w.worker_id: w for w in list_workers(client) if w.is_live(now, settings.worker_timeout_s)}
+    return ClusterSnapshot(taken_at=now, workers=live,
+                           slots={wid: w.concurrency * settings.inflight_per_slot for wid, w in live.items()})

@@ -1,9 +1,10 @@
-"""The dispatcher: lease chunks to regions, within a bounded window, and publish them.
+"""The dispatcher: lease chunks to workers, within a bounded window each, and publish them.
 
-A lease is granted atomically in Redis (``lua.GRANT``) only while the region has fewer chunks
-in flight than its slots, so however many control workers dispatch at once, no region gets
-more than its window. A chunk is leased *before* it is published: if publishing fails, the
-lease simply expires and the sweeper sends the chunk again.
+A lease is granted atomically in Redis (``lua.GRANT``) only while the worker holds fewer
+chunks than its window (``HYDRA_INFLIGHT_PER_SLOT`` x its processes), so however many control
+workers dispatch at once, no worker is overloaded. Each chunk goes to the worker it was sized
+for, through that worker's own queue (Celery ``worker_direct``). A chunk is leased *before* it
+is published: if publishing fails, the lease simply expires and the sweeper sends it again.
 """
 
 from __future__ import annotations
@@ -16,55 +17,79 @@ from typing import Any, Callable
 import redis
 
 from .. import keys
+from ..jobs import handler
 from ..lua import Scripts
+from ..models import JobKind
 from ..settings import Settings
 from .cluster import ClusterSnapshot, snapshot
+from .planner import range_chunk_size
 from .router import Router
 
 log = logging.getLogger(__name__)
 
-# publish(chunk_json, attempt, queue): sends the compute task. Injected so this module needs no Celery.
-Publish = Callable[[dict[str, Any], int, str], None]
+# publish(chunk_json, attempt, worker_id, region): sends the compute task to that worker's queue.
+# Injected so this module needs no Celery.
+Publish = Callable[[dict[str, Any], int, str, str], None]
 
 
 def free_slots(client: redis.Redis, snap: ClusterSnapshot) -> dict[str, int]:
     pipe = client.pipeline(transaction=False)
-    for name in snap.regions:
-        pipe.scard(keys.region_inflight(name))
-    return {name: region.slots - int(n) for (name, region), n in zip(snap.regions.items(), pipe.execute())}
+    for worker_id in snap.workers:
+        pipe.scard(keys.worker_inflight(worker_id))
+    return {wid: snap.slots[wid] - int(n) for wid, n in zip(snap.workers, pipe.execute())}
 
 
 def dispatch(client: redis.Redis, settings: Settings, router: Router, publish: Publish, *,
              now: float | None = None) -> int:
-    """Fill every region's window from the active jobs, highest priority first. Returns chunks sent."""
+    """Fill every worker's window from the active jobs, highest priority first. Returns chunks sent."""
     now = time.time() if now is None else now
     snap = snapshot(client, settings, now=now)
-    if not snap.regions:
+    if not snap.workers:
         return 0
     free = free_slots(client, snap)
     scripts = Scripts(client)
     sent = 0
     for job_id in client.zrange(keys.JOBS_ACTIVE, 0, -1):
+        kind_name, spec_json, units_total, cursor, units_done = client.hmget(
+            keys.job(job_id), "kind", "spec", "units_total", "cursor", "units_done")
+        if kind_name is None:
+            continue
+        kind = JobKind(kind_name)
+        prefix = handler(kind).range_prefix(job_id, json.loads(spec_json)["params"]) or ""
+        remaining = int(units_total or 0) - int(cursor or 0)
+        first = {wid: int(units_done or 0) == 0 for wid in snap.workers}
         while True:
-            region = router.choose(snap, free)
-            if region is None:
+            worker_id = router.choose(snap, free, kind.value)
+            if worker_id is None:
                 return sent
-            queue = keys.region_queue(region)
-            code, chunk_id, attempt = scripts.grant(job_id, region, queue, capacity=snap.regions[region].slots,
-                                                    deadline=now + settings.lease_s, now=now)
-            if code == 0:
-                free[region] = 0
+            worker = snap.workers[worker_id]
+            size = 0
+            if prefix:
+                size = range_chunk_size(settings, worker_rate=worker.rate(kind.value),
+                                        total_rate=snap.total_rate(kind.value), remaining=remaining,
+                                        first=first[worker_id]).units
+            grant = scripts.grant(job_id, worker_id, worker.region, capacity=snap.slots[worker_id],
+                                  deadline=now + lease_seconds(settings, size, worker.rate(kind.value)), now=now,
+                                  cut_size=size, spec_prefix=prefix)
+            if grant.code == 0:
+                free[worker_id] = 0
                 continue
-            if code < 0:
+            if grant.code < 0 or grant.spec_json is None:
                 break  # this job has nothing left to hand out; try the next one
-            chunk_json = client.hget(keys.job_chunks(job_id), chunk_id)
-            if chunk_json is None:  # job deleted meanwhile; the lease will expire harmlessly
-                continue
             try:
-                publish(json.loads(chunk_json), attempt, queue)
+                publish(json.loads(grant.spec_json), grant.attempt, worker_id, worker.region)
             except Exception:  # noqa: BLE001 - broker trouble: the lease expires and the sweeper retries
-                log.exception("publishing chunk %s of job %s to %s failed; it will be re-sent", chunk_id, job_id, queue)
+                log.exception("publishing chunk %s of job %s to %s failed; it will be re-sent",
+                              grant.chunk_id, job_id, worker_id)
                 return sent
-            free[region] -= 1
+            if prefix:
+                remaining -= json.loads(grant.spec_json)["units"] if grant.attempt == 1 else 0
+            first[worker_id] = False
+            free[worker_id] -= 1
             sent += 1
     return sent
+
+
+def lease_seconds(settings: Settings, units: int, rate: float) -> float:
+    """A lease long enough for the chunk on its worker (3x the expected time) and at least HYDRA_LEASE_S."""
+    return max(settings.lease_s, 3.0 * units / max(rate, 1.0))

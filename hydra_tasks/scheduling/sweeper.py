@@ -18,6 +18,7 @@ from ..jobs import collect, store
 from ..lua import Scripts
 from ..models import JobState
 from ..settings import Settings
+from ..worker.performance import record_expiry
 from ..worker.registry import mark_silent_offline
 from .dispatcher import Publish, dispatch
 from .router import Router
@@ -38,9 +39,11 @@ def requeue_expired(client: redis.Redis, settings: Settings, report: SweepReport
     scripts = Scripts(client)
     for member in client.zrangebyscore(keys.LEASES, "-inf", now):
         job_id, chunk_id = keys.split_lease_member(member)
-        expiries = scripts.requeue(job_id, chunk_id, now=now, counter="expiries", force=False)
+        expiries, worker_id = scripts.requeue(job_id, chunk_id, now=now, counter="expiries", force=False)
         if expiries < 0:
             continue
+        if worker_id:
+            record_expiry(client, worker_id)
         report.requeued.append(member)
         log.warning("lease of chunk %s (job %s) expired (%d time(s)); re-queued", chunk_id, job_id, expiries)
         if expiries >= settings.max_chunk_expiries:
@@ -53,7 +56,7 @@ def requeue_expired(client: redis.Redis, settings: Settings, report: SweepReport
 def finalize_stragglers(client: redis.Redis, report: SweepReport) -> None:
     """A job whose chunks are all merged but which is still live (its finalizer died)."""
     for job_id in client.zrange(keys.JOBS_ACTIVE, 0, -1):
-        done, total, state = client.hmget(keys.job(job_id), "chunks_done", "chunks_total", "state")
+        done, total, state = client.hmget(keys.job(job_id), "units_done", "units_total", "state")
         if state in (JobState.QUEUED.value, JobState.RUNNING.value) and done is not None and done == total:
             if collect.finalize(client, job_id):
                 report.finalized_jobs.append(job_id)

@@ -15,6 +15,7 @@ import redis
 from .. import keys
 from ..models import WorkerState
 from ..settings import Settings
+from .performance import Performance, performance, reliability
 
 
 @dataclass(frozen=True)
@@ -34,21 +35,47 @@ class WorkerInfo:
     kernel_threads: int = 1
     chunks_done: int = 0
     busy_ms: int = 0
+    perf_pi: Performance = Performance(0.0, 0.0, 0)
+    perf_mandelbrot: Performance = Performance(0.0, 0.0, 0)
+    ok: int = 0
+    failed: int = 0
+    expired: int = 0
 
     def is_live(self, now: float, timeout_s: float) -> bool:
         return self.state is WorkerState.ONLINE and now - self.last_seen <= timeout_s
 
+    @property
+    def reliability(self) -> float:
+        return reliability(self.ok, self.failed, self.expired)
+
+    def rate(self, kind: str) -> float:
+        """Work units per second for ``kind``: the observed EWMA, else the calibration."""
+        perf = self.perf_pi if kind == "pi" else self.perf_mandelbrot
+        if perf.observations and perf.rate > 0:
+            return perf.rate
+        calibrated = self.pi_samples_per_s if kind == "pi" else self.mandelbrot_iters_per_s
+        return max(calibrated, 1.0)
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["state"] = self.state.value
+        for kind in ("pi", "mandelbrot"):
+            perf = data.pop(f"perf_{kind}")
+            data[f"rate_{kind}"] = perf["rate"]
+            data[f"consistency_{kind}"] = getattr(self, f"perf_{kind}").consistency
+            data[f"observations_{kind}"] = perf["observations"]
+        data["reliability"] = self.reliability
         return data
+
+
+# What a worker writes about itself on start; counters and the performance model are kept.
+_REGISTERED_FIELDS = ("worker_id", "region", "host", "pid", "cores", "concurrency", "pi_samples_per_s",
+                      "mandelbrot_iters_per_s", "state", "started_at", "last_seen", "isa", "kernel_threads")
 
 
 def register(client: redis.Redis, info: WorkerInfo) -> None:
     """Create or refresh a worker's record (on start)."""
-    record = info.to_json()
-    record.pop("chunks_done")
-    record.pop("busy_ms")
+    record = {k: v for k, v in info.to_json().items() if k in _REGISTERED_FIELDS}
     pipe = client.pipeline(transaction=True)
     pipe.hset(keys.worker(info.worker_id), mapping={k: str(v) for k, v in record.items()})
     pipe.sadd(keys.WORKERS, info.worker_id)
@@ -74,7 +101,9 @@ def _parse(raw: dict[str, str]) -> WorkerInfo | None:
             state=WorkerState(raw.get("state", "offline")), started_at=float(raw.get("started_at", 0.0)),
             last_seen=float(raw.get("last_seen", 0.0)), isa=raw.get("isa", "unknown"),
             kernel_threads=int(raw.get("kernel_threads", 1)), chunks_done=int(raw.get("chunks_done", 0)),
-            busy_ms=int(raw.get("busy_ms", 0)),
+            busy_ms=int(raw.get("busy_ms", 0)), perf_pi=performance(raw, "pi"),
+            perf_mandelbrot=performance(raw, "mandelbrot"), ok=int(raw.get("ok", 0)),
+            failed=int(raw.get("failed", 0)), expired=int(raw.get("expired", 0)),
         )
     except (KeyError, ValueError):
         return None  # a half-written or foreign record: ignore rather than break scheduling

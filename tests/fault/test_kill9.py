@@ -26,7 +26,7 @@ LEASE_S = 3.0
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with running_stack(tmp_path_factory.mktemp("kill9"), {"eu-west": 2}, pi_chunk_samples=CHUNK,
+    with running_stack(tmp_path_factory.mktemp("kill9"), {"eu-west": 2}, adaptive=False, pi_chunk_samples=CHUNK,
                        lease_s=LEASE_S) as stack:
         yield stack
 

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     with running_stack(tmp_path_factory.mktemp("e2e"), {"eu-west": 1, "us-east": 1},
-                       pi_chunk_samples=5_000_000, tile_px=64) as stack:
+                       adaptive=False, pi_chunk_samples=5_000_000, tile_px=64) as stack:
         yield stack
 
 

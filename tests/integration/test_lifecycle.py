@@ -25,13 +25,16 @@ from hydra_tasks.worker.compute import run_chunk
 
 pytestmark = pytest.mark.integration
 
-Sent = list[tuple[dict[str, Any], int, str]]
+Sent = list[tuple[dict[str, Any], int, str]]  # (chunk, attempt, worker id)
 
 
 @pytest.fixture
 def app(redis_only: HydraCelery) -> HydraCelery:
+    """Static 1,000-sample π chunks, so that chunk counts are predictable."""
     redis_only.redis.flushdb()
-    return redis_only
+    from hydra_tasks.app import create_app
+
+    return create_app(redis_only.settings.with_(adaptive=False, pi_chunk_samples=1_000))
 
 
 def add_workers(app: HydraCelery, regions: dict[str, int], *, now: float | None = None) -> None:
@@ -52,16 +55,12 @@ def new_job(app: HydraCelery, raw: dict[str, Any]) -> str:
 
 
 def pi_job(app: HydraCelery, *, samples: int = 10_000, seed: int = 7) -> str:
-    app_settings = app.settings.with_(pi_chunk_samples=1_000)
-    spec = parse_job_spec({"kind": "pi", "params": {"samples": samples, "seed": seed}})
-    job_id = store.new_job_id()
-    store.create_job(app.redis, spec, planner.plan(job_id, spec, app_settings), job_id=job_id)
-    return job_id
+    return new_job(app, {"kind": "pi", "params": {"samples": samples, "seed": seed}})
 
 
 def run_dispatch(app: HydraCelery, now: float | None = None) -> Sent:
     sent: Sent = []
-    dispatch(app.redis, app.settings, CapacityRouter(), lambda c, a, q: sent.append((c, a, q)), now=now)
+    dispatch(app.redis, app.settings, CapacityRouter(), lambda c, a, w, r: sent.append((c, a, w)), now=now)
     return sent
 
 
@@ -70,14 +69,14 @@ def compute_and_collect(app: HydraCelery, sent: Sent) -> list[str]:
             for c, a, _ in sent]
 
 
-def test_dispatch_keeps_each_region_within_its_window(app: HydraCelery) -> None:
+def test_dispatch_keeps_each_worker_within_its_window(app: HydraCelery) -> None:
     add_workers(app, {"eu-west": 1, "us-east": 2})
     job_id = pi_job(app)
     sent = run_dispatch(app)
-    queues = [q for _, _, q in sent]
+    workers = [w for _, _, w in sent]
     per_slot = app.settings.inflight_per_slot
-    assert queues.count("hydra.region.eu-west") == 1 * per_slot
-    assert queues.count("hydra.region.us-east") == 2 * per_slot
+    assert {w: workers.count(w) for w in set(workers)} == {
+        "eu-west-0@test": per_slot, "us-east-0@test": per_slot, "us-east-1@test": per_slot}
     assert run_dispatch(app) == []  # windows are full: nothing more goes out
     assert app.redis.zcard(keys.LEASES) == 3 * per_slot
     assert store.get_job(app.redis, job_id)["state"] == "running"
@@ -100,7 +99,8 @@ def test_a_job_completes_with_exactly_the_hits_of_one_kernel_call(app: HydraCele
     assert job["result"]["hits"] == compute.pi_hits(99, 0, 25_500)
     assert job["chunks_done"] == job["chunks_total"] == 26
     assert app.redis.zcard(keys.LEASES) == 0
-    assert app.redis.scard(keys.region_inflight("eu-west")) == app.redis.scard(keys.region_inflight("us-east")) == 0
+    assert all(app.redis.scard(keys.worker_inflight(w)) == 0
+               for w in ("eu-west-0@test", "us-east-0@test"))
 
 
 def test_a_result_delivered_twice_is_merged_once(app: HydraCelery) -> None:
@@ -123,7 +123,7 @@ def test_expired_leases_are_taken_back_and_sent_again(app: HydraCelery) -> None:
     later = time.time() + app.settings.lease_s + 1
     registry.heartbeat(app.redis, "eu-west-0@test", now=later)
     sent: Sent = []
-    report = sweep(app.redis, app.settings, CapacityRouter(), lambda c, a, q: sent.append((c, a, q)), now=later)
+    report = sweep(app.redis, app.settings, CapacityRouter(), lambda c, a, w, r: sent.append((c, a, w)), now=later)
     assert len(report.requeued) == len(first)
     assert sorted(c["chunk_id"] for c, _, _ in sent) == sorted(c["chunk_id"] for c, _, _ in first)
     assert all(attempt == 2 for _, attempt, _ in sent)
@@ -135,7 +135,7 @@ def test_a_late_result_for_a_requeued_chunk_counts_once_and_leaves_the_queue(app
     job_id = pi_job(app)
     chunk, attempt, _ = run_dispatch(app)[0]
     later = time.time() + app.settings.lease_s + 1
-    sweep(app.redis, app.settings, CapacityRouter(), lambda c, a, q: None, now=later)
+    sweep(app.redis, app.settings, CapacityRouter(), lambda c, a, w, r: None, now=later)
     # The worker everyone thought dead reports after all.
     result = run_chunk(chunk, attempt=attempt, worker_id="slow@test", region="eu-west")
     assert collect.collect(app.redis, app.settings, result) == "merged"
@@ -146,7 +146,7 @@ def test_a_late_result_for_a_requeued_chunk_counts_once_and_leaves_the_queue(app
 def test_silent_workers_are_marked_offline_by_the_sweep(app: HydraCelery) -> None:
     add_workers(app, {"eu-west": 2})
     registry.heartbeat(app.redis, "eu-west-0@test", now=time.time() + 100)
-    report = sweep(app.redis, app.settings, CapacityRouter(), lambda c, a, q: None, now=time.time() + 50)
+    report = sweep(app.redis, app.settings, CapacityRouter(), lambda c, a, w, r: None, now=time.time() + 50)
     assert report.offline_workers == ["eu-west-1@test"]
     states = {w.worker_id: w.state for w in registry.list_workers(app.redis)}
     assert states == {"eu-west-0@test": WorkerState.ONLINE, "eu-west-1@test": WorkerState.OFFLINE}
@@ -159,7 +159,7 @@ def test_cancelling_drops_queued_chunks_and_releases_every_lease(app: HydraCeler
     store.cancel_job(app.redis, job_id)
     assert store.job_state(app.redis, job_id) is JobState.CANCELLED
     assert app.redis.zcard(keys.LEASES) == 0 and app.redis.llen(keys.job_todo(job_id)) == 0
-    assert app.redis.scard(keys.region_inflight("eu-west")) == 0
+    assert app.redis.scard(keys.worker_inflight("eu-west-0@test")) == 0
     assert compute_and_collect(app, sent) == ["ignored"] * len(sent)  # results after cancel change nothing
     assert store.get_job(app.redis, job_id)["chunks_done"] == 0
     assert run_dispatch(app) == []

@@ -7,22 +7,11 @@ import pytest
 from hydra_tasks.jobs.spec import parse_job_spec
 from hydra_tasks.models import WorkerState
 from hydra_tasks.scheduling import planner
-from hydra_tasks.scheduling.cluster import ClusterSnapshot, RegionView
+from hydra_tasks.scheduling.cluster import ClusterSnapshot
+from hydra_tasks.scheduling.planner import range_chunk_size
 from hydra_tasks.scheduling.router import CapacityRouter
 from hydra_tasks.settings import Settings
 from hydra_tasks.worker.registry import WorkerInfo
-
-
-@pytest.mark.parametrize(("samples", "step"), [(1, 1000), (1000, 1000), (12_345, 1000), (10**9 + 7, 50_000_000)])
-def test_pi_chunks_cover_every_sample_exactly_once(samples: int, step: int) -> None:
-    spec = parse_job_spec({"kind": "pi", "params": {"samples": samples, "seed": 1}})
-    chunks = planner.plan("job", spec, Settings().with_(pi_chunk_samples=step))
-    position = 0
-    for chunk in chunks:
-        assert chunk.params["start"] == position and 0 < chunk.params["count"] <= step
-        position += chunk.params["count"]
-    assert position == samples
-    assert len({c.chunk_id for c in chunks}) == len(chunks)
 
 
 @pytest.mark.parametrize(("width", "height", "tile"), [(1, 1, 8), (100, 37, 16), (640, 480, 128)])
@@ -39,34 +28,65 @@ def test_mandelbrot_tiles_cover_every_pixel_exactly_once(width: int, height: int
     assert all(v == 1 for row in cover for v in row)
 
 
-def _region(name: str, slots: int, speed: float) -> RegionView:
-    worker = WorkerInfo(worker_id=f"{name}@h", region=name, host="h", pid=1, cores=1, concurrency=1,
-                        pi_samples_per_s=speed, mandelbrot_iters_per_s=speed, state=WorkerState.ONLINE,
-                        started_at=0.0, last_seen=0.0)
-    return RegionView(name=name, workers=(worker,), slots=slots, capacity=speed * slots / 2)
+def _worker(name: str, rate: float) -> WorkerInfo:
+    return WorkerInfo(worker_id=name, region="r", host="h", pid=1, cores=1, concurrency=1, pi_samples_per_s=rate,
+                      mandelbrot_iters_per_s=rate, state=WorkerState.ONLINE, started_at=0.0, last_seen=0.0)
 
 
-def test_the_capacity_router_spreads_chunks_in_proportion_to_capacity() -> None:
-    snap = ClusterSnapshot(taken_at=0.0, regions={"a": _region("a", 2, 1e8), "b": _region("b", 6, 1e8)})
-    free = {"a": 2, "b": 6}
-    picks = []
+def _snapshot(**rates: float) -> ClusterSnapshot:
+    return ClusterSnapshot(taken_at=0.0, workers={n: _worker(n, r) for n, r in rates.items()},
+                           slots={n: 2 for n in rates})
+
+
+def test_the_capacity_router_prefers_the_fastest_worker_with_a_free_slot() -> None:
+    snap = _snapshot(slow=1e8, fast=4e8)
     router = CapacityRouter()
-    while (region := router.choose(snap, free)) is not None:
-        picks.append(region)
-        free[region] -= 1
-    assert picks.count("a") == 2 and picks.count("b") == 6
-    assert picks[0] == "b"  # the region with the most free capacity goes first
+    assert router.choose(snap, {"slow": 2, "fast": 2}, "pi") == "fast"
+    assert router.choose(snap, {"slow": 2, "fast": 0}, "pi") == "slow"
+    assert router.choose(snap, {"slow": 0, "fast": 0}, "pi") is None
+    assert router.choose(ClusterSnapshot(taken_at=0.0), {}, "pi") is None
 
 
-def test_the_router_returns_none_when_every_region_is_full() -> None:
-    snap = ClusterSnapshot(taken_at=0.0, regions={"a": _region("a", 2, 1e8)})
-    assert CapacityRouter().choose(snap, {"a": 0}) is None
-    assert CapacityRouter().choose(ClusterSnapshot(taken_at=0.0), {}) is None
+ADAPTIVE = Settings().with_(adaptive=True, target_chunk_s=3.0, min_chunk_s=0.5)
+
+
+def test_a_chunk_takes_about_the_target_time_on_the_worker_it_is_cut_for() -> None:
+    for rate in (1e7, 1e8, 1e9):
+        sizing = range_chunk_size(ADAPTIVE, worker_rate=rate, total_rate=4 * rate, remaining=10**15, first=False)
+        assert sizing.rule == "target" and sizing.seconds == pytest.approx(3.0, rel=1e-6)
+        assert sizing.units == pytest.approx(3 * rate, rel=1e-6)
+
+
+def test_a_workers_first_chunk_is_short_for_fast_first_progress() -> None:
+    sizing = range_chunk_size(ADAPTIVE, worker_rate=1e8, total_rate=1e8, remaining=10**15, first=True)
+    assert sizing.rule == "first" and sizing.seconds == pytest.approx(0.75)
+
+
+def test_chunks_shrink_near_the_end_so_that_workers_finish_together() -> None:
+    # 4 s of work left on 4e8 units/s of capacity: each worker takes half of its share, 2 s.
+    fast = range_chunk_size(ADAPTIVE, worker_rate=3e8, total_rate=4e8, remaining=int(16e8), first=False)
+    slow = range_chunk_size(ADAPTIVE, worker_rate=1e8, total_rate=4e8, remaining=int(16e8), first=False)
+    assert fast.rule == slow.rule == "tail"
+    assert fast.seconds == pytest.approx(2.0, rel=1e-6) and slow.seconds == pytest.approx(2.0, rel=1e-6)
+    assert fast.units == pytest.approx(3 * slow.units, rel=1e-6)
+
+
+def test_chunks_never_get_so_small_that_overhead_dominates() -> None:
+    sizing = range_chunk_size(ADAPTIVE, worker_rate=1e8, total_rate=1e9, remaining=5 * 10**8, first=False)
+    assert sizing.rule == "floor" and sizing.seconds == pytest.approx(0.5)
+    last = range_chunk_size(ADAPTIVE, worker_rate=1e8, total_rate=1e9, remaining=1234, first=False)
+    assert last.units == 1234  # never more than what is left
+
+
+def test_static_mode_cuts_uniform_chunks_whoever_runs_them() -> None:
+    static = Settings().with_(adaptive=False, pi_chunk_samples=5_000)
+    for rate in (1e6, 1e9):
+        assert range_chunk_size(static, worker_rate=rate, total_rate=rate, remaining=10**9, first=True).units == 5000
 
 
 def test_a_job_that_needs_too_many_chunks_is_refused_before_anything_is_built() -> None:
     from hydra_tasks.errors import InvalidJobSpec
 
-    spec = parse_job_spec({"kind": "pi", "params": {"samples": 10**13, "seed": 1}})
-    with pytest.raises(InvalidJobSpec, match="would need 10,000,000,000 chunks"):
-        planner.plan("job", spec, Settings().with_(pi_chunk_samples=1_000))
+    spec = parse_job_spec({"kind": "mandelbrot", "params": {"width": 16000, "height": 3000}})
+    with pytest.raises(InvalidJobSpec, match="would need 750,000 chunks"):
+        planner.plan("job", spec, Settings().with_(tile_px=8))
