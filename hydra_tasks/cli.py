@@ -164,9 +164,11 @@ def cancel(job_id: str) -> None:
 @click.option("--pool", type=click.Choice(["prefork", "threads", "solo"]), default="prefork", show_default=True)
 @click.option("--threads", type=click.IntRange(1, 256), default=None,
               help="Threads per chunk's kernel (HYDRA_KERNEL_THREADS); e.g. -c 1 --threads 4 on a 4-core machine.")
+@click.option("--cpu-limit", type=click.FloatRange(1, 100), default=None,
+              help="Compute at most this percent of the time (HYDRA_CPU_LIMIT), e.g. 50.")
 @click.option("--loglevel", default="INFO", show_default=True)
 def worker(region: str, name: str | None, concurrency: int | None, pool: str, threads: int | None,
-           loglevel: str) -> None:
+           cpu_limit: float | None, loglevel: str) -> None:
     """Run a volunteer worker for REGION (wraps `celery -A hydra_tasks worker -Q hydra.region.REGION`)."""
     from . import keys
     from .settings import REGION_RE
@@ -179,6 +181,8 @@ def worker(region: str, name: str | None, concurrency: int | None, pool: str, th
                               loglevel=loglevel)
     if threads is not None:
         os.environ["HYDRA_KERNEL_THREADS"] = str(threads)
+    if cpu_limit is not None:
+        os.environ["HYDRA_CPU_LIMIT"] = str(cpu_limit)
     os.execv(argv[0], argv)
 
 

@@ -34,6 +34,7 @@ class JobKind(str, enum.Enum):
 
 class WorkerState(str, enum.Enum):
     ONLINE = "online"
+    PAUSED = "paused"    # alive, but not taking work (e.g. on battery)
     OFFLINE = "offline"
 
 

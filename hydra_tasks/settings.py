@@ -132,6 +132,8 @@ class Settings:
     min_chunk_s: float = field(default=0.5, metadata=_meta("HYDRA_MIN_CHUNK_S", _float(0.01, 3_600)))
     # --- volunteer side: threads one chunk's kernel may use (kernels release the GIL)
     kernel_threads: int = field(default=1, metadata=_meta("HYDRA_KERNEL_THREADS", _int(1, 256)))
+    cpu_limit: float = field(default=100.0, metadata=_meta("HYDRA_CPU_LIMIT", _float(1, 100)))
+    pause_on_battery: bool = field(default=True, metadata=_meta("HYDRA_PAUSE_ON_BATTERY", _parse_bool))
     # --- grid-aware scheduling (seed names)
     grid_aware: bool = field(default=True, metadata=_meta("HYDRA_GRID_AWARE", _parse_bool))
     carbon_weight: float = field(default=0.5, metadata=_meta("HYDRA_CARBON_WEIGHT", _float(0, 1)))

@@ -88,14 +88,14 @@ class LocalStack:
         return base
 
     # --- processes ------------------------------------------------------------------------
-    def spawn(self, name: str, argv: list[str]) -> Proc:
+    def spawn(self, name: str, argv: list[str], *, env: dict[str, str] | None = None) -> Proc:
         if name in self.procs and self.procs[name].alive:
             raise StackError(f"A process named {name!r} is already running.")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         with open(log_path, "ab") as log:
             popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=self.env(), start_new_session=True)
+                                     env={**self.env(), **(env or {})}, start_new_session=True)
         proc = Proc(name, popen, log_path)
         self.procs[name] = proc
         return proc
@@ -107,10 +107,11 @@ class LocalStack:
                                                    pool=pool, beat_schedule=schedule))
 
     def start_region_worker(self, region: str, *, name: str | None = None, concurrency: int = 1,
-                            pool: str = "prefork") -> Proc:
+                            pool: str = "prefork", cpu_limit: float | None = None) -> Proc:
         name = name or f"{region}-{sum(1 for p in self.procs if p.startswith(region + '-')) + 1}"
+        env = {"HYDRA_CPU_LIMIT": str(cpu_limit)} if cpu_limit is not None else None
         return self.spawn(name, celery_worker_argv([keys.region_queue(region)], name=name,
-                                                   concurrency=concurrency, pool=pool))
+                                                   concurrency=concurrency, pool=pool), env=env)
 
     def start_webapp(self, *, port: int, host: str = "127.0.0.1") -> Proc:
         return self.spawn("webapp", [sys.executable, "-m", "flask", "--app", "hydra_webapp:create_app", "run",

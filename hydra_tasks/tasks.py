@@ -11,7 +11,8 @@ from . import keys
 from .jobs import collect, store
 from .scheduling import dispatcher, sweeper
 from .scheduling.router import default_router
-from .worker.compute import run_chunk
+from .worker import runtime
+from .worker.compute import decline, run_chunk
 
 
 def publish_chunk(chunk: dict[str, Any], attempt: int, worker_id: str, region: str) -> None:
@@ -26,8 +27,12 @@ def compute_chunk(self: Any, chunk: dict[str, Any], attempt: int, region: str = 
     state = store.job_state(client, str(chunk.get("job_id")))
     if state is None or state.is_final:
         return  # cancelled or finished meanwhile: don't spend the volunteer's CPU
-    result = run_chunk(chunk, attempt=attempt, worker_id=self.request.hostname or "unknown", region=region,
-                       threads=self.app.settings.kernel_threads)
+    worker_id = self.request.hostname or "unknown"
+    if runtime.pause_reason():
+        result = decline(chunk, attempt=attempt, worker_id=worker_id, region=region, reason=runtime.pause_reason())
+    else:
+        result = run_chunk(chunk, attempt=attempt, worker_id=worker_id, region=region,
+                           threads=self.app.settings.kernel_threads, cpu_limit=self.app.settings.cpu_limit)
     collect_chunk.apply_async(args=[result], queue=keys.CONTROL_QUEUE)
 
 

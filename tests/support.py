@@ -19,8 +19,10 @@ FAST = dict(lease_s=4.0, sweep_interval_s=0.5, heartbeat_s=0.5, worker_timeout_s
 
 
 @contextlib.contextmanager
-def running_stack(data_dir: Path, workers: dict[str, int], **overrides: Any) -> Iterator[LocalStack]:
-    """Redis + a control worker with beat + ``workers[region]`` region workers, all real processes."""
+def running_stack(data_dir: Path, workers: dict[str, int], *, cpu_limits: dict[str, float] | None = None,
+                  **overrides: Any) -> Iterator[LocalStack]:
+    """Redis + a control worker with beat + ``workers[region]`` region workers (named region-1, ...),
+    all real processes; ``cpu_limits`` caps some of them by name."""
     settings = Settings().with_(data_dir=data_dir, **{**FAST, **overrides})
     stack = LocalStack(settings, log_dir=data_dir / "logs")
     try:
@@ -28,7 +30,8 @@ def running_stack(data_dir: Path, workers: dict[str, int], **overrides: Any) -> 
         stack.start_control(beat=True)
         for region, count in workers.items():
             for i in range(count):
-                stack.start_region_worker(region, name=f"{region}-{i + 1}")
+                name = f"{region}-{i + 1}"
+                stack.start_region_worker(region, name=name, cpu_limit=(cpu_limits or {}).get(name))
         stack.wait_for_workers(sum(workers.values()), timeout_s=90)
         stack.wait_for_log("control", "ready.", timeout_s=60)
         yield stack

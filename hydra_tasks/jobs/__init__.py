@@ -6,6 +6,7 @@ from typing import Any, Mapping, Protocol
 
 from ..models import ChunkSpec, Finalized, JobKind
 from ..settings import Settings
+from ..worker.throttle import Throttle
 
 
 class KindHandler(Protocol):
@@ -21,7 +22,7 @@ class KindHandler(Protocol):
 
     def plan(self, job_id: str, params: Mapping[str, Any], settings: Settings) -> list[ChunkSpec]: ...
 
-    def compute(self, chunk: ChunkSpec, *, threads: int = 1) -> dict[str, Any]: ...
+    def compute(self, chunk: ChunkSpec, *, threads: int = 1, throttle: Throttle | None = None) -> dict[str, Any]: ...
 
     def verify(self, chunk: ChunkSpec, payload: Mapping[str, Any]) -> dict[str, int]: ...
 

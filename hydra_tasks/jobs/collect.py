@@ -19,6 +19,7 @@ from ..lua import Scripts
 from ..models import ChunkResult, ChunkSpec, JobKind, JobState
 from ..settings import Settings
 from ..worker import performance
+from ..worker.compute import DECLINED
 from . import handler, store
 
 LOG_LENGTH = 5_000  # accepted chunks kept per job for the metrics endpoints
@@ -40,6 +41,9 @@ def collect(client: redis.Redis, settings: Settings, data: Mapping[str, Any], *,
         return "ignored"  # unknown chunk, deleted job, or a job that already ended
     chunk = ChunkSpec.from_json(json.loads(chunk_json))
     scripts = Scripts(client)
+    if result.error is not None and result.error.startswith(DECLINED):
+        scripts.requeue(result.job_id, result.chunk_id, now=now, counter="declines", force=True)
+        return "declined"  # handed back by a paused worker: re-sent elsewhere, not a failure
     if result.error is not None:
         return _failed(client, settings, scripts, result, now)
     try:

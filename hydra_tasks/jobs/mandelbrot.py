@@ -18,6 +18,7 @@ from ..errors import InvalidJobSpec, ResultRejected
 from ..imaging import render_png
 from ..models import ChunkSpec, Finalized, JobKind
 from ..settings import Settings
+from ..worker.throttle import Throttle
 from .validate import integer, number, reject_unknown
 
 MAX_SIDE = 16_384
@@ -121,10 +122,17 @@ def _geometry(p: Mapping[str, Any]) -> dict[str, Any]:
             "col0": int(p["col0"]), "row0": int(p["row0"]), "max_iter": int(p["max_iter"])}
 
 
-def compute(chunk: ChunkSpec, *, threads: int = 1) -> dict[str, Any]:
+def compute(chunk: ChunkSpec, *, threads: int = 1, throttle: Throttle | None = None) -> dict[str, Any]:
     p = chunk.params
     geometry = _geometry(p)
-    counts = kernels.mandelbrot_counts(**geometry, width=int(p["width"]), height=int(p["height"]), threads=threads)
+    width, height = int(p["width"]), int(p["height"])
+    counts = np.empty((height, width), dtype=np.uint32)
+
+    def band(offset: int, rows: int) -> None:  # row bands add up to the tile exactly
+        counts[offset:offset + rows] = kernels.mandelbrot_counts(
+            **{**geometry, "row0": geometry["row0"] + offset}, width=width, height=rows, threads=threads)
+
+    (throttle or Throttle()).run_sliced(height, band)
     payload: dict[str, Any] = {"counts": encode_counts(counts), "iterations": kernels.mandelbrot_iterations(counts)}
     if p.get("smooth"):
         payload["smooth"] = encode_array(kernels.mandelbrot_smooth(counts, **geometry), "<f4")

@@ -15,6 +15,7 @@ from .. import compute as kernels
 from ..errors import ResultRejected
 from ..models import ChunkSpec, Finalized, JobKind
 from ..settings import Settings
+from ..worker.throttle import Throttle
 from .validate import integer, reject_unknown
 
 MAX_SAMPLES = 10**13
@@ -47,10 +48,14 @@ def range_prefix(job_id: str, params: Mapping[str, Any]) -> str | None:
     return f'{{"job_id":"{job_id}","kind":"pi","params":{{"seed":{int(params["seed"])},'  # seed exact, as text
 
 
-def compute(chunk: ChunkSpec, *, threads: int = 1) -> dict[str, Any]:
+def compute(chunk: ChunkSpec, *, threads: int = 1, throttle: Throttle | None = None) -> dict[str, Any]:
     p = chunk.params
-    count = int(p["count"])
-    return {"hits": kernels.pi_hits(int(p["seed"]), int(p["start"]), count, threads=threads), "samples": count}
+    seed, start, count = int(p["seed"]), int(p["start"]), int(p["count"])
+    hits: list[int] = []
+    (throttle or Throttle()).run_sliced(
+        count, lambda offset, n: hits.append(kernels.pi_hits(seed, start + offset, n, threads=threads)),
+        first=1 << 20)
+    return {"hits": sum(hits), "samples": count}
 
 
 def verify(chunk: ChunkSpec, payload: Mapping[str, Any]) -> dict[str, int]:

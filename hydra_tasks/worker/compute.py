@@ -8,10 +8,22 @@ from typing import Any, Mapping
 from ..errors import HydraError
 from ..jobs import handler
 from ..models import ChunkResult, ChunkSpec, payload_digest
+from .throttle import Throttle
+
+
+DECLINED = "declined: "
+
+
+def decline(chunk_data: Mapping[str, Any], *, attempt: int, worker_id: str, region: str, reason: str) -> dict[str, Any]:
+    """A result that hands the chunk back uncomputed (the worker is paused); not a failure."""
+    chunk = ChunkSpec.from_json(chunk_data)
+    return ChunkResult(job_id=chunk.job_id, chunk_id=chunk.chunk_id, worker_id=worker_id, region=region,
+                       attempt=attempt, elapsed_s=0.0, cpu_s=0.0, payload={},
+                       digest=payload_digest(chunk.job_id, chunk.chunk_id, {}), error=DECLINED + reason).to_json()
 
 
 def run_chunk(chunk_data: Mapping[str, Any], *, attempt: int, worker_id: str, region: str,
-              threads: int = 1) -> dict[str, Any]:
+              threads: int = 1, cpu_limit: float = 100.0) -> dict[str, Any]:
     """Compute a chunk and return its ChunkResult as JSON. Kernel errors are reported, not raised,
     so the control plane can count the failure and re-send the chunk elsewhere."""
     chunk = ChunkSpec.from_json(chunk_data)
@@ -19,7 +31,7 @@ def run_chunk(chunk_data: Mapping[str, Any], *, attempt: int, worker_id: str, re
     payload: dict[str, Any] = {}
     error = None
     try:
-        payload = handler(chunk.kind).compute(chunk, threads=threads)
+        payload = handler(chunk.kind).compute(chunk, threads=threads, throttle=Throttle(cpu_limit))
     except HydraError as exc:
         error = f"{type(exc).__name__}: {exc}"
     elapsed_s, cpu_s = time.perf_counter() - wall0, time.process_time() - cpu0

@@ -33,6 +33,8 @@ class WorkerInfo:
     last_seen: float
     isa: str = "unknown"
     kernel_threads: int = 1
+    cpu_limit: float = 100.0
+    pause_reason: str = ""
     chunks_done: int = 0
     busy_ms: int = 0
     perf_pi: Performance = Performance(0.0, 0.0, 0)
@@ -70,7 +72,8 @@ class WorkerInfo:
 
 # What a worker writes about itself on start; counters and the performance model are kept.
 _REGISTERED_FIELDS = ("worker_id", "region", "host", "pid", "cores", "concurrency", "pi_samples_per_s",
-                      "mandelbrot_iters_per_s", "state", "started_at", "last_seen", "isa", "kernel_threads")
+                      "mandelbrot_iters_per_s", "state", "started_at", "last_seen", "isa", "kernel_threads",
+                      "cpu_limit", "pause_reason")
 
 
 def register(client: redis.Redis, info: WorkerInfo) -> None:
@@ -82,9 +85,11 @@ def register(client: redis.Redis, info: WorkerInfo) -> None:
     pipe.execute()
 
 
-def heartbeat(client: redis.Redis, worker_id: str, *, now: float | None = None) -> None:
+def heartbeat(client: redis.Redis, worker_id: str, *, now: float | None = None,
+              state: WorkerState = WorkerState.ONLINE, pause_reason: str = "") -> None:
     now = time.time() if now is None else now
-    client.hset(keys.worker(worker_id), mapping={"last_seen": repr(now), "state": WorkerState.ONLINE.value})
+    client.hset(keys.worker(worker_id), mapping={"last_seen": repr(now), "state": state.value,
+                                                 "pause_reason": pause_reason})
 
 
 def set_offline(client: redis.Redis, worker_id: str) -> None:
@@ -100,7 +105,8 @@ def _parse(raw: dict[str, str]) -> WorkerInfo | None:
             mandelbrot_iters_per_s=float(raw.get("mandelbrot_iters_per_s", 0.0)),
             state=WorkerState(raw.get("state", "offline")), started_at=float(raw.get("started_at", 0.0)),
             last_seen=float(raw.get("last_seen", 0.0)), isa=raw.get("isa", "unknown"),
-            kernel_threads=int(raw.get("kernel_threads", 1)), chunks_done=int(raw.get("chunks_done", 0)),
+            kernel_threads=int(raw.get("kernel_threads", 1)), cpu_limit=float(raw.get("cpu_limit", 100.0)),
+            pause_reason=raw.get("pause_reason", ""), chunks_done=int(raw.get("chunks_done", 0)),
             busy_ms=int(raw.get("busy_ms", 0)), perf_pi=performance(raw, "pi"),
             perf_mandelbrot=performance(raw, "mandelbrot"), ok=int(raw.get("ok", 0)),
             failed=int(raw.get("failed", 0)), expired=int(raw.get("expired", 0)),
@@ -121,7 +127,7 @@ def mark_silent_offline(client: redis.Redis, settings: Settings, *, now: float |
     """Mark workers whose heartbeat stopped as offline; return their ids."""
     now = time.time() if now is None else now
     silent = [w.worker_id for w in list_workers(client)
-              if w.state is WorkerState.ONLINE and now - w.last_seen > settings.worker_timeout_s]
+              if w.state is not WorkerState.OFFLINE and now - w.last_seen > settings.worker_timeout_s]
     for worker_id in silent:
         set_offline(client, worker_id)
     return silent

@@ -18,11 +18,24 @@ from .. import compute as kernels
 from .. import keys
 from ..models import WorkerState
 from . import registry
+from .throttle import on_battery
 
 log = logging.getLogger(__name__)
 
 _heartbeat_stop = threading.Event()
 _registered: dict[str, str] = {}  # worker_id -> region, for this process
+_pause_reason = ""  # non-empty while the worker must not compute (set by the heartbeat thread)
+
+
+def pause_reason() -> str:
+    """Why this worker is paused ("" if it is not)."""
+    return _pause_reason
+
+
+def _check_power(app: Any) -> str:
+    global _pause_reason
+    _pause_reason = "on battery" if app.settings.pause_on_battery and on_battery() else ""
+    return _pause_reason
 
 
 def calibrate(budget_s: float = 0.15, *, threads: int = 1) -> dict[str, float]:
@@ -63,11 +76,12 @@ def on_worker_ready(consumer: Any) -> None:
     info = registry.WorkerInfo(
         worker_id=worker_id, region=region, host=socket.gethostname(), pid=os.getpid(), cores=os.cpu_count() or 1,
         concurrency=int(getattr(consumer.controller, "concurrency", 1) or 1), state=WorkerState.ONLINE,
-        started_at=now, last_seen=now, pi_samples_per_s=speeds["pi_samples_per_s"],
-        mandelbrot_iters_per_s=speeds["mandelbrot_iters_per_s"], isa=str(kernels.build_info()["isa"]),
-        kernel_threads=threads,
+        started_at=now, last_seen=now, pi_samples_per_s=speeds["pi_samples_per_s"] * app.settings.cpu_limit / 100,
+        mandelbrot_iters_per_s=speeds["mandelbrot_iters_per_s"] * app.settings.cpu_limit / 100,
+        isa=str(kernels.build_info()["isa"]), kernel_threads=threads, cpu_limit=app.settings.cpu_limit,
     )
     registry.register(app.redis, info)
+    _beat_once(app, worker_id)
     _registered[worker_id] = region
     log.info("registered worker %s in region %s (%.0f M samples/s)", worker_id, region,
              speeds["pi_samples_per_s"] / 1e6)
@@ -76,11 +90,17 @@ def on_worker_ready(consumer: Any) -> None:
     thread.start()
 
 
+def _beat_once(app: Any, worker_id: str) -> None:
+    reason = _check_power(app)
+    state = WorkerState.PAUSED if reason else WorkerState.ONLINE
+    registry.heartbeat(app.redis, worker_id, state=state, pause_reason=reason)
+
+
 def _beat(app: Any, worker_id: str) -> None:
     interval = app.settings.heartbeat_s
     while not _heartbeat_stop.wait(interval):
         try:
-            registry.heartbeat(app.redis, worker_id)
+            _beat_once(app, worker_id)
         except Exception:  # noqa: BLE001 - Redis blips must not kill the worker; the next beat retries
             log.warning("heartbeat failed; will retry", exc_info=True)
 

@@ -65,8 +65,8 @@ def run_dispatch(app: HydraCelery, now: float | None = None) -> Sent:
 
 
 def compute_and_collect(app: HydraCelery, sent: Sent) -> list[str]:
-    return [collect.collect(app.redis, app.settings, run_chunk(c, attempt=a, worker_id="w@test", region="r"))
-            for c, a, _ in sent]
+    return [collect.collect(app.redis, app.settings, run_chunk(c, attempt=a, worker_id=w, region="r"))
+            for c, a, w in sent]
 
 
 def test_dispatch_keeps_each_worker_within_its_window(app: HydraCelery) -> None:
@@ -258,3 +258,31 @@ def test_smooth_values_that_do_not_match_the_counts_are_rejected(app: HydraCeler
     assert collect.collect(app.redis, app.settings, forged) == "rejected"
     assert collect.collect(app.redis, app.settings, result) == "merged"
     assert store.get_job(app.redis, job_id)["rejections"] == 1
+
+
+def test_a_paused_worker_gets_no_work_and_chunks_it_hands_back_are_not_failures(app: HydraCelery) -> None:
+    from hydra_tasks.worker.compute import decline
+
+    add_workers(app, {"eu-west": 2})
+    job_id = pi_job(app)
+    registry.heartbeat(app.redis, "eu-west-1@test", state=WorkerState.PAUSED, pause_reason="on battery")
+    sent = run_dispatch(app)
+    assert {w for _, _, w in sent} == {"eu-west-0@test"}
+    paused = {w.worker_id: w for w in registry.list_workers(app.redis)}["eu-west-1@test"]
+    assert paused.state is WorkerState.PAUSED and paused.pause_reason == "on battery"
+    chunk, attempt, _ = sent[0]
+    handed_back = decline(chunk, attempt=attempt, worker_id="eu-west-0@test", region="eu-west", reason="on battery")
+    assert collect.collect(app.redis, app.settings, handed_back) == "declined"
+    job = store.get_job(app.redis, job_id)
+    assert job["failures"] == 0 and job["state"] == "running"
+    assert app.redis.lindex(keys.job_todo(job_id), 0) == chunk["chunk_id"]
+
+
+def test_accepted_chunks_teach_the_worker_model_its_speed(app: HydraCelery) -> None:
+    add_workers(app, {"eu-west": 1})
+    pi_job(app, samples=8_000)
+    while (sent := run_dispatch(app)):
+        compute_and_collect(app, sent)
+    worker = {w.worker_id: w for w in registry.list_workers(app.redis)}["eu-west-0@test"]
+    assert worker.perf_pi.observations == 8 and worker.perf_pi.rate > 0
+    assert worker.ok == 8 and worker.reliability == pytest.approx(9 / 10)

@@ -1,0 +1,50 @@
+"""Adaptive chunking end to end: two real workers, one capped at 25% CPU, share a π job in
+proportion to their measured speeds and finish it together."""
+
+from __future__ import annotations
+
+import json
+from typing import Iterator
+
+import pytest
+
+from hydra_tasks import compute, keys
+from hydra_tasks.app import HydraCelery, create_app
+from hydra_tasks.jobs.submit import submit_job
+from hydra_tasks.stack import LocalStack
+from hydra_tasks.worker.registry import list_workers
+from support import running_stack, wait_for_job
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    with running_stack(tmp_path_factory.mktemp("adaptive"), {"eu-west": 2}, cpu_limits={"eu-west-2": 25},
+                       adaptive=True, target_chunk_s=0.6, min_chunk_s=0.15) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def app(stack: LocalStack) -> HydraCelery:
+    return create_app(stack.child_settings())
+
+
+def test_a_capped_worker_gets_smaller_chunks_and_both_finish_together(app: HydraCelery) -> None:
+    workers = {w.worker_id.split("@")[0]: w for w in list_workers(app.redis)}
+    assert workers["eu-west-2"].cpu_limit == 25 and workers["eu-west-1"].cpu_limit == 100
+    speed = workers["eu-west-1"].pi_samples_per_s + workers["eu-west-2"].pi_samples_per_s
+    samples = int(speed * 4.0)  # about 4 s of work for the pair
+    job = wait_for_job(app, submit_job(app, {"kind": "pi", "params": {"samples": samples, "seed": 3}})["id"])
+    assert job["state"] == "done" and job["result"]["hits"] == compute.pi_hits(3, 0, samples)
+
+    per_worker = {w.split("@")[0]: v for w, v in job["workers"].items()}
+    fast, slow = per_worker["eu-west-1"], per_worker["eu-west-2"]
+    assert fast["units"] > 2 * slow["units"]  # work follows measured speed (about 4:1)
+    log = [json.loads(e) for e in app.redis.lrange(keys.job_log(job["id"]), 0, -1)]
+    sizes = {name: [e["units"] for e in log if e["worker"].startswith(name)] for name in ("eu-west-1", "eu-west-2")}
+    assert max(sizes["eu-west-1"]) > 2 * max(sizes["eu-west-2"])  # chunks are cut for their worker
+    finish = [v["last_ms"] / 1000 for v in per_worker.values()]
+    makespan = job["finished_at"] - job["started_at"]
+    print(f"fast {fast}, slow {slow}, spread {(max(finish) - min(finish)) / makespan:.1%} of {makespan:.2f}s")
+    assert (max(finish) - min(finish)) / makespan < 0.25, (finish, makespan)
