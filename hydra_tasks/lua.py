@@ -50,12 +50,29 @@ if state == 'queued' then redis.call('HSET', KEYS[3], 'state', 'running', 'start
 return {1, chunk, attempt, spec}
 """
 
-# Release a lease's slot in its worker's in-flight set (shared by the scripts below).
+# Release a lease's slots in the in-flight sets of its worker and of its backup worker, if any.
 _RELEASE = """
 local function release(lease_key, member, worker_prefix, worker_suffix)
-  local worker = redis.call('HGET', lease_key, 'worker')
-  if worker then redis.call('SREM', worker_prefix .. worker .. worker_suffix, member) end
+  for _, field in ipairs({'worker', 'backup'}) do
+    local w = redis.call('HGET', lease_key, field)
+    if w then redis.call('SREM', worker_prefix .. w .. worker_suffix, member) end
+  end
+  redis.call('HDEL', lease_key, 'backup')
 end
+"""
+
+BACKUP = """
+-- KEYS: leases, backup_worker_inflight, job, chunks
+-- ARGV: lease_key, member, backup_worker, capacity, chunk_id
+-- Gives a leased chunk a second copy on another worker, once. Returns the chunk spec or false.
+if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then return false end
+if redis.call('HEXISTS', ARGV[1], 'backup') == 1 then return false end
+if redis.call('HGET', ARGV[1], 'worker') == ARGV[3] then return false end
+if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[4]) then return false end
+redis.call('HSET', ARGV[1], 'backup', ARGV[3])
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('HINCRBY', KEYS[3], 'backups', 1)
+return redis.call('HGET', KEYS[4], ARGV[5])
 """
 
 MERGE = _RELEASE + """
@@ -163,6 +180,7 @@ class Scripts:
         self._merge = self.client.register_script(MERGE)
         self._requeue = self.client.register_script(REQUEUE)
         self._finish = self.client.register_script(FINISH)
+        self._backup = self.client.register_script(BACKUP)
 
     def grant(self, job_id: str, worker_id: str, region: str, *, capacity: int, deadline: float, now: float,
               cut_size: int = 0, spec_prefix: str = "") -> Grant:
@@ -201,6 +219,14 @@ class Scripts:
                   chunk_id, repr(now), counter, "1" if force else "0"],
         )
         return int(res[0]), (_text(res[1]) if res[1] else None)
+
+    def backup(self, job_id: str, chunk_id: str, worker_id: str, *, capacity: int) -> str | None:
+        """Lease a second copy of an in-flight chunk to ``worker_id``; returns its spec JSON, or None."""
+        res = self._backup(
+            keys=[keys.LEASES, keys.worker_inflight(worker_id), keys.job(job_id), keys.job_chunks(job_id)],
+            args=[keys.lease(job_id, chunk_id), keys.lease_member(job_id, chunk_id), worker_id, capacity, chunk_id],
+        )
+        return _text(res) if res else None
 
     def finish(self, job_id: str, state: str, *, now: float, fields: dict[str, str]) -> bool:
         """Move a live job to a final state exactly once and release its leases."""

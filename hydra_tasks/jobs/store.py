@@ -23,7 +23,7 @@ from ..settings import Settings
 from . import handler
 
 _COUNTERS = ("chunks_total", "chunks_done", "units_total", "units_done", "dispatched", "redispatched",
-             "duplicates", "rejections", "failures", "expiries", "hits", "iterations")
+             "duplicates", "rejections", "failures", "expiries", "declines", "backups", "hits", "iterations")
 
 
 def new_job_id() -> str:

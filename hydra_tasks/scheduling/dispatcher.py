@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Callable
 
 import redis
 
@@ -21,15 +20,14 @@ from ..jobs import handler
 from ..lua import Scripts
 from ..models import JobKind
 from ..settings import Settings
+from . import Publish
 from .cluster import ClusterSnapshot, snapshot
 from .planner import range_chunk_size
 from .router import Router
+from .stragglers import backup_stragglers
 
 log = logging.getLogger(__name__)
 
-# publish(chunk_json, attempt, worker_id, region): sends the compute task to that worker's queue.
-# Injected so this module needs no Celery.
-Publish = Callable[[dict[str, Any], int, str, str], None]
 
 
 def free_slots(client: redis.Redis, snap: ClusterSnapshot) -> dict[str, int]:
@@ -75,7 +73,9 @@ def dispatch(client: redis.Redis, settings: Settings, router: Router, publish: P
                 free[worker_id] = 0
                 continue
             if grant.code < 0 or grant.spec_json is None:
-                break  # this job has nothing left to hand out; try the next one
+                # Nothing left to hand out: idle capacity may back up this job's stragglers.
+                sent += backup_stragglers(client, snap, free, router, publish, job_id, kind.value, now=now)
+                break
             try:
                 publish(json.loads(grant.spec_json), grant.attempt, worker_id, worker.region)
             except Exception:  # noqa: BLE001 - broker trouble: the lease expires and the sweeper retries

@@ -20,7 +20,8 @@ from ..models import JobState
 from ..settings import Settings
 from ..worker.performance import record_expiry
 from ..worker.registry import mark_silent_offline
-from .dispatcher import Publish, dispatch
+from . import Publish
+from .dispatcher import dispatch
 from .router import Router
 
 log = logging.getLogger(__name__)

@@ -286,3 +286,45 @@ def test_accepted_chunks_teach_the_worker_model_its_speed(app: HydraCelery) -> N
     worker = {w.worker_id: w for w in registry.list_workers(app.redis)}["eu-west-0@test"]
     assert worker.perf_pi.observations == 8 and worker.perf_pi.rate > 0
     assert worker.ok == 8 and worker.reliability == pytest.approx(9 / 10)
+
+
+def _add_worker(app: HydraCelery, worker_id: str, rate: float, *, last_seen: float | None = None) -> None:
+    now = time.time() if last_seen is None else last_seen
+    registry.register(app.redis, registry.WorkerInfo(
+        worker_id=worker_id, region="eu-west", host="test", pid=1, cores=1, concurrency=1, pi_samples_per_s=rate,
+        mandelbrot_iters_per_s=rate, state=WorkerState.ONLINE, started_at=now, last_seen=now))
+
+
+def test_a_chunk_on_a_slow_worker_gets_a_backup_on_a_fast_one_and_counts_once(app: HydraCelery) -> None:
+    _add_worker(app, "slow@test", 1e2)  # 1,000 samples take it 10 s
+    job_id = pi_job(app, samples=1_000)  # one chunk, which the slow worker gets while alone
+    [(chunk, attempt, holder)] = run_dispatch(app)
+    assert holder == "slow@test"
+    _add_worker(app, "fast@test", 1e9)
+    [(copy, _, helper)] = run_dispatch(app)  # nothing left to hand out: back up the straggler
+    assert helper == "fast@test" and copy == chunk
+    assert run_dispatch(app) == []  # one backup per chunk
+    assert compute_and_collect(app, [(copy, attempt, helper)]) == ["merged"]
+    assert compute_and_collect(app, [(chunk, attempt, holder)]) == ["ignored"]  # job done: the late copy changes nothing
+    job = store.get_job(app.redis, job_id)
+    assert job["state"] == "done" and job["backups"] == 1 and job["chunks_done"] == 1
+    assert job["result"]["hits"] == compute.pi_hits(7, 0, 1_000)
+    assert app.redis.scard(keys.worker_inflight("slow@test")) == app.redis.scard(keys.worker_inflight("fast@test")) == 0
+
+
+def test_a_chunk_on_a_silent_worker_is_backed_up_before_its_lease_expires(app: HydraCelery) -> None:
+    _add_worker(app, "a@test", 1e9)
+    pi_job(app, samples=1_000)
+    [(chunk, _, holder)] = run_dispatch(app)
+    _add_worker(app, "b@test", 1e9)
+    registry.heartbeat(app.redis, holder, now=time.time() - 3600)  # the holder went silent
+    [(copy, _, helper)] = run_dispatch(app)
+    assert (copy, helper) == (chunk, "b@test")
+
+
+def test_no_backup_when_the_holder_is_as_fast_as_the_idle_worker(app: HydraCelery) -> None:
+    _add_worker(app, "a@test", 1e9)
+    pi_job(app, samples=1_000)
+    assert len(run_dispatch(app)) == 1
+    _add_worker(app, "b@test", 1e9)
+    assert run_dispatch(app) == []

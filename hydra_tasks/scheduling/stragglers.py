@@ -1,0 +1,70 @@
+"""Backup copies for stragglers: when a job has nothing left to hand out, a chunk still held by a
+slow or silent worker gets a second copy on a faster worker with a free slot. The first valid
+result wins; the merge's done-set counts the chunk once and both leases are released.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Mapping
+
+import redis
+
+from .. import keys
+from ..lua import Scripts
+from . import Publish
+from .cluster import ClusterSnapshot
+from .router import Router
+
+#: A backup is sent only if it would finish at least this many times sooner than the holder.
+BACKUP_GAIN = 1.5
+
+
+def expected_finish(lease: Mapping[str, str], units: int, snap: ClusterSnapshot, kind: str) -> float:
+    """When the holder should finish the chunk (infinity if the holder is no longer live)."""
+    holder = snap.workers.get(lease.get("worker", ""))
+    if holder is None:
+        return math.inf
+    return float(lease.get("dispatched_at", 0.0)) + units / holder.rate(kind)
+
+
+def worth_a_backup(holder_finish: float, helper_finish: float, now: float) -> bool:
+    return holder_finish - now > BACKUP_GAIN * max(helper_finish - now, 0.0)
+
+
+def backup_stragglers(client: redis.Redis, snap: ClusterSnapshot, free: dict[str, int], router: Router,
+                      publish: Publish, job_id: str, kind: str, *, now: float) -> int:
+    """Send backup copies of this job's slowest in-flight chunks to idle faster workers."""
+    members = [m for m in client.zrange(keys.LEASES, 0, -1) if m.startswith(job_id + ":")]
+    if not members or not any(v > 0 for v in free.values()):
+        return 0
+    pipe = client.pipeline(transaction=False)
+    for member in members:
+        pipe.hgetall(keys.lease(*keys.split_lease_member(member)))
+        pipe.hget(keys.job_chunks(job_id), keys.split_lease_member(member)[1])
+    replies = pipe.execute()
+    candidates = []
+    for member, lease, spec in zip(members, replies[::2], replies[1::2]):
+        if lease and spec and "backup" not in lease:
+            units = int(json.loads(spec)["units"])
+            candidates.append((expected_finish(lease, units, snap, kind), member, lease, units))
+    candidates.sort(key=lambda c: c[0], reverse=True)  # the latest expected finish first
+    scripts, sent = Scripts(client), 0
+    for holder_finish, member, lease, units in candidates:
+        others = {w: n for w, n in free.items() if w != lease.get("worker")}
+        helper_id = router.choose(snap, others, kind)
+        if helper_id is None:
+            break
+        helper = snap.workers[helper_id]
+        if not worth_a_backup(holder_finish, now + units / helper.rate(kind), now):
+            continue
+        chunk_id = keys.split_lease_member(member)[1]
+        spec_json = scripts.backup(job_id, chunk_id, helper_id, capacity=snap.slots[helper_id])
+        if spec_json is None:
+            continue
+        publish(json.loads(spec_json), int(lease.get("attempt", 1)), helper_id, helper.region)
+        free[helper_id] -= 1
+        sent += 1
+    return sent
+
