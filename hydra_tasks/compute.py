@@ -165,6 +165,7 @@ def mandelbrot_counts(
     max_iter: int,
     threads: int = 1,
     shortcuts: bool = True,
+    work: np.ndarray | None = None,
 ) -> np.ndarray:
     """Escape-time iteration counts for one tile of a Mandelbrot image.
 
@@ -187,6 +188,8 @@ def mandelbrot_counts(
         threads: compute interleaved rows on this many threads (same counts).
         shortcuts: use the exact cardioid/bulb and periodicity shortcuts (same counts,
             usually much faster; ``False`` is for benchmarks and checks).
+        work: optional uint32 array of the tile's shape that receives what each pixel cost in
+            iterations (0 for pixels settled by the cardioid/bulb test).
 
     Returns:
         A C-contiguous ``uint32`` array of shape ``(height, width)``; element
@@ -208,10 +211,13 @@ def mandelbrot_counts(
     threads = min(_check_threads(threads), height)
     module = _require(_mandelbrot, _MANDELBROT_IMPORT_ERROR, "hydra_tasks._mandelbrot")
     out = np.empty((height, width), dtype=np.uint32)
+    if work is not None and (work.shape != out.shape or work.dtype != np.uint32 or not work.flags.c_contiguous):
+        raise KernelError(f"work must be a C-contiguous uint32 array of shape {out.shape}.")
     flag = bool(shortcuts)
     # Interleaved row sets, a few per thread, so that expensive rows spread over all threads.
     parts = threads if threads == 1 else min(height, 4 * threads)
-    _run_parallel([lambda k=k: module.fill_counts(out, xmin, ymax, dx, dy, col0, row0, max_iter, flag, k, parts)
+    _run_parallel([lambda k=k: module.fill_counts(out, xmin, ymax, dx, dy, col0, row0, max_iter, flag, k, parts,
+                                                  work)
                    for k in range(parts)], threads)
     return out
 

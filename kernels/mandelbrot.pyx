@@ -96,15 +96,17 @@ cdef struct Lanes:
     uint64_t n[MAX_BLOCK]       # iterations done without escaping
     uint64_t base[MAX_BLOCK]    # n at the start of the current batch
     uint64_t check[MAX_BLOCK]   # n at which the checkpoint moves next (Brent)
+    uint64_t work[MAX_BLOCK]    # iterations done when periodicity was detected (0: not detected)
     Py_ssize_t slot[MAX_BLOCK]  # pixel in this lane, -1 if the lane is empty
 
 
-cdef Py_ssize_t _short_orbits(uint32_t* out, Py_ssize_t slot0, Py_ssize_t width, double cy, double xmin,
+cdef Py_ssize_t _short_orbits(uint32_t* out, uint32_t* work, Py_ssize_t slot0, Py_ssize_t width, double cy, double xmin,
                               double dx, int64_t col0, uint64_t max_iter, uint64_t cap, bint shortcuts,
                               Pending* pending, Py_ssize_t npending) noexcept nogil:
     """Phase 1 for one row: blocks of BLOCK pixels iterate together for at most ``cap``
     iterations (most pixels of a picture escape early). Finished pixels are written; the
-    survivors are appended to ``pending`` with their state. Returns the new pending count."""
+    survivors are appended to ``pending`` with their state. Returns the new pending count.
+    ``work`` (may be NULL) receives the iterations each finished pixel actually cost."""
     cdef double cx[MAX_BLOCK]
     cdef double zx[MAX_BLOCK]
     cdef double zy[MAX_BLOCK]
@@ -154,10 +156,15 @@ cdef Py_ssize_t _short_orbits(uint32_t* out, Py_ssize_t slot0, Py_ssize_t width,
                 npending += 1
             else:
                 out[slot0 + c0 + j] = <uint32_t>n[j]
+        if work != NULL:  # what each finished pixel cost; the cardioid/bulb test settled some for free
+            for j in range(min(BLOCK, width - c0)):
+                if not (n[j] == stop and stop < max_iter):
+                    work[slot0 + c0 + j] = 0 if (n[j] == max_iter and shortcuts and
+                                                 _inside_shortcut(cx[j], cy)) else <uint32_t>n[j]
     return npending
 
 
-cdef void _long_orbits(uint32_t* out, Pending* pending, Py_ssize_t npending, uint64_t max_iter,
+cdef void _long_orbits(uint32_t* out, uint32_t* work, Pending* pending, Py_ssize_t npending, uint64_t max_iter,
                        bint periodicity) noexcept nogil:
     """Phase 2: the pending pixels, BLOCK at a time; a lane is refilled as soon as its pixel is
     finished, so one slow pixel never holds a whole block of others back."""
@@ -168,13 +175,15 @@ cdef void _long_orbits(uint32_t* out, Pending* pending, Py_ssize_t npending, uin
     for j in range(BLOCK):
         L.slot[j] = -1
         L.cx[j] = L.cy[j] = L.zx[j] = L.zy[j] = L.sx[j] = L.sy[j] = 0.0
-        L.n[j] = L.base[j] = L.check[j] = 0
+        L.n[j] = L.base[j] = L.check[j] = L.work[j] = 0
     while True:
         busy = 0
         batch = BATCH
         for j in range(BLOCK):
             if L.slot[j] >= 0 and (L.n[j] < L.base[j] + prev or L.n[j] >= max_iter):
                 out[L.slot[j]] = <uint32_t>L.n[j]  # escaped during the last batch, or done
+                if work != NULL:
+                    work[L.slot[j]] = <uint32_t>(L.work[j] if L.work[j] else L.n[j])
                 L.slot[j] = -1
             if L.slot[j] < 0 and nxt < npending:
                 L.slot[j] = pending[nxt].slot
@@ -184,6 +193,7 @@ cdef void _long_orbits(uint32_t* out, Pending* pending, Py_ssize_t npending, uin
                 L.zy[j] = L.sy[j] = pending[nxt].zy
                 L.n[j] = pending[nxt].n
                 L.check[j] = 2 * L.n[j]
+                L.work[j] = 0
                 nxt += 1
             if L.slot[j] >= 0:
                 busy += 1
@@ -211,6 +221,7 @@ cdef void _long_orbits(uint32_t* out, Pending* pending, Py_ssize_t npending, uin
             # means the floating-point iteration repeats forever and never escapes.
             for j in range(BLOCK):
                 per = (L.zx[j] == L.sx[j]) & (L.zy[j] == L.sy[j]) & (L.n[j] == L.base[j] + prev)
+                L.work[j] = L.n[j] if per else L.work[j]
                 L.n[j] = max_iter if per else L.n[j]
                 move = L.n[j] >= L.check[j]
                 L.sx[j] = L.zx[j] if move else L.sx[j]
@@ -225,7 +236,7 @@ cdef enum:
 
 cdef void _fill_rows(uint32_t[:, ::1] out, double xmin, double ymax, double dx, double dy, int64_t col0,
                      int64_t row0, uint64_t max_iter, bint shortcuts, Py_ssize_t first,
-                     Py_ssize_t step, Pending* pending) noexcept nogil:
+                     Py_ssize_t step, Pending* pending, uint32_t* work) noexcept nogil:
     """Counts for rows first, first+step, ... of the tile, in two phases (see above)."""
     cdef Py_ssize_t width = out.shape[1]
     cdef Py_ssize_t r = first, npending = 0, c0
@@ -239,32 +250,40 @@ cdef void _fill_rows(uint32_t[:, ::1] out, double xmin, double ymax, double dx, 
         c0 = 0
         while c0 < width:  # in pieces that always fit in the pending buffer
             if npending > PENDING_CAP // 2:
-                _long_orbits(flat, pending, npending, max_iter, shortcuts)
+                _long_orbits(flat, work, pending, npending, max_iter, shortcuts)
                 npending = 0
-            npending = _short_orbits(flat, r * width + c0, min(PENDING_CAP // 2, width - c0), cy, xmin, dx,
+            npending = _short_orbits(flat, work, r * width + c0, min(PENDING_CAP // 2, width - c0), cy, xmin, dx,
                                      col0 + c0, max_iter, SHORT_CAP, shortcuts, pending, npending)
             c0 += PENDING_CAP // 2
         r += step
-    _long_orbits(flat, pending, npending, max_iter, shortcuts)
+    _long_orbits(flat, work, pending, npending, max_iter, shortcuts)
 
 
 def fill_counts(uint32_t[:, ::1] out, double xmin, double ymax, double dx, double dy, int64_t col0,
                 int64_t row0, uint64_t max_iter, bint shortcuts=True, Py_ssize_t first=0,
-                Py_ssize_t step=1):
+                Py_ssize_t step=1, uint32_t[:, ::1] work=None):
     """Write the count of every pixel of the tile into ``out`` (height, width).
 
     ``out[r, c]`` is global pixel ``(row0 + r, col0 + c)``. Only rows ``first, first+step, ...``
     are computed, so several threads can share one tile. ``shortcuts=False`` runs the plain
-    blocked loop (same counts, slower). The GIL is released while iterating.
+    blocked loop (same counts, slower). ``work`` (same shape, optional) receives what each pixel
+    cost: iterations done (0 for pixels the cardioid/bulb test settled, the iteration of
+    detection for periodic orbits). The GIL is released while iterating.
     """
     if step < 1 or first < 0:
         raise ValueError("first must be >= 0 and step >= 1")
+    cdef uint32_t* work_ptr = NULL
+    if work is not None:
+        if work.shape[0] != out.shape[0] or work.shape[1] != out.shape[1]:
+            raise ValueError("work must have the shape of out")
+        if work.shape[0] and work.shape[1]:
+            work_ptr = &work[0, 0]
     cdef Pending* pending = <Pending*>malloc(PENDING_CAP * sizeof(Pending))
     if pending == NULL:
         raise MemoryError("no memory for the Mandelbrot kernel's work buffer")
     try:
         with nogil:
-            _fill_rows(out, xmin, ymax, dx, dy, col0, row0, max_iter, shortcuts, first, step, pending)
+            _fill_rows(out, xmin, ymax, dx, dy, col0, row0, max_iter, shortcuts, first, step, pending, work_ptr)
     finally:
         free(pending)
 

@@ -114,3 +114,16 @@ def test_build_info_names_the_instruction_set() -> None:
     info = compute.build_info()
     assert info["isa"] in {"avx512", "avx2", "aarch64", "baseline"}
     assert info["mandelbrot_lanes"] in {4, 8, 32}
+
+
+def test_the_work_map_says_what_each_pixel_really_cost() -> None:
+    geometry = view(-0.75, 0.0, 3.0, 120, 90)
+    work = np.zeros((90, 120), dtype=np.uint32)
+    counts = compute.mandelbrot_counts(**geometry, col0=0, row0=0, width=120, height=90, max_iter=2000, work=work)
+    assert (counts == compute.mandelbrot_counts(**geometry, col0=0, row0=0, width=120, height=90,
+                                                max_iter=2000)).all()
+    escaped = counts < 2000
+    assert (work[escaped] == counts[escaped]).all()  # an escaping orbit costs its count
+    inside = ~escaped
+    assert (work[inside] == 0).sum() > 0.5 * inside.sum()  # the cardioid/bulb test settles most for free
+    assert (work[inside] < 2000).all()  # the rest stop at periodicity detection, before max_iter
