@@ -10,6 +10,7 @@ hydra:jobs:active              zset    job id -> dispatch order (priority, then 
 hydra:job:{id}                 hash    spec, kind, state, counters, result (see jobs/store.py)
 hydra:job:{id}:chunks          hash    chunk id -> chunk spec JSON
 hydra:job:{id}:todo            list    chunk ids waiting for dispatch (LPUSH = retry first)
+hydra:job:{id}:tiles           zset    adaptive Mandelbrot tiles waiting, by estimated cost
 hydra:job:{id}:done            set     chunk ids merged (the idempotency set)
 hydra:job:{id}:parts           hash    chunk id -> merged partial result JSON
 hydra:job:{id}:workers         hash    "{worker}|{field}" -> per-worker work counters
@@ -49,6 +50,10 @@ def job_todo(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:todo"
 
 
+def job_tiles(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:tiles"
+
+
 def job_done(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:done"
 
@@ -76,7 +81,7 @@ def job_log(job_id: str) -> str:
 def job_keys(job_id: str) -> list[str]:
     """Every key that belongs to one job (for deletion and tests)."""
     return [
-        job(job_id), job_chunks(job_id), job_todo(job_id), job_done(job_id), job_parts(job_id),
+        job(job_id), job_chunks(job_id), job_todo(job_id), job_tiles(job_id), job_done(job_id), job_parts(job_id),
         job_workers(job_id), job_image(job_id), job_counts(job_id), job_log(job_id),
     ]
 

@@ -16,15 +16,20 @@ import redis
 from . import keys
 
 GRANT = """
--- KEYS: todo, leases, job, worker_inflight, chunks
--- ARGV: deadline, lease_key_prefix, job_id, worker_id, region, now, capacity, cut_size, spec_prefix
--- Leases the job's next chunk to one worker: a re-queued chunk first; else, for kinds cut
--- lazily (cut_size > 0), a new range [cursor, cursor + cut_size) of the job's units.
+-- KEYS: todo, leases, job, worker_inflight, chunks, tiles
+-- ARGV: deadline, lease_key_prefix, job_id, worker_id, region, now, capacity, cut_size, spec_prefix, pick
+-- Leases the job's next chunk to one worker: a re-queued chunk first; then the heaviest
+-- (pick = "max") or lightest ("min") waiting tile; else, for kinds cut lazily (cut_size > 0),
+-- a new range [cursor, cursor + cut_size) of the job's units.
 local state = redis.call('HGET', KEYS[3], 'state')
 if state ~= 'queued' and state ~= 'running' then return {-1} end
 if redis.call('SCARD', KEYS[4]) >= tonumber(ARGV[7]) then return {0} end
 local chunk = redis.call('LPOP', KEYS[1])
 local spec = false
+if not chunk and ARGV[10] ~= '' then
+  local popped = redis.call(ARGV[10] == 'max' and 'ZPOPMAX' or 'ZPOPMIN', KEYS[6])
+  if popped[1] then chunk = popped[1] end
+end
 if not chunk and tonumber(ARGV[8]) > 0 then
   local total = tonumber(redis.call('HGET', KEYS[3], 'units_total'))
   local cursor = tonumber(redis.call('HGET', KEYS[3], 'cursor') or '0')
@@ -183,12 +188,13 @@ class Scripts:
         self._backup = self.client.register_script(BACKUP)
 
     def grant(self, job_id: str, worker_id: str, region: str, *, capacity: int, deadline: float, now: float,
-              cut_size: int = 0, spec_prefix: str = "") -> Grant:
+              cut_size: int = 0, spec_prefix: str = "", pick: str = "") -> Grant:
         """Lease the job's next chunk to ``worker_id`` (see GRANT)."""
         res = self._grant(
             keys=[keys.job_todo(job_id), keys.LEASES, keys.job(job_id), keys.worker_inflight(worker_id),
-                  keys.job_chunks(job_id)],
-            args=[repr(deadline), LEASE_PREFIX, job_id, worker_id, region, repr(now), capacity, cut_size, spec_prefix],
+                  keys.job_chunks(job_id), keys.job_tiles(job_id)],
+            args=[repr(deadline), LEASE_PREFIX, job_id, worker_id, region, repr(now), capacity, cut_size, spec_prefix,
+                  pick],
         )
         if int(res[0]) != 1:
             return Grant(int(res[0]))

@@ -6,6 +6,7 @@ the merge is keyed by chunk id inside one Lua script: a chunk computed twice cou
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
@@ -17,10 +18,12 @@ from .. import keys
 from ..errors import HydraError, ResultRejected
 from ..lua import Scripts
 from ..models import ChunkResult, ChunkSpec, JobKind, JobState
+from ..imaging import render_png
+from ..scheduling.cluster import snapshot
 from ..settings import Settings
 from ..worker import performance
 from ..worker.compute import DECLINED
-from . import handler, store
+from . import handler, mandelbrot, store, tiling
 
 LOG_LENGTH = 5_000  # accepted chunks kept per job for the metrics endpoints
 
@@ -59,26 +62,30 @@ def collect(client: redis.Redis, settings: Settings, data: Mapping[str, Any], *,
         elapsed_ms=int(result.elapsed_s * 1000), units=chunk.units, increments=increments,
     )
     if code == 1:
-        _learn(client, chunk, result, increments, now)
+        _learn(client, chunk, result, now)
+        if chunk.params.get("preview"):
+            plan_tiles_after_preview(client, settings, result.job_id)
     if code >= 0 and done == total:
         finalize(client, result.job_id, now=now)
     return {1: "merged", 0: "duplicate"}.get(code, "ignored")
 
 
-def work_done(chunk: ChunkSpec, increments: Mapping[str, int]) -> float:
-    """The work measure speeds are kept in: π samples, Mandelbrot iterations."""
-    return float(increments.get("iterations", chunk.units)) if chunk.kind is JobKind.MANDELBROT else float(chunk.units)
+def work_done(chunk: ChunkSpec, payload: Mapping[str, Any]) -> float:
+    """The work measure speeds are kept in: π samples; Mandelbrot iterations actually done."""
+    return float(payload.get("work", 0)) if chunk.kind is JobKind.MANDELBROT else float(chunk.units)
 
 
-def _learn(client: redis.Redis, chunk: ChunkSpec, result: ChunkResult, increments: Mapping[str, int],
-           now: float) -> None:
+def _learn(client: redis.Redis, chunk: ChunkSpec, result: ChunkResult, now: float) -> None:
     """Update the worker's performance model and the job's chunk log (for the metrics)."""
-    work = work_done(chunk, increments)
+    work = work_done(chunk, result.payload)
+    before = performance.performance(client.hgetall(keys.worker(result.worker_id)), chunk.kind.value)
     perf = performance.observe(client, result.worker_id, chunk.kind.value, work, result.elapsed_s)
-    entry = {"t": now, "worker": result.worker_id, "chunk": chunk.chunk_id, "units": chunk.units, "work": work,
-             "elapsed_s": result.elapsed_s, "rate": perf.rate}
+    entry: dict[str, Any] = {"t": now, "worker": result.worker_id, "chunk": chunk.chunk_id, "units": chunk.units,
+                             "work": work, "elapsed_s": result.elapsed_s, "rate": perf.rate}
     if "est_cost" in chunk.params:
         entry["est_cost"] = chunk.params["est_cost"]
+        if before.rate > 0:  # what the model predicted before it saw this result
+            entry["predicted_s"] = chunk.params["est_cost"] / before.rate
     pipe = client.pipeline(transaction=False)
     pipe.rpush(keys.job_log(chunk.job_id), json.dumps(entry))
     pipe.ltrim(keys.job_log(chunk.job_id), -LOG_LENGTH, -1)
@@ -94,6 +101,42 @@ def _failed(client: redis.Redis, settings: Settings, scripts: Scripts, result: C
                                               f"{result.error}", now=now)
         return "failed"
     return "rejected"
+
+
+def plan_tiles_after_preview(client: redis.Redis, settings: Settings, job_id: str) -> int:
+    """Cut an adaptive Mandelbrot job's tiles from its merged preview, exactly once (WATCH/MULTI).
+
+    Also stores the preview as the job's image until the full-resolution one replaces it.
+    Returns the number of tiles planned (0 if already planned or the preview is missing)."""
+    preview_json, part = client.hget(keys.job_chunks(job_id), "preview"), client.hget(keys.job_parts(job_id), "preview")
+    spec_json = client.hget(keys.job(job_id), "spec")
+    if not (preview_json and part and spec_json):
+        return 0
+    preview, payload = json.loads(preview_json)["params"], json.loads(part)
+    params = json.loads(spec_json)["params"]
+    height, width = int(preview["height"]), int(preview["width"])
+    work_map = mandelbrot.decode_array(payload["work_map"], height, width)
+    snap = snapshot(client, settings)
+    rates = [w.rate("mandelbrot") for w in snap.workers.values()] or [1e9]
+    tiles = tiling.plan_tiles(job_id, params, work_map, int(preview["stride"]), fleet_rate=sum(rates) / len(rates),
+                              slots=sum(snap.slots.values()), target_s=settings.target_chunk_s)
+    counts = mandelbrot.decode_counts(payload["counts"], height, width)
+    image = base64.b64encode(render_png(counts, int(params["max_iter"]))).decode()
+    with client.pipeline(transaction=True) as pipe:
+        try:
+            pipe.watch(keys.job(job_id))
+            if pipe.hget(keys.job(job_id), "tiled"):
+                return 0
+            pipe.multi()
+            pipe.hset(keys.job_chunks(job_id), mapping={t.chunk_id: json.dumps(t.to_json()) for t in tiles})
+            pipe.zadd(keys.job_tiles(job_id), {t.chunk_id: float(t.params["est_cost"]) for t in tiles})
+            pipe.hincrby(keys.job(job_id), "chunks_total", len(tiles))
+            pipe.hset(keys.job(job_id), "tiled", "1")
+            pipe.setnx(keys.job_image(job_id), image)
+            pipe.execute()
+        except redis.WatchError:
+            return 0
+    return len(tiles)
 
 
 def finalize(client: redis.Redis, job_id: str, *, now: float | None = None) -> bool:

@@ -19,6 +19,7 @@ from ..imaging import render_png
 from ..models import ChunkSpec, Finalized, JobKind
 from ..settings import Settings
 from ..worker.throttle import Throttle
+from . import tiling
 from .validate import integer, number, reject_unknown
 
 MAX_SIDE = 16_384
@@ -95,6 +96,8 @@ def units_total(params: Mapping[str, Any]) -> int:
 
 
 def chunk_count(params: Mapping[str, Any], settings: Settings) -> int:
+    if settings.adaptive:
+        return 1  # the preview; cost-balanced tiles are cut from it (jobs/tiling.py)
     side = settings.tile_px
     return -(-int(params["width"]) // side) * -(-int(params["height"]) // side)
 
@@ -104,7 +107,10 @@ def range_prefix(job_id: str, params: Mapping[str, Any]) -> str | None:
 
 
 def plan(job_id: str, params: Mapping[str, Any], settings: Settings) -> list[ChunkSpec]:
-    """Square tiles of ``settings.tile_px`` in row-major order."""
+    """Adaptive: only the preview chunk (tiles follow from its cost map). Static
+    (``HYDRA_ADAPTIVE=false``): square tiles of ``settings.tile_px`` in row-major order."""
+    if settings.adaptive:
+        return [tiling.preview_chunk(job_id, params)]
     width, height, side = int(params["width"]), int(params["height"]), settings.tile_px
     common = {k: params[k] for k in ("xmin", "ymax", "dx", "dy", "max_iter")}
     common["smooth"] = params.get("colouring", "smooth") == "smooth"
@@ -127,13 +133,18 @@ def compute(chunk: ChunkSpec, *, threads: int = 1, throttle: Throttle | None = N
     geometry = _geometry(p)
     width, height = int(p["width"]), int(p["height"])
     counts = np.empty((height, width), dtype=np.uint32)
+    work = np.empty((height, width), dtype=np.uint32)
 
     def band(offset: int, rows: int) -> None:  # row bands add up to the tile exactly
         counts[offset:offset + rows] = kernels.mandelbrot_counts(
-            **{**geometry, "row0": geometry["row0"] + offset}, width=width, height=rows, threads=threads)
+            **{**geometry, "row0": geometry["row0"] + offset}, width=width, height=rows, threads=threads,
+            work=work[offset:offset + rows])
 
     (throttle or Throttle()).run_sliced(height, band)
-    payload: dict[str, Any] = {"counts": encode_counts(counts), "iterations": kernels.mandelbrot_iterations(counts)}
+    payload: dict[str, Any] = {"counts": encode_counts(counts), "iterations": kernels.mandelbrot_iterations(counts),
+                               "work": kernels.mandelbrot_iterations(work)}
+    if p.get("preview"):
+        payload["work_map"] = encode_array(work)
     if p.get("smooth"):
         payload["smooth"] = encode_array(kernels.mandelbrot_smooth(counts, **geometry), "<f4")
     return payload
@@ -149,6 +160,14 @@ def verify(chunk: ChunkSpec, payload: Mapping[str, Any]) -> dict[str, int]:
         raise ResultRejected(f"Mandelbrot tile {chunk.chunk_id}: a count exceeds max_iter={p['max_iter']}.")
     if int(counts.sum(dtype=np.uint64)) != iterations:
         raise ResultRejected(f"Mandelbrot tile {chunk.chunk_id}: 'iterations' does not match the counts.")
+    work = payload.get("work")
+    if not isinstance(work, int) or isinstance(work, bool) or not 0 <= work <= iterations:
+        raise ResultRejected(f"Mandelbrot tile {chunk.chunk_id}: 'work' must be an integer in [0, iterations].")
+    if p.get("preview"):
+        work_map = decode_array(str(payload.get("work_map", "")), int(p["height"]), int(p["width"]))
+        if (work_map > counts).any():
+            raise ResultRejected(f"Mandelbrot preview {chunk.chunk_id}: a pixel's work exceeds its count.")
+        return {"units_done": 0, "iterations": 0}  # the preview only guides tiling
     if p.get("smooth"):
         _verify_smooth(chunk, payload.get("smooth"), counts)
     return {"units_done": int(counts.size), "iterations": iterations}
@@ -174,6 +193,8 @@ def assemble(params: Mapping[str, Any], parts: Mapping[str, str], chunks: Mappin
     image = np.zeros((int(params["height"]), int(params["width"])), dtype=dtype)
     for chunk_id, part in parts.items():
         tile = json.loads(chunks[chunk_id])["params"]
+        if tile.get("preview"):
+            continue
         r, c, h, w = (int(tile[k]) for k in ("row0", "col0", "height", "width"))
         image[r:r + h, c:c + w] = decode_array(json.loads(part)[field], h, w, dtype)
     return image

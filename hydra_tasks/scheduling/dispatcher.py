@@ -68,7 +68,7 @@ def dispatch(client: redis.Redis, settings: Settings, router: Router, publish: P
                                         first=first[worker_id]).units
             grant = scripts.grant(job_id, worker_id, worker.region, capacity=snap.slots[worker_id],
                                   deadline=now + lease_seconds(settings, size, worker.rate(kind.value)), now=now,
-                                  cut_size=size, spec_prefix=prefix)
+                                  cut_size=size, spec_prefix=prefix, pick=heavy_or_light(snap, worker_id, kind.value))
             if grant.code == 0:
                 free[worker_id] = 0
                 continue
@@ -88,6 +88,13 @@ def dispatch(client: redis.Redis, settings: Settings, router: Router, publish: P
             free[worker_id] -= 1
             sent += 1
     return sent
+
+
+def heavy_or_light(snap: ClusterSnapshot, worker_id: str, kind: str) -> str:
+    """Heaviest waiting tile for a worker at least as fast as the fleet's median, else the lightest."""
+    rates = sorted(w.rate(kind) for w in snap.workers.values())
+    median = rates[len(rates) // 2]
+    return "max" if snap.workers[worker_id].rate(kind) >= median else "min"
 
 
 def lease_seconds(settings: Settings, units: int, rate: float) -> float:

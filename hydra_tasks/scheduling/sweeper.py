@@ -54,9 +54,12 @@ def requeue_expired(client: redis.Redis, settings: Settings, report: SweepReport
                 report.failed_jobs.append(job_id)
 
 
-def finalize_stragglers(client: redis.Redis, report: SweepReport) -> None:
-    """A job whose chunks are all merged but which is still live (its finalizer died)."""
+def finalize_stragglers(client: redis.Redis, settings: Settings, report: SweepReport) -> None:
+    """A job whose chunks are all merged but which is still live (its finalizer died), or whose
+    preview is merged but whose tiles were never cut (its collector died)."""
     for job_id in client.zrange(keys.JOBS_ACTIVE, 0, -1):
+        if client.sismember(keys.job_done(job_id), "preview") and not client.hget(keys.job(job_id), "tiled"):
+            collect.plan_tiles_after_preview(client, settings, job_id)
         done, total, state = client.hmget(keys.job(job_id), "units_done", "units_total", "state")
         if state in (JobState.QUEUED.value, JobState.RUNNING.value) and done is not None and done == total:
             if collect.finalize(client, job_id):
@@ -69,6 +72,6 @@ def sweep(client: redis.Redis, settings: Settings, router: Router, publish: Publ
     report = SweepReport()
     requeue_expired(client, settings, report, now)
     report.offline_workers = mark_silent_offline(client, settings, now=now)
-    finalize_stragglers(client, report)
+    finalize_stragglers(client, settings, report)
     report.dispatched = dispatch(client, settings, router, publish, now=now)
     return report

@@ -48,16 +48,22 @@ def reliability(ok: int, failed: int, expired: int) -> float:
     return (ok + 1) / (ok + failed + expired + 2)
 
 
+# The calibration a worker runs at start is the prior of its model.
+CALIBRATION_FIELD = {"pi": "pi_samples_per_s", "mandelbrot": "mandelbrot_iters_per_s"}
+
+
 def observe(client: redis.Redis, worker_id: str, kind: str, work: float, elapsed_s: float) -> Performance:
     """Fold one accepted chunk (``work`` units in ``elapsed_s``) into the worker's model."""
     key = keys.worker(worker_id)
-    current = performance(client.hgetall(key), kind)
+    raw = client.hgetall(key)
+    current = performance(raw, kind)
     sample = work / max(elapsed_s, 1e-6)
-    if current.observations == 0:
+    prior = current.rate if current.observations else _f(raw, CALIBRATION_FIELD.get(kind, ""))
+    if prior <= 0:
         rate, deviation = sample, 0.0
     else:
-        rate = (1 - ALPHA) * current.rate + ALPHA * sample
-        deviation = (1 - ALPHA) * current.deviation + ALPHA * abs(sample - current.rate)
+        rate = (1 - ALPHA) * prior + ALPHA * sample
+        deviation = (1 - ALPHA) * current.deviation + ALPHA * abs(sample - prior)
     pipe = client.pipeline(transaction=False)
     pipe.hset(key, mapping={f"rate:{kind}": repr(rate), f"dev:{kind}": repr(deviation)})
     pipe.hincrby(key, f"n:{kind}", 1)

@@ -6,8 +6,11 @@ would be sent. End-to-end runs with real worker processes are in test_end_to_end
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
+
+import numpy as np
 
 import pytest
 
@@ -328,3 +331,41 @@ def test_no_backup_when_the_holder_is_as_fast_as_the_idle_worker(app: HydraCeler
     assert len(run_dispatch(app)) == 1
     _add_worker(app, "b@test", 1e9)
     assert run_dispatch(app) == []
+
+
+def test_an_adaptive_mandelbrot_job_previews_first_then_balances_tiles_by_cost(redis_only: HydraCelery) -> None:
+    from hydra_tasks.app import create_app
+    from hydra_tasks.jobs.mandelbrot import decode_counts
+
+    redis_only.redis.flushdb()
+    app = create_app(redis_only.settings.with_(adaptive=True, target_chunk_s=0.01, min_chunk_s=0.01))
+    _add_worker(app, "fast@test", 4e9)
+    _add_worker(app, "slow@test", 1e9)
+    params = {"width": 240, "height": 180, "max_iter": 400, "center_x": -0.75, "center_y": 0.1, "span": 2.6,
+              "colouring": "bands"}
+    job_id = new_job(app, {"kind": "mandelbrot", "params": params})
+    [(preview, attempt, worker)] = run_dispatch(app)  # only the preview exists at first
+    assert preview["chunk_id"] == "preview" and preview["params"]["preview"]
+    assert compute_and_collect(app, [(preview, attempt, worker)]) == ["merged"]
+    assert app.redis.get(keys.job_image(job_id))  # the preview image is there before any tile
+    tiles = {cid: json.loads(spec) for cid, spec in app.redis.hgetall(keys.job_chunks(job_id)).items()
+             if cid != "preview"}
+    assert len(tiles) >= 12
+    costs = [t["params"]["est_cost"] for t in tiles.values()]
+    areas = [t["units"] for t in tiles.values()]
+    assert max(areas) / min(areas) > 2 * max(costs) / min(costs) or max(areas) > 2 * min(areas)  # not uniform
+    first = run_dispatch(app)
+    by_worker = {w: c["params"]["est_cost"] for c, _, w in first}
+    assert by_worker["fast@test"] >= by_worker["slow@test"]  # heaviest tiles go to the fastest worker
+    compute_and_collect(app, first)
+    while (sent := run_dispatch(app)):
+        compute_and_collect(app, sent)
+    job = store.get_job(app.redis, job_id)
+    assert job["state"] == "done" and job["units_done"] == 240 * 180
+    p = job["params"]
+    whole = compute.mandelbrot_counts(xmin=p["xmin"], ymax=p["ymax"], dx=p["dx"], dy=p["dy"], col0=0, row0=0,
+                                      width=240, height=180, max_iter=400)
+    assert (decode_counts(app.redis.get(keys.job_counts(job_id)), 180, 240) == whole).all()
+    log = [json.loads(e) for e in app.redis.lrange(keys.job_log(job_id), 0, -1)]
+    errors = [abs(e["est_cost"] - e["work"]) / max(e["work"], 1) for e in log if "est_cost" in e]
+    assert len(errors) == len(tiles) and float(np.median(errors)) < 0.5

@@ -17,7 +17,7 @@ from hydra_tasks.worker.registry import WorkerInfo
 @pytest.mark.parametrize(("width", "height", "tile"), [(1, 1, 8), (100, 37, 16), (640, 480, 128)])
 def test_mandelbrot_tiles_cover_every_pixel_exactly_once(width: int, height: int, tile: int) -> None:
     spec = parse_job_spec({"kind": "mandelbrot", "params": {"width": width, "height": height}})
-    chunks = planner.plan("job", spec, Settings().with_(tile_px=tile))
+    chunks = planner.plan("job", spec, Settings().with_(tile_px=tile, adaptive=False))
     cover = [[0] * width for _ in range(height)]
     for chunk in chunks:
         p = chunk.params
@@ -89,4 +89,4 @@ def test_a_job_that_needs_too_many_chunks_is_refused_before_anything_is_built() 
 
     spec = parse_job_spec({"kind": "mandelbrot", "params": {"width": 16000, "height": 3000}})
     with pytest.raises(InvalidJobSpec, match="would need 750,000 chunks"):
-        planner.plan("job", spec, Settings().with_(tile_px=8))
+        planner.plan("job", spec, Settings().with_(tile_px=8, adaptive=False))

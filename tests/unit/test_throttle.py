@@ -44,7 +44,7 @@ def test_throttled_pi_and_mandelbrot_chunks_give_the_unthrottled_results() -> No
     fast_sleep = Throttle(50, sleep=lambda s: None)
     assert pi.compute(chunk, throttle=fast_sleep)["hits"] == compute.pi_hits(5, 1000, 3_000_000)
     spec = parse_job_spec({"kind": "mandelbrot", "params": {"width": 64, "height": 40, "max_iter": 300}})
-    tile = planner.plan("j", spec, Settings().with_(tile_px=64))[0]
+    tile = planner.plan("j", spec, Settings().with_(tile_px=64, adaptive=False))[0]
     capped = mandelbrot.compute(tile, throttle=Throttle(20, sleep=lambda s: None))
     free = mandelbrot.compute(tile)
     assert capped == free
