@@ -48,3 +48,29 @@ def test_a_capped_worker_gets_smaller_chunks_and_both_finish_together(app: Hydra
     makespan = job["finished_at"] - job["started_at"]
     print(f"fast {fast}, slow {slow}, spread {(max(finish) - min(finish)) / makespan:.1%} of {makespan:.2f}s")
     assert (max(finish) - min(finish)) / makespan < 0.25, (finish, makespan)
+
+
+def test_a_mandelbrot_job_is_tiled_by_cost_and_the_metrics_show_it(app: HydraCelery, stack: LocalStack) -> None:
+    from hydra_webapp import create_app as create_webapp
+
+    params = {"width": 800, "height": 600, "max_iter": 3000, "center_x": -0.7435, "center_y": 0.1314,
+              "span": 0.02}
+    job = wait_for_job(app, submit_job(app, {"kind": "mandelbrot", "params": params})["id"])
+    assert job["state"] == "done" and job["units_done"] == 800 * 600
+    client = create_webapp(stack.child_settings().with_(api_token="t")).test_client()
+
+    tiling = client.get(f"/api/adaptive_tiling_metrics?job={job['id']}").get_json()
+    [summary] = tiling["jobs"]
+    assert len(summary["tiles"]) == job["chunks_done"] - 1  # every tile but the preview
+    areas = [t["pixels"] for t in summary["tiles"]]
+    assert max(areas) >= 4 * min(areas)  # balanced by cost, not by area
+    print(f"tiles {len(areas)}, median cost error {summary['median_cost_error']:.1%}, "
+          f"median time error {summary['median_time_error']}")
+    assert summary["median_cost_error"] <= 0.25
+
+    chunking = client.get("/api/adaptive_chunking_metrics?limit=1").get_json()
+    assert {w["worker_id"].split("@")[0] for w in chunking["workers"]} == {"eu-west-1", "eu-west-2"}
+    assert all(w["reliability"] > 0.5 and w["pi_samples_per_s"] > 0 for w in chunking["workers"])
+    [pi_job] = chunking["jobs"]
+    assert pi_job["chunks_over_time"] and pi_job["load_imbalance"] is not None
+    assert client.get("/api/adaptive_tiling_metrics?limit=0").status_code == 400

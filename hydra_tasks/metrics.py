@@ -1,0 +1,86 @@
+"""Metrics of adaptive chunking and tiling, read from Redis (per-worker models and job chunk logs).
+
+* per worker: measured speed per kind, consistency, reliability, calibration;
+* per job: chunk sizes over time (who got how much, how long it took), load imbalance (spread
+  of the workers' finish times over the makespan) and, for Mandelbrot, estimated vs actual tile
+  cost (iterations) and predicted vs actual tile time.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from typing import Any
+
+import redis
+
+from . import keys
+from .jobs import store
+from .worker.registry import list_workers
+
+
+def load_imbalance(job: dict[str, Any], *, now: float | None = None) -> float | None:
+    """(latest − earliest worker finish) / makespan, over the workers that took part."""
+    finishes = [w["last_ms"] / 1000 for w in (job.get("workers") or {}).values() if w.get("last_ms")]
+    start = job.get("started_at")
+    end = job.get("finished_at") or (time.time() if now is None else now)
+    if len(finishes) < 2 or not start or end <= start:
+        return None
+    return (max(finishes) - min(finishes)) / (end - start)
+
+
+def job_log(client: redis.Redis, job_id: str) -> list[dict[str, Any]]:
+    return [json.loads(e) for e in client.lrange(keys.job_log(job_id), 0, -1)]
+
+
+def _recent(client: redis.Redis, kind: str, job_id: str | None, limit: int) -> list[dict[str, Any]]:
+    if job_id:
+        return [store.get_job(client, job_id)]
+    jobs = [j for j in store.list_jobs(client, limit=200) if j["kind"] == kind][:limit]
+    return [store.get_job(client, j["id"]) for j in jobs]
+
+
+def worker_models(client: redis.Redis) -> list[dict[str, Any]]:
+    return [{"worker_id": w.worker_id, "region": w.region, "state": w.state.value, "cpu_limit": w.cpu_limit,
+             "pi_samples_per_s": w.rate("pi"), "mandelbrot_iters_per_s": w.rate("mandelbrot"),
+             "consistency_pi": w.perf_pi.consistency, "consistency_mandelbrot": w.perf_mandelbrot.consistency,
+             "reliability": w.reliability, "chunks_ok": w.ok, "chunks_failed": w.failed,
+             "leases_expired": w.expired, "calibrated_pi_samples_per_s": w.pi_samples_per_s}
+            for w in list_workers(client)]
+
+
+def _job_summary(client: redis.Redis, job: dict[str, Any]) -> dict[str, Any]:
+    log = job_log(client, job["id"])
+    start = job.get("started_at") or 0.0
+    return {
+        "job_id": job["id"], "state": job["state"], "chunks": job["chunks_done"], "backups": job.get("backups", 0),
+        "makespan_s": job["wall_s"], "load_imbalance": load_imbalance(job),
+        "chunks_over_time": [{"t_s": round(e["t"] - start, 4), "worker": e["worker"], "units": e["units"],
+                              "elapsed_s": e["elapsed_s"]} for e in log],
+    }
+
+
+def chunking_metrics(client: redis.Redis, *, job_id: str | None = None, limit: int = 5) -> dict[str, Any]:
+    return {"workers": worker_models(client),
+            "jobs": [_job_summary(client, job) for job in _recent(client, "pi", job_id, limit)]}
+
+
+def tiling_metrics(client: redis.Redis, *, job_id: str | None = None, limit: int = 5) -> dict[str, Any]:
+    jobs = []
+    for job in _recent(client, "mandelbrot", job_id, limit):
+        summary = _job_summary(client, job)
+        tiles = [e for e in job_log(client, job["id"]) if "est_cost" in e]
+        cost_errors = [abs(e["est_cost"] - e["work"]) / max(e["work"], 1.0) for e in tiles]
+        time_errors = [abs(e["predicted_s"] - e["elapsed_s"]) / max(e["elapsed_s"], 1e-6)
+                       for e in tiles if "predicted_s" in e]
+        summary.update(
+            tiles=[{"chunk": e["chunk"], "worker": e["worker"], "pixels": e["units"], "est_cost": e["est_cost"],
+                    "actual_cost": e["work"], "predicted_s": e.get("predicted_s"), "elapsed_s": e["elapsed_s"]}
+                   for e in tiles],
+            median_cost_error=statistics.median(cost_errors) if cost_errors else None,
+            median_time_error=statistics.median(time_errors) if time_errors else None,
+        )
+        summary.pop("chunks_over_time")
+        jobs.append(summary)
+    return {"workers": worker_models(client), "jobs": jobs}
