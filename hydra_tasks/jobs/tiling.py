@@ -8,8 +8,10 @@
 2. From that map the control plane cuts the image by recursive bisection, always along the
    longer side and at the cost median, until every tile's estimated cost is at most the target
    (``HYDRA_TARGET_CHUNK_S`` x the fleet's mean speed, with at least 3 tiles per worker slot).
-3. Tiles wait in a sorted set by estimated cost: a worker faster than the fleet's median takes
-   the heaviest tile left, a slower one the lightest (see ``lua.GRANT``).
+3. About SMALL_SHARE of the cost is cut again into quarter-size tiles. Tiles wait in a sorted
+   set by estimated cost: a worker at least as fast as the fleet's median takes the heaviest tile
+   left, a slower one the lightest (see ``lua.GRANT``), so slow workers and the end of the job
+   get small tiles.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 
 from ..models import ChunkSpec, JobKind
 
-PREVIEW_SAMPLES = 128 * 96
+PREVIEW_SAMPLES = 256 * 192
 #: Iterations-equivalent of the fixed cost of one pixel (set-up, stores), added to its work.
 PIXEL_OVERHEAD = 4.0
 MIN_SIDE = 16
@@ -75,11 +77,19 @@ class CostMap:
         return self.cost(0, self.height, 0, self.width)
 
 
-def cut(cost: CostMap, target: float, *, min_side: int = MIN_SIDE) -> list[tuple[int, int, int, int, float]]:
-    """Rectangles (r0, r1, c0, c1, estimated cost) covering the image exactly once, each at most
-    ``target`` unless it is already too small to split."""
-    out: list[tuple[int, int, int, int, float]] = []
-    stack = [(0, cost.height, 0, cost.width)]
+Rect = tuple[int, int, int, int, float]  # r0, r1, c0, c1, estimated cost
+
+#: Share of the estimated cost cut into small tiles (a quarter of the target) for the slower
+#: workers and the end of the job: job-size matching, as in weighted factoring.
+SMALL_SHARE = 0.3
+
+
+def cut(cost: CostMap, target: float, *, min_side: int = MIN_SIDE,
+        within: tuple[int, int, int, int] | None = None) -> list[Rect]:
+    """Rectangles (r0, r1, c0, c1, estimated cost) covering the image (or ``within``) exactly once,
+    each at most ``target`` unless it is already too small to split."""
+    out: list[Rect] = []
+    stack = [within or (0, cost.height, 0, cost.width)]
     while stack:
         r0, r1, c0, c1 = stack.pop()
         here = cost.cost(r0, r1, c0, c1)
@@ -108,7 +118,16 @@ def plan_tiles(job_id: str, params: Mapping[str, Any], work: np.ndarray, stride:
     target = costs.total / min(wanted, MAX_TILES)
     common = {k: params[k] for k in ("xmin", "ymax", "dx", "dy", "max_iter")}
     common["smooth"] = params.get("colouring", "smooth") == "smooth"
-    tiles = sorted(cut(costs, target), key=lambda t: (t[0], t[2]))
+    big = sorted(cut(costs, target), key=lambda t: (t[0], t[2]))
+    # Re-cut every other big tile, until SMALL_SHARE of the cost, into quarter-size tiles.
+    tiles, small_cost = [], 0.0
+    for n, tile in enumerate(big):
+        if n % 2 and small_cost < SMALL_SHARE * costs.total:
+            small_cost += tile[4]
+            tiles += cut(costs, target / 4, within=tile[:4])
+        else:
+            tiles.append(tile)
+    tiles.sort(key=lambda t: (t[0], t[2]))
     return [ChunkSpec(job_id, f"t{n:06d}", JobKind.MANDELBROT,
                       {**common, "row0": r0, "col0": c0, "width": c1 - c0, "height": r1 - r0, "est_cost": est},
                       units=(r1 - r0) * (c1 - c0))

@@ -21,7 +21,14 @@ from .router import Router
 BACKUP_GAIN = 1.5
 
 
-def expected_finish(lease: Mapping[str, str], units: int, snap: ClusterSnapshot, kind: str) -> float:
+def chunk_work(spec: Mapping[str, object]) -> float:
+    """A chunk's work in the unit of worker speeds: π samples, Mandelbrot estimated iterations."""
+    params = spec.get("params") or {}
+    est = params.get("est_cost") if isinstance(params, dict) else None
+    return float(est) if est is not None else float(spec["units"])  # type: ignore[arg-type]
+
+
+def expected_finish(lease: Mapping[str, str], units: float, snap: ClusterSnapshot, kind: str) -> float:
     """When the holder should finish the chunk (infinity if the holder is no longer live)."""
     holder = snap.workers.get(lease.get("worker", ""))
     if holder is None:
@@ -29,8 +36,14 @@ def expected_finish(lease: Mapping[str, str], units: int, snap: ClusterSnapshot,
     return float(lease.get("dispatched_at", 0.0)) + units / holder.rate(kind)
 
 
-def worth_a_backup(holder_finish: float, helper_finish: float, now: float) -> bool:
-    return holder_finish - now > BACKUP_GAIN * max(helper_finish - now, 0.0)
+def worth_a_backup(holder_finish: float, helper_finish: float, now: float, *, dispatched_at: float) -> bool:
+    """Back up a chunk if the helper would finish it BACKUP_GAIN times sooner than the holder is
+    expected to, or if the holder is already late by that factor (it may have queued the chunk
+    behind others, or slowed down: either way it is the straggler)."""
+    if holder_finish - now > BACKUP_GAIN * max(helper_finish - now, 0.0):
+        return True
+    expected = holder_finish - dispatched_at
+    return math.isfinite(expected) and now - dispatched_at > BACKUP_GAIN * expected
 
 
 def backup_stragglers(client: redis.Redis, snap: ClusterSnapshot, free: dict[str, int], router: Router,
@@ -47,7 +60,7 @@ def backup_stragglers(client: redis.Redis, snap: ClusterSnapshot, free: dict[str
     candidates = []
     for member, lease, spec in zip(members, replies[::2], replies[1::2]):
         if lease and spec and "backup" not in lease:
-            units = int(json.loads(spec)["units"])
+            units = chunk_work(json.loads(spec))
             candidates.append((expected_finish(lease, units, snap, kind), member, lease, units))
     candidates.sort(key=lambda c: c[0], reverse=True)  # the latest expected finish first
     scripts, sent = Scripts(client), 0
@@ -57,7 +70,8 @@ def backup_stragglers(client: redis.Redis, snap: ClusterSnapshot, free: dict[str
         if helper_id is None:
             break
         helper = snap.workers[helper_id]
-        if not worth_a_backup(holder_finish, now + units / helper.rate(kind), now):
+        if not worth_a_backup(holder_finish, now + units / helper.rate(kind), now,
+                              dispatched_at=float(lease.get("dispatched_at", now))):
             continue
         chunk_id = keys.split_lease_member(member)[1]
         spec_json = scripts.backup(job_id, chunk_id, helper_id, capacity=snap.slots[helper_id])
