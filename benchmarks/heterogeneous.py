@@ -4,7 +4,7 @@
 
 Four real Celery workers on this machine are made heterogeneous with the CPU cap (100%, 50%,
 25%, 12.5%). The same π and Mandelbrot jobs run with static uniform chunks (HYDRA_ADAPTIVE=false:
-equal sample ranges, equal square tiles, whoever asks) and with adaptive chunking and tiling.
+four equal sample ranges or square tiles per worker, to whoever asks) and with adaptive chunking and tiling.
 For each run it prints:
 
 * makespan (first dispatch to last merge);
@@ -73,9 +73,9 @@ def analyse(app: Any, job: dict[str, Any]) -> dict[str, float]:
 
 def run_mode(adaptive: bool, samples: int, mandel: dict[str, Any], repeats: int,
              tmp: Path) -> dict[str, list[dict[str, float]]]:
-    # Static uniform: 4 equal π ranges per worker and 48 equal tiles, handed to whoever asks.
-    settings = {"adaptive": adaptive, "target_chunk_s": 2.0, "min_chunk_s": 0.3, "lease_s": 120.0,
-                "pi_chunk_samples": samples // 16, "tile_px": 200}
+    # Static uniform: 4 equal π ranges and 4 equal tiles per worker, handed to whoever asks.
+    settings = {"adaptive": adaptive, "target_chunk_s": 1.0, "min_chunk_s": 0.2, "lease_s": 120.0,
+                "pi_chunk_samples": samples // 16, "tile_px": -(-max(mandel["width"], mandel["height"]) // 4)}
     results: dict[str, list[dict[str, float]]] = {"pi": [], "mandelbrot": []}
     with running_stack(tmp / ("adaptive" if adaptive else "static"), {"bench": 4}, cpu_limits=CAPS,
                        **settings) as stack:

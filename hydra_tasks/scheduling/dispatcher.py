@@ -74,7 +74,8 @@ def dispatch(client: redis.Redis, settings: Settings, router: Router, publish: P
                 continue
             if grant.code < 0 or grant.spec_json is None:
                 # Nothing left to hand out: idle capacity may back up this job's stragglers.
-                sent += backup_stragglers(client, snap, free, router, publish, job_id, kind.value, now=now)
+                if settings.adaptive:
+                    sent += backup_stragglers(client, snap, free, router, publish, job_id, kind.value, now=now)
                 break
             try:
                 publish(json.loads(grant.spec_json), grant.attempt, worker_id, worker.region)

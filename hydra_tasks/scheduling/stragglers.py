@@ -19,6 +19,8 @@ from .router import Router
 
 #: A backup is sent only if it would finish at least this many times sooner than the holder.
 BACKUP_GAIN = 1.5
+#: A holder counts as late only past BACKUP_GAIN x its expected time *and* this many seconds.
+LATE_MARGIN_S = 0.5
 
 
 def chunk_work(spec: Mapping[str, object]) -> float:
@@ -43,7 +45,7 @@ def worth_a_backup(holder_finish: float, helper_finish: float, now: float, *, di
     if holder_finish - now > BACKUP_GAIN * max(helper_finish - now, 0.0):
         return True
     expected = holder_finish - dispatched_at
-    return math.isfinite(expected) and now - dispatched_at > BACKUP_GAIN * expected
+    return math.isfinite(expected) and now - dispatched_at > max(BACKUP_GAIN * expected, expected + LATE_MARGIN_S)
 
 
 def backup_stragglers(client: redis.Redis, snap: ClusterSnapshot, free: dict[str, int], router: Router,

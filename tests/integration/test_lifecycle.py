@@ -298,7 +298,16 @@ def _add_worker(app: HydraCelery, worker_id: str, rate: float, *, last_seen: flo
         mandelbrot_iters_per_s=rate, state=WorkerState.ONLINE, started_at=now, last_seen=now))
 
 
-def test_a_chunk_on_a_slow_worker_gets_a_backup_on_a_fast_one_and_counts_once(app: HydraCelery) -> None:
+@pytest.fixture
+def backup_app(app: HydraCelery) -> HydraCelery:
+    """Adaptive (backups on), with chunks so long that a 1,000-sample job is one chunk."""
+    from hydra_tasks.app import create_app
+
+    return create_app(app.settings.with_(adaptive=True, target_chunk_s=1e3, min_chunk_s=1e3))
+
+
+def test_a_chunk_on_a_slow_worker_gets_a_backup_on_a_fast_one_and_counts_once(backup_app: HydraCelery) -> None:
+    app = backup_app
     _add_worker(app, "slow@test", 1e2)  # 1,000 samples take it 10 s
     job_id = pi_job(app, samples=1_000)  # one chunk, which the slow worker gets while alone
     [(chunk, attempt, holder)] = run_dispatch(app)
@@ -315,7 +324,8 @@ def test_a_chunk_on_a_slow_worker_gets_a_backup_on_a_fast_one_and_counts_once(ap
     assert app.redis.scard(keys.worker_inflight("slow@test")) == app.redis.scard(keys.worker_inflight("fast@test")) == 0
 
 
-def test_a_chunk_on_a_silent_worker_is_backed_up_before_its_lease_expires(app: HydraCelery) -> None:
+def test_a_chunk_on_a_silent_worker_is_backed_up_before_its_lease_expires(backup_app: HydraCelery) -> None:
+    app = backup_app
     _add_worker(app, "a@test", 1e9)
     pi_job(app, samples=1_000)
     [(chunk, _, holder)] = run_dispatch(app)
@@ -325,7 +335,8 @@ def test_a_chunk_on_a_silent_worker_is_backed_up_before_its_lease_expires(app: H
     assert (copy, helper) == (chunk, "b@test")
 
 
-def test_no_backup_when_the_holder_is_as_fast_as_the_idle_worker(app: HydraCelery) -> None:
+def test_no_backup_when_the_holder_is_as_fast_as_the_idle_worker(backup_app: HydraCelery) -> None:
+    app = backup_app
     _add_worker(app, "a@test", 1e9)
     pi_job(app, samples=1_000)
     assert len(run_dispatch(app)) == 1
@@ -369,3 +380,11 @@ def test_an_adaptive_mandelbrot_job_previews_first_then_balances_tiles_by_cost(r
     log = [json.loads(e) for e in app.redis.lrange(keys.job_log(job_id), 0, -1)]
     errors = [abs(e["est_cost"] - e["work"]) / max(e["work"], 1) for e in log if "est_cost" in e]
     assert len(errors) == len(tiles) and float(np.median(errors)) < 0.5
+
+
+def test_static_mode_sends_no_backups(app: HydraCelery) -> None:
+    _add_worker(app, "slow@test", 1e2)
+    pi_job(app, samples=1_000)
+    assert len(run_dispatch(app)) == 1
+    _add_worker(app, "fast@test", 1e9)
+    assert run_dispatch(app) == []
