@@ -17,9 +17,10 @@ from . import Publish
 from .cluster import ClusterSnapshot
 from .router import Router
 
-#: A backup is sent only if it would finish at least this many times sooner than the holder.
-BACKUP_GAIN = 1.5
-#: A holder counts as late only past BACKUP_GAIN x its expected time *and* this many seconds.
+#: A backup is sent if the idle helper would finish before the holder is expected to (the helper
+#: has nothing else to do), or if the holder is late: past LATE_FACTOR x its expected time and
+#: LATE_MARGIN_S seconds.
+LATE_FACTOR = 1.5
 LATE_MARGIN_S = 0.5
 
 
@@ -39,13 +40,13 @@ def expected_finish(lease: Mapping[str, str], units: float, snap: ClusterSnapsho
 
 
 def worth_a_backup(holder_finish: float, helper_finish: float, now: float, *, dispatched_at: float) -> bool:
-    """Back up a chunk if the helper would finish it BACKUP_GAIN times sooner than the holder is
-    expected to, or if the holder is already late by that factor (it may have queued the chunk
-    behind others, or slowed down: either way it is the straggler)."""
-    if holder_finish - now > BACKUP_GAIN * max(helper_finish - now, 0.0):
+    """Back up a chunk if the idle helper would finish it before the holder is expected to, or if
+    the holder is already late (it may have queued the chunk behind others, or slowed down:
+    either way it is the straggler)."""
+    if holder_finish > helper_finish:
         return True
     expected = holder_finish - dispatched_at
-    return math.isfinite(expected) and now - dispatched_at > max(BACKUP_GAIN * expected, expected + LATE_MARGIN_S)
+    return math.isfinite(expected) and now - dispatched_at > max(LATE_FACTOR * expected, expected + LATE_MARGIN_S)
 
 
 def backup_stragglers(client: redis.Redis, snap: ClusterSnapshot, free: dict[str, int], router: Router,

@@ -51,11 +51,16 @@ class WorkerInfo:
         return reliability(self.ok, self.failed, self.expired)
 
     def rate(self, kind: str) -> float:
-        """Work units per second for ``kind``: the observed EWMA, else the calibration."""
-        perf = self.perf_pi if kind == "pi" else self.perf_mandelbrot
+        """Work units per second for ``kind``: the observed EWMA; else the other kind's observed
+        speed scaled by the calibrations' ratio (what the worker really gets out of its CPU, times
+        how the two kernels compare on it); else the calibration."""
+        perf, other = (self.perf_pi, self.perf_mandelbrot) if kind == "pi" else (self.perf_mandelbrot, self.perf_pi)
+        calibrated, other_calibrated = ((self.pi_samples_per_s, self.mandelbrot_iters_per_s) if kind == "pi"
+                                        else (self.mandelbrot_iters_per_s, self.pi_samples_per_s))
         if perf.observations and perf.rate > 0:
             return perf.rate
-        calibrated = self.pi_samples_per_s if kind == "pi" else self.mandelbrot_iters_per_s
+        if other.observations and other.rate > 0 and other_calibrated > 0 and calibrated > 0:
+            return other.rate * calibrated / other_calibrated
         return max(calibrated, 1.0)
 
     def to_json(self) -> dict[str, Any]:
