@@ -25,13 +25,12 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from hydra_tasks import compute, keys  # noqa: E402
+from hydra_tasks import keys  # noqa: E402
 from hydra_tasks.app import create_app  # noqa: E402
 from hydra_tasks.jobs.submit import submit_job  # noqa: E402
 from hydra_tasks.metrics import load_imbalance  # noqa: E402
@@ -42,18 +41,6 @@ CAPS = {"bench-1": 100.0, "bench-2": 50.0, "bench-3": 25.0, "bench-4": 12.5}
 
 # Seahorse valley with bulbs: per-pixel cost varies by orders of magnitude across the image.
 SCENE = {"center_x": -0.745, "center_y": 0.113, "span": 0.01, "max_iter": 1_000_000, "colouring": "bands"}
-
-
-def mandelbrot_job(core_seconds: float) -> dict[str, Any]:
-    """The scene at a size that costs about ``core_seconds`` of one core (timed at low resolution)."""
-    side = 200
-    geometry = dict(xmin=SCENE["center_x"] - SCENE["span"] / 2, ymax=SCENE["center_y"] + SCENE["span"] * 0.375,
-                    dx=SCENE["span"] / side, dy=SCENE["span"] / side, col0=0, row0=0)
-    t0 = time.perf_counter()
-    compute.mandelbrot_counts(**geometry, width=side, height=int(side * 0.75), max_iter=SCENE["max_iter"])
-    per_pixel = (time.perf_counter() - t0) / (side * int(side * 0.75))
-    width = max(200, int((core_seconds / per_pixel / 0.75) ** 0.5))
-    return {**SCENE, "width": width, "height": int(width * 0.75)}
 
 
 def analyse(app: Any, job: dict[str, Any]) -> dict[str, float]:
@@ -93,17 +80,18 @@ def run_mode(adaptive: bool, samples: int, mandel: dict[str, Any], repeats: int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=16.0, help="π work per job, in seconds of the fleet")
+    parser.add_argument("--seconds", type=float, default=16.0, help="work per job, in seconds of the fleet")
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
     print(f"Workers: {', '.join(f'{n} at {c:g}% CPU' for n, c in CAPS.items())}; medians of {args.repeats}")
     fleet = sum(CAPS.values()) / 100  # cores' worth of compute the four workers may use
-    t0 = time.perf_counter()
-    compute.pi_hits(1, 0, 200_000_000)
-    samples = int(200_000_000 / (time.perf_counter() - t0) * fleet * args.seconds)
-    mandel = mandelbrot_job(args.seconds * fleet / 2)  # big images are slow to merge and encode
+    # Fixed work, so that runs compare (sized from one-core speeds on the development machine;
+    # the Mandelbrot job came out nearer 20 s of fleet work there).
+    samples = int(1.5e9 * fleet * args.seconds)
+    width = int((args.seconds * fleet / 1.3e-6 / 0.75) ** 0.5)
+    mandel = {**SCENE, "width": width, "height": int(width * 0.75)}
     print(f"π jobs of {samples:,} samples and Mandelbrot {mandel['width']}x{mandel['height']} at max_iter "
-          f"{mandel['max_iter']}, about {args.seconds:g} s and {args.seconds / 2:g} s for the fleet")
+          f"{mandel['max_iter']}, each about {args.seconds:g} s for the fleet")
     with tempfile.TemporaryDirectory(prefix="hydra-hetero-") as tmp:
         static = run_mode(False, samples, mandel, args.repeats, Path(tmp))
         adaptive = run_mode(True, samples, mandel, args.repeats, Path(tmp))
