@@ -15,9 +15,21 @@ import redis
 
 from . import keys
 
-GRANT = """
+# Release a lease's slots in the in-flight sets of its worker and of its backup worker, if any.
+_RELEASE = """
+local function release(lease_key, member, worker_prefix, worker_suffix)
+  for _, field in ipairs({'worker', 'backup'}) do
+    local w = redis.call('HGET', lease_key, field)
+    if w then redis.call('SREM', worker_prefix .. w .. worker_suffix, member) end
+  end
+  redis.call('HDEL', lease_key, 'backup')
+end
+"""
+
+GRANT = _RELEASE + """
 -- KEYS: todo, leases, job, worker_inflight, chunks, tiles
--- ARGV: deadline, lease_key_prefix, job_id, worker_id, region, now, capacity, cut_size, spec_prefix, pick
+-- ARGV: deadline, lease_key_prefix, job_id, worker_id, region, now, capacity, cut_size, spec_prefix, pick,
+--       worker_prefix, worker_suffix
 -- Leases the job's next chunk to one worker: a re-queued chunk first; then the heaviest
 -- (pick = "max") or lightest ("min") waiting tile; else, for kinds cut lazily (cut_size > 0),
 -- a new range [cursor, cursor + cut_size) of the job's units.
@@ -47,23 +59,13 @@ if not spec then spec = redis.call('HGET', KEYS[5], chunk) end
 local member = ARGV[3] .. ':' .. chunk
 local lk = ARGV[2] .. member
 redis.call('ZADD', KEYS[2], ARGV[1], member)
+release(lk, member, ARGV[11], ARGV[12])  -- a chunk is never held twice: drop any earlier holder
 local attempt = redis.call('HINCRBY', lk, 'attempt', 1)
 redis.call('HSET', lk, 'worker', ARGV[4], 'region', ARGV[5], 'dispatched_at', ARGV[6], 'queued', '0')
 redis.call('SADD', KEYS[4], member)
 redis.call('HINCRBY', KEYS[3], 'dispatched', 1)
 if state == 'queued' then redis.call('HSET', KEYS[3], 'state', 'running', 'started_at', ARGV[6]) end
 return {1, chunk, attempt, spec}
-"""
-
-# Release a lease's slots in the in-flight sets of its worker and of its backup worker, if any.
-_RELEASE = """
-local function release(lease_key, member, worker_prefix, worker_suffix)
-  for _, field in ipairs({'worker', 'backup'}) do
-    local w = redis.call('HGET', lease_key, field)
-    if w then redis.call('SREM', worker_prefix .. w .. worker_suffix, member) end
-  end
-  redis.call('HDEL', lease_key, 'backup')
-end
 """
 
 BACKUP = """
@@ -111,12 +113,17 @@ return {1, tonumber(redis.call('HGET', KEYS[1], 'units_done')), total}
 
 REQUEUE = _RELEASE + """
 -- KEYS: leases, todo, job, done
--- ARGV: lease_member, lease_key, worker_prefix, worker_suffix, chunk_id, now, counter, force
--- Takes a chunk back from its lease and puts it first in the job's queue. Returns
--- {n, worker}: n is the new value of the lease's counter, -1 (not expired) or -2 (merged/over).
+-- ARGV: lease_member, lease_key, worker_prefix, worker_suffix, chunk_id, now, counter, force, reporter
+-- Takes a chunk back from its lease and puts it first in the job's queue. Without force only an
+-- expired lease; with force (a failure, rejection or decline) only a live lease, and only when
+-- reported by the worker or backup that holds it. Returns {n, worker}: n is the new value of
+-- the lease's counter, or -1 (nothing to take back) / -2 (merged or job over).
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if ARGV[8] ~= '1' and (not score or tonumber(score) > tonumber(ARGV[6])) then return {-1, false} end
-if score then redis.call('ZREM', KEYS[1], ARGV[1]) end
+if not score then return {-1, false} end
+if ARGV[8] ~= '1' and tonumber(score) > tonumber(ARGV[6]) then return {-1, false} end
+if ARGV[8] == '1' and redis.call('HGET', ARGV[2], 'worker') ~= ARGV[9]
+   and redis.call('HGET', ARGV[2], 'backup') ~= ARGV[9] then return {-1, false} end
+redis.call('ZREM', KEYS[1], ARGV[1])
 local worker = redis.call('HGET', ARGV[2], 'worker')
 release(ARGV[2], ARGV[1], ARGV[3], ARGV[4])
 local state = redis.call('HGET', KEYS[3], 'state')
@@ -135,7 +142,7 @@ return {n, worker}
 """
 
 FINISH = _RELEASE + """
--- KEYS: job, jobs_active, todo, leases
+-- KEYS: job, jobs_active, todo, leases, tiles
 -- ARGV: new_state, now, field/value pairs..., then '--', lease_key_prefix, worker_prefix, worker_suffix, job_id
 -- Moves a live job to a final state once; releases all its leases. Returns 1 if it changed the job.
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -148,7 +155,10 @@ while ARGV[i] ~= '--' do
 end
 local lease_prefix, worker_prefix, worker_suffix, job_id = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
 redis.call('ZREM', KEYS[2], job_id)
-redis.call('DEL', KEYS[3])
+for _, chunk in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do  -- re-queued chunks keep a lease hash
+  redis.call('DEL', lease_prefix .. job_id .. ':' .. chunk)
+end
+redis.call('DEL', KEYS[3], KEYS[5])
 local prefix = job_id .. ':'
 for _, m in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
   if string.sub(m, 1, #prefix) == prefix then
@@ -194,7 +204,7 @@ class Scripts:
             keys=[keys.job_todo(job_id), keys.LEASES, keys.job(job_id), keys.worker_inflight(worker_id),
                   keys.job_chunks(job_id), keys.job_tiles(job_id)],
             args=[repr(deadline), LEASE_PREFIX, job_id, worker_id, region, repr(now), capacity, cut_size, spec_prefix,
-                  pick],
+                  pick, WORKER_PREFIX, WORKER_SUFFIX],
         )
         if int(res[0]) != 1:
             return Grant(int(res[0]))
@@ -213,7 +223,8 @@ class Scripts:
         )
         return int(res[0]), int(res[1] or 0), int(res[2] or 0)
 
-    def requeue(self, job_id: str, chunk_id: str, *, now: float, counter: str, force: bool) -> tuple[int, str | None]:
+    def requeue(self, job_id: str, chunk_id: str, *, now: float, counter: str, force: bool,
+                reporter: str = "") -> tuple[int, str | None]:
         """Take a chunk back from its lease and put it first in the job's queue.
 
         Without ``force`` only an expired lease is taken back. Returns (n, worker): n is the new
@@ -222,7 +233,7 @@ class Scripts:
         res = self._requeue(
             keys=[keys.LEASES, keys.job_todo(job_id), keys.job(job_id), keys.job_done(job_id)],
             args=[keys.lease_member(job_id, chunk_id), keys.lease(job_id, chunk_id), WORKER_PREFIX, WORKER_SUFFIX,
-                  chunk_id, repr(now), counter, "1" if force else "0"],
+                  chunk_id, repr(now), counter, "1" if force else "0", reporter],
         )
         return int(res[0]), (_text(res[1]) if res[1] else None)
 
@@ -238,7 +249,7 @@ class Scripts:
         """Move a live job to a final state exactly once and release its leases."""
         flat = [x for pair in fields.items() for x in pair]
         return bool(self._finish(
-            keys=[keys.job(job_id), keys.JOBS_ACTIVE, keys.job_todo(job_id), keys.LEASES],
+            keys=[keys.job(job_id), keys.JOBS_ACTIVE, keys.job_todo(job_id), keys.LEASES, keys.job_tiles(job_id)],
             args=[state, repr(now), *flat, "--", LEASE_PREFIX, WORKER_PREFIX, WORKER_SUFFIX, job_id],
         ))
 

@@ -11,8 +11,8 @@ from . import keys
 from .jobs import collect, store
 from .scheduling import dispatcher, sweeper
 from .scheduling.router import default_router
-from .worker import runtime
 from .worker.compute import decline, run_chunk
+from .worker.throttle import on_battery
 
 
 def publish_chunk(chunk: dict[str, Any], attempt: int, worker_id: str, region: str) -> None:
@@ -28,8 +28,9 @@ def compute_chunk(self: Any, chunk: dict[str, Any], attempt: int, region: str = 
     if state is None or state.is_final:
         return  # cancelled or finished meanwhile: don't spend the volunteer's CPU
     worker_id = self.request.hostname or "unknown"
-    if runtime.pause_reason():
-        result = decline(chunk, attempt=attempt, worker_id=worker_id, region=region, reason=runtime.pause_reason())
+    # Checked here, in the process that computes (prefork children do not see the heartbeat thread).
+    if self.app.settings.pause_on_battery and on_battery():
+        result = decline(chunk, attempt=attempt, worker_id=worker_id, region=region, reason="on battery")
     else:
         result = run_chunk(chunk, attempt=attempt, worker_id=worker_id, region=region,
                            threads=self.app.settings.kernel_threads, cpu_limit=self.app.settings.cpu_limit)

@@ -45,7 +45,8 @@ def collect(client: redis.Redis, settings: Settings, data: Mapping[str, Any], *,
     chunk = ChunkSpec.from_json(json.loads(chunk_json))
     scripts = Scripts(client)
     if result.error is not None and result.error.startswith(DECLINED):
-        scripts.requeue(result.job_id, result.chunk_id, now=now, counter="declines", force=True)
+        scripts.requeue(result.job_id, result.chunk_id, now=now, counter="declines", force=True,
+                        reporter=result.worker_id)
         return "declined"  # handed back by a paused worker: re-sent elsewhere, not a failure
     if result.error is not None:
         return _failed(client, settings, scripts, result, now)
@@ -53,9 +54,12 @@ def collect(client: redis.Redis, settings: Settings, data: Mapping[str, Any], *,
         if not result.digest_ok():
             raise ResultRejected("digest does not match the payload")
         increments = handler(chunk.kind).verify(chunk, result.payload)
+        if not all(type(v) is int for v in increments.values()):
+            raise ResultRejected("the result's counters are not integers")
     except ResultRejected as exc:
         log.warning("rejected chunk %s of job %s from %s: %s", result.chunk_id, result.job_id, result.worker_id, exc)
-        scripts.requeue(result.job_id, result.chunk_id, now=now, counter="rejections", force=True)
+        scripts.requeue(result.job_id, result.chunk_id, now=now, counter="rejections", force=True,
+                        reporter=result.worker_id)
         return "rejected"
     code, done, total = scripts.merge(
         result.job_id, result.chunk_id, result.worker_id, json.dumps(dict(result.payload)), now=now,
@@ -93,7 +97,10 @@ def _learn(client: redis.Redis, chunk: ChunkSpec, result: ChunkResult, now: floa
 
 
 def _failed(client: redis.Redis, settings: Settings, scripts: Scripts, result: ChunkResult, now: float) -> str:
-    failures, _ = scripts.requeue(result.job_id, result.chunk_id, now=now, counter="failures", force=True)
+    failures, _ = scripts.requeue(result.job_id, result.chunk_id, now=now, counter="failures", force=True,
+                                  reporter=result.worker_id)
+    if failures < 0:
+        return "ignored"  # not (or no longer) this worker's chunk: nothing to take back
     performance.record_failure(client, result.worker_id)
     log.warning("chunk %s of job %s failed on %s: %s", result.chunk_id, result.job_id, result.worker_id, result.error)
     if failures >= settings.max_chunk_failures:

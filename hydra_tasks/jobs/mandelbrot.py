@@ -38,11 +38,13 @@ def encode_array(values: np.ndarray, dtype: str = "<u4") -> str:
 
 
 def decode_array(text: str, height: int, width: int, dtype: str = "<u4") -> np.ndarray:
+    expected = 4 * height * width
     try:
-        raw = zlib.decompress(base64.b64decode(text, validate=True))
+        inflater = zlib.decompressobj()
+        raw = inflater.decompress(base64.b64decode(text, validate=True), expected + 1)  # never inflate a bomb
     except (ValueError, zlib.error) as exc:
         raise ResultRejected(f"Mandelbrot tile data is not base64 zlib data ({exc}).") from None
-    if len(raw) != 4 * height * width:
+    if inflater.unconsumed_tail or len(raw) != expected:
         raise ResultRejected(f"Mandelbrot tile data holds {len(raw)} bytes; expected {4 * height * width}.")
     return np.frombuffer(raw, dtype=dtype).reshape(height, width)
 

@@ -60,12 +60,12 @@ def compute(chunk: ChunkSpec, *, threads: int = 1, throttle: Throttle | None = N
 
 def verify(chunk: ChunkSpec, payload: Mapping[str, Any]) -> dict[str, int]:
     """Check the result's shape; return the increments for the job's live counters."""
-    hits, samples = payload.get("hits"), payload.get("samples")
-    if not isinstance(hits, int) or isinstance(hits, bool) or samples != chunk.params["count"]:
-        raise ResultRejected(f"π chunk {chunk.chunk_id}: expected integer hits for {chunk.params['count']} samples.")
-    if not 0 <= hits <= samples:
-        raise ResultRejected(f"π chunk {chunk.chunk_id}: hits={hits} is outside [0, {samples}].")
-    return {"units_done": samples, "hits": hits}
+    hits, samples, count = payload.get("hits"), payload.get("samples"), int(chunk.params["count"])
+    if type(hits) is not int or type(samples) is not int or samples != count:
+        raise ResultRejected(f"π chunk {chunk.chunk_id}: expected integer hits for {count} samples.")
+    if not 0 <= hits <= count:
+        raise ResultRejected(f"π chunk {chunk.chunk_id}: hits={hits} is outside [0, {count}].")
+    return {"units_done": count, "hits": hits}
 
 
 def estimate(hits: int, samples: int) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from . import Publish
 from .cluster import ClusterSnapshot, snapshot
 from .planner import range_chunk_size
 from .router import Router
-from .stragglers import backup_stragglers
+from .stragglers import backup_stragglers, chunk_work
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +48,14 @@ def dispatch(client: redis.Redis, settings: Settings, router: Router, publish: P
     scripts = Scripts(client)
     sent = 0
     for job_id in client.zrange(keys.JOBS_ACTIVE, 0, -1):
-        kind_name, spec_json, units_total, cursor, units_done = client.hmget(
-            keys.job(job_id), "kind", "spec", "units_total", "cursor", "units_done")
+        kind_name, spec_json, units_total, cursor = client.hmget(
+            keys.job(job_id), "kind", "spec", "units_total", "cursor")
         if kind_name is None:
             continue
         kind = JobKind(kind_name)
         prefix = handler(kind).range_prefix(job_id, json.loads(spec_json)["params"]) or ""
         remaining = int(units_total or 0) - int(cursor or 0)
-        first = {wid: int(units_done or 0) == 0 for wid in snap.workers}
+        first = _first_chunk(client, job_id, snap)
         while True:
             worker_id = router.choose(snap, free, kind.value)
             if worker_id is None:
@@ -77,18 +77,32 @@ def dispatch(client: redis.Redis, settings: Settings, router: Router, publish: P
                 if settings.adaptive:
                     sent += backup_stragglers(client, snap, free, router, publish, job_id, kind.value, now=now)
                 break
+            spec = json.loads(grant.spec_json)
+            # The lease was granted with a provisional deadline; fit it to the chunk actually granted
+            # (a re-queued chunk may have been cut for a faster worker).
+            client.zadd(keys.LEASES, {keys.lease_member(job_id, grant.chunk_id or ""):
+                                      now + lease_seconds(settings, chunk_work(spec), worker.rate(kind.value))},
+                        xx=True)
             try:
-                publish(json.loads(grant.spec_json), grant.attempt, worker_id, worker.region)
+                publish(spec, grant.attempt, worker_id, worker.region)
             except Exception:  # noqa: BLE001 - broker trouble: the lease expires and the sweeper retries
                 log.exception("publishing chunk %s of job %s to %s failed; it will be re-sent",
                               grant.chunk_id, job_id, worker_id)
                 return sent
             if prefix:
-                remaining -= json.loads(grant.spec_json)["units"] if grant.attempt == 1 else 0
+                remaining -= spec["units"] if grant.attempt == 1 else 0
             first[worker_id] = False
             free[worker_id] -= 1
             sent += 1
     return sent
+
+
+def _first_chunk(client: redis.Redis, job_id: str, snap: ClusterSnapshot) -> dict[str, bool]:
+    """Which live workers have not yet returned a chunk of this job (they get a short first one)."""
+    pipe = client.pipeline(transaction=False)
+    for worker_id in snap.workers:
+        pipe.hexists(keys.job_workers(job_id), f"{worker_id}|chunks")
+    return {wid: not seen for wid, seen in zip(snap.workers, pipe.execute())}
 
 
 def heavy_or_light(snap: ClusterSnapshot, worker_id: str, kind: str) -> str:
@@ -98,6 +112,6 @@ def heavy_or_light(snap: ClusterSnapshot, worker_id: str, kind: str) -> str:
     return "max" if snap.workers[worker_id].rate(kind) >= median else "min"
 
 
-def lease_seconds(settings: Settings, units: int, rate: float) -> float:
+def lease_seconds(settings: Settings, units: float, rate: float) -> float:
     """A lease long enough for the chunk on its worker (3x the expected time) and at least HYDRA_LEASE_S."""
     return max(settings.lease_s, 3.0 * units / max(rate, 1.0))

@@ -6,6 +6,7 @@ result wins; the merge's done-set counts the chunk once and both leases are rele
 from __future__ import annotations
 
 import json
+import logging
 import math
 from typing import Mapping
 
@@ -16,6 +17,8 @@ from ..lua import Scripts
 from . import Publish
 from .cluster import ClusterSnapshot
 from .router import Router
+
+log = logging.getLogger(__name__)
 
 #: A backup is sent if the idle helper would finish before the holder is expected to (the helper
 #: has nothing else to do), or if the holder is late: past LATE_FACTOR x its expected time and
@@ -64,7 +67,9 @@ def backup_stragglers(client: redis.Redis, snap: ClusterSnapshot, free: dict[str
     for member, lease, spec in zip(members, replies[::2], replies[1::2]):
         if lease and spec and "backup" not in lease:
             units = chunk_work(json.loads(spec))
-            candidates.append((expected_finish(lease, units, snap, kind), member, lease, units))
+            finish = expected_finish(lease, units, snap, kind)
+            if units > 0 or not math.isfinite(finish):  # no estimate (the preview): only if the holder is gone
+                candidates.append((finish, member, lease, units))
     candidates.sort(key=lambda c: c[0], reverse=True)  # the latest expected finish first
     scripts, sent = Scripts(client), 0
     for holder_finish, member, lease, units in candidates:
@@ -80,7 +85,11 @@ def backup_stragglers(client: redis.Redis, snap: ClusterSnapshot, free: dict[str
         spec_json = scripts.backup(job_id, chunk_id, helper_id, capacity=snap.slots[helper_id])
         if spec_json is None:
             continue
-        publish(json.loads(spec_json), int(lease.get("attempt", 1)), helper_id, helper.region)
+        try:
+            publish(json.loads(spec_json), int(lease.get("attempt", 1)), helper_id, helper.region)
+        except Exception:  # noqa: BLE001 - broker trouble: the original lease still stands
+            log.exception("publishing a backup of %s to %s failed", member, helper_id)
+            return sent
         free[helper_id] -= 1
         sent += 1
     return sent

@@ -58,12 +58,19 @@ def finalize_stragglers(client: redis.Redis, settings: Settings, report: SweepRe
     """A job whose chunks are all merged but which is still live (its finalizer died), or whose
     preview is merged but whose tiles were never cut (its collector died)."""
     for job_id in client.zrange(keys.JOBS_ACTIVE, 0, -1):
-        if client.sismember(keys.job_done(job_id), "preview") and not client.hget(keys.job(job_id), "tiled"):
-            collect.plan_tiles_after_preview(client, settings, job_id)
-        done, total, state = client.hmget(keys.job(job_id), "units_done", "units_total", "state")
-        if state in (JobState.QUEUED.value, JobState.RUNNING.value) and done is not None and done == total:
-            if collect.finalize(client, job_id):
-                report.finalized_jobs.append(job_id)
+        try:
+            if client.sismember(keys.job_done(job_id), "preview") and not client.hget(keys.job(job_id), "tiled"):
+                collect.plan_tiles_after_preview(client, settings, job_id)
+            done, total, state = client.hmget(keys.job(job_id), "units_done", "units_total", "state")
+            if state in (JobState.QUEUED.value, JobState.RUNNING.value) and done is not None and done == total:
+                if collect.finalize(client, job_id):
+                    report.finalized_jobs.append(job_id)
+        except redis.ConnectionError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one broken job must not stop the sweep for all others
+            log.exception("sweeping job %s failed", job_id)
+            if store.fail_job(client, job_id, f"the control plane could not finish it: {exc!r}"):
+                report.failed_jobs.append(job_id)
 
 
 def sweep(client: redis.Redis, settings: Settings, router: Router, publish: Publish, *,

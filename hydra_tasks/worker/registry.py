@@ -7,7 +7,8 @@ build a cluster snapshot and marks silent workers offline.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import redis
@@ -101,9 +102,15 @@ def set_offline(client: redis.Redis, worker_id: str) -> None:
     client.hset(keys.worker(worker_id), "state", WorkerState.OFFLINE.value)
 
 
+MAX_CONCURRENCY = 256
+
+
 def _parse(raw: dict[str, str]) -> WorkerInfo | None:
+    """A worker record, or None if it is malformed or implausible (volunteers write these
+    records, so nothing in them may break scheduling: speeds must be finite and positive, and a
+    worker runs at most as many processes as it has cores)."""
     try:
-        return WorkerInfo(
+        info = WorkerInfo(
             worker_id=raw["worker_id"], region=raw["region"], host=raw.get("host", "?"), pid=int(raw.get("pid", 0)),
             cores=int(raw.get("cores", 1)), concurrency=max(1, int(raw.get("concurrency", 1))),
             pi_samples_per_s=float(raw.get("pi_samples_per_s", 0.0)),
@@ -118,6 +125,10 @@ def _parse(raw: dict[str, str]) -> WorkerInfo | None:
         )
     except (KeyError, ValueError):
         return None  # a half-written or foreign record: ignore rather than break scheduling
+    speeds = (info.pi_samples_per_s, info.mandelbrot_iters_per_s, info.perf_pi.rate, info.perf_mandelbrot.rate)
+    if not all(math.isfinite(v) and v >= 0 for v in speeds) or not 0 < info.cpu_limit <= 100:
+        return None
+    return replace(info, concurrency=min(info.concurrency, max(info.cores, 1), MAX_CONCURRENCY))
 
 
 def list_workers(client: redis.Redis) -> list[WorkerInfo]:

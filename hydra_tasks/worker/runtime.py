@@ -26,18 +26,11 @@ log = logging.getLogger(__name__)
 
 _heartbeat_stop = threading.Event()
 _registered: dict[str, str] = {}  # worker_id -> region, for this process
-_pause_reason = ""  # non-empty while the worker must not compute (set by the heartbeat thread)
 
 
-def pause_reason() -> str:
-    """Why this worker is paused ("" if it is not)."""
-    return _pause_reason
-
-
-def _check_power(app: Any) -> str:
-    global _pause_reason
-    _pause_reason = "on battery" if app.settings.pause_on_battery and on_battery() else ""
-    return _pause_reason
+def _pause_reason(app: Any) -> str:
+    """Why this worker should not take work now ("" if it should)."""
+    return "on battery" if app.settings.pause_on_battery and on_battery() else ""
 
 
 def calibrate(budget_s: float = 0.15, *, threads: int = 1) -> dict[str, float]:
@@ -95,7 +88,7 @@ def on_worker_ready(consumer: Any) -> None:
 
 
 def _beat_once(app: Any, worker_id: str) -> None:
-    reason = _check_power(app)
+    reason = _pause_reason(app)
     state = WorkerState.PAUSED if reason else WorkerState.ONLINE
     registry.heartbeat(app.redis, worker_id, state=state, pause_reason=reason)
 

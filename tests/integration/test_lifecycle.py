@@ -171,11 +171,17 @@ def test_cancelling_drops_queued_chunks_and_releases_every_lease(app: HydraCeler
 def test_a_chunk_that_keeps_failing_fails_the_job_with_its_error(app: HydraCelery) -> None:
     add_workers(app, {"eu-west": 1})
     job_id = pi_job(app)
-    chunk, attempt, _ = run_dispatch(app)[0]
-    bad = run_chunk(chunk, attempt=attempt, worker_id="w@test", region="eu-west")
-    bad = {**bad, "error": "KernelError: simulated", "payload": {}}
-    outcomes = [collect.collect(app.redis, app.settings, bad) for _ in range(app.settings.max_chunk_failures)]
-    assert outcomes[-1] == "failed"
+    sent = run_dispatch(app)
+    chunk, attempt, holder = sent[0]
+    outcomes = []
+    for _ in range(app.settings.max_chunk_failures):
+        bad = run_chunk(chunk, attempt=attempt, worker_id=holder, region="eu-west")
+        outcomes.append(collect.collect(app.redis, app.settings, {**bad, "error": "KernelError: simulated",
+                                                                    "payload": {}}))
+        again = [s for s in run_dispatch(app) if s[0]["chunk_id"] == chunk["chunk_id"]]
+        if again:  # the failed chunk goes out again first, with the next attempt number
+            chunk, attempt, holder = again[0]
+    assert outcomes[:-1] == ["rejected"] * (len(outcomes) - 1) and outcomes[-1] == "failed"
     job = store.get_job(app.redis, job_id)
     assert job["state"] == "failed" and "simulated" in job["error"]
     assert app.redis.zcard(keys.LEASES) == 0
@@ -184,8 +190,8 @@ def test_a_chunk_that_keeps_failing_fails_the_job_with_its_error(app: HydraCeler
 def test_a_tampered_result_is_rejected_and_its_chunk_queued_again(app: HydraCelery) -> None:
     add_workers(app, {"eu-west": 1})
     job_id = pi_job(app)
-    chunk, attempt, _ = run_dispatch(app)[0]
-    result = run_chunk(chunk, attempt=attempt, worker_id="w@test", region="eu-west")
+    chunk, attempt, holder = run_dispatch(app)[0]
+    result = run_chunk(chunk, attempt=attempt, worker_id=holder, region="eu-west")
     forged = {**result, "payload": {**result["payload"], "hits": result["payload"]["hits"] + 1}}
     assert collect.collect(app.redis, app.settings, forged) == "rejected"
     job = store.get_job(app.redis, job_id)
@@ -248,8 +254,8 @@ def test_smooth_values_that_do_not_match_the_counts_are_rejected(app: HydraCeler
 
     add_workers(app, {"eu-west": 1})
     job_id = _mandelbrot_job(app, "smooth")
-    chunk, attempt, _ = run_dispatch(app)[0]
-    result = run_chunk(chunk, attempt=attempt, worker_id="w@test", region="eu-west")
+    chunk, attempt, holder = run_dispatch(app)[0]
+    result = run_chunk(chunk, attempt=attempt, worker_id=holder, region="eu-west")
     p = chunk["params"]
     smooth = decode_array(result["payload"]["smooth"], p["height"], p["width"], "<f4").copy()
     smooth[smooth == smooth] += 50.0  # shift every escaped pixel's value far from its count
@@ -388,3 +394,44 @@ def test_static_mode_sends_no_backups(app: HydraCelery) -> None:
     assert len(run_dispatch(app)) == 1
     _add_worker(app, "fast@test", 1e9)
     assert run_dispatch(app) == []
+
+
+def test_a_failure_reported_by_a_worker_that_does_not_hold_the_chunk_changes_nothing(app: HydraCelery) -> None:
+    add_workers(app, {"eu-west": 1})
+    job_id = pi_job(app)
+    chunk, attempt, holder = run_dispatch(app)[0]
+    forged = {**run_chunk(chunk, attempt=attempt, worker_id="intruder@test", region="eu-west"),
+              "error": "KernelError: forged", "payload": {}}
+    for _ in range(app.settings.max_chunk_failures + 1):
+        assert collect.collect(app.redis, app.settings, forged) == "ignored"
+    job = store.get_job(app.redis, job_id)
+    assert job["state"] == "running" and job["failures"] == 0
+    assert app.redis.sismember(keys.worker_inflight(holder), keys.lease_member(job_id, chunk["chunk_id"]))
+
+
+def test_a_float_sample_count_is_rejected_before_anything_is_merged(app: HydraCelery) -> None:
+    from hydra_tasks.models import payload_digest
+
+    add_workers(app, {"eu-west": 1})
+    job_id = pi_job(app)
+    chunk, attempt, holder = run_dispatch(app)[0]
+    result = run_chunk(chunk, attempt=attempt, worker_id=holder, region="eu-west")
+    payload = {**result["payload"], "samples": float(result["payload"]["samples"])}
+    bad = {**result, "payload": payload, "digest": payload_digest(job_id, chunk["chunk_id"], payload)}
+    assert collect.collect(app.redis, app.settings, bad) == "rejected"
+    assert store.get_job(app.redis, job_id)["chunks_done"] == 0
+    assert not app.redis.sismember(keys.job_done(job_id), chunk["chunk_id"])
+
+
+def test_a_worker_record_with_impossible_values_is_ignored_by_scheduling(app: HydraCelery) -> None:
+    add_workers(app, {"eu-west": 1})
+    _add_worker(app, "liar@test", 1e9)
+    app.redis.hset(keys.worker("liar@test"), mapping={"pi_samples_per_s": "nan", "concurrency": "1000000"})
+    _add_worker(app, "greedy@test", 1e9)
+    app.redis.hset(keys.worker("greedy@test"), mapping={"concurrency": "1000000", "cores": "2"})
+    workers = {w.worker_id: w for w in registry.list_workers(app.redis)}
+    assert "liar@test" not in workers and workers["greedy@test"].concurrency == 2
+    pi_job(app, samples=100_000)
+    sent = run_dispatch(app)
+    assert {w for _, _, w in sent} == {"eu-west-0@test", "greedy@test"}
+    assert sum(w == "greedy@test" for _, _, w in sent) == 2 * app.settings.inflight_per_slot

@@ -56,3 +56,17 @@ def test_planned_tiles_carry_their_estimated_cost_and_respect_the_slot_count() -
     assert len(tiles) >= 24  # at least 3 per slot even when the fleet could do it all at once
     assert sum(t.units for t in tiles) == 320 * 240
     assert all(t.params["est_cost"] > 0 for t in tiles)
+
+
+def test_a_compressed_bomb_is_refused_without_inflating_it() -> None:
+    import base64
+    import zlib
+
+    import pytest
+
+    from hydra_tasks.errors import ResultRejected
+    from hydra_tasks.jobs.mandelbrot import decode_array
+
+    bomb = base64.b64encode(zlib.compress(bytes(50_000_000), 9)).decode()  # 50 MB of zeros, ~50 kB packed
+    with pytest.raises(ResultRejected, match="expected 400"):
+        decode_array(bomb, 10, 10)
