@@ -158,7 +158,7 @@ def cancel(job_id: str) -> None:
 
 # --- processes ----------------------------------------------------------------------------
 @main.command()
-@click.option("--region", required=True, help="Region this machine is in, e.g. eu-west.")
+@click.option("--region", default=None, help="Region this machine is in, e.g. eu-west (default: HYDRA_REGION).")
 @click.option("--name", default=None, help="Worker name (default: REGION-PID).")
 @click.option("--concurrency", "-c", type=int, default=None, help="Parallel chunks (default: CPU count).")
 @click.option("--pool", type=click.Choice(["prefork", "threads", "solo"]), default="prefork", show_default=True)
@@ -167,13 +167,14 @@ def cancel(job_id: str) -> None:
 @click.option("--cpu-limit", type=click.FloatRange(1, 100), default=None,
               help="Compute at most this percent of the time (HYDRA_CPU_LIMIT), e.g. 50.")
 @click.option("--loglevel", default="INFO", show_default=True)
-def worker(region: str, name: str | None, concurrency: int | None, pool: str, threads: int | None,
+def worker(region: str | None, name: str | None, concurrency: int | None, pool: str, threads: int | None,
            cpu_limit: float | None, loglevel: str) -> None:
     """Run a volunteer worker for REGION (wraps `celery -A hydra_tasks worker -Q hydra.region.REGION`)."""
     from . import keys
     from .settings import REGION_RE
     from .stack import celery_worker_argv
 
+    region = region or _settings().region
     if not REGION_RE.match(region):
         raise click.BadParameter("use lowercase letters, digits and '-'", param_hint="--region")
     argv = celery_worker_argv([keys.region_queue(region)], name=name or f"{region}-{os.getpid()}",
