@@ -1,0 +1,91 @@
+"""Try carbon providers in order, cache per zone, and remember what failed.
+
+Routing must keep working with every outside provider down, so a chain normally ends with the
+:class:`~hydra_tasks.grid.table.EmbeddedTableProvider`, which never fails for a known zone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable, Sequence
+
+from . import CarbonProvider, GridError, Reading, to_utc
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProviderFailure:
+    """One provider failing for one zone; ``clock_s`` is the chain's clock at that moment."""
+
+    provider: str
+    zone: str
+    message: str
+    clock_s: float
+
+
+class ProviderChain:
+    """The first good reading from ``providers``, cached per (zone, hour asked) for ``ttl_s``."""
+
+    name = "chain"
+
+    def __init__(
+        self,
+        providers: Sequence[CarbonProvider],
+        *,
+        ttl_s: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_failures: int = 100,
+    ) -> None:
+        if not providers:
+            raise GridError("a ProviderChain needs at least one provider; end it with EmbeddedTableProvider()")
+        if ttl_s < 0:
+            raise GridError(f"ttl_s must be >= 0, got {ttl_s}; pass 0 to turn caching off")
+        self.providers = list(providers)
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._cache: dict[tuple[str, datetime | None], tuple[float, Reading]] = {}
+        self._failures: deque[ProviderFailure] = deque(maxlen=max_failures)
+
+    @property
+    def failures(self) -> list[ProviderFailure]:
+        """The most recent failures, oldest first (at most ``max_failures``)."""
+        return list(self._failures)
+
+    def clear_cache(self) -> None:
+        """Forget every cached reading."""
+        self._cache.clear()
+
+    def intensity(self, zone: str, at: datetime | None = None) -> Reading:
+        """The first provider's good reading for ``zone``; GridError if all of them fail."""
+        key = (zone, None if at is None else to_utc(at).replace(minute=0, second=0, microsecond=0))
+        now = self._clock()
+        cached = self._cache.get(key)
+        if cached is not None and now - cached[0] < self.ttl_s:
+            return cached[1]
+        failed: list[ProviderFailure] = []
+        for provider in self.providers:
+            try:
+                reading = provider.intensity(zone, at)
+            except Exception as exc:  # noqa: BLE001 - one broken provider must not stop routing
+                failed.append(self._record(provider, zone, exc))
+                continue
+            self._cache[key] = (now, reading)
+            return reading
+        summary = "; ".join(f"{f.provider}: {f.message}" for f in failed)
+        raise GridError(
+            f"every carbon provider failed for zone {zone!r} ({summary}); "
+            "end the chain with EmbeddedTableProvider() so routing always has a figure"
+        )
+
+    def _record(self, provider: CarbonProvider, zone: str, exc: Exception) -> ProviderFailure:
+        name = getattr(provider, "name", type(provider).__name__)
+        message = str(exc) if isinstance(exc, GridError) else f"{type(exc).__name__}: {exc}"
+        failure = ProviderFailure(provider=name, zone=zone, message=message, clock_s=self._clock())
+        self._failures.append(failure)
+        log.warning("carbon provider %s failed for zone %s: %s", name, zone, message)
+        return failure
