@@ -139,6 +139,8 @@ class Settings:
     carbon_weight: float = field(default=0.5, metadata=_meta("HYDRA_CARBON_WEIGHT", _float(0, 1)))
     cost_weight: float = field(default=0.2, metadata=_meta("HYDRA_COST_WEIGHT", _float(0, 1)))
     renewable_weight: float = field(default=0.3, metadata=_meta("HYDRA_RENEWABLE_WEIGHT", _float(0, 1)))
+    regions: str = field(default="", metadata=_meta("HYDRA_REGIONS", _str))            # see grid/regions.py
+    carbon_trace: str = field(default="", metadata=_meta("HYDRA_CARBON_TRACE", _str))  # hourly CSV to replay
     # --- token incentives (seed names); amounts are integer micro-tokens
     token_incentives: bool = field(default=True, metadata=_meta("HYDRA_TOKEN_INCENTIVES", _parse_bool))
     base_token_rate_micro: int = field(default=1_000_000, metadata=_meta("HYDRA_BASE_TOKEN_RATE", parse_micro_tokens))
@@ -166,6 +168,12 @@ class Settings:
         if self.min_chunk_s > self.target_chunk_s:
             raise ConfigError(f"HYDRA_MIN_CHUNK_S ({self.min_chunk_s}) must not exceed HYDRA_TARGET_CHUNK_S "
                               f"({self.target_chunk_s}).")
+        from .grid.regions import parse_regions
+
+        parse_regions(self.regions)  # validated once, here; ConfigError says what to fix
+        if self.carbon_trace and not Path(self.carbon_trace).is_file():
+            raise ConfigError(f"HYDRA_CARBON_TRACE={self.carbon_trace!r} is not a file; give the path of an hourly "
+                              "CSV (datetime_utc,ZONE,...) or leave it unset to use the embedded annual table.")
         weights = self.carbon_weight + self.cost_weight + self.renewable_weight
         if self.grid_aware and weights <= 0:
             raise ConfigError(
