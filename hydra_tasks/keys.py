@@ -20,6 +20,7 @@ hydra:job:{id}:log             list    recent accepted chunks (worker, units, el
 hydra:leases                   zset    "{job}:{chunk}" -> lease deadline (unix seconds)
 hydra:lease:{job}:{chunk}      hash    worker, region, attempt, dispatched_at, queued, expiries ...
 hydra:workers                  set     worker ids ever registered
+hydra:sustainability           hash    energy and carbon totals over all jobs (grid/accounting.py)
 hydra:worker:{id}              hash    region, host, cores, speeds, state, last_seen, performance model
 hydra:worker:{id}:inflight     set     "{job}:{chunk}" currently leased to the worker
 =============================  ======  ============================================================
@@ -33,6 +34,7 @@ JOBS = f"{PREFIX}:jobs"
 JOBS_ACTIVE = f"{PREFIX}:jobs:active"
 LEASES = f"{PREFIX}:leases"
 WORKERS = f"{PREFIX}:workers"
+SUSTAINABILITY = f"{PREFIX}:sustainability"  # hash: energy_j, carbon_g, counterfactual_g, renewable_kwh
 
 CONTROL_QUEUE = "hydra.control"
 REGION_QUEUE_PREFIX = "hydra.region."

@@ -61,6 +61,19 @@ def _job_summary(client: redis.Redis, job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def sustainability_metrics(client: redis.Redis, *, job_id: str | None = None, limit: int = 5) -> dict[str, Any]:
+    """Energy, carbon, the carbon-blind counterfactual and renewable kWh: overall and per job."""
+    from .grid.accounting import totals
+
+    if job_id:
+        store.get_job(client, job_id)  # JobNotFound for an unknown id
+        ids = [job_id]
+    else:
+        ids = [j["id"] for j in store.list_jobs(client, limit=limit)]
+    return {"overall": totals(client.hgetall(keys.SUSTAINABILITY)),
+            "jobs": [{"job_id": i, **totals(client.hgetall(keys.job(i)))} for i in ids]}
+
+
 def chunking_metrics(client: redis.Redis, *, job_id: str | None = None, limit: int = 5) -> dict[str, Any]:
     return {"workers": worker_models(client),
             "jobs": [_job_summary(client, job) for job in _recent(client, "pi", job_id, limit)]}

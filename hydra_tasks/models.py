@@ -105,12 +105,13 @@ class ChunkResult:
     digest: str
     error: str | None = None
     signature: str | None = field(default=None)
+    energy_j: float | None = None  # measured (RAPL) by the volunteer, if its OS exposes it
 
     def to_json(self) -> dict[str, Any]:
         return {"job_id": self.job_id, "chunk_id": self.chunk_id, "worker_id": self.worker_id,
                 "region": self.region, "attempt": self.attempt, "elapsed_s": self.elapsed_s,
                 "cpu_s": self.cpu_s, "payload": dict(self.payload), "digest": self.digest,
-                "error": self.error, "signature": self.signature}
+                "error": self.error, "signature": self.signature, "energy_j": self.energy_j}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "ChunkResult":
@@ -121,6 +122,7 @@ class ChunkResult:
                 cpu_s=float(data.get("cpu_s", 0.0)), payload=dict(data["payload"]), digest=str(data["digest"]),
                 error=None if data.get("error") is None else str(data["error"]),
                 signature=None if data.get("signature") is None else str(data["signature"]),
+                energy_j=None if data.get("energy_j") is None else float(data["energy_j"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ResultRejected(f"Malformed chunk result ({exc!r}).") from None

@@ -35,6 +35,12 @@ def adaptive_chunking_metrics() -> Response:
     return jsonify(metrics.chunking_metrics(hydra().redis, job_id=job_id, limit=limit))
 
 
+@bp.get("/sustainability_metrics")
+def sustainability_metrics() -> Response:
+    job_id, limit = _args()
+    return jsonify(metrics.sustainability_metrics(hydra().redis, job_id=job_id, limit=limit))
+
+
 @bp.get("/adaptive_tiling_metrics")
 def adaptive_tiling_metrics() -> Response:
     job_id, limit = _args()

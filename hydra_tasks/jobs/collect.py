@@ -18,8 +18,11 @@ from .. import keys
 from ..errors import HydraError, ResultRejected
 from ..lua import Scripts
 from ..models import ChunkResult, ChunkSpec, JobKind, JobState
+from ..grid import accounting
+from ..grid.regions import parse_regions, region_signals
 from ..imaging import render_png
 from ..scheduling.cluster import snapshot
+from ..scheduling.router import carbon_provider
 from ..settings import Settings
 from ..worker import performance
 from ..worker.compute import DECLINED
@@ -67,6 +70,7 @@ def collect(client: redis.Redis, settings: Settings, data: Mapping[str, Any], *,
     )
     if code == 1:
         _learn(client, chunk, result, now)
+        _account(client, settings, chunk, result)
         if chunk.params.get("preview"):
             plan_tiles_after_preview(client, settings, result.job_id)
     if code >= 0 and done == total:
@@ -108,6 +112,24 @@ def _failed(client: redis.Redis, settings: Settings, scripts: Scripts, result: C
                                               f"{result.error}", now=now)
         return "failed"
     return "rejected"
+
+
+def _account(client: redis.Redis, settings: Settings, chunk: ChunkSpec, result: ChunkResult) -> None:
+    """Energy and carbon of an accepted chunk, and what carbon-blind routing would have emitted."""
+    snap = snapshot(client, settings)
+    holder = snap.workers.get(result.worker_id)
+    energy = accounting.chunk_energy_j(
+        reported_j=result.energy_j, cpu_s=result.cpu_s, elapsed_s=result.elapsed_s,
+        cores=holder.cores if holder else 1, watts_per_core=holder.watts_per_core if holder else settings.watts_per_core)
+    capacity: dict[str, float] = {}
+    for w in snap.workers.values():
+        capacity[w.region] = capacity.get(w.region, 0.0) + w.rate(chunk.kind.value)
+    regions = parse_regions(settings.regions)
+    signals = region_signals(regions, set(capacity) | {result.region}, carbon_provider(settings.carbon_trace))
+    known = [s.g_co2_per_kwh for s in signals.values() if s.g_co2_per_kwh is not None]
+    fallback = sum(known) / len(known) if known else 475.0  # world average when nothing is known
+    accounting.record(client, chunk.job_id, accounting.chunk_carbon(energy, result.region, signals, capacity,
+                                                                    fallback_g_per_kwh=fallback))
 
 
 def plan_tiles_after_preview(client: redis.Redis, settings: Settings, job_id: str) -> int:

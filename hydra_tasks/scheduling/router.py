@@ -79,7 +79,7 @@ class GridAwareRouter:
 
 
 @functools.lru_cache(maxsize=4)
-def _provider(carbon_trace: str) -> CarbonProvider:
+def carbon_provider(carbon_trace: str) -> CarbonProvider:
     """One provider chain per process (it caches readings): trace replay if configured, then the
     embedded annual table, which never fails."""
     providers: list[CarbonProvider] = [TraceProvider(carbon_trace)] if carbon_trace else []
@@ -91,7 +91,7 @@ def router_for(settings: Settings) -> Router:
     if not settings.grid_aware:
         return CapacityRouter()
     regions = parse_regions(settings.regions)
-    signals = region_signals(regions, set(regions), _provider(settings.carbon_trace))
+    signals = region_signals(regions, set(regions), carbon_provider(settings.carbon_trace))
     return GridAwareRouter(signals, carbon_weight=settings.carbon_weight, cost_weight=settings.cost_weight,
                            renewable_weight=settings.renewable_weight)
 

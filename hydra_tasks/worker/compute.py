@@ -8,6 +8,7 @@ from typing import Any, Mapping
 from ..errors import HydraError
 from ..jobs import handler
 from ..models import ChunkResult, ChunkSpec, payload_digest
+from ..grid.accounting import rapl_delta_j, read_rapl_uj
 from .throttle import Throttle
 
 
@@ -27,7 +28,7 @@ def run_chunk(chunk_data: Mapping[str, Any], *, attempt: int, worker_id: str, re
     """Compute a chunk and return its ChunkResult as JSON. Kernel errors are reported, not raised,
     so the control plane can count the failure and re-send the chunk elsewhere."""
     chunk = ChunkSpec.from_json(chunk_data)
-    wall0, cpu0 = time.perf_counter(), time.process_time()
+    wall0, cpu0, rapl0 = time.perf_counter(), time.process_time(), read_rapl_uj()
     payload: dict[str, Any] = {}
     error = None
     try:
@@ -35,8 +36,9 @@ def run_chunk(chunk_data: Mapping[str, Any], *, attempt: int, worker_id: str, re
     except HydraError as exc:
         error = f"{type(exc).__name__}: {exc}"
     elapsed_s, cpu_s = time.perf_counter() - wall0, time.process_time() - cpu0
+    energy_j = rapl_delta_j(rapl0, read_rapl_uj())
     return ChunkResult(
         job_id=chunk.job_id, chunk_id=chunk.chunk_id, worker_id=worker_id, region=region, attempt=attempt,
         elapsed_s=elapsed_s, cpu_s=cpu_s, payload=payload,
-        digest=payload_digest(chunk.job_id, chunk.chunk_id, payload), error=error,
+        digest=payload_digest(chunk.job_id, chunk.chunk_id, payload), error=error, energy_j=energy_j,
     ).to_json()

@@ -36,6 +36,7 @@ class WorkerInfo:
     kernel_threads: int = 1
     cpu_limit: float = 100.0
     pause_reason: str = ""
+    watts_per_core: float = 15.0
     chunks_done: int = 0
     busy_ms: int = 0
     perf_pi: Performance = Performance(0.0, 0.0, 0)
@@ -79,7 +80,7 @@ class WorkerInfo:
 # What a worker writes about itself on start; counters and the performance model are kept.
 _REGISTERED_FIELDS = ("worker_id", "region", "host", "pid", "cores", "concurrency", "pi_samples_per_s",
                       "mandelbrot_iters_per_s", "state", "started_at", "last_seen", "isa", "kernel_threads",
-                      "cpu_limit", "pause_reason")
+                      "cpu_limit", "pause_reason", "watts_per_core")
 
 
 def register(client: redis.Redis, info: WorkerInfo) -> None:
@@ -118,7 +119,8 @@ def _parse(raw: dict[str, str]) -> WorkerInfo | None:
             state=WorkerState(raw.get("state", "offline")), started_at=float(raw.get("started_at", 0.0)),
             last_seen=float(raw.get("last_seen", 0.0)), isa=raw.get("isa", "unknown"),
             kernel_threads=int(raw.get("kernel_threads", 1)), cpu_limit=float(raw.get("cpu_limit", 100.0)),
-            pause_reason=raw.get("pause_reason", ""), chunks_done=int(raw.get("chunks_done", 0)),
+            pause_reason=raw.get("pause_reason", ""), watts_per_core=float(raw.get("watts_per_core", 15.0)),
+            chunks_done=int(raw.get("chunks_done", 0)),
             busy_ms=int(raw.get("busy_ms", 0)), perf_pi=performance(raw, "pi"),
             perf_mandelbrot=performance(raw, "mandelbrot"), ok=int(raw.get("ok", 0)),
             failed=int(raw.get("failed", 0)), expired=int(raw.get("expired", 0)),
@@ -126,7 +128,8 @@ def _parse(raw: dict[str, str]) -> WorkerInfo | None:
     except (KeyError, ValueError):
         return None  # a half-written or foreign record: ignore rather than break scheduling
     speeds = (info.pi_samples_per_s, info.mandelbrot_iters_per_s, info.perf_pi.rate, info.perf_mandelbrot.rate)
-    if not all(math.isfinite(v) and v >= 0 for v in speeds) or not 0 < info.cpu_limit <= 100:
+    if not all(math.isfinite(v) and v >= 0 for v in speeds) or not 0 < info.cpu_limit <= 100 \
+            or not 0 < info.watts_per_core <= 500:
         return None
     return replace(info, concurrency=min(info.concurrency, max(info.cores, 1), MAX_CONCURRENCY))
 

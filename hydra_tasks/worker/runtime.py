@@ -76,6 +76,7 @@ def on_worker_ready(consumer: Any) -> None:
         started_at=now, last_seen=now, pi_samples_per_s=speeds["pi_samples_per_s"] * app.settings.cpu_limit / 100,
         mandelbrot_iters_per_s=speeds["mandelbrot_iters_per_s"] * app.settings.cpu_limit / 100,
         isa=str(kernels.build_info()["isa"]), kernel_threads=threads, cpu_limit=app.settings.cpu_limit,
+        watts_per_core=app.settings.watts_per_core,
     )
     registry.register(app.redis, info)
     _beat_once(app, worker_id)

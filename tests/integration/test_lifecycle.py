@@ -435,3 +435,23 @@ def test_a_worker_record_with_impossible_values_is_ignored_by_scheduling(app: Hy
     sent = run_dispatch(app)
     assert {w for _, _, w in sent} == {"eu-west-0@test", "greedy@test"}
     assert sum(w == "greedy@test" for _, _, w in sent) == 2 * app.settings.inflight_per_slot
+
+
+def test_every_accepted_chunk_is_accounted_and_a_clean_region_saves_carbon(app: HydraCelery) -> None:
+    from hydra_tasks.metrics import sustainability_metrics
+
+    now = time.time()
+    for wid, region in (("clean@test", "eu-north"), ("dirty@test", "ap-south")):
+        registry.register(app.redis, registry.WorkerInfo(
+            worker_id=wid, region=region, host="h", pid=1, cores=1, concurrency=1, pi_samples_per_s=1e8,
+            mandelbrot_iters_per_s=1e8, state=WorkerState.ONLINE, started_at=now, last_seen=now))
+    job_id = pi_job(app, samples=2_000)
+    sent = [s for s in run_dispatch(app) if s[2] == "clean@test"]
+    results = [run_chunk(c, attempt=a, worker_id=w, region="eu-north") for c, a, w in sent]
+    for r in results:
+        r["cpu_s"] = 1.0  # make the energy visible: 1 s at the default 15 W per core
+        assert collect.collect(app.redis, app.settings, r) == "merged"
+    job = sustainability_metrics(app.redis, job_id=job_id)["jobs"][0]
+    assert job["energy_kwh"] == pytest.approx(len(results) * 15 / 3.6e6)
+    assert 0 < job["carbon_g"] < job["counterfactual_g"]  # Sweden's grid against the IN/SE capacity mix
+    assert sustainability_metrics(app.redis)["overall"]["carbon_g"] == pytest.approx(job["carbon_g"])

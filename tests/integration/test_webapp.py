@@ -409,3 +409,12 @@ def test_a_finished_mandelbrot_job_serves_its_png_and_shows_it_on_its_page(live_
     assert Image.open(io.BytesIO(response.data)).size == (64, 48)
     page = live_client.get(f"/jobs/{job['id']}").get_data(as_text=True)
     assert f'src="/api/jobs/{job["id"]}/image.png"' in page
+
+
+def test_sustainability_metrics_report_totals_and_reject_bad_queries(client: FlaskClient) -> None:
+    job = submit(client)
+    body = client.get(f"/api/sustainability_metrics?job={job['id']}").get_json()
+    assert set(body["overall"]) >= {"energy_kwh", "carbon_g", "counterfactual_g", "saved_g", "renewable_kwh"}
+    assert body["jobs"][0]["job_id"] == job["id"] and body["jobs"][0]["carbon_g"] == 0.0  # nothing computed yet
+    assert client.get("/api/sustainability_metrics?limit=500").status_code == 400
+    assert client.get("/api/sustainability_metrics?job=ffffffffffffffff").status_code == 404
