@@ -9,6 +9,7 @@ import pytest
 from hydra_tasks.app import HydraCelery, create_app
 from hydra_tasks.embedded import EmbeddedRedis
 from hydra_tasks.settings import Settings
+from hydra_tasks.stack import LocalStack
 from support import FAST
 
 
@@ -22,3 +23,9 @@ def redis_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HydraCelery
         yield create_app(Settings().with_(redis_url=url, data_dir=data_dir, **FAST))
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def app(stack: LocalStack) -> HydraCelery:
+    """An app bound to the module's running stack (modules with a real stack define ``stack``)."""
+    return create_app(stack.child_settings())

@@ -10,7 +10,7 @@ from typing import Iterator
 import pytest
 
 from hydra_tasks import compute, keys
-from hydra_tasks.app import HydraCelery, create_app
+from hydra_tasks.app import HydraCelery
 from hydra_tasks.jobs import store
 from hydra_tasks.jobs.submit import submit_job
 from hydra_tasks.models import WorkerState
@@ -30,10 +30,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
                        lease_s=LEASE_S) as stack:
         yield stack
 
-
-@pytest.fixture(scope="module")
-def app(stack: LocalStack) -> HydraCelery:
-    return create_app(stack.child_settings())
 
 
 def test_a_job_survives_kill_9_of_a_worker_with_the_same_hit_count(stack: LocalStack, app: HydraCelery) -> None:

@@ -9,7 +9,7 @@ from typing import Iterator
 import pytest
 
 from hydra_tasks import compute, keys
-from hydra_tasks.app import HydraCelery, create_app
+from hydra_tasks.app import HydraCelery
 from hydra_tasks.jobs.submit import submit_job
 from hydra_tasks.stack import LocalStack
 from hydra_tasks.worker.registry import list_workers
@@ -24,10 +24,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
                        adaptive=True, target_chunk_s=0.6, min_chunk_s=0.15) as stack:
         yield stack
 
-
-@pytest.fixture(scope="module")
-def app(stack: LocalStack) -> HydraCelery:
-    return create_app(stack.child_settings())
 
 
 def test_a_capped_worker_gets_smaller_chunks_and_both_finish_together(app: HydraCelery) -> None:

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from hydra_tasks import compute, keys
-from hydra_tasks.app import HydraCelery, create_app
+from hydra_tasks.app import HydraCelery
 from hydra_tasks.jobs import store
 from hydra_tasks.jobs.mandelbrot import decode_counts
 from hydra_tasks.jobs.submit import job_png, submit_job
@@ -30,10 +30,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
                        adaptive=False, pi_chunk_samples=5_000_000, tile_px=64) as stack:
         yield stack
 
-
-@pytest.fixture(scope="module")
-def app(stack: LocalStack) -> HydraCelery:
-    return create_app(stack.child_settings())
 
 
 def test_workers_register_with_their_region_and_a_measured_speed(app: HydraCelery) -> None:
