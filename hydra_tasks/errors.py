@@ -58,3 +58,12 @@ class EmbeddedRedisError(InfrastructureError):
 
 class StackError(InfrastructureError):
     """A local process (worker, beat, webapp, Flower) failed to start or stop."""
+
+
+# --- identity and money --------------------------------------------------------------------
+class IdentityError(HydraError):
+    """A worker key is missing, malformed, or belongs to someone else."""
+
+
+class SignatureError(IdentityError):
+    """A signed message did not verify, was replayed, or is too old."""

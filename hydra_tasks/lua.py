@@ -170,6 +170,16 @@ end
 return 1
 """
 
+# A worker's signed grid report, stored only if newer than the last one (so a replay changes nothing).
+GRID_INFO = """
+-- KEYS: worker hash. ARGV: public key that verified the signature, zone, share, timestamp
+if redis.call('HGET', KEYS[1], 'public_key') ~= ARGV[1] then return -1 end
+local last = tonumber(redis.call('HGET', KEYS[1], 'grid_reported_at') or '0')
+if tonumber(ARGV[4]) <= last then return 0 end
+redis.call('HSET', KEYS[1], 'grid_zone', ARGV[2], 'grid_renewable_share', ARGV[3], 'grid_reported_at', ARGV[4])
+return 1
+"""
+
 LEASE_PREFIX = keys.lease("", "")[: -len(":")]  # "hydra:lease:" (lease(job, chunk) == prefix + "job:chunk")
 WORKER_PREFIX, WORKER_SUFFIX = keys.worker_inflight("\0").split("\0")
 
@@ -196,6 +206,7 @@ class Scripts:
         self._requeue = self.client.register_script(REQUEUE)
         self._finish = self.client.register_script(FINISH)
         self._backup = self.client.register_script(BACKUP)
+        self._grid_info = self.client.register_script(GRID_INFO)
 
     def grant(self, job_id: str, worker_id: str, region: str, *, capacity: int, deadline: float, now: float,
               cut_size: int = 0, spec_prefix: str = "", pick: str = "") -> Grant:
@@ -252,6 +263,12 @@ class Scripts:
             keys=[keys.job(job_id), keys.JOBS_ACTIVE, keys.job_todo(job_id), keys.LEASES, keys.job_tiles(job_id)],
             args=[state, repr(now), *flat, "--", LEASE_PREFIX, WORKER_PREFIX, WORKER_SUFFIX, job_id],
         ))
+
+
+    def grid_info(self, worker_id: str, public_key: str, zone: str, share: float, timestamp: float) -> int:
+        """1 stored; 0 not newer than the stored report (a replay); -1 the worker's key changed meanwhile."""
+        return int(self._grid_info(keys=[keys.worker(worker_id)],
+                                   args=[public_key, zone, repr(share), repr(timestamp)]))
 
 
 def _text(value: bytes | str) -> str:

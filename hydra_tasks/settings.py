@@ -115,6 +115,7 @@ class Settings:
     )
     api_token: str | None = field(default=None, metadata=_meta("HYDRA_API_TOKEN", _str))
     region: str = field(default="local", metadata=_meta("HYDRA_REGION", _region))
+    key_file: str = field(default="", metadata=_meta("HYDRA_KEY_FILE", _str))  # worker key; default data_dir/worker.key
     # --- chunk lifecycle
     lease_s: float = field(default=60.0, metadata=_meta("HYDRA_LEASE_S", _float(0.5, 86_400)))
     sweep_interval_s: float = field(default=5.0, metadata=_meta("HYDRA_SWEEP_INTERVAL_S", _float(0.2, 3_600)))

@@ -109,7 +109,10 @@ class LocalStack:
     def start_region_worker(self, region: str, *, name: str | None = None, concurrency: int = 1,
                             pool: str = "prefork", cpu_limit: float | None = None) -> Proc:
         name = name or f"{region}-{sum(1 for p in self.procs if p.startswith(region + '-')) + 1}"
-        env = {"HYDRA_CPU_LIMIT": str(cpu_limit)} if cpu_limit is not None else None
+        # Each local worker is its own volunteer, with its own key (and so its own token account).
+        env = {"HYDRA_KEY_FILE": str(self.settings.data_dir / "keys" / f"{name}.key")}
+        if cpu_limit is not None:
+            env["HYDRA_CPU_LIMIT"] = str(cpu_limit)
         return self.spawn(name, celery_worker_argv([keys.region_queue(region)], name=name,
                                                    concurrency=concurrency, pool=pool), env=env)
 

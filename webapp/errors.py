@@ -14,8 +14,10 @@ from kombu.exceptions import OperationalError as BrokerError
 from werkzeug.exceptions import HTTPException
 
 from hydra_tasks.errors import (
-    ConfigError, HydraError, InfrastructureError, InvalidJobSpec, JobError, JobNotFound, JobStateError,
+    ConfigError, HydraError, IdentityError, InfrastructureError, InvalidJobSpec, JobError, JobNotFound,
+    JobStateError, SignatureError,
 )
+from hydra_tasks.grid import GridError
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,9 @@ STATUS_BY_ERROR: tuple[tuple[type[HydraError], int], ...] = (
     (JobNotFound, 404),
     (JobStateError, 409),
     (JobError, 400),
+    (GridError, 400),
+    (SignatureError, 401),
+    (IdentityError, 403),
     (InfrastructureError, 503),
     (ConfigError, 503),  # e.g. no HYDRA_REDIS_URL and no embedded Redis running
 )

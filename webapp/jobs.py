@@ -45,11 +45,11 @@ def parse_limit(raw: str | None) -> int:
 def json_object_body() -> dict[str, Any]:
     """The request body as a JSON object, or 400 saying exactly what is wrong with it."""
     if not request.is_json:
-        raise BadRequest(f"Send the job as a JSON object with 'Content-Type: application/json' "
+        raise BadRequest(f"Send the body as a JSON object with 'Content-Type: application/json' "
                          f"(got {request.mimetype or 'no Content-Type'!r}).")
     body = request.get_data(cache=False)  # 413 if bigger than MAX_CONTENT_LENGTH
     if not body.strip():
-        raise BadRequest("The request body is empty; send the job as a JSON object, e.g. "
+        raise BadRequest("The request body is empty; send a JSON object, e.g. a job: "
                          '{"kind": "pi", "params": {"samples": 100000000}}.')
     try:
         data = json.loads(body, parse_constant=_reject_constant)

@@ -5,8 +5,11 @@
   worker's per-core power figure (``HYDRA_WATTS_PER_CORE``, registered by each worker).
 * **Carbon** = energy x the grid intensity of the worker's region at the time it ran; on-site
   renewables (the region's renewable share) supply that share of the energy carbon-free.
-* **Counterfactual** = the same energy at the capacity-weighted mean intensity of all regions
-  with live workers: what carbon-blind, capacity-proportional routing would have emitted.
+* **Counterfactual** = the same energy at the capacity-weighted mean intensity of the live
+  workers: what carbon-blind, capacity-proportional routing would have emitted.
+
+The maps passed to :func:`chunk_carbon` are keyed by where power is drawn: worker ids in the
+control plane (a worker may report its own zone and solar share), region names in simulations.
 
 Totals are kept per job (in the job hash) and overall (``keys.SUSTAINABILITY``), as floats of
 grams and joules (``HINCRBYFLOAT``).

@@ -20,12 +20,14 @@ from ..lua import Scripts
 from ..models import ChunkResult, ChunkSpec, JobKind, JobState
 from ..grid import accounting
 from ..grid.regions import parse_regions, region_signals
+from ..grid.site import worker_signals
 from ..imaging import render_png
 from ..scheduling.cluster import snapshot
 from ..scheduling.router import carbon_provider
 from ..settings import Settings
 from ..worker import performance
 from ..worker.compute import DECLINED
+from ..worker.registry import get_worker
 from . import handler, mandelbrot, store, tiling
 
 LOG_LENGTH = 5_000  # accepted chunks kept per job for the metrics endpoints
@@ -115,20 +117,27 @@ def _failed(client: redis.Redis, settings: Settings, scripts: Scripts, result: C
 
 
 def _account(client: redis.Redis, settings: Settings, chunk: ChunkSpec, result: ChunkResult) -> None:
-    """Energy and carbon of an accepted chunk, and what carbon-blind routing would have emitted."""
+    """Energy and carbon of an accepted chunk, and what carbon-blind routing would have emitted.
+
+    The chunk's carbon uses the power its worker really draws (its reported zone and on-site
+    renewables, else its region's); the counterfactual is the capacity-weighted mean over the
+    live workers, which is where capacity-proportional routing would have spread it."""
     snap = snapshot(client, settings)
-    holder = snap.workers.get(result.worker_id)
+    holder = snap.workers.get(result.worker_id) or get_worker(client, result.worker_id)
     energy = accounting.chunk_energy_j(
         reported_j=result.energy_j, cpu_s=result.cpu_s, elapsed_s=result.elapsed_s,
         cores=holder.cores if holder else 1, watts_per_core=holder.watts_per_core if holder else settings.watts_per_core)
-    capacity: dict[str, float] = {}
-    for w in snap.workers.values():
-        capacity[w.region] = capacity.get(w.region, 0.0) + w.rate(chunk.kind.value)
     regions = parse_regions(settings.regions)
-    signals = region_signals(regions, set(capacity) | {result.region}, carbon_provider(settings.carbon_trace))
+    provider = carbon_provider(settings.carbon_trace)
+    workers = [*snap.workers.values(), *([holder] if holder and holder.worker_id not in snap.workers else [])]
+    signals = worker_signals(workers, regions, provider, now=time.time())
+    if holder is None:  # an unregistered worker: its region's grid is all we know
+        signals.update(region_signals(regions, {result.region}, provider))
+    capacity = {w.worker_id: w.rate(chunk.kind.value) * w.concurrency for w in snap.workers.values()}
     known = [s.g_co2_per_kwh for s in signals.values() if s.g_co2_per_kwh is not None]
     fallback = sum(known) / len(known) if known else 475.0  # world average when nothing is known
-    accounting.record(client, chunk.job_id, accounting.chunk_carbon(energy, result.region, signals, capacity,
+    where = holder.worker_id if holder else result.region
+    accounting.record(client, chunk.job_id, accounting.chunk_carbon(energy, where, signals, capacity,
                                                                     fallback_g_per_kwh=fallback))
 
 

@@ -1,42 +1,52 @@
 """Routers choose the worker (and so the region) for the next chunk.
 
-The interface is one method, :meth:`Router.choose`, given the cluster snapshot and the free
-slots per worker.
+The interface is one method, :meth:`Router.choose`, given the cluster snapshot, the free slots
+per worker, and the dirtiest electricity the job may use now (``max_intensity``, from time
+shifting, :mod:`.shifting`; unbounded for jobs without a deadline).
 
 * :class:`CapacityRouter` is the carbon-blind policy: among workers with a free slot it prefers
   the one with the most free capacity (free share of its slots x its measured speed), so work
   spreads in proportion to capacity and the fastest idle worker goes first.
-* :class:`GridAwareRouter` (``HYDRA_GRID_AWARE``) scores the regions that have live workers by
-  carbon intensity, electricity price and renewable share (``HYDRA_CARBON_WEIGHT``,
-  ``HYDRA_COST_WEIGHT``, ``HYDRA_RENEWABLE_WEIGHT``) and fills the best region's free slots
-  first. Windows still bound every worker, so a clean region never gets more than its capacity
-  and dirtier regions take what it cannot: the job is not starved.
+* :class:`GridAwareRouter` (``HYDRA_GRID_AWARE``) scores each live worker by the carbon
+  intensity, electricity price and renewable share of where it draws power (its region's grid
+  zone, or the zone and on-site renewables it reported itself), weighted by
+  ``HYDRA_CARBON_WEIGHT``, ``HYDRA_COST_WEIGHT`` and ``HYDRA_RENEWABLE_WEIGHT``, and fills the
+  best workers' free slots first. Windows still bound every worker, so a clean region never gets
+  more than its capacity and dirtier ones take what it cannot: a job is not starved.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Mapping, Protocol
+import math
+import time
+from typing import Callable, Mapping, Protocol
 
 from ..grid import CarbonProvider
 from ..grid.chain import ProviderChain
-from ..grid.regions import RegionSignal, parse_regions, region_signals
+from ..grid.regions import RegionSignal, parse_regions
+from ..grid.site import worker_signals
 from ..grid.table import EmbeddedTableProvider
 from ..grid.trace import TraceProvider
 from ..settings import Settings
 from .cluster import ClusterSnapshot
 
+UNBOUNDED = math.inf
+
 
 class Router(Protocol):
-    def choose(self, snapshot: ClusterSnapshot, free_slots: Mapping[str, int], kind: str) -> str | None:
+    def choose(self, snapshot: ClusterSnapshot, free_slots: Mapping[str, int], kind: str,
+               max_intensity: float = UNBOUNDED) -> str | None:
         """The worker id for the next chunk of a ``kind`` job, or None if no worker can take one."""
         ...
 
 
 class CapacityRouter:
-    """Capacity-proportional routing: the worker whose free share of capacity is largest."""
+    """Capacity-proportional routing: the worker whose free share of capacity is largest.
+    Carbon-blind, so it ignores ``max_intensity`` (and time shifting is off with it)."""
 
-    def choose(self, snapshot: ClusterSnapshot, free_slots: Mapping[str, int], kind: str) -> str | None:
+    def choose(self, snapshot: ClusterSnapshot, free_slots: Mapping[str, int], kind: str,
+               max_intensity: float = UNBOUNDED) -> str | None:
         best, best_score = None, 0.0
         for worker_id, worker in snapshot.workers.items():
             free, slots = free_slots.get(worker_id, 0), snapshot.slots.get(worker_id, 0)
@@ -55,43 +65,74 @@ def _normalised(values: Mapping[str, float | None]) -> dict[str, float]:
     return {k: 0.5 if v is None or hi == lo else (v - lo) / (hi - lo) for k, v in values.items()}
 
 
+def effective_intensities(signals: Mapping[str, RegionSignal]) -> dict[str, float]:
+    """gCO2/kWh each worker's power really carries: grid intensity net of on-site renewables.
+    An unknown intensity counts as the mean of the known ones (475, the world mean, if none is)."""
+    known = [s.g_co2_per_kwh for s in signals.values() if s.g_co2_per_kwh is not None]
+    fallback = sum(known) / len(known) if known else 475.0
+    return {k: (fallback if s.g_co2_per_kwh is None else s.g_co2_per_kwh) * (1.0 - (s.renewable_share or 0.0))
+            for k, s in signals.items()}
+
+
+SignalSource = Callable[[ClusterSnapshot], Mapping[str, RegionSignal]]  # worker id -> signal
+
+
 class GridAwareRouter:
-    """Prefer the region with the best weighted grid score; capacity decides within a region."""
+    """Prefer the workers with the best weighted grid score; capacity breaks ties."""
 
-    def __init__(self, signals: Mapping[str, RegionSignal], *, carbon_weight: float, cost_weight: float,
+    def __init__(self, signals: SignalSource, *, carbon_weight: float, cost_weight: float,
                  renewable_weight: float) -> None:
-        carbon = _normalised({r: s.g_co2_per_kwh for r, s in signals.items()})
-        price = _normalised({r: s.price_per_kwh for r, s in signals.items()})
-        self.scores = {r: carbon_weight * carbon[r] + cost_weight * price[r]
-                       + renewable_weight * (1.0 - (s.renewable_share or 0.0)) for r, s in signals.items()}
-        self.neutral = 0.5 * carbon_weight + 0.5 * cost_weight + renewable_weight  # a region nobody knows
+        self._signals = signals
+        self.weights = (carbon_weight, cost_weight, renewable_weight)
+        self._cache: tuple[ClusterSnapshot, dict[str, float], dict[str, float]] | None = None
 
-    def choose(self, snapshot: ClusterSnapshot, free_slots: Mapping[str, int], kind: str) -> str | None:
+    @classmethod
+    def by_region(cls, signals: Mapping[str, RegionSignal], **weights: float) -> "GridAwareRouter":
+        """A router from fixed per-region signals (simulations and tests)."""
+        unknown = RegionSignal(None, None, None, "unknown")
+        return cls(lambda snap: {wid: signals.get(w.region, unknown) for wid, w in snap.workers.items()}, **weights)
+
+    def scores(self, snapshot: ClusterSnapshot) -> tuple[dict[str, float], dict[str, float]]:
+        """(score, effective gCO2/kWh) per live worker, computed once per snapshot."""
+        if self._cache is None or self._cache[0] is not snapshot:
+            signals = self._signals(snapshot)
+            carbon = _normalised({w: s.g_co2_per_kwh for w, s in signals.items()})
+            price = _normalised({w: s.price_per_kwh for w, s in signals.items()})
+            cw, pw, rw = self.weights
+            scores = {w: cw * carbon[w] + pw * price[w] + rw * (1.0 - (s.renewable_share or 0.0))
+                      for w, s in signals.items()}
+            self._cache = (snapshot, scores, effective_intensities(signals))
+        return self._cache[1], self._cache[2]
+
+    def choose(self, snapshot: ClusterSnapshot, free_slots: Mapping[str, int], kind: str,
+               max_intensity: float = UNBOUNDED) -> str | None:
+        scores, intensity = self.scores(snapshot)
+        neutral = 0.5 * self.weights[0] + 0.5 * self.weights[1] + self.weights[2]
         best, best_key = None, None
         for worker_id, worker in snapshot.workers.items():
             free, slots = free_slots.get(worker_id, 0), snapshot.slots.get(worker_id, 0)
-            if free <= 0 or slots <= 0:
+            if free <= 0 or slots <= 0 or intensity.get(worker_id, UNBOUNDED) > max_intensity:
                 continue
-            key = (self.scores.get(worker.region, self.neutral), -free / slots * worker.rate(kind))
+            key = (scores.get(worker_id, neutral), -free / slots * worker.rate(kind))
             if best_key is None or key < best_key:
                 best, best_key = worker_id, key
         return best
 
 
 @functools.lru_cache(maxsize=4)
-def carbon_provider(carbon_trace: str) -> CarbonProvider:
+def carbon_provider(carbon_trace: str) -> ProviderChain:
     """One provider chain per process (it caches readings): trace replay if configured, then the
     embedded annual table, which never fails."""
     providers: list[CarbonProvider] = [TraceProvider(carbon_trace)] if carbon_trace else []
     return ProviderChain([*providers, EmbeddedTableProvider()], ttl_s=300.0)
 
 
-def router_for(settings: Settings) -> Router:
-    """The router the settings ask for, with current grid signals for every known region."""
+def router_for(settings: Settings) -> CapacityRouter | GridAwareRouter:
+    """The router the settings ask for, with current grid signals for every live worker."""
     if not settings.grid_aware:
         return CapacityRouter()
     regions = parse_regions(settings.regions)
-    signals = region_signals(regions, set(regions), carbon_provider(settings.carbon_trace))
-    return GridAwareRouter(signals, carbon_weight=settings.carbon_weight, cost_weight=settings.cost_weight,
+    provider = carbon_provider(settings.carbon_trace)
+    return GridAwareRouter(lambda snap: worker_signals(snap.workers.values(), regions, provider, now=time.time()),
+                           carbon_weight=settings.carbon_weight, cost_weight=settings.cost_weight,
                            renewable_weight=settings.renewable_weight)
-

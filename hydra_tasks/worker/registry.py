@@ -14,6 +14,7 @@ from typing import Any
 import redis
 
 from .. import keys
+from ..errors import IdentityError
 from ..models import WorkerState
 from ..settings import Settings
 from .performance import Performance, performance, reliability
@@ -44,6 +45,10 @@ class WorkerInfo:
     ok: int = 0
     failed: int = 0
     expired: int = 0
+    public_key: str = ""            # Ed25519, hex: the volunteer's account (identity.py)
+    grid_zone: str = ""             # reported by the worker (POST /api/update_grid_info), "" if none
+    grid_renewable_share: float = 0.0
+    grid_reported_at: float = 0.0
 
     def is_live(self, now: float, timeout_s: float) -> bool:
         return self.state is WorkerState.ONLINE and now - self.last_seen <= timeout_s
@@ -80,16 +85,32 @@ class WorkerInfo:
 # What a worker writes about itself on start; counters and the performance model are kept.
 _REGISTERED_FIELDS = ("worker_id", "region", "host", "pid", "cores", "concurrency", "pi_samples_per_s",
                       "mandelbrot_iters_per_s", "state", "started_at", "last_seen", "isa", "kernel_threads",
-                      "cpu_limit", "pause_reason", "watts_per_core")
+                      "cpu_limit", "pause_reason", "watts_per_core", "public_key")
 
 
 def register(client: redis.Redis, info: WorkerInfo) -> None:
-    """Create or refresh a worker's record (on start)."""
+    """Create or refresh a worker's record (on start).
+
+    A worker id stays bound to the first key registered with it: another key (another volunteer
+    picking the same name) is refused with IdentityError, atomically (WATCH/MULTI)."""
     record = {k: v for k, v in info.to_json().items() if k in _REGISTERED_FIELDS}
-    pipe = client.pipeline(transaction=True)
-    pipe.hset(keys.worker(info.worker_id), mapping={k: str(v) for k, v in record.items()})
-    pipe.sadd(keys.WORKERS, info.worker_id)
-    pipe.execute()
+    key = keys.worker(info.worker_id)
+    with client.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                pipe.watch(key)
+                existing = pipe.hget(key, "public_key")
+                if existing and info.public_key and existing != info.public_key:
+                    raise IdentityError(
+                        f"Worker id {info.worker_id!r} is registered to another key; start this worker under "
+                        "another name (celery -n NAME@%h, hydra worker --name) or import that worker's key.")
+                pipe.multi()
+                pipe.hset(key, mapping={k: str(v) for k, v in record.items()})
+                pipe.sadd(keys.WORKERS, info.worker_id)
+                pipe.execute()
+                return
+            except redis.WatchError:
+                continue
 
 
 def heartbeat(client: redis.Redis, worker_id: str, *, now: float | None = None,
@@ -124,14 +145,22 @@ def _parse(raw: dict[str, str]) -> WorkerInfo | None:
             busy_ms=int(raw.get("busy_ms", 0)), perf_pi=performance(raw, "pi"),
             perf_mandelbrot=performance(raw, "mandelbrot"), ok=int(raw.get("ok", 0)),
             failed=int(raw.get("failed", 0)), expired=int(raw.get("expired", 0)),
+            public_key=raw.get("public_key", ""), grid_zone=raw.get("grid_zone", ""),
+            grid_renewable_share=float(raw.get("grid_renewable_share", 0.0)),
+            grid_reported_at=float(raw.get("grid_reported_at", 0.0)),
         )
     except (KeyError, ValueError):
         return None  # a half-written or foreign record: ignore rather than break scheduling
     speeds = (info.pi_samples_per_s, info.mandelbrot_iters_per_s, info.perf_pi.rate, info.perf_mandelbrot.rate)
     if not all(math.isfinite(v) and v >= 0 for v in speeds) or not 0 < info.cpu_limit <= 100 \
-            or not 0 < info.watts_per_core <= 500:
+            or not 0 < info.watts_per_core <= 500 or not 0 <= info.grid_renewable_share <= 1:
         return None
     return replace(info, concurrency=min(info.concurrency, max(info.cores, 1), MAX_CONCURRENCY))
+
+
+def get_worker(client: redis.Redis, worker_id: str) -> WorkerInfo | None:
+    raw = client.hgetall(keys.worker(worker_id))
+    return _parse(raw) if raw else None
 
 
 def list_workers(client: redis.Redis) -> list[WorkerInfo]:

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from .. import compute as kernels
-from .. import keys
+from .. import identity, keys
+from ..errors import IdentityError
 from ..models import WorkerState
 from . import registry
 from .throttle import on_battery
@@ -67,6 +68,11 @@ def on_worker_ready(consumer: Any) -> None:
     if region is None:
         return
     worker_id = consumer.hostname
+    try:
+        public_key = identity.public_hex(identity.load_or_create(identity.key_path(app.settings)))
+    except IdentityError as exc:
+        log.critical("worker %s cannot take work: %s", worker_id, exc)
+        return
     threads = app.settings.kernel_threads
     speeds = calibrate(threads=threads)
     now = time.time()
@@ -76,9 +82,13 @@ def on_worker_ready(consumer: Any) -> None:
         started_at=now, last_seen=now, pi_samples_per_s=speeds["pi_samples_per_s"] * app.settings.cpu_limit / 100,
         mandelbrot_iters_per_s=speeds["mandelbrot_iters_per_s"] * app.settings.cpu_limit / 100,
         isa=str(kernels.build_info()["isa"]), kernel_threads=threads, cpu_limit=app.settings.cpu_limit,
-        watts_per_core=app.settings.watts_per_core,
+        watts_per_core=app.settings.watts_per_core, public_key=public_key,
     )
-    registry.register(app.redis, info)
+    try:
+        registry.register(app.redis, info)
+    except IdentityError as exc:
+        log.critical("worker %s cannot take work: %s", worker_id, exc)
+        return
     _beat_once(app, worker_id)
     _registered[worker_id] = region
     log.info("registered worker %s in region %s (%.0f M samples/s)", worker_id, region,

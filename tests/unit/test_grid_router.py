@@ -40,21 +40,21 @@ def route_all(router: GridAwareRouter | CapacityRouter, snap: ClusterSnapshot) -
 
 def test_the_cleanest_region_is_filled_first_then_the_others_still_get_work() -> None:
     snap = snapshot(a=("us-east", 5e8), b=("eu-north", 1e8), c=("eu-central", 3e8))
-    order = route_all(GridAwareRouter(SIGNALS, carbon_weight=1.0, cost_weight=0.0, renewable_weight=0.0), snap)
+    order = route_all(GridAwareRouter.by_region(SIGNALS, carbon_weight=1.0, cost_weight=0.0, renewable_weight=0.0), snap)
     assert order == ["eu-north"] * 2 + ["eu-central"] * 2 + ["us-east"] * 2  # every slot used, clean first
 
 
 def test_the_weights_decide_between_carbon_and_price() -> None:
     snap = snapshot(a=("us-east", 1e8), c=("eu-central", 1e8))
-    cheap = GridAwareRouter(SIGNALS, carbon_weight=0.1, cost_weight=0.9, renewable_weight=0.0)
-    clean = GridAwareRouter(SIGNALS, carbon_weight=0.9, cost_weight=0.1, renewable_weight=0.0)
+    cheap = GridAwareRouter.by_region(SIGNALS, carbon_weight=0.1, cost_weight=0.9, renewable_weight=0.0)
+    clean = GridAwareRouter.by_region(SIGNALS, carbon_weight=0.9, cost_weight=0.1, renewable_weight=0.0)
     assert route_all(cheap, snap)[0] == "us-east" and route_all(clean, snap)[0] == "eu-central"
 
 
 def test_on_site_renewables_count_with_the_renewable_weight() -> None:
     signals = {**SIGNALS, "home": RegionSignal(403.0, None, 0.9, "worker")}
     snap = snapshot(a=("us-east", 1e8), h=("home", 1e8))
-    router = GridAwareRouter(signals, carbon_weight=0.5, cost_weight=0.0, renewable_weight=0.5)
+    router = GridAwareRouter.by_region(signals, carbon_weight=0.5, cost_weight=0.0, renewable_weight=0.5)
     assert route_all(router, snap)[0] == "home"
 
 
