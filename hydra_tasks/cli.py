@@ -240,3 +240,62 @@ def _demo_settings() -> Settings:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+# --- identity -------------------------------------------------------------------------------
+@main.group()
+def key() -> None:
+    """This volunteer's Ed25519 key: it is the token account, so keep a copy (hydra key export)."""
+
+
+@key.command("show")
+def key_show() -> None:
+    """Print where the key is and its public half (the account id)."""
+    from . import identity
+
+    path = identity.key_path(_settings())
+    _echo_json({"path": str(path), "account": identity.public_hex(identity.load_key(path))})
+
+
+@key.command("export")
+def key_export() -> None:
+    """Print the key as one line, to import on another machine. Whoever has it owns the account."""
+    from . import identity
+
+    click.echo("hydra: this line is your account's secret key; store it like a password.", err=True)
+    click.echo(identity.export_text(identity.load_key(identity.key_path(_settings()))))
+
+
+@key.command("import")
+@click.argument("source", type=click.File("r"), default="-")
+@click.option("--replace", is_flag=True, help="Replace a different key already on this machine (it is lost).")
+def key_import(source: Any, replace: bool) -> None:
+    """Install an exported key (from SOURCE, or stdin) as this machine's worker key."""
+    from . import identity
+
+    path = identity.key_path(_settings())
+    imported = identity.import_key(source.read(), path, replace=replace)
+    _echo_json({"path": str(path), "account": identity.public_hex(imported)})
+
+
+@main.command("grid-info")
+@click.option("--worker", "worker_id", required=True, help="The worker's id as registered (see /api/workers).")
+@click.option("--zone", required=True, help="Grid zone this machine draws from, e.g. FR, DE, US-CAL-CISO.")
+@click.option("--renewable-share", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Share of its power made on site (e.g. 0.6 with home solar).")
+@click.option("--url", default="http://127.0.0.1:5000", show_default=True, help="The Hydra webapp.")
+def grid_info(worker_id: str, zone: str, renewable_share: float, url: str) -> None:
+    """Report this worker's grid zone and on-site renewables, signed with its key."""
+    import requests
+
+    from . import identity
+    from .grid.site import signed_report
+
+    body = signed_report(identity.load_key(identity.key_path(_settings())), worker_id, zone, renewable_share)
+    try:
+        response = requests.post(url.rstrip("/") + "/api/update_grid_info", json=body, timeout=10)
+    except requests.RequestException as exc:
+        raise click.ClickException(f"cannot reach {url}: {exc}") from None
+    if response.status_code != 200:
+        raise click.ClickException(f"{response.status_code}: {response.json().get('error', response.text)}")
+    _echo_json(response.json())

@@ -142,6 +142,7 @@ class Settings:
     renewable_weight: float = field(default=0.3, metadata=_meta("HYDRA_RENEWABLE_WEIGHT", _float(0, 1)))
     regions: str = field(default="", metadata=_meta("HYDRA_REGIONS", _str))            # see grid/regions.py
     carbon_trace: str = field(default="", metadata=_meta("HYDRA_CARBON_TRACE", _str))  # hourly CSV to replay
+    shift_safety: float = field(default=0.7, metadata=_meta("HYDRA_SHIFT_SAFETY", _float(0.05, 1)))
     watts_per_core: float = field(default=15.0, metadata=_meta("HYDRA_WATTS_PER_CORE", _float(0.1, 500)))
     # --- token incentives (seed names); amounts are integer micro-tokens
     token_incentives: bool = field(default=True, metadata=_meta("HYDRA_TOKEN_INCENTIVES", _parse_bool))

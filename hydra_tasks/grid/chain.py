@@ -10,7 +10,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Callable, Sequence
 
 from . import CarbonProvider, GridError, Reading, to_utc
@@ -49,6 +49,7 @@ class ProviderChain:
         self.ttl_s = ttl_s
         self._clock = clock
         self._cache: dict[tuple[str, datetime | None], tuple[float, Reading]] = {}
+        self._forecasts: dict[tuple[str, datetime, int], tuple[float, list[Reading]]] = {}
         self._failures: deque[ProviderFailure] = deque(maxlen=max_failures)
 
     @property
@@ -81,6 +82,34 @@ class ProviderChain:
             f"every carbon provider failed for zone {zone!r} ({summary}); "
             "end the chain with EmbeddedTableProvider() so routing always has a figure"
         )
+
+    def forecast(self, zone: str, hours: int, *, at: datetime | None = None) -> list[Reading]:
+        """Hourly readings for ``hours`` hours from the hour containing ``at`` (now if None), from
+        the first provider that can forecast; cached like readings. GridError if none can."""
+        first = to_utc(at if at is not None else datetime.now(timezone.utc)).replace(minute=0, second=0,
+                                                                                      microsecond=0)
+        key, now = (zone, first, hours), self._clock()
+        cached = self._forecasts.get(key)
+        if cached is not None and now - cached[0] < self.ttl_s:
+            return cached[1]
+        failed: list[ProviderFailure] = []
+        for provider in self.providers:
+            method = getattr(provider, "forecast", None)
+            if method is None:
+                continue
+            try:
+                readings = method(zone, hours, at=first)
+                if len(readings) < hours:
+                    raise GridError(f"forecast has {len(readings)} hours, {hours} were asked for")
+            except Exception as exc:  # noqa: BLE001 - as for readings: fall through to the next provider
+                failed.append(self._record(provider, zone, exc))
+                continue
+            if len(self._forecasts) > 4096:
+                self._forecasts.clear()
+            self._forecasts[key] = (now, readings[:hours])
+            return readings[:hours]
+        summary = "; ".join(f"{f.provider}: {f.message}" for f in failed) or "no provider can forecast"
+        raise GridError(f"no carbon forecast for zone {zone!r} ({summary})")
 
     def _record(self, provider: CarbonProvider, zone: str, exc: Exception) -> ProviderFailure:
         name = getattr(provider, "name", type(provider).__name__)

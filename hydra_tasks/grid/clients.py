@@ -180,8 +180,11 @@ class ElectricityMapsClient(_HttpClient):
             source=self.name,
         )
 
-    def forecast(self, zone: str, hours: int) -> list[Reading]:
-        """The first ``hours`` points of ``GET /v3/carbon-intensity/forecast?zone=...``."""
+    def forecast(self, zone: str, hours: int, *, at: datetime | None = None) -> list[Reading]:
+        """The first ``hours`` points of ``GET /v3/carbon-intensity/forecast?zone=...`` (which
+        starts now: ``at`` may only name the current hour)."""
+        if at is not None and abs((to_utc(at) - datetime.now(timezone.utc)).total_seconds()) > 3600:
+            raise self._fail("Electricity Maps forecasts start at the current hour; ask for now")
         body = self._json(self._get("/v3/carbon-intensity/forecast", params={"zone": zone}))
         points = body.get("forecast") if isinstance(body, dict) else None
         if not isinstance(points, list):

@@ -6,7 +6,7 @@ Figures are the ``em_2024`` column (gCO2eq/kWh, lifecycle) of the project's shar
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Mapping
 
@@ -94,3 +94,12 @@ class EmbeddedTableProvider:
             at=when,
             source=f"{self.name}:{row}:{TABLE_YEAR}",
         )
+
+    def forecast(self, zone: str, hours: int, *, at: datetime | None = None) -> list[Reading]:
+        """A flat forecast: the annual mean is the best expectation the table has for any hour."""
+        if hours < 1:
+            raise GridError(f"forecast needs at least 1 hour, got {hours}; pass hours >= 1")
+        first = (datetime.now(timezone.utc) if at is None else to_utc(at)).replace(minute=0, second=0, microsecond=0)
+        row = self.row_for(zone)
+        return [Reading(zone=zone, g_co2_per_kwh=self._table[row], at=first + timedelta(hours=k),
+                        source=f"{self.name}:{row}:{TABLE_YEAR}:flat") for k in range(hours)]

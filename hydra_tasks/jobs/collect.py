@@ -169,7 +169,7 @@ def plan_tiles_after_preview(client: redis.Redis, settings: Settings, job_id: st
             pipe.hset(keys.job_chunks(job_id), mapping={t.chunk_id: json.dumps(t.to_json()) for t in tiles})
             pipe.zadd(keys.job_tiles(job_id), {t.chunk_id: float(t.params["est_cost"]) for t in tiles})
             pipe.hincrby(keys.job(job_id), "chunks_total", len(tiles))
-            pipe.hset(keys.job(job_id), "tiled", "1")
+            pipe.hset(keys.job(job_id), mapping={"tiled": "1", "iters_per_px": repr(float(work_map.mean()) + 1.0)})
             pipe.setnx(keys.job_image(job_id), image)
             pipe.execute()
         except redis.WatchError:

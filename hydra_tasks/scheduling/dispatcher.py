@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 
 import redis
@@ -23,7 +24,8 @@ from ..settings import Settings
 from . import Publish
 from .cluster import ClusterSnapshot, snapshot
 from .planner import range_chunk_size
-from .router import Router
+from .router import UNBOUNDED, GridAwareRouter, Router
+from .shifting import HOUR_S, MAX_HORIZON_H, Demand, forecast_intensity, plan
 from .stragglers import backup_stragglers, chunk_work
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,9 @@ def dispatch(client: redis.Redis, settings: Settings, router: Router, publish: P
     free = free_slots(client, snap)
     scripts = Scripts(client)
     sent = 0
-    for job_id in client.zrange(keys.JOBS_ACTIVE, 0, -1):
+    job_ids = client.zrange(keys.JOBS_ACTIVE, 0, -1)
+    thresholds = carbon_thresholds(client, settings, snap, router, job_ids, now=now)
+    for job_id in job_ids:
         kind_name, spec_json, units_total, cursor = client.hmget(
             keys.job(job_id), "kind", "spec", "units_total", "cursor")
         if kind_name is None:
@@ -56,9 +60,12 @@ def dispatch(client: redis.Redis, settings: Settings, router: Router, publish: P
         prefix = handler(kind).range_prefix(job_id, json.loads(spec_json)["params"]) or ""
         remaining = int(units_total or 0) - int(cursor or 0)
         first = _first_chunk(client, job_id, snap)
+        limit = thresholds.get(job_id, UNBOUNDED)
         while True:
-            worker_id = router.choose(snap, free, kind.value)
+            worker_id = router.choose(snap, free, kind.value, limit)
             if worker_id is None:
+                if limit < UNBOUNDED:
+                    break  # no clean enough worker free for this deferrable job; later jobs may run
                 return sent
             worker = snap.workers[worker_id]
             size = 0
@@ -74,7 +81,7 @@ def dispatch(client: redis.Redis, settings: Settings, router: Router, publish: P
                 continue
             if grant.code < 0 or grant.spec_json is None:
                 # Nothing left to hand out: idle capacity may back up this job's stragglers.
-                if settings.adaptive:
+                if settings.adaptive and limit == UNBOUNDED:
                     sent += backup_stragglers(client, snap, free, router, publish, job_id, kind.value, now=now)
                 break
             spec = json.loads(grant.spec_json)
@@ -95,6 +102,53 @@ def dispatch(client: redis.Redis, settings: Settings, router: Router, publish: P
             free[worker_id] -= 1
             sent += 1
     return sent
+
+
+PLAN_TTL_S = 10.0
+_plans: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[float, dict[str, float]]] = {}
+
+
+def carbon_thresholds(client: redis.Redis, settings: Settings, snap: ClusterSnapshot, router: Router,
+                      job_ids: list[str], *, now: float) -> dict[str, float]:
+    """Time shifting (:mod:`.shifting`): the dirtiest power each job with a deadline may use now.
+    Empty unless the router is grid-aware and has forecasts. Replanned every few seconds; the
+    thresholds are also written to the job hashes (``carbon_threshold``) for the dashboard."""
+    if not isinstance(router, GridAwareRouter) or router.hourly is None or not job_ids:
+        return {}
+    pipe = client.pipeline(transaction=False)
+    for job_id in job_ids:
+        pipe.hmget(keys.job(job_id), "kind", "spec", "units_total", "units_done", "iters_per_px")
+    demands = []
+    for job_id, (kind, spec_json, total, done, per_px) in zip(job_ids, pipe.execute()):
+        if kind is None or spec_json is None:
+            continue
+        spec = json.loads(spec_json)
+        left = float(max(int(total or 0) - int(done or 0), 0))
+        if kind == JobKind.MANDELBROT.value:  # pixels -> iterations (from the preview once it is in)
+            left *= float(per_px) if per_px else 0.5 * float(spec["params"].get("max_iter", 1000))
+        demands.append(Demand(job_id, kind, float(left), spec.get("deadline_ts")))
+    deadlines = [d.deadline_ts for d in demands if d.deadline_ts is not None]
+    if not deadlines:
+        return {}
+    key = (tuple(job_ids), tuple(sorted(snap.workers)))
+    cached = _plans.get(key)
+    if cached is not None and 0 <= now - cached[0] < min(PLAN_TTL_S, settings.sweep_interval_s):
+        return cached[1]
+    hours = max(1, min(MAX_HORIZON_H, math.ceil((max(deadlines) - now) / HOUR_S) + 1))
+    hourly = router.hourly
+    intensity = forecast_intensity(snap.workers.values(), router.scores(snap)[1],
+                                   lambda w, h: hourly(w, h, now), hours)
+    reserve = max(30.0, 2.0 * settings.target_chunk_s)  # the last chunks and the finalizer
+    thresholds = plan(demands, snap.workers.values(), intensity, now=now, safety=settings.shift_safety,
+                      reserve_s=reserve, horizon_h=hours)
+    pipe = client.pipeline(transaction=False)
+    for job_id, value in thresholds.items():
+        pipe.hset(keys.job(job_id), "carbon_threshold", "inf" if value == UNBOUNDED else f"{value:.1f}")
+    pipe.execute()
+    if len(_plans) > 64:
+        _plans.clear()
+    _plans[key] = (now, thresholds)
+    return thresholds
 
 
 def _first_chunk(client: redis.Redis, job_id: str, snap: ClusterSnapshot) -> dict[str, bool]:

@@ -20,15 +20,17 @@ from __future__ import annotations
 import functools
 import math
 import time
+from datetime import datetime, timezone
 from typing import Callable, Mapping, Protocol
 
-from ..grid import CarbonProvider
+from ..grid import CarbonProvider, GridError
 from ..grid.chain import ProviderChain
-from ..grid.regions import RegionSignal, parse_regions
-from ..grid.site import worker_signals
+from ..grid.regions import Region, RegionSignal, parse_regions
+from ..grid.site import reported_site, worker_signals
 from ..grid.table import EmbeddedTableProvider
 from ..grid.trace import TraceProvider
 from ..settings import Settings
+from ..worker.registry import WorkerInfo
 from .cluster import ClusterSnapshot
 
 UNBOUNDED = math.inf
@@ -75,22 +77,27 @@ def effective_intensities(signals: Mapping[str, RegionSignal]) -> dict[str, floa
 
 
 SignalSource = Callable[[ClusterSnapshot], Mapping[str, RegionSignal]]  # worker id -> signal
+#: hourly(worker, hours, now) -> the worker's effective gCO2/kWh for each of the next hours (None: unknown)
+HourlySource = Callable[[WorkerInfo, int, float], list[float | None]]
 
 
 class GridAwareRouter:
     """Prefer the workers with the best weighted grid score; capacity breaks ties."""
 
     def __init__(self, signals: SignalSource, *, carbon_weight: float, cost_weight: float,
-                 renewable_weight: float) -> None:
+                 renewable_weight: float, hourly: HourlySource | None = None) -> None:
         self._signals = signals
+        self.hourly = hourly  # forecasts for time shifting; None: no forecast, deadline jobs run at once
         self.weights = (carbon_weight, cost_weight, renewable_weight)
         self._cache: tuple[ClusterSnapshot, dict[str, float], dict[str, float]] | None = None
 
     @classmethod
-    def by_region(cls, signals: Mapping[str, RegionSignal], **weights: float) -> "GridAwareRouter":
+    def by_region(cls, signals: Mapping[str, RegionSignal], *, carbon_weight: float, cost_weight: float,
+                  renewable_weight: float) -> "GridAwareRouter":
         """A router from fixed per-region signals (simulations and tests)."""
         unknown = RegionSignal(None, None, None, "unknown")
-        return cls(lambda snap: {wid: signals.get(w.region, unknown) for wid, w in snap.workers.items()}, **weights)
+        return cls(lambda snap: {wid: signals.get(w.region, unknown) for wid, w in snap.workers.items()},
+                   carbon_weight=carbon_weight, cost_weight=cost_weight, renewable_weight=renewable_weight)
 
     def scores(self, snapshot: ClusterSnapshot) -> tuple[dict[str, float], dict[str, float]]:
         """(score, effective gCO2/kWh) per live worker, computed once per snapshot."""
@@ -133,6 +140,18 @@ def router_for(settings: Settings) -> CapacityRouter | GridAwareRouter:
         return CapacityRouter()
     regions = parse_regions(settings.regions)
     provider = carbon_provider(settings.carbon_trace)
+
+    def hourly(worker: WorkerInfo, hours: int, now: float) -> list[float | None]:
+        region = regions.get(worker.region, Region(worker.region, None))
+        zone, share = reported_site(worker, now) or (region.zone, region.renewable_share)
+        if zone is None:
+            return [None] * hours
+        try:
+            readings = provider.forecast(zone, hours, at=datetime.fromtimestamp(now, timezone.utc))
+        except GridError:
+            return [None] * hours
+        return [r.g_co2_per_kwh * (1.0 - (share or 0.0)) for r in readings]
+
     return GridAwareRouter(lambda snap: worker_signals(snap.workers.values(), regions, provider, now=time.time()),
                            carbon_weight=settings.carbon_weight, cost_weight=settings.cost_weight,
-                           renewable_weight=settings.renewable_weight)
+                           renewable_weight=settings.renewable_weight, hourly=hourly)
