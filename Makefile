@@ -31,8 +31,10 @@ test-fast: install
 	$(PY) -m pytest -m "not integration and not fault" $(PYTEST_ARGS)
 
 bench: install
+	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) benchmarks/kernels.py
 	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/carbon.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info hydra_tasks/*.so kernels/*.c

@@ -16,6 +16,7 @@ from typing import Any
 import redis
 
 from .. import keys
+from ..grid import accounting
 from ..errors import JobNotFound, JobStateError
 from ..lua import Scripts
 from ..models import ChunkSpec, JobSpec, JobState
@@ -30,9 +31,11 @@ def new_job_id() -> str:
     return secrets.token_hex(8)
 
 
-def _active_score(priority: int, created_at: float) -> float:
-    """Higher priority first, then first come first served."""
-    return (9 - priority) * 1e11 + created_at
+def _active_score(priority: int, created_at: float, deadline_ts: float | None = None) -> float:
+    """Higher priority first; then earliest deadline first, where a job without a deadline is
+    due when it was submitted (so those run first come, first served, and the time-shifting
+    plan, which books in deadline order, and the dispatcher agree on who goes first)."""
+    return (9 - priority) * 1e11 + (created_at if deadline_ts is None else deadline_ts)
 
 
 def create_job(client: redis.Redis, spec: JobSpec, chunks: list[ChunkSpec], *, job_id: str,
@@ -52,7 +55,7 @@ def create_job(client: redis.Redis, spec: JobSpec, chunks: list[ChunkSpec], *, j
         pipe.hset(keys.job_chunks(job_id), mapping={c.chunk_id: json.dumps(c.to_json()) for c in batch})
         pipe.rpush(keys.job_todo(job_id), *[c.chunk_id for c in batch])
     pipe.zadd(keys.JOBS, {job_id: now})
-    pipe.zadd(keys.JOBS_ACTIVE, {job_id: _active_score(spec.priority, now)})
+    pipe.zadd(keys.JOBS_ACTIVE, {job_id: _active_score(spec.priority, now, spec.deadline_ts)})
     pipe.execute()
     return job_id
 
@@ -126,6 +129,10 @@ def _view(raw: dict[str, str], workers_raw: dict[str, str]) -> dict[str, Any]:
         **counters,
         "result": json.loads(raw["result"]) if raw.get("result") else None,
         "error": raw.get("error") or None,
+        "sustainability": accounting.totals(raw),
+        # the dirtiest power (gCO2/kWh) a job with a deadline may use now (time shifting); None: any
+        "carbon_threshold": (float(raw["carbon_threshold"]) if raw.get("carbon_threshold", "inf") != "inf"
+                             else None),
     }
     workers: dict[str, dict[str, int]] = {}
     for field_name, value in workers_raw.items():

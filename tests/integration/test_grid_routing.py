@@ -1,0 +1,69 @@
+"""Grid-aware routing end to end: two real workers on grids of very different carbon intensity
+(eu-north draws from Sweden's grid, ~23 gCO2/kWh; ap-south from India's, ~614)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterator
+
+import pytest
+
+from hydra_tasks import compute, identity
+from hydra_tasks.app import HydraCelery
+from hydra_tasks.grid.site import signed_report
+from hydra_tasks.jobs.submit import submit_job
+from hydra_tasks.stack import LocalStack
+from hydra_tasks.worker.registry import list_workers
+from support import running_stack, wait_for_job
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    with running_stack(tmp_path_factory.mktemp("grid"), {"eu-north": 1, "ap-south": 1}, grid_aware=True,
+                       target_chunk_s=0.4, min_chunk_s=0.1) as stack:
+        yield stack
+
+
+def units_by_region(job: dict[str, Any]) -> dict[str, int]:
+    return {w.split("@")[0].rsplit("-", 1)[0]: int(v["units"]) for w, v in job["workers"].items()}
+
+
+def run_pi(app: HydraCelery, seconds: float, *, deadline_in_s: float | None = None) -> dict[str, Any]:
+    speed = min(w.pi_samples_per_s for w in list_workers(app.redis))
+    samples, seed = int(speed * seconds), int(time.time()) % 1000
+    spec: dict[str, Any] = {"kind": "pi", "params": {"samples": samples, "seed": seed}}
+    if deadline_in_s is not None:
+        spec["deadline"] = time.time() + deadline_in_s
+    job = wait_for_job(app, submit_job(app, spec)["id"])
+    assert job["state"] == "done" and job["result"]["hits"] == compute.pi_hits(seed, 0, samples)
+    return job
+
+
+def test_a_job_without_deadline_uses_both_regions_clean_first(app: HydraCelery) -> None:
+    job = run_pi(app, 3.0)
+    used = units_by_region(job)
+    assert used.get("eu-north", 0) > 0 and used.get("ap-south", 0) > 0  # nobody is starved
+    carbon = job["sustainability"]
+    assert 0 < carbon["carbon_g"] < carbon["counterfactual_g"]
+
+
+def test_a_deferrable_job_runs_only_where_the_grid_is_clean(app: HydraCelery) -> None:
+    job = run_pi(app, 1.5, deadline_in_s=3600)
+    assert units_by_region(job) == {"eu-north": job["units_total"]}  # the dirty worker was idle, not used
+    assert job["carbon_threshold"] == pytest.approx(23.0)
+    carbon = job["sustainability"]
+    assert carbon["saved_fraction"] > 0.8  # 23 g instead of the ~318 g capacity-weighted mean
+
+
+def test_a_worker_reporting_home_solar_becomes_the_clean_choice(app: HydraCelery, stack: LocalStack) -> None:
+    from hydra_webapp import create_app as create_webapp
+
+    web = create_webapp(stack.child_settings().with_(api_token="t")).test_client()
+    [dirty] = [w for w in list_workers(app.redis) if w.region == "ap-south"]
+    key = identity.load_key(stack.settings.data_dir / "keys" / "ap-south-1.key")  # the worker's own key
+    response = web.post("/api/update_grid_info", json=signed_report(key, dirty.worker_id, "FR", 0.9))
+    assert response.status_code == 200, response.get_json()
+    job = run_pi(app, 1.5, deadline_in_s=3600)
+    assert units_by_region(job) == {"ap-south": job["units_total"]}  # FR at 10% from the grid: ~3.3 g
