@@ -74,7 +74,8 @@ class Job:
 
 def make_jobs(seed: int, capacity: int) -> list[Job]:
     rng = np.random.default_rng(seed)
-    jobs, t = [], 0.0
+    jobs: list[Job] = []
+    t = 0.0
     while True:
         t += rng.exponential(MEAN_GAP_H)
         arrival = math.ceil(t)
@@ -175,7 +176,11 @@ def oracle(jobs: list[Job], grid: np.ndarray) -> float:
 
     caps = np.array([n for _, n in REGIONS.values()], dtype=float) * HOUR_S
     regions = len(REGIONS)
-    cost, rows_eq, cols_eq, rows_ub, cols_ub = [], [], [], [], []
+    cost: list[float] = []
+    rows_eq: list[int] = []
+    cols_eq: list[int] = []
+    rows_ub: list[int] = []
+    cols_ub: list[int] = []
     for j, job in enumerate(jobs):
         for r in range(regions):
             for h in range(job.arrival, job.deadline):
