@@ -299,3 +299,78 @@ def grid_info(worker_id: str, zone: str, renewable_share: float, url: str) -> No
     if response.status_code != 200:
         raise click.ClickException(f"{response.status_code}: {response.json().get('error', response.text)}")
     _echo_json(response.json())
+
+
+# --- tokens ---------------------------------------------------------------------------------
+@main.group()
+def tokens() -> None:
+    """This volunteer's tokens: balance and signed transfers (through the webapp)."""
+
+
+def _api_get(url: str, path: str) -> Any:
+    import requests
+
+    try:
+        response = requests.get(url.rstrip("/") + path, timeout=10)
+    except requests.RequestException as exc:
+        raise click.ClickException(f"cannot reach {url}: {exc}") from None
+    if response.status_code != 200:
+        raise click.ClickException(f"{response.status_code}: {response.json().get('error', response.text)}")
+    return response.json()
+
+
+@tokens.command("balance")
+@click.argument("who", required=False)
+@click.option("--url", default="http://127.0.0.1:5000", show_default=True, help="The Hydra webapp.")
+def tokens_balance(who: str | None, url: str) -> None:
+    """Balance of WHO (a worker id or account id; default: this machine's key)."""
+    from . import identity
+
+    who = who or identity.public_hex(identity.load_key(identity.key_path(_settings())))
+    _echo_json(_api_get(url, f"/api/worker_balance/{who}"))
+
+
+@tokens.command("transfer")
+@click.option("--to", "recipient", required=True, help="The recipient's account id, or a worker id.")
+@click.option("--amount", required=True, help="Tokens to send, e.g. 1.5 (at most 6 decimals).")
+@click.option("--url", default="http://127.0.0.1:5000", show_default=True, help="The Hydra webapp.")
+def tokens_transfer(recipient: str, amount: str, url: str) -> None:
+    """Send tokens from this machine's account, signed with its key."""
+    import requests
+
+    from . import identity, ledger
+
+    key = identity.load_key(identity.key_path(_settings()))
+    if not identity.is_public_key(recipient):
+        recipient = _api_get(url, f"/api/worker_balance/{recipient}")["account"]
+    body = ledger.signed_transfer(key, recipient, ledger.parse_tokens(amount))
+    try:
+        response = requests.post(url.rstrip("/") + "/api/transfer_tokens", json=body, timeout=10)
+    except requests.RequestException as exc:
+        raise click.ClickException(f"cannot reach {url}: {exc}") from None
+    if response.status_code not in (200, 201):
+        raise click.ClickException(f"{response.status_code}: {response.json().get('error', response.text)}")
+    _echo_json(response.json())
+
+
+@main.group("ledger")
+def ledger_group() -> None:
+    """Operator tools for the token ledger (direct Redis access)."""
+
+
+@ledger_group.command("verify")
+def ledger_verify() -> None:
+    """Replay the journal; exit 1 if it does not reproduce every balance and total."""
+    from . import ledger
+
+    app = _app()
+    audit = ledger.verify(app.redis)
+    metrics = ledger.token_metrics(app.redis)
+    click.echo(f"{audit.entries} journal entries ({audit.mints} mints, {audit.transfers} transfers); "
+               f"supply {metrics['supply']} tokens in {metrics['accounts']} accounts")
+    for problem in audit.problems[:50]:
+        click.echo(f"  PROBLEM {problem}", err=True)
+    if not audit.ok:
+        click.echo(f"ledger verify: {len(audit.problems)} difference(s)", err=True)
+        sys.exit(1)
+    click.echo("ledger verify: OK: the journal reproduces every balance, earned total and the supply")

@@ -294,7 +294,7 @@ def _render_conf(data_dir: Path, port: int, password: str) -> str:
         f"requirepass {_quote(password)}",
         f"dir {_quote(str(data_dir))}",
         "appendonly yes",
-        "appendfsync everysec",
+        "appendfsync always",  # the token ledger: an acknowledged write survives a crash
         'appendfilename "appendonly.aof"',
         'save ""',
         "daemonize no",

@@ -67,3 +67,23 @@ class IdentityError(HydraError):
 
 class SignatureError(IdentityError):
     """A signed message did not verify, was replayed, or is too old."""
+
+
+class LedgerError(HydraError):
+    """A token operation was refused; no balance changed."""
+
+
+class InvalidTransfer(LedgerError):
+    """A transfer request is malformed (amount, account id, nonce)."""
+
+
+class UnknownAccount(LedgerError):
+    """No such token account (accounts are opened when a worker registers its key)."""
+
+
+class InsufficientFunds(LedgerError):
+    """The sender's balance is lower than the amount."""
+
+
+class NonceReused(LedgerError):
+    """A transfer's nonce is not above the sender's last one: a replay or an old message."""

@@ -32,7 +32,8 @@ def key_path(settings: Settings) -> Path:
     return Path(settings.key_file).expanduser() if settings.key_file else settings.data_dir / KEY_FILE_NAME
 
 
-def _decode_export(text: str, *, where: str) -> SigningKey:
+def decode_export(text: str, *, where: str = "The key text") -> SigningKey:
+    """The key in a line printed by :func:`export_text`; IdentityError if it is not one."""
     body = text.strip()
     if not body.startswith(EXPORT_PREFIX) or len(body) != len(EXPORT_PREFIX) + 64 \
             or not set(body[len(EXPORT_PREFIX):]) <= _HEX:
@@ -57,7 +58,7 @@ def load_key(path: Path) -> SigningKey:
         raise IdentityError(f"Cannot read the worker key {path}: {exc.strerror}; check its permissions.") from None
     if path.stat().st_mode & 0o077:
         os.chmod(path, 0o600)  # someone loosened it: the key is the account
-    return _decode_export(text, where=f"The key file {path}")
+    return decode_export(text, where=f"The key file {path}")
 
 
 def _write_new(path: Path, key: SigningKey) -> bool:
@@ -95,7 +96,7 @@ def load_or_create(path: Path) -> SigningKey:
 def import_key(text: str, path: Path, *, replace: bool = False) -> SigningKey:
     """Install an exported key at ``path``. An existing *different* key is only replaced with
     ``replace=True`` (it would be lost, with its account, unless exported first)."""
-    key = _decode_export(text, where="The text given")
+    key = decode_export(text, where="The text given")
     if path.exists():
         if bytes(load_key(path)) == bytes(key):
             return key

@@ -23,6 +23,16 @@ hydra:workers                  set     worker ids ever registered
 hydra:sustainability           hash    energy and carbon totals over all jobs (grid/accounting.py)
 hydra:worker:{id}              hash    region, host, cores, speeds, state, last_seen, performance model
 hydra:worker:{id}:inflight     set     "{job}:{chunk}" currently leased to the worker
+hydra:ledger:accounts          hash    account (Ed25519 public key, hex) -> opened_at
+hydra:ledger:balances          hash    account -> balance in micro-tokens (integer)
+hydra:ledger:earned            hash    account -> micro-tokens ever minted to it
+hydra:ledger:nonces            hash    account -> last transfer nonce used
+hydra:ledger:transfers         hash    "{from}:{nonce}" -> journal entry id (idempotent retries)
+hydra:ledger:minted            set     mint idempotency keys ("{job}:{chunk}")
+hydra:ledger:stats             hash    supply, minted, transferred, transfers, mints (integers)
+hydra:ledger:daily             hash    "YYYY-MM-DD" (UTC) -> micro-tokens minted that day
+hydra:ledger:pending           list    mints merged with their chunk but not yet applied
+hydra:ledger:journal           stream  every balance change, append-only (ledger.py)
 =============================  ======  ============================================================
 """
 
@@ -35,6 +45,17 @@ JOBS_ACTIVE = f"{PREFIX}:jobs:active"
 LEASES = f"{PREFIX}:leases"
 WORKERS = f"{PREFIX}:workers"
 SUSTAINABILITY = f"{PREFIX}:sustainability"  # hash: energy_j, carbon_g, counterfactual_g, renewable_kwh
+
+LEDGER_ACCOUNTS = f"{PREFIX}:ledger:accounts"
+LEDGER_BALANCES = f"{PREFIX}:ledger:balances"
+LEDGER_EARNED = f"{PREFIX}:ledger:earned"
+LEDGER_NONCES = f"{PREFIX}:ledger:nonces"
+LEDGER_TRANSFERS = f"{PREFIX}:ledger:transfers"
+LEDGER_MINTED = f"{PREFIX}:ledger:minted"
+LEDGER_STATS = f"{PREFIX}:ledger:stats"
+LEDGER_DAILY = f"{PREFIX}:ledger:daily"
+LEDGER_PENDING = f"{PREFIX}:ledger:pending"
+LEDGER_JOURNAL = f"{PREFIX}:ledger:journal"
 
 CONTROL_QUEUE = "hydra.control"
 REGION_QUEUE_PREFIX = "hydra.region."

@@ -83,9 +83,10 @@ return redis.call('HGET', KEYS[4], ARGV[5])
 """
 
 MERGE = _RELEASE + """
--- KEYS: job, done, parts, job_workers, todo, leases, worker
+-- KEYS: job, done, parts, job_workers, todo, leases, worker, ledger pending
 -- ARGV: chunk_id, part_json, worker_id, lease_member, lease_key, worker_prefix, worker_suffix,
---       now, elapsed_ms, units, then (field, increment) pairs for the job hash
+--       now, elapsed_ms, units, mint_json ('' for none), then (field, increment) pairs for the job hash
+-- The reward is queued in the same step as the merge, so an accepted chunk is never left unpaid.
 -- Returns {code, units_done, units_total}: code 1 merged, 0 duplicate, -1 job not live.
 local state = redis.call('HGET', KEYS[1], 'state')
 local total = tonumber(redis.call('HGET', KEYS[1], 'units_total') or '0')
@@ -96,7 +97,8 @@ if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then
 end
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'chunks_done', 1)
-for i = 11, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 12, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if ARGV[11] ~= '' then redis.call('RPUSH', KEYS[8], ARGV[11]) end
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[8])
 redis.call('HINCRBY', KEYS[4], ARGV[3] .. '|chunks', 1)
 redis.call('HINCRBY', KEYS[4], ARGV[3] .. '|units', ARGV[10])
@@ -180,6 +182,75 @@ redis.call('HSET', KEYS[1], 'grid_zone', ARGV[2], 'grid_renewable_share', ARGV[3
 return 1
 """
 
+# --- the token ledger (ledger.py). Amounts are integer micro-tokens passed as decimal strings and
+# kept below 2^53, so Lua's doubles compare them exactly; HINCRBY does the arithmetic in int64.
+_MINT_ONE = """
+local function mint_one(m, day)
+  -- m: decoded pending mint {key, account, amount, reason, ts, detail}
+  if redis.call('SADD', KEYS[5], m.key) == 0 then return 0 end
+  if redis.call('HEXISTS', KEYS[1], m.account) == 0 then
+    redis.call('HSET', KEYS[1], m.account, m.ts)
+  end
+  local amount = tostring(m.amount)
+  redis.call('HINCRBY', KEYS[2], m.account, amount)
+  redis.call('HINCRBY', KEYS[3], m.account, amount)
+  redis.call('HINCRBY', KEYS[4], 'supply', amount)
+  redis.call('HINCRBY', KEYS[4], 'minted', amount)
+  redis.call('HINCRBY', KEYS[4], 'mints', 1)
+  redis.call('HINCRBY', KEYS[6], day, amount)
+  redis.call('XADD', KEYS[7], '*', 'type', 'mint', 'to', m.account, 'amount', amount, 'key', m.key,
+             'reason', m.reason, 'ts', m.ts, 'detail', m.detail or '')
+  return 1
+end
+"""
+
+SETTLE = _MINT_ONE + """
+-- KEYS: accounts, balances, earned, stats, minted, daily, journal, pending
+-- ARGV: max entries. Applies pending mints oldest first; each exactly once (idempotency key).
+local applied = 0
+for i = 1, tonumber(ARGV[1]) do
+  local raw = redis.call('LINDEX', KEYS[8], 0)
+  if not raw then break end
+  local m = cjson.decode(raw)
+  applied = applied + mint_one(m, m.day)
+  redis.call('LPOP', KEYS[8])
+end
+return applied
+"""
+
+TRANSFER = """
+-- KEYS: accounts, balances, nonces, transfers, stats, journal
+-- ARGV: from, to, amount, nonce, signature, ts, reason
+-- Returns {code, entry id}: 1 done, 2 the same transfer again (already done), -1 unknown sender,
+-- -2 unknown recipient, -3 nonce not above the last one, -4 insufficient funds.
+local seen = redis.call('HGET', KEYS[4], ARGV[1] .. ':' .. ARGV[4])
+if seen then
+  local entry = redis.call('XRANGE', KEYS[6], seen, seen)
+  if entry[1] then
+    local f = entry[1][2]
+    for i = 1, #f, 2 do
+      if f[i] == 'signature' and f[i + 1] == ARGV[5] then return {2, seen} end
+    end
+  end
+  return {-3, ''}
+end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return {-1, ''} end
+if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 0 then return {-2, ''} end
+local last = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '-1')
+if tonumber(ARGV[4]) <= last then return {-3, ''} end
+local balance = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if balance < tonumber(ARGV[3]) then return {-4, tostring(balance)} end
+redis.call('HINCRBY', KEYS[2], ARGV[1], '-' .. ARGV[3])
+redis.call('HINCRBY', KEYS[2], ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
+redis.call('HINCRBY', KEYS[5], 'transferred', ARGV[3])
+redis.call('HINCRBY', KEYS[5], 'transfers', 1)
+local id = redis.call('XADD', KEYS[6], '*', 'type', 'transfer', 'from', ARGV[1], 'to', ARGV[2], 'amount', ARGV[3],
+                      'nonce', ARGV[4], 'signature', ARGV[5], 'reason', ARGV[7], 'ts', ARGV[6])
+redis.call('HSET', KEYS[4], ARGV[1] .. ':' .. ARGV[4], id)
+return {1, id}
+"""
+
 LEASE_PREFIX = keys.lease("", "")[: -len(":")]  # "hydra:lease:" (lease(job, chunk) == prefix + "job:chunk")
 WORKER_PREFIX, WORKER_SUFFIX = keys.worker_inflight("\0").split("\0")
 
@@ -207,6 +278,8 @@ class Scripts:
         self._finish = self.client.register_script(FINISH)
         self._backup = self.client.register_script(BACKUP)
         self._grid_info = self.client.register_script(GRID_INFO)
+        self._settle = self.client.register_script(SETTLE)
+        self._transfer = self.client.register_script(TRANSFER)
 
     def grant(self, job_id: str, worker_id: str, region: str, *, capacity: int, deadline: float, now: float,
               cut_size: int = 0, spec_prefix: str = "", pick: str = "") -> Grant:
@@ -222,15 +295,16 @@ class Scripts:
         return Grant(1, _text(res[1]), int(res[2]), _text(res[3]))
 
     def merge(self, job_id: str, chunk_id: str, worker_id: str, part_json: str, *, now: float, elapsed_ms: int,
-              units: int, increments: dict[str, int]) -> tuple[int, int, int]:
-        """Merge once. Returns (code, units_done, units_total): code 1 merged, 0 duplicate, -1 job not live."""
+              units: int, increments: dict[str, int], mint_json: str = "") -> tuple[int, int, int]:
+        """Merge once, queueing ``mint_json`` (the reward) with it. Returns (code, units_done,
+        units_total): code 1 merged, 0 duplicate, -1 job not live."""
         member = keys.lease_member(job_id, chunk_id)
         flat: list[Any] = [x for pair in sorted(increments.items()) for x in pair]
         res = self._merge(
             keys=[keys.job(job_id), keys.job_done(job_id), keys.job_parts(job_id), keys.job_workers(job_id),
-                  keys.job_todo(job_id), keys.LEASES, keys.worker(worker_id)],
+                  keys.job_todo(job_id), keys.LEASES, keys.worker(worker_id), keys.LEDGER_PENDING],
             args=[chunk_id, part_json, worker_id, member, keys.lease(job_id, chunk_id), WORKER_PREFIX,
-                  WORKER_SUFFIX, repr(now), elapsed_ms, units, *flat],
+                  WORKER_SUFFIX, repr(now), elapsed_ms, units, mint_json, *flat],
         )
         return int(res[0]), int(res[1] or 0), int(res[2] or 0)
 
@@ -269,6 +343,21 @@ class Scripts:
         """1 stored; 0 not newer than the stored report (a replay); -1 the worker's key changed meanwhile."""
         return int(self._grid_info(keys=[keys.worker(worker_id)],
                                    args=[public_key, zone, repr(share), repr(timestamp)]))
+
+
+    def settle(self, max_entries: int = 1000) -> int:
+        """Apply pending mints (see SETTLE); returns how many were new."""
+        return int(self._settle(keys=[keys.LEDGER_ACCOUNTS, keys.LEDGER_BALANCES, keys.LEDGER_EARNED,
+                                      keys.LEDGER_STATS, keys.LEDGER_MINTED, keys.LEDGER_DAILY, keys.LEDGER_JOURNAL,
+                                      keys.LEDGER_PENDING], args=[max_entries]))
+
+    def transfer(self, sender: str, recipient: str, amount: int, nonce: int, signature: str, *, now: float,
+                 reason: str) -> tuple[int, str]:
+        """Move ``amount`` micro-tokens (see TRANSFER for the codes); returns (code, entry id or detail)."""
+        res = self._transfer(keys=[keys.LEDGER_ACCOUNTS, keys.LEDGER_BALANCES, keys.LEDGER_NONCES,
+                                   keys.LEDGER_TRANSFERS, keys.LEDGER_STATS, keys.LEDGER_JOURNAL],
+                             args=[sender, recipient, str(amount), str(nonce), signature, repr(now), reason])
+        return int(res[0]), _text(res[1])
 
 
 def _text(value: bytes | str) -> str:

@@ -21,7 +21,7 @@ from hydra_tasks.app import create_app as create_celery_app
 from hydra_tasks.errors import ConfigError
 from hydra_tasks.settings import Settings
 
-from . import auth, errors, grid, health, jobs, metrics, pages, workers
+from . import auth, errors, grid, health, jobs, metrics, pages, tokens, workers
 from .context import EXTENSION_KEY, TOKEN_EXTENSION_KEY
 
 __all__ = ["create_app", "MAX_REQUEST_BYTES"]
@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None, *, celery_app: HydraCelery | No
     app.extensions[TOKEN_EXTENSION_KEY] = token
     log.info("Operator API token: %s.", token.source)  # where it lives, never the token itself
 
-    for blueprint in (jobs.bp, workers.bp, grid.bp, metrics.bp, pages.bp, health.bp):
+    for blueprint in (jobs.bp, workers.bp, grid.bp, tokens.bp, metrics.bp, pages.bp, health.bp):
         app.register_blueprint(blueprint)
     errors.register(app)
     app.after_request(_security_headers)

@@ -14,8 +14,8 @@ from kombu.exceptions import OperationalError as BrokerError
 from werkzeug.exceptions import HTTPException
 
 from hydra_tasks.errors import (
-    ConfigError, HydraError, IdentityError, InfrastructureError, InvalidJobSpec, JobError, JobNotFound,
-    JobStateError, SignatureError,
+    ConfigError, HydraError, IdentityError, InfrastructureError, InsufficientFunds, InvalidJobSpec, JobError,
+    JobNotFound, JobStateError, LedgerError, NonceReused, SignatureError, UnknownAccount,
 )
 from hydra_tasks.grid import GridError
 
@@ -29,6 +29,10 @@ STATUS_BY_ERROR: tuple[tuple[type[HydraError], int], ...] = (
     (JobError, 400),
     (GridError, 400),
     (SignatureError, 401),
+    (UnknownAccount, 404),
+    (InsufficientFunds, 409),
+    (NonceReused, 409),
+    (LedgerError, 400),
     (IdentityError, 403),
     (InfrastructureError, 503),
     (ConfigError, 503),  # e.g. no HYDRA_REDIS_URL and no embedded Redis running

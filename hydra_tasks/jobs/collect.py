@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import redis
 
-from .. import keys
+from .. import keys, ledger, rewards
 from ..errors import HydraError, ResultRejected
 from ..lua import Scripts
 from ..models import ChunkResult, ChunkSpec, JobKind, JobState
@@ -22,7 +22,7 @@ from ..grid import accounting
 from ..grid.regions import parse_regions, region_signals
 from ..grid.site import worker_signals
 from ..imaging import render_png
-from ..scheduling.cluster import snapshot
+from ..scheduling.cluster import ClusterSnapshot, snapshot
 from ..scheduling.router import carbon_provider
 from ..settings import Settings
 from ..worker import performance
@@ -66,13 +66,18 @@ def collect(client: redis.Redis, settings: Settings, data: Mapping[str, Any], *,
         scripts.requeue(result.job_id, result.chunk_id, now=now, counter="rejections", force=True,
                         reporter=result.worker_id)
         return "rejected"
+    snap = snapshot(client, settings, now=now)
+    carbon = _carbon(client, settings, snap, chunk, result)
+    mint = _mint(client, settings, snap, chunk, result, increments, carbon, now)
     code, done, total = scripts.merge(
         result.job_id, result.chunk_id, result.worker_id, json.dumps(dict(result.payload)), now=now,
-        elapsed_ms=int(result.elapsed_s * 1000), units=chunk.units, increments=increments,
+        elapsed_ms=int(result.elapsed_s * 1000), units=chunk.units, increments=increments, mint_json=mint,
     )
     if code == 1:
+        if mint:
+            ledger.settle(client)
         _learn(client, chunk, result, now)
-        _account(client, settings, chunk, result)
+        accounting.record(client, chunk.job_id, carbon)
         if chunk.params.get("preview"):
             plan_tiles_after_preview(client, settings, result.job_id)
     if code >= 0 and done == total:
@@ -116,13 +121,13 @@ def _failed(client: redis.Redis, settings: Settings, scripts: Scripts, result: C
     return "rejected"
 
 
-def _account(client: redis.Redis, settings: Settings, chunk: ChunkSpec, result: ChunkResult) -> None:
-    """Energy and carbon of an accepted chunk, and what carbon-blind routing would have emitted.
+def _carbon(client: redis.Redis, settings: Settings, snap: ClusterSnapshot, chunk: ChunkSpec,
+            result: ChunkResult) -> accounting.ChunkCarbon:
+    """Energy and carbon of a chunk, and what carbon-blind routing would have emitted.
 
     The chunk's carbon uses the power its worker really draws (its reported zone and on-site
     renewables, else its region's); the counterfactual is the capacity-weighted mean over the
     live workers, which is where capacity-proportional routing would have spread it."""
-    snap = snapshot(client, settings)
     holder = snap.workers.get(result.worker_id) or get_worker(client, result.worker_id)
     energy = accounting.chunk_energy_j(
         reported_j=result.energy_j, cpu_s=result.cpu_s, elapsed_s=result.elapsed_s,
@@ -137,8 +142,30 @@ def _account(client: redis.Redis, settings: Settings, chunk: ChunkSpec, result: 
     known = [s.g_co2_per_kwh for s in signals.values() if s.g_co2_per_kwh is not None]
     fallback = sum(known) / len(known) if known else 475.0  # world average when nothing is known
     where = holder.worker_id if holder else result.region
-    accounting.record(client, chunk.job_id, accounting.chunk_carbon(energy, where, signals, capacity,
-                                                                    fallback_g_per_kwh=fallback))
+    return accounting.chunk_carbon(energy, where, signals, capacity, fallback_g_per_kwh=fallback)
+
+
+def _mint(client: redis.Redis, settings: Settings, snap: ClusterSnapshot, chunk: ChunkSpec, result: ChunkResult,
+          increments: Mapping[str, int], carbon: accounting.ChunkCarbon, now: float) -> str:
+    """The reward to queue with the merge ('' for none). Only the worker the chunk was leased to
+    (or its backup) is paid, into the account of the key it registered."""
+    if not settings.token_incentives:
+        return ""
+    holders = client.hmget(keys.lease(chunk.job_id, chunk.chunk_id), "worker", "backup")
+    worker = snap.workers.get(result.worker_id) or get_worker(client, result.worker_id)
+    if result.worker_id not in holders or worker is None or not worker.public_key:
+        log.warning("chunk %s of job %s: %s did not hold its lease or has no key; no tokens minted",
+                    chunk.chunk_id, chunk.job_id, result.worker_id)
+        return ""
+    kind = chunk.kind.value
+    rates = sorted(w.rate(kind) for w in snap.workers.values()) or [worker.rate(kind)]
+    work = float(increments.get("iterations", 0)) if chunk.kind is JobKind.MANDELBROT else float(chunk.units)
+    reward = rewards.chunk_reward(settings, work=work, speed=worker.rate(kind), median_speed=rates[len(rates) // 2],
+                                  reliability=worker.reliability,
+                                  saved_g=carbon.counterfactual_g - carbon.carbon_g, renewable_kwh=carbon.renewable_kwh)
+    if reward.total <= 0:
+        return ""
+    return ledger.mint_json(worker.public_key, reward, job_id=chunk.job_id, chunk_id=chunk.chunk_id, now=now)
 
 
 def plan_tiles_after_preview(client: redis.Redis, settings: Settings, job_id: str) -> int:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .. import compute as kernels
-from .. import identity, keys
+from .. import identity, keys, ledger
 from ..errors import IdentityError
 from ..models import WorkerState
 from . import registry
@@ -86,6 +86,7 @@ def on_worker_ready(consumer: Any) -> None:
     )
     try:
         registry.register(app.redis, info)
+        ledger.open_account(app.redis, public_key)
     except IdentityError as exc:
         log.critical("worker %s cannot take work: %s", worker_id, exc)
         return

@@ -1,0 +1,279 @@
+"""The token ledger: integer micro-tokens in Redis, changed only by Lua scripts, journaled.
+
+* **Accounts** are volunteers' Ed25519 public keys (hex, :mod:`identity`), opened when a worker
+  registers its key. Balances follow the key across machines.
+* **Mints** happen when the control plane accepts a chunk: the reward is queued by the same
+  script that merges the chunk (``lua.MERGE``), then applied by ``lua.SETTLE`` exactly once per
+  ``{job}:{chunk}`` idempotency key. A rejected or duplicate result is never merged, so never paid;
+  a control process dying in between leaves the mint queued for the next settle (the sweeper).
+* **Transfers** are signed by the sender over ``{"action": "transfer", "from", "to", "amount",
+  "nonce"}`` (canonical JSON). The nonce must exceed the sender's last one; sending the very same
+  signed transfer again returns the original entry (safe retries) instead of paying twice.
+* **Journal**: every change is appended to a Redis Stream with its reason. :func:`verify`
+  replays it and checks every balance, the earned totals, supply = minted, and every transfer's
+  signature.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any, Iterator, Mapping
+
+import redis
+from nacl.signing import SigningKey
+
+from . import identity, keys
+from .errors import InsufficientFunds, InvalidTransfer, NonceReused, SignatureError, UnknownAccount
+from .lua import Scripts
+from .rewards import Reward
+from .settings import MICRO_PER_TOKEN
+
+MAX_AMOUNT_MICRO = 10**15          # 10^9 tokens: below 2^53, so Lua compares amounts exactly
+MAX_NONCE = 2**53 - 1
+_TRANSFER_FIELDS = {"from", "to", "amount", "nonce", "signature"}
+
+
+def tokens(micro: int) -> str:
+    """Micro-tokens as an exact decimal string, e.g. 1500000 -> '1.500000'."""
+    sign, micro = ("-", -micro) if micro < 0 else ("", micro)
+    return f"{sign}{micro // MICRO_PER_TOKEN}.{micro % MICRO_PER_TOKEN:06d}"
+
+
+def parse_tokens(text: str) -> int:
+    """'1.5' -> 1500000 micro-tokens, exactly; InvalidTransfer if it is not a positive amount."""
+    try:
+        amount = Decimal(text.strip())
+    except InvalidOperation:
+        raise InvalidTransfer(f"{text!r} is not an amount of tokens such as 1.5.") from None
+    micro = amount * MICRO_PER_TOKEN
+    if not amount.is_finite() or micro != micro.to_integral_value():
+        raise InvalidTransfer(f"{text!r}: tokens have at most 6 decimal places.")
+    return check_amount(int(micro))
+
+
+def check_amount(amount: object) -> int:
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise InvalidTransfer("'amount' must be a whole number of micro-tokens (1 token = 1000000).")
+    if not 0 < amount <= MAX_AMOUNT_MICRO:
+        raise InvalidTransfer(f"'amount' must be between 1 and {MAX_AMOUNT_MICRO} micro-tokens, got {amount}.")
+    return amount
+
+
+# --- accounts and mints ----------------------------------------------------------------------
+def open_account(client: redis.Redis, account: str, *, now: float | None = None) -> None:
+    if not identity.is_public_key(account):
+        raise InvalidTransfer("An account id is an Ed25519 public key: 64 lowercase hex digits.")
+    client.hsetnx(keys.LEDGER_ACCOUNTS, account, repr(time.time() if now is None else now))
+
+
+def mint_json(account: str, reward: Reward, *, job_id: str, chunk_id: str, now: float) -> str:
+    """The queued mint a merge carries (amounts as strings: Lua would print big numbers as 1e+15)."""
+    day = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%d")
+    return json.dumps({"key": f"{job_id}:{chunk_id}", "account": account, "amount": str(reward.total),
+                       "reason": "chunk accepted", "ts": repr(now), "day": day,
+                       "detail": json.dumps(reward.to_json(), sort_keys=True)})
+
+
+def settle(client: redis.Redis) -> int:
+    """Apply every queued mint; returns how many were new (a re-applied one counts 0)."""
+    scripts, applied = Scripts(client), 0
+    while True:
+        pending = client.llen(keys.LEDGER_PENDING)
+        if not pending:
+            return applied
+        applied += scripts.settle(min(pending, 1000))
+
+
+# --- transfers -------------------------------------------------------------------------------
+def transfer_message(sender: str, recipient: str, amount: int, nonce: int) -> dict[str, Any]:
+    return {"action": "transfer", "from": sender, "to": recipient, "amount": amount, "nonce": nonce}
+
+
+def signed_transfer(key: SigningKey, recipient: str, amount: int, nonce: int | None = None) -> dict[str, Any]:
+    """The body of ``POST /api/transfer_tokens`` (the nonce defaults to the clock in ns)."""
+    nonce = time.time_ns() // 1000 if nonce is None else nonce
+    message = transfer_message(identity.public_hex(key), recipient, amount, nonce)
+    return {**{k: v for k, v in message.items() if k != "action"}, "signature": identity.sign(key, message)}
+
+
+@dataclass(frozen=True)
+class TransferRequest:
+    sender: str
+    recipient: str
+    amount: int
+    nonce: int
+    signature: str
+
+
+def parse_transfer(raw: object) -> TransferRequest:
+    """Validate a transfer body; InvalidTransfer (or SignatureError) says what is wrong."""
+    if not isinstance(raw, Mapping):
+        raise InvalidTransfer("The body must be a JSON object with from, to, amount, nonce, signature.")
+    fields = set(raw) - {"action"}
+    if fields != _TRANSFER_FIELDS:
+        raise InvalidTransfer(f"A transfer has exactly the fields {sorted(_TRANSFER_FIELDS)} "
+                              f"(missing: {sorted(_TRANSFER_FIELDS - fields) or 'none'}, "
+                              f"unknown: {sorted(fields - _TRANSFER_FIELDS) or 'none'}).")
+    if raw.get("action", "transfer") != "transfer":
+        raise InvalidTransfer("'action' must be 'transfer'.")
+    sender, recipient, nonce = raw["from"], raw["to"], raw["nonce"]
+    for name, value in (("from", sender), ("to", recipient)):
+        if not identity.is_public_key(value):
+            raise InvalidTransfer(f"'{name}' must be an account id: an Ed25519 public key, 64 lowercase hex digits.")
+    if sender == recipient:
+        raise InvalidTransfer("'from' and 'to' are the same account.")
+    amount = check_amount(raw["amount"])
+    if isinstance(nonce, bool) or not isinstance(nonce, int) or not 0 <= nonce <= MAX_NONCE:
+        raise InvalidTransfer(f"'nonce' must be a whole number from 0 to {MAX_NONCE}, above your last one.")
+    signature = raw["signature"]
+    identity.verify(sender, transfer_message(sender, recipient, amount, nonce), signature)
+    return TransferRequest(sender, recipient, amount, nonce, str(signature))
+
+
+def transfer(client: redis.Redis, raw: object, *, now: float | None = None) -> dict[str, Any]:
+    """Verify and apply a signed transfer atomically; a LedgerError changes nothing."""
+    req = parse_transfer(raw)
+    code, detail = Scripts(client).transfer(req.sender, req.recipient, req.amount, req.nonce, req.signature,
+                                            now=time.time() if now is None else now, reason="transfer")
+    if code == -1:
+        raise UnknownAccount("The sending account does not exist; it is opened when a worker registers its key.")
+    if code == -2:
+        raise UnknownAccount("The receiving account does not exist; the recipient must run a worker once first.")
+    if code == -3:
+        raise NonceReused("This nonce is not above the sender's last one (a replay or an old message); "
+                          "sign the transfer again with a new, larger nonce.")
+    if code == -4:
+        raise InsufficientFunds(f"The balance ({tokens(int(detail))} tokens) is less than the amount "
+                                f"({tokens(req.amount)}).")
+    return {"entry": detail, "from": req.sender, "to": req.recipient, "amount_micro": req.amount,
+            "amount": tokens(req.amount), "nonce": req.nonce, "repeated": code == 2}
+
+
+# --- reads -----------------------------------------------------------------------------------
+def resolve_account(client: redis.Redis, who: str) -> str:
+    """An account id, or the account of a registered worker id; UnknownAccount otherwise."""
+    if identity.is_public_key(who) and client.hexists(keys.LEDGER_ACCOUNTS, who):
+        return who
+    account = client.hget(keys.worker(who), "public_key") if len(who) <= 200 else None
+    if account and client.hexists(keys.LEDGER_ACCOUNTS, account):
+        return str(account)
+    raise UnknownAccount(f"No account or worker {who[:80]!r}.")
+
+
+def balance(client: redis.Redis, who: str) -> dict[str, Any]:
+    account = resolve_account(client, who)
+    micro = int(client.hget(keys.LEDGER_BALANCES, account) or 0)
+    earned = int(client.hget(keys.LEDGER_EARNED, account) or 0)
+    return {"account": account, "balance_micro": micro, "balance": tokens(micro), "earned_micro": earned,
+            "earned": tokens(earned)}
+
+
+def _ranked(raw: Mapping[str, str], limit: int) -> list[dict[str, Any]]:
+    rows = sorted(((int(v), k) for k, v in raw.items()), key=lambda r: (-r[0], r[1]))[:limit]
+    return [{"rank": i + 1, "account": account, "micro": micro, "tokens": tokens(micro)}
+            for i, (micro, account) in enumerate(rows)]
+
+
+def leaderboard(client: redis.Redis, limit: int = 10) -> dict[str, Any]:
+    """Top accounts by balance and by tokens ever earned."""
+    return {"by_balance": _ranked(client.hgetall(keys.LEDGER_BALANCES), limit),
+            "by_earned": _ranked(client.hgetall(keys.LEDGER_EARNED), limit)}
+
+
+def token_metrics(client: redis.Redis) -> dict[str, Any]:
+    stats = {k: int(v) for k, v in client.hgetall(keys.LEDGER_STATS).items()}
+    balances = client.hvals(keys.LEDGER_BALANCES)
+    daily = {day: int(v) for day, v in sorted(client.hgetall(keys.LEDGER_DAILY).items())}
+    return {"supply_micro": stats.get("supply", 0), "supply": tokens(stats.get("supply", 0)),
+            "minted_micro": stats.get("minted", 0), "transferred_micro": stats.get("transferred", 0),
+            "mints": stats.get("mints", 0), "transfers": stats.get("transfers", 0),
+            "accounts": client.hlen(keys.LEDGER_ACCOUNTS), "holders": sum(1 for b in balances if int(b) > 0),
+            "pending_mints": client.llen(keys.LEDGER_PENDING), "minted_per_day_micro": daily}
+
+
+# --- audit -----------------------------------------------------------------------------------
+@dataclass
+class Audit:
+    entries: int = 0
+    mints: int = 0
+    transfers: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def journal(client: redis.Redis, *, batch: int = 5000) -> Iterator[tuple[str, dict[str, str]]]:
+    start = "-"
+    while True:
+        entries = client.xrange(keys.LEDGER_JOURNAL, min=start, max="+", count=batch)
+        if not entries:
+            return
+        yield from entries
+        if len(entries) < batch:
+            return
+        start = "(" + entries[-1][0]
+
+
+def verify(client: redis.Redis) -> Audit:
+    """Replay the journal and compare it with every balance and total (see the module docstring).
+    Read from a quiet ledger (or accept that changes made meanwhile show up as differences)."""
+    audit, minted, transferred = Audit(), 0, 0
+    balances: dict[str, int] = {}
+    earned: dict[str, int] = {}
+    keys_seen: set[str] = set()
+    nonces: dict[str, int] = {}
+    for entry_id, f in journal(client):
+        audit.entries += 1
+        try:
+            amount = int(f["amount"])
+            if not 0 < amount <= MAX_AMOUNT_MICRO:
+                raise ValueError("amount out of range")
+            if f["type"] == "mint":
+                audit.mints += 1
+                if f["key"] in keys_seen:
+                    audit.problems.append(f"{entry_id}: mint key {f['key']} appears twice")
+                keys_seen.add(f["key"])
+                balances[f["to"]] = balances.get(f["to"], 0) + amount
+                earned[f["to"]] = earned.get(f["to"], 0) + amount
+                minted += amount
+            elif f["type"] == "transfer":
+                audit.transfers += 1
+                sender, nonce = f["from"], int(f["nonce"])
+                try:
+                    identity.verify(sender, transfer_message(sender, f["to"], amount, nonce), f["signature"])
+                except SignatureError:
+                    audit.problems.append(f"{entry_id}: transfer signature does not verify")
+                if nonce <= nonces.get(sender, -1):
+                    audit.problems.append(f"{entry_id}: nonce {nonce} of {sender[:12]} is not increasing")
+                nonces[sender] = nonce
+                balances[sender] = balances.get(sender, 0) - amount
+                if balances[sender] < 0:
+                    audit.problems.append(f"{entry_id}: {sender[:12]} overdrawn")
+                balances[f["to"]] = balances.get(f["to"], 0) + amount
+                transferred += amount
+            else:
+                audit.problems.append(f"{entry_id}: unknown entry type {f['type']!r}")
+        except (KeyError, ValueError) as exc:
+            audit.problems.append(f"{entry_id}: malformed entry ({exc})")
+    stored = {k: int(v) for k, v in client.hgetall(keys.LEDGER_BALANCES).items()}
+    stored_earned = {k: int(v) for k, v in client.hgetall(keys.LEDGER_EARNED).items()}
+    for name, replayed, kept in (("balance", balances, stored), ("earned", earned, stored_earned)):
+        for account in sorted(set(replayed) | set(kept)):
+            if replayed.get(account, 0) != kept.get(account, 0):
+                audit.problems.append(f"{name} of {account[:12]}: journal says {replayed.get(account, 0)}, "
+                                      f"Redis holds {kept.get(account, 0)}")
+    stats = {k: int(v) for k, v in client.hgetall(keys.LEDGER_STATS).items()}
+    supply = sum(stored.values())
+    for name, expected, actual in (("supply", minted, stats.get("supply", 0)), ("minted", minted, stats.get("minted", 0)),
+                                   ("sum of balances", minted, supply),
+                                   ("transferred", transferred, stats.get("transferred", 0)),
+                                   ("minted keys", audit.mints, client.scard(keys.LEDGER_MINTED))):
+        if expected != actual:
+            audit.problems.append(f"{name}: expected {expected}, found {actual}")
+    return audit

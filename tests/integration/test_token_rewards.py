@@ -1,0 +1,65 @@
+"""Tokens end to end: real workers earn exactly one mint per accepted chunk, into the account of
+their own key, and `hydra ledger verify` (a real subprocess) agrees with Redis, or says it does not."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Iterator
+
+import pytest
+
+from hydra_tasks import compute, identity, keys, ledger
+from hydra_tasks.app import HydraCelery
+from hydra_tasks.jobs.submit import submit_job
+from hydra_tasks.stack import LocalStack
+from hydra_tasks.worker.registry import list_workers
+from support import running_stack, wait_for_job
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    with running_stack(tmp_path_factory.mktemp("tokens"), {"eu-north": 1, "eu-central": 1},
+                       target_chunk_s=0.3, min_chunk_s=0.1) as stack:
+        yield stack
+
+
+def verify_cli(stack: LocalStack) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_")} | stack.child_settings().to_env()
+    return subprocess.run([sys.executable, "-m", "hydra_tasks", "ledger", "verify"], env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_each_accepted_chunk_mints_once_to_its_workers_key(app: HydraCelery, stack: LocalStack) -> None:
+    workers = list_workers(app.redis)
+    assert len({w.public_key for w in workers}) == 2 and all(identity.is_public_key(w.public_key) for w in workers)
+    samples = int(3.0 * sum(w.pi_samples_per_s for w in workers))
+    job = wait_for_job(app, submit_job(app, {"kind": "pi", "params": {"samples": samples, "seed": 11}})["id"])
+    assert job["state"] == "done" and job["result"]["hits"] == compute.pi_hits(11, 0, samples)
+    mints = [f for _, f in ledger.journal(app.redis) if f["type"] == "mint" and f["key"].startswith(job["id"])]
+    assert len(mints) == job["chunks_done"] == len({m["key"] for m in mints})  # one per accepted chunk
+    # Rewards follow work: 1 token per 10^9 samples at the default rate, before bonuses.
+    base = sum(json.loads(m["detail"])["base"] for m in mints)
+    assert base == pytest.approx(samples / 1e9 * 1_000_000, abs=len(mints))
+    for worker in workers:
+        units = job["workers"][worker.worker_id]["units"]
+        paid = sum(int(m["amount"]) for m in mints if m["to"] == worker.public_key)
+        assert (units > 0) == (paid > 0)
+        assert ledger.balance(app.redis, worker.worker_id)["balance_micro"] == paid
+    done = verify_cli(stack)
+    assert done.returncode == 0 and "OK" in done.stdout, done.stdout + done.stderr
+
+
+def test_ledger_verify_fails_on_a_tampered_balance(app: HydraCelery, stack: LocalStack) -> None:
+    account = list_workers(app.redis)[0].public_key
+    app.redis.hincrby(keys.LEDGER_BALANCES, account, 1)  # someone edits Redis by hand
+    try:
+        done = verify_cli(stack)
+        assert done.returncode == 1 and "balance of" in done.stderr, done.stdout + done.stderr
+    finally:
+        app.redis.hincrby(keys.LEDGER_BALANCES, account, -1)
+    assert verify_cli(stack).returncode == 0

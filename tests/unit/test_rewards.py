@@ -1,0 +1,38 @@
+"""The reward rule: integer micro-tokens from work done, bonuses, and the per-chunk cap."""
+
+from __future__ import annotations
+
+from hydra_tasks.rewards import chunk_reward
+from hydra_tasks.settings import Settings
+
+EXAMPLE = dict(work=3e9, speed=1.4e9, median_speed=1e9, reliability=0.98, saved_g=2.0, renewable_kwh=0.0001)
+
+
+def test_the_documented_worked_example() -> None:
+    settings = Settings().with_(base_token_rate_micro=1_000_000, performance_multiplier=1.5, reliability_bonus=0.1,
+                                carbon_bonus_rate_micro=500_000, renewable_bonus_rate_micro=200_000)
+    reward = chunk_reward(settings, **EXAMPLE)
+    assert (reward.base, reward.performance, reward.reliability, reward.carbon, reward.renewable) == \
+        (3_000_000, 3_600_000, 352_800, 1_000, 20)
+    assert reward.total == 3_953_820 and not reward.capped
+    assert all(type(v) is int for k, v in reward.to_json().items() if k != "capped")
+
+
+def test_the_unit_is_work_not_time_and_slow_workers_are_not_penalised() -> None:
+    settings = Settings().with_(performance_multiplier=2.0, reliability_bonus=0.0, carbon_bonus_rate_micro=0,
+                                renewable_bonus_rate_micro=0)
+    slow = chunk_reward(settings, **{**EXAMPLE, "speed": 0.2e9})
+    median = chunk_reward(settings, **{**EXAMPLE, "speed": 1e9})
+    fast = chunk_reward(settings, **{**EXAMPLE, "speed": 5e9})
+    assert slow.total == median.total == 3_000_000  # same work, same pay
+    assert fast.total == 6_000_000  # the multiplier in full from twice the median
+    assert chunk_reward(settings, **{**EXAMPLE, "work": 6e9, "speed": 1e9}).total == 6_000_000
+
+
+def test_the_cap_and_the_switch() -> None:
+    capped = chunk_reward(Settings().with_(max_tokens_per_chunk_micro=1_000_000), **EXAMPLE)
+    assert capped.total == 1_000_000 and capped.capped
+    off = chunk_reward(Settings().with_(token_incentives=False), **EXAMPLE)
+    assert off.total == 0
+    assert chunk_reward(Settings(), **{**EXAMPLE, "work": 0}).total == 0
+    assert chunk_reward(Settings(), **{**EXAMPLE, "saved_g": -50.0}).carbon == 0  # dirtier than blind: no bonus
