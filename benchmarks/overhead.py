@@ -36,7 +36,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hydra-bench-") as tmp:
         # 1) Empty chunks: everything is overhead.
         tiny_chunks = 2_000
-        with running_stack(Path(tmp) / "a", {"eu-west": 1, "us-east": 1}, pi_chunk_samples=1_000) as stack:
+        with running_stack(Path(tmp) / "a", {"eu-west": 1, "us-east": 1}, pi_chunk_samples=1_000,
+                           adaptive=False) as stack:  # static chunks: measure the pipeline, not sizing
             app = create_app(stack.child_settings())
             run_job(app, 1_000 * 200, 0)  # warm-up
             walls = [run_job(app, 1_000 * tiny_chunks, seed)[0] for seed in range(1, REPEATS + 1)]
@@ -53,7 +54,8 @@ def main() -> None:
         chunk = int(kernel_rate * 0.25)  # chunks of about 250 ms on this machine
         samples = 40 * chunk
         ideal = samples / (kernel_rate * WORKERS)
-        with running_stack(Path(tmp) / "b", {"eu-west": 1, "us-east": 1}, pi_chunk_samples=chunk) as stack:
+        with running_stack(Path(tmp) / "b", {"eu-west": 1, "us-east": 1}, pi_chunk_samples=chunk,
+                           adaptive=False) as stack:
             app = create_app(stack.child_settings())
             results = [run_job(app, samples, seed) for seed in range(1, REPEATS + 1)]
         wall = statistics.median(w for w, _ in results)

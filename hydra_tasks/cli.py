@@ -251,7 +251,7 @@ def key() -> None:
 @key.command("show")
 def key_show() -> None:
     """Print where the key is and its public half (the account id)."""
-    from . import identity
+    from .trust import identity
 
     path = identity.key_path(_settings())
     _echo_json({"path": str(path), "account": identity.public_hex(identity.load_key(path))})
@@ -260,7 +260,7 @@ def key_show() -> None:
 @key.command("export")
 def key_export() -> None:
     """Print the key as one line, to import on another machine. Whoever has it owns the account."""
-    from . import identity
+    from .trust import identity
 
     click.echo("hydra: this line is your account's secret key; store it like a password.", err=True)
     click.echo(identity.export_text(identity.load_key(identity.key_path(_settings()))))
@@ -271,7 +271,7 @@ def key_export() -> None:
 @click.option("--replace", is_flag=True, help="Replace a different key already on this machine (it is lost).")
 def key_import(source: Any, replace: bool) -> None:
     """Install an exported key (from SOURCE, or stdin) as this machine's worker key."""
-    from . import identity
+    from .trust import identity
 
     path = identity.key_path(_settings())
     imported = identity.import_key(source.read(), path, replace=replace)
@@ -288,7 +288,7 @@ def grid_info(worker_id: str, zone: str, renewable_share: float, url: str) -> No
     """Report this worker's grid zone and on-site renewables, signed with its key."""
     import requests
 
-    from . import identity
+    from .trust import identity
     from .grid.site import signed_report
 
     body = signed_report(identity.load_key(identity.key_path(_settings())), worker_id, zone, renewable_share)
@@ -324,7 +324,7 @@ def _api_get(url: str, path: str) -> Any:
 @click.option("--url", default="http://127.0.0.1:5000", show_default=True, help="The Hydra webapp.")
 def tokens_balance(who: str | None, url: str) -> None:
     """Balance of WHO (a worker id or account id; default: this machine's key)."""
-    from . import identity
+    from .trust import identity
 
     who = who or identity.public_hex(identity.load_key(identity.key_path(_settings())))
     _echo_json(_api_get(url, f"/api/worker_balance/{who}"))
@@ -338,7 +338,8 @@ def tokens_transfer(recipient: str, amount: str, url: str) -> None:
     """Send tokens from this machine's account, signed with its key."""
     import requests
 
-    from . import identity, ledger
+    from .ledger import book as ledger
+    from .trust import identity
 
     key = identity.load_key(identity.key_path(_settings()))
     if not identity.is_public_key(recipient):
@@ -361,10 +362,11 @@ def ledger_group() -> None:
 @ledger_group.command("verify")
 def ledger_verify() -> None:
     """Replay the journal; exit 1 if it does not reproduce every balance and total."""
-    from . import ledger
+    from .ledger import audit as ledger_audit
+    from .ledger import book as ledger
 
     app = _app()
-    audit = ledger.verify(app.redis)
+    audit = ledger_audit.verify(app.redis)
     metrics = ledger.token_metrics(app.redis)
     click.echo(f"{audit.entries} journal entries ({audit.mints} mints, {audit.transfers} transfers); "
                f"supply {metrics['supply']} tokens in {metrics['accounts']} accounts")

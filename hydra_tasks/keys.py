@@ -32,7 +32,7 @@ hydra:ledger:minted            set     mint idempotency keys ("{job}:{chunk}")
 hydra:ledger:stats             hash    supply, minted, transferred, transfers, mints (integers)
 hydra:ledger:daily             hash    "YYYY-MM-DD" (UTC) -> micro-tokens minted that day
 hydra:ledger:pending           list    mints merged with their chunk but not yet applied
-hydra:ledger:journal           stream  every balance change, append-only (ledger.py)
+hydra:ledger:journal           stream  every balance change, append-only (ledger/book.py)
 =============================  ======  ============================================================
 """
 

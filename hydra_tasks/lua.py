@@ -182,7 +182,7 @@ redis.call('HSET', KEYS[1], 'grid_zone', ARGV[2], 'grid_renewable_share', ARGV[3
 return 1
 """
 
-# --- the token ledger (ledger.py). Amounts are integer micro-tokens passed as decimal strings and
+# --- the token ledger (ledger/book.py). Amounts are integer micro-tokens passed as decimal strings and
 # kept below 2^53, so Lua's doubles compare them exactly; HINCRBY does the arithmetic in int64.
 _MINT_ONE = """
 local function mint_one(m, day)

@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Blueprint, render_template
 
+from hydra_tasks.ledger import book as ledger
 from hydra_tasks.jobs import store
 
 from .context import hydra
@@ -49,7 +50,8 @@ def percent(value: float | None) -> str:
 @bp.get("/")
 def index() -> str:
     client = hydra().redis
-    return render_template("index.html", jobs=store.list_jobs(client, limit=DEFAULT_LIMIT), workers=worker_views())
+    return render_template("index.html", jobs=store.list_jobs(client, limit=DEFAULT_LIMIT), workers=worker_views(),
+                           board=ledger.leaderboard(client, 10)["by_balance"], tokens=ledger.token_metrics(client))
 
 
 @bp.get("/jobs/<job_id>")

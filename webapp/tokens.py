@@ -12,7 +12,7 @@ import logging
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import BadRequest
 
-from hydra_tasks import ledger
+from hydra_tasks.ledger import book as ledger
 
 from .context import hydra
 from .jobs import json_object_body

@@ -2,7 +2,7 @@
 share (home solar, say), sent signed with the worker's key to ``POST /api/update_grid_info``.
 
 The report is JSON ``{"worker_id", "zone", "renewable_share", "timestamp", "signature"}``; the
-signature is Ed25519 (:mod:`hydra_tasks.identity`) over the other four fields plus
+signature is Ed25519 (:mod:`hydra_tasks.trust.identity`) over the other four fields plus
 ``"action": "update_grid_info"``. It is accepted only from the key registered with that worker,
 only if its timestamp is within :data:`MAX_CLOCK_SKEW_S` of the server's clock and newer than the
 last accepted report (so a captured report cannot be replayed), and only for a zone the carbon
@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Mapping
 import redis
 from nacl.signing import SigningKey
 
-from .. import identity
+from ..trust import identity
 from ..errors import SignatureError
 from ..lua import Scripts
 from ..worker.registry import WorkerInfo, get_worker

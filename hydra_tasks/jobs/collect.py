@@ -14,7 +14,9 @@ from typing import Any, Mapping
 
 import redis
 
-from .. import keys, ledger, rewards
+from .. import keys
+from ..ledger import book as ledger
+from ..ledger import rewards
 from ..errors import HydraError, ResultRejected
 from ..lua import Scripts
 from ..models import ChunkResult, ChunkSpec, JobKind, JobState
@@ -75,7 +77,10 @@ def collect(client: redis.Redis, settings: Settings, data: Mapping[str, Any], *,
     )
     if code == 1:
         if mint:
-            ledger.settle(client)
+            try:
+                ledger.settle(client)
+            except redis.ResponseError:  # the mint stays queued; the sweeper settles it
+                log.exception("settling the reward for chunk %s of job %s failed", chunk.chunk_id, chunk.job_id)
         _learn(client, chunk, result, now)
         accounting.record(client, chunk.job_id, carbon)
         if chunk.params.get("preview"):

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import redis
 
-from .. import keys, ledger
+from .. import keys
+from ..ledger import book as ledger
 from ..jobs import collect, store
 from ..lua import Scripts
 from ..models import JobState

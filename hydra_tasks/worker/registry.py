@@ -45,7 +45,7 @@ class WorkerInfo:
     ok: int = 0
     failed: int = 0
     expired: int = 0
-    public_key: str = ""            # Ed25519, hex: the volunteer's account (identity.py)
+    public_key: str = ""            # Ed25519, hex: the volunteer's account (trust/identity.py)
     grid_zone: str = ""             # reported by the worker (POST /api/update_grid_info), "" if none
     grid_renewable_share: float = 0.0
     grid_reported_at: float = 0.0

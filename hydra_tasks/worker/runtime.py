@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 
 from .. import compute as kernels
-from .. import identity, keys, ledger
+from .. import keys
+from ..ledger import book as ledger
+from ..trust import identity
 from ..errors import IdentityError
 from ..models import WorkerState
 from . import registry

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from hydra_tasks import identity, keys
+from hydra_tasks import keys
+from hydra_tasks.trust import identity
 from hydra_tasks.app import HydraCelery
 from hydra_tasks.errors import IdentityError
 from hydra_tasks.grid.site import signed_report

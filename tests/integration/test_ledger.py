@@ -17,11 +17,13 @@ import redis
 from flask.testing import FlaskClient
 from nacl.signing import SigningKey
 
-from hydra_tasks import identity, keys, ledger
+from hydra_tasks import keys
+from hydra_tasks.ledger import audit, book as ledger
+from hydra_tasks.trust import identity
 from hydra_tasks.app import HydraCelery
 from hydra_tasks.embedded import EmbeddedRedis
 from hydra_tasks.errors import LedgerError, SignatureError
-from hydra_tasks.rewards import Reward
+from hydra_tasks.ledger.rewards import Reward
 from hydra_tasks.settings import Settings
 from hydra_webapp import create_app
 
@@ -60,7 +62,7 @@ def test_a_chunk_is_paid_exactly_once(redis_only: HydraCelery) -> None:
     for _ in range(3):  # the same accepted chunk queued three times (a retried collector, say)
         fund(client, account, 5 * TOKEN, key="chunk-once")
     assert ledger.balance(client, account)["balance_micro"] == 5 * TOKEN
-    assert ledger.verify(client).ok
+    assert audit.verify(client).ok
 
 
 def test_a_signed_transfer_moves_tokens_once_even_if_retried(redis_only: HydraCelery, web: FlaskClient) -> None:
@@ -82,7 +84,7 @@ def test_a_signed_transfer_moves_tokens_once_even_if_retried(redis_only: HydraCe
     metrics = web.get("/api/token_metrics").get_json()
     assert metrics["supply_micro"] == metrics["minted_micro"] and metrics["transfers"] >= 1
     assert sum(metrics["minted_per_day_micro"].values()) == metrics["minted_micro"]
-    assert ledger.verify(client).ok
+    assert audit.verify(client).ok
 
 
 def test_adversarial_transfers_are_refused_with_a_reason_and_change_nothing(
@@ -124,7 +126,7 @@ def test_adversarial_transfers_are_refused_with_a_reason_and_change_nothing(
         assert (response.status_code, text.lower() in error.lower()) == (status, True), (name, response.status_code, error)
     assert state(client) == before  # every balance, nonce, total and the journal untouched
     assert web.post("/api/transfer_tokens", json=good).status_code == 201  # and the honest one still works
-    assert ledger.verify(client).ok
+    assert audit.verify(client).ok
 
 
 def _sender(url: str, exported: list[str], accounts: list[str], count: int, seed: int,
@@ -174,8 +176,8 @@ def test_thousands_of_concurrent_transfers_conserve_supply(redis_only: HydraCele
     balances = [int(client.hget(keys.LEDGER_BALANCES, a) or 0) for a in accounts]
     assert min(balances) >= 0 and sum(balances) == 12 * 20 * TOKEN  # conserved among them
     assert int(client.hget(keys.LEDGER_STATS, "supply") or 0) == supply
-    audit = ledger.verify(client)
-    assert audit.ok, audit.problems[:5]
+    report = audit.verify(client)
+    assert report.ok, report.problems[:5]
 
 
 def test_a_redis_crash_mid_run_loses_no_acknowledged_entry(tmp_path: Path) -> None:
@@ -220,13 +222,13 @@ def test_a_redis_crash_mid_run_loses_no_acknowledged_entry(tmp_path: Path) -> No
         thread.join(timeout=10)
     try:
         client = redis.Redis.from_url(second.url if second else url, decode_responses=True)
-        entries = {entry_id for entry_id, _ in ledger.journal(client)}
+        entries = {entry_id for entry_id, _ in audit.journal(client)}
         assert before_crash > 50 and len(acknowledged) > before_crash  # it ran on both sides of the crash
         missing = [e for e in acknowledged if e not in entries]
         assert not missing, f"{len(missing)} acknowledged transfers lost"
         assert len(set(acknowledged)) == len(acknowledged)
-        audit = ledger.verify(client)
-        assert audit.ok, audit.problems[:5]
+        report = audit.verify(client)
+        assert report.ok, report.problems[:5]
     finally:
         if second is not None:
             second.stop()

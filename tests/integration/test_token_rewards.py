@@ -11,7 +11,9 @@ from typing import Iterator
 
 import pytest
 
-from hydra_tasks import compute, identity, keys, ledger
+from hydra_tasks import compute, keys
+from hydra_tasks.ledger import audit, book as ledger
+from hydra_tasks.trust import identity
 from hydra_tasks.app import HydraCelery
 from hydra_tasks.jobs.submit import submit_job
 from hydra_tasks.stack import LocalStack
@@ -40,7 +42,7 @@ def test_each_accepted_chunk_mints_once_to_its_workers_key(app: HydraCelery, sta
     samples = int(3.0 * sum(w.pi_samples_per_s for w in workers))
     job = wait_for_job(app, submit_job(app, {"kind": "pi", "params": {"samples": samples, "seed": 11}})["id"])
     assert job["state"] == "done" and job["result"]["hits"] == compute.pi_hits(11, 0, samples)
-    mints = [f for _, f in ledger.journal(app.redis) if f["type"] == "mint" and f["key"].startswith(job["id"])]
+    mints = [f for _, f in audit.journal(app.redis) if f["type"] == "mint" and f["key"].startswith(job["id"])]
     assert len(mints) == job["chunks_done"] == len({m["key"] for m in mints})  # one per accepted chunk
     # Rewards follow work: 1 token per 10^9 samples at the default rate, before bonuses.
     base = sum(json.loads(m["detail"])["base"] for m in mints)
@@ -63,3 +65,50 @@ def test_ledger_verify_fails_on_a_tampered_balance(app: HydraCelery, stack: Loca
     finally:
         app.redis.hincrby(keys.LEDGER_BALANCES, account, -1)
     assert verify_cli(stack).returncode == 0
+
+
+def test_the_cli_signs_transfers_and_grid_reports_through_the_http_api(app: HydraCelery, stack: LocalStack) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    stack.start_webapp(port=port)
+    url = f"http://127.0.0.1:{port}"
+    stack.wait_until("the webapp", lambda: _up(url))
+    payer, payee = sorted(list_workers(app.redis), key=lambda w: w.worker_id)
+    before = ledger.balance(app.redis, payer.worker_id)["balance_micro"], ledger.balance(app.redis, payee.worker_id)[
+        "balance_micro"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_")} | stack.child_settings().to_env() | {
+        "HYDRA_KEY_FILE": str(stack.settings.data_dir / "keys" / f"{payer.worker_id.split('@')[0]}.key")}
+
+    def hydra(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "hydra_tasks", *args], env=env, capture_output=True, text=True,
+                              timeout=60)
+
+    sent = hydra("tokens", "transfer", "--to", payee.worker_id, "--amount", "0.25", "--url", url)
+    assert sent.returncode == 0, sent.stderr
+    assert json.loads(sent.stdout)["amount_micro"] == 250_000
+    after = ledger.balance(app.redis, payer.worker_id)["balance_micro"], ledger.balance(app.redis, payee.worker_id)[
+        "balance_micro"]
+    assert after == (before[0] - 250_000, before[1] + 250_000)
+    broke = hydra("tokens", "transfer", "--to", payee.worker_id, "--amount", "1000000", "--url", url)
+    assert broke.returncode != 0 and "409" in broke.stderr and "less than the amount" in broke.stderr
+    shown = hydra("tokens", "balance", "--url", url)
+    assert shown.returncode == 0 and json.loads(shown.stdout)["balance_micro"] == after[0]
+    reported = hydra("grid-info", "--worker", payer.worker_id, "--zone", "FR", "--renewable-share", "0.4",
+                     "--url", url)
+    assert reported.returncode == 0, reported.stderr
+    assert app.redis.hget(keys.worker(payer.worker_id), "grid_zone") == "FR"
+    forged = hydra("grid-info", "--worker", payee.worker_id, "--zone", "FR", "--url", url)  # not this key's worker
+    assert forged.returncode != 0 and "401" in forged.stderr
+    assert verify_cli(stack).returncode == 0
+
+
+def _up(url: str) -> bool:
+    import requests
+
+    try:
+        return requests.get(url + "/healthz", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False

@@ -64,3 +64,13 @@ def test_the_image_builds_the_package_from_this_repository(compose: dict[str, An
         assert (ROOT / path).exists()
     assert "pip install" in dockerfile and "USER hydra" in dockerfile
     assert "ARG HYDRA_PORTABLE" in dockerfile and "HYDRA_PORTABLE" in build["args"]
+
+
+def test_each_volunteer_keeps_its_key_and_so_its_tokens_across_restarts(compose: dict[str, Any]) -> None:
+    data_dir = compose["x-hydra-env"]["HYDRA_DATA_DIR"]
+    dockerfile = compose["services"]["control"]["build"]["dockerfile_inline"]
+    assert f"install -d -o hydra -g hydra {data_dir}" in dockerfile  # the volume is the worker's to write
+    for name, service in compose["services"].items():
+        if name.startswith("worker-"):
+            [mount] = [v for v in service["volumes"] if v.endswith(":" + data_dir)]
+            assert mount.split(":")[0] in compose["volumes"]

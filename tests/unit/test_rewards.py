@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hydra_tasks.rewards import chunk_reward
+from hydra_tasks.ledger.rewards import chunk_reward
 from hydra_tasks.settings import Settings
 
 EXAMPLE = dict(work=3e9, speed=1.4e9, median_speed=1e9, reliability=0.98, saved_g=2.0, renewable_kwh=0.0001)

@@ -137,6 +137,27 @@
     return tr;
   }
 
+  function leaderRow(row) {
+    const tr = el("tr");
+    const account = el("td");
+    account.append(el("code", row.account.slice(0, 16) + "…"));
+    tr.append(cell(String(row.rank), "num"), account, cell(row.tokens, "num"));
+    return tr;
+  }
+
+  async function refreshTokens() {
+    const [board, metrics] = await Promise.all([getJSON("/api/leaderboard?limit=10"), getJSON("/api/token_metrics")]);
+    document.getElementById("leaderboard-body").replaceChildren(
+      ...(board.by_balance.length
+        ? board.by_balance.map(leaderRow)
+        : [emptyRow(3, "No tokens yet: volunteers earn them for every accepted chunk.")]),
+    );
+    document.getElementById("token-supply").textContent = metrics.supply;
+    document.getElementById("token-accounts").textContent = String(metrics.accounts);
+    document.getElementById("token-mints").textContent = String(metrics.mints);
+    document.getElementById("token-transfers").textContent = String(metrics.transfers);
+  }
+
   function startIndex() {
     const jobsBody = document.getElementById("jobs-body");
     const workersBody = document.getElementById("workers-body");
@@ -154,6 +175,7 @@
             ? w.workers.map(workerRow)
             : [emptyRow(7, "No workers registered. Start one with hydra worker --region REGION.")]),
         );
+        await refreshTokens();
       }
     });
   }

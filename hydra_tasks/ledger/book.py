@@ -9,28 +9,28 @@
 * **Transfers** are signed by the sender over ``{"action": "transfer", "from", "to", "amount",
   "nonce"}`` (canonical JSON). The nonce must exceed the sender's last one; sending the very same
   signed transfer again returns the original entry (safe retries) instead of paying twice.
-* **Journal**: every change is appended to a Redis Stream with its reason. :func:`verify`
-  replays it and checks every balance, the earned totals, supply = minted, and every transfer's
-  signature.
+* **Journal**: every change is appended to a Redis Stream with its reason; :mod:`.audit`
+  replays it.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import redis
 from nacl.signing import SigningKey
 
-from . import identity, keys
-from .errors import InsufficientFunds, InvalidTransfer, NonceReused, SignatureError, UnknownAccount
-from .lua import Scripts
+from .. import keys
+from ..errors import InsufficientFunds, InvalidTransfer, NonceReused, SignatureError, UnknownAccount
+from ..lua import Scripts
+from ..trust import identity
 from .rewards import Reward
-from .settings import MICRO_PER_TOKEN
+from ..settings import MICRO_PER_TOKEN
 
 MAX_AMOUNT_MICRO = 10**15          # 10^9 tokens: below 2^53, so Lua compares amounts exactly
 MAX_NONCE = 2**53 - 1
@@ -193,87 +193,3 @@ def token_metrics(client: redis.Redis) -> dict[str, Any]:
             "mints": stats.get("mints", 0), "transfers": stats.get("transfers", 0),
             "accounts": client.hlen(keys.LEDGER_ACCOUNTS), "holders": sum(1 for b in balances if int(b) > 0),
             "pending_mints": client.llen(keys.LEDGER_PENDING), "minted_per_day_micro": daily}
-
-
-# --- audit -----------------------------------------------------------------------------------
-@dataclass
-class Audit:
-    entries: int = 0
-    mints: int = 0
-    transfers: int = 0
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-def journal(client: redis.Redis, *, batch: int = 5000) -> Iterator[tuple[str, dict[str, str]]]:
-    start = "-"
-    while True:
-        entries = client.xrange(keys.LEDGER_JOURNAL, min=start, max="+", count=batch)
-        if not entries:
-            return
-        yield from entries
-        if len(entries) < batch:
-            return
-        start = "(" + entries[-1][0]
-
-
-def verify(client: redis.Redis) -> Audit:
-    """Replay the journal and compare it with every balance and total (see the module docstring).
-    Read from a quiet ledger (or accept that changes made meanwhile show up as differences)."""
-    audit, minted, transferred = Audit(), 0, 0
-    balances: dict[str, int] = {}
-    earned: dict[str, int] = {}
-    keys_seen: set[str] = set()
-    nonces: dict[str, int] = {}
-    for entry_id, f in journal(client):
-        audit.entries += 1
-        try:
-            amount = int(f["amount"])
-            if not 0 < amount <= MAX_AMOUNT_MICRO:
-                raise ValueError("amount out of range")
-            if f["type"] == "mint":
-                audit.mints += 1
-                if f["key"] in keys_seen:
-                    audit.problems.append(f"{entry_id}: mint key {f['key']} appears twice")
-                keys_seen.add(f["key"])
-                balances[f["to"]] = balances.get(f["to"], 0) + amount
-                earned[f["to"]] = earned.get(f["to"], 0) + amount
-                minted += amount
-            elif f["type"] == "transfer":
-                audit.transfers += 1
-                sender, nonce = f["from"], int(f["nonce"])
-                try:
-                    identity.verify(sender, transfer_message(sender, f["to"], amount, nonce), f["signature"])
-                except SignatureError:
-                    audit.problems.append(f"{entry_id}: transfer signature does not verify")
-                if nonce <= nonces.get(sender, -1):
-                    audit.problems.append(f"{entry_id}: nonce {nonce} of {sender[:12]} is not increasing")
-                nonces[sender] = nonce
-                balances[sender] = balances.get(sender, 0) - amount
-                if balances[sender] < 0:
-                    audit.problems.append(f"{entry_id}: {sender[:12]} overdrawn")
-                balances[f["to"]] = balances.get(f["to"], 0) + amount
-                transferred += amount
-            else:
-                audit.problems.append(f"{entry_id}: unknown entry type {f['type']!r}")
-        except (KeyError, ValueError) as exc:
-            audit.problems.append(f"{entry_id}: malformed entry ({exc})")
-    stored = {k: int(v) for k, v in client.hgetall(keys.LEDGER_BALANCES).items()}
-    stored_earned = {k: int(v) for k, v in client.hgetall(keys.LEDGER_EARNED).items()}
-    for name, replayed, kept in (("balance", balances, stored), ("earned", earned, stored_earned)):
-        for account in sorted(set(replayed) | set(kept)):
-            if replayed.get(account, 0) != kept.get(account, 0):
-                audit.problems.append(f"{name} of {account[:12]}: journal says {replayed.get(account, 0)}, "
-                                      f"Redis holds {kept.get(account, 0)}")
-    stats = {k: int(v) for k, v in client.hgetall(keys.LEDGER_STATS).items()}
-    supply = sum(stored.values())
-    for name, expected, actual in (("supply", minted, stats.get("supply", 0)), ("minted", minted, stats.get("minted", 0)),
-                                   ("sum of balances", minted, supply),
-                                   ("transferred", transferred, stats.get("transferred", 0)),
-                                   ("minted keys", audit.mints, client.scard(keys.LEDGER_MINTED))):
-        if expected != actual:
-            audit.problems.append(f"{name}: expected {expected}, found {actual}")
-    return audit

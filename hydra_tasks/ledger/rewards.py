@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from .settings import Settings
+from ..settings import Settings
 
 COMPUTE_UNIT = 1e9
 

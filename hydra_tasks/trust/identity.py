@@ -20,8 +20,8 @@ from typing import Any, Mapping
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
-from .errors import IdentityError, SignatureError
-from .settings import Settings
+from ..errors import IdentityError, SignatureError
+from ..settings import Settings
 
 KEY_FILE_NAME = "worker.key"
 EXPORT_PREFIX = "hydra-ed25519:"

@@ -1,0 +1,2 @@
+"""Trust between the control plane and volunteers: worker identity (Ed25519 keys and signed
+messages, :mod:`.identity`)."""
