@@ -207,6 +207,7 @@ end
 SETTLE = _MINT_ONE + """
 -- KEYS: accounts, balances, earned, stats, minted, daily, journal, pending
 -- ARGV: max entries. Applies pending mints oldest first; each exactly once (idempotency key).
+-- Returns {newly applied, still pending}.
 local applied = 0
 for i = 1, tonumber(ARGV[1]) do
   local raw = redis.call('LINDEX', KEYS[8], 0)
@@ -215,7 +216,7 @@ for i = 1, tonumber(ARGV[1]) do
   applied = applied + mint_one(m, m.day)
   redis.call('LPOP', KEYS[8])
 end
-return applied
+return {applied, redis.call('LLEN', KEYS[8])}
 """
 
 TRANSFER = """
@@ -345,11 +346,12 @@ class Scripts:
                                    args=[public_key, zone, repr(share), repr(timestamp)]))
 
 
-    def settle(self, max_entries: int = 1000) -> int:
-        """Apply pending mints (see SETTLE); returns how many were new."""
-        return int(self._settle(keys=[keys.LEDGER_ACCOUNTS, keys.LEDGER_BALANCES, keys.LEDGER_EARNED,
+    def settle(self, max_entries: int = 1000) -> tuple[int, int]:
+        """Apply pending mints (see SETTLE); returns (newly applied, still pending)."""
+        res = self._settle(keys=[keys.LEDGER_ACCOUNTS, keys.LEDGER_BALANCES, keys.LEDGER_EARNED,
                                       keys.LEDGER_STATS, keys.LEDGER_MINTED, keys.LEDGER_DAILY, keys.LEDGER_JOURNAL,
-                                      keys.LEDGER_PENDING], args=[max_entries]))
+                                      keys.LEDGER_PENDING], args=[max_entries])
+        return int(res[0]), int(res[1])
 
     def transfer(self, sender: str, recipient: str, amount: int, nonce: int, signature: str, *, now: float,
                  reason: str) -> tuple[int, str]:

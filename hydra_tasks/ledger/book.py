@@ -80,12 +80,12 @@ def mint_json(account: str, reward: Reward, *, job_id: str, chunk_id: str, now: 
 
 def settle(client: redis.Redis) -> int:
     """Apply every queued mint; returns how many were new (a re-applied one counts 0)."""
-    scripts, applied = Scripts(client), 0
+    scripts, total = Scripts(client), 0
     while True:
-        pending = client.llen(keys.LEDGER_PENDING)
+        applied, pending = scripts.settle(1000)
+        total += applied
         if not pending:
-            return applied
-        applied += scripts.settle(min(pending, 1000))
+            return total
 
 
 # --- transfers -------------------------------------------------------------------------------

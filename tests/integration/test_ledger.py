@@ -232,3 +232,33 @@ def test_a_redis_crash_mid_run_loses_no_acknowledged_entry(tmp_path: Path) -> No
     finally:
         if second is not None:
             second.stop()
+
+
+def test_a_mint_left_queued_by_a_dead_collector_is_applied_by_the_sweeper(redis_only: HydraCelery) -> None:
+    from hydra_tasks.scheduling.router import CapacityRouter
+    from hydra_tasks.scheduling.sweeper import sweep
+
+    client = redis_only.redis
+    account = identity.public_hex(new_account(client))
+    reward = Reward(7, 7, 0, 0, 0, 7, False)
+    client.rpush(keys.LEDGER_PENDING, ledger.mint_json(account, reward, job_id="j", chunk_id="orphan", now=time.time()))
+    report = sweep(client, redis_only.settings, CapacityRouter(), lambda *args: None)
+    assert report.minted == 1 and ledger.balance(client, account)["balance_micro"] == 7
+    assert sweep(client, redis_only.settings, CapacityRouter(), lambda *args: None).minted == 0
+
+
+def test_the_merge_queues_a_reward_only_for_a_new_chunk(redis_only: HydraCelery) -> None:
+    from hydra_tasks.lua import Scripts
+
+    client = redis_only.redis
+    client.hset(keys.job("mj"), mapping={"state": "running", "units_total": 2, "units_done": 0})
+    account = identity.public_hex(new_account(client))
+    mint = ledger.mint_json(account, Reward(3, 3, 0, 0, 0, 3, False), job_id="mj", chunk_id="c1", now=time.time())
+    scripts = Scripts(client)
+    for expected in (1, 0):  # the second delivery of the same chunk is a duplicate
+        code, _, _ = scripts.merge("mj", "c1", "w@h", "{}", now=time.time(), elapsed_ms=1, units=1,
+                                   increments={"units_done": 1}, mint_json=mint)
+        assert code == expected
+    assert client.llen(keys.LEDGER_PENDING) == 1
+    ledger.settle(client)
+    assert ledger.balance(client, account)["balance_micro"] == 3
