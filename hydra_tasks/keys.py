@@ -6,7 +6,8 @@ Every key Hydra writes is built here, so ``grep keys.`` finds every reader and w
 key                            type    contents
 =============================  ======  ============================================================
 hydra:jobs                     zset    job id -> created_at (all jobs, newest last)
-hydra:jobs:active              zset    job id -> dispatch order (priority, then age)
+hydra:jobs:active              zset    job id -> dispatch order (priority, then deadline or age)
+hydra:jobs:deadlines           zset    job id -> deadline (jobs that may be time-shifted)
 hydra:job:{id}                 hash    spec, kind, state, counters, result (see jobs/store.py)
 hydra:job:{id}:chunks          hash    chunk id -> chunk spec JSON
 hydra:job:{id}:todo            list    chunk ids waiting for dispatch (LPUSH = retry first)
@@ -42,6 +43,7 @@ PREFIX = "hydra"
 
 JOBS = f"{PREFIX}:jobs"
 JOBS_ACTIVE = f"{PREFIX}:jobs:active"
+JOBS_DEADLINES = f"{PREFIX}:jobs:deadlines"
 LEASES = f"{PREFIX}:leases"
 WORKERS = f"{PREFIX}:workers"
 SUSTAINABILITY = f"{PREFIX}:sustainability"  # hash: energy_j, carbon_g, counterfactual_g, renewable_kwh

@@ -56,6 +56,8 @@ def create_job(client: redis.Redis, spec: JobSpec, chunks: list[ChunkSpec], *, j
         pipe.rpush(keys.job_todo(job_id), *[c.chunk_id for c in batch])
     pipe.zadd(keys.JOBS, {job_id: now})
     pipe.zadd(keys.JOBS_ACTIVE, {job_id: _active_score(spec.priority, now, spec.deadline_ts)})
+    if spec.deadline_ts is not None:
+        pipe.zadd(keys.JOBS_DEADLINES, {job_id: spec.deadline_ts})
     pipe.execute()
     return job_id
 

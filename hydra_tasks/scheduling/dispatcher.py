@@ -19,7 +19,7 @@ import redis
 from .. import keys
 from ..jobs import handler
 from ..lua import Scripts
-from ..models import JobKind
+from ..models import JobKind, JobState
 from ..settings import Settings
 from . import Publish
 from .cluster import ClusterSnapshot, snapshot
@@ -115,6 +115,8 @@ def carbon_thresholds(client: redis.Redis, settings: Settings, snap: ClusterSnap
     thresholds are also written to the job hashes (``carbon_threshold``) for the dashboard."""
     if not isinstance(router, GridAwareRouter) or router.hourly is None or not job_ids:
         return {}
+    if not _deadline_jobs_active(client, job_ids):
+        return {}  # the usual case costs one ZRANGE
     pipe = client.pipeline(transaction=False)
     for job_id in job_ids:
         pipe.hmget(keys.job(job_id), "kind", "spec", "units_total", "units_done", "iters_per_px")
@@ -149,6 +151,21 @@ def carbon_thresholds(client: redis.Redis, settings: Settings, snap: ClusterSnap
         _plans.clear()
     _plans[key] = (now, thresholds)
     return thresholds
+
+
+def _deadline_jobs_active(client: redis.Redis, job_ids: list[str]) -> bool:
+    """Whether any active job has a deadline; forgets jobs that have ended meanwhile."""
+    with_deadline = client.zrange(keys.JOBS_DEADLINES, 0, -1)
+    active = set(job_ids)
+    gone = [j for j in with_deadline if j not in active]
+    if gone:  # ended, or submitted after job_ids was read: only drop the ones whose job is final
+        states = client.pipeline(transaction=False)
+        for job_id in gone:
+            states.hget(keys.job(job_id), "state")
+        final = [j for j, state in zip(gone, states.execute()) if state is None or JobState(state).is_final]
+        if final:
+            client.zrem(keys.JOBS_DEADLINES, *final)
+    return len(gone) < len(with_deadline)
 
 
 def _first_chunk(client: redis.Redis, job_id: str, snap: ClusterSnapshot) -> dict[str, bool]:

@@ -8,7 +8,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from hydra_tasks import compute
+from hydra_tasks import compute, keys
 from hydra_tasks.trust import identity
 from hydra_tasks.app import HydraCelery
 from hydra_tasks.grid.site import signed_report
@@ -69,3 +69,4 @@ def test_a_worker_reporting_home_solar_becomes_the_clean_choice(app: HydraCelery
     assert response.status_code == 200, response.get_json()
     job = run_pi(app, 1.5, deadline_in_s=3600)
     assert units_by_region(job) == {"ap-south": job["units_total"]}  # FR at 10% from the grid: ~3.3 g
+    assert app.redis.zrange(keys.JOBS_DEADLINES, 0, -1) in ([], [job["id"]])  # ended jobs leave the index
