@@ -29,7 +29,7 @@ from ..scheduling.router import carbon_provider
 from ..settings import Settings
 from ..worker import performance
 from ..worker.compute import DECLINED
-from ..worker.registry import get_worker
+from ..worker.registry import WorkerInfo, get_worker
 from . import handler, mandelbrot, store, tiling
 
 LOG_LENGTH = 5_000  # accepted chunks kept per job for the metrics endpoints
@@ -69,8 +69,9 @@ def collect(client: redis.Redis, settings: Settings, data: Mapping[str, Any], *,
                         reporter=result.worker_id)
         return "rejected"
     snap = snapshot(client, settings, now=now)
-    carbon = _carbon(client, settings, snap, chunk, result)
-    mint = _mint(client, settings, snap, chunk, result, increments, carbon, now)
+    holder = snap.workers.get(result.worker_id) or get_worker(client, result.worker_id)
+    carbon = _carbon(settings, snap, holder, chunk, result)
+    mint = _mint(client, settings, snap, holder, chunk, result, increments, carbon, now)
     code, done, total = scripts.merge(
         result.job_id, result.chunk_id, result.worker_id, json.dumps(dict(result.payload)), now=now,
         elapsed_ms=int(result.elapsed_s * 1000), units=chunk.units, increments=increments, mint_json=mint,
@@ -126,14 +127,13 @@ def _failed(client: redis.Redis, settings: Settings, scripts: Scripts, result: C
     return "rejected"
 
 
-def _carbon(client: redis.Redis, settings: Settings, snap: ClusterSnapshot, chunk: ChunkSpec,
+def _carbon(settings: Settings, snap: ClusterSnapshot, holder: WorkerInfo | None, chunk: ChunkSpec,
             result: ChunkResult) -> accounting.ChunkCarbon:
     """Energy and carbon of a chunk, and what carbon-blind routing would have emitted.
 
     The chunk's carbon uses the power its worker really draws (its reported zone and on-site
     renewables, else its region's); the counterfactual is the capacity-weighted mean over the
     live workers, which is where capacity-proportional routing would have spread it."""
-    holder = snap.workers.get(result.worker_id) or get_worker(client, result.worker_id)
     energy = accounting.chunk_energy_j(
         reported_j=result.energy_j, cpu_s=result.cpu_s, elapsed_s=result.elapsed_s,
         cores=holder.cores if holder else 1, watts_per_core=holder.watts_per_core if holder else settings.watts_per_core)
@@ -150,14 +150,14 @@ def _carbon(client: redis.Redis, settings: Settings, snap: ClusterSnapshot, chun
     return accounting.chunk_carbon(energy, where, signals, capacity, fallback_g_per_kwh=fallback)
 
 
-def _mint(client: redis.Redis, settings: Settings, snap: ClusterSnapshot, chunk: ChunkSpec, result: ChunkResult,
-          increments: Mapping[str, int], carbon: accounting.ChunkCarbon, now: float) -> str:
+def _mint(client: redis.Redis, settings: Settings, snap: ClusterSnapshot, worker: WorkerInfo | None,
+          chunk: ChunkSpec, result: ChunkResult, increments: Mapping[str, int], carbon: accounting.ChunkCarbon,
+          now: float) -> str:
     """The reward to queue with the merge ('' for none). Only the worker the chunk was leased to
     (or its backup) is paid, into the account of the key it registered."""
     if not settings.token_incentives:
         return ""
     holders = client.hmget(keys.lease(chunk.job_id, chunk.chunk_id), "worker", "backup")
-    worker = snap.workers.get(result.worker_id) or get_worker(client, result.worker_id)
     if result.worker_id not in holders or worker is None or not worker.public_key:
         log.warning("chunk %s of job %s: %s did not hold its lease or has no key; no tokens minted",
                     chunk.chunk_id, chunk.job_id, result.worker_id)
