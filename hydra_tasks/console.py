@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from . import keys
 from .app import HydraCelery, create_app
 from .jobs import store
 from .jobs.submit import job_png, submit_job
@@ -86,7 +87,21 @@ def follow(app: HydraCelery, job_ids: list[str], labels: list[str], *, poll_s: f
             time.sleep(poll_s)
 
 
-def summary(pi_job: dict[str, Any], mandel_job: dict[str, Any], image: Path | None, wall_s: float) -> None:
+def ledger_view(app: HydraCelery) -> dict[str, Any]:
+    """Tokens per worker and in total, and the carbon totals, read before the stack stops."""
+    from .grid.accounting import totals
+    from .ledger import book
+
+    balances = {}
+    for worker in list_workers(app.redis):
+        if worker.public_key:
+            balances[worker.worker_id] = book.balance(app.redis, worker.public_key)["balance"]
+    return {"balances": balances, "tokens": book.token_metrics(app.redis),
+            "carbon": totals(app.redis.hgetall(keys.SUSTAINABILITY))}
+
+
+def summary(pi_job: dict[str, Any], mandel_job: dict[str, Any], image: Path | None, wall_s: float,
+            ledger: dict[str, Any] | None = None) -> None:
     table = Table(title="Hydra demo summary", show_header=False)
     r = pi_job.get("result") or {}
     if r:
@@ -100,6 +115,11 @@ def summary(pi_job: dict[str, Any], mandel_job: dict[str, Any], image: Path | No
                                     f"{m['iterations']:,} iterations")
     table.add_row("Mandelbrot job", _job_line(mandel_job))
     table.add_row("image", str(image) if image else "(none)")
+    if ledger:
+        t, c = ledger["tokens"], ledger["carbon"]
+        table.add_row("tokens", f"{t['supply']} minted for {t['mints']} accepted chunks, in {t['accounts']} accounts")
+        table.add_row("carbon", f"{c['carbon_g']:.3f} g CO2 for {c['energy_kwh'] * 1000:.2f} Wh; carbon-blind "
+                                f"routing: {c['counterfactual_g']:.3f} g")
     table.add_row("demo wall time", f"{wall_s:.1f} s")
     console.print(table)
     workers = Table(title="work per worker")
@@ -110,6 +130,13 @@ def summary(pi_job: dict[str, Any], mandel_job: dict[str, Any], image: Path | No
             workers.add_row(worker_id, job["kind"], str(w.get("chunks", 0)), f"{w.get('units', 0):,}",
                             f"{w.get('elapsed_ms', 0) / 1000:.2f}")
     console.print(workers)
+    if ledger and ledger["balances"]:
+        earned = Table(title="tokens earned")
+        earned.add_column("worker")
+        earned.add_column("balance", justify="right")
+        for worker_id, balance in sorted(ledger["balances"].items()):
+            earned.add_row(worker_id, balance)
+        console.print(earned)
 
 
 def _job_line(job: dict[str, Any]) -> str:
@@ -133,6 +160,7 @@ def run_demo(settings: Settings, *, samples: float, width: int, height: int, max
             "width": width, "height": height, "max_iter": max_iter, "center_x": -0.75, "center_y": 0.0,
             "span": 3.0}})
         pi_job, mandel_job = follow(app, [pi_job["id"], mandel_job["id"]], ["π", "Mandelbrot"])
+        ledger = ledger_view(app)
         png = job_png(app, mandel_job["id"])
         image = None
         if png:
@@ -145,7 +173,7 @@ def run_demo(settings: Settings, *, samples: float, width: int, height: int, max
         stop_uninterruptibly(stack)
         if not keep_data:
             shutil.rmtree(settings.data_dir, ignore_errors=True)
-    summary(pi_job, mandel_job, image, time.perf_counter() - t0)
+    summary(pi_job, mandel_job, image, time.perf_counter() - t0, ledger)
     return pi_job["state"] == "done" and mandel_job["state"] == "done"
 
 
