@@ -21,6 +21,7 @@ hydra:job:{id}:log             list    recent accepted chunks (worker, units, el
 hydra:leases                   zset    "{job}:{chunk}" -> lease deadline (unix seconds)
 hydra:lease:{job}:{chunk}      hash    worker, region, attempt, dispatched_at, queued, expiries ...
 hydra:workers                  set     worker ids ever registered
+hydra:grid:failures            list    recent carbon-provider failures, newest first (JSON), capped
 hydra:sustainability           hash    energy and carbon totals over all jobs (grid/accounting.py)
 hydra:worker:{id}              hash    region, host, cores, speeds, state, last_seen, performance model
 hydra:worker:{id}:inflight     set     "{job}:{chunk}" currently leased to the worker
@@ -46,6 +47,8 @@ JOBS_ACTIVE = f"{PREFIX}:jobs:active"
 JOBS_DEADLINES = f"{PREFIX}:jobs:deadlines"
 LEASES = f"{PREFIX}:leases"
 WORKERS = f"{PREFIX}:workers"
+GRID_FAILURES = f"{PREFIX}:grid:failures"
+GRID_FAILURES_KEPT = 100
 SUSTAINABILITY = f"{PREFIX}:sustainability"  # hash: energy_j, carbon_g, counterfactual_g, renewable_kwh
 
 LEDGER_ACCOUNTS = f"{PREFIX}:ledger:accounts"

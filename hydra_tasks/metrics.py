@@ -70,8 +70,10 @@ def sustainability_metrics(client: redis.Redis, *, job_id: str | None = None, li
         ids = [job_id]
     else:
         ids = [j["id"] for j in store.list_jobs(client, limit=limit)]
+    failures = [json.loads(f) for f in client.lrange(keys.GRID_FAILURES, 0, 19)]
     return {"overall": totals(client.hgetall(keys.SUSTAINABILITY)),
-            "jobs": [{"job_id": i, **totals(client.hgetall(keys.job(i)))} for i in ids]}
+            "jobs": [{"job_id": i, **totals(client.hgetall(keys.job(i)))} for i in ids],
+            "carbon_provider_failures": failures}
 
 
 def chunking_metrics(client: redis.Redis, *, job_id: str | None = None, limit: int = 5) -> dict[str, Any]:

@@ -113,7 +113,7 @@ class Settings:
         default_factory=lambda: Path.home() / ".local" / "share" / "hydra",
         metadata=_meta("HYDRA_DATA_DIR", lambda n, r: Path(r).expanduser()),
     )
-    api_token: str | None = field(default=None, metadata=_meta("HYDRA_API_TOKEN", _str))
+    api_token: str | None = field(default=None, repr=False, metadata=_meta("HYDRA_API_TOKEN", _str))
     region: str = field(default="local", metadata=_meta("HYDRA_REGION", _region))
     key_file: str = field(default="", metadata=_meta("HYDRA_KEY_FILE", _str))  # worker key; default data_dir/worker.key
     # --- chunk lifecycle
@@ -142,6 +142,12 @@ class Settings:
     renewable_weight: float = field(default=0.3, metadata=_meta("HYDRA_RENEWABLE_WEIGHT", _float(0, 1)))
     regions: str = field(default="", metadata=_meta("HYDRA_REGIONS", _str))            # see grid/regions.py
     carbon_trace: str = field(default="", metadata=_meta("HYDRA_CARBON_TRACE", _str))  # hourly CSV to replay
+    carbon_providers: str = field(default="", metadata=_meta("HYDRA_CARBON_PROVIDERS", _str))  # grid/configure.py
+    electricitymaps_token: str | None = field(default=None, repr=False,
+                                              metadata=_meta("HYDRA_ELECTRICITYMAPS_TOKEN", _str))
+    watttime_username: str | None = field(default=None, metadata=_meta("HYDRA_WATTTIME_USERNAME", _str))
+    watttime_password: str | None = field(default=None, repr=False, metadata=_meta("HYDRA_WATTTIME_PASSWORD", _str))
+    watttime_regions: str = field(default="", metadata=_meta("HYDRA_WATTTIME_REGIONS", _str))
     shift_safety: float = field(default=0.7, metadata=_meta("HYDRA_SHIFT_SAFETY", _float(0.05, 1)))
     watts_per_core: float = field(default=15.0, metadata=_meta("HYDRA_WATTS_PER_CORE", _float(0.1, 500)))
     # --- token incentives (seed names); amounts are integer micro-tokens
@@ -174,6 +180,9 @@ class Settings:
         from .grid.regions import parse_regions
 
         parse_regions(self.regions)  # validated once, here; ConfigError says what to fix
+        from .grid import configure
+
+        configure.check(self)
         if self.carbon_trace and not Path(self.carbon_trace).is_file():
             raise ConfigError(f"HYDRA_CARBON_TRACE={self.carbon_trace!r} is not a file; give the path of an hourly "
                               "CSV (datetime_utc,ZONE,...) or leave it unset to use the embedded annual table.")

@@ -41,17 +41,20 @@ def compute_chunk(self: Any, chunk: dict[str, Any], attempt: int, region: str = 
 def collect_chunk(self: Any, result: dict[str, Any]) -> str:
     """Control plane: verify + merge once + finalize, then refill the windows."""
     outcome = collect.collect(self.app.redis, self.app.settings, result)
-    dispatcher.dispatch(self.app.redis, self.app.settings, router_for(self.app.settings), publish_chunk)
+    dispatcher.dispatch(self.app.redis, self.app.settings, router_for(self.app.settings, self.app.redis),
+                        publish_chunk)
     return outcome
 
 
 @shared_task(name="hydra.dispatch", bind=True, ignore_result=True)
 def dispatch(self: Any) -> int:
-    return dispatcher.dispatch(self.app.redis, self.app.settings, router_for(self.app.settings), publish_chunk)
+    return dispatcher.dispatch(self.app.redis, self.app.settings, router_for(self.app.settings, self.app.redis),
+                               publish_chunk)
 
 
 @shared_task(name="hydra.sweep", bind=True, ignore_result=True)
 def sweep(self: Any) -> dict[str, Any]:
-    report = sweeper.sweep(self.app.redis, self.app.settings, router_for(self.app.settings), publish_chunk)
+    report = sweeper.sweep(self.app.redis, self.app.settings, router_for(self.app.settings, self.app.redis),
+                           publish_chunk)
     return {"requeued": len(report.requeued), "dispatched": report.dispatched,
             "offline": report.offline_workers, "failed": report.failed_jobs, "finalized": report.finalized_jobs}

@@ -24,7 +24,7 @@ bp = Blueprint("grid", __name__, url_prefix="/api")
 
 def _zone_known(zone: str) -> bool:
     try:
-        carbon_provider(hydra().settings.carbon_trace).intensity(zone)
+        carbon_provider(hydra().settings, hydra().redis).intensity(zone)
     except GridError:
         return False
     return True

@@ -40,6 +40,7 @@ class ProviderChain:
         ttl_s: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
         max_failures: int = 100,
+        on_failure: Callable[[ProviderFailure], None] | None = None,
     ) -> None:
         if not providers:
             raise GridError("a ProviderChain needs at least one provider; end it with EmbeddedTableProvider()")
@@ -51,6 +52,7 @@ class ProviderChain:
         self._cache: dict[tuple[str, datetime | None], tuple[float, Reading]] = {}
         self._forecasts: dict[tuple[str, datetime, int], tuple[float, list[Reading]]] = {}
         self._failures: deque[ProviderFailure] = deque(maxlen=max_failures)
+        self._on_failure = on_failure  # e.g. to make failures visible to other processes
 
     @property
     def failures(self) -> list[ProviderFailure]:
@@ -116,5 +118,10 @@ class ProviderChain:
         message = str(exc) if isinstance(exc, GridError) else f"{type(exc).__name__}: {exc}"
         failure = ProviderFailure(provider=name, zone=zone, message=message, clock_s=self._clock())
         self._failures.append(failure)
+        if self._on_failure is not None:
+            try:
+                self._on_failure(failure)
+            except Exception:  # noqa: BLE001 - reporting a failure must not break routing
+                log.debug("could not report a provider failure", exc_info=True)
         log.warning("carbon provider %s failed for zone %s: %s", name, zone, message)
         return failure

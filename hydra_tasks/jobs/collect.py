@@ -138,7 +138,7 @@ def _carbon(settings: Settings, snap: ClusterSnapshot, holder: WorkerInfo | None
         reported_j=result.energy_j, cpu_s=result.cpu_s, elapsed_s=result.elapsed_s,
         cores=holder.cores if holder else 1, watts_per_core=holder.watts_per_core if holder else settings.watts_per_core)
     regions = parse_regions(settings.regions)
-    provider = carbon_provider(settings.carbon_trace)
+    provider = carbon_provider(settings)
     workers = [*snap.workers.values(), *([holder] if holder and holder.worker_id not in snap.workers else [])]
     signals = worker_signals(workers, regions, provider, now=time.time())
     if holder is None:  # an unregistered worker: its region's grid is all we know

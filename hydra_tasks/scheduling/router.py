@@ -18,17 +18,20 @@ shifting, :mod:`.shifting`; unbounded for jobs without a deadline).
 from __future__ import annotations
 
 import functools
+import json
 import math
 import time
 from datetime import datetime, timezone
 from typing import Callable, Mapping, Protocol
 
-from ..grid import CarbonProvider, GridError
-from ..grid.chain import ProviderChain
+import redis
+
+from .. import keys
+from ..grid import GridError
+from ..grid.chain import ProviderChain, ProviderFailure
+from ..grid.configure import build_chain
 from ..grid.regions import Region, RegionSignal, parse_regions
 from ..grid.site import reported_site, worker_signals
-from ..grid.table import EmbeddedTableProvider
-from ..grid.trace import TraceProvider
 from ..settings import Settings
 from ..worker.registry import WorkerInfo
 from .cluster import ClusterSnapshot
@@ -126,20 +129,43 @@ class GridAwareRouter:
         return best
 
 
+class FailureLog:
+    """Makes provider failures visible beyond this process: newest first in ``keys.GRID_FAILURES``."""
+
+    def __init__(self) -> None:
+        self.client: redis.Redis | None = None
+
+    def __call__(self, failure: ProviderFailure) -> None:
+        if self.client is not None:
+            entry = json.dumps({"provider": failure.provider, "zone": failure.zone, "message": failure.message,
+                                "at": time.time()})
+            pipe = self.client.pipeline(transaction=False)
+            pipe.lpush(keys.GRID_FAILURES, entry)
+            pipe.ltrim(keys.GRID_FAILURES, 0, keys.GRID_FAILURES_KEPT - 1)
+            pipe.execute()
+
+
 @functools.lru_cache(maxsize=4)
-def carbon_provider(carbon_trace: str) -> ProviderChain:
-    """One provider chain per process (it caches readings): trace replay if configured, then the
-    embedded annual table, which never fails."""
-    providers: list[CarbonProvider] = [TraceProvider(carbon_trace)] if carbon_trace else []
-    return ProviderChain([*providers, EmbeddedTableProvider()], ttl_s=300.0)
+def _chain(settings: Settings) -> tuple[ProviderChain, FailureLog]:
+    failures = FailureLog()
+    return build_chain(settings, on_failure=failures), failures
 
 
-def router_for(settings: Settings) -> CapacityRouter | GridAwareRouter:
+def carbon_provider(settings: Settings, client: redis.Redis | None = None) -> ProviderChain:
+    """One provider chain per process and settings (it caches readings, see grid/configure.py);
+    with ``client``, its failures are also logged to Redis for the metrics endpoint."""
+    chain, failures = _chain(settings)
+    if client is not None:
+        failures.client = client
+    return chain
+
+
+def router_for(settings: Settings, client: redis.Redis | None = None) -> CapacityRouter | GridAwareRouter:
     """The router the settings ask for, with current grid signals for every live worker."""
     if not settings.grid_aware:
         return CapacityRouter()
     regions = parse_regions(settings.regions)
-    provider = carbon_provider(settings.carbon_trace)
+    provider = carbon_provider(settings, client)
 
     def hourly(worker: WorkerInfo, hours: int, now: float) -> list[float | None]:
         region = regions.get(worker.region, Region(worker.region, None))

@@ -267,3 +267,51 @@ def test_chain_falls_back_to_the_table_when_live_providers_are_down(
     assert reading.g_co2_per_kwh == 175.0 and reading.source.startswith("embedded-table")
     assert [f.provider for f in chain.failures] == ["uk-carbon-intensity", "electricity-maps"]
     assert EM_TOKEN not in caplog.text
+
+
+def test_the_router_uses_the_configured_live_provider_and_shows_when_it_falls_back(
+    api: ApiServer, redis_only: Any
+) -> None:
+    from hydra_tasks.metrics import sustainability_metrics
+    from hydra_tasks.models import WorkerState
+    from hydra_tasks.scheduling.cluster import snapshot
+    from hydra_tasks.scheduling.router import GridAwareRouter, carbon_provider, router_for
+    from hydra_tasks.worker.registry import WorkerInfo, register
+
+    client = redis_only.redis
+    now = time.time()
+    register(client, WorkerInfo(worker_id="de@h", region="eu-central", host="h", pid=1, cores=1, concurrency=1,
+                                pi_samples_per_s=1e9, mandelbrot_iters_per_s=1e9, state=WorkerState.ONLINE,
+                                started_at=now, last_seen=now))
+    settings = redis_only.settings.with_(carbon_providers=f"electricitymaps={api.url}", electricitymaps_token=EM_TOKEN)
+    router = router_for(settings, client)
+    assert isinstance(router, GridAwareRouter)
+    live = sample("electricitymaps_v3_carbon-intensity_latest.json")["carbonIntensity"]
+    assert router.scores(snapshot(client, settings))[1]["de@h"] == live  # the API's figure, not the table's 341
+
+    api.modes["*"] = "500"
+    carbon_provider(settings).clear_cache()
+    fallback = router_for(settings, client).scores(snapshot(client, settings))[1]["de@h"]
+    assert fallback == 341.0  # Germany's annual mean from the embedded table: routing goes on
+    [failure] = sustainability_metrics(client)["carbon_provider_failures"][:1]
+    assert failure["provider"] == "electricity-maps" and failure["zone"] == "DE"
+    assert EM_TOKEN not in json.dumps(sustainability_metrics(client))
+
+
+def test_live_providers_are_configured_by_settings_and_checked() -> None:
+    from hydra_tasks.errors import ConfigError
+    from hydra_tasks.grid.configure import build_chain
+    from hydra_tasks.settings import Settings
+
+    chain = build_chain(Settings.from_env({"HYDRA_CARBON_PROVIDERS": "electricitymaps,uk,watttime",
+                                           "HYDRA_ELECTRICITYMAPS_TOKEN": "t", "HYDRA_WATTTIME_USERNAME": "u",
+                                           "HYDRA_WATTTIME_PASSWORD": "p",
+                                           "HYDRA_WATTTIME_REGIONS": "US-CAL-CISO=CAISO_NORTH"}))
+    assert [p.name for p in chain.providers] == ["electricity-maps", "uk-carbon-intensity", "watttime",
+                                                 "embedded-table"]
+    for env, text in (({"HYDRA_CARBON_PROVIDERS": "electricitymaps"}, "HYDRA_ELECTRICITYMAPS_TOKEN"),
+                      ({"HYDRA_CARBON_PROVIDERS": "watttime"}, "HYDRA_WATTTIME_USERNAME"),
+                      ({"HYDRA_CARBON_PROVIDERS": "carbonaware"}, "not one of"),
+                      ({"HYDRA_CARBON_PROVIDERS": "uk=ftp://x"}, "base-url")):
+        with pytest.raises(ConfigError, match=text):
+            Settings.from_env(env)
