@@ -205,3 +205,30 @@ def test_hydra_worker_joins_a_region_and_takes_work(stack: LocalStack) -> None:
         worker.wait(timeout=30)
     states = {w.worker_id.split("@")[0]: w.state.value for w in list_workers(stack.client())}
     assert states["volunteer"] == "offline"  # a clean shutdown says goodbye
+
+
+def test_a_volunteer_moves_its_key_to_another_machine_with_export_and_import(tmp_path: Path) -> None:
+    from hydra_tasks.trust import identity
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_")}
+    laptop = {**base, "HYDRA_DATA_DIR": str(tmp_path / "laptop")}
+    desktop = {**base, "HYDRA_DATA_DIR": str(tmp_path / "desktop")}
+    key = identity.load_or_create(tmp_path / "laptop" / "worker.key")  # as a worker's first start does
+
+    def run(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "hydra_tasks", *args], env=env, input=stdin,
+                              capture_output=True, text=True, timeout=60)
+
+    exported = run(laptop, "key", "export")
+    assert exported.returncode == 0 and "secret" in exported.stderr
+    imported = run(desktop, "key", "import", stdin=exported.stdout)
+    assert imported.returncode == 0, imported.stderr
+    assert json.loads(imported.stdout)["account"] == identity.public_hex(key)
+    assert json.loads(run(desktop, "key", "show").stdout)["account"] == identity.public_hex(key)
+    assert (tmp_path / "desktop" / "worker.key").stat().st_mode & 0o077 == 0
+    other = identity.export_text(identity.load_or_create(tmp_path / "other.key"))
+    refused = run(desktop, "key", "import", stdin=other)
+    assert refused.returncode == 2 and "export it first" in refused.stderr
+    assert json.loads(run(desktop, "key", "show").stdout)["account"] == identity.public_hex(key)  # unchanged
+    garbage = run(desktop, "key", "import", stdin="not a key")
+    assert garbage.returncode == 2 and "not a Hydra key" in garbage.stderr

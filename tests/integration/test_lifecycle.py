@@ -455,3 +455,39 @@ def test_every_accepted_chunk_is_accounted_and_a_clean_region_saves_carbon(app: 
     assert job["energy_kwh"] == pytest.approx(len(results) * 15 / 3.6e6)
     assert 0 < job["carbon_g"] < job["counterfactual_g"]  # Sweden's grid against the IN/SE capacity mix
     assert sustainability_metrics(app.redis)["overall"]["carbon_g"] == pytest.approx(job["carbon_g"])
+
+
+def test_tokens_are_minted_once_for_an_accepted_chunk_and_never_for_a_rejected_or_stolen_one(
+        app: HydraCelery) -> None:
+    from nacl.signing import SigningKey
+
+    from hydra_tasks.ledger import book
+    from hydra_tasks.trust import identity
+
+    now = time.time()
+    accounts = {}
+    for name in ("honest@test", "thief@test"):
+        accounts[name] = identity.public_hex(SigningKey.generate())
+        registry.register(app.redis, registry.WorkerInfo(
+            worker_id=name, region="eu-west", host="test", pid=1, cores=1, concurrency=1, pi_samples_per_s=1e8,
+            mandelbrot_iters_per_s=1e8, state=WorkerState.ONLINE, started_at=now, last_seen=now,
+            public_key=accounts[name]))
+        book.open_account(app.redis, accounts[name])
+    pi_job(app)
+    sent = run_dispatch(app)
+    mine = [(c, a, w) for c, a, w in sent if w == "honest@test"]
+    chunk, attempt, _ = mine[0]
+    good = run_chunk(chunk, attempt=attempt, worker_id="honest@test", region="eu-west")
+    forged = {**good, "payload": {**good["payload"], "hits": good["payload"]["hits"] + 1}}
+    assert collect.collect(app.redis, app.settings, forged) == "rejected"
+    assert book.balance(app.redis, accounts["honest@test"])["balance_micro"] == 0  # nothing for bad work
+    assert collect.collect(app.redis, app.settings, good) == "merged"
+    paid = book.balance(app.redis, accounts["honest@test"])["balance_micro"]
+    assert paid > 0
+    assert collect.collect(app.redis, app.settings, good) == "duplicate"
+    assert book.balance(app.redis, accounts["honest@test"])["balance_micro"] == paid  # counted once
+    # Another worker returns (correct) work for a chunk leased to the honest one: merged, not paid.
+    chunk2, attempt2, _ = mine[1]
+    stolen = run_chunk(chunk2, attempt=attempt2, worker_id="thief@test", region="eu-west")
+    assert collect.collect(app.redis, app.settings, stolen) == "merged"
+    assert book.balance(app.redis, accounts["thief@test"])["balance_micro"] == 0
