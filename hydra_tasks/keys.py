@@ -33,7 +33,6 @@ hydra:ledger:transfers         hash    "{from}:{nonce}" -> journal entry id (ide
 hydra:ledger:minted            set     mint idempotency keys ("{job}:{chunk}")
 hydra:ledger:stats             hash    supply, minted, transferred, transfers, mints (integers)
 hydra:ledger:daily             hash    "YYYY-MM-DD" (UTC) -> micro-tokens minted that day
-hydra:ledger:pending           list    mints merged with their chunk but not yet applied
 hydra:ledger:journal           stream  every balance change, append-only (ledger/book.py)
 =============================  ======  ============================================================
 """
@@ -59,7 +58,6 @@ LEDGER_TRANSFERS = f"{PREFIX}:ledger:transfers"
 LEDGER_MINTED = f"{PREFIX}:ledger:minted"
 LEDGER_STATS = f"{PREFIX}:ledger:stats"
 LEDGER_DAILY = f"{PREFIX}:ledger:daily"
-LEDGER_PENDING = f"{PREFIX}:ledger:pending"
 LEDGER_JOURNAL = f"{PREFIX}:ledger:journal"
 
 CONTROL_QUEUE = "hydra.control"

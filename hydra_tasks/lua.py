@@ -82,36 +82,7 @@ redis.call('HINCRBY', KEYS[3], 'backups', 1)
 return redis.call('HGET', KEYS[4], ARGV[5])
 """
 
-MERGE = _RELEASE + """
--- KEYS: job, done, parts, job_workers, todo, leases, worker, ledger pending
--- ARGV: chunk_id, part_json, worker_id, lease_member, lease_key, worker_prefix, worker_suffix,
---       now, elapsed_ms, units, mint_json ('' for none), then (field, increment) pairs for the job hash
--- The reward is queued in the same step as the merge, so an accepted chunk is never left unpaid.
--- Returns {code, units_done, units_total}: code 1 merged, 0 duplicate, -1 job not live.
-local state = redis.call('HGET', KEYS[1], 'state')
-local total = tonumber(redis.call('HGET', KEYS[1], 'units_total') or '0')
-if state ~= 'queued' and state ~= 'running' then return {-1, 0, total} end
-if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then
-  redis.call('HINCRBY', KEYS[1], 'duplicates', 1)
-  return {0, tonumber(redis.call('HGET', KEYS[1], 'units_done')), total}
-end
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'chunks_done', 1)
-for i = 12, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
-if ARGV[11] ~= '' then redis.call('RPUSH', KEYS[8], ARGV[11]) end
-redis.call('HSET', KEYS[1], 'updated_at', ARGV[8])
-redis.call('HINCRBY', KEYS[4], ARGV[3] .. '|chunks', 1)
-redis.call('HINCRBY', KEYS[4], ARGV[3] .. '|units', ARGV[10])
-redis.call('HINCRBY', KEYS[4], ARGV[3] .. '|elapsed_ms', ARGV[9])
-redis.call('HSET', KEYS[4], ARGV[3] .. '|last_ms', string.format('%d', tonumber(ARGV[8]) * 1000))
-redis.call('HINCRBY', KEYS[7], 'chunks_done', 1)
-redis.call('HINCRBY', KEYS[7], 'busy_ms', ARGV[9])
-if redis.call('HGET', ARGV[5], 'queued') == '1' then redis.call('LREM', KEYS[5], 0, ARGV[1]) end
-redis.call('ZREM', KEYS[6], ARGV[4])
-release(ARGV[5], ARGV[4], ARGV[6], ARGV[7])
-redis.call('DEL', ARGV[5])
-return {1, tonumber(redis.call('HGET', KEYS[1], 'units_done')), total}
-"""
+
 
 REQUEUE = _RELEASE + """
 -- KEYS: leases, todo, job, done
@@ -172,6 +143,17 @@ end
 return 1
 """
 
+# Every registered worker's record in one round trip (the registry is read twice per chunk).
+ALL_WORKERS = """
+-- KEYS: the workers set. ARGV: the worker hash prefix. Returns {id, {field, value, ...}, id, ...}.
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('HGETALL', ARGV[1] .. id)
+end
+return out
+"""
+
 # A worker's signed grid report, stored only if newer than the last one (so a replay changes nothing).
 GRID_INFO = """
 -- KEYS: worker hash. ARGV: public key that verified the signature, zone, share, timestamp
@@ -185,38 +167,67 @@ return 1
 # --- the token ledger (ledger/book.py). Amounts are integer micro-tokens passed as decimal strings and
 # kept below 2^53, so Lua's doubles compare them exactly; HINCRBY does the arithmetic in int64.
 _MINT_ONE = """
-local function mint_one(m, day)
-  -- m: decoded pending mint {key, account, amount, reason, ts, detail}
-  if redis.call('SADD', KEYS[5], m.key) == 0 then return 0 end
-  if redis.call('HEXISTS', KEYS[1], m.account) == 0 then
-    redis.call('HSET', KEYS[1], m.account, m.ts)
-  end
+-- k: the ledger keys {accounts, balances, earned, stats, minted, daily, journal}, from KEYS[first..first+6]
+local function ledger_keys(first)
+  return {accounts = KEYS[first], balances = KEYS[first + 1], earned = KEYS[first + 2], stats = KEYS[first + 3],
+          minted = KEYS[first + 4], daily = KEYS[first + 5], journal = KEYS[first + 6]}
+end
+-- m: {key, account, amount, reason, ts, day, detail}, amounts as strings. Returns 1 minted, 0 already minted.
+local function mint_one(k, m)
+  if redis.call('SADD', k.minted, m.key) == 0 then return 0 end
+  if redis.call('HEXISTS', k.accounts, m.account) == 0 then redis.call('HSET', k.accounts, m.account, m.ts) end
   local amount = tostring(m.amount)
-  redis.call('HINCRBY', KEYS[2], m.account, amount)
-  redis.call('HINCRBY', KEYS[3], m.account, amount)
-  redis.call('HINCRBY', KEYS[4], 'supply', amount)
-  redis.call('HINCRBY', KEYS[4], 'minted', amount)
-  redis.call('HINCRBY', KEYS[4], 'mints', 1)
-  redis.call('HINCRBY', KEYS[6], day, amount)
-  redis.call('XADD', KEYS[7], '*', 'type', 'mint', 'to', m.account, 'amount', amount, 'key', m.key,
+  redis.call('HINCRBY', k.balances, m.account, amount)
+  redis.call('HINCRBY', k.earned, m.account, amount)
+  redis.call('HINCRBY', k.stats, 'supply', amount)
+  redis.call('HINCRBY', k.stats, 'minted', amount)
+  redis.call('HINCRBY', k.stats, 'mints', 1)
+  redis.call('HINCRBY', k.daily, m.day, amount)
+  redis.call('XADD', k.journal, '*', 'type', 'mint', 'to', m.account, 'amount', amount, 'key', m.key,
              'reason', m.reason, 'ts', m.ts, 'detail', m.detail or '')
   return 1
 end
 """
 
-SETTLE = _MINT_ONE + """
--- KEYS: accounts, balances, earned, stats, minted, daily, journal, pending
--- ARGV: max entries. Applies pending mints oldest first; each exactly once (idempotency key).
--- Returns {newly applied, still pending}.
-local applied = 0
-for i = 1, tonumber(ARGV[1]) do
-  local raw = redis.call('LINDEX', KEYS[8], 0)
-  if not raw then break end
-  local m = cjson.decode(raw)
-  applied = applied + mint_one(m, m.day)
-  redis.call('LPOP', KEYS[8])
+MINT = _MINT_ONE + """
+-- KEYS: the ledger keys (see ledger_keys). ARGV: the mint as JSON. Returns 1 minted, 0 already minted.
+return mint_one(ledger_keys(1), cjson.decode(ARGV[1]))
+"""
+
+MERGE = _RELEASE + _MINT_ONE + """
+-- KEYS: job, done, parts, job_workers, todo, leases, worker, then the 7 ledger keys (see ledger_keys)
+-- ARGV: chunk_id, part_json, worker_id, lease_member, lease_key, worker_prefix, worker_suffix,
+--       now, elapsed_ms, units, mint_json ('' for none), then (field, increment) pairs for the job hash
+-- The reward is minted in the same atomic step as the merge: once per accepted chunk, never otherwise,
+-- and only if the reporter holds the chunk's lease (or its backup copy).
+-- Returns {code, units_done, units_total, minted}: code 1 merged, 0 duplicate, -1 job not live.
+local state = redis.call('HGET', KEYS[1], 'state')
+local total = tonumber(redis.call('HGET', KEYS[1], 'units_total') or '0')
+if state ~= 'queued' and state ~= 'running' then return {-1, 0, total, 0} end
+if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then
+  redis.call('HINCRBY', KEYS[1], 'duplicates', 1)
+  return {0, tonumber(redis.call('HGET', KEYS[1], 'units_done')), total, 0}
 end
-return {applied, redis.call('LLEN', KEYS[8])}
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'chunks_done', 1)
+for i = 12, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local minted = 0
+if ARGV[11] ~= '' then
+  local holder, backup = unpack(redis.call('HMGET', ARGV[5], 'worker', 'backup'))
+  if holder == ARGV[3] or backup == ARGV[3] then minted = mint_one(ledger_keys(8), cjson.decode(ARGV[11])) end
+end
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[8])
+redis.call('HINCRBY', KEYS[4], ARGV[3] .. '|chunks', 1)
+redis.call('HINCRBY', KEYS[4], ARGV[3] .. '|units', ARGV[10])
+redis.call('HINCRBY', KEYS[4], ARGV[3] .. '|elapsed_ms', ARGV[9])
+redis.call('HSET', KEYS[4], ARGV[3] .. '|last_ms', string.format('%d', tonumber(ARGV[8]) * 1000))
+redis.call('HINCRBY', KEYS[7], 'chunks_done', 1)
+redis.call('HINCRBY', KEYS[7], 'busy_ms', ARGV[9])
+if redis.call('HGET', ARGV[5], 'queued') == '1' then redis.call('LREM', KEYS[5], 0, ARGV[1]) end
+redis.call('ZREM', KEYS[6], ARGV[4])
+release(ARGV[5], ARGV[4], ARGV[6], ARGV[7])
+redis.call('DEL', ARGV[5])
+return {1, tonumber(redis.call('HGET', KEYS[1], 'units_done')), total, minted}
 """
 
 TRANSFER = """
@@ -252,6 +263,9 @@ redis.call('HSET', KEYS[4], ARGV[1] .. ':' .. ARGV[4], id)
 return {1, id}
 """
 
+LEDGER_KEYS = [keys.LEDGER_ACCOUNTS, keys.LEDGER_BALANCES, keys.LEDGER_EARNED, keys.LEDGER_STATS, keys.LEDGER_MINTED,
+               keys.LEDGER_DAILY, keys.LEDGER_JOURNAL]  # the order ledger_keys() expects
+
 LEASE_PREFIX = keys.lease("", "")[: -len(":")]  # "hydra:lease:" (lease(job, chunk) == prefix + "job:chunk")
 WORKER_PREFIX, WORKER_SUFFIX = keys.worker_inflight("\0").split("\0")
 
@@ -279,7 +293,8 @@ class Scripts:
         self._finish = self.client.register_script(FINISH)
         self._backup = self.client.register_script(BACKUP)
         self._grid_info = self.client.register_script(GRID_INFO)
-        self._settle = self.client.register_script(SETTLE)
+        self._all_workers = self.client.register_script(ALL_WORKERS)
+        self._mint = self.client.register_script(MINT)
         self._transfer = self.client.register_script(TRANSFER)
 
     def grant(self, job_id: str, worker_id: str, region: str, *, capacity: int, deadline: float, now: float,
@@ -296,18 +311,19 @@ class Scripts:
         return Grant(1, _text(res[1]), int(res[2]), _text(res[3]))
 
     def merge(self, job_id: str, chunk_id: str, worker_id: str, part_json: str, *, now: float, elapsed_ms: int,
-              units: int, increments: dict[str, int], mint_json: str = "") -> tuple[int, int, int]:
-        """Merge once, queueing ``mint_json`` (the reward) with it. Returns (code, units_done,
-        units_total): code 1 merged, 0 duplicate, -1 job not live."""
+              units: int, increments: dict[str, int], mint_json: str = "") -> tuple[int, int, int, bool]:
+        """Merge once, minting ``mint_json`` (the reward) in the same step if the reporter holds the
+        lease. Returns (code, units_done, units_total, minted): code 1 merged, 0 duplicate, -1 job
+        not live."""
         member = keys.lease_member(job_id, chunk_id)
         flat: list[Any] = [x for pair in sorted(increments.items()) for x in pair]
         res = self._merge(
             keys=[keys.job(job_id), keys.job_done(job_id), keys.job_parts(job_id), keys.job_workers(job_id),
-                  keys.job_todo(job_id), keys.LEASES, keys.worker(worker_id), keys.LEDGER_PENDING],
+                  keys.job_todo(job_id), keys.LEASES, keys.worker(worker_id), *LEDGER_KEYS],
             args=[chunk_id, part_json, worker_id, member, keys.lease(job_id, chunk_id), WORKER_PREFIX,
                   WORKER_SUFFIX, repr(now), elapsed_ms, units, mint_json, *flat],
         )
-        return int(res[0]), int(res[1] or 0), int(res[2] or 0)
+        return int(res[0]), int(res[1] or 0), int(res[2] or 0), bool(int(res[3] or 0))
 
     def requeue(self, job_id: str, chunk_id: str, *, now: float, counter: str, force: bool,
                 reporter: str = "") -> tuple[int, str | None]:
@@ -340,18 +356,21 @@ class Scripts:
         ))
 
 
+    def all_workers(self) -> dict[str, dict[str, str]]:
+        """worker id -> its registry hash, for every registered worker."""
+        res = self._all_workers(keys=[keys.WORKERS], args=[keys.worker("")])
+        return {_text(res[i]): {_text(res[i + 1][j]): _text(res[i + 1][j + 1]) for j in range(0, len(res[i + 1]), 2)}
+                for i in range(0, len(res), 2)}
+
     def grid_info(self, worker_id: str, public_key: str, zone: str, share: float, timestamp: float) -> int:
         """1 stored; 0 not newer than the stored report (a replay); -1 the worker's key changed meanwhile."""
         return int(self._grid_info(keys=[keys.worker(worker_id)],
                                    args=[public_key, zone, repr(share), repr(timestamp)]))
 
 
-    def settle(self, max_entries: int = 1000) -> tuple[int, int]:
-        """Apply pending mints (see SETTLE); returns (newly applied, still pending)."""
-        res = self._settle(keys=[keys.LEDGER_ACCOUNTS, keys.LEDGER_BALANCES, keys.LEDGER_EARNED,
-                                      keys.LEDGER_STATS, keys.LEDGER_MINTED, keys.LEDGER_DAILY, keys.LEDGER_JOURNAL,
-                                      keys.LEDGER_PENDING], args=[max_entries])
-        return int(res[0]), int(res[1])
+    def mint(self, mint_json: str) -> int:
+        """Mint once per idempotency key (see MINT): 1 minted, 0 already minted."""
+        return int(self._mint(keys=LEDGER_KEYS, args=[mint_json]))
 
     def transfer(self, sender: str, recipient: str, amount: int, nonce: int, signature: str, *, now: float,
                  reason: str) -> tuple[int, str]:

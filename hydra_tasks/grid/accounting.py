@@ -85,14 +85,13 @@ def chunk_carbon(energy_j: float, region: str, signals: Mapping[str, RegionSigna
     return ChunkCarbon(energy_j, kwh * intensity(region), kwh * blind, kwh * share)
 
 
-def record(client: redis.Redis, job_id: str, c: ChunkCarbon) -> None:
-    pipe = client.pipeline(transaction=False)
+def record(pipe: redis.client.Pipeline, job_id: str, c: ChunkCarbon) -> None:
+    """Queue the chunk's totals on ``pipe`` (the caller executes it with its other writes)."""
     for key in (keys.job(job_id), keys.SUSTAINABILITY):
         pipe.hincrbyfloat(key, "energy_j", c.energy_j)
         pipe.hincrbyfloat(key, "carbon_g", c.carbon_g)
         pipe.hincrbyfloat(key, "counterfactual_g", c.counterfactual_g)
         pipe.hincrbyfloat(key, "renewable_kwh", c.renewable_kwh)
-    pipe.execute()
 
 
 def totals(raw: Mapping[str, str]) -> dict[str, float]:

@@ -45,9 +45,11 @@ def collect(client: redis.Redis, settings: Settings, data: Mapping[str, Any], *,
     except ResultRejected as exc:
         log.warning("dropping malformed result: %s", exc)
         return "rejected"
-    chunk_json = client.hget(keys.job_chunks(result.job_id), result.chunk_id)
-    state = store.job_state(client, result.job_id)
-    if chunk_json is None or state is None or state.is_final:
+    reads = client.pipeline(transaction=False)
+    reads.hget(keys.job_chunks(result.job_id), result.chunk_id)
+    reads.hget(keys.job(result.job_id), "state")
+    chunk_json, state_name = reads.execute()
+    if chunk_json is None or state_name is None or JobState(state_name).is_final:
         return "ignored"  # unknown chunk, deleted job, or a job that already ended
     chunk = ChunkSpec.from_json(json.loads(chunk_json))
     scripts = Scripts(client)
@@ -71,19 +73,19 @@ def collect(client: redis.Redis, settings: Settings, data: Mapping[str, Any], *,
     snap = snapshot(client, settings, now=now)
     holder = snap.workers.get(result.worker_id) or get_worker(client, result.worker_id)
     carbon = _carbon(settings, snap, holder, chunk, result)
-    mint = _mint(client, settings, snap, holder, chunk, result, increments, carbon, now)
-    code, done, total = scripts.merge(
+    mint = _mint(settings, snap, holder, chunk, result, increments, carbon, now)
+    code, done, total, minted = scripts.merge(
         result.job_id, result.chunk_id, result.worker_id, json.dumps(dict(result.payload)), now=now,
         elapsed_ms=int(result.elapsed_s * 1000), units=chunk.units, increments=increments, mint_json=mint,
     )
+    if code == 1 and mint and not minted:
+        log.warning("chunk %s of job %s: %s did not hold its lease; no tokens minted", chunk.chunk_id, chunk.job_id,
+                    result.worker_id)
     if code == 1:
-        if mint:
-            try:
-                ledger.settle(client)
-            except redis.ResponseError:  # the mint stays queued; the sweeper settles it
-                log.exception("settling the reward for chunk %s of job %s failed", chunk.chunk_id, chunk.job_id)
-        _learn(client, chunk, result, now)
-        accounting.record(client, chunk.job_id, carbon)
+        pipe = client.pipeline(transaction=False)  # one round trip for the model, the log and the carbon
+        _learn(pipe, holder, chunk, result, now)
+        accounting.record(pipe, chunk.job_id, carbon)
+        pipe.execute()
         if chunk.params.get("preview"):
             plan_tiles_after_preview(client, settings, result.job_id)
     if code >= 0 and done == total:
@@ -96,21 +98,26 @@ def work_done(chunk: ChunkSpec, payload: Mapping[str, Any]) -> float:
     return float(payload.get("work", 0)) if chunk.kind is JobKind.MANDELBROT else float(chunk.units)
 
 
-def _learn(client: redis.Redis, chunk: ChunkSpec, result: ChunkResult, now: float) -> None:
-    """Update the worker's performance model and the job's chunk log (for the metrics)."""
+def _learn(pipe: redis.client.Pipeline, holder: WorkerInfo | None, chunk: ChunkSpec, result: ChunkResult,
+           now: float) -> None:
+    """Queue on ``pipe`` the update of the worker's performance model and the job's chunk log
+    (for the metrics). The model comes from the snapshot the merge was decided on."""
+    kind = chunk.kind.value
     work = work_done(chunk, result.payload)
-    before = performance.performance(client.hgetall(keys.worker(result.worker_id)), chunk.kind.value)
-    perf = performance.observe(client, result.worker_id, chunk.kind.value, work, result.elapsed_s)
+    before = (holder.perf_pi if kind == "pi" else holder.perf_mandelbrot) if holder else None
     entry: dict[str, Any] = {"t": now, "worker": result.worker_id, "chunk": chunk.chunk_id, "units": chunk.units,
-                             "work": work, "elapsed_s": result.elapsed_s, "rate": perf.rate}
+                             "work": work, "elapsed_s": result.elapsed_s}
+    if holder is not None and before is not None:
+        calibrated = holder.pi_samples_per_s if kind == "pi" else holder.mandelbrot_iters_per_s
+        perf = performance.updated(before, calibrated, work, result.elapsed_s)
+        performance.record_observation(pipe, holder.worker_id, kind, perf)
+        entry["rate"] = perf.rate
+        if "est_cost" in chunk.params and before.rate > 0:  # what the model predicted before this result
+            entry["predicted_s"] = chunk.params["est_cost"] / before.rate
     if "est_cost" in chunk.params:
         entry["est_cost"] = chunk.params["est_cost"]
-        if before.rate > 0:  # what the model predicted before it saw this result
-            entry["predicted_s"] = chunk.params["est_cost"] / before.rate
-    pipe = client.pipeline(transaction=False)
     pipe.rpush(keys.job_log(chunk.job_id), json.dumps(entry))
     pipe.ltrim(keys.job_log(chunk.job_id), -LOG_LENGTH, -1)
-    pipe.execute()
 
 
 def _failed(client: redis.Redis, settings: Settings, scripts: Scripts, result: ChunkResult, now: float) -> str:
@@ -150,17 +157,16 @@ def _carbon(settings: Settings, snap: ClusterSnapshot, holder: WorkerInfo | None
     return accounting.chunk_carbon(energy, where, signals, capacity, fallback_g_per_kwh=fallback)
 
 
-def _mint(client: redis.Redis, settings: Settings, snap: ClusterSnapshot, worker: WorkerInfo | None,
+def _mint(settings: Settings, snap: ClusterSnapshot, worker: WorkerInfo | None,
           chunk: ChunkSpec, result: ChunkResult, increments: Mapping[str, int], carbon: accounting.ChunkCarbon,
           now: float) -> str:
-    """The reward to queue with the merge ('' for none). Only the worker the chunk was leased to
-    (or its backup) is paid, into the account of the key it registered."""
+    """The reward to mint with the merge ('' for none), into the account of the key the worker
+    registered. MERGE pays it only if the worker holds the chunk's lease (or its backup)."""
     if not settings.token_incentives:
         return ""
-    holders = client.hmget(keys.lease(chunk.job_id, chunk.chunk_id), "worker", "backup")
-    if result.worker_id not in holders or worker is None or not worker.public_key:
-        log.warning("chunk %s of job %s: %s did not hold its lease or has no key; no tokens minted",
-                    chunk.chunk_id, chunk.job_id, result.worker_id)
+    if worker is None or not worker.public_key:
+        log.warning("chunk %s of job %s: %s has no registered key; no tokens minted", chunk.chunk_id, chunk.job_id,
+                    result.worker_id)
         return ""
     kind = chunk.kind.value
     rates = sorted(w.rate(kind) for w in snap.workers.values()) or [worker.rate(kind)]

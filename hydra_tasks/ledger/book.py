@@ -2,10 +2,9 @@
 
 * **Accounts** are volunteers' Ed25519 public keys (hex, :mod:`identity`), opened when a worker
   registers its key. Balances follow the key across machines.
-* **Mints** happen when the control plane accepts a chunk: the reward is queued by the same
-  script that merges the chunk (``lua.MERGE``), then applied by ``lua.SETTLE`` exactly once per
-  ``{job}:{chunk}`` idempotency key. A rejected or duplicate result is never merged, so never paid;
-  a control process dying in between leaves the mint queued for the next settle (the sweeper).
+* **Mints** happen when the control plane accepts a chunk, inside the script that merges it
+  (``lua.MERGE``), so a chunk is paid exactly when it is merged: once per ``{job}:{chunk}``
+  idempotency key. A rejected or duplicate result is never merged, so never paid.
 * **Transfers** are signed by the sender over ``{"action": "transfer", "from", "to", "amount",
   "nonce"}`` (canonical JSON). The nonce must exceed the sender's last one; sending the very same
   signed transfer again returns the original entry (safe retries) instead of paying twice.
@@ -70,22 +69,24 @@ def open_account(client: redis.Redis, account: str, *, now: float | None = None)
     client.hsetnx(keys.LEDGER_ACCOUNTS, account, repr(time.time() if now is None else now))
 
 
-def mint_json(account: str, reward: Reward, *, job_id: str, chunk_id: str, now: float) -> str:
-    """The queued mint a merge carries (amounts as strings: Lua would print big numbers as 1e+15)."""
+def mint_json(account: str, reward: Reward, *, job_id: str, chunk_id: str, now: float,
+              reason: str = "chunk accepted") -> str:
+    """A mint for ``lua.MERGE`` (or ``lua.MINT``); amounts as strings, since Lua would print big
+    numbers as 1e+15. The idempotency key is ``{job}:{chunk}``."""
     day = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%d")
     return json.dumps({"key": f"{job_id}:{chunk_id}", "account": account, "amount": str(reward.total),
-                       "reason": "chunk accepted", "ts": repr(now), "day": day,
+                       "reason": reason, "ts": repr(now), "day": day,
                        "detail": json.dumps(reward.to_json(), sort_keys=True)})
 
 
-def settle(client: redis.Redis) -> int:
-    """Apply every queued mint; returns how many were new (a re-applied one counts 0)."""
-    scripts, total = Scripts(client), 0
-    while True:
-        applied, pending = scripts.settle(1000)
-        total += applied
-        if not pending:
-            return total
+def mint(client: redis.Redis, account: str, reward: Reward, *, job_id: str, chunk_id: str, reason: str,
+         now: float | None = None) -> bool:
+    """Mint outside a merge (grants, tests), once per (job_id, chunk_id); False if already minted."""
+    if not identity.is_public_key(account):
+        raise InvalidTransfer("An account id is an Ed25519 public key: 64 lowercase hex digits.")
+    check_amount(reward.total)
+    return Scripts(client).mint(mint_json(account, reward, job_id=job_id, chunk_id=chunk_id, reason=reason,
+                                          now=time.time() if now is None else now)) == 1
 
 
 # --- transfers -------------------------------------------------------------------------------
@@ -192,4 +193,4 @@ def token_metrics(client: redis.Redis) -> dict[str, Any]:
             "minted_micro": stats.get("minted", 0), "transferred_micro": stats.get("transferred", 0),
             "mints": stats.get("mints", 0), "transfers": stats.get("transfers", 0),
             "accounts": client.hlen(keys.LEDGER_ACCOUNTS), "holders": sum(1 for b in balances if int(b) > 0),
-            "pending_mints": client.llen(keys.LEDGER_PENDING), "minted_per_day_micro": daily}
+            "minted_per_day_micro": daily}

@@ -32,13 +32,6 @@ log = logging.getLogger(__name__)
 
 
 
-def free_slots(client: redis.Redis, snap: ClusterSnapshot) -> dict[str, int]:
-    pipe = client.pipeline(transaction=False)
-    for worker_id in snap.workers:
-        pipe.scard(keys.worker_inflight(worker_id))
-    return {wid: snap.slots[wid] - int(n) for wid, n in zip(snap.workers, pipe.execute())}
-
-
 def dispatch(client: redis.Redis, settings: Settings, router: Router, publish: Publish, *,
              now: float | None = None) -> int:
     """Fill every worker's window from the active jobs, highest priority first. Returns chunks sent."""
@@ -46,20 +39,28 @@ def dispatch(client: redis.Redis, settings: Settings, router: Router, publish: P
     snap = snapshot(client, settings, now=now)
     if not snap.workers:
         return 0
-    free = free_slots(client, snap)
     scripts = Scripts(client)
     sent = 0
-    job_ids = client.zrange(keys.JOBS_ACTIVE, 0, -1)
-    thresholds = carbon_thresholds(client, settings, snap, router, job_ids, now=now)
+    reads = client.pipeline(transaction=False)
+    reads.zrange(keys.JOBS_ACTIVE, 0, -1)
+    reads.zrange(keys.JOBS_DEADLINES, 0, -1)
+    for wid in snap.workers:
+        reads.scard(keys.worker_inflight(wid))
+    job_ids, with_deadline, *inflight = reads.execute()
+    free = {wid: snap.slots[wid] - int(n) for wid, n in zip(snap.workers, inflight)}
+    thresholds = carbon_thresholds(client, settings, snap, router, job_ids, with_deadline, now=now)
     for job_id in job_ids:
-        kind_name, spec_json, units_total, cursor = client.hmget(
-            keys.job(job_id), "kind", "spec", "units_total", "cursor")
+        job_reads = client.pipeline(transaction=False)
+        job_reads.hmget(keys.job(job_id), "kind", "spec", "units_total", "cursor")
+        for wid in snap.workers:  # which live workers have not yet returned a chunk of this job
+            job_reads.hexists(keys.job_workers(job_id), f"{wid}|chunks")
+        (kind_name, spec_json, units_total, cursor), *seen = job_reads.execute()
         if kind_name is None:
             continue
         kind = JobKind(kind_name)
         prefix = handler(kind).range_prefix(job_id, json.loads(spec_json)["params"]) or ""
         remaining = int(units_total or 0) - int(cursor or 0)
-        first = _first_chunk(client, job_id, snap)
+        first = {wid: not was_seen for wid, was_seen in zip(snap.workers, seen)}  # they get a short first chunk
         limit = thresholds.get(job_id, UNBOUNDED)
         while True:
             worker_id = router.choose(snap, free, kind.value, limit)
@@ -109,14 +110,14 @@ _plans: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[float, dict[str, flo
 
 
 def carbon_thresholds(client: redis.Redis, settings: Settings, snap: ClusterSnapshot, router: Router,
-                      job_ids: list[str], *, now: float) -> dict[str, float]:
+                      job_ids: list[str], with_deadline: list[str], *, now: float) -> dict[str, float]:
     """Time shifting (:mod:`.shifting`): the dirtiest power each job with a deadline may use now.
     Empty unless the router is grid-aware and has forecasts. Replanned every few seconds; the
     thresholds are also written to the job hashes (``carbon_threshold``) for the dashboard."""
     if not isinstance(router, GridAwareRouter) or router.hourly is None or not job_ids:
         return {}
-    if not _deadline_jobs_active(client, job_ids):
-        return {}  # the usual case costs one ZRANGE
+    if not _deadline_jobs_active(client, job_ids, with_deadline):
+        return {}  # the usual case: no job with a deadline
     pipe = client.pipeline(transaction=False)
     for job_id in job_ids:
         pipe.hmget(keys.job(job_id), "kind", "spec", "units_total", "units_done", "iters_per_px")
@@ -153,9 +154,8 @@ def carbon_thresholds(client: redis.Redis, settings: Settings, snap: ClusterSnap
     return thresholds
 
 
-def _deadline_jobs_active(client: redis.Redis, job_ids: list[str]) -> bool:
-    """Whether any active job has a deadline; forgets jobs that have ended meanwhile."""
-    with_deadline = client.zrange(keys.JOBS_DEADLINES, 0, -1)
+def _deadline_jobs_active(client: redis.Redis, job_ids: list[str], with_deadline: list[str]) -> bool:
+    """Whether any active job has a deadline; forgets indexed jobs that have ended."""
     active = set(job_ids)
     gone = [j for j in with_deadline if j not in active]
     if gone:  # ended, or submitted after job_ids was read: only drop the ones whose job is final
@@ -166,14 +166,6 @@ def _deadline_jobs_active(client: redis.Redis, job_ids: list[str]) -> bool:
         if final:
             client.zrem(keys.JOBS_DEADLINES, *final)
     return len(gone) < len(with_deadline)
-
-
-def _first_chunk(client: redis.Redis, job_id: str, snap: ClusterSnapshot) -> dict[str, bool]:
-    """Which live workers have not yet returned a chunk of this job (they get a short first one)."""
-    pipe = client.pipeline(transaction=False)
-    for worker_id in snap.workers:
-        pipe.hexists(keys.job_workers(job_id), f"{worker_id}|chunks")
-    return {wid: not seen for wid, seen in zip(snap.workers, pipe.execute())}
 
 
 def heavy_or_light(snap: ClusterSnapshot, worker_id: str, kind: str) -> str:

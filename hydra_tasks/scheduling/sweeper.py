@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import redis
 
 from .. import keys
-from ..ledger import book as ledger
 from ..jobs import collect, store
 from ..lua import Scripts
 from ..models import JobState
@@ -35,7 +34,6 @@ class SweepReport:
     offline_workers: list[str] = field(default_factory=list)
     finalized_jobs: list[str] = field(default_factory=list)
     dispatched: int = 0
-    minted: int = 0
 
 
 def requeue_expired(client: redis.Redis, settings: Settings, report: SweepReport, now: float) -> None:
@@ -82,6 +80,5 @@ def sweep(client: redis.Redis, settings: Settings, router: Router, publish: Publ
     requeue_expired(client, settings, report, now)
     report.offline_workers = mark_silent_offline(client, settings, now=now)
     finalize_stragglers(client, settings, report)
-    report.minted = ledger.settle(client)  # rewards queued by a collector that died before settling
     report.dispatched = dispatch(client, settings, router, publish, now=now)
     return report

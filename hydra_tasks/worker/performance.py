@@ -52,24 +52,23 @@ def reliability(ok: int, failed: int, expired: int) -> float:
 CALIBRATION_FIELD = {"pi": "pi_samples_per_s", "mandelbrot": "mandelbrot_iters_per_s"}
 
 
-def observe(client: redis.Redis, worker_id: str, kind: str, work: float, elapsed_s: float) -> Performance:
-    """Fold one accepted chunk (``work`` units in ``elapsed_s``) into the worker's model."""
-    key = keys.worker(worker_id)
-    raw = client.hgetall(key)
-    current = performance(raw, kind)
+def updated(current: Performance, calibrated: float, work: float, elapsed_s: float) -> Performance:
+    """The model after one accepted chunk of ``work`` units in ``elapsed_s`` (the calibration is
+    the prior until the first observation)."""
     sample = work / max(elapsed_s, 1e-6)
-    prior = current.rate if current.observations else _f(raw, CALIBRATION_FIELD.get(kind, ""))
+    prior = current.rate if current.observations else calibrated
     if prior <= 0:
-        rate, deviation = sample, 0.0
-    else:
-        rate = (1 - ALPHA) * prior + ALPHA * sample
-        deviation = (1 - ALPHA) * current.deviation + ALPHA * abs(sample - prior)
-    pipe = client.pipeline(transaction=False)
-    pipe.hset(key, mapping={f"rate:{kind}": repr(rate), f"dev:{kind}": repr(deviation)})
+        return Performance(sample, 0.0, current.observations + 1)
+    return Performance((1 - ALPHA) * prior + ALPHA * sample,
+                       (1 - ALPHA) * current.deviation + ALPHA * abs(sample - prior), current.observations + 1)
+
+
+def record_observation(pipe: redis.client.Pipeline, worker_id: str, kind: str, perf: Performance) -> None:
+    """Queue the writes of :func:`updated`'s result on ``pipe`` (executed by the caller)."""
+    key = keys.worker(worker_id)
+    pipe.hset(key, mapping={f"rate:{kind}": repr(perf.rate), f"dev:{kind}": repr(perf.deviation)})
     pipe.hincrby(key, f"n:{kind}", 1)
     pipe.hincrby(key, "ok", 1)
-    pipe.execute()
-    return Performance(rate, deviation, current.observations + 1)
 
 
 def record_failure(client: redis.Redis, worker_id: str) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import threading
-import time
 from typing import Iterator
 
 import pytest
@@ -15,7 +14,6 @@ from flask import Flask, Response, request
 from nacl.signing import SigningKey
 from werkzeug.serving import make_server
 
-from hydra_tasks import keys
 from hydra_tasks.app import HydraCelery
 from hydra_tasks.ledger import book as ledger
 from hydra_tasks.ledger.rewards import Reward
@@ -28,10 +26,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shuti
 
 
 def mint(app: HydraCelery, account: str, micro: int, key: str) -> None:
-    reward = Reward(micro, micro, 0, 0, 0, micro, False)
-    app.redis.rpush(keys.LEDGER_PENDING, ledger.mint_json(account, reward, job_id="browser", chunk_id=key,
-                                                          now=time.time()))
-    ledger.settle(app.redis)
+    ledger.mint(app.redis, account, Reward(micro, micro, 0, 0, 0, micro, False), job_id="browser", chunk_id=key,
+                reason="test grant")
 
 
 @pytest.fixture(scope="module")

@@ -32,11 +32,10 @@ pytestmark = pytest.mark.integration
 TOKEN = 1_000_000
 
 
-def fund(client: redis.Redis, account: str, amount: int, key: str) -> None:
-    """Mint the way an accepted chunk does: queue (as MERGE does), then settle."""
+def fund(client: redis.Redis, account: str, amount: int, key: str) -> bool:
+    """Mint with the script an accepted chunk's merge uses (``key`` as the chunk id)."""
     reward = Reward(amount, amount, 0, 0, 0, amount, False)
-    client.rpush(keys.LEDGER_PENDING, ledger.mint_json(account, reward, job_id="job", chunk_id=key, now=time.time()))
-    ledger.settle(client)
+    return ledger.mint(client, account, reward, job_id="job", chunk_id=key, reason="test grant")
 
 
 def new_account(client: redis.Redis) -> SigningKey:
@@ -59,8 +58,7 @@ def web(redis_only: HydraCelery) -> FlaskClient:
 def test_a_chunk_is_paid_exactly_once(redis_only: HydraCelery) -> None:
     client = redis_only.redis
     account = identity.public_hex(new_account(client))
-    for _ in range(3):  # the same accepted chunk queued three times (a retried collector, say)
-        fund(client, account, 5 * TOKEN, key="chunk-once")
+    assert [fund(client, account, 5 * TOKEN, key="chunk-once") for _ in range(3)] == [True, False, False]
     assert ledger.balance(client, account)["balance_micro"] == 5 * TOKEN
     assert audit.verify(client).ok
 
@@ -234,20 +232,7 @@ def test_a_redis_crash_mid_run_loses_no_acknowledged_entry(tmp_path: Path) -> No
             second.stop()
 
 
-def test_a_mint_left_queued_by_a_dead_collector_is_applied_by_the_sweeper(redis_only: HydraCelery) -> None:
-    from hydra_tasks.scheduling.router import CapacityRouter
-    from hydra_tasks.scheduling.sweeper import sweep
-
-    client = redis_only.redis
-    account = identity.public_hex(new_account(client))
-    reward = Reward(7, 7, 0, 0, 0, 7, False)
-    client.rpush(keys.LEDGER_PENDING, ledger.mint_json(account, reward, job_id="j", chunk_id="orphan", now=time.time()))
-    report = sweep(client, redis_only.settings, CapacityRouter(), lambda *args: None)
-    assert report.minted == 1 and ledger.balance(client, account)["balance_micro"] == 7
-    assert sweep(client, redis_only.settings, CapacityRouter(), lambda *args: None).minted == 0
-
-
-def test_the_merge_queues_a_reward_only_for_a_new_chunk(redis_only: HydraCelery) -> None:
+def test_the_merge_mints_in_the_same_step_and_only_for_a_new_chunk(redis_only: HydraCelery) -> None:
     from hydra_tasks.lua import Scripts
 
     client = redis_only.redis
@@ -255,10 +240,9 @@ def test_the_merge_queues_a_reward_only_for_a_new_chunk(redis_only: HydraCelery)
     account = identity.public_hex(new_account(client))
     mint = ledger.mint_json(account, Reward(3, 3, 0, 0, 0, 3, False), job_id="mj", chunk_id="c1", now=time.time())
     scripts = Scripts(client)
+    client.hset(keys.lease("mj", "c1"), "worker", "w@h")  # w@h holds the chunk's lease
     for expected in (1, 0):  # the second delivery of the same chunk is a duplicate
-        code, _, _ = scripts.merge("mj", "c1", "w@h", "{}", now=time.time(), elapsed_ms=1, units=1,
+        code, _, _, _ = scripts.merge("mj", "c1", "w@h", "{}", now=time.time(), elapsed_ms=1, units=1,
                                    increments={"units_done": 1}, mint_json=mint)
         assert code == expected
-    assert client.llen(keys.LEDGER_PENDING) == 1
-    ledger.settle(client)
-    assert ledger.balance(client, account)["balance_micro"] == 3
+        assert ledger.balance(client, account)["balance_micro"] == 3  # paid with the first merge, once
