@@ -5,7 +5,8 @@ Replays the Electricity Maps 2022 hourly lifecycle intensities
 licence) for a year of job arrivals across seven regions with fixed capacities, hour by hour,
 and compares three schedules of the same jobs:
 
-* **carbon-blind**: jobs run at once, in arrival order, through Hydra's ``CapacityRouter``;
+* **carbon-blind**: jobs run at once through Hydra's ``CapacityRouter`` (earliest deadline first
+  when capacity is short, as Hydra's dispatcher orders jobs of one priority);
 * **Hydra**: Hydra's ``GridAwareRouter`` and time-shifting planner (``scheduling.shifting.plan``),
   the code the dispatcher runs, with the trace as forecast (perfect by default, or with
   ``--noise`` relative error growing with lead time); arrivals are not known in advance;

@@ -61,7 +61,8 @@ local lk = ARGV[2] .. member
 redis.call('ZADD', KEYS[2], ARGV[1], member)
 release(lk, member, ARGV[11], ARGV[12])  -- a chunk is never held twice: drop any earlier holder
 local attempt = redis.call('HINCRBY', lk, 'attempt', 1)
-redis.call('HSET', lk, 'worker', ARGV[4], 'region', ARGV[5], 'dispatched_at', ARGV[6], 'queued', '0')
+redis.call('HSET', lk, 'worker', ARGV[4], 'region', ARGV[5], 'dispatched_at', ARGV[6], 'queued', '0',
+           'leased:' .. ARGV[4], '1')  -- every worker ever sent this chunk may return it
 redis.call('SADD', KEYS[4], member)
 redis.call('HINCRBY', KEYS[3], 'dispatched', 1)
 if state == 'queued' then redis.call('HSET', KEYS[3], 'state', 'running', 'started_at', ARGV[6]) end
@@ -76,7 +77,7 @@ if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then return false end
 if redis.call('HEXISTS', ARGV[1], 'backup') == 1 then return false end
 if redis.call('HGET', ARGV[1], 'worker') == ARGV[3] then return false end
 if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[4]) then return false end
-redis.call('HSET', ARGV[1], 'backup', ARGV[3])
+redis.call('HSET', ARGV[1], 'backup', ARGV[3], 'leased:' .. ARGV[3], '1')
 redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('HINCRBY', KEYS[3], 'backups', 1)
 return redis.call('HGET', KEYS[4], ARGV[5])
@@ -198,24 +199,24 @@ MERGE = _RELEASE + _MINT_ONE + """
 -- KEYS: job, done, parts, job_workers, todo, leases, worker, then the 7 ledger keys (see ledger_keys)
 -- ARGV: chunk_id, part_json, worker_id, lease_member, lease_key, worker_prefix, worker_suffix,
 --       now, elapsed_ms, units, mint_json ('' for none), then (field, increment) pairs for the job hash
--- The reward is minted in the same atomic step as the merge: once per accepted chunk, never otherwise,
--- and only if the reporter holds the chunk's lease (or its backup copy).
--- Returns {code, units_done, units_total, minted}: code 1 merged, 0 duplicate, -1 job not live.
+-- Only a worker the chunk was ever sent to (as holder or backup, including one whose lease expired)
+-- may return it; the reward is minted to it in the same atomic step: once per accepted chunk.
+-- Returns {code, units_done, units_total, minted}: code 1 merged, 0 duplicate, -1 job not live,
+-- -2 the chunk was never sent to this worker.
 local state = redis.call('HGET', KEYS[1], 'state')
 local total = tonumber(redis.call('HGET', KEYS[1], 'units_total') or '0')
 if state ~= 'queued' and state ~= 'running' then return {-1, 0, total, 0} end
-if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
   redis.call('HINCRBY', KEYS[1], 'duplicates', 1)
   return {0, tonumber(redis.call('HGET', KEYS[1], 'units_done')), total, 0}
 end
+if redis.call('HEXISTS', ARGV[5], 'leased:' .. ARGV[3]) == 0 then return {-2, 0, total, 0} end
+redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'chunks_done', 1)
 for i = 12, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
 local minted = 0
-if ARGV[11] ~= '' then
-  local holder, backup = unpack(redis.call('HMGET', ARGV[5], 'worker', 'backup'))
-  if holder == ARGV[3] or backup == ARGV[3] then minted = mint_one(ledger_keys(8), cjson.decode(ARGV[11])) end
-end
+if ARGV[11] ~= '' then minted = mint_one(ledger_keys(8), cjson.decode(ARGV[11])) end
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[8])
 redis.call('HINCRBY', KEYS[4], ARGV[3] .. '|chunks', 1)
 redis.call('HINCRBY', KEYS[4], ARGV[3] .. '|units', ARGV[10])
@@ -250,8 +251,8 @@ if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return {-1, ''} end
 if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 0 then return {-2, ''} end
 local last = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '-1')
 if tonumber(ARGV[4]) <= last then return {-3, ''} end
-local balance = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-if balance < tonumber(ARGV[3]) then return {-4, tostring(balance)} end
+local balance = redis.call('HGET', KEYS[2], ARGV[1]) or '0'
+if tonumber(balance) < tonumber(ARGV[3]) then return {-4, balance} end  -- the stored digits, not %.14g
 redis.call('HINCRBY', KEYS[2], ARGV[1], '-' .. ARGV[3])
 redis.call('HINCRBY', KEYS[2], ARGV[2], ARGV[3])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
@@ -312,9 +313,9 @@ class Scripts:
 
     def merge(self, job_id: str, chunk_id: str, worker_id: str, part_json: str, *, now: float, elapsed_ms: int,
               units: int, increments: dict[str, int], mint_json: str = "") -> tuple[int, int, int, bool]:
-        """Merge once, minting ``mint_json`` (the reward) in the same step if the reporter holds the
-        lease. Returns (code, units_done, units_total, minted): code 1 merged, 0 duplicate, -1 job
-        not live."""
+        """Merge once, minting ``mint_json`` (the reward) in the same step. Returns (code,
+        units_done, units_total, minted): code 1 merged, 0 duplicate, -1 job not live, -2 the chunk
+        was never sent to ``worker_id``."""
         member = keys.lease_member(job_id, chunk_id)
         flat: list[Any] = [x for pair in sorted(increments.items()) for x in pair]
         res = self._merge(

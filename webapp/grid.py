@@ -12,6 +12,8 @@ from flask import Blueprint, Response, jsonify
 
 from hydra_tasks.grid import GridError
 from hydra_tasks.grid.site import MAX_AGE_S, apply_report, parse_report
+from hydra_tasks.grid.table import EmbeddedTableProvider
+from hydra_tasks.grid.trace import TraceProvider
 from hydra_tasks.scheduling.router import carbon_provider
 
 from .context import hydra
@@ -23,17 +25,23 @@ bp = Blueprint("grid", __name__, url_prefix="/api")
 
 
 def _zone_known(zone: str) -> bool:
-    try:
-        carbon_provider(hydra().settings, hydra().redis).intensity(zone)
-    except GridError:
-        return False
-    return True
+    """Whether a local source (the trace or the embedded table) covers the zone: never a live API,
+    so a report cannot make the server spend the operator's API quota."""
+    local = [p for p in carbon_provider(hydra().settings).providers if isinstance(p, (TraceProvider,
+                                                                                       EmbeddedTableProvider))]
+    for provider in local:
+        try:
+            provider.intensity(zone)
+            return True
+        except GridError:
+            continue
+    return False
 
 
 @bp.post("/update_grid_info")
 def update_grid_info() -> Response:
-    report, message, signature = parse_report(json_object_body(), zone_known=_zone_known)
-    apply_report(hydra().redis, report, message, signature)
+    report, message, signature = parse_report(json_object_body())
+    apply_report(hydra().redis, report, message, signature, zone_known=_zone_known)
     log.info("worker %s reported zone %s with %.0f%% on-site renewables", report.worker_id, report.zone,
              100 * report.renewable_share)
     return jsonify(worker_id=report.worker_id, zone=report.zone, renewable_share=report.renewable_share,

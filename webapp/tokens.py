@@ -1,8 +1,9 @@
 """The token ledger API.
 
 ``POST /api/transfer_tokens`` is authenticated by the sender's Ed25519 signature over the
-transfer (see :mod:`hydra_tasks.ledger`), not by the operator token: only the key's owner can
-move its tokens, and the operator cannot either. The reads are public.
+transfer (see :mod:`hydra_tasks.ledger.book`), not by the operator token: through the API only the
+key's owner can move its tokens, and the operator cannot either (README, "Trust model"). The
+reads are public.
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ def worker_balance(who: str) -> Response:
 @bp.get("/leaderboard")
 def leaderboard() -> Response:
     raw = request.args.get("limit", "10")
-    if not raw.isdigit() or not 1 <= int(raw) <= 100:
+    limit = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 3 else 0
+    if not 1 <= limit <= 100:
         raise BadRequest("'limit' must be a whole number from 1 to 100.")
-    return jsonify(ledger.leaderboard(hydra().redis, int(raw)))
+    return jsonify(ledger.leaderboard(hydra().redis, limit))
 
 
 @bp.get("/token_metrics")

@@ -62,11 +62,14 @@ class ChunkCarbon:
 
 def chunk_energy_j(*, reported_j: float | None, cpu_s: float, elapsed_s: float, cores: int,
                    watts_per_core: float) -> float:
-    """Measured energy if plausible for this worker, else CPU time x per-core power."""
-    ceiling = max(elapsed_s, cpu_s) * max(cores, 1) * MAX_WATTS_PER_CORE
+    """Measured energy if plausible for this worker, else CPU time x per-core power. Volunteers
+    report these figures, so CPU time counts at most all cores for the elapsed time (which the
+    caller bounds by the time since dispatch), and a measurement at most 500 W per core."""
+    cpu_s = min(max(cpu_s, 0.0), max(elapsed_s, 0.0) * max(cores, 1))
+    ceiling = max(elapsed_s, 0.0) * max(cores, 1) * MAX_WATTS_PER_CORE
     if reported_j is not None and 0 <= reported_j <= ceiling:
         return reported_j
-    return max(cpu_s, 0.0) * watts_per_core
+    return cpu_s * watts_per_core
 
 
 def chunk_carbon(energy_j: float, region: str, signals: Mapping[str, RegionSignal],

@@ -13,6 +13,7 @@ drawing from its region's zone again.
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,7 +30,9 @@ from . import CarbonProvider, GridError
 from .regions import Region, RegionSignal
 
 ACTION = "update_grid_info"
-MAX_CLOCK_SKEW_S = 300.0
+MAX_CLOCK_SKEW_S = 300.0       # a report may be this old ...
+MAX_FUTURE_SKEW_S = 60.0       # ... or this far ahead (more would block the worker's next reports)
+_ZONE_RE = re.compile(r"^[A-Z]{2}(-[A-Z0-9]{1,10}){0,3}$")
 MAX_AGE_S = 86_400.0
 _FIELDS = {"worker_id", "zone", "renewable_share", "timestamp", "signature"}
 
@@ -53,7 +56,7 @@ def signed_report(key: SigningKey, worker_id: str, zone: str, renewable_share: f
     return {**report.message(), "signature": identity.sign(key, report.message())}
 
 
-def parse_report(raw: object, *, zone_known: Callable[[str], bool]) -> tuple[GridReport, dict[str, Any], object]:
+def parse_report(raw: object) -> tuple[GridReport, dict[str, Any], object]:
     """The report, the message its signature covers (the fields exactly as sent) and the
     signature, or GridError saying which field is wrong."""
     if not isinstance(raw, Mapping):
@@ -68,9 +71,8 @@ def parse_report(raw: object, *, zone_known: Callable[[str], bool]) -> tuple[Gri
     worker_id, zone, share, stamp = raw["worker_id"], raw["zone"], raw["renewable_share"], raw["timestamp"]
     if not isinstance(worker_id, str) or not 0 < len(worker_id) <= 200:
         raise GridError("'worker_id' must be the worker's name (a non-empty string).")
-    if not isinstance(zone, str) or not zone_known(zone):
-        raise GridError(f"'zone'={zone!r} is not a grid zone the carbon providers know; use an Electricity Maps "
-                        "zone code such as FR, DE, GB or US-CAL-CISO.")
+    if not isinstance(zone, str) or not _ZONE_RE.match(zone):
+        raise GridError("'zone' must be an Electricity Maps zone code such as FR, DE, GB or US-CAL-CISO.")
     for name, value in (("renewable_share", share), ("timestamp", stamp)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise GridError(f"'{name}' must be a number.")
@@ -81,16 +83,21 @@ def parse_report(raw: object, *, zone_known: Callable[[str], bool]) -> tuple[Gri
 
 
 def apply_report(client: redis.Redis, report: GridReport, message: Mapping[str, Any], signature: object, *,
-                 now: float | None = None) -> None:
-    """Verify and store a report; SignatureError if it is not the worker's, stale or replayed."""
+                 zone_known: Callable[[str], bool], now: float | None = None) -> None:
+    """Verify and store a report: SignatureError if it is not the worker's, stale or replayed;
+    then GridError if no carbon source covers its zone (checked only for authenticated reports)."""
     now = time.time() if now is None else now
     worker = get_worker(client, report.worker_id)
     if worker is None or not worker.public_key:
         raise SignatureError(f"No worker {report.worker_id!r} with a registered key; start the worker first.")
     identity.verify(worker.public_key, message, signature)
-    if abs(report.timestamp - now) > MAX_CLOCK_SKEW_S:
-        raise SignatureError(f"The report's timestamp is more than {MAX_CLOCK_SKEW_S:.0f} s from the server's "
-                             "clock; sign a fresh report (and check the worker's clock).")
+    if not now - MAX_CLOCK_SKEW_S <= report.timestamp <= now + MAX_FUTURE_SKEW_S:
+        raise SignatureError(f"The report's timestamp is more than {MAX_CLOCK_SKEW_S:.0f} s old or "
+                             f"{MAX_FUTURE_SKEW_S:.0f} s ahead of the server's clock; sign a fresh report (and check "
+                             "the worker's clock).")
+    if not zone_known(report.zone):
+        raise GridError(f"No carbon data covers zone {report.zone!r}; use a zone of the embedded table or the trace "
+                        "(e.g. FR, DE, GB, US-CAL-CISO).")
     outcome = Scripts(client).grid_info(report.worker_id, worker.public_key, report.zone, report.renewable_share,
                                         report.timestamp)
     if outcome == 0:

@@ -48,7 +48,8 @@ def collect(client: redis.Redis, settings: Settings, data: Mapping[str, Any], *,
     reads = client.pipeline(transaction=False)
     reads.hget(keys.job_chunks(result.job_id), result.chunk_id)
     reads.hget(keys.job(result.job_id), "state")
-    chunk_json, state_name = reads.execute()
+    reads.hget(keys.lease(result.job_id, result.chunk_id), "dispatched_at")
+    chunk_json, state_name, dispatched_at = reads.execute()
     if chunk_json is None or state_name is None or JobState(state_name).is_final:
         return "ignored"  # unknown chunk, deleted job, or a job that already ended
     chunk = ChunkSpec.from_json(json.loads(chunk_json))
@@ -72,15 +73,18 @@ def collect(client: redis.Redis, settings: Settings, data: Mapping[str, Any], *,
         return "rejected"
     snap = snapshot(client, settings, now=now)
     holder = snap.workers.get(result.worker_id) or get_worker(client, result.worker_id)
-    carbon = _carbon(settings, snap, holder, chunk, result)
+    # Time and energy are reported by the volunteer: no chunk took longer than since it was sent.
+    elapsed_s = min(result.elapsed_s, now - float(dispatched_at) + 1.0) if dispatched_at else result.elapsed_s
+    carbon = _carbon(settings, snap, holder, chunk, result, max(elapsed_s, 0.0), now)
     mint = _mint(settings, snap, holder, chunk, result, increments, carbon, now)
-    code, done, total, minted = scripts.merge(
+    code, done, total, _ = scripts.merge(
         result.job_id, result.chunk_id, result.worker_id, json.dumps(dict(result.payload)), now=now,
         elapsed_ms=int(result.elapsed_s * 1000), units=chunk.units, increments=increments, mint_json=mint,
     )
-    if code == 1 and mint and not minted:
-        log.warning("chunk %s of job %s: %s did not hold its lease; no tokens minted", chunk.chunk_id, chunk.job_id,
+    if code == -2:
+        log.warning("chunk %s of job %s was never sent to %s; its result is ignored", chunk.chunk_id, chunk.job_id,
                     result.worker_id)
+        return "ignored"
     if code == 1:
         pipe = client.pipeline(transaction=False)  # one round trip for the model, the log and the carbon
         _learn(pipe, holder, chunk, result, now)
@@ -135,19 +139,19 @@ def _failed(client: redis.Redis, settings: Settings, scripts: Scripts, result: C
 
 
 def _carbon(settings: Settings, snap: ClusterSnapshot, holder: WorkerInfo | None, chunk: ChunkSpec,
-            result: ChunkResult) -> accounting.ChunkCarbon:
+            result: ChunkResult, elapsed_s: float, now: float) -> accounting.ChunkCarbon:
     """Energy and carbon of a chunk, and what carbon-blind routing would have emitted.
 
     The chunk's carbon uses the power its worker really draws (its reported zone and on-site
     renewables, else its region's); the counterfactual is the capacity-weighted mean over the
     live workers, which is where capacity-proportional routing would have spread it."""
     energy = accounting.chunk_energy_j(
-        reported_j=result.energy_j, cpu_s=result.cpu_s, elapsed_s=result.elapsed_s,
+        reported_j=result.energy_j, cpu_s=result.cpu_s, elapsed_s=elapsed_s,
         cores=holder.cores if holder else 1, watts_per_core=holder.watts_per_core if holder else settings.watts_per_core)
     regions = parse_regions(settings.regions)
     provider = carbon_provider(settings)
     workers = [*snap.workers.values(), *([holder] if holder and holder.worker_id not in snap.workers else [])]
-    signals = worker_signals(workers, regions, provider, now=time.time())
+    signals = worker_signals(workers, regions, provider, now=now)
     if holder is None:  # an unregistered worker: its region's grid is all we know
         signals.update(region_signals(regions, {result.region}, provider))
     capacity = {w.worker_id: w.rate(chunk.kind.value) * w.concurrency for w in snap.workers.values()}
@@ -161,7 +165,7 @@ def _mint(settings: Settings, snap: ClusterSnapshot, worker: WorkerInfo | None,
           chunk: ChunkSpec, result: ChunkResult, increments: Mapping[str, int], carbon: accounting.ChunkCarbon,
           now: float) -> str:
     """The reward to mint with the merge ('' for none), into the account of the key the worker
-    registered. MERGE pays it only if the worker holds the chunk's lease (or its backup)."""
+    registered (MERGE accepts results only from workers the chunk was sent to)."""
     if not settings.token_incentives:
         return ""
     if worker is None or not worker.public_key:

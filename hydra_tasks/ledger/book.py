@@ -95,7 +95,8 @@ def transfer_message(sender: str, recipient: str, amount: int, nonce: int) -> di
 
 
 def signed_transfer(key: SigningKey, recipient: str, amount: int, nonce: int | None = None) -> dict[str, Any]:
-    """The body of ``POST /api/transfer_tokens`` (the nonce defaults to the clock in ns)."""
+    """The body of ``POST /api/transfer_tokens``. The nonce defaults to the clock in microseconds
+    (below 2^53; a sender mixing this with small counters must keep them above its last nonce)."""
     nonce = time.time_ns() // 1000 if nonce is None else nonce
     message = transfer_message(identity.public_hex(key), recipient, amount, nonce)
     return {**{k: v for k, v in message.items() if k != "action"}, "signature": identity.sign(key, message)}

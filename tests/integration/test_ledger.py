@@ -240,9 +240,24 @@ def test_the_merge_mints_in_the_same_step_and_only_for_a_new_chunk(redis_only: H
     account = identity.public_hex(new_account(client))
     mint = ledger.mint_json(account, Reward(3, 3, 0, 0, 0, 3, False), job_id="mj", chunk_id="c1", now=time.time())
     scripts = Scripts(client)
-    client.hset(keys.lease("mj", "c1"), "worker", "w@h")  # w@h holds the chunk's lease
+    client.hset(keys.lease("mj", "c1"), mapping={"worker": "w@h", "leased:w@h": "1"})  # as GRANT leaves it
     for expected in (1, 0):  # the second delivery of the same chunk is a duplicate
         code, _, _, _ = scripts.merge("mj", "c1", "w@h", "{}", now=time.time(), elapsed_ms=1, units=1,
                                    increments={"units_done": 1}, mint_json=mint)
         assert code == expected
         assert ledger.balance(client, account)["balance_micro"] == 3  # paid with the first merge, once
+
+
+def test_an_overdraft_on_a_large_balance_says_the_exact_balance(redis_only: HydraCelery, web: FlaskClient) -> None:
+    client = redis_only.redis
+    rich, other = new_account(client), new_account(client)
+    fund(client, identity.public_hex(rich), 123_456_789_012_345, key="rich")  # beyond Lua's 14 printed digits
+    response = web.post("/api/transfer_tokens", json=ledger.signed_transfer(
+        rich, identity.public_hex(other), 123_456_789_012_346, nonce=1))
+    assert response.status_code == 409 and "123456789.012345 tokens" in response.get_json()["error"]
+
+
+def test_a_leaderboard_limit_that_is_not_a_plain_number_is_a_400(web: FlaskClient) -> None:
+    for bad in ("²", "0", "101", "-1", "1e2", "9" * 50):
+        response = web.get(f"/api/leaderboard?limit={bad}")
+        assert response.status_code == 400 and "limit" in response.get_json()["error"], bad

@@ -109,8 +109,8 @@ def test_a_job_completes_with_exactly_the_hits_of_one_kernel_call(app: HydraCele
 def test_a_result_delivered_twice_is_merged_once(app: HydraCelery) -> None:
     add_workers(app, {"eu-west": 1})
     job_id = pi_job(app)
-    chunk, attempt, _ = run_dispatch(app)[0]
-    result = run_chunk(chunk, attempt=attempt, worker_id="w@test", region="eu-west")
+    chunk, attempt, holder = run_dispatch(app)[0]
+    result = run_chunk(chunk, attempt=attempt, worker_id=holder, region="eu-west")
     assert collect.collect(app.redis, app.settings, result) == "merged"
     assert collect.collect(app.redis, app.settings, result) == "duplicate"
     job = store.get_job(app.redis, job_id)
@@ -136,11 +136,11 @@ def test_expired_leases_are_taken_back_and_sent_again(app: HydraCelery) -> None:
 def test_a_late_result_for_a_requeued_chunk_counts_once_and_leaves_the_queue(app: HydraCelery) -> None:
     add_workers(app, {"eu-west": 1})
     job_id = pi_job(app)
-    chunk, attempt, _ = run_dispatch(app)[0]
+    chunk, attempt, holder = run_dispatch(app)[0]
     later = time.time() + app.settings.lease_s + 1
     sweep(app.redis, app.settings, CapacityRouter(), lambda c, a, w, r: None, now=later)
     # The worker everyone thought dead reports after all.
-    result = run_chunk(chunk, attempt=attempt, worker_id="slow@test", region="eu-west")
+    result = run_chunk(chunk, attempt=attempt, worker_id=holder, region="eu-west")
     assert collect.collect(app.redis, app.settings, result) == "merged"
     assert chunk["chunk_id"].encode() not in [c.encode() for c in app.redis.lrange(keys.job_todo(job_id), 0, -1)]
     assert collect.collect(app.redis, app.settings, result) == "duplicate"
@@ -449,7 +449,7 @@ def test_every_accepted_chunk_is_accounted_and_a_clean_region_saves_carbon(app: 
     sent = [s for s in run_dispatch(app) if s[2] == "clean@test"]
     results = [run_chunk(c, attempt=a, worker_id=w, region="eu-north") for c, a, w in sent]
     for r in results:
-        r["cpu_s"] = 1.0  # make the energy visible: 1 s at the default 15 W per core
+        r["cpu_s"] = r["elapsed_s"] = 1.0  # make the energy visible: 1 s at the default 15 W per core
         assert collect.collect(app.redis, app.settings, r) == "merged"
     job = sustainability_metrics(app.redis, job_id=job_id)["jobs"][0]
     assert job["energy_kwh"] == pytest.approx(len(results) * 15 / 3.6e6)
@@ -486,8 +486,46 @@ def test_tokens_are_minted_once_for_an_accepted_chunk_and_never_for_a_rejected_o
     assert paid > 0
     assert collect.collect(app.redis, app.settings, good) == "duplicate"
     assert book.balance(app.redis, accounts["honest@test"])["balance_micro"] == paid  # counted once
-    # Another worker returns (correct) work for a chunk leased to the honest one: merged, not paid.
+    # Another worker returns (correct) work for a chunk it was never sent: ignored, and the honest
+    # worker's result for it is still merged and paid.
     chunk2, attempt2, _ = mine[1]
     stolen = run_chunk(chunk2, attempt=attempt2, worker_id="thief@test", region="eu-west")
-    assert collect.collect(app.redis, app.settings, stolen) == "merged"
+    assert collect.collect(app.redis, app.settings, stolen) == "ignored"
     assert book.balance(app.redis, accounts["thief@test"])["balance_micro"] == 0
+    honest = run_chunk(chunk2, attempt=attempt2, worker_id="honest@test", region="eu-west")
+    assert collect.collect(app.redis, app.settings, honest) == "merged"
+    assert book.balance(app.redis, accounts["honest@test"])["balance_micro"] > paid
+
+
+def test_a_late_result_after_the_chunk_was_sent_elsewhere_is_merged_and_paid_once(app: HydraCelery) -> None:
+    from nacl.signing import SigningKey
+
+    from hydra_tasks.ledger import book
+    from hydra_tasks.trust import identity
+
+    now = time.time()
+    accounts = {}
+    for name in ("slow@test", "fast@test"):
+        accounts[name] = identity.public_hex(SigningKey.generate())
+        registry.register(app.redis, registry.WorkerInfo(
+            worker_id=name, region="eu-west", host="test", pid=1, cores=1, concurrency=1, pi_samples_per_s=1e8,
+            mandelbrot_iters_per_s=1e8, state=WorkerState.ONLINE, started_at=now, last_seen=now,
+            public_key=accounts[name]))
+        book.open_account(app.redis, accounts[name])
+    new_job(app, {"kind": "pi", "params": {"samples": 1_000, "seed": 3}})  # one chunk
+    [(chunk, attempt, first)] = run_dispatch(app, now=now)
+    other = "fast@test" if first == "slow@test" else "slow@test"
+    later = now + app.settings.lease_s + 1
+    for name in accounts:
+        registry.heartbeat(app.redis, name, now=later)
+    app.redis.sadd(keys.worker_inflight(first), "busy:1", "busy:2")  # the first worker's window is full now
+    resent: Sent = []
+    sweep(app.redis, app.settings, CapacityRouter(), lambda c, a, w, r: resent.append((c, a, w)), now=later)
+    [(again, attempt2, second)] = resent  # the expired lease is taken back and the chunk sent elsewhere
+    assert second == other and again["chunk_id"] == chunk["chunk_id"]
+    late = run_chunk(chunk, attempt=attempt, worker_id=first, region="eu-west")
+    assert collect.collect(app.redis, app.settings, late) == "merged"  # it was sent to this worker
+    on_time = run_chunk(again, attempt=attempt2, worker_id=second, region="eu-west")
+    assert collect.collect(app.redis, app.settings, on_time) == "ignored"  # the job is already done
+    paid = {name: book.balance(app.redis, a)["balance_micro"] for name, a in accounts.items()}
+    assert paid[first] > 0 and paid[second] == 0  # the chunk is paid exactly once, to who did it first

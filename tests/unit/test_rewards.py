@@ -36,3 +36,18 @@ def test_the_cap_and_the_switch() -> None:
     assert off.total == 0
     assert chunk_reward(Settings(), **{**EXAMPLE, "work": 0}).total == 0
     assert chunk_reward(Settings(), **{**EXAMPLE, "saved_g": -50.0}).carbon == 0  # dirtier than blind: no bonus
+
+
+def test_bonuses_on_reported_figures_can_at_most_double_the_pay_for_the_work() -> None:
+    greedy = chunk_reward(Settings().with_(reliability_bonus=0.0), **{**EXAMPLE, "saved_g": 1e12,
+                                                                       "renewable_kwh": 1e9})
+    assert greedy.total == 2 * greedy.performance == 6_000_000
+
+
+def test_reported_cpu_time_cannot_exceed_all_cores_for_the_elapsed_time() -> None:
+    from hydra_tasks.grid.accounting import chunk_energy_j
+
+    honest = chunk_energy_j(reported_j=None, cpu_s=2.0, elapsed_s=2.0, cores=4, watts_per_core=15.0)
+    inflated = chunk_energy_j(reported_j=None, cpu_s=1e9, elapsed_s=2.0, cores=4, watts_per_core=15.0)
+    assert honest == 30.0 and inflated == 2.0 * 4 * 15.0
+    assert chunk_energy_j(reported_j=1e9, cpu_s=1e9, elapsed_s=2.0, cores=4, watts_per_core=15.0) == 120.0
