@@ -7,9 +7,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import pytest
 
-from hydra_tasks.app import HydraCelery, create_app
+from hydra_tasks.app import HydraCelery
 from hydra_tasks.jobs import store
 from hydra_tasks.settings import Settings
 from hydra_tasks.stack import LocalStack

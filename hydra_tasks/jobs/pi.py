@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from .. import compute as kernels
 from ..errors import ResultRejected
-from ..models import ChunkSpec, Finalized, JobKind
+from ..models import ChunkSpec, Finalized
 from ..settings import Settings
 from ..worker.throttle import Throttle
 from .validate import integer, reject_unknown

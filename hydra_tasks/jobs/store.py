@@ -20,7 +20,6 @@ from ..grid import accounting
 from ..errors import JobNotFound, JobStateError
 from ..lua import Scripts
 from ..models import ChunkSpec, JobSpec, JobState
-from ..settings import Settings
 from . import handler
 
 _COUNTERS = ("chunks_total", "chunks_done", "units_total", "units_done", "dispatched", "redispatched",

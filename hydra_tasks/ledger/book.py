@@ -25,7 +25,7 @@ import redis
 from nacl.signing import SigningKey
 
 from .. import keys
-from ..errors import InsufficientFunds, InvalidTransfer, NonceReused, SignatureError, UnknownAccount
+from ..errors import InsufficientFunds, InvalidTransfer, NonceReused, UnknownAccount
 from ..lua import Scripts
 from ..trust import identity
 from .rewards import Reward

@@ -10,7 +10,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -22,9 +22,8 @@ from hydra_tasks.ledger import audit, book as ledger
 from hydra_tasks.trust import identity
 from hydra_tasks.app import HydraCelery
 from hydra_tasks.embedded import EmbeddedRedis
-from hydra_tasks.errors import LedgerError, SignatureError
+from hydra_tasks.errors import LedgerError
 from hydra_tasks.ledger.rewards import Reward
-from hydra_tasks.settings import Settings
 from hydra_webapp import create_app
 
 pytestmark = pytest.mark.integration
