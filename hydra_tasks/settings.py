@@ -44,18 +44,29 @@ def _number(kind: Callable[[str], T], name: str, raw: str, lo: float, hi: float)
     return value
 
 
-def parse_micro_tokens(name: str, raw: str, *, hi_tokens: int = 10**9) -> int:
-    """Parse a decimal token amount (``"1.5"``) into integer micro-tokens, exactly."""
+def micro_tokens(text: str) -> int:
+    """A decimal token amount (``"1.5"``) as integer micro-tokens, exactly; ValueError saying why not."""
     try:
-        amount = Decimal(raw.strip())
+        amount = Decimal(text.strip())
     except InvalidOperation:
-        raise ConfigError(f"{name}={raw!r} is not a decimal token amount such as '1.5'.") from None
+        raise ValueError("is not a decimal token amount such as '1.5'") from None
+    if not amount.is_finite():
+        raise ValueError("is not a finite amount such as '1.5'")
     micro = amount * MICRO_PER_TOKEN
-    if not amount.is_finite() or micro != micro.to_integral_value():
-        raise ConfigError(f"{name}={raw!r} has more than 6 decimal places; tokens are counted in micro-tokens.")
-    if not (0 <= amount <= hi_tokens):
-        raise ConfigError(f"{name}={raw!r} is out of range; set an amount in [0, {hi_tokens}] tokens.")
+    if micro != micro.to_integral_value():
+        raise ValueError("has more than 6 decimal places; tokens are counted in micro-tokens")
     return int(micro)
+
+
+def parse_micro_tokens(name: str, raw: str, *, hi_tokens: int = 10**9) -> int:
+    """Parse a setting's decimal token amount into integer micro-tokens, exactly."""
+    try:
+        micro = micro_tokens(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r} {exc}.") from None
+    if not (0 <= micro <= hi_tokens * MICRO_PER_TOKEN):
+        raise ConfigError(f"{name}={raw!r} is out of range; set an amount in [0, {hi_tokens}] tokens.")
+    return micro
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping
 
 import redis
@@ -29,7 +28,7 @@ from ..errors import InsufficientFunds, InvalidTransfer, NonceReused, UnknownAcc
 from ..lua import Scripts
 from ..trust import identity
 from .rewards import Reward
-from ..settings import MICRO_PER_TOKEN
+from ..settings import MICRO_PER_TOKEN, micro_tokens
 
 MAX_AMOUNT_MICRO = 10**15          # 10^9 tokens: below 2^53, so Lua compares amounts exactly
 MAX_NONCE = 2**53 - 1
@@ -45,13 +44,9 @@ def tokens(micro: int) -> str:
 def parse_tokens(text: str) -> int:
     """'1.5' -> 1500000 micro-tokens, exactly; InvalidTransfer if it is not a positive amount."""
     try:
-        amount = Decimal(text.strip())
-    except InvalidOperation:
-        raise InvalidTransfer(f"{text!r} is not an amount of tokens such as 1.5.") from None
-    micro = amount * MICRO_PER_TOKEN
-    if not amount.is_finite() or micro != micro.to_integral_value():
-        raise InvalidTransfer(f"{text!r}: tokens have at most 6 decimal places.")
-    return check_amount(int(micro))
+        return check_amount(micro_tokens(text))
+    except ValueError as exc:
+        raise InvalidTransfer(f"The amount {text!r} {exc}.") from None
 
 
 def check_amount(amount: object) -> int:

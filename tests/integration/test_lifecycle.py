@@ -13,16 +13,19 @@ from typing import Any
 import numpy as np
 
 import pytest
+from nacl.signing import SigningKey
 
 from hydra_tasks import compute, keys
 from hydra_tasks.app import HydraCelery
 from hydra_tasks.jobs import collect, store
 from hydra_tasks.jobs.spec import parse_job_spec
+from hydra_tasks.ledger import book
 from hydra_tasks.models import JobState, WorkerState
 from hydra_tasks.scheduling import planner
 from hydra_tasks.scheduling.dispatcher import dispatch
 from hydra_tasks.scheduling.router import CapacityRouter
 from hydra_tasks.scheduling.sweeper import sweep
+from hydra_tasks.trust import identity
 from hydra_tasks.worker import registry
 from hydra_tasks.worker.compute import run_chunk
 
@@ -457,22 +460,23 @@ def test_every_accepted_chunk_is_accounted_and_a_clean_region_saves_carbon(app: 
     assert sustainability_metrics(app.redis)["overall"]["carbon_g"] == pytest.approx(job["carbon_g"])
 
 
-def test_tokens_are_minted_once_for_an_accepted_chunk_and_never_for_a_rejected_or_stolen_one(
-        app: HydraCelery) -> None:
-    from nacl.signing import SigningKey
-
-    from hydra_tasks.ledger import book
-    from hydra_tasks.trust import identity
-
-    now = time.time()
+def add_keyed_workers(app: HydraCelery, *names: str, now: float | None = None) -> dict[str, str]:
+    """Workers in eu-west with their own key and token account (as a worker's start makes them)."""
+    now = time.time() if now is None else now
     accounts = {}
-    for name in ("honest@test", "thief@test"):
+    for name in names:
         accounts[name] = identity.public_hex(SigningKey.generate())
         registry.register(app.redis, registry.WorkerInfo(
             worker_id=name, region="eu-west", host="test", pid=1, cores=1, concurrency=1, pi_samples_per_s=1e8,
             mandelbrot_iters_per_s=1e8, state=WorkerState.ONLINE, started_at=now, last_seen=now,
             public_key=accounts[name]))
         book.open_account(app.redis, accounts[name])
+    return accounts
+
+
+def test_tokens_are_minted_once_for_an_accepted_chunk_and_never_for_a_rejected_or_stolen_one(
+        app: HydraCelery) -> None:
+    accounts = add_keyed_workers(app, "honest@test", "thief@test")
     pi_job(app)
     sent = run_dispatch(app)
     mine = [(c, a, w) for c, a, w in sent if w == "honest@test"]
@@ -498,20 +502,8 @@ def test_tokens_are_minted_once_for_an_accepted_chunk_and_never_for_a_rejected_o
 
 
 def test_a_late_result_after_the_chunk_was_sent_elsewhere_is_merged_and_paid_once(app: HydraCelery) -> None:
-    from nacl.signing import SigningKey
-
-    from hydra_tasks.ledger import book
-    from hydra_tasks.trust import identity
-
     now = time.time()
-    accounts = {}
-    for name in ("slow@test", "fast@test"):
-        accounts[name] = identity.public_hex(SigningKey.generate())
-        registry.register(app.redis, registry.WorkerInfo(
-            worker_id=name, region="eu-west", host="test", pid=1, cores=1, concurrency=1, pi_samples_per_s=1e8,
-            mandelbrot_iters_per_s=1e8, state=WorkerState.ONLINE, started_at=now, last_seen=now,
-            public_key=accounts[name]))
-        book.open_account(app.redis, accounts[name])
+    accounts = add_keyed_workers(app, "slow@test", "fast@test", now=now)
     new_job(app, {"kind": "pi", "params": {"samples": 1_000, "seed": 3}})  # one chunk
     [(chunk, attempt, first)] = run_dispatch(app, now=now)
     other = "fast@test" if first == "slow@test" else "slow@test"
