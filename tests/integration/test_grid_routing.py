@@ -70,3 +70,11 @@ def test_a_worker_reporting_home_solar_becomes_the_clean_choice(app: HydraCelery
     job = run_pi(app, 1.5, deadline_in_s=3600)
     assert units_by_region(job) == {"ap-south": job["units_total"]}  # FR at 10% from the grid: ~3.3 g
     assert app.redis.zrange(keys.JOBS_DEADLINES, 0, -1) in ([], [job["id"]])  # ended jobs leave the index
+
+
+def test_a_deadline_too_close_to_wait_for_means_running_everywhere_at_once(app: HydraCelery) -> None:
+    # The plan keeps 30 s in reserve before a deadline, so 31 s leaves no time to be choosy.
+    job = run_pi(app, 3.0, deadline_in_s=31)
+    used = units_by_region(job)
+    assert used.get("eu-north", 0) > 0 and used.get("ap-south", 0) > 0
+    assert job["carbon_threshold"] is None  # "any": no worker was held back

@@ -298,6 +298,7 @@ def test_the_job_page_shows_the_job_and_its_progress(client: FlaskClient) -> Non
     assert response.status_code == 200
     page = response.get_data(as_text=True)
     assert job["id"] in page and "<progress" in page and "queued" in page
+    assert "carbon-blind routing" in page  # the job's carbon, against what capacity routing would emit
     assert "image.png" not in page  # the image appears once the job is done
 
 
@@ -418,3 +419,11 @@ def test_sustainability_metrics_report_totals_and_reject_bad_queries(client: Fla
     assert body["jobs"][0]["job_id"] == job["id"] and body["jobs"][0]["carbon_g"] == 0.0  # nothing computed yet
     assert client.get("/api/sustainability_metrics?limit=500").status_code == 400
     assert client.get("/api/sustainability_metrics?job=ffffffffffffffff").status_code == 404
+
+
+def test_a_deferrable_job_page_shows_its_deadline_and_the_power_it_may_use(client: FlaskClient, app: Flask) -> None:
+    job = submit(client, {**PI_JOB, "deadline": time.time() + 7200})
+    hydra(app).redis.hset(keys.job(job["id"]), "carbon_threshold", "23.0")  # as the dispatcher's plan writes it
+    page = client.get(f"/jobs/{job['id']}").get_data(as_text=True)
+    assert "Deadline" in page and "at most 23 gCO₂/kWh" in page
+    assert client.get(f"/api/jobs/{job['id']}").get_json()["carbon_threshold"] == 23.0
