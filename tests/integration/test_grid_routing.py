@@ -73,8 +73,9 @@ def test_a_worker_reporting_home_solar_becomes_the_clean_choice(app: HydraCelery
 
 
 def test_a_deadline_too_close_to_wait_for_means_running_everywhere_at_once(app: HydraCelery) -> None:
-    # The plan keeps 30 s in reserve before a deadline, so 31 s leaves no time to be choosy.
+    # The plan keeps 30 s in reserve before a deadline, so 31 s leaves no time to be choosy: the
+    # dirty worker is used too (with a 1 h deadline it was not, above). The threshold itself is
+    # re-planned as the job runs, so its last value depends on timing and is not asserted.
     job = run_pi(app, 3.0, deadline_in_s=31)
     used = units_by_region(job)
     assert used.get("eu-north", 0) > 0 and used.get("ap-south", 0) > 0
-    assert job["carbon_threshold"] is None  # "any": no worker was held back
