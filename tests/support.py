@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -60,3 +61,8 @@ def wait_for_job(app: HydraCelery, job_id: str, *, timeout_s: float = 120.0) -> 
     return wait_for(final, timeout_s=timeout_s, what=f"job {job_id} to finish")
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (at the moment of asking)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

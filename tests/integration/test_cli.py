@@ -16,7 +16,7 @@ import pytest
 
 from hydra_tasks import compute, keys
 from hydra_tasks.stack import LocalStack
-from support import running_stack
+from support import free_port, running_stack
 
 pytestmark = pytest.mark.integration
 
@@ -134,20 +134,12 @@ def test_ctrl_c_during_the_demo_stops_every_process_it_started(tmp_path: Path) -
     assert alive == []
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_up_serves_dashboard_and_flower_runs_jobs_and_stops_on_double_ctrl_c(tmp_path: Path) -> None:
     import requests
 
     from support import wait_for
 
-    web, flower = _free_port(), _free_port()
+    web, flower = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_")}
     env.update(HYDRA_DATA_DIR=str(tmp_path / "data"))
     up = subprocess.Popen([sys.executable, "-m", "hydra_tasks", "up", "--web-port", str(web), "--flower-port",

@@ -19,7 +19,7 @@ from hydra_tasks.jobs.submit import job_png, submit_job
 from hydra_tasks.stack import LocalStack
 from hydra_tasks.worker.registry import list_workers
 
-from support import running_stack, wait_for, wait_for_job
+from support import free_port, running_stack, wait_for, wait_for_job
 
 pytestmark = pytest.mark.integration
 
@@ -115,13 +115,9 @@ def test_a_pickle_message_is_refused_and_runs_no_code(app: HydraCelery, stack: L
 
 
 def test_flower_sees_the_workers_and_their_tasks(app: HydraCelery, stack: LocalStack) -> None:
-    import socket
-
     import requests
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     stack.start_flower(port=port)
     base = f"http://127.0.0.1:{port}"
 

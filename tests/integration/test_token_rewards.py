@@ -18,7 +18,7 @@ from hydra_tasks.app import HydraCelery
 from hydra_tasks.jobs.submit import submit_job
 from hydra_tasks.stack import LocalStack
 from hydra_tasks.worker.registry import list_workers
-from support import running_stack, wait_for_job
+from support import free_port, running_stack, wait_for_job
 
 pytestmark = pytest.mark.integration
 
@@ -68,11 +68,7 @@ def test_ledger_verify_fails_on_a_tampered_balance(app: HydraCelery, stack: Loca
 
 
 def test_the_cli_signs_transfers_and_grid_reports_through_the_http_api(app: HydraCelery, stack: LocalStack) -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     stack.start_webapp(port=port)
     url = f"http://127.0.0.1:{port}"
     stack.wait_until("the webapp", lambda: _up(url))

@@ -7,7 +7,6 @@ worker to consume it. The last few run a real local stack so that jobs actually 
 from __future__ import annotations
 
 import io
-import socket
 import stat
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from hydra_tasks.models import WorkerState
 from hydra_tasks.settings import Settings
 from hydra_tasks.worker.registry import WorkerInfo, register
 from hydra_webapp import create_app
+from support import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -77,12 +77,6 @@ def submit(client: FlaskClient, spec: dict[str, Any] = PI_JOB) -> dict[str, Any]
     assert response.status_code == 201, response.get_json()
     job: dict[str, Any] = response.get_json()
     return job
-
-
-def unused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- submitting --------------------------------------------------------------------------------
@@ -352,7 +346,7 @@ def test_a_malformed_token_file_is_a_clear_error_at_start_up(redis_url: str, tmp
 
 # --- when Redis is not there --------------------------------------------------------------------
 def test_when_redis_is_down_the_api_answers_503_and_healthz_says_so(tmp_path: Path) -> None:
-    url = f"redis://:password@127.0.0.1:{unused_port()}/0"
+    url = f"redis://:password@127.0.0.1:{free_port()}/0"
     app = create_app(Settings().with_(redis_url=url, data_dir=tmp_path, api_token=TOKEN))
     client = app.test_client()
     assert client.get("/healthz").get_json() == {"ok": True, "redis": False}
