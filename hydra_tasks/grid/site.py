@@ -24,7 +24,7 @@ from nacl.signing import SigningKey
 
 from ..trust import identity
 from ..errors import SignatureError
-from ..lua import Scripts
+from ..lua import GridInfoCode, scripts
 from ..worker.registry import WorkerInfo, get_worker
 from . import CarbonProvider, GridError
 from .regions import Region, RegionSignal
@@ -98,11 +98,11 @@ def apply_report(client: redis.Redis, report: GridReport, message: Mapping[str, 
     if not zone_known(report.zone):
         raise GridError(f"No carbon data covers zone {report.zone!r}; use a zone of the embedded table or the trace "
                         "(e.g. FR, DE, GB, US-CAL-CISO).")
-    outcome = Scripts(client).grid_info(report.worker_id, worker.public_key, report.zone, report.renewable_share,
+    outcome = scripts(client).grid_info(report.worker_id, worker.public_key, report.zone, report.renewable_share,
                                         report.timestamp)
-    if outcome == 0:
+    if outcome is GridInfoCode.REPLAY:
         raise SignatureError("This report is not newer than the last one accepted (a replay?); sign a fresh one.")
-    if outcome < 0:
+    if outcome is GridInfoCode.KEY_CHANGED:
         raise SignatureError("The worker's key changed while the report was checked; sign it again.")
 
 

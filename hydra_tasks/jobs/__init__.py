@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Protocol
 
+import redis
+
 from ..models import ChunkSpec, Finalized, JobKind
 from ..settings import Settings
 from ..worker.throttle import Throttle
 
 
 class KindHandler(Protocol):
-    """What every job-kind module provides."""
+    """What every job-kind module provides. The control plane (submit, dispatch, collect,
+    finalize) reaches kind-specific behaviour only through these functions."""
+
+    CUTS_LAZILY: bool  # True: chunks are ranges cut at dispatch (:meth:`cut`), sized per worker
 
     def parse_params(self, raw: Mapping[str, Any]) -> dict[str, Any]: ...
 
@@ -18,13 +23,27 @@ class KindHandler(Protocol):
 
     def chunk_count(self, params: Mapping[str, Any], settings: Settings) -> int: ...
 
-    def range_prefix(self, job_id: str, params: Mapping[str, Any]) -> str | None: ...
-
     def plan(self, job_id: str, params: Mapping[str, Any], settings: Settings) -> list[ChunkSpec]: ...
+
+    def cut(self, job_id: str, params: Mapping[str, Any], chunk_id: str, start: int, count: int) -> ChunkSpec | None:
+        """A new chunk of units [start, start + count), for kinds cut lazily at dispatch; None otherwise."""
+        ...
 
     def compute(self, chunk: ChunkSpec, *, threads: int = 1, throttle: Throttle | None = None) -> dict[str, Any]: ...
 
     def verify(self, chunk: ChunkSpec, payload: Mapping[str, Any]) -> dict[str, int]: ...
+
+    def work_done(self, chunk: ChunkSpec, payload: Mapping[str, Any]) -> float:
+        """The work a verified result represents, in the unit worker speeds are kept in."""
+        ...
+
+    def reward_work(self, chunk: ChunkSpec, increments: Mapping[str, int]) -> float:
+        """The work a chunk is paid for (ledger/rewards.py's compute unit), from verified counters."""
+        ...
+
+    def after_merge(self, client: redis.Redis, settings: Settings, chunk: ChunkSpec) -> None:
+        """Anything that follows a newly merged chunk of this kind (e.g. tiles cut from a preview)."""
+        ...
 
     def finalize(self, params: Mapping[str, Any], parts: Mapping[str, str],
                  chunks: Mapping[str, str]) -> Finalized: ...

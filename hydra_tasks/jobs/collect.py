@@ -2,112 +2,147 @@
 
 Runs on the control plane only. Delivery is at-least-once (acks_late, re-sent leases), so
 the merge is keyed by chunk id inside one Lua script: a chunk computed twice counts once.
+Kind-specific steps (verification, the work measure, what follows a merge, the final result)
+come from the kind's :class:`~hydra_tasks.jobs.KindHandler`.
 """
 
 from __future__ import annotations
 
-import base64
+import enum
 import json
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import redis
 
 from .. import keys
-from ..ledger import book as ledger
-from ..ledger import rewards
 from ..errors import HydraError, ResultRejected
-from ..lua import Scripts
-from ..models import ChunkResult, ChunkSpec, JobKind, JobState
 from ..grid import accounting
 from ..grid.regions import parse_regions, region_signals
 from ..grid.site import worker_signals
-from ..imaging import render_png
+from ..ledger import book as ledger
+from ..ledger import rewards
+from ..lua import Holders, MergeCode, RequeueCode, Scripts, scripts
+from ..models import ChunkResult, ChunkSpec, JobKind, JobState
 from ..scheduling.cluster import ClusterSnapshot, snapshot
 from ..scheduling.router import carbon_provider
 from ..settings import Settings
 from ..worker import performance
 from ..worker.compute import DECLINED
 from ..worker.registry import WorkerInfo, get_worker
-from . import handler, mandelbrot, store, tiling
+from . import handler, store
 
 LOG_LENGTH = 5_000  # accepted chunks kept per job for the metrics endpoints
 
 log = logging.getLogger(__name__)
 
 
-def collect(client: redis.Redis, settings: Settings, data: Mapping[str, Any], *, now: float | None = None) -> str:
-    """Process one ChunkResult. Returns what happened: merged, duplicate, ignored, rejected, failed."""
+class Outcome(str, enum.Enum):
+    """What became of one result."""
+
+    MERGED = "merged"
+    DUPLICATE = "duplicate"      # merged before: counted once
+    IGNORED = "ignored"          # unknown chunk, a job that ended, or a chunk never sent to this worker
+    REJECTED = "rejected"        # malformed or failed verification: re-sent elsewhere
+    DECLINED = "declined"        # handed back by a paused worker: re-sent elsewhere, not a failure
+    FAILED = "failed"            # the chunk failed too often: the job failed
+
+
+@dataclass(frozen=True)
+class _Lease:
+    dispatched_at: float | None
+    holders: Holders
+
+
+def collect(client: redis.Redis, settings: Settings, data: Mapping[str, Any], *, now: float | None = None) -> Outcome:
+    """Process one ChunkResult."""
     now = time.time() if now is None else now
     try:
         result = ChunkResult.from_json(data)
     except ResultRejected as exc:
         log.warning("dropping malformed result: %s", exc)
-        return "rejected"
+        return Outcome.REJECTED
+    found = _read(client, result)
+    if found is None:
+        return Outcome.IGNORED  # unknown chunk, deleted job, or a job that already ended
+    chunk, lease = found
+    lua = scripts(client)
+    if result.error is not None and result.error.startswith(DECLINED):
+        lua.requeue(result.job_id, result.chunk_id, now=now, counter="declines", force=True,
+                    reporter=result.worker_id, holders=lease.holders)
+        return Outcome.DECLINED
+    if result.error is not None:
+        return _failed(client, settings, lua, result, lease, now)
+    try:
+        increments = _verify(chunk, result)
+    except ResultRejected as exc:
+        log.warning("rejected chunk %s of job %s from %s: %s", result.chunk_id, result.job_id, result.worker_id, exc)
+        lua.requeue(result.job_id, result.chunk_id, now=now, counter="rejections", force=True,
+                    reporter=result.worker_id, holders=lease.holders)
+        return Outcome.REJECTED
+    return _merge(client, settings, lua, chunk, result, increments, lease, now)
+
+
+def _read(client: redis.Redis, result: ChunkResult) -> tuple[ChunkSpec, _Lease] | None:
+    """The chunk's spec and lease, in one round trip; None if the chunk or its job is gone or over."""
     reads = client.pipeline(transaction=False)
     reads.hget(keys.job_chunks(result.job_id), result.chunk_id)
     reads.hget(keys.job(result.job_id), "state")
-    reads.hget(keys.lease(result.job_id, result.chunk_id), "dispatched_at")
-    chunk_json, state_name, dispatched_at = reads.execute()
+    reads.hmget(keys.lease(result.job_id, result.chunk_id), "dispatched_at", "worker", "backup")
+    chunk_json, state_name, (dispatched_at, holder, backup) = reads.execute()
     if chunk_json is None or state_name is None or JobState(state_name).is_final:
-        return "ignored"  # unknown chunk, deleted job, or a job that already ended
+        return None
     chunk = ChunkSpec.from_json(json.loads(chunk_json))
-    scripts = Scripts(client)
-    if result.error is not None and result.error.startswith(DECLINED):
-        scripts.requeue(result.job_id, result.chunk_id, now=now, counter="declines", force=True,
-                        reporter=result.worker_id)
-        return "declined"  # handed back by a paused worker: re-sent elsewhere, not a failure
-    if result.error is not None:
-        return _failed(client, settings, scripts, result, now)
-    try:
-        if not result.digest_ok():
-            raise ResultRejected("digest does not match the payload")
-        increments = handler(chunk.kind).verify(chunk, result.payload)
-        if not all(type(v) is int for v in increments.values()):
-            raise ResultRejected("the result's counters are not integers")
-    except ResultRejected as exc:
-        log.warning("rejected chunk %s of job %s from %s: %s", result.chunk_id, result.job_id, result.worker_id, exc)
-        scripts.requeue(result.job_id, result.chunk_id, now=now, counter="rejections", force=True,
-                        reporter=result.worker_id)
-        return "rejected"
+    return chunk, _Lease(float(dispatched_at) if dispatched_at else None, Holders.of(holder, backup))
+
+
+def _verify(chunk: ChunkSpec, result: ChunkResult) -> dict[str, int]:
+    """The job counters the result adds, once it passed the digest and the kind's checks."""
+    if not result.digest_ok():
+        raise ResultRejected("digest does not match the payload")
+    increments = handler(chunk.kind).verify(chunk, result.payload)
+    if not all(type(v) is int for v in increments.values()):
+        raise ResultRejected("the result's counters are not integers")
+    return increments
+
+
+def _merge(client: redis.Redis, settings: Settings, lua: Scripts, chunk: ChunkSpec, result: ChunkResult,
+           increments: dict[str, int], lease: _Lease, now: float) -> Outcome:
+    """Merge a verified result once, with its reward; learn from it; finalize the job if it was the last."""
+    kind = handler(chunk.kind)
     snap = snapshot(client, settings, now=now)
     holder = snap.workers.get(result.worker_id) or get_worker(client, result.worker_id)
     # Time and energy are reported by the volunteer: no chunk took longer than since it was sent.
-    elapsed_s = min(result.elapsed_s, now - float(dispatched_at) + 1.0) if dispatched_at else result.elapsed_s
+    elapsed_s = min(result.elapsed_s, now - lease.dispatched_at + 1.0) if lease.dispatched_at else result.elapsed_s
     carbon = _carbon(settings, snap, holder, chunk, result, max(elapsed_s, 0.0), now)
-    mint = _mint(settings, snap, holder, chunk, result, increments, carbon, now)
-    code, done, total, _ = scripts.merge(
+    mint = _mint(settings, snap, holder, chunk, result, kind.reward_work(chunk, increments), carbon, now)
+    code, done, total, _ = lua.merge(
         result.job_id, result.chunk_id, result.worker_id, json.dumps(dict(result.payload)), now=now,
         elapsed_ms=int(result.elapsed_s * 1000), units=chunk.units, increments=increments, mint_json=mint,
+        holders=lease.holders,
     )
-    if code == -2:
+    if code is MergeCode.NOT_SENT:
         log.warning("chunk %s of job %s was never sent to %s; its result is ignored", chunk.chunk_id, chunk.job_id,
                     result.worker_id)
-        return "ignored"
-    if code == 1:
+        return Outcome.IGNORED
+    if code is MergeCode.MERGED:
         pipe = client.pipeline(transaction=False)  # one round trip for the model, the log and the carbon
-        _learn(pipe, holder, chunk, result, now)
+        _learn(pipe, holder, chunk, result, kind.work_done(chunk, result.payload), now)
         accounting.record(pipe, chunk.job_id, carbon)
         pipe.execute()
-        if chunk.params.get("preview"):
-            plan_tiles_after_preview(client, settings, result.job_id)
-    if code >= 0 and done == total:
+        kind.after_merge(client, settings, chunk)
+    if code in (MergeCode.MERGED, MergeCode.DUPLICATE) and done == total:
         finalize(client, result.job_id, now=now)
-    return {1: "merged", 0: "duplicate"}.get(code, "ignored")
-
-
-def work_done(chunk: ChunkSpec, payload: Mapping[str, Any]) -> float:
-    """The work measure speeds are kept in: π samples; Mandelbrot iterations actually done."""
-    return float(payload.get("work", 0)) if chunk.kind is JobKind.MANDELBROT else float(chunk.units)
+    return {MergeCode.MERGED: Outcome.MERGED, MergeCode.DUPLICATE: Outcome.DUPLICATE}.get(code, Outcome.IGNORED)
 
 
 def _learn(pipe: redis.client.Pipeline, holder: WorkerInfo | None, chunk: ChunkSpec, result: ChunkResult,
-           now: float) -> None:
+           work: float, now: float) -> None:
     """Queue on ``pipe`` the update of the worker's performance model and the job's chunk log
     (for the metrics). The model comes from the snapshot the merge was decided on."""
     kind = chunk.kind.value
-    work = work_done(chunk, result.payload)
     before = (holder.perf_pi if kind == "pi" else holder.perf_mandelbrot) if holder else None
     entry: dict[str, Any] = {"t": now, "worker": result.worker_id, "chunk": chunk.chunk_id, "units": chunk.units,
                              "work": work, "elapsed_s": result.elapsed_s}
@@ -124,18 +159,20 @@ def _learn(pipe: redis.client.Pipeline, holder: WorkerInfo | None, chunk: ChunkS
     pipe.ltrim(keys.job_log(chunk.job_id), -LOG_LENGTH, -1)
 
 
-def _failed(client: redis.Redis, settings: Settings, scripts: Scripts, result: ChunkResult, now: float) -> str:
-    failures, _ = scripts.requeue(result.job_id, result.chunk_id, now=now, counter="failures", force=True,
-                                  reporter=result.worker_id)
-    if failures < 0:
-        return "ignored"  # not (or no longer) this worker's chunk: nothing to take back
+def _failed(client: redis.Redis, settings: Settings, lua: Scripts, result: ChunkResult, lease: _Lease,
+            now: float) -> Outcome:
+    taken = lua.requeue(result.job_id, result.chunk_id, now=now, counter="failures", force=True,
+                        reporter=result.worker_id, holders=lease.holders)
+    if taken.code is not RequeueCode.REQUEUED:
+        return Outcome.IGNORED  # not (or no longer) this worker's chunk: nothing to take back
+    failures = taken.count
     performance.record_failure(client, result.worker_id)
     log.warning("chunk %s of job %s failed on %s: %s", result.chunk_id, result.job_id, result.worker_id, result.error)
     if failures >= settings.max_chunk_failures:
         store.fail_job(client, result.job_id, f"chunk {result.chunk_id} failed {failures} times; last error: "
                                               f"{result.error}", now=now)
-        return "failed"
-    return "rejected"
+        return Outcome.FAILED
+    return Outcome.REJECTED
 
 
 def _carbon(settings: Settings, snap: ClusterSnapshot, holder: WorkerInfo | None, chunk: ChunkSpec,
@@ -162,8 +199,7 @@ def _carbon(settings: Settings, snap: ClusterSnapshot, holder: WorkerInfo | None
 
 
 def _mint(settings: Settings, snap: ClusterSnapshot, worker: WorkerInfo | None,
-          chunk: ChunkSpec, result: ChunkResult, increments: Mapping[str, int], carbon: accounting.ChunkCarbon,
-          now: float) -> str:
+          chunk: ChunkSpec, result: ChunkResult, work: float, carbon: accounting.ChunkCarbon, now: float) -> str:
     """The reward to mint with the merge ('' for none), into the account of the key the worker
     registered (MERGE accepts results only from workers the chunk was sent to)."""
     if not settings.token_incentives:
@@ -174,49 +210,12 @@ def _mint(settings: Settings, snap: ClusterSnapshot, worker: WorkerInfo | None,
         return ""
     kind = chunk.kind.value
     rates = sorted(w.rate(kind) for w in snap.workers.values()) or [worker.rate(kind)]
-    work = float(increments.get("iterations", 0)) if chunk.kind is JobKind.MANDELBROT else float(chunk.units)
     reward = rewards.chunk_reward(settings, work=work, speed=worker.rate(kind), median_speed=rates[len(rates) // 2],
                                   reliability=worker.reliability,
                                   saved_g=carbon.counterfactual_g - carbon.carbon_g, renewable_kwh=carbon.renewable_kwh)
     if reward.total <= 0:
         return ""
     return ledger.mint_json(worker.public_key, reward, job_id=chunk.job_id, chunk_id=chunk.chunk_id, now=now)
-
-
-def plan_tiles_after_preview(client: redis.Redis, settings: Settings, job_id: str) -> int:
-    """Cut an adaptive Mandelbrot job's tiles from its merged preview, exactly once (WATCH/MULTI).
-
-    Also stores the preview as the job's image until the full-resolution one replaces it.
-    Returns the number of tiles planned (0 if already planned or the preview is missing)."""
-    preview_json, part = client.hget(keys.job_chunks(job_id), "preview"), client.hget(keys.job_parts(job_id), "preview")
-    spec_json = client.hget(keys.job(job_id), "spec")
-    if not (preview_json and part and spec_json):
-        return 0
-    preview, payload = json.loads(preview_json)["params"], json.loads(part)
-    params = json.loads(spec_json)["params"]
-    height, width = int(preview["height"]), int(preview["width"])
-    work_map = mandelbrot.decode_array(payload["work_map"], height, width)
-    snap = snapshot(client, settings)
-    rates = [w.rate("mandelbrot") for w in snap.workers.values()] or [1e9]
-    tiles = tiling.plan_tiles(job_id, params, work_map, int(preview["stride"]), fleet_rate=sum(rates) / len(rates),
-                              slots=sum(snap.slots.values()), target_s=settings.target_chunk_s)
-    counts = mandelbrot.decode_counts(payload["counts"], height, width)
-    image = base64.b64encode(render_png(counts, int(params["max_iter"]))).decode()
-    with client.pipeline(transaction=True) as pipe:
-        try:
-            pipe.watch(keys.job(job_id))
-            if pipe.hget(keys.job(job_id), "tiled"):
-                return 0
-            pipe.multi()
-            pipe.hset(keys.job_chunks(job_id), mapping={t.chunk_id: json.dumps(t.to_json()) for t in tiles})
-            pipe.zadd(keys.job_tiles(job_id), {t.chunk_id: float(t.params["est_cost"]) for t in tiles})
-            pipe.hincrby(keys.job(job_id), "chunks_total", len(tiles))
-            pipe.hset(keys.job(job_id), mapping={"tiled": "1", "iters_per_px": repr(float(work_map.mean()) + 1.0)})
-            pipe.setnx(keys.job_image(job_id), image)
-            pipe.execute()
-        except redis.WatchError:
-            return 0
-    return len(tiles)
 
 
 def finalize(client: redis.Redis, job_id: str, *, now: float | None = None) -> bool:
@@ -227,7 +226,7 @@ def finalize(client: redis.Redis, job_id: str, *, now: float | None = None) -> b
     now = time.time() if now is None else now
     raw = client.hmget(keys.job(job_id), "kind", "spec", "state", "units_done", "units_total")
     kind, spec_json, state, done, total = raw
-    if state not in (JobState.QUEUED.value, JobState.RUNNING.value) or done != total:
+    if state is None or JobState(state).is_final or done != total:
         return False
     params = json.loads(spec_json)["params"]
     parts = client.hgetall(keys.job_parts(job_id))
@@ -239,7 +238,7 @@ def finalize(client: redis.Redis, job_id: str, *, now: float | None = None) -> b
     blob_keys = {"image": keys.job_image(job_id), "counts": keys.job_counts(job_id)}
     if final.blobs:
         client.mset({blob_keys[name]: blob for name, blob in final.blobs.items()})
-    finished = Scripts(client).finish(job_id, JobState.DONE.value, now=now,
+    finished = scripts(client).finish(job_id, JobState.DONE.value, now=now,
                                       fields={"result": json.dumps(final.result)})
     if finished and final.blobs:
         client.delete(keys.job_parts(job_id))  # the assembled blobs replace the per-chunk parts

@@ -12,6 +12,7 @@ import zlib
 from typing import Any, Mapping
 
 import numpy as np
+import redis
 
 from .. import compute as kernels
 from ..errors import InvalidJobSpec, ResultRejected
@@ -22,6 +23,7 @@ from ..worker.throttle import Throttle
 from . import tiling
 from .validate import integer, number, reject_unknown
 
+CUTS_LAZILY = False  # tiles are planned up front, or cut from the preview
 MAX_SIDE = 16_384
 MAX_PIXELS = 50_000_000
 MAX_ITER = 1_000_000
@@ -104,8 +106,24 @@ def chunk_count(params: Mapping[str, Any], settings: Settings) -> int:
     return -(-int(params["width"]) // side) * -(-int(params["height"]) // side)
 
 
-def range_prefix(job_id: str, params: Mapping[str, Any]) -> str | None:
-    return None  # tiles are planned up front
+def cut(job_id: str, params: Mapping[str, Any], chunk_id: str, start: int, count: int) -> ChunkSpec | None:
+    return None  # tiles are planned up front, or from the preview
+
+
+def work_done(chunk: ChunkSpec, payload: Mapping[str, Any]) -> float:
+    return float(payload.get("work", 0))  # iterations actually done (escape checks skip some)
+
+
+def reward_work(chunk: ChunkSpec, increments: Mapping[str, int]) -> float:
+    return float(increments.get("iterations", 0))  # counted from the verified counts
+
+
+def after_merge(client: redis.Redis, settings: Settings, chunk: ChunkSpec) -> None:
+    """Once the preview is in, cut the job's cost-balanced tiles from it."""
+    if chunk.params.get("preview"):
+        from .preview import plan_tiles_after_preview
+
+        plan_tiles_after_preview(client, settings, chunk.job_id)
 
 
 def plan(job_id: str, params: Mapping[str, Any], settings: Settings) -> list[ChunkSpec]:

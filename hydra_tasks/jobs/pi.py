@@ -11,13 +11,16 @@ import math
 import secrets
 from typing import Any, Mapping
 
+import redis
+
 from .. import compute as kernels
 from ..errors import ResultRejected
-from ..models import ChunkSpec, Finalized
+from ..models import ChunkSpec, Finalized, JobKind
 from ..settings import Settings
 from ..worker.throttle import Throttle
 from .validate import integer, reject_unknown
 
+CUTS_LAZILY = True  # ranges of samples are cut at dispatch (:func:`cut`)
 MAX_SAMPLES = 10**13
 Z_95 = 1.959963984540054
 
@@ -38,14 +41,15 @@ def chunk_count(params: Mapping[str, Any], settings: Settings) -> int:
 
 
 def plan(job_id: str, params: Mapping[str, Any], settings: Settings) -> list[ChunkSpec]:
-    """Nothing up front: ranges of samples are cut at dispatch, each sized for the worker that
-    gets it (``range_prefix`` + the GRANT script)."""
+    """Nothing up front: ranges of samples are cut at dispatch (:func:`cut`), each sized for the
+    worker that gets it."""
     return []
 
 
-def range_prefix(job_id: str, params: Mapping[str, Any]) -> str | None:
-    """The start of a chunk spec's JSON; GRANT appends start, count, units and chunk_id."""
-    return f'{{"job_id":"{job_id}","kind":"pi","params":{{"seed":{int(params["seed"])},'  # seed exact, as text
+def cut(job_id: str, params: Mapping[str, Any], chunk_id: str, start: int, count: int) -> ChunkSpec:
+    """Samples [start, start + count) of the job."""
+    return ChunkSpec(job_id, chunk_id, JobKind.PI, {"seed": int(params["seed"]), "start": start, "count": count},
+                     units=count)
 
 
 def compute(chunk: ChunkSpec, *, threads: int = 1, throttle: Throttle | None = None) -> dict[str, Any]:
@@ -66,6 +70,18 @@ def verify(chunk: ChunkSpec, payload: Mapping[str, Any]) -> dict[str, int]:
     if not 0 <= hits <= count:
         raise ResultRejected(f"π chunk {chunk.chunk_id}: hits={hits} is outside [0, {count}].")
     return {"units_done": count, "hits": hits}
+
+
+def work_done(chunk: ChunkSpec, payload: Mapping[str, Any]) -> float:
+    return float(chunk.units)  # samples
+
+
+def reward_work(chunk: ChunkSpec, increments: Mapping[str, int]) -> float:
+    return float(chunk.units)
+
+
+def after_merge(client: redis.Redis, settings: Settings, chunk: ChunkSpec) -> None:
+    return None
 
 
 def estimate(hits: int, samples: int) -> dict[str, Any]:

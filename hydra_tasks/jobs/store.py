@@ -18,7 +18,7 @@ import redis
 from .. import keys
 from ..grid import accounting
 from ..errors import JobNotFound, JobStateError
-from ..lua import Scripts
+from ..lua import scripts
 from ..models import ChunkSpec, JobSpec, JobState
 from . import handler
 
@@ -87,7 +87,7 @@ def job_state(client: redis.Redis, job_id: str) -> JobState | None:
 
 def cancel_job(client: redis.Redis, job_id: str, *, now: float | None = None) -> dict[str, Any]:
     """Cancel a queued or running job: its queued chunks are dropped and its leases released."""
-    if not Scripts(client).finish(job_id, JobState.CANCELLED.value, now=now or time.time(), fields={}):
+    if not scripts(client).finish(job_id, JobState.CANCELLED.value, now=now or time.time(), fields={}):
         state = job_state(client, job_id)
         if state is None:
             raise JobNotFound(f"No job {job_id!r} to cancel.")
@@ -96,7 +96,7 @@ def cancel_job(client: redis.Redis, job_id: str, *, now: float | None = None) ->
 
 
 def fail_job(client: redis.Redis, job_id: str, error: str, *, now: float | None = None) -> bool:
-    return Scripts(client).finish(job_id, JobState.FAILED.value, now=now or time.time(), fields={"error": error})
+    return scripts(client).finish(job_id, JobState.FAILED.value, now=now or time.time(), fields={"error": error})
 
 
 def delete_job(client: redis.Redis, job_id: str) -> None:

@@ -25,7 +25,7 @@ from nacl.signing import SigningKey
 
 from .. import keys
 from ..errors import InsufficientFunds, InvalidTransfer, NonceReused, UnknownAccount
-from ..lua import Scripts
+from ..lua import TransferCode, scripts
 from ..trust import identity
 from .rewards import Reward
 from ..settings import MICRO_PER_TOKEN, micro_tokens
@@ -80,8 +80,8 @@ def mint(client: redis.Redis, account: str, reward: Reward, *, job_id: str, chun
     if not identity.is_public_key(account):
         raise InvalidTransfer("An account id is an Ed25519 public key: 64 lowercase hex digits.")
     check_amount(reward.total)
-    return Scripts(client).mint(mint_json(account, reward, job_id=job_id, chunk_id=chunk_id, reason=reason,
-                                          now=time.time() if now is None else now)) == 1
+    return scripts(client).mint(mint_json(account, reward, job_id=job_id, chunk_id=chunk_id, reason=reason,
+                                          now=time.time() if now is None else now))
 
 
 # --- transfers -------------------------------------------------------------------------------
@@ -134,20 +134,20 @@ def parse_transfer(raw: object) -> TransferRequest:
 def transfer(client: redis.Redis, raw: object, *, now: float | None = None) -> dict[str, Any]:
     """Verify and apply a signed transfer atomically; a LedgerError changes nothing."""
     req = parse_transfer(raw)
-    code, detail = Scripts(client).transfer(req.sender, req.recipient, req.amount, req.nonce, req.signature,
+    code, detail = scripts(client).transfer(req.sender, req.recipient, req.amount, req.nonce, req.signature,
                                             now=time.time() if now is None else now, reason="transfer")
-    if code == -1:
+    if code is TransferCode.UNKNOWN_SENDER:
         raise UnknownAccount("The sending account does not exist; it is opened when a worker registers its key.")
-    if code == -2:
+    if code is TransferCode.UNKNOWN_RECIPIENT:
         raise UnknownAccount("The receiving account does not exist; the recipient must run a worker once first.")
-    if code == -3:
+    if code is TransferCode.STALE_NONCE:
         raise NonceReused("This nonce is not above the sender's last one (a replay or an old message); "
                           "sign the transfer again with a new, larger nonce.")
-    if code == -4:
+    if code is TransferCode.OVERDRAFT:
         raise InsufficientFunds(f"The balance ({tokens(int(detail))} tokens) is less than the amount "
                                 f"({tokens(req.amount)}).")
     return {"entry": detail, "from": req.sender, "to": req.recipient, "amount_micro": req.amount,
-            "amount": tokens(req.amount), "nonce": req.nonce, "repeated": code == 2}
+            "amount": tokens(req.amount), "nonce": req.nonce, "repeated": code is TransferCode.REPEATED}
 
 
 # --- reads -----------------------------------------------------------------------------------

@@ -1,10 +1,12 @@
 """The dispatcher: lease chunks to workers, within a bounded window each, and publish them.
 
-A lease is granted atomically in Redis (``lua.GRANT``) only while the worker holds fewer
-chunks than its window (``HYDRA_INFLIGHT_PER_SLOT`` x its processes), so however many control
-workers dispatch at once, no worker is overloaded. Each chunk goes to the worker it was sized
-for, through that worker's own queue (Celery ``worker_direct``). A chunk is leased *before* it
-is published: if publishing fails, the lease simply expires and the sweeper sends it again.
+It reads what each active job can hand out, asks :func:`.grants.plan_job` (pure) which worker
+gets which chunk, and carries the plan out. A lease is granted atomically in Redis
+(:meth:`hydra_tasks.lua.Scripts.grant`) only while the worker holds fewer chunks than its window
+(``HYDRA_INFLIGHT_PER_SLOT`` x its processes), so however many control workers dispatch at once,
+no worker is overloaded. Each chunk goes to the worker it was sized for, through that worker's own
+queue (Celery ``worker_direct``). A chunk is leased *before* it is published: if publishing fails,
+the lease simply expires and the sweeper sends it again.
 """
 
 from __future__ import annotations
@@ -18,18 +20,17 @@ import redis
 
 from .. import keys
 from ..jobs import handler
-from ..lua import Scripts
+from ..lua import Cut, GrantCode, scripts
 from ..models import JobKind, JobState
 from ..settings import Settings
 from . import Publish
 from .cluster import ClusterSnapshot, snapshot
-from .planner import range_chunk_size
+from .grants import JobPlan, JobSupply, plan_job
 from .router import UNBOUNDED, GridAwareRouter, Router
 from .shifting import HOUR_S, MAX_HORIZON_H, Demand, forecast_intensity, plan
-from .stragglers import backup_stragglers, chunk_work
+from .stragglers import backup_stragglers
 
 log = logging.getLogger(__name__)
-
 
 
 def dispatch(client: redis.Redis, settings: Settings, router: Router, publish: Publish, *,
@@ -39,8 +40,6 @@ def dispatch(client: redis.Redis, settings: Settings, router: Router, publish: P
     snap = snapshot(client, settings, now=now)
     if not snap.workers:
         return 0
-    scripts = Scripts(client)
-    sent = 0
     reads = client.pipeline(transaction=False)
     reads.zrange(keys.JOBS_ACTIVE, 0, -1)
     reads.zrange(keys.JOBS_DEADLINES, 0, -1)
@@ -49,60 +48,75 @@ def dispatch(client: redis.Redis, settings: Settings, router: Router, publish: P
     job_ids, with_deadline, *inflight = reads.execute()
     free = {wid: snap.slots[wid] - int(n) for wid, n in zip(snap.workers, inflight)}
     thresholds = carbon_thresholds(client, settings, snap, router, job_ids, with_deadline, now=now)
+    sent = 0
     for job_id in job_ids:
-        job_reads = client.pipeline(transaction=False)
-        job_reads.hmget(keys.job(job_id), "kind", "spec", "units_total", "cursor")
-        for wid in snap.workers:  # which live workers have not yet returned a chunk of this job
-            job_reads.hexists(keys.job_workers(job_id), f"{wid}|chunks")
-        (kind_name, spec_json, units_total, cursor), *seen = job_reads.execute()
-        if kind_name is None:
+        if not any(n > 0 for n in free.values()):
+            break
+        found = read_supply(client, snap, job_id, thresholds.get(job_id, UNBOUNDED))
+        if found is None:
             continue
-        kind = JobKind(kind_name)
-        prefix = handler(kind).range_prefix(job_id, json.loads(spec_json)["params"]) or ""
-        remaining = int(units_total or 0) - int(cursor or 0)
-        first = {wid: not was_seen for wid, was_seen in zip(snap.workers, seen)}  # they get a short first chunk
-        limit = thresholds.get(job_id, UNBOUNDED)
-        while True:
-            worker_id = router.choose(snap, free, kind.value, limit)
-            if worker_id is None:
-                if limit < UNBOUNDED:
-                    break  # no clean enough worker free for this deferrable job; later jobs may run
-                return sent
-            worker = snap.workers[worker_id]
-            size = 0
-            if prefix:
-                size = range_chunk_size(settings, worker_rate=worker.rate(kind.value),
-                                        total_rate=snap.total_rate(kind.value), remaining=remaining,
-                                        first=first[worker_id]).units
-            grant = scripts.grant(job_id, worker_id, worker.region, capacity=snap.slots[worker_id],
-                                  deadline=now + lease_seconds(settings, size, worker.rate(kind.value)), now=now,
-                                  cut_size=size, spec_prefix=prefix, pick=heavy_or_light(snap, worker_id, kind.value))
-            if grant.code == 0:
-                free[worker_id] = 0
-                continue
-            if grant.code < 0 or grant.spec_json is None:
-                # Nothing left to hand out: idle capacity may back up this job's stragglers.
-                if settings.adaptive and limit == UNBOUNDED:
-                    sent += backup_stragglers(client, snap, free, router, publish, job_id, kind.value, now=now)
-                break
-            spec = json.loads(grant.spec_json)
-            # The lease was granted with a provisional deadline; fit it to the chunk actually granted
-            # (a re-queued chunk may have been cut for a faster worker).
-            client.zadd(keys.LEASES, {keys.lease_member(job_id, grant.chunk_id or ""):
-                                      now + lease_seconds(settings, chunk_work(spec), worker.rate(kind.value))},
-                        xx=True)
-            try:
-                publish(spec, grant.attempt, worker_id, worker.region)
-            except Exception:  # noqa: BLE001 - broker trouble: the lease expires and the sweeper retries
-                log.exception("publishing chunk %s of job %s to %s failed; it will be re-sent",
-                              grant.chunk_id, job_id, worker_id)
-                return sent
-            if prefix:
-                remaining -= spec["units"] if grant.attempt == 1 else 0
-            first[worker_id] = False
-            free[worker_id] -= 1
-            sent += 1
+        supply, cut = found
+        job_plan = plan_job(settings, snap, router, free, supply)
+        done, ok = execute(client, settings, publish, job_plan, free, cut=cut, now=now)
+        sent += done
+        if not ok or job_plan.blocked:
+            break  # broker trouble, or no worker free at all
+        if job_plan.exhausted and settings.adaptive and supply.limit == UNBOUNDED:
+            # Nothing left to hand out: idle capacity may back up this job's stragglers.
+            sent += backup_stragglers(client, snap, free, router, publish, job_id, supply.kind, now=now)
     return sent
+
+
+def read_supply(client: redis.Redis, snap: ClusterSnapshot, job_id: str,
+                limit: float) -> tuple[JobSupply, Cut | None] | None:
+    """What a job can hand out now (one round trip), and how to cut its new ranges."""
+    reads = client.pipeline(transaction=False)
+    reads.hmget(keys.job(job_id), "kind", "spec", "units_total", "cursor")
+    reads.llen(keys.job_todo(job_id))
+    reads.zcard(keys.job_tiles(job_id))
+    for wid in snap.workers:  # which live workers have not yet returned a chunk of this job
+        reads.hexists(keys.job_workers(job_id), f"{wid}|chunks")
+    (kind_name, spec_json, units_total, cursor), todo, tiles, *seen = reads.execute()
+    if kind_name is None or spec_json is None:
+        return None
+    kind = handler(JobKind(kind_name))
+    params = json.loads(spec_json)["params"]
+    cuts = kind.CUTS_LAZILY
+
+    def cut(chunk_id: str, start: int, count: int) -> str:
+        chunk = kind.cut(job_id, params, chunk_id, start, count)
+        assert chunk is not None, f"{kind_name} chunks are not cut lazily"
+        return json.dumps(chunk.to_json())
+
+    supply = JobSupply(job_id, kind_name, cuts, max(int(units_total or 0) - int(cursor or 0), 0), int(todo) + int(tiles),
+                       frozenset(w for w, was_seen in zip(snap.workers, seen) if not was_seen), limit)
+    return supply, (cut if cuts else None)
+
+
+def execute(client: redis.Redis, settings: Settings, publish: Publish, job_plan: JobPlan, free: dict[str, int], *,
+            cut: Cut | None, now: float) -> tuple[int, bool]:
+    """Grant and publish a job's planned chunks; keeps ``free`` up to date. Returns (chunks sent,
+    False if publishing failed)."""
+    lua, sent = scripts(client), 0
+    for req in job_plan.requests:
+        if free.get(req.worker_id, 0) <= 0:
+            continue
+        grant = lua.grant(req.job_id, req.worker_id, req.region, capacity=req.capacity, now=now,
+                          lease_s=settings.lease_s, rate=req.rate, cut=cut, cut_units=req.cut_units, order=req.order)
+        if grant.code is GrantCode.FULL:
+            free[req.worker_id] = 0  # another control process filled it meanwhile
+            continue
+        if grant.code is not GrantCode.LEASED or grant.spec_json is None:
+            break  # the job has nothing more to hand out (or ended)
+        try:
+            publish(json.loads(grant.spec_json), grant.attempt, req.worker_id, req.region)
+        except Exception:  # noqa: BLE001 - broker trouble: the lease expires and the sweeper retries
+            log.exception("publishing chunk %s of job %s to %s failed; it will be re-sent",
+                          grant.chunk_id, req.job_id, req.worker_id)
+            return sent, False
+        free[req.worker_id] -= 1
+        sent += 1
+    return sent, True
 
 
 PLAN_TTL_S = 10.0
@@ -166,15 +180,3 @@ def _deadline_jobs_active(client: redis.Redis, job_ids: list[str], with_deadline
         if final:
             client.zrem(keys.JOBS_DEADLINES, *final)
     return len(gone) < len(with_deadline)
-
-
-def heavy_or_light(snap: ClusterSnapshot, worker_id: str, kind: str) -> str:
-    """Heaviest waiting tile for a worker at least as fast as the fleet's median, else the lightest."""
-    rates = sorted(w.rate(kind) for w in snap.workers.values())
-    median = rates[len(rates) // 2]
-    return "max" if snap.workers[worker_id].rate(kind) >= median else "min"
-
-
-def lease_seconds(settings: Settings, units: float, rate: float) -> float:
-    """A lease long enough for the chunk on its worker (3x the expected time) and at least HYDRA_LEASE_S."""
-    return max(settings.lease_s, 3.0 * units / max(rate, 1.0))

@@ -13,7 +13,7 @@ from typing import Mapping
 import redis
 
 from .. import keys
-from ..lua import Scripts
+from ..lua import scripts
 from . import Publish
 from .cluster import ClusterSnapshot
 from .router import Router
@@ -71,7 +71,7 @@ def backup_stragglers(client: redis.Redis, snap: ClusterSnapshot, free: dict[str
             if units > 0 or not math.isfinite(finish):  # no estimate (the preview): only if the holder is gone
                 candidates.append((finish, member, lease, units))
     candidates.sort(key=lambda c: c[0], reverse=True)  # the latest expected finish first
-    scripts, sent = Scripts(client), 0
+    lua, sent = scripts(client), 0
     for holder_finish, member, lease, units in candidates:
         others = {w: n for w, n in free.items() if w != lease.get("worker")}
         helper_id = router.choose(snap, others, kind)
@@ -82,7 +82,7 @@ def backup_stragglers(client: redis.Redis, snap: ClusterSnapshot, free: dict[str
                               dispatched_at=float(lease.get("dispatched_at", now))):
             continue
         chunk_id = keys.split_lease_member(member)[1]
-        spec_json = scripts.backup(job_id, chunk_id, helper_id, capacity=snap.slots[helper_id])
+        spec_json = lua.backup(job_id, chunk_id, helper_id, capacity=snap.slots[helper_id])
         if spec_json is None:
             continue
         try:

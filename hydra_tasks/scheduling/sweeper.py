@@ -15,7 +15,8 @@ import redis
 
 from .. import keys
 from ..jobs import collect, store
-from ..lua import Scripts
+from ..jobs.preview import plan_tiles_after_preview
+from ..lua import Holders, RequeueCode, scripts
 from ..models import JobState
 from ..settings import Settings
 from ..worker.performance import record_expiry
@@ -37,15 +38,20 @@ class SweepReport:
 
 
 def requeue_expired(client: redis.Redis, settings: Settings, report: SweepReport, now: float) -> None:
-    scripts = Scripts(client)
-    for member in client.zrangebyscore(keys.LEASES, "-inf", now):
-        job_id, chunk_id = keys.split_lease_member(member)
-        expiries, worker_id = scripts.requeue(job_id, chunk_id, now=now, counter="expiries", force=False)
-        if expiries < 0:
+    lua = scripts(client)
+    expired = [keys.split_lease_member(m) for m in client.zrangebyscore(keys.LEASES, "-inf", now)]
+    reads = client.pipeline(transaction=False)  # every expired lease's holders, in one round trip
+    for job_id, chunk_id in expired:
+        reads.hmget(keys.lease(job_id, chunk_id), "worker", "backup")
+    for (job_id, chunk_id), (holder, backup) in zip(expired, reads.execute() if expired else []):
+        taken = lua.requeue(job_id, chunk_id, now=now, counter="expiries", force=False,
+                            holders=Holders.of(holder, backup))
+        if taken.code is not RequeueCode.REQUEUED:
             continue
+        expiries, worker_id = taken.count, taken.worker
         if worker_id:
             record_expiry(client, worker_id)
-        report.requeued.append(member)
+        report.requeued.append(keys.lease_member(job_id, chunk_id))
         log.warning("lease of chunk %s (job %s) expired (%d time(s)); re-queued", chunk_id, job_id, expiries)
         if expiries >= settings.max_chunk_expiries:
             msg = (f"chunk {chunk_id} was lost {expiries} times (lease {settings.lease_s:g}s); "
@@ -60,9 +66,9 @@ def finalize_stragglers(client: redis.Redis, settings: Settings, report: SweepRe
     for job_id in client.zrange(keys.JOBS_ACTIVE, 0, -1):
         try:
             if client.sismember(keys.job_done(job_id), "preview") and not client.hget(keys.job(job_id), "tiled"):
-                collect.plan_tiles_after_preview(client, settings, job_id)
+                plan_tiles_after_preview(client, settings, job_id)
             done, total, state = client.hmget(keys.job(job_id), "units_done", "units_total", "state")
-            if state in (JobState.QUEUED.value, JobState.RUNNING.value) and done is not None and done == total:
+            if state is not None and not JobState(state).is_final and done is not None and done == total:
                 if collect.finalize(client, job_id):
                     report.finalized_jobs.append(job_id)
         except redis.ConnectionError:

@@ -15,7 +15,6 @@ import redis
 
 from .. import keys
 from ..errors import IdentityError
-from ..lua import Scripts
 from ..models import WorkerState
 from ..settings import Settings
 from .performance import Performance, performance, reliability
@@ -165,8 +164,11 @@ def get_worker(client: redis.Redis, worker_id: str) -> WorkerInfo | None:
 
 
 def list_workers(client: redis.Redis) -> list[WorkerInfo]:
-    records = Scripts(client).all_workers()
-    return [w for w in (_parse(records[wid]) for wid in sorted(records) if records[wid]) if w is not None]
+    ids = sorted(client.smembers(keys.WORKERS))
+    pipe = client.pipeline(transaction=False)
+    for worker_id in ids:
+        pipe.hgetall(keys.worker(worker_id))
+    return [w for w in (_parse(raw) for raw in pipe.execute() if raw) if w is not None]
 
 
 def mark_silent_offline(client: redis.Redis, settings: Settings, *, now: float | None = None) -> list[str]:

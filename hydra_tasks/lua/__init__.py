@@ -1,0 +1,301 @@
+"""The Lua scripts Hydra runs in Redis, and the Python side of each.
+
+Each script is one atomic step of a chunk's life, in its own ``.lua`` file beside this module:
+*grant* a lease to one worker, *backup* a straggler, *merge* a result exactly once (minting its
+reward in the same step), *requeue* a chunk whose lease expired or whose result was refused, and
+*finish* a job, releasing its leases; plus the ledger's *mint* and *transfer* and a worker's
+*grid_info* report. Files named ``_*.lua`` are libraries that a script pulls in with a
+``-- uses: _name`` line. Every file names its inputs at the top (``local job = KEYS[1]``).
+
+Every key a script touches is passed in ``KEYS``; none is built inside Lua. Where a key depends
+on data in Redis (the in-flight set of a lease's holder, the lease of the chunk a job hands out
+next), the caller reads that data first and passes it along, and the script checks that it still
+holds; if it does not, the script changes nothing and says so (``STALE``, ``MOVED``), and the
+methods here read again. Return codes are the enums below.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import json
+import re
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import redis
+
+from .. import keys
+from ..errors import HydraError
+
+_DIR = Path(__file__).resolve().parent
+_USES = re.compile(r"^-- uses: (.+)$", re.MULTILINE)
+#: How often a call re-reads and tries again when another control process changed what it read.
+MAX_ATTEMPTS = 20
+
+LEDGER_KEYS = [keys.LEDGER_ACCOUNTS, keys.LEDGER_BALANCES, keys.LEDGER_EARNED, keys.LEDGER_STATS, keys.LEDGER_MINTED,
+               keys.LEDGER_DAILY, keys.LEDGER_JOURNAL]  # the order _mint.lua's ledger_keys() expects
+
+
+@functools.cache
+def source(name: str) -> str:
+    """The text of ``<name>.lua``, after the libraries its ``-- uses:`` lines name (read once)."""
+    text = (_DIR / f"{name}.lua").read_text()
+    libraries = [lib.strip() for line in _USES.findall(text) for lib in line.split(",")]
+    return "".join(source(lib) + "\n" for lib in libraries) + text
+
+
+class GrantCode(enum.IntEnum):
+    LEASED = 1
+    FULL = 0      # the worker's window is full
+    EMPTY = -1    # the job has nothing to hand out now (or is over)
+    MOVED = 2     # internal: the job's next chunk changed between the peek and the grant
+
+
+class MergeCode(enum.IntEnum):
+    MERGED = 1
+    DUPLICATE = 0
+    JOB_OVER = -1
+    NOT_SENT = -2  # the chunk was never sent to the worker that returned it
+    STALE = -3     # internal: the lease's holders changed since they were read
+
+
+class RequeueCode(enum.IntEnum):
+    REQUEUED = 1
+    NOT_TAKEN = -1  # no such lease, not expired (sweep), or not the reporter's (forced)
+    OVER = -2       # the chunk was merged meanwhile, or the job is over: the lease is dropped
+    STALE = -3      # internal
+
+
+class GridInfoCode(enum.IntEnum):
+    STORED = 1
+    REPLAY = 0
+    KEY_CHANGED = -1
+
+
+class TransferCode(enum.IntEnum):
+    DONE = 1
+    REPEATED = 2
+    UNKNOWN_SENDER = -1
+    UNKNOWN_RECIPIENT = -2
+    STALE_NONCE = -3
+    OVERDRAFT = -4
+
+
+class ScriptContention(HydraError):
+    """A script kept finding its inputs changed by other control processes."""
+
+
+@dataclass(frozen=True)
+class Grant:
+    """The outcome of one GRANT."""
+
+    code: GrantCode
+    chunk_id: str | None = None
+    attempt: int = 0
+    spec_json: str | None = None
+
+
+@dataclass(frozen=True)
+class Requeue:
+    """The outcome of one REQUEUE: ``count`` is the lease's new value of the counter when
+    ``code`` is REQUEUED; ``worker`` held the lease."""
+
+    code: RequeueCode
+    count: int = 0
+    worker: str | None = None
+
+
+@dataclass(frozen=True)
+class Holders:
+    """Who a lease names: its holder and its backup ('' for none)."""
+
+    holder: str = ""
+    backup: str = ""
+
+    @classmethod
+    def of(cls, worker: str | None, backup: str | None) -> "Holders":
+        return cls(worker or "", backup or "")
+
+    def inflight_keys(self) -> list[str]:
+        return [keys.worker_inflight(w) for w in (self.holder, self.backup) if w]
+
+
+#: cut(chunk_id, start, count) -> the spec JSON of a new range chunk, for kinds cut lazily.
+Cut = Callable[[str, int, int], str]
+
+
+def read_holders(client: redis.Redis, job_id: str, chunk_id: str) -> Holders:
+    return Holders.of(*client.hmget(keys.lease(job_id, chunk_id), "worker", "backup"))
+
+
+class Scripts:
+    """The scripts registered on one Redis client (EVALSHA, reloaded automatically)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        register = client.register_script
+        self._grant, self._backup = register(source("grant")), register(source("backup"))
+        self._merge, self._requeue = register(source("merge")), register(source("requeue"))
+        self._finish, self._mint = register(source("finish")), register(source("mint"))
+        self._transfer, self._grid_info = register(source("transfer")), register(source("grid_info"))
+
+    # --- leases ----------------------------------------------------------------------------
+    def grant(self, job_id: str, worker_id: str, region: str, *, capacity: int, now: float, lease_s: float,
+              rate: float, cut: Cut | None = None, cut_units: int = 0, order: str = "max") -> Grant:
+        """Lease the job's next chunk to ``worker_id``: a re-queued chunk first, then the heaviest
+        (``order="max"``) or lightest waiting tile, else a new range of ``cut_units`` units built by
+        ``cut`` (kinds cut lazily). The lease lasts 3x the chunk's work at ``rate``, at least ``lease_s``."""
+        for _ in range(MAX_ATTEMPTS):
+            peek = self.client.pipeline(transaction=False)
+            peek.lindex(keys.job_todo(job_id), 0)
+            peek.zrange(keys.job_tiles(job_id), 0, 0, desc=order == "max")
+            peek.hmget(keys.job(job_id), "state", "cursor", "units_total", "chunks_total")
+            head, top, (state, cursor, units_total, chunks_total) = peek.execute()
+            if state not in ("queued", "running"):
+                return Grant(GrantCode.EMPTY)
+            cut_args: list[Any] = ["", "", 0, ""]
+            if head is not None:
+                source_name, chunk_id = "todo", head
+            elif top:
+                source_name, chunk_id = "tile", top[0]
+            else:
+                start, total = int(cursor or 0), int(units_total or 0)
+                if cut is None or cut_units <= 0 or start >= total:
+                    return Grant(GrantCode.EMPTY)
+                count = min(cut_units, total - start)
+                source_name, chunk_id = "cut", f"c{int(chunks_total or 0):06d}"
+                cut_args = [cursor or "0", chunks_total or "0", count, cut(chunk_id, start, count)]
+            member = keys.lease_member(job_id, chunk_id)
+            res = self._grant(
+                keys=[keys.job(job_id), keys.job_todo(job_id), keys.job_tiles(job_id), keys.job_chunks(job_id),
+                      keys.LEASES, keys.lease(job_id, chunk_id), keys.worker_inflight(worker_id)],
+                args=[source_name, chunk_id, member, worker_id, region, repr(now), capacity, repr(lease_s),
+                      repr(rate), order, *cut_args],
+            )
+            code = GrantCode(int(res[0]))
+            if code is GrantCode.LEASED:
+                return Grant(code, chunk_id, int(res[1]), _text(res[2]))
+            if code is not GrantCode.MOVED:
+                return Grant(code)
+        raise ScriptContention(f"could not grant a chunk of job {job_id} after {MAX_ATTEMPTS} attempts")
+
+    def backup(self, job_id: str, chunk_id: str, worker_id: str, *, capacity: int) -> str | None:
+        """Lease a second copy of an in-flight chunk to ``worker_id``; returns its spec JSON, or None."""
+        res = self._backup(
+            keys=[keys.LEASES, keys.worker_inflight(worker_id), keys.job(job_id), keys.job_chunks(job_id),
+                  keys.lease(job_id, chunk_id)],
+            args=[keys.lease_member(job_id, chunk_id), worker_id, capacity, chunk_id],
+        )
+        return _text(res) if res else None
+
+    def merge(self, job_id: str, chunk_id: str, worker_id: str, part_json: str, *, now: float, elapsed_ms: int,
+              units: int, increments: Mapping[str, int], mint_json: str = "",
+              holders: Holders | None = None) -> tuple[MergeCode, int, int, bool]:
+        """Merge once, minting ``mint_json`` (the reward) in the same step. Returns (code,
+        units_done, units_total, minted). ``holders``: the lease's holders if the caller read them."""
+        flat: list[Any] = [x for pair in sorted(increments.items()) for x in pair]
+        for _ in range(MAX_ATTEMPTS):
+            holders = holders or read_holders(self.client, job_id, chunk_id)
+            res = self._merge(
+                keys=[keys.job(job_id), keys.job_done(job_id), keys.job_parts(job_id), keys.job_workers(job_id),
+                      keys.job_todo(job_id), keys.LEASES, keys.worker(worker_id), keys.lease(job_id, chunk_id),
+                      *LEDGER_KEYS, *holders.inflight_keys()],
+                args=[chunk_id, part_json, worker_id, keys.lease_member(job_id, chunk_id), repr(now), elapsed_ms,
+                      units, mint_json, holders.holder, holders.backup, *flat],
+            )
+            code = MergeCode(int(res[0]))
+            if code is not MergeCode.STALE:
+                return code, int(res[1] or 0), int(res[2] or 0), bool(int(res[3] or 0))
+            holders = None
+        raise ScriptContention(f"could not merge chunk {chunk_id} of job {job_id} after {MAX_ATTEMPTS} attempts")
+
+    def requeue(self, job_id: str, chunk_id: str, *, now: float, counter: str, force: bool, reporter: str = "",
+                holders: Holders | None = None) -> Requeue:
+        """Take a chunk back from its lease and put it first in the job's queue. Without ``force``
+        only an expired lease; with it only a live one, reported by its holder or backup."""
+        for _ in range(MAX_ATTEMPTS):
+            holders = holders or read_holders(self.client, job_id, chunk_id)
+            res = self._requeue(
+                keys=[keys.LEASES, keys.job_todo(job_id), keys.job(job_id), keys.job_done(job_id),
+                      keys.lease(job_id, chunk_id), *holders.inflight_keys()],
+                args=[keys.lease_member(job_id, chunk_id), chunk_id, repr(now), counter, "1" if force else "0",
+                      reporter, holders.holder, holders.backup],
+            )
+            n = int(res[0])
+            worker = _text(res[1]) if len(res) > 1 and res[1] else None
+            if n >= 1:
+                return Requeue(RequeueCode.REQUEUED, n, worker)
+            if n != RequeueCode.STALE:
+                return Requeue(RequeueCode(n), 0, worker)
+            holders = None
+        raise ScriptContention(f"could not re-queue chunk {chunk_id} of job {job_id} after {MAX_ATTEMPTS} attempts")
+
+    def finish(self, job_id: str, state: str, *, now: float, fields: Mapping[str, str]) -> bool:
+        """Move a live job to a final state exactly once and release its leases. True if this call did."""
+        prefix = keys.lease_member(job_id, "")
+        for _ in range(MAX_ATTEMPTS):
+            reads = self.client.pipeline(transaction=False)
+            reads.hget(keys.job(job_id), "state")
+            reads.lrange(keys.job_todo(job_id), 0, -1)
+            reads.zrange(keys.LEASES, 0, -1)
+            state_now, waiting, members = reads.execute()
+            if state_now not in ("queued", "running"):
+                return False
+            leased = [m[len(prefix):] for m in members if m.startswith(prefix)]
+            holder_reads = self.client.pipeline(transaction=False)
+            for chunk_id in leased:
+                holder_reads.hmget(keys.lease(job_id, chunk_id), "worker", "backup")
+            holders = [Holders.of(*pair) for pair in holder_reads.execute()] if leased else []
+            lease_keys = [keys.lease(job_id, c) for c in waiting]
+            for chunk_id, h in zip(leased, holders):
+                lease_keys += [keys.lease(job_id, chunk_id), *h.inflight_keys()]
+            manifest = {"todo": waiting, "leased": [[c, h.holder, h.backup] for c, h in zip(leased, holders)]}
+            res = int(self._finish(
+                keys=[keys.job(job_id), keys.JOBS_ACTIVE, keys.job_todo(job_id), keys.LEASES,
+                      keys.job_tiles(job_id), *lease_keys],
+                args=[state, repr(now), json.dumps(dict(fields)), job_id, json.dumps(manifest)],
+            ))
+            if res != -3:
+                return res == 1
+        raise ScriptContention(f"could not finish job {job_id} after {MAX_ATTEMPTS} attempts")
+
+    # --- workers and the ledger --------------------------------------------------------------
+    def grid_info(self, worker_id: str, public_key: str, zone: str, share: float, timestamp: float) -> GridInfoCode:
+        return GridInfoCode(int(self._grid_info(keys=[keys.worker(worker_id)],
+                                                args=[public_key, zone, repr(share), repr(timestamp)])))
+
+    def mint(self, mint_json: str) -> bool:
+        """Mint once per idempotency key (see mint.lua). True if minted now, False if already minted."""
+        return bool(int(self._mint(keys=LEDGER_KEYS, args=[mint_json])))
+
+    def transfer(self, sender: str, recipient: str, amount: int, nonce: int, signature: str, *, now: float,
+                 reason: str) -> tuple[TransferCode, str]:
+        """Move ``amount`` micro-tokens; returns (code, journal entry id or detail)."""
+        res = self._transfer(keys=[keys.LEDGER_ACCOUNTS, keys.LEDGER_BALANCES, keys.LEDGER_NONCES,
+                                   keys.LEDGER_TRANSFERS, keys.LEDGER_STATS, keys.LEDGER_JOURNAL],
+                             args=[sender, recipient, str(amount), str(nonce), signature, repr(now), reason])
+        return TransferCode(int(res[0])), _text(res[1])
+
+
+_registered: "weakref.WeakKeyDictionary[redis.Redis, Scripts]" = weakref.WeakKeyDictionary()
+
+
+def scripts(client: redis.Redis) -> Scripts:
+    """The scripts registered on ``client`` (once per client)."""
+    found = _registered.get(client)
+    if found is None:
+        found = _registered[client] = Scripts(client)
+    return found
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+__all__: Sequence[str] = [
+    "Grant", "GrantCode", "Holders", "MergeCode", "Requeue", "RequeueCode", "GridInfoCode", "TransferCode",
+    "Cut", "Scripts", "ScriptContention", "scripts", "source", "read_holders", "LEDGER_KEYS", "MAX_ATTEMPTS",
+]

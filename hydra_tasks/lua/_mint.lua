@@ -1,0 +1,26 @@
+-- Library (prepended to the scripts that say "-- uses: _mint"): minting into the token ledger.
+-- Amounts are integer micro-tokens passed as decimal strings and kept below 2^53, so Lua's doubles
+-- compare them exactly; HINCRBY does the arithmetic in int64.
+
+-- The seven ledger keys, passed in this order from KEYS[first] on (lua.LEDGER_KEYS).
+local function ledger_keys(first)
+  return {accounts = KEYS[first], balances = KEYS[first + 1], earned = KEYS[first + 2], stats = KEYS[first + 3],
+          minted = KEYS[first + 4], daily = KEYS[first + 5], journal = KEYS[first + 6]}
+end
+
+-- m: {key, account, amount, reason, ts, day, detail}, amounts as strings.
+-- Returns 1 minted, 0 already minted (m.key is the idempotency key, e.g. "{job}:{chunk}").
+local function mint_one(k, m)
+  if redis.call('SADD', k.minted, m.key) == 0 then return 0 end
+  if redis.call('HEXISTS', k.accounts, m.account) == 0 then redis.call('HSET', k.accounts, m.account, m.ts) end
+  local amount = tostring(m.amount)
+  redis.call('HINCRBY', k.balances, m.account, amount)
+  redis.call('HINCRBY', k.earned, m.account, amount)
+  redis.call('HINCRBY', k.stats, 'supply', amount)
+  redis.call('HINCRBY', k.stats, 'minted', amount)
+  redis.call('HINCRBY', k.stats, 'mints', 1)
+  redis.call('HINCRBY', k.daily, m.day, amount)
+  redis.call('XADD', k.journal, '*', 'type', 'mint', 'to', m.account, 'amount', amount, 'key', m.key,
+             'reason', m.reason, 'ts', m.ts, 'detail', m.detail or '')
+  return 1
+end

@@ -1,0 +1,55 @@
+-- FINISH: move a live job to a final state once, and release every lease it still has.
+-- uses: _leases
+--
+-- The caller read the job's waiting chunks and its leases (with their holders) and passes their
+-- keys; if any of that changed meanwhile, nothing changes and the script returns -3 (STALE).
+-- Returns 1 (this call ended the job), 0 (the job was already over) or -3.
+local job = KEYS[1]          -- hash: state, finished_at, updated_at, and the given fields
+local active = KEYS[2]       -- zset: the active jobs
+local todo = KEYS[3]         -- list: chunk ids waiting
+local leases = KEYS[4]       -- zset: "{job}:{chunk}" -> lease deadline
+local tiles = KEYS[5]        -- zset: adaptive tiles waiting
+-- KEYS[6..]: the lease hash of each waiting chunk (in todo's order), then for each leased chunk its
+-- lease hash followed by its holder's and backup's in-flight sets (those that exist)
+local new_state = ARGV[1]
+local now = ARGV[2]
+local fields = cjson.decode(ARGV[3])    -- {field: text} to set on the job hash
+local job_id = ARGV[4]
+local manifest = cjson.decode(ARGV[5])  -- {todo = {chunk, ...}, leased = {{chunk, holder, backup}, ...}}
+
+if not live(redis.call('HGET', job, 'state')) then return 0 end
+local waiting = redis.call('LRANGE', todo, 0, -1)
+if #waiting ~= #manifest.todo then return -3 end
+for i, chunk in ipairs(waiting) do
+  if manifest.todo[i] ~= chunk then return -3 end
+end
+local prefix = job_id .. ':'
+local leased = 0
+for _, m in ipairs(redis.call('ZRANGE', leases, 0, -1)) do
+  if string.sub(m, 1, #prefix) == prefix then leased = leased + 1 end
+end
+if leased ~= #manifest.leased then return -3 end
+local k = 6 + #waiting
+for _, entry in ipairs(manifest.leased) do
+  local lease = KEYS[k]
+  if not redis.call('ZSCORE', leases, prefix .. entry[1]) or not holders_are(lease, entry[2], entry[3]) then
+    return -3
+  end
+  k = k + 1 + (entry[2] ~= '' and 1 or 0) + (entry[3] ~= '' and 1 or 0)
+end
+
+redis.call('HSET', job, 'state', new_state, 'finished_at', now, 'updated_at', now)
+for name, value in pairs(fields) do redis.call('HSET', job, name, value) end
+redis.call('ZREM', active, job_id)
+for i = 1, #waiting do redis.call('DEL', KEYS[5 + i]) end  -- re-queued chunks keep a lease hash
+redis.call('DEL', todo, tiles)
+k = 6 + #waiting
+for _, entry in ipairs(manifest.leased) do
+  local lease, member = KEYS[k], prefix .. entry[1]
+  local holder_key, backup_key = inflight_keys(k + 1, entry[2], entry[3])
+  redis.call('ZREM', leases, member)
+  release(lease, member, holder_key, backup_key)
+  redis.call('DEL', lease)
+  k = k + 1 + (entry[2] ~= '' and 1 or 0) + (entry[3] ~= '' and 1 or 0)
+end
+return 1

@@ -1,0 +1,57 @@
+-- MERGE: accept one chunk's result exactly once, and mint its reward in the same atomic step.
+-- uses: _leases, _mint
+--
+-- Only a worker the chunk was ever sent to (holder or backup, including one whose lease expired)
+-- may return it, so a chunk is paid once, to the first of them to return it.
+-- Returns {code, units_done, units_total, minted}: code 1 MERGED, 0 DUPLICATE, -1 JOB_OVER,
+-- -2 NOT_SENT (the chunk was never sent to this worker), -3 STALE (the lease's holders changed
+-- since the caller read them: nothing changed, read again).
+local job = KEYS[1]          -- hash: state, units_done, units_total, chunks_done, counters
+local done = KEYS[2]         -- set: merged chunk ids (the idempotency set)
+local parts = KEYS[3]        -- hash: chunk id -> merged partial result JSON
+local job_workers = KEYS[4]  -- hash: "{worker}|{field}" -> per-worker work counters
+local todo = KEYS[5]         -- list: chunk ids waiting
+local leases = KEYS[6]       -- zset: "{job}:{chunk}" -> lease deadline
+local worker_record = KEYS[7]  -- hash: the returning worker's record
+local lease = KEYS[8]        -- hash: the chunk's lease
+-- KEYS[9..15]: the ledger keys (see _mint's ledger_keys); KEYS[16..]: the holders' in-flight sets
+local chunk = ARGV[1]
+local part = ARGV[2]
+local worker = ARGV[3]
+local member = ARGV[4]
+local now = ARGV[5]
+local elapsed_ms = ARGV[6]
+local units = ARGV[7]
+local mint = ARGV[8]         -- the reward as JSON, '' for none
+local holder = ARGV[9]
+local backup = ARGV[10]
+-- ARGV[11..]: (field, increment) pairs for the job hash
+local holder_key, backup_key = inflight_keys(16, holder, backup)
+
+local state = redis.call('HGET', job, 'state')
+local total = tonumber(redis.call('HGET', job, 'units_total') or '0')
+if not live(state) then return {-1, 0, total, 0} end
+if redis.call('SISMEMBER', done, chunk) == 1 then
+  redis.call('HINCRBY', job, 'duplicates', 1)
+  return {0, tonumber(redis.call('HGET', job, 'units_done')), total, 0}
+end
+if redis.call('HEXISTS', lease, 'leased:' .. worker) == 0 then return {-2, 0, total, 0} end
+if not holders_are(lease, holder, backup) then return {-3, 0, total, 0} end
+redis.call('SADD', done, chunk)
+redis.call('HSET', parts, chunk, part)
+redis.call('HINCRBY', job, 'chunks_done', 1)
+for i = 11, #ARGV, 2 do redis.call('HINCRBY', job, ARGV[i], ARGV[i + 1]) end
+local minted = 0
+if mint ~= '' then minted = mint_one(ledger_keys(9), cjson.decode(mint)) end
+redis.call('HSET', job, 'updated_at', now)
+redis.call('HINCRBY', job_workers, worker .. '|chunks', 1)
+redis.call('HINCRBY', job_workers, worker .. '|units', units)
+redis.call('HINCRBY', job_workers, worker .. '|elapsed_ms', elapsed_ms)
+redis.call('HSET', job_workers, worker .. '|last_ms', string.format('%d', tonumber(now) * 1000))
+redis.call('HINCRBY', worker_record, 'chunks_done', 1)
+redis.call('HINCRBY', worker_record, 'busy_ms', elapsed_ms)
+if redis.call('HGET', lease, 'queued') == '1' then redis.call('LREM', todo, 0, chunk) end
+redis.call('ZREM', leases, member)
+release(lease, member, holder_key, backup_key)
+redis.call('DEL', lease)
+return {1, tonumber(redis.call('HGET', job, 'units_done')), total, minted}

@@ -1,0 +1,43 @@
+-- REQUEUE: take a chunk back from its lease and put it first in the job's queue.
+-- uses: _leases
+--
+-- Without force only an expired lease (the sweeper); with force (a failure, rejection or decline)
+-- only a live lease, and only when reported by its holder or backup.
+-- Returns {n, holder}: n >= 1 is the lease's new value of the counter; or {-1} nothing to take
+-- back, {-2, holder} the chunk was merged or the job is over, {-3} STALE (the holders changed).
+local leases = KEYS[1]       -- zset: "{job}:{chunk}" -> lease deadline
+local todo = KEYS[2]         -- list: chunk ids waiting (LPUSH: retried first)
+local job = KEYS[3]          -- hash: state, redispatched and the counter
+local done = KEYS[4]         -- set: merged chunk ids
+local lease = KEYS[5]        -- hash: the chunk's lease
+local member = ARGV[1]
+local chunk = ARGV[2]
+local now = tonumber(ARGV[3])
+local counter = ARGV[4]      -- expiries | failures | rejections | declines
+local force = ARGV[5] == '1'
+local reporter = ARGV[6]
+local holder = ARGV[7]       -- the lease's worker and backup as the caller read them ('' = none);
+local backup = ARGV[8]       -- their in-flight sets follow in KEYS[6..]
+local holder_key, backup_key = inflight_keys(6, holder, backup)
+
+local score = redis.call('ZSCORE', leases, member)
+if not score then return {-1} end
+if not force and tonumber(score) > now then return {-1} end
+if force and redis.call('HGET', lease, 'worker') ~= reporter and redis.call('HGET', lease, 'backup') ~= reporter then
+  return {-1}
+end
+if not holders_are(lease, holder, backup) then return {-3} end
+redis.call('ZREM', leases, member)
+release(lease, member, holder_key, backup_key)
+if redis.call('SISMEMBER', done, chunk) == 1 or not live(redis.call('HGET', job, 'state')) then
+  redis.call('DEL', lease)
+  return {-2, holder}
+end
+local n = redis.call('HINCRBY', lease, counter, 1)
+if redis.call('HGET', lease, 'queued') ~= '1' then
+  redis.call('HSET', lease, 'queued', '1')
+  redis.call('LPUSH', todo, chunk)
+  redis.call('HINCRBY', job, 'redispatched', 1)
+end
+redis.call('HINCRBY', job, counter, 1)
+return {n, holder}

@@ -1,0 +1,84 @@
+"""Which worker gets which job's next chunks: a pure plan, from a cluster snapshot and what a job
+can hand out now. :func:`.dispatcher.dispatch` reads the inputs and carries the plan out.
+
+For each job, in dispatch order, the router picks a worker with a free slot (within the job's
+carbon threshold, if it has one) for every chunk the job can hand out: its waiting chunks
+(re-queued, planned up front, or tiles), then, for kinds cut lazily, new ranges sized for the
+worker that gets them (:func:`.planner.range_chunk_size`). A worker's first chunk of a job is short.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from ..settings import Settings
+from .cluster import ClusterSnapshot
+from .planner import range_chunk_size
+from .router import UNBOUNDED, Router
+
+
+@dataclass(frozen=True)
+class JobSupply:
+    """What one job can hand out now."""
+
+    job_id: str
+    kind: str                    # a JobKind value
+    cuts: bool                   # new ranges are cut at dispatch (π)
+    remaining_units: int         # units not yet cut into chunks (kinds cut lazily)
+    waiting: int                 # chunks ready to hand out: re-queued, planned, tiles
+    fresh: frozenset[str]        # live workers that have not returned a chunk of this job yet
+    limit: float = UNBOUNDED     # the dirtiest power (gCO2/kWh) it may use now (time shifting)
+
+
+@dataclass(frozen=True)
+class GrantRequest:
+    """Lease the job's next chunk to this worker (see :meth:`hydra_tasks.lua.Scripts.grant`)."""
+
+    job_id: str
+    worker_id: str
+    region: str
+    capacity: int                # the worker's window
+    rate: float                  # its speed for this kind (sets the lease's length)
+    cut_units: int               # the size of a new range, if the job has nothing waiting
+    order: str                   # 'max': the heaviest waiting tile (fast workers), 'min' the lightest
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    requests: tuple[GrantRequest, ...]
+    exhausted: bool              # everything the job has is planned; idle workers may back up its stragglers
+    blocked: bool                # no worker at all had a free slot: later jobs get nothing either
+
+
+def plan_job(settings: Settings, snap: ClusterSnapshot, router: Router, free: Mapping[str, int],
+             supply: JobSupply) -> JobPlan:
+    """The grants for one job, given each worker's free slots (not changed here)."""
+    free, fresh = dict(free), set(supply.fresh)
+    waiting, remaining = supply.waiting, supply.remaining_units if supply.cuts else 0
+    total_rate = snap.total_rate(supply.kind)
+    requests: list[GrantRequest] = []
+    while waiting > 0 or remaining > 0:
+        worker_id = router.choose(snap, free, supply.kind, supply.limit)
+        if worker_id is None:
+            return JobPlan(tuple(requests), exhausted=False, blocked=supply.limit >= UNBOUNDED)
+        worker = snap.workers[worker_id]
+        rate = worker.rate(supply.kind)
+        size = range_chunk_size(settings, worker_rate=rate, total_rate=total_rate, remaining=remaining,
+                                first=worker_id in fresh).units if remaining > 0 else 0
+        requests.append(GrantRequest(supply.job_id, worker_id, worker.region, snap.slots[worker_id], rate, size,
+                                     heavy_or_light(snap, worker_id, supply.kind)))
+        if waiting > 0:
+            waiting -= 1
+        else:
+            remaining = remaining - size if size > 0 else 0  # (a size of 0 would never end)
+        fresh.discard(worker_id)
+        free[worker_id] -= 1
+    return JobPlan(tuple(requests), exhausted=True, blocked=False)
+
+
+def heavy_or_light(snap: ClusterSnapshot, worker_id: str, kind: str) -> str:
+    """Heaviest waiting tile for a worker at least as fast as the fleet's median, else the lightest."""
+    rates = sorted(w.rate(kind) for w in snap.workers.values())
+    median = rates[len(rates) // 2]
+    return "max" if snap.workers[worker_id].rate(kind) >= median else "min"
