@@ -1,0 +1,154 @@
+"""The state layer under concurrency, on a real Redis: control processes that dispatch, merge and
+finish at the same time never cut a range twice, never lose a chunk and never leak a worker's slot.
+
+Scripts are given every key up front, so a caller reads what a key depends on (the next chunk, a
+lease's holders) before calling; these tests make that read go stale on purpose.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+import redis
+
+from hydra_tasks import compute, keys
+from hydra_tasks.app import HydraCelery, create_app
+from hydra_tasks.jobs import collect, store
+from hydra_tasks.jobs.spec import parse_job_spec
+from hydra_tasks.lua import GrantCode, Holders, MergeCode, RequeueCode, Scripts
+from hydra_tasks.models import WorkerState
+from hydra_tasks.scheduling import planner
+from hydra_tasks.scheduling.dispatcher import dispatch
+from hydra_tasks.scheduling.router import CapacityRouter
+from hydra_tasks.worker import registry
+from hydra_tasks.worker.compute import run_chunk
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def app(redis_only: HydraCelery) -> HydraCelery:
+    redis_only.redis.flushdb()
+    return create_app(redis_only.settings.with_(adaptive=False, pi_chunk_samples=1_000, inflight_per_slot=2))
+
+
+def add_workers(app: HydraCelery, count: int) -> list[str]:
+    now = time.time()
+    ids = [f"w{i}@test" for i in range(count)]
+    for worker_id in ids:
+        registry.register(app.redis, registry.WorkerInfo(
+            worker_id=worker_id, region="r", host="test", pid=1, cores=1, concurrency=1, pi_samples_per_s=1e8,
+            mandelbrot_iters_per_s=1e8, state=WorkerState.ONLINE, started_at=now, last_seen=now))
+    return ids
+
+
+def pi_job(app: HydraCelery, samples: int, seed: int = 11) -> str:
+    spec = parse_job_spec({"kind": "pi", "params": {"samples": samples, "seed": seed}})
+    job_id = store.new_job_id()
+    store.create_job(app.redis, spec, planner.plan(job_id, spec, app.settings), job_id=job_id)
+    return job_id
+
+
+def test_two_control_processes_dispatching_at_once_cut_every_sample_exactly_once(app: HydraCelery) -> None:
+    workers = add_workers(app, 6)
+    samples = 150_000
+    job_id = pi_job(app, samples)
+    errors: list[BaseException] = []
+
+    def control_process() -> None:  # its own connection, as a second control worker would have
+        client = redis.Redis.from_url(app.conf.broker_url, decode_responses=True)
+        try:
+            for _ in range(2_000):
+                sent: list[tuple[dict[str, Any], int, str]] = []
+                dispatch(client, app.settings, CapacityRouter(), lambda c, a, w, r: sent.append((c, a, w)))
+                for chunk, attempt, worker_id in sent:
+                    collect.collect(client, app.settings, run_chunk(chunk, attempt=attempt, worker_id=worker_id,
+                                                                    region="r"))
+                if store.job_state(client, job_id).is_final:  # type: ignore[union-attr]
+                    return
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=control_process) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    job = store.get_job(app.redis, job_id)
+    assert job["state"] == "done"
+    assert job["result"]["hits"] == compute.pi_hits(11, 0, samples)  # bit-identical to one kernel call
+    ranges = sorted((c["params"]["start"], c["params"]["count"])
+                    for c in map(__import__("json").loads, app.redis.hvals(keys.job_chunks(job_id))))
+    covered = 0
+    for start, count in ranges:  # contiguous and disjoint: no sample cut twice, none skipped
+        assert start == covered
+        covered += count
+    assert covered == samples and job["chunks_total"] == len(ranges) == job["chunks_done"]
+    assert app.redis.zcard(keys.LEASES) == 0
+    assert all(app.redis.scard(keys.worker_inflight(w)) == 0 for w in workers)
+
+
+def test_a_merge_with_an_outdated_view_of_the_lease_frees_the_slot_of_its_new_holder(app: HydraCelery) -> None:
+    first, second = add_workers(app, 2)
+    job_id = pi_job(app, 1_000)
+    lua = Scripts(app.redis)
+    cut = lambda chunk_id, start, count: __import__("json").dumps(  # noqa: E731
+        {"job_id": job_id, "chunk_id": chunk_id, "kind": "pi", "params": {"seed": 11, "start": start,
+                                                                         "count": count}, "units": count})
+    now = time.time()
+    grant = lua.grant(job_id, first, "r", capacity=2, now=now, lease_s=1.0, rate=1e8, cut=cut, cut_units=1_000)
+    assert grant.code is GrantCode.LEASED and grant.chunk_id
+    seen_by_collector = Holders(first)  # what a collector read before the lease moved on
+    taken = lua.requeue(job_id, grant.chunk_id, now=now + 60, counter="expiries", force=False)
+    assert taken.code is RequeueCode.REQUEUED and taken.worker == first
+    regrant = lua.grant(job_id, second, "r", capacity=2, now=now + 61, lease_s=1.0, rate=1e8, cut=cut, cut_units=1)
+    assert regrant.chunk_id == grant.chunk_id and regrant.attempt == 2
+    member = keys.lease_member(job_id, grant.chunk_id)
+    assert app.redis.sismember(keys.worker_inflight(second), member)
+    # The first holder's late result is still accepted (it was sent the chunk), with the stale view.
+    code, done, total, _ = lua.merge(job_id, grant.chunk_id, first, "{}", now=now + 62, elapsed_ms=5, units=1_000,
+                                     increments={"units_done": 1_000}, holders=seen_by_collector)
+    assert code is MergeCode.MERGED and done == total == 1_000
+    assert not app.redis.sismember(keys.worker_inflight(second), member)  # the new holder's slot is free again
+    assert app.redis.zscore(keys.LEASES, member) is None and not app.redis.exists(keys.lease(job_id, grant.chunk_id))
+
+
+def test_ending_a_job_releases_every_lease_backup_and_waiting_chunk(app: HydraCelery) -> None:
+    workers = add_workers(app, 3)
+    job_id = pi_job(app, 20_000)
+    sent: list[tuple[dict[str, Any], int, str]] = []
+    dispatch(app.redis, app.settings, CapacityRouter(), lambda c, a, w, r: sent.append((c, a, w)))
+    assert len(sent) == 6
+    lua = Scripts(app.redis)
+    chunk = sent[0][0]["chunk_id"]
+    helper = next(w for w in workers if w != sent[0][2])
+    assert lua.backup(job_id, chunk, helper, capacity=3) is not None  # a straggler's second copy
+    lua.requeue(job_id, sent[1][0]["chunk_id"], now=time.time(), counter="failures", force=True, reporter=sent[1][2])
+    assert app.redis.llen(keys.job_todo(job_id)) == 1
+    store.cancel_job(app.redis, job_id)
+    assert app.redis.zcard(keys.LEASES) == 0
+    assert all(app.redis.scard(keys.worker_inflight(w)) == 0 for w in workers)
+    assert not app.redis.exists(keys.job_todo(job_id))
+    assert not any(app.redis.exists(keys.lease(job_id, c["chunk_id"])) for c, _, _ in sent)
+    assert store.get_job(app.redis, job_id)["state"] == "cancelled"
+
+
+def test_a_chunk_the_job_handed_out_meanwhile_is_not_granted_twice(app: HydraCelery) -> None:
+    """GRANT leases exactly the chunk its caller peeked at; if another process took it, MOVED."""
+    (worker,) = add_workers(app, 1)
+    job_id = pi_job(app, 5_000)
+    app.redis.rpush(keys.job_todo(job_id), "c-requeued")
+    app.redis.hset(keys.job_chunks(job_id), "c-requeued", __import__("json").dumps(
+        {"job_id": job_id, "chunk_id": "c-requeued", "kind": "pi", "params": {"seed": 1, "start": 0, "count": 10},
+         "units": 10}))
+    script = app.redis.register_script(__import__("hydra_tasks.lua", fromlist=["source"]).source("grant"))
+    args = ["todo", "c-other", f"{job_id}:c-other", worker, "r", repr(time.time()), 2, "1.0", "1e8", "max",
+            "", "", 0, ""]
+    lease_keys = [keys.job(job_id), keys.job_todo(job_id), keys.job_tiles(job_id), keys.job_chunks(job_id),
+                  keys.LEASES, keys.lease(job_id, "c-other"), keys.worker_inflight(worker)]
+    assert int(script(keys=lease_keys, args=args)[0]) == GrantCode.MOVED  # the head is not c-other
+    assert app.redis.llen(keys.job_todo(job_id)) == 1 and app.redis.zcard(keys.LEASES) == 0
