@@ -44,7 +44,7 @@ SCENE = {"center_x": -0.745, "center_y": 0.113, "span": 0.01, "max_iter": 1_000_
 
 
 def analyse(app: Any, job: dict[str, Any]) -> dict[str, float]:
-    log = [json.loads(e) for e in app.redis.lrange(keys.job_log(job["id"]), 0, -1)]
+    log = [json.loads(e) for e in app.redis.lrange(keys.job_log(job.id), 0, -1)]
     work: dict[str, float] = {}
     busy: dict[str, float] = {}
     for e in log:
@@ -52,10 +52,10 @@ def analyse(app: Any, job: dict[str, Any]) -> dict[str, float]:
         busy[e["worker"]] = busy.get(e["worker"], 0.0) + e["elapsed_s"]
     capacity = sum(work[w] / busy[w] for w in work if busy[w] > 0)
     # First dispatch to last merged chunk (finalizing the result is the same work in both modes).
-    makespan = max(w["last_ms"] for w in job["workers"].values()) / 1000 - job["started_at"]
+    makespan = max(w.last_ms for w in job.workers.values()) / 1000 - job.started_at
     ideal = sum(work.values()) / capacity
     return {"makespan": makespan, "ideal": ideal, "ratio": makespan / ideal,
-            "imbalance": load_imbalance(job) or 0.0, "chunks": job["chunks_done"], "workers": len(work)}
+            "imbalance": load_imbalance(job) or 0.0, "chunks": job.chunks_done, "workers": len(work)}
 
 
 def run_mode(adaptive: bool, samples: int, mandel: dict[str, Any], repeats: int,
@@ -68,12 +68,12 @@ def run_mode(adaptive: bool, samples: int, mandel: dict[str, Any], repeats: int,
                        **settings) as stack:
         app = create_app(stack.child_settings())
         # A short warm-up job lets every worker's model see real chunks.
-        wait_for_job(app, submit_job(app, {"kind": "pi", "params": {"samples": 2e8, "seed": 1}})["id"], timeout_s=300)
+        wait_for_job(app, submit_job(app, {"kind": "pi", "params": {"samples": 2e8, "seed": 1}}).id, timeout_s=300)
         for r in range(repeats):
-            job = wait_for_job(app, submit_job(app, {"kind": "pi", "params": {"samples": samples, "seed": 10 + r}})["id"],
+            job = wait_for_job(app, submit_job(app, {"kind": "pi", "params": {"samples": samples, "seed": 10 + r}}).id,
                                timeout_s=900)
             results["pi"].append(analyse(app, job))
-            job = wait_for_job(app, submit_job(app, {"kind": "mandelbrot", "params": mandel})["id"], timeout_s=900)
+            job = wait_for_job(app, submit_job(app, {"kind": "mandelbrot", "params": mandel}).id, timeout_s=900)
             results["mandelbrot"].append(analyse(app, job))
     return results
 

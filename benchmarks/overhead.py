@@ -27,7 +27,7 @@ REPEATS = 3
 
 def run_job(app, samples: int, seed: int) -> tuple[float, dict]:
     t0 = time.perf_counter()
-    job = wait_for_job(app, submit_job(app, {"kind": "pi", "params": {"samples": samples, "seed": seed}})["id"],
+    job = wait_for_job(app, submit_job(app, {"kind": "pi", "params": {"samples": samples, "seed": seed}}).id,
                        timeout_s=600)
     return time.perf_counter() - t0, job
 

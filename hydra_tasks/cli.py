@@ -8,13 +8,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .app import HydraCelery, create_app
 from .errors import HydraError
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .jobs.view import JobView
 
 
 def _settings() -> Settings:
@@ -57,27 +60,28 @@ def _submit(raw: dict[str, Any], wait: bool, out: Path | None = None) -> None:
     app = _app()
     job = submit_job(app, raw)
     if not wait:
-        _echo_json(job)
+        _echo_json(job.to_json())
         return
-    job = _wait(app, job["id"])
-    if out is not None and job["state"] == "done":
+    job = _wait(app, job.id)
+    shown = job.to_json()
+    if out is not None and job.state == "done":
         from .jobs.submit import job_png
 
-        png = job_png(app, job["id"])
+        png = job_png(app, job.id)
         if png:
             out.write_bytes(png)
-            job["image_path"] = str(out)
-    _echo_json(job)
-    if job["state"] != "done":
+            shown["image_path"] = str(out)
+    _echo_json(shown)
+    if job.state != "done":
         sys.exit(1)
 
 
-def _wait(app: HydraCelery, job_id: str, *, poll_s: float = 0.25) -> dict[str, Any]:
+def _wait(app: HydraCelery, job_id: str, *, poll_s: float = 0.25) -> JobView:
     from .jobs import store
 
     while True:
         job = store.get_job(app.redis, job_id)
-        if job["state"] in ("done", "failed", "cancelled"):
+        if job.is_final:
             return job
         time.sleep(poll_s)
 
@@ -140,7 +144,7 @@ def status(job_id: str | None, limit: int) -> None:
 
     app = _app()
     if job_id:
-        _echo_json(store.get_job(app.redis, job_id))
+        _echo_json(store.get_job(app.redis, job_id).to_json())
         return
     from .console import print_status
 
@@ -153,7 +157,7 @@ def cancel(job_id: str) -> None:
     """Cancel a queued or running job."""
     from .jobs import store
 
-    _echo_json(store.cancel_job(_app().redis, job_id))
+    _echo_json(store.cancel_job(_app().redis, job_id).to_json())
 
 
 # --- processes ----------------------------------------------------------------------------

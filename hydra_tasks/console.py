@@ -16,6 +16,7 @@ from . import keys
 from .app import HydraCelery, create_app
 from .jobs import store
 from .jobs.submit import job_png, submit_job
+from .jobs.view import JobView
 from .settings import Settings
 from .stack import LocalStack
 from .worker.registry import list_workers
@@ -68,7 +69,7 @@ def _progress() -> Progress:
                     console=console)
 
 
-def follow(app: HydraCelery, job_ids: list[str], labels: list[str], *, poll_s: float = 0.2) -> list[dict[str, Any]]:
+def follow(app: HydraCelery, job_ids: list[str], labels: list[str], *, poll_s: float = 0.2) -> list[JobView]:
     """Show a progress bar per job until all are final; return the final job records."""
     with _progress() as progress:
         bars = [progress.add_task(label, total=None, extra="", chunks="") for label in labels]
@@ -76,13 +77,13 @@ def follow(app: HydraCelery, job_ids: list[str], labels: list[str], *, poll_s: f
             jobs = [store.get_job(app.redis, job_id) for job_id in job_ids]
             for bar, job in zip(bars, jobs):
                 extra = ""
-                if job["kind"] == "pi" and job["units_done"]:
-                    extra = f"π≈{4 * job['hits'] / job['units_done']:.6f}"
-                if job["state"] in ("failed", "cancelled"):
-                    extra = job["state"]
-                progress.update(bar, total=job["units_total"], completed=job["units_done"], extra=extra,
-                                chunks=f"{job['chunks_done']}/{job['chunks_total']}")
-            if all(job["state"] in ("done", "failed", "cancelled") for job in jobs):
+                if job.kind == "pi" and job.units_done:
+                    extra = f"π≈{4 * job.hits / job.units_done:.6f}"
+                if job.state in ("failed", "cancelled"):
+                    extra = job.state.value
+                progress.update(bar, total=job.units_total, completed=job.units_done, extra=extra,
+                                chunks=f"{job.chunks_done}/{job.chunks_total}")
+            if all(job.is_final for job in jobs):
                 return jobs
             time.sleep(poll_s)
 
@@ -100,16 +101,16 @@ def ledger_view(app: HydraCelery) -> dict[str, Any]:
             "carbon": totals(app.redis.hgetall(keys.SUSTAINABILITY))}
 
 
-def summary(pi_job: dict[str, Any], mandel_job: dict[str, Any], image: Path | None, wall_s: float,
+def summary(pi_job: JobView, mandel_job: JobView, image: Path | None, wall_s: float,
             ledger: dict[str, Any] | None = None) -> None:
     table = Table(title="Hydra demo summary", show_header=False)
-    r = pi_job.get("result") or {}
+    r = pi_job.result or {}
     if r:
         table.add_row("π estimate", f"{r['estimate']:.9f}  ± {r['std_error']:.2e} (1σ)")
         table.add_row("π 95% CI", f"[{r['ci95'][0]:.9f}, {r['ci95'][1]:.9f}]  |error| {r['abs_error']:.2e}")
         table.add_row("π samples / hits", f"{r['samples']:,} / {r['hits']:,}")
     table.add_row("π job", _job_line(pi_job))
-    m = mandel_job.get("result") or {}
+    m = mandel_job.result or {}
     if m:
         table.add_row("Mandelbrot", f"{m['width']}x{m['height']}, max_iter {m['max_iter']}, "
                                     f"{m['iterations']:,} iterations")
@@ -126,9 +127,8 @@ def summary(pi_job: dict[str, Any], mandel_job: dict[str, Any], image: Path | No
     for col in ("worker", "job", "chunks", "units", "busy s"):
         workers.add_column(col, justify="right" if col != "worker" else "left")
     for job in (pi_job, mandel_job):
-        for worker_id, w in sorted((job.get("workers") or {}).items()):
-            workers.add_row(worker_id, job["kind"], str(w.get("chunks", 0)), f"{w.get('units', 0):,}",
-                            f"{w.get('elapsed_ms', 0) / 1000:.2f}")
+        for worker_id, w in sorted(job.workers.items()):
+            workers.add_row(worker_id, job.kind.value, str(w.chunks), f"{w.units:,}", f"{w.elapsed_ms / 1000:.2f}")
     console.print(workers)
     if ledger and ledger["balances"]:
         earned = Table(title="tokens earned")
@@ -139,10 +139,10 @@ def summary(pi_job: dict[str, Any], mandel_job: dict[str, Any], image: Path | No
         console.print(earned)
 
 
-def _job_line(job: dict[str, Any]) -> str:
-    wall = f"{job['wall_s']:.2f}s" if job.get("wall_s") else "-"
-    return (f"{job['state']}, {job['chunks_done']}/{job['chunks_total']} chunks, wall {wall}, "
-            f"re-sent {job['redispatched']}, duplicates {job['duplicates']}")
+def _job_line(job: JobView) -> str:
+    wall = f"{job.wall_s:.2f}s" if job.wall_s else "-"
+    return (f"{job.state}, {job.chunks_done}/{job.chunks_total} chunks, wall {wall}, "
+            f"re-sent {job.redispatched}, duplicates {job.duplicates}")
 
 
 def run_demo(settings: Settings, *, samples: float, width: int, height: int, max_iter: int, regions: list[str],
@@ -159,9 +159,9 @@ def run_demo(settings: Settings, *, samples: float, width: int, height: int, max
         mandel_job = submit_job(app, {"kind": "mandelbrot", "params": {
             "width": width, "height": height, "max_iter": max_iter, "center_x": -0.75, "center_y": 0.0,
             "span": 3.0}})
-        pi_job, mandel_job = follow(app, [pi_job["id"], mandel_job["id"]], ["π", "Mandelbrot"])
+        pi_job, mandel_job = follow(app, [pi_job.id, mandel_job.id], ["π", "Mandelbrot"])
         ledger = ledger_view(app)
-        png = job_png(app, mandel_job["id"])
+        png = job_png(app, mandel_job.id)
         image = None
         if png:
             out.write_bytes(png)
@@ -174,7 +174,7 @@ def run_demo(settings: Settings, *, samples: float, width: int, height: int, max
         if not keep_data:
             shutil.rmtree(settings.data_dir, ignore_errors=True)
     summary(pi_job, mandel_job, image, time.perf_counter() - t0, ledger)
-    return pi_job["state"] == "done" and mandel_job["state"] == "done"
+    return pi_job.state == "done" and mandel_job.state == "done"
 
 
 def run_up(settings: Settings, *, regions: list[str], workers_per_region: int, web_port: int,
@@ -205,10 +205,10 @@ def print_status(app: HydraCelery, *, limit: int) -> None:
     for col in ("id", "kind", "state", "progress", "chunks", "result"):
         jobs.add_column(col)
     for job in store.list_jobs(app.redis, limit=limit):
-        result = job.get("result") or {}
-        text = f"π={result['estimate']:.8f}" if "estimate" in result else (job.get("error") or "")
-        jobs.add_row(job["id"], job["kind"], job["state"], f"{job['progress']:.0%}",
-                     f"{job['chunks_done']}/{job['chunks_total']}", text)
+        result = job.result or {}
+        text = f"π={result['estimate']:.8f}" if "estimate" in result else (job.error or "")
+        jobs.add_row(job.id, job.kind.value, job.state.value, f"{job.progress:.0%}",
+                     f"{job.chunks_done}/{job.chunks_total}", text)
     console.print(jobs)
     workers = Table(title="workers")
     for col in ("id", "region", "state", "last seen", "M samples/s", "chunks"):

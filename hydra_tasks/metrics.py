@@ -17,14 +17,15 @@ import redis
 
 from . import keys
 from .jobs import store
+from .jobs.view import JobView
 from .worker.registry import list_workers
 
 
-def load_imbalance(job: dict[str, Any], *, now: float | None = None) -> float | None:
+def load_imbalance(job: JobView, *, now: float | None = None) -> float | None:
     """(latest − earliest worker finish) / makespan, over the workers that took part."""
-    finishes = [w["last_ms"] / 1000 for w in (job.get("workers") or {}).values() if w.get("last_ms")]
-    start = job.get("started_at")
-    end = job.get("finished_at") or (time.time() if now is None else now)
+    finishes = [w.last_ms / 1000 for w in job.workers.values() if w.last_ms]
+    start = job.started_at
+    end = job.finished_at or (time.time() if now is None else now)
     if len(finishes) < 2 or not start or end <= start:
         return None
     return (max(finishes) - min(finishes)) / (end - start)
@@ -34,11 +35,11 @@ def job_log(client: redis.Redis, job_id: str) -> list[dict[str, Any]]:
     return [json.loads(e) for e in client.lrange(keys.job_log(job_id), 0, -1)]
 
 
-def _recent(client: redis.Redis, kind: str, job_id: str | None, limit: int) -> list[dict[str, Any]]:
+def _recent(client: redis.Redis, kind: str, job_id: str | None, limit: int) -> list[JobView]:
     if job_id:
         return [store.get_job(client, job_id)]
-    jobs = [j for j in store.list_jobs(client, limit=200) if j["kind"] == kind][:limit]
-    return [store.get_job(client, j["id"]) for j in jobs]
+    jobs = [j for j in store.list_jobs(client, limit=200) if j.kind == kind][:limit]
+    return [store.get_job(client, j.id) for j in jobs]
 
 
 def worker_models(client: redis.Redis) -> list[dict[str, Any]]:
@@ -50,12 +51,12 @@ def worker_models(client: redis.Redis) -> list[dict[str, Any]]:
             for w in list_workers(client)]
 
 
-def _job_summary(client: redis.Redis, job: dict[str, Any]) -> dict[str, Any]:
-    log = job_log(client, job["id"])
-    start = job.get("started_at") or 0.0
+def _job_summary(client: redis.Redis, job: JobView) -> dict[str, Any]:
+    log = job_log(client, job.id)
+    start = job.started_at or 0.0
     return {
-        "job_id": job["id"], "state": job["state"], "chunks": job["chunks_done"], "backups": job.get("backups", 0),
-        "makespan_s": job["wall_s"], "load_imbalance": load_imbalance(job),
+        "job_id": job.id, "state": job.state.value, "chunks": job.chunks_done, "backups": job.backups,
+        "makespan_s": job.wall_s, "load_imbalance": load_imbalance(job),
         "chunks_over_time": [{"t_s": round(e["t"] - start, 4), "worker": e["worker"], "units": e["units"],
                               "elapsed_s": e["elapsed_s"]} for e in log],
     }
@@ -69,7 +70,7 @@ def sustainability_metrics(client: redis.Redis, *, job_id: str | None = None, li
         store.get_job(client, job_id)  # JobNotFound for an unknown id
         ids = [job_id]
     else:
-        ids = [j["id"] for j in store.list_jobs(client, limit=limit)]
+        ids = [j.id for j in store.list_jobs(client, limit=limit)]
     failures = [json.loads(f) for f in client.lrange(keys.GRID_FAILURES, 0, 19)]
     return {"overall": totals(client.hgetall(keys.SUSTAINABILITY)),
             "jobs": [{"job_id": i, **totals(client.hgetall(keys.job(i)))} for i in ids],
@@ -85,7 +86,7 @@ def tiling_metrics(client: redis.Redis, *, job_id: str | None = None, limit: int
     jobs = []
     for job in _recent(client, "mandelbrot", job_id, limit):
         summary = _job_summary(client, job)
-        tiles = [e for e in job_log(client, job["id"]) if "est_cost" in e]
+        tiles = [e for e in job_log(client, job.id) if "est_cost" in e]
         cost_errors = [abs(e["est_cost"] - e["work"]) / max(e["work"], 1.0) for e in tiles]
         time_errors = [abs(e["predicted_s"] - e["elapsed_s"]) / max(e["elapsed_s"], 1e-6)
                        for e in tiles if "predicted_s" in e]

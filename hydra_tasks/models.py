@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from .errors import ResultRejected
 
 
-class JobState(str, enum.Enum):
+class JobState(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"
@@ -27,12 +27,12 @@ class JobState(str, enum.Enum):
         return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
 
 
-class JobKind(str, enum.Enum):
+class JobKind(enum.StrEnum):
     PI = "pi"
     MANDELBROT = "mandelbrot"
 
 
-class WorkerState(str, enum.Enum):
+class WorkerState(enum.StrEnum):
     ONLINE = "online"
     PAUSED = "paused"    # alive, but not taking work (e.g. on battery)
     OFFLINE = "offline"

@@ -76,25 +76,25 @@ def _json_type(value: Any) -> str:
 @bp.get("")
 def list_jobs() -> Response:
     limit = parse_limit(request.args.get("limit"))
-    return jsonify(jobs=store.list_jobs(hydra().redis, limit=limit))
+    return jsonify(jobs=[job.to_json() for job in store.list_jobs(hydra().redis, limit=limit)])
 
 
 @bp.post("")
 @require_token
 def create_job() -> tuple[Response, int, dict[str, str]]:
     job = submit_job(hydra(), json_object_body())
-    return jsonify(job), 201, {"Location": url_for("jobs.get_job", job_id=job["id"])}
+    return jsonify(job.to_json()), 201, {"Location": url_for("jobs.get_job", job_id=job.id)}
 
 
 @bp.get("/<job_id>")
 def get_job(job_id: str) -> Response:
-    return jsonify(store.get_job(hydra().redis, checked_job_id(job_id)))
+    return jsonify(store.get_job(hydra().redis, checked_job_id(job_id)).to_json())
 
 
 @bp.post("/<job_id>/cancel")
 @require_token
 def cancel_job(job_id: str) -> Response:
-    return jsonify(store.cancel_job(hydra().redis, checked_job_id(job_id)))
+    return jsonify(store.cancel_job(hydra().redis, checked_job_id(job_id)).to_json())
 
 
 @bp.get("/<job_id>/image.png")
@@ -102,9 +102,9 @@ def job_image(job_id: str) -> Response:
     job = store.get_job(hydra().redis, checked_job_id(job_id))
     png = job_png(hydra(), job_id)
     if png is None:
-        if job["kind"] != "mandelbrot":
-            raise NotFound(f"Job {job_id} is a {job['kind']} job; only Mandelbrot jobs have an image.")
-        raise NotFound(f"Job {job_id} has no image: it is {job['state']}; the image exists once it is done.")
+        if job.kind != "mandelbrot":
+            raise NotFound(f"Job {job_id} is a {job.kind} job; only Mandelbrot jobs have an image.")
+        raise NotFound(f"Job {job_id} has no image: it is {job.state}; the image exists once it is done.")
     response = Response(png, mimetype="image/png")
     response.cache_control.private = True
     response.cache_control.max_age = 3600  # a finished image never changes

@@ -20,7 +20,6 @@ from .workers import worker_views
 
 bp = Blueprint("pages", __name__)
 
-FINAL_STATES = frozenset({"done", "failed", "cancelled"})
 
 
 @bp.app_template_filter("when")
@@ -57,4 +56,4 @@ def index() -> str:
 @bp.get("/jobs/<job_id>")
 def job_page(job_id: str) -> str:
     job = store.get_job(hydra().redis, checked_job_id(job_id))
-    return render_template("job.html", job=job, final=job["state"] in FINAL_STATES)
+    return render_template("job.html", job=job, final=job.is_final)

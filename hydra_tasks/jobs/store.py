@@ -16,14 +16,13 @@ from typing import Any
 import redis
 
 from .. import keys
-from ..grid import accounting
 from ..errors import JobNotFound, JobStateError
 from ..lua import scripts
 from ..models import ChunkSpec, JobSpec, JobState
 from . import handler
+from .view import COUNTERS, JobView
 
-_COUNTERS = ("chunks_total", "chunks_done", "units_total", "units_done", "dispatched", "redispatched",
-             "duplicates", "rejections", "failures", "expiries", "declines", "backups", "hits", "iterations")
+
 
 
 def new_job_id() -> str:
@@ -45,7 +44,7 @@ def create_job(client: redis.Redis, spec: JobSpec, chunks: list[ChunkSpec], *, j
         "id": job_id, "kind": spec.kind.value, "spec": json.dumps(spec.to_json()), "state": JobState.QUEUED.value,
         "priority": spec.priority, "created_at": repr(now), "updated_at": repr(now),
         "chunks_total": len(chunks), "units_total": handler(spec.kind).units_total(spec.params), "cursor": 0,
-        **{c: 0 for c in _COUNTERS if c not in ("chunks_total", "units_total")},
+        **{c: 0 for c in COUNTERS if c not in ("chunks_total", "units_total")},
     }
     pipe = client.pipeline(transaction=True)
     pipe.hset(keys.job(job_id), mapping=record)
@@ -61,23 +60,24 @@ def create_job(client: redis.Redis, spec: JobSpec, chunks: list[ChunkSpec], *, j
     return job_id
 
 
-def get_job(client: redis.Redis, job_id: str) -> dict[str, Any]:
-    """The job as a JSON-ready dict, with progress and per-worker work. Raises JobNotFound."""
-    raw = client.hgetall(keys.job(job_id))
+def get_job(client: redis.Redis, job_id: str) -> JobView:
+    """The job, with progress and per-worker work. Raises JobNotFound."""
+    reads = client.pipeline(transaction=False)
+    reads.hgetall(keys.job(job_id))
+    reads.hgetall(keys.job_workers(job_id))
+    raw, workers = reads.execute()
     if not raw:
         raise JobNotFound(f"No job {job_id!r}; list jobs with `hydra status` or GET /api/jobs.")
-    view = _view(raw, client.hgetall(keys.job_workers(job_id)))
-    view.setdefault("workers", {})
-    return view
+    return JobView.from_hash(raw, workers)
 
 
-def list_jobs(client: redis.Redis, *, limit: int = 50) -> list[dict[str, Any]]:
-    """The newest ``limit`` jobs, newest first."""
+def list_jobs(client: redis.Redis, *, limit: int = 50) -> list[JobView]:
+    """The newest ``limit`` jobs, newest first (without per-worker work)."""
     ids = client.zrevrange(keys.JOBS, 0, max(limit, 1) - 1)
     pipe = client.pipeline(transaction=False)
     for job_id in ids:
         pipe.hgetall(keys.job(job_id))
-    return [_view(raw, {}) for raw in pipe.execute() if raw]
+    return [JobView.from_hash(raw) for raw in pipe.execute() if raw]
 
 
 def job_state(client: redis.Redis, job_id: str) -> JobState | None:
@@ -85,7 +85,7 @@ def job_state(client: redis.Redis, job_id: str) -> JobState | None:
     return JobState(state) if state else None
 
 
-def cancel_job(client: redis.Redis, job_id: str, *, now: float | None = None) -> dict[str, Any]:
+def cancel_job(client: redis.Redis, job_id: str, *, now: float | None = None) -> JobView:
     """Cancel a queued or running job: its queued chunks are dropped and its leases released."""
     if not scripts(client).finish(job_id, JobState.CANCELLED.value, now=now or time.time(), fields={}):
         state = job_state(client, job_id)
@@ -108,37 +108,3 @@ def delete_job(client: redis.Redis, job_id: str) -> None:
     pipe.delete(*keys.job_keys(job_id))
     pipe.zrem(keys.JOBS, job_id)
     pipe.execute()
-
-
-def _num(raw: dict[str, str], name: str) -> float:
-    value = raw.get(name)
-    return float(value) if value not in (None, "") else 0.0
-
-
-def _view(raw: dict[str, str], workers_raw: dict[str, str]) -> dict[str, Any]:
-    spec = json.loads(raw["spec"])
-    counters = {c: int(raw.get(c, 0) or 0) for c in _COUNTERS}
-    finished = _num(raw, "finished_at") or None
-    started = _num(raw, "started_at") or None
-    view: dict[str, Any] = {
-        "id": raw["id"], "kind": raw["kind"], "state": raw["state"], "priority": int(raw["priority"]),
-        "params": spec["params"], "deadline_ts": spec.get("deadline_ts"),
-        "created_at": _num(raw, "created_at"), "started_at": started, "finished_at": finished,
-        "updated_at": _num(raw, "updated_at"),
-        "progress": counters["units_done"] / counters["units_total"] if counters["units_total"] else 0.0,
-        "wall_s": (finished - started) if finished and started else None,
-        **counters,
-        "result": json.loads(raw["result"]) if raw.get("result") else None,
-        "error": raw.get("error") or None,
-        "sustainability": accounting.totals(raw),
-        # the dirtiest power (gCO2/kWh) a job with a deadline may use now (time shifting); None: any
-        "carbon_threshold": (float(raw["carbon_threshold"]) if raw.get("carbon_threshold", "inf") != "inf"
-                             else None),
-    }
-    workers: dict[str, dict[str, int]] = {}
-    for field_name, value in workers_raw.items():
-        worker_id, _, metric = field_name.rpartition("|")
-        workers.setdefault(worker_id, {})[metric] = int(value)
-    if workers_raw:
-        view["workers"] = workers
-    return view

@@ -12,12 +12,13 @@ from .. import keys
 from ..app import HydraCelery
 from ..scheduling import planner
 from . import store
+from .view import JobView
 from .spec import parse_job_spec
 
 log = logging.getLogger(__name__)
 
 
-def submit_job(app: HydraCelery, raw: Any) -> dict[str, Any]:
+def submit_job(app: HydraCelery, raw: Any) -> JobView:
     """Validate ``raw`` (a dict as in POST /api/jobs), store the job and its chunks, and dispatch.
 
     Raises InvalidJobSpec before anything is stored. If the dispatch message cannot be sent,

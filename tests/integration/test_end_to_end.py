@@ -43,26 +43,26 @@ def test_workers_register_with_their_region_and_a_measured_speed(app: HydraCeler
 
 def test_a_pi_job_runs_on_both_regions_and_counts_exactly_the_kernels_hits(app: HydraCelery) -> None:
     job = submit_job(app, {"kind": "pi", "params": {"samples": 60_000_000, "seed": 42}})
-    job = wait_for_job(app, job["id"])
-    assert job["state"] == "done", job
-    result = job["result"]
+    job = wait_for_job(app, job.id)
+    assert job.state == "done", job
+    result = job.result
     assert result["hits"] == compute.pi_hits(42, 0, 60_000_000)
-    assert result["samples"] == 60_000_000 and job["chunks_done"] == job["chunks_total"] == 12
+    assert result["samples"] == 60_000_000 and job.chunks_done == job.chunks_total == 12
     assert result["ci95"][0] < 3.14159265 < result["ci95"][1]
-    assert {w.split("@")[0] for w in job["workers"]} == {"eu-west-1", "us-east-1"}
-    assert sum(w["chunks"] for w in job["workers"].values()) == 12
+    assert {w.split("@")[0] for w in job.workers} == {"eu-west-1", "us-east-1"}
+    assert sum(w.chunks for w in job.workers.values()) == 12
 
 
 def test_a_mandelbrot_job_produces_the_reference_counts_and_a_png(app: HydraCelery, tmp_path: Path) -> None:
     params = {"width": 300, "height": 200, "max_iter": 300, "center_x": -0.75, "center_y": 0.1, "span": 3.0}
-    job = wait_for_job(app, submit_job(app, {"kind": "mandelbrot", "params": params})["id"])
-    assert job["state"] == "done", job
-    p = store.get_job(app.redis, job["id"])["params"]
+    job = wait_for_job(app, submit_job(app, {"kind": "mandelbrot", "params": params}).id)
+    assert job.state == "done", job
+    p = store.get_job(app.redis, job.id).params
     whole = compute.mandelbrot_counts(xmin=p["xmin"], ymax=p["ymax"], dx=p["dx"], dy=p["dy"], col0=0, row0=0,
                                       width=300, height=200, max_iter=300)
-    counts = decode_counts(app.redis.get(keys.job_counts(job["id"])), 200, 300)
+    counts = decode_counts(app.redis.get(keys.job_counts(job.id)), 200, 300)
     assert (counts == whole).all()
-    png = job_png(app, job["id"])
+    png = job_png(app, job.id)
     assert png is not None
     image = Image.open(io.BytesIO(png))
     assert image.size == (300, 200) and image.mode == "RGB"
@@ -72,23 +72,23 @@ def test_a_mandelbrot_job_produces_the_reference_counts_and_a_png(app: HydraCele
 
 def test_a_cancelled_job_stops_progressing(app: HydraCelery) -> None:
     job = submit_job(app, {"kind": "pi", "params": {"samples": 5_000_000_000, "seed": 1}})
-    wait_for(lambda: store.get_job(app.redis, job["id"])["chunks_done"] >= 2, timeout_s=60, what="progress")
-    store.cancel_job(app.redis, job["id"])
+    wait_for(lambda: store.get_job(app.redis, job.id).chunks_done >= 2, timeout_s=60, what="progress")
+    store.cancel_job(app.redis, job.id)
     time.sleep(1.0)
-    done_after_cancel = store.get_job(app.redis, job["id"])["chunks_done"]
+    done_after_cancel = store.get_job(app.redis, job.id).chunks_done
     time.sleep(2.0)
-    job = store.get_job(app.redis, job["id"])
-    assert job["state"] == "cancelled" and job["chunks_done"] == done_after_cancel < job["chunks_total"]
-    assert not [m for m in app.redis.zrange(keys.LEASES, 0, -1) if m.startswith(job["id"])]
+    job = store.get_job(app.redis, job.id)
+    assert job.state == "cancelled" and job.chunks_done == done_after_cancel < job.chunks_total
+    assert not [m for m in app.redis.zrange(keys.LEASES, 0, -1) if m.startswith(job.id)]
 
 
 def test_a_higher_priority_job_is_served_first(app: HydraCelery) -> None:
     low = submit_job(app, {"kind": "pi", "params": {"samples": 200_000_000, "seed": 3}, "priority": 1})
     high = submit_job(app, {"kind": "pi", "params": {"samples": 20_000_000, "seed": 4}, "priority": 9})
-    high = wait_for_job(app, high["id"])
-    low_now = store.get_job(app.redis, low["id"])
-    assert high["state"] == "done" and low_now["state"] == "running"
-    wait_for_job(app, low["id"])
+    high = wait_for_job(app, high.id)
+    low_now = store.get_job(app.redis, low.id)
+    assert high.state == "done" and low_now.state == "running"
+    wait_for_job(app, low.id)
 
 
 class _Evil:
@@ -110,8 +110,8 @@ def test_a_pickle_message_is_refused_and_runs_no_code(app: HydraCelery, stack: L
     stack.wait_for_log("eu-west-1", "Refusing to deserialize untrusted content of type pickle", timeout_s=20)
     assert not marker.exists()
     assert stack.procs["eu-west-1"].alive
-    job = wait_for_job(app, submit_job(app, {"kind": "pi", "params": {"samples": 10_000_000, "seed": 5}})["id"])
-    assert job["state"] == "done"  # the worker goes on serving JSON tasks
+    job = wait_for_job(app, submit_job(app, {"kind": "pi", "params": {"samples": 10_000_000, "seed": 5}}).id)
+    assert job.state == "done"  # the worker goes on serving JSON tasks
 
 
 def test_flower_sees_the_workers_and_their_tasks(app: HydraCelery, stack: LocalStack) -> None:
@@ -132,7 +132,7 @@ def test_flower_sees_the_workers_and_their_tasks(app: HydraCelery, stack: LocalS
     def task_metrics() -> str | None:
         # Workers send task events only once Flower has switched them on (every 5 s), so keep
         # running small jobs until Flower has seen one.
-        wait_for_job(app, submit_job(app, {"kind": "pi", "params": {"samples": 10_000_000, "seed": 6}})["id"])
+        wait_for_job(app, submit_job(app, {"kind": "pi", "params": {"samples": 10_000_000, "seed": 6}}).id)
         text = requests.get(f"{base}/metrics", timeout=5).text
         return text if 'task="hydra.compute_chunk"' in text else None
 

@@ -28,7 +28,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
 
 def units_by_region(job: dict[str, Any]) -> dict[str, int]:
-    return {w.split("@")[0].rsplit("-", 1)[0]: int(v["units"]) for w, v in job["workers"].items()}
+    return {w.split("@")[0].rsplit("-", 1)[0]: v.units for w, v in job.workers.items()}
 
 
 def run_pi(app: HydraCelery, seconds: float, *, deadline_in_s: float | None = None,
@@ -40,8 +40,8 @@ def run_pi(app: HydraCelery, seconds: float, *, deadline_in_s: float | None = No
     spec: dict[str, Any] = {"kind": "pi", "params": {"samples": samples, "seed": seed}}
     if deadline_in_s is not None:
         spec["deadline"] = time.time() + deadline_in_s
-    job = wait_for_job(app, submit_job(app, spec)["id"])
-    assert job["state"] == "done" and job["result"]["hits"] == compute.pi_hits(seed, 0, samples)
+    job = wait_for_job(app, submit_job(app, spec).id)
+    assert job.state == "done" and job.result["hits"] == compute.pi_hits(seed, 0, samples)
     return job
 
 
@@ -49,16 +49,16 @@ def test_a_job_without_deadline_uses_both_regions_clean_first(app: HydraCelery) 
     job = run_pi(app, 3.0)
     used = units_by_region(job)
     assert used.get("eu-north", 0) > 0 and used.get("ap-south", 0) > 0  # nobody is starved
-    carbon = job["sustainability"]
+    carbon = job.sustainability
     # Using all capacity is what carbon-blind routing does too, so the carbon is about the same.
     assert carbon["carbon_g"] > 0 and carbon["carbon_g"] == pytest.approx(carbon["counterfactual_g"], rel=0.3)
 
 
 def test_a_deferrable_job_runs_only_where_the_grid_is_clean(app: HydraCelery) -> None:
     job = run_pi(app, 1.5, deadline_in_s=3600)
-    assert units_by_region(job) == {"eu-north": job["units_total"]}  # the dirty worker was idle, not used
-    assert job["carbon_threshold"] == pytest.approx(23.0)
-    carbon = job["sustainability"]
+    assert units_by_region(job) == {"eu-north": job.units_total}  # the dirty worker was idle, not used
+    assert job.carbon_threshold == pytest.approx(23.0)
+    carbon = job.sustainability
     assert carbon["saved_fraction"] > 0.8  # 23 g instead of the ~318 g capacity-weighted mean
 
 
@@ -71,8 +71,8 @@ def test_a_worker_reporting_home_solar_becomes_the_clean_choice(app: HydraCelery
     response = web.post("/api/update_grid_info", json=signed_report(key, dirty.worker_id, "FR", 0.9))
     assert response.status_code == 200, response.get_json()
     job = run_pi(app, 1.5, deadline_in_s=3600)
-    assert units_by_region(job) == {"ap-south": job["units_total"]}  # FR at 10% from the grid: ~3.3 g
-    assert app.redis.zrange(keys.JOBS_DEADLINES, 0, -1) in ([], [job["id"]])  # ended jobs leave the index
+    assert units_by_region(job) == {"ap-south": job.units_total}  # FR at 10% from the grid: ~3.3 g
+    assert app.redis.zrange(keys.JOBS_DEADLINES, 0, -1) in ([], [job.id])  # ended jobs leave the index
 
 
 def test_a_deadline_too_close_to_wait_for_means_running_everywhere_at_once(app: HydraCelery) -> None:

@@ -85,14 +85,14 @@ def test_dispatch_keeps_each_worker_within_its_window(app: HydraCelery) -> None:
         "eu-west-0@test": per_slot, "us-east-0@test": per_slot, "us-east-1@test": per_slot}
     assert run_dispatch(app) == []  # windows are full: nothing more goes out
     assert app.redis.zcard(keys.LEASES) == 3 * per_slot
-    assert store.get_job(app.redis, job_id)["state"] == "running"
+    assert store.get_job(app.redis, job_id).state == "running"
 
 
 def test_nothing_is_dispatched_while_no_worker_is_live(app: HydraCelery) -> None:
     add_workers(app, {"eu-west": 1}, now=time.time() - 3600)  # a worker that went silent long ago
     job_id = pi_job(app)
     assert run_dispatch(app) == []
-    assert store.get_job(app.redis, job_id)["state"] == "queued"
+    assert store.get_job(app.redis, job_id).state == "queued"
 
 
 def test_a_job_completes_with_exactly_the_hits_of_one_kernel_call(app: HydraCelery) -> None:
@@ -101,9 +101,9 @@ def test_a_job_completes_with_exactly_the_hits_of_one_kernel_call(app: HydraCele
     while (sent := run_dispatch(app)):
         compute_and_collect(app, sent)
     job = store.get_job(app.redis, job_id)
-    assert job["state"] == "done"
-    assert job["result"]["hits"] == compute.pi_hits(99, 0, 25_500)
-    assert job["chunks_done"] == job["chunks_total"] == 26
+    assert job.state == "done"
+    assert job.result["hits"] == compute.pi_hits(99, 0, 25_500)
+    assert job.chunks_done == job.chunks_total == 26
     assert app.redis.zcard(keys.LEASES) == 0
     assert all(app.redis.scard(keys.worker_inflight(w)) == 0
                for w in ("eu-west-0@test", "us-east-0@test"))
@@ -117,9 +117,9 @@ def test_a_result_delivered_twice_is_merged_once(app: HydraCelery) -> None:
     assert collect.collect(app.redis, app.settings, result) == "merged"
     assert collect.collect(app.redis, app.settings, result) == "duplicate"
     job = store.get_job(app.redis, job_id)
-    assert job["chunks_done"] == 1 and job["duplicates"] == 1
-    assert job["hits"] == result["payload"]["hits"]
-    assert job["units_done"] == 1_000
+    assert job.chunks_done == 1 and job.duplicates == 1
+    assert job.hits == result["payload"]["hits"]
+    assert job.units_done == 1_000
 
 
 def test_expired_leases_are_taken_back_and_sent_again(app: HydraCelery) -> None:
@@ -133,7 +133,7 @@ def test_expired_leases_are_taken_back_and_sent_again(app: HydraCelery) -> None:
     assert len(report.requeued) == len(first)
     assert sorted(c["chunk_id"] for c, _, _ in sent) == sorted(c["chunk_id"] for c, _, _ in first)
     assert all(attempt == 2 for _, attempt, _ in sent)
-    assert store.get_job(app.redis, job_id)["redispatched"] == len(first)
+    assert store.get_job(app.redis, job_id).redispatched == len(first)
 
 
 def test_a_late_result_for_a_requeued_chunk_counts_once_and_leaves_the_queue(app: HydraCelery) -> None:
@@ -167,7 +167,7 @@ def test_cancelling_drops_queued_chunks_and_releases_every_lease(app: HydraCeler
     assert app.redis.zcard(keys.LEASES) == 0 and app.redis.llen(keys.job_todo(job_id)) == 0
     assert app.redis.scard(keys.worker_inflight("eu-west-0@test")) == 0
     assert compute_and_collect(app, sent) == ["ignored"] * len(sent)  # results after cancel change nothing
-    assert store.get_job(app.redis, job_id)["chunks_done"] == 0
+    assert store.get_job(app.redis, job_id).chunks_done == 0
     assert run_dispatch(app) == []
 
 
@@ -186,7 +186,7 @@ def test_a_chunk_that_keeps_failing_fails_the_job_with_its_error(app: HydraCeler
             chunk, attempt, holder = again[0]
     assert outcomes[:-1] == ["rejected"] * (len(outcomes) - 1) and outcomes[-1] == "failed"
     job = store.get_job(app.redis, job_id)
-    assert job["state"] == "failed" and "simulated" in job["error"]
+    assert job.state == "failed" and "simulated" in job.error
     assert app.redis.zcard(keys.LEASES) == 0
 
 
@@ -198,7 +198,7 @@ def test_a_tampered_result_is_rejected_and_its_chunk_queued_again(app: HydraCele
     forged = {**result, "payload": {**result["payload"], "hits": result["payload"]["hits"] + 1}}
     assert collect.collect(app.redis, app.settings, forged) == "rejected"
     job = store.get_job(app.redis, job_id)
-    assert job["chunks_done"] == 0 and job["rejections"] == 1
+    assert job.chunks_done == 0 and job.rejections == 1
     assert app.redis.lindex(keys.job_todo(job_id), 0) == chunk["chunk_id"]
 
 
@@ -212,7 +212,7 @@ def test_a_mandelbrot_job_assembles_tiles_into_the_whole_image(app: HydraCelery)
     while (sent := run_dispatch(app)):
         compute_and_collect(app, sent)
     job = store.get_job(app.redis, job_id)
-    assert job["state"] == "done"
+    assert job.state == "done"
     from hydra_tasks.jobs.mandelbrot import decode_counts
 
     counts = decode_counts(app.redis.get(keys.job_counts(job_id)), 45, 70)
@@ -220,7 +220,7 @@ def test_a_mandelbrot_job_assembles_tiles_into_the_whole_image(app: HydraCelery)
     whole = compute.mandelbrot_counts(xmin=p["xmin"], ymax=p["ymax"], dx=p["dx"], dy=p["dy"], col0=0, row0=0,
                                       width=70, height=45, max_iter=60)
     assert (counts == whole).all()
-    assert job["result"]["iterations"] == int(whole.sum())
+    assert job.result["iterations"] == int(whole.sum())
 
 
 def _mandelbrot_job(app: HydraCelery, colouring: str) -> str:
@@ -245,7 +245,7 @@ def test_smooth_colouring_gives_a_continuous_image_and_bands_do_not(app: HydraCe
         compute_and_collect(app, sent)
     colours = {}
     for colouring, job_id in jobs.items():
-        assert store.get_job(app.redis, job_id)["state"] == "done"
+        assert store.get_job(app.redis, job_id).state == "done"
         png = base64.b64decode(app.redis.get(keys.job_image(job_id)))
         pixels = np.asarray(Image.open(io.BytesIO(png))).reshape(-1, 3)
         colours[colouring] = len(np.unique(pixels, axis=0))
@@ -269,7 +269,7 @@ def test_smooth_values_that_do_not_match_the_counts_are_rejected(app: HydraCeler
               "digest": payload_digest(result["job_id"], result["chunk_id"], forged_payload)}
     assert collect.collect(app.redis, app.settings, forged) == "rejected"
     assert collect.collect(app.redis, app.settings, result) == "merged"
-    assert store.get_job(app.redis, job_id)["rejections"] == 1
+    assert store.get_job(app.redis, job_id).rejections == 1
 
 
 def test_a_paused_worker_gets_no_work_and_chunks_it_hands_back_are_not_failures(app: HydraCelery) -> None:
@@ -286,7 +286,7 @@ def test_a_paused_worker_gets_no_work_and_chunks_it_hands_back_are_not_failures(
     handed_back = decline(chunk, attempt=attempt, worker_id="eu-west-0@test", region="eu-west", reason="on battery")
     assert collect.collect(app.redis, app.settings, handed_back) == "declined"
     job = store.get_job(app.redis, job_id)
-    assert job["failures"] == 0 and job["state"] == "running"
+    assert job.failures == 0 and job.state == "running"
     assert app.redis.lindex(keys.job_todo(job_id), 0) == chunk["chunk_id"]
 
 
@@ -328,8 +328,8 @@ def test_a_chunk_on_a_slow_worker_gets_a_backup_on_a_fast_one_and_counts_once(ba
     assert compute_and_collect(app, [(copy, attempt, helper)]) == ["merged"]
     assert compute_and_collect(app, [(chunk, attempt, holder)]) == ["ignored"]  # job done: the late copy changes nothing
     job = store.get_job(app.redis, job_id)
-    assert job["state"] == "done" and job["backups"] == 1 and job["chunks_done"] == 1
-    assert job["result"]["hits"] == compute.pi_hits(7, 0, 1_000)
+    assert job.state == "done" and job.backups == 1 and job.chunks_done == 1
+    assert job.result["hits"] == compute.pi_hits(7, 0, 1_000)
     assert app.redis.scard(keys.worker_inflight("slow@test")) == app.redis.scard(keys.worker_inflight("fast@test")) == 0
 
 
@@ -381,8 +381,8 @@ def test_an_adaptive_mandelbrot_job_previews_first_then_balances_tiles_by_cost(r
     while (sent := run_dispatch(app)):
         compute_and_collect(app, sent)
     job = store.get_job(app.redis, job_id)
-    assert job["state"] == "done" and job["units_done"] == 240 * 180
-    p = job["params"]
+    assert job.state == "done" and job.units_done == 240 * 180
+    p = job.params
     whole = compute.mandelbrot_counts(xmin=p["xmin"], ymax=p["ymax"], dx=p["dx"], dy=p["dy"], col0=0, row0=0,
                                       width=240, height=180, max_iter=400)
     assert (decode_counts(app.redis.get(keys.job_counts(job_id)), 180, 240) == whole).all()
@@ -408,7 +408,7 @@ def test_a_failure_reported_by_a_worker_that_does_not_hold_the_chunk_changes_not
     for _ in range(app.settings.max_chunk_failures + 1):
         assert collect.collect(app.redis, app.settings, forged) == "ignored"
     job = store.get_job(app.redis, job_id)
-    assert job["state"] == "running" and job["failures"] == 0
+    assert job.state == "running" and job.failures == 0
     assert app.redis.sismember(keys.worker_inflight(holder), keys.lease_member(job_id, chunk["chunk_id"]))
 
 
@@ -422,7 +422,7 @@ def test_a_float_sample_count_is_rejected_before_anything_is_merged(app: HydraCe
     payload = {**result["payload"], "samples": float(result["payload"]["samples"])}
     bad = {**result, "payload": payload, "digest": payload_digest(job_id, chunk["chunk_id"], payload)}
     assert collect.collect(app.redis, app.settings, bad) == "rejected"
-    assert store.get_job(app.redis, job_id)["chunks_done"] == 0
+    assert store.get_job(app.redis, job_id).chunks_done == 0
     assert not app.redis.sismember(keys.job_done(job_id), chunk["chunk_id"])
 
 

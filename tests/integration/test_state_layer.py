@@ -79,15 +79,15 @@ def test_two_control_processes_dispatching_at_once_cut_every_sample_exactly_once
         t.join(timeout=120)
     assert not errors, errors
     job = store.get_job(app.redis, job_id)
-    assert job["state"] == "done"
-    assert job["result"]["hits"] == compute.pi_hits(11, 0, samples)  # bit-identical to one kernel call
+    assert job.state == "done"
+    assert job.result["hits"] == compute.pi_hits(11, 0, samples)  # bit-identical to one kernel call
     ranges = sorted((c["params"]["start"], c["params"]["count"])
                     for c in map(__import__("json").loads, app.redis.hvals(keys.job_chunks(job_id))))
     covered = 0
     for start, count in ranges:  # contiguous and disjoint: no sample cut twice, none skipped
         assert start == covered
         covered += count
-    assert covered == samples and job["chunks_total"] == len(ranges) == job["chunks_done"]
+    assert covered == samples and job.chunks_total == len(ranges) == job.chunks_done
     assert app.redis.zcard(keys.LEASES) == 0
     assert all(app.redis.scard(keys.worker_inflight(w)) == 0 for w in workers)
 
@@ -134,7 +134,7 @@ def test_ending_a_job_releases_every_lease_backup_and_waiting_chunk(app: HydraCe
     assert all(app.redis.scard(keys.worker_inflight(w)) == 0 for w in workers)
     assert not app.redis.exists(keys.job_todo(job_id))
     assert not any(app.redis.exists(keys.lease(job_id, c["chunk_id"])) for c, _, _ in sent)
-    assert store.get_job(app.redis, job_id)["state"] == "cancelled"
+    assert store.get_job(app.redis, job_id).state == "cancelled"
 
 
 def test_a_chunk_the_job_handed_out_meanwhile_is_not_granted_twice(app: HydraCelery) -> None:

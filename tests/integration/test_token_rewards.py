@@ -40,15 +40,15 @@ def test_each_accepted_chunk_mints_once_to_its_workers_key(app: HydraCelery, sta
     workers = list_workers(app.redis)
     assert len({w.public_key for w in workers}) == 2 and all(identity.is_public_key(w.public_key) for w in workers)
     samples = int(3.0 * sum(w.pi_samples_per_s for w in workers))
-    job = wait_for_job(app, submit_job(app, {"kind": "pi", "params": {"samples": samples, "seed": 11}})["id"])
-    assert job["state"] == "done" and job["result"]["hits"] == compute.pi_hits(11, 0, samples)
-    mints = [f for _, f in audit.journal(app.redis) if f["type"] == "mint" and f["key"].startswith(job["id"])]
-    assert len(mints) == job["chunks_done"] == len({m["key"] for m in mints})  # one per accepted chunk
+    job = wait_for_job(app, submit_job(app, {"kind": "pi", "params": {"samples": samples, "seed": 11}}).id)
+    assert job.state == "done" and job.result["hits"] == compute.pi_hits(11, 0, samples)
+    mints = [f for _, f in audit.journal(app.redis) if f["type"] == "mint" and f["key"].startswith(job.id)]
+    assert len(mints) == job.chunks_done == len({m["key"] for m in mints})  # one per accepted chunk
     # Rewards follow work: 1 token per 10^9 samples at the default rate, before bonuses.
     base = sum(json.loads(m["detail"])["base"] for m in mints)
     assert base == pytest.approx(samples / 1e9 * 1_000_000, abs=len(mints))
     for worker in workers:
-        units = job["workers"][worker.worker_id]["units"]
+        units = job.workers[worker.worker_id].units
         paid = sum(int(m["amount"]) for m in mints if m["to"] == worker.public_key)
         assert (units > 0) == (paid > 0)
         assert ledger.balance(app.redis, worker.worker_id)["balance_micro"] == paid
