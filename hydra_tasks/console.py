@@ -215,6 +215,6 @@ def print_status(app: HydraCelery, *, limit: int) -> None:
         workers.add_column(col)
     now = time.time()
     for w in list_workers(app.redis):
-        workers.add_row(w.worker_id, w.region, w.state.value, f"{now - w.last_seen:.0f}s ago",
+        workers.add_row(w.worker_id, w.region, w.state.value, f"{max(now - w.last_seen, 0):.0f}s ago",
                         f"{w.pi_samples_per_s / 1e6:.0f}", str(w.chunks_done))
     console.print(workers)
