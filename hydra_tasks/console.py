@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
+import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
@@ -145,11 +147,39 @@ def _job_line(job: dict[str, Any]) -> str:
             f"re-sent {job['redispatched']}, duplicates {job['duplicates']}")
 
 
-def run_demo(settings: Settings, *, samples: float, width: int, height: int, max_iter: int, regions: list[str],
-             out: Path, keep_data: bool) -> bool:
+@contextlib.contextmanager
+def demo_workspace(parent: Path | None, *, keep: bool) -> Iterator[Path]:
+    """A new, empty directory for one demo run, made inside ``parent`` (HYDRA_DATA_DIR) or the system
+    temp dir. Unless ``keep``, it is removed afterwards, and so is ``parent`` if this call created it
+    and it is empty again; nothing else is ever deleted (a data dir may hold a volunteer's key)."""
+    created_parent = parent is not None and not parent.exists()
+    if parent is not None:
+        parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    workspace = Path(tempfile.mkdtemp(prefix="hydra-demo-", dir=parent))
+    try:
+        yield workspace
+    finally:
+        if not keep:
+            shutil.rmtree(workspace, ignore_errors=True)
+            if created_parent and parent is not None:
+                with contextlib.suppress(OSError):
+                    parent.rmdir()  # only if empty
+
+
+def run_demo(settings: Settings, *, parent_dir: Path | None, samples: float, width: int, height: int,
+             max_iter: int, regions: list[str], out: Path, keep_data: bool) -> bool:
+    """Run the demo in its own new data dir (see :func:`demo_workspace`); True if both jobs are done."""
     _sigterm_as_interrupt()
+    with demo_workspace(parent_dir, keep=keep_data) as data_dir:
+        where = "kept afterwards" if keep_data else "removed at the end; --keep-data keeps them"
+        console.print(f"[bold]Hydra demo[/bold] - data and logs in {data_dir} ({where})")
+        return _demo(settings.with_(data_dir=data_dir), samples=samples, width=width, height=height,
+                     max_iter=max_iter, regions=regions, out=out)
+
+
+def _demo(settings: Settings, *, samples: float, width: int, height: int, max_iter: int, regions: list[str],
+          out: Path) -> bool:
     t0 = time.perf_counter()
-    console.print(f"[bold]Hydra demo[/bold] - data and logs in {settings.data_dir}")
     stack = start_stack(settings, regions)
     try:
         app = create_app(stack.child_settings())
@@ -171,8 +201,6 @@ def run_demo(settings: Settings, *, samples: float, width: int, height: int, max
         return False
     finally:
         stop_uninterruptibly(stack)
-        if not keep_data:
-            shutil.rmtree(settings.data_dir, ignore_errors=True)
     summary(pi_job, mandel_job, image, time.perf_counter() - t0, ledger)
     return pi_job["state"] == "done" and mandel_job["state"] == "done"
 
