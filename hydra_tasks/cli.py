@@ -189,8 +189,8 @@ def worker(region: str | None, name: str | None, concurrency: int | None, pool: 
 @main.command()
 @click.option("--regions", default="eu-west,us-east", show_default=True, help="Comma-separated regions.")
 @click.option("--workers-per-region", type=int, default=1, show_default=True)
-@click.option("--web-port", type=int, default=5000, show_default=True)
-@click.option("--flower-port", type=int, default=5555, show_default=True)
+@click.option("--web-port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@click.option("--flower-port", type=click.IntRange(1, 65535), default=5555, show_default=True)
 def up(regions: str, workers_per_region: int, web_port: int, flower_port: int) -> None:
     """Run a local stack (Redis, control worker + beat, region workers, webapp, Flower) until Ctrl-C."""
     from .console import run_up

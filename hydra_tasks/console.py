@@ -18,8 +18,10 @@ from . import keys
 from .app import HydraCelery, create_app
 from .jobs import store
 from .jobs.submit import job_png, submit_job
+from .errors import StackError
 from .settings import Settings
-from .stack import LocalStack
+from .stack import LocalStack, port_is_free
+from .supervise import Supervisor
 from .worker.registry import list_workers
 
 console = Console()
@@ -207,25 +209,41 @@ def _demo(settings: Settings, *, samples: float, width: int, height: int, max_it
 
 def run_up(settings: Settings, *, regions: list[str], workers_per_region: int, web_port: int,
            flower_port: int) -> None:
+    """Start the stack, say it is up only once the dashboard and Flower answer, then keep every part
+    running (see :mod:`hydra_tasks.supervise`) until Ctrl-C or SIGTERM. StackError if a part cannot
+    be started or kept running; everything started is stopped either way."""
     _sigterm_as_interrupt()
+    _check_ports({"--web-port": web_port, "--flower-port": flower_port})
     stack = start_stack(settings, regions, workers_per_region=workers_per_region)
     try:
-        stack.start_webapp(port=web_port)
-        stack.start_flower(port=flower_port)
+        with console.status("starting the dashboard and Flower..."):
+            stack.start_webapp(port=web_port)
+            stack.start_flower(port=flower_port)
+            stack.wait_ready("webapp", timeout_s=60)
+            stack.wait_ready("flower", timeout_s=60)
         console.print(f"[bold green]Hydra is up.[/] dashboard http://127.0.0.1:{web_port}  "
                       f"Flower http://127.0.0.1:{flower_port}")
         console.print(f"Redis state and logs: {settings.data_dir}; API token file: {settings.data_dir / 'api_token'}")
         console.print("Submit work with `hydra submit pi --samples 1e9 --wait`. Ctrl-C stops everything.")
-        while True:
-            dead = [p for p in stack.procs.values() if not p.alive]
-            if dead:
-                console.print(f"[red]{dead[0].name} exited; its log ends:\n{dead[0].log_tail()}")
-                break
-            time.sleep(1.0)
+        Supervisor(stack.supervised_parts(), say=_say).run()
     except KeyboardInterrupt:
         pass
     finally:
         stop_uninterruptibly(stack)
+
+
+def _check_ports(ports: dict[str, int]) -> None:
+    """Fail before starting anything if a port is taken (or given twice)."""
+    if len(set(ports.values())) != len(ports):
+        raise StackError(f"{' and '.join(ports)} must differ; got {ports}.")
+    for option, port in ports.items():
+        if not port_is_free(port):
+            raise StackError(f"Port {port} on 127.0.0.1 is already in use (by another program, or another "
+                             f"`hydra up`); stop that, or choose another port with {option} PORT.")
+
+
+def _say(line: str) -> None:
+    console.print(f"{time.strftime('%H:%M:%S')} {line}", style="yellow", markup=False, highlight=False)
 
 
 def print_status(app: HydraCelery, *, limit: int) -> None:

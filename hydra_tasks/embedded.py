@@ -114,6 +114,21 @@ class EmbeddedRedis:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
+    def exit_code(self) -> int | None:
+        """How the server process ended (negative: killed by that signal); None while it runs or if
+        it was never started (or was stopped by :meth:`stop`)."""
+        return self._proc.poll() if self._proc is not None else None
+
+    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+        """The last lines of the server's log (its password, should it appear, is masked)."""
+        log = self.data_dir / "redis.log"
+        try:
+            size = log.stat().st_size
+        except OSError:
+            return "(no log)"
+        password = self._password or _read_password_quietly(self.data_dir / "password")
+        return _log_tail(log, max(size - 16_384, 0), password or "\0", lines=lines)
+
     def start(self, timeout_s: float = 15.0) -> str:
         """Start redis-server, wait until an authenticated PING succeeds, and return its URL."""
         if self._proc is not None:
@@ -391,15 +406,22 @@ def _live_server_pid(data_dir: Path) -> int | None:
     return None
 
 
-def _log_tail(log: Path, offset: int, password: str) -> str:
+def _read_password_quietly(path: Path) -> str | None:
+    try:
+        return _read_password(path)
+    except (OSError, EmbeddedRedisError):
+        return None
+
+
+def _log_tail(log: Path, offset: int, password: str, *, lines: int = _LOG_TAIL_LINES) -> str:
     try:
         with open(log, "rb") as fh:
             fh.seek(offset)
             text = fh.read().decode(errors="replace")
     except OSError:
         return "(no log)"
-    lines = text.replace(password, "***").splitlines()[-_LOG_TAIL_LINES:]
-    return "\n".join(lines) if lines else "(log is empty)"
+    tail = text.replace(password, "***").splitlines()[-lines:]
+    return "\n".join(tail) if tail else "(log is empty)"
 
 
 def _read_server_json(path: Path) -> tuple[int, int] | None:
