@@ -163,7 +163,13 @@ class LocalStack:
             os.killpg(old.popen.pid, signal.SIGKILL)  # what is left of its group, e.g. pool children
         proc = self.spawn(name, old.argv, env=old.extra_env)
         proc.ready = old.ready
-        self.wait_ready(name, timeout_s=timeout_s)
+        try:
+            self.wait_ready(name, timeout_s=timeout_s)
+        except BaseException:  # not ready in time: do not leave it half-started
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.popen.pid, signal.SIGKILL)
+            proc.popen.wait(timeout=10)
+            raise
         return proc
 
     def supervised_parts(self) -> list[Part]:

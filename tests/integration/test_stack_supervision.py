@@ -142,11 +142,14 @@ def test_a_killed_worker_and_control_worker_are_restarted_work_goes_on_and_redis
 
 def test_a_killed_redis_is_reported_restarted_on_the_same_port_and_jobs_still_run(up: Up) -> None:
     old_pid, port = up.redis_pid_and_port()
+    worker_key = _worker_key(up, "eu-west-1")
+    account = up.redis().hget(worker_key, "public_key")  # written once, when the worker registered
     os.kill(old_pid, signal.SIGKILL)
     up.wait_for_output("redis exited (code -9, killed by SIGKILL)", timeout_s=30)
     up.wait_for_output("redis restarted", timeout_s=30)
     new_pid, new_port = up.redis_pid_and_port()
     assert new_port == port and new_pid != old_pid
+    assert account and up.redis().hget(worker_key, "public_key") == account  # the state came back from the AOF
     done = subprocess.run([sys.executable, "-m", "hydra_tasks", "submit", "pi", "--samples", "1e8", "--wait"],
                           env=up.env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr + up.output
