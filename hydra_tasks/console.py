@@ -16,9 +16,9 @@ from rich.table import Table
 
 from . import keys
 from .app import HydraCelery, create_app
+from .errors import StackError
 from .jobs import store
 from .jobs.submit import job_png, submit_job
-from .errors import StackError
 from .settings import Settings
 from .stack import LocalStack, port_is_free
 from .supervise import Supervisor
