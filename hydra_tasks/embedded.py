@@ -3,7 +3,9 @@
 Hydra runs its own *real* ``redis-server`` (never a fake) in a private data directory:
 
 - it listens on 127.0.0.1 only, with a random password kept in ``<data_dir>/password`` (mode 0600);
-  the password never appears on a command line or in a log, only in 0600 files;
+  the password never appears on a command line or in a log, only in 0600 files, which are written
+  atomically (:mod:`hydra_tasks.secrets_io`), so a full disk leaves no empty password behind. An
+  empty one left by an older version is replaced, unless a server for the data dir still runs;
 - it keeps an append-only file, so data survives a clean restart on the same ``data_dir``;
 - it runs in its own session, so a Ctrl-C in the terminal does not kill it before Hydra shuts it
   down cleanly;
