@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -194,8 +193,8 @@ def worker(region: str | None, name: str | None, concurrency: int | None, pool: 
 @main.command()
 @click.option("--regions", default="eu-west,us-east", show_default=True, help="Comma-separated regions.")
 @click.option("--workers-per-region", type=int, default=1, show_default=True)
-@click.option("--web-port", type=int, default=5000, show_default=True)
-@click.option("--flower-port", type=int, default=5555, show_default=True)
+@click.option("--web-port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@click.option("--flower-port", type=click.IntRange(1, 65535), default=5555, show_default=True)
 def up(regions: str, workers_per_region: int, web_port: int, flower_port: int) -> None:
     """Run a local stack (Redis, control worker + beat, region workers, webapp, Flower) until Ctrl-C."""
     from .console import run_up
@@ -217,7 +216,8 @@ def demo(samples: float, width: int, height: int, max_iter: int, regions: str, o
     """Start everything locally, run a π and a Mandelbrot job with progress, print a summary, stop."""
     from .console import run_demo
 
-    ok = run_demo(_demo_settings(), samples=samples, width=width, height=height, max_iter=max_iter,
+    settings, parent_dir = _demo_settings()
+    ok = run_demo(settings, parent_dir=parent_dir, samples=samples, width=width, height=height, max_iter=max_iter,
                   regions=_regions(regions), out=out, keep_data=keep_data)
     sys.exit(0 if ok else 1)
 
@@ -233,13 +233,14 @@ def _regions(text: str) -> list[str]:
     return regions
 
 
-def _demo_settings() -> Settings:
-    """The demo runs in a fresh data dir with quick sweeps, unless HYDRA_* says otherwise."""
+def _demo_settings() -> tuple[Settings, Path | None]:
+    """Quick sweeps unless HYDRA_* says otherwise, and where the demo makes its own new data dir:
+    inside HYDRA_DATA_DIR if set, else in the system temp dir."""
     base = _settings()
-    data_dir = Path(tempfile.mkdtemp(prefix="hydra-demo-")) if "HYDRA_DATA_DIR" not in os.environ else base.data_dir
+    parent_dir = base.data_dir if "HYDRA_DATA_DIR" in os.environ else None
     quick = {"sweep_interval_s": 1.0, "heartbeat_s": 1.0, "worker_timeout_s": 5.0, "lease_s": 30.0}
     changes = {k: v for k, v in quick.items() if f"HYDRA_{k.upper()}" not in os.environ}
-    return base.with_(data_dir=data_dir, **changes)
+    return base.with_(**changes), parent_dir
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
+import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
@@ -14,11 +16,13 @@ from rich.table import Table
 
 from . import keys
 from .app import HydraCelery, create_app
+from .errors import StackError
 from .jobs import store
 from .jobs.submit import job_png, submit_job
 from .jobs.view import JobView
 from .settings import Settings
-from .stack import LocalStack
+from .stack import LocalStack, port_is_free
+from .supervise import Supervisor
 from .worker.registry import list_workers
 
 console = Console()
@@ -145,11 +149,39 @@ def _job_line(job: JobView) -> str:
             f"re-sent {job.redispatched}, duplicates {job.duplicates}")
 
 
-def run_demo(settings: Settings, *, samples: float, width: int, height: int, max_iter: int, regions: list[str],
-             out: Path, keep_data: bool) -> bool:
+@contextlib.contextmanager
+def demo_workspace(parent: Path | None, *, keep: bool) -> Iterator[Path]:
+    """A new, empty directory for one demo run, made inside ``parent`` (HYDRA_DATA_DIR) or the system
+    temp dir. Unless ``keep``, it is removed afterwards, and so is ``parent`` if this call created it
+    and it is empty again; nothing else is ever deleted (a data dir may hold a volunteer's key)."""
+    created_parent = parent is not None and not parent.exists()
+    if parent is not None:
+        parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    workspace = Path(tempfile.mkdtemp(prefix="hydra-demo-", dir=parent))
+    try:
+        yield workspace
+    finally:
+        if not keep:
+            shutil.rmtree(workspace, ignore_errors=True)
+            if created_parent and parent is not None:
+                with contextlib.suppress(OSError):
+                    parent.rmdir()  # only if empty
+
+
+def run_demo(settings: Settings, *, parent_dir: Path | None, samples: float, width: int, height: int,
+             max_iter: int, regions: list[str], out: Path, keep_data: bool) -> bool:
+    """Run the demo in its own new data dir (see :func:`demo_workspace`); True if both jobs are done."""
     _sigterm_as_interrupt()
+    with demo_workspace(parent_dir, keep=keep_data) as data_dir:
+        where = "kept afterwards" if keep_data else "removed at the end; --keep-data keeps them"
+        console.print(f"[bold]Hydra demo[/bold] - data and logs in {data_dir} ({where})")
+        return _demo(settings.with_(data_dir=data_dir), samples=samples, width=width, height=height,
+                     max_iter=max_iter, regions=regions, out=out)
+
+
+def _demo(settings: Settings, *, samples: float, width: int, height: int, max_iter: int, regions: list[str],
+          out: Path) -> bool:
     t0 = time.perf_counter()
-    console.print(f"[bold]Hydra demo[/bold] - data and logs in {settings.data_dir}")
     stack = start_stack(settings, regions)
     try:
         app = create_app(stack.child_settings())
@@ -171,33 +203,47 @@ def run_demo(settings: Settings, *, samples: float, width: int, height: int, max
         return False
     finally:
         stop_uninterruptibly(stack)
-        if not keep_data:
-            shutil.rmtree(settings.data_dir, ignore_errors=True)
     summary(pi_job, mandel_job, image, time.perf_counter() - t0, ledger)
     return pi_job.state == "done" and mandel_job.state == "done"
 
 
 def run_up(settings: Settings, *, regions: list[str], workers_per_region: int, web_port: int,
            flower_port: int) -> None:
+    """Start the stack, say it is up only once the dashboard and Flower answer, then keep every part
+    running (see :mod:`hydra_tasks.supervise`) until Ctrl-C or SIGTERM. StackError if a part cannot
+    be started or kept running; everything started is stopped either way."""
     _sigterm_as_interrupt()
+    _check_ports({"--web-port": web_port, "--flower-port": flower_port})
     stack = start_stack(settings, regions, workers_per_region=workers_per_region)
     try:
-        stack.start_webapp(port=web_port)
-        stack.start_flower(port=flower_port)
+        with console.status("starting the dashboard and Flower..."):
+            stack.start_webapp(port=web_port)
+            stack.start_flower(port=flower_port)
+            stack.wait_ready("webapp", timeout_s=60)
+            stack.wait_ready("flower", timeout_s=60)
         console.print(f"[bold green]Hydra is up.[/] dashboard http://127.0.0.1:{web_port}  "
                       f"Flower http://127.0.0.1:{flower_port}")
         console.print(f"Redis state and logs: {settings.data_dir}; API token file: {settings.data_dir / 'api_token'}")
         console.print("Submit work with `hydra submit pi --samples 1e9 --wait`. Ctrl-C stops everything.")
-        while True:
-            dead = [p for p in stack.procs.values() if not p.alive]
-            if dead:
-                console.print(f"[red]{dead[0].name} exited; its log ends:\n{dead[0].log_tail()}")
-                break
-            time.sleep(1.0)
+        Supervisor(stack.supervised_parts(), say=_say).run()
     except KeyboardInterrupt:
         pass
     finally:
         stop_uninterruptibly(stack)
+
+
+def _check_ports(ports: dict[str, int]) -> None:
+    """Fail before starting anything if a port is taken (or given twice)."""
+    if len(set(ports.values())) != len(ports):
+        raise StackError(f"{' and '.join(ports)} must differ; got {ports}.")
+    for option, port in ports.items():
+        if not port_is_free(port):
+            raise StackError(f"Port {port} on 127.0.0.1 is already in use (by another program, or another "
+                             f"`hydra up`); stop that, or choose another port with {option} PORT.")
+
+
+def _say(line: str) -> None:
+    console.print(f"{time.strftime('%H:%M:%S')} {line}", style="yellow", markup=False, highlight=False)
 
 
 def print_status(app: HydraCelery, *, limit: int) -> None:
@@ -215,6 +261,6 @@ def print_status(app: HydraCelery, *, limit: int) -> None:
         workers.add_column(col)
     now = time.time()
     for w in list_workers(app.redis):
-        workers.add_row(w.worker_id, w.region, w.state.value, f"{now - w.last_seen:.0f}s ago",
+        workers.add_row(w.worker_id, w.region, w.state.value, f"{max(now - w.last_seen, 0):.0f}s ago",
                         f"{w.pi_samples_per_s / 1e6:.0f}", str(w.chunks_done))
     console.print(workers)

@@ -3,7 +3,9 @@
 Hydra runs its own *real* ``redis-server`` (never a fake) in a private data directory:
 
 - it listens on 127.0.0.1 only, with a random password kept in ``<data_dir>/password`` (mode 0600);
-  the password never appears on a command line or in a log, only in 0600 files;
+  the password never appears on a command line or in a log, only in 0600 files, which are written
+  atomically (:mod:`hydra_tasks.secrets_io`), so a full disk leaves no empty password behind. An
+  empty one left by an older version is replaced, unless a server for the data dir still runs;
 - it keeps an append-only file, so data survives a clean restart on the same ``data_dir``;
 - it runs in its own session, so a Ctrl-C in the terminal does not kill it before Hydra shuts it
   down cleanly;
@@ -31,6 +33,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from hydra_tasks.errors import EmbeddedRedisError
+from hydra_tasks.secrets_io import create_private, write_private
 
 HOST = "127.0.0.1"
 MAX_CLIENTS = 4096
@@ -113,6 +116,21 @@ class EmbeddedRedis:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
+    def exit_code(self) -> int | None:
+        """How the server process ended (negative: killed by that signal); None while it runs or if
+        it was never started (or was stopped by :meth:`stop`)."""
+        return self._proc.poll() if self._proc is not None else None
+
+    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+        """The last lines of the server's log (its password, should it appear, is masked)."""
+        log = self.data_dir / "redis.log"
+        try:
+            size = log.stat().st_size
+        except OSError:
+            return "(no log)"
+        password = self._password or _read_password_quietly(self.data_dir / "password")
+        return _log_tail(log, max(size - 16_384, 0), password or "\0", lines=lines)
+
     def start(self, timeout_s: float = 15.0) -> str:
         """Start redis-server, wait until an authenticated PING succeeds, and return its URL."""
         if self._proc is not None:
@@ -125,7 +143,7 @@ class EmbeddedRedis:
                 f"An embedded Redis is already running for {self.data_dir} "
                 f"(see {self.data_dir / 'server.json'}); connect to it or stop it before starting another."
             )
-        password = _load_or_create_password(self.data_dir / "password")
+        password = self._load_password()
         attempts = _PORT_ATTEMPTS if self._requested_port == 0 else 1
         for _ in range(attempts):
             port = self._requested_port or _free_port()
@@ -133,7 +151,11 @@ class EmbeddedRedis:
                 self._port, self._password = port, password
                 record = {"pid": self.pid, "port": port, "host": HOST, "started_at": time.time(),
                           "executable": exe}
-                _write_private(self.data_dir / "server.json", json.dumps(record) + "\n")
+                try:
+                    self._write(self.data_dir / "server.json", json.dumps(record) + "\n")
+                except EmbeddedRedisError:
+                    self.stop()
+                    raise
                 return self.url
         raise EmbeddedRedisError(
             f"redis-server could not bind a free port on {HOST} after {attempts} attempts; "
@@ -194,11 +216,38 @@ class EmbeddedRedis:
                 f"Choose a directory you own and can write to."
             ) from exc
 
+    def _load_password(self) -> str:
+        """The server's password, created on first start.
+
+        An *empty* password file can only be the remains of an interrupted write (older Hydra
+        versions wrote it in place, so a full disk left 0 bytes): no client can hold a password
+        from it, so it is replaced, unless a server for this directory is still running.
+        """
+        path = self.data_dir / "password"
+        if _is_incomplete(path):
+            pid = _live_server_pid(self.data_dir)
+            if pid is not None:
+                raise EmbeddedRedisError(
+                    f"The Redis password file {path} is empty, but a redis-server (pid {pid}) is still running "
+                    f"for {self.data_dir}; stop it (kill {pid}) and start again."
+                )
+            path.unlink(missing_ok=True)
+        return _load_or_create_password(path)
+
+    def _write(self, path: Path, text: str) -> None:
+        try:
+            write_private(path, text)
+        except OSError as exc:
+            raise EmbeddedRedisError(
+                f"Cannot write {path} ({exc.strerror or exc}); nothing was left half-written. Free some disk "
+                f"space (or fix the permissions of {self.data_dir}) and start again."
+            ) from None
+
     def _launch_and_wait(self, exe: str, port: int, password: str, timeout_s: float) -> bool:
         """Launch one server on ``port``; True if it exited because the port was taken."""
         conf = self.data_dir / "redis.conf"
         log = self.data_dir / "redis.log"
-        _write_private(conf, _render_conf(self.data_dir, port, password))
+        self._write(conf, _render_conf(self.data_dir, port, password))
         log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         log_offset = os.fstat(log_fd).st_size
         try:
@@ -310,18 +359,6 @@ def _render_conf(data_dir: Path, port: int, password: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Atomically write ``text`` to ``path`` with mode 0600."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
 def _read_password(path: Path) -> str | None:
     try:
         password = path.read_text().strip()
@@ -336,31 +373,57 @@ def _read_password(path: Path) -> str | None:
 
 
 def _load_or_create_password(path: Path) -> str:
+    """The password in ``path``, created first (atomically, mode 0600) if there is none.
+
+    Two processes starting at once end up with the same password: only one creation can win.
+    """
     existing = _read_password(path)
     if existing is not None:
         os.chmod(path, 0o600)
         return existing
-    password = secrets.token_urlsafe(32)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process won the race: use its password
-        return _load_or_create_password(path)
-    try:
-        os.write(fd, (password + "\n").encode())
-    finally:
-        os.close(fd)
-    return password
+    try:  # False if another process created it first: then its password is the one to use
+        create_private(path, secrets.token_urlsafe(32) + "\n")
+    except OSError as exc:
+        raise EmbeddedRedisError(
+            f"Cannot write the Redis password file {path} ({exc.strerror or exc}); nothing was left "
+            f"behind. Free some disk space (or fix the directory's permissions) and start again."
+        ) from None
+    return _load_or_create_password(path)
 
 
-def _log_tail(log: Path, offset: int, password: str) -> str:
+def _is_incomplete(path: Path) -> bool:
+    """True if ``path`` exists but holds nothing (only NULs or whitespace): what an interrupted,
+    non-atomic write by an older Hydra left behind on a full disk."""
+    try:
+        return not path.read_bytes().strip(b"\0 \t\r\n")
+    except FileNotFoundError:
+        return False
+
+
+def _live_server_pid(data_dir: Path) -> int | None:
+    """The pid of a live redis-server recorded in ``data_dir/server.json``, else None."""
+    info = _read_server_json(data_dir / "server.json")
+    if info is not None and _is_live_redis_process(info[0]):
+        return info[0]
+    return None
+
+
+def _read_password_quietly(path: Path) -> str | None:
+    try:
+        return _read_password(path)
+    except (OSError, EmbeddedRedisError):
+        return None
+
+
+def _log_tail(log: Path, offset: int, password: str, *, lines: int = _LOG_TAIL_LINES) -> str:
     try:
         with open(log, "rb") as fh:
             fh.seek(offset)
             text = fh.read().decode(errors="replace")
     except OSError:
         return "(no log)"
-    lines = text.replace(password, "***").splitlines()[-_LOG_TAIL_LINES:]
-    return "\n".join(lines) if lines else "(log is empty)"
+    tail = text.replace(password, "***").splitlines()[-lines:]
+    return "\n".join(tail) if tail else "(log is empty)"
 
 
 def _read_server_json(path: Path) -> tuple[int, int] | None:

@@ -3,15 +3,20 @@
 Used by ``hydra demo``, ``hydra up`` and the integration tests. Every process runs in its own
 session (process group) with its output in a log file, and :meth:`LocalStack.stop` ends all of
 them: SIGTERM (Celery's warm shutdown), then SIGKILL for anything still alive.
+:meth:`LocalStack.supervised_parts` describes each part for :mod:`hydra_tasks.supervise`, which
+restarts dead ones: a process with the same command, the embedded Redis on the same port and data dir.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -23,7 +28,10 @@ from . import keys
 from .embedded import EmbeddedRedis
 from .errors import StackError
 from .settings import Settings
+from .supervise import Part
 from .worker.registry import list_workers
+
+HOST = "127.0.0.1"
 
 
 @dataclass
@@ -31,6 +39,9 @@ class Proc:
     name: str
     popen: subprocess.Popen[bytes]
     log_path: Path
+    argv: list[str] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    ready: Callable[[], bool] | None = None  # True once it serves (webapp, Flower); None: running is ready
 
     @property
     def alive(self) -> bool:
@@ -53,6 +64,30 @@ def celery_worker_argv(queues: Sequence[str], *, name: str, concurrency: int = 1
     return argv
 
 
+def port_is_free(port: int, host: str = HOST) -> bool:
+    """True if a server could listen on ``host:port`` now (bound the way Flask and Flower bind)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def http_ok(url: str) -> Callable[[], bool]:
+    """A readiness check: True once ``url`` answers 200."""
+
+    def check() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return bool(response.status == 200)
+        except (OSError, ValueError):
+            return False
+
+    return check
+
+
 @dataclass
 class LocalStack:
     """Start and stop the processes of a Hydra deployment on this machine."""
@@ -62,6 +97,7 @@ class LocalStack:
     procs: dict[str, Proc] = field(default_factory=dict)
     redis_url: str | None = None
     _embedded: EmbeddedRedis | None = None
+    _redis_port: int | None = None
 
     # --- Redis ----------------------------------------------------------------------------
     def start_redis(self) -> str:
@@ -71,7 +107,24 @@ class LocalStack:
         else:
             self._embedded = EmbeddedRedis(self.settings.redis_dir)
             self.redis_url = self._embedded.start()
+            self._redis_port = self._embedded.port
         return self.redis_url
+
+    def redis_exit_code(self) -> int | None:
+        """How the embedded Redis ended; None while it runs (or if this stack uses HYDRA_REDIS_URL)."""
+        return self._embedded.exit_code() if self._embedded is not None else None
+
+    def restart_redis(self) -> None:
+        """Start the embedded Redis again after it died: same data dir (so its AOF, with every
+        acknowledged write) and same port and password, so every process's URL still works."""
+        if self._embedded is None or self._redis_port is None:
+            raise StackError("This stack did not start an embedded Redis, so it cannot restart one.")
+        self._embedded.stop()  # reaps the dead server and removes its server.json
+        self._embedded = EmbeddedRedis(self.settings.redis_dir, port=self._redis_port)
+        if self._embedded.start() != self.redis_url:
+            self._embedded.stop()
+            raise StackError(f"The restarted Redis has another URL (was its password file "
+                             f"{self.settings.redis_dir / 'password'} changed?); restart the whole stack.")
 
     def client(self) -> redis.Redis:
         if self.redis_url is None:
@@ -96,9 +149,42 @@ class LocalStack:
         with open(log_path, "ab") as log:
             popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      env={**self.env(), **(env or {})}, start_new_session=True)
-        proc = Proc(name, popen, log_path)
+        proc = Proc(name, popen, log_path, argv=list(argv), extra_env=dict(env or {}))
         self.procs[name] = proc
         return proc
+
+    def restart(self, name: str, *, timeout_s: float = 60.0) -> Proc:
+        """Start a dead process again with the same command, environment and log file, and wait
+        until it is ready."""
+        old = self.procs[name]
+        if old.alive:
+            raise StackError(f"{name} is still running; stop it before restarting it.")
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(old.popen.pid, signal.SIGKILL)  # what is left of its group, e.g. pool children
+        proc = self.spawn(name, old.argv, env=old.extra_env)
+        proc.ready = old.ready
+        try:
+            self.wait_ready(name, timeout_s=timeout_s)
+        except BaseException:  # not ready in time: do not leave it half-started
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.popen.pid, signal.SIGKILL)
+            proc.popen.wait(timeout=10)
+            raise
+        return proc
+
+    def supervised_parts(self) -> list[Part]:
+        """The embedded Redis (first: everything else needs it) and every process, for a Supervisor."""
+        parts: list[Part] = []
+        if self._embedded is not None:
+            parts.append(Part("redis", self.redis_exit_code, self.restart_redis,
+                              lambda: self._embedded.log_tail() if self._embedded else "(no log)"))
+        return parts + [self._process_part(name) for name in self.procs]
+
+    def _process_part(self, name: str) -> Part:
+        def restart() -> None:
+            self.restart(name)
+
+        return Part(name, lambda: self.procs[name].popen.poll(), restart, lambda: self.procs[name].log_tail())
 
     def start_control(self, *, name: str = "control", beat: bool = True, concurrency: int = 1,
                       pool: str = "prefork") -> Proc:
@@ -116,21 +202,35 @@ class LocalStack:
         return self.spawn(name, celery_worker_argv([keys.region_queue(region)], name=name,
                                                    concurrency=concurrency, pool=pool), env=env)
 
-    def start_webapp(self, *, port: int, host: str = "127.0.0.1") -> Proc:
-        return self.spawn("webapp", [sys.executable, "-m", "flask", "--app", "hydra_webapp:create_app", "run",
+    def start_webapp(self, *, port: int, host: str = HOST) -> Proc:
+        """Start the dashboard; it is ready (:meth:`wait_ready`) once GET /healthz answers."""
+        proc = self.spawn("webapp", [sys.executable, "-m", "flask", "--app", "hydra_webapp:create_app", "run",
                                      "--host", host, "--port", str(port), "--no-reload"])
+        proc.ready = http_ok(f"http://{HOST if host in ('0.0.0.0', '') else host}:{port}/healthz")
+        return proc
 
-    def start_flower(self, *, port: int, address: str = "127.0.0.1") -> Proc:
-        return self.spawn("flower", [sys.executable, "-m", "celery", "-A", "hydra_tasks", "flower",
+    def start_flower(self, *, port: int, address: str = HOST) -> Proc:
+        """Start Flower; it is ready (:meth:`wait_ready`) once GET /healthcheck answers."""
+        proc = self.spawn("flower", [sys.executable, "-m", "celery", "-A", "hydra_tasks", "flower",
                                      f"--port={port}", f"--address={address}"])
+        proc.ready = http_ok(f"http://{HOST if address in ('0.0.0.0', '') else address}:{port}/healthcheck")
+        return proc
 
     # --- waiting --------------------------------------------------------------------------
-    def wait_until(self, what: str, predicate: Callable[[], bool], *, timeout_s: float = 30.0) -> None:
+    def wait_ready(self, name: str, *, timeout_s: float = 60.0) -> None:
+        """Wait until process ``name`` serves (if it has a readiness check); StackError if it exits."""
+        proc = self.procs[name]
+        if proc.ready is not None:
+            self.wait_until(f"{name} to answer", proc.ready, timeout_s=timeout_s, watch=[proc])
+
+    def wait_until(self, what: str, predicate: Callable[[], bool], *, timeout_s: float = 30.0,
+                   watch: Sequence[Proc] | None = None) -> None:
+        """Wait for ``predicate``; StackError if it times out or a watched process (default: all) exits."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if predicate():
                 return
-            dead = [p for p in self.procs.values() if not p.alive]
+            dead = [p for p in (self.procs.values() if watch is None else watch) if not p.alive]
             if dead:
                 raise StackError(f"{dead[0].name} exited (code {dead[0].popen.returncode}) while waiting for "
                                  f"{what}; its log ends:\n{dead[0].log_tail()}")

@@ -21,6 +21,7 @@ from flask import jsonify, request
 from flask.typing import ResponseReturnValue
 
 from hydra_tasks.errors import ConfigError
+from hydra_tasks.secrets_io import create_private
 from hydra_tasks.settings import Settings
 
 from .context import api_token
@@ -87,25 +88,13 @@ def _read(path: Path) -> str | None:
 
 
 def _create(path: Path) -> str:
-    """Write a new token atomically: a complete private temp file, hard-linked into place."""
+    """Write a new token atomically (complete or not at all, mode 0600); another process's wins."""
     token = secrets.token_urlsafe(32)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, (token + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)  # fails if another process created the file first
-    except FileExistsError:
+    if not create_private(path, token + "\n"):  # another process created the file first
         existing = _read(path)
         if existing is None:  # pragma: no cover - created and deleted again in between
             raise ConfigError(f"The API token file {path} vanished while it was being created; try again.")
         return existing
-    finally:
-        tmp.unlink(missing_ok=True)
     log.info("Created a new operator API token in %s (mode 0600).", path)
     return token
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -21,6 +20,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from ..errors import IdentityError, SignatureError
+from ..secrets_io import create_private
 from ..settings import Settings
 
 KEY_FILE_NAME = "worker.key"
@@ -62,24 +62,10 @@ def load_key(path: Path) -> SigningKey:
 
 
 def _write_new(path: Path, key: SigningKey) -> bool:
-    """Write ``key`` to ``path`` atomically (private temp file, hard-linked into place).
+    """Write ``key`` to ``path`` atomically (complete or not at all, mode 0600).
     False if a key already exists there (then nothing is changed)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, (export_text(key) + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)
-        return True
-    except FileExistsError:
-        return False
-    finally:
-        tmp.unlink(missing_ok=True)
+    return create_private(path, export_text(key) + "\n")
 
 
 def load_or_create(path: Path) -> SigningKey:
