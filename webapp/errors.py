@@ -19,6 +19,8 @@ from hydra_tasks.errors import (
 )
 from hydra_tasks.grid import GridError
 
+from .inputs import TOO_LARGE_MESSAGE
+
 log = logging.getLogger(__name__)
 
 # First match wins, so subclasses come before their roots.
@@ -86,6 +88,8 @@ def _http_error(exc: HTTPException) -> HTTPException | tuple[Response | str, int
         return exc  # redirects and the like are not errors
     if exc.code == 500:
         message = "Internal server error; the details are in the webapp's log."
+    elif exc.code == 413:
+        message = TOO_LARGE_MESSAGE  # also when Werkzeug's own MAX_CONTENT_LENGTH check refused it
     else:
         message = exc.description or exc.name
     return error_response(message, exc.code)
