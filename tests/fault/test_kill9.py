@@ -67,7 +67,8 @@ def slowest_mean_chunk_s(job: dict[str, Any]) -> float:
     return max(w["elapsed_ms"] / w["chunks"] / 1000 for w in job["workers"].values() if w.get("chunks"))
 
 
-def test_after_kill_9_a_workers_chunks_are_taken_back_as_their_leases_expire_and_the_job_gets_the_same_hits(stack: LocalStack, app: HydraCelery) -> None:
+def test_after_kill_9_a_workers_chunks_are_taken_back_as_their_leases_expire_and_the_job_gets_the_same_hits(
+        stack: LocalStack, app: HydraCelery) -> None:
     spec = {"kind": "pi", "params": {"samples": SAMPLES, "seed": SEED}}
     undisturbed = wait_for_job(app, submit_job(app, spec)["id"])
     assert undisturbed["state"] == "done"
