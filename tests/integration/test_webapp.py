@@ -364,7 +364,11 @@ def test_without_any_redis_configured_the_api_answers_503_saying_how_to_start_on
     assert client.get("/healthz").get_json() == {"ok": True, "redis": False}
     response = client.get("/api/jobs/0123456789abcdef")
     assert response.status_code == 503
-    assert "hydra up" in response.get_json()["error"]
+    message = response.get_json()["error"]
+    assert "hydra up" in message and "$HYDRA_DATA_DIR/redis" in message
+    assert str(tmp_path) not in message  # the data dir holds the API token: its path is not for clients
+    page = client.get("/").get_data(as_text=True)
+    assert "hydra up" in page and str(tmp_path) not in page
 
 
 # --- finished jobs, with real workers ------------------------------------------------------------
