@@ -20,6 +20,7 @@ MAX_REQUEST_BYTES = 64 * 1024  # a job spec is a few hundred bytes; anything big
 TOO_LARGE_MESSAGE = (f"The request body is larger than {MAX_REQUEST_BYTES // 1024} KiB ({MAX_REQUEST_BYTES} bytes); "
                      "send a smaller one (a job specification or a signed transfer is a few hundred bytes).")
 
+MAX_INT_DIGITS = 30  # far above any count, amount (micro-tokens) or nonce the API takes
 _DIGITS = re.compile(r"[0-9]+")
 _EXAMPLE_JOB = '{"kind": "pi", "params": {"samples": 100000000}}'
 
@@ -39,11 +40,15 @@ def read_body() -> bytes:
     # neither, so this never waits for bytes that are not coming.
     stream = get_input_stream(request.environ, max_content_length=None)
     body = bytearray()
-    while len(body) <= MAX_REQUEST_BYTES:
-        piece = stream.read(MAX_REQUEST_BYTES + 1 - len(body))
-        if not piece:
-            return bytes(body)
-        body += piece
+    try:
+        while len(body) <= MAX_REQUEST_BYTES:
+            piece = stream.read(MAX_REQUEST_BYTES + 1 - len(body))
+            if not piece:
+                return bytes(body)
+            body += piece
+    except (OSError, ValueError) as exc:  # e.g. a malformed chunk header, or the client went away
+        raise BadRequest(f"The request body could not be read ({_short(exc)}); send it again, with a "
+                         "Content-Length or well-formed chunked encoding.") from None
     raise RequestEntityTooLarge(TOO_LARGE_MESSAGE)
 
 
@@ -57,10 +62,12 @@ def json_object_body() -> dict[str, Any]:
         raise BadRequest(f"The request body is empty; send a JSON object, e.g. a job: {_EXAMPLE_JOB}.")
     try:
         data = json.loads(body, object_pairs_hook=_unique_keys, parse_constant=_reject_constant,
-                          parse_float=_finite_float)
+                          parse_float=_finite_float, parse_int=_short_int)
     except DuplicateKey as exc:
         raise BadRequest(f"{exc}; send each key once.") from None
-    except (ValueError, RecursionError) as exc:
+    except RecursionError:
+        raise BadRequest("The request body is not valid JSON (it is nested too deeply).") from None
+    except ValueError as exc:
         raise BadRequest(f"The request body is not valid JSON ({_short(exc)}).") from None
     if not isinstance(data, dict):
         raise BadRequest(f"The request body must be a JSON object, got a JSON {_json_type(data)}.")
@@ -89,6 +96,13 @@ def _finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{text[:40]} is too large; numbers must be finite")
     return value
+
+
+def _short_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {digits} digits is too long; integers have at most {MAX_INT_DIGITS} digits")
+    return int(text)
 
 
 def _short(exc: BaseException) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import threading
 import time
 import urllib.parse
@@ -187,14 +188,33 @@ def test_a_signed_grid_report_with_a_duplicate_key_is_refused_and_changes_nothin
     assert worker is not None and not worker.grid_zone
 
 
-@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999", "-1e999"])
-def test_a_non_finite_number_in_the_body_is_refused_with_400(
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999", "-1e999", "9" * 5000], ids=lambda v: v[:12])
+def test_a_non_finite_or_absurdly_long_number_in_the_body_is_refused_with_400(
         app: Flask, server: BaseWSGIServer, number: str) -> None:
     before = stored_jobs(app)
     raw = '{"kind": "pi", "params": {"samples": %s}}' % number
     status, body = call(server, "POST", "/api/jobs", raw.encode(), headers={**AUTH, **JSON})
     assert status == 400, body
-    assert "not valid JSON" in body["error"] and "finite" in body["error"]
+    assert "not valid JSON" in body["error"] and ("finite" in body["error"] or "too long" in body["error"])
+    assert "sys." not in body["error"]  # no advice meant for the server's programmer
+    assert stored_jobs(app) == before
+
+
+@pytest.mark.parametrize(
+    "encoded",
+    [b"zz\r\n{}\r\n0\r\n\r\n", b"2\r\n{}XX0\r\n\r\n", b"-5\r\n{}\r\n0\r\n\r\n"],
+    ids=["bad-size", "no-newline-after-chunk", "negative-size"],
+)
+def test_a_malformed_chunked_body_is_a_400_not_a_500(app: Flask, server: BaseWSGIServer, encoded: bytes) -> None:
+    before = stored_jobs(app)
+    with socket.create_connection(("127.0.0.1", server.server_port), timeout=30) as sock:
+        sock.sendall(b"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + TOKEN.encode()
+                     + b"\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" + encoded)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        body = json.loads(response.read())
+    assert response.status == 400, body
+    assert "could not be read" in body["error"] and "chunked" in body["error"]
     assert stored_jobs(app) == before
 
 
