@@ -7,7 +7,8 @@ build it in code with explicit settings::
 
 Areas: ``jobs`` (``/api/jobs``), ``workers`` (``/api/workers``), ``pages`` (the HTML
 dashboard) and ``health`` (``/healthz``). Errors are mapped to HTTP in :mod:`.errors`;
-the operator API token is handled in :mod:`.auth`.
+request bodies and query parameters are read (the same way for every endpoint) in
+:mod:`.inputs`; the operator API token is handled in :mod:`.auth`.
 """
 
 from __future__ import annotations
@@ -23,12 +24,11 @@ from hydra_tasks.settings import Settings
 
 from . import auth, errors, grid, health, jobs, metrics, pages, tokens, workers
 from .context import EXTENSION_KEY, TOKEN_EXTENSION_KEY
+from .inputs import MAX_REQUEST_BYTES
 
 __all__ = ["create_app", "MAX_REQUEST_BYTES"]
 
 log = logging.getLogger(__name__)
-
-MAX_REQUEST_BYTES = 64 * 1024  # a job spec is a few hundred bytes; anything bigger is refused with 413
 
 # The dashboard loads nothing from elsewhere (no CDNs) and runs no inline script or style.
 CONTENT_SECURITY_POLICY = (
@@ -54,6 +54,8 @@ def create_app(settings: Settings | None = None, *, celery_app: HydraCelery | No
                           "pass only one of them, or build the Celery app from the same settings.")
 
     app = Flask(__name__)
+    # Bodies are read by inputs.read_body(), which refuses (413) rather than cuts a chunked body;
+    # this is only a backstop for anything that reads request.data directly.
     app.config.update(MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES)
     app.extensions[EXTENSION_KEY] = celery_app
     token = auth.load_api_token(settings)

@@ -3,7 +3,7 @@
 Every endpoint that changes anything needs ``Authorization: Bearer <token>``. The token is
 ``HYDRA_API_TOKEN`` if set, else a random one kept in ``<HYDRA_DATA_DIR>/api_token`` (mode
 0600), created on first start and reused afterwards. The token itself is never logged and
-never put into a response; error messages only say where it lives.
+never put into a response; a 401 says where to find it without naming a path.
 """
 
 from __future__ import annotations
@@ -31,12 +31,17 @@ log = logging.getLogger(__name__)
 TOKEN_FILE_NAME = "api_token"
 _TOKEN_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~+/=")
 
+# Shown with every 401: helpful, but the same whatever the configuration, and with no path in it.
+WHERE_THE_TOKEN_IS = ("Send the operator token in the 'Authorization: Bearer <token>' header; it is HYDRA_API_TOKEN "
+                      f"if the operator set it, else in the data dir's {TOKEN_FILE_NAME} file ($HYDRA_DATA_DIR/"
+                      f"{TOKEN_FILE_NAME} on the webapp's host).")
+
 F = TypeVar("F", bound=Callable[..., ResponseReturnValue])
 
 
 @dataclass(frozen=True)
 class ApiToken:
-    """The operator token and a human description of where it lives (safe to show)."""
+    """The operator token and a description of where it lives (for the webapp's log, not for clients)."""
 
     value: str = field(repr=False)
     source: str
@@ -122,8 +127,7 @@ def require_token(view: F) -> F:
         else:
             return view(*args, **kwargs)
         log.warning("refused %s %s from %s: %s", request.method, request.path, request.remote_addr, problem.lower())
-        response = jsonify(error=f"{problem}. Send it as 'Authorization: Bearer <token>'; the token is "
-                                 f"{token.source}.")
+        response = jsonify(error=f"{problem}. {WHERE_THE_TOKEN_IS}")
         response.status_code = 401
         response.headers["WWW-Authenticate"] = 'Bearer realm="hydra"'
         return response

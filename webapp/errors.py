@@ -1,7 +1,7 @@
 """Map exceptions to HTTP: JSON ``{"error": "..."}`` under /api/, a small HTML page elsewhere.
 
 HydraError messages are written for users (what went wrong, what to do next), so they are
-shown as-is. Anything unexpected becomes a generic 500 and is logged with its traceback.
+shown as-is, except that the data dir is written as ``$HYDRA_DATA_DIR``. Anything unexpected becomes a generic 500 and is logged with its traceback.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from hydra_tasks.errors import (
     JobNotFound, JobStateError, LedgerError, NonceReused, SignatureError, UnknownAccount,
 )
 from hydra_tasks.grid import GridError
+
+from .context import hydra
+from .inputs import TOO_LARGE_MESSAGE
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +58,20 @@ def wants_json() -> bool:
 
 def error_response(message: str, status: int) -> tuple[Response | str, int]:
     """``{"error": message}`` for the API, the error page for the dashboard."""
+    message = without_host_paths(message)
     if wants_json():
         return jsonify(error=message), status
     return render_template("error.html", message=message, status=status), status
+
+
+def without_host_paths(message: str) -> str:
+    """The message with the data dir (where the API token file lives) written as ``$HYDRA_DATA_DIR``:
+    clients get told where to look, not the layout of the webapp's host."""
+    data_dir = hydra().settings.data_dir
+    for path in sorted({str(data_dir), str(data_dir.expanduser().resolve())}, key=len, reverse=True):
+        if path.startswith("/") and path != "/":  # a relative one reveals nothing, and may be a common word
+            message = message.replace(path, "$HYDRA_DATA_DIR")
+    return message
 
 
 def _hydra_error(exc: HydraError) -> tuple[Response | str, int]:
@@ -86,6 +100,8 @@ def _http_error(exc: HTTPException) -> HTTPException | tuple[Response | str, int
         return exc  # redirects and the like are not errors
     if exc.code == 500:
         message = "Internal server error; the details are in the webapp's log."
+    elif exc.code == 413:
+        message = TOO_LARGE_MESSAGE  # also when Werkzeug's own MAX_CONTENT_LENGTH check refused it
     else:
         message = exc.description or exc.name
     return error_response(message, exc.code)

@@ -17,7 +17,7 @@ from hydra_tasks.grid.trace import TraceProvider
 from hydra_tasks.scheduling.router import carbon_provider
 
 from .context import hydra
-from .jobs import json_object_body
+from .inputs import json_object_body
 
 log = logging.getLogger(__name__)
 

@@ -2,31 +2,23 @@
 
 from __future__ import annotations
 
-import re
-
 from flask import Blueprint, Response, jsonify, request
 
 from hydra_tasks import metrics
-from hydra_tasks.errors import InvalidJobSpec, JobNotFound
 
 from .context import hydra
+from .inputs import query_int
+from .jobs import checked_job_id
 
 bp = Blueprint("metrics", __name__, url_prefix="/api")
 
-_JOB_ID = re.compile(r"^[0-9a-f]{1,64}$")
+DEFAULT_LIMIT, MAX_LIMIT = 5, 50
 
 
 def _args() -> tuple[str | None, int]:
     job_id = request.args.get("job")
-    if job_id is not None and not _JOB_ID.match(job_id):
-        raise JobNotFound(f"No job {job_id!r}.")
-    try:
-        limit = int(request.args.get("limit", "5"))
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= 50:
-        raise InvalidJobSpec("'limit' must be a whole number from 1 to 50.")
-    return job_id, limit
+    return (None if job_id is None else checked_job_id(job_id),
+            query_int("limit", default=DEFAULT_LIMIT, low=1, high=MAX_LIMIT))
 
 
 @bp.get("/adaptive_chunking_metrics")

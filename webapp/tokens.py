@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, jsonify, request
-from werkzeug.exceptions import BadRequest
+from flask import Blueprint, Response, jsonify
 
 from hydra_tasks.ledger import book as ledger
 
 from .context import hydra
-from .jobs import json_object_body
+from .inputs import json_object_body, query_int
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("tokens", __name__, url_prefix="/api")
+
+DEFAULT_LEADERBOARD, MAX_LEADERBOARD = 10, 100
 
 
 @bp.post("/transfer_tokens")
@@ -38,10 +39,7 @@ def worker_balance(who: str) -> Response:
 
 @bp.get("/leaderboard")
 def leaderboard() -> Response:
-    raw = request.args.get("limit", "10")
-    limit = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 3 else 0
-    if not 1 <= limit <= 100:
-        raise BadRequest("'limit' must be a whole number from 1 to 100.")
+    limit = query_int("limit", default=DEFAULT_LEADERBOARD, low=1, high=MAX_LEADERBOARD)
     return jsonify(ledger.leaderboard(hydra().redis, limit))
 
 

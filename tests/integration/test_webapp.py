@@ -331,7 +331,9 @@ def test_without_a_configured_token_one_is_created_in_the_data_dir_with_mode_060
     client = app.test_client()
     refused = client.post("/api/jobs", json=PI_JOB, headers={"Authorization": "Bearer nope"})
     assert refused.status_code == 401
-    assert str(token_file) in refused.get_json()["error"] and token not in refused.get_data(as_text=True)
+    message = refused.get_json()["error"]
+    assert "api_token file" in message and token not in refused.get_data(as_text=True)
+    assert str(tmp_path) not in message  # says where the token is, without revealing the host's paths
     accepted = client.post("/api/jobs", json=PI_JOB, headers={"Authorization": f"Bearer {token}"})
     assert accepted.status_code == 201
     assert token not in repr(app.extensions["hydra_api_token"])
@@ -362,7 +364,11 @@ def test_without_any_redis_configured_the_api_answers_503_saying_how_to_start_on
     assert client.get("/healthz").get_json() == {"ok": True, "redis": False}
     response = client.get("/api/jobs/0123456789abcdef")
     assert response.status_code == 503
-    assert "hydra up" in response.get_json()["error"]
+    message = response.get_json()["error"]
+    assert "hydra up" in message and "$HYDRA_DATA_DIR/redis" in message
+    assert str(tmp_path) not in message  # the data dir holds the API token: its path is not for clients
+    page = client.get("/").get_data(as_text=True)
+    assert "hydra up" in page and str(tmp_path) not in page
 
 
 # --- finished jobs, with real workers ------------------------------------------------------------
