@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from .app import HydraCelery, create_app
+from .celery_app import HydraCelery, create_app
 from .errors import HydraError
 from .settings import Settings
 
