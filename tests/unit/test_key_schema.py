@@ -120,6 +120,7 @@ def _lease_fields(app: HydraCelery, into: set[str]) -> None:
             into |= set(app.redis.hgetall(keys.lease(job_id, chunk_id)))
 
 
+@pytest.mark.integration  # starts a real Redis (under a second)
 def test_every_field_a_job_life_writes_is_documented(app: HydraCelery) -> None:
     r, scripts = app.redis, Scripts(app.redis)
     alice, bob = SigningKey.generate(), SigningKey.generate()
