@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["app", "create_app"]
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: a hang at import would be the worst failure
 
 
 def __getattr__(name: str) -> Any:
