@@ -31,7 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from hydra_tasks import keys  # noqa: E402
-from hydra_tasks.app import create_app  # noqa: E402
+from hydra_tasks.celery_app import create_app  # noqa: E402
 from hydra_tasks.jobs.submit import submit_job  # noqa: E402
 from hydra_tasks.metrics import load_imbalance  # noqa: E402
 from support import running_stack, wait_for_job  # noqa: E402

@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from hydra_tasks import compute  # noqa: E402
-from hydra_tasks.app import create_app  # noqa: E402
+from hydra_tasks.celery_app import create_app  # noqa: E402
 from hydra_tasks.jobs.submit import submit_job  # noqa: E402
 from support import running_stack, wait_for_job  # noqa: E402
 

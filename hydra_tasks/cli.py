@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .app import HydraCelery, create_app
+from .celery_app import HydraCelery, create_app
 from .errors import HydraError
 from .settings import Settings
 

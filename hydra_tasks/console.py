@@ -15,7 +15,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from . import keys
-from .app import HydraCelery, create_app
+from .celery_app import HydraCelery, create_app
 from .errors import StackError
 from .jobs import store
 from .jobs.submit import job_png, submit_job

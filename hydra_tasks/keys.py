@@ -35,6 +35,136 @@ hydra:ledger:stats             hash    supply, minted, transferred, transfers, m
 hydra:ledger:daily             hash    "YYYY-MM-DD" (UTC) -> micro-tokens minted that day
 hydra:ledger:journal           stream  every balance change, append-only (ledger/book.py)
 =============================  ======  ============================================================
+
+Fields
+------
+Each block lists one hash's fields as ``name  meaning (unit)``; the stream block lists its entries'
+fields. ``<x>`` in a name stands for a family (``rate:<kind>`` is ``rate:pi`` and
+``rate:mandelbrot``). Times are unix seconds (``repr`` floats) unless the name ends in ``_ms``.
+Counters are integers (``HINCRBY``); energy and carbon are floats (``HINCRBYFLOAT``).
+tests/unit/test_key_schema.py drives a real job life against a real Redis and fails on any field
+written but not listed here.
+
+hydra:job:{id}
+  created by jobs/store.create_job; changed by lua.GRANT/BACKUP/REQUEUE/MERGE/FINISH, jobs/collect.py
+  (tiling), scheduling/dispatcher.py (time shifting) and grid/accounting.py (carbon)
+    id                 the job id (16 hex digits)
+    kind               "pi" or "mandelbrot"
+    spec               the validated JobSpec as JSON: kind, params (normalised), priority, deadline_ts
+    state              queued, running (set by the first GRANT), done, failed or cancelled (FINISH)
+    priority           0..9; higher is dispatched first (hydra:jobs:active)
+    created_at         when it was submitted (s)
+    started_at         when its first chunk was leased (s; GRANT)
+    finished_at        when it reached a final state (s; FINISH)
+    updated_at         last merge or final state (s)
+    chunks_total       chunks cut so far: grows as GRANT cuts π ranges and when tiles are cut from the preview
+    chunks_done        chunks merged
+    units_total        π samples, or Mandelbrot pixels, of the whole job
+    units_done         units merged; progress = units_done / units_total (the preview counts 0)
+    cursor             π: first sample index GRANT has not cut yet (0 for Mandelbrot)
+    tiled              "1" once an adaptive Mandelbrot job's tiles were cut from its preview (exactly once)
+    iters_per_px       mean iterations per pixel estimated from the preview (+1), for time shifting
+    carbon_threshold   dirtiest power the job may use now (gCO2/kWh; "inf": any); jobs with a deadline only
+    dispatched         leases granted by GRANT (a re-sent chunk counts again; backups do not)
+    redispatched       chunks put back first in the todo list by REQUEUE
+    duplicates         results for chunks already merged (counted once, paid never)
+    rejections         results that failed verification (the chunk is re-sent)
+    failures           results reporting a kernel error (the job fails when one chunk reaches HYDRA_MAX_CHUNK_FAILURES)
+    expiries           leases that expired (the job fails when one chunk reaches HYDRA_MAX_CHUNK_EXPIRIES)
+    declines           chunks handed back uncomputed by paused workers (not failures)
+    backups            straggler backup copies leased (lua.BACKUP)
+    hits               π: points inside the quarter circle, summed over merged chunks
+    iterations         Mandelbrot: escape-time iterations (sum of verified counts) over merged tiles
+    energy_j           energy of its accepted chunks (J)
+    carbon_g           their emissions (g CO2)
+    counterfactual_g   what carbon-blind routing would have emitted (g CO2)
+    renewable_kwh      energy supplied by on-site renewables (kWh)
+    result             the final result as JSON (π estimate with its error bound; image facts)
+    error              why the job failed (only on failed jobs)
+
+hydra:job:{id}:workers
+  lua.MERGE, per worker that returned an accepted chunk of the job
+    <worker>|chunks      chunks it returned that were merged
+    <worker>|units       units of those chunks (samples or pixels)
+    <worker>|elapsed_ms  compute time it reported for them, summed (ms)
+    <worker>|last_ms     when its last chunk was merged (unix ms)
+
+hydra:lease:{job}:{chunk}
+  lua.GRANT creates it; BACKUP, REQUEUE and MERGE change it; MERGE and FINISH delete it
+    worker             the worker holding the lease
+    region             that worker's region
+    attempt            how many times the chunk has been leased (1 = first)
+    dispatched_at      when it was last leased (s)
+    queued             "1" while the chunk waits in the todo list again after REQUEUE, else "0"
+    backup             the worker holding a backup copy (at most one at a time)
+    leased:<worker>    "1" for every worker ever sent the chunk: only they may return it (MERGE)
+    expiries           times this chunk's lease expired
+    failures           times its result reported an error
+    rejections         times its result failed verification
+    declines           times a paused worker handed it back
+
+hydra:worker:{id}
+  the volunteer writes registry.register/heartbeat; the control plane writes the performance model
+  (worker/performance.py), lua.MERGE and lua.GRID_INFO, and marks silent workers offline
+    worker_id               its Celery hostname (name@host)
+    region                  the region whose queue it consumes (hydra.region.<region>)
+    host                    the machine's host name
+    pid                     the Celery main process id
+    cores                   CPU cores of the machine
+    concurrency             Celery pool processes (read capped at cores); window = this x HYDRA_INFLIGHT_PER_SLOT
+    pi_samples_per_s        calibrated at start, scaled by its CPU limit (samples/s)
+    mandelbrot_iters_per_s  calibrated at start, scaled by its CPU limit (iterations actually done/s)
+    state                   online, paused or offline
+    pause_reason            why it is paused ("on battery"), else ""
+    started_at              when it registered (s)
+    last_seen               its last heartbeat (s)
+    isa                     what its kernels were built for (avx512, avx2, aarch64, baseline)
+    kernel_threads          threads one chunk's kernel uses (HYDRA_KERNEL_THREADS)
+    cpu_limit               CPU cap (percent, HYDRA_CPU_LIMIT)
+    watts_per_core          its power figure for energy without RAPL (W, HYDRA_WATTS_PER_CORE)
+    public_key              its Ed25519 public key (64 hex digits): the token account it is paid into
+    rate:<kind>             EWMA speed from accepted chunks (π samples/s; Mandelbrot work iterations/s)
+    dev:<kind>              EWMA of |observation - rate| (same unit)
+    n:<kind>                accepted chunks observed for that kind
+    ok                      accepted chunks (reliability numerator)
+    failed                  chunks that failed on it
+    expired                 leases that expired on it
+    chunks_done             chunks merged (MERGE)
+    busy_ms                 compute time it reported for merged chunks (ms)
+    grid_zone               zone it reported itself (signed POST /api/update_grid_info), used for 24 h
+    grid_renewable_share    on-site renewable share it reported (0..1)
+    grid_reported_at        timestamp of that signed report (s); a report must be newer to replace it
+
+hydra:sustainability
+  grid/accounting.record, on every accepted chunk: the totals over all jobs
+    energy_j           energy of accepted chunks (J)
+    carbon_g           their emissions (g CO2)
+    counterfactual_g   what carbon-blind routing would have emitted (g CO2)
+    renewable_kwh      energy supplied by on-site renewables (kWh)
+
+hydra:ledger:stats
+  lua.MERGE / lua.MINT (mints) and lua.TRANSFER; all integers
+    supply             micro-tokens in existence (= minted; transfers move, never create)
+    minted             micro-tokens ever minted
+    mints              number of mints
+    transferred        micro-tokens ever moved by transfers
+    transfers          number of transfers
+
+hydra:ledger:journal
+  stream entries (XADD in lua.py); ledger/audit.py replays them
+    type               "mint" or "transfer"
+    to                 the receiving account (public key hex)
+    amount             micro-tokens, as a decimal string
+    reason             why ("chunk accepted", "transfer", ...)
+    ts                 when (s)
+    key                mint only: the idempotency key "{job}:{chunk}"
+    detail             mint only: the reward breakdown as JSON (ledger/rewards.py)
+    from               transfer only: the sending account
+    nonce              transfer only: the sender's nonce (above its previous one)
+    signature          transfer only: Ed25519 signature over the canonical transfer message (hex)
+
+The other ledger hashes map an account (or "{from}:{nonce}", or a UTC day) to one value, as the
+table above says; hydra:job:{id}:chunks and :parts map a chunk id to JSON.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from typing import Iterator
 
 import pytest
 
-from hydra_tasks.app import HydraCelery, create_app
+from hydra_tasks.celery_app import HydraCelery, create_app
 from hydra_tasks.embedded import EmbeddedRedis
 from hydra_tasks.settings import Settings
 from hydra_tasks.stack import LocalStack

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 
-from hydra_tasks.app import HydraCelery
+from hydra_tasks.celery_app import HydraCelery
 from hydra_tasks.jobs import store
 from hydra_tasks.settings import Settings
 from hydra_tasks.stack import LocalStack

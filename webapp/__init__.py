@@ -17,8 +17,8 @@ import logging
 
 from flask import Flask, Response
 
-from hydra_tasks.app import HydraCelery
-from hydra_tasks.app import create_app as create_celery_app
+from hydra_tasks.celery_app import HydraCelery
+from hydra_tasks.celery_app import create_app as create_celery_app
 from hydra_tasks.errors import ConfigError
 from hydra_tasks.settings import Settings
 
@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None, *, celery_app: HydraCelery | No
     """Build the webapp.
 
     ``settings`` defaults to ``celery_app.settings`` if a Celery app is given, else to
-    :meth:`Settings.from_env`. ``celery_app`` defaults to ``hydra_tasks.app.create_app(settings)``.
+    :meth:`Settings.from_env`. ``celery_app`` defaults to ``hydra_tasks.celery_app.create_app(settings)``.
     The operator API token is resolved (and its file created, if needed) here, at start-up.
     """
     if celery_app is None:

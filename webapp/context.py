@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, cast
 
 from flask import current_app
 
-from hydra_tasks.app import HydraCelery
+from hydra_tasks.celery_app import HydraCelery
 
 if TYPE_CHECKING:
     from .auth import ApiToken

@@ -9,7 +9,7 @@ from typing import Any
 from kombu.exceptions import OperationalError
 
 from .. import keys
-from ..app import HydraCelery
+from ..celery_app import HydraCelery
 from ..scheduling import planner
 from . import store
 from .view import JobView

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import pytest
 
 from hydra_tasks import compute, keys
-from hydra_tasks.app import HydraCelery
+from hydra_tasks.celery_app import HydraCelery
 from hydra_tasks.jobs import store
 from hydra_tasks.jobs.submit import submit_job
 from hydra_tasks.jobs.view import JobView

@@ -9,7 +9,7 @@ from typing import Iterator
 import pytest
 
 from hydra_tasks import compute, keys
-from hydra_tasks.app import HydraCelery
+from hydra_tasks.celery_app import HydraCelery
 from hydra_tasks.jobs.submit import submit_job
 from hydra_tasks.stack import LocalStack
 from hydra_tasks.worker.registry import list_workers

@@ -14,7 +14,7 @@ from flask import Flask, Response, request
 from nacl.signing import SigningKey
 from werkzeug.serving import make_server
 
-from hydra_tasks.app import HydraCelery
+from hydra_tasks.celery_app import HydraCelery
 from hydra_tasks.ledger import book as ledger
 from hydra_tasks.ledger.rewards import Reward
 from hydra_tasks.trust import identity

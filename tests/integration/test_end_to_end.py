@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from hydra_tasks import compute, keys
-from hydra_tasks.app import HydraCelery
+from hydra_tasks.celery_app import HydraCelery
 from hydra_tasks.jobs import store
 from hydra_tasks.jobs.mandelbrot import decode_counts
 from hydra_tasks.jobs.submit import job_png, submit_job

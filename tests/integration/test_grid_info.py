@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 
 from hydra_tasks import keys
 from hydra_tasks.trust import identity
-from hydra_tasks.app import HydraCelery
+from hydra_tasks.celery_app import HydraCelery
 from hydra_tasks.errors import IdentityError
 from hydra_tasks.grid.site import signed_report
 from hydra_tasks.models import WorkerState

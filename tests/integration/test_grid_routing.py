@@ -10,7 +10,7 @@ import pytest
 
 from hydra_tasks import compute, keys
 from hydra_tasks.trust import identity
-from hydra_tasks.app import HydraCelery
+from hydra_tasks.celery_app import HydraCelery
 from hydra_tasks.grid.site import signed_report
 from hydra_tasks.jobs.submit import submit_job
 from hydra_tasks.stack import LocalStack

@@ -20,7 +20,7 @@ from nacl.signing import SigningKey
 from hydra_tasks import keys
 from hydra_tasks.ledger import audit, book as ledger
 from hydra_tasks.trust import identity
-from hydra_tasks.app import HydraCelery
+from hydra_tasks.celery_app import HydraCelery
 from hydra_tasks.embedded import EmbeddedRedis
 from hydra_tasks.errors import LedgerError
 from hydra_tasks.ledger.rewards import Reward

@@ -16,7 +16,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from hydra_tasks import compute, keys
-from hydra_tasks.app import HydraCelery
+from hydra_tasks.celery_app import HydraCelery
 from hydra_tasks.jobs import collect, store
 from hydra_tasks.jobs.spec import parse_job_spec
 from hydra_tasks.ledger import book
@@ -38,7 +38,7 @@ Sent = list[tuple[dict[str, Any], int, str]]  # (chunk, attempt, worker id)
 def app(redis_only: HydraCelery) -> HydraCelery:
     """Static 1,000-sample π chunks, so that chunk counts are predictable."""
     redis_only.redis.flushdb()
-    from hydra_tasks.app import create_app
+    from hydra_tasks.celery_app import create_app
 
     return create_app(redis_only.settings.with_(adaptive=False, pi_chunk_samples=1_000))
 
@@ -310,7 +310,7 @@ def _add_worker(app: HydraCelery, worker_id: str, rate: float, *, last_seen: flo
 @pytest.fixture
 def backup_app(app: HydraCelery) -> HydraCelery:
     """Adaptive (backups on), with chunks so long that a 1,000-sample job is one chunk."""
-    from hydra_tasks.app import create_app
+    from hydra_tasks.celery_app import create_app
 
     return create_app(app.settings.with_(adaptive=True, target_chunk_s=1e3, min_chunk_s=1e3))
 
@@ -354,7 +354,7 @@ def test_no_backup_when_the_holder_is_as_fast_as_the_idle_worker(backup_app: Hyd
 
 
 def test_an_adaptive_mandelbrot_job_previews_first_then_balances_tiles_by_cost(redis_only: HydraCelery) -> None:
-    from hydra_tasks.app import create_app
+    from hydra_tasks.celery_app import create_app
     from hydra_tasks.jobs.mandelbrot import decode_counts
 
     redis_only.redis.flushdb()

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from hydra_tasks import compute, keys
-from hydra_tasks.app import HydraCelery, create_app
+from hydra_tasks.celery_app import HydraCelery, create_app
 from hydra_tasks.jobs import collect, store
 from hydra_tasks.jobs.spec import parse_job_spec
 from hydra_tasks.lua import GrantCode, Holders, MergeCode, RequeueCode, Scripts

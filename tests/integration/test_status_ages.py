@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from hydra_tasks.app import HydraCelery
+from hydra_tasks.celery_app import HydraCelery
 from hydra_tasks.models import WorkerState
 from hydra_tasks.worker import registry
 

@@ -14,7 +14,7 @@ import pytest
 from hydra_tasks import compute, keys
 from hydra_tasks.ledger import audit, book as ledger
 from hydra_tasks.trust import identity
-from hydra_tasks.app import HydraCelery
+from hydra_tasks.celery_app import HydraCelery
 from hydra_tasks.jobs.submit import submit_job
 from hydra_tasks.stack import LocalStack
 from hydra_tasks.worker.registry import list_workers

@@ -18,7 +18,7 @@ from flask.testing import FlaskClient
 from PIL import Image
 
 from hydra_tasks import keys
-from hydra_tasks.app import HydraCelery
+from hydra_tasks.celery_app import HydraCelery
 from hydra_tasks.embedded import EmbeddedRedis
 from hydra_tasks.errors import ConfigError
 from hydra_tasks.models import WorkerState

@@ -22,7 +22,7 @@ from nacl.signing import SigningKey
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from hydra_tasks import keys
-from hydra_tasks.app import HydraCelery
+from hydra_tasks.celery_app import HydraCelery
 from hydra_tasks.grid.site import signed_report
 from hydra_tasks.ledger import book as ledger
 from hydra_tasks.ledger.rewards import Reward
