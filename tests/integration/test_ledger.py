@@ -105,7 +105,7 @@ def test_adversarial_transfers_are_refused_with_a_reason_and_change_nothing(
         "to self": (ledger.signed_transfer(alice, a, 1, nonce=402), 400, "same account"),
         "zero": (ledger.signed_transfer(alice, b, 0, nonce=403), 400, "between 1"),
         "negative": (ledger.signed_transfer(alice, b, -5, nonce=404), 400, "between 1"),
-        "huge": (ledger.signed_transfer(alice, b, 10**30, nonce=405), 400, "between 1"),
+        "huge": (ledger.signed_transfer(alice, b, 10**25, nonce=405), 400, "between 1"),
         "fractional": ({**good, "amount": 1.5}, 400, "whole number"),
         "string amount": ({**good, "amount": "1000000"}, 400, "whole number"),
         "boolean amount": ({**good, "amount": True}, 400, "whole number"),
