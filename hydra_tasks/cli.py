@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from .app import HydraCelery, create_app
+from .app import REDIS_DOWN_ERRORS, HydraCelery, create_app, redis_down_message, resolve_redis_url
 from .errors import HydraError
 from .settings import Settings
 
@@ -30,7 +30,7 @@ def _echo_json(data: Any) -> None:
 
 
 class _HydraGroup(click.Group):
-    """Turn HydraErrors into a one-line message and exit code 2 instead of a traceback."""
+    """Turn HydraErrors and an unreachable Redis into a one-line message and exit code 2, not a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -38,6 +38,16 @@ class _HydraGroup(click.Group):
         except HydraError as exc:
             click.echo(f"hydra: error: {exc}", err=True)
             sys.exit(2)
+        except REDIS_DOWN_ERRORS as exc:
+            click.echo(f"hydra: error: {redis_down_message(_redis_url_or_none(), exc)}", err=True)
+            sys.exit(2)
+
+
+def _redis_url_or_none() -> str | None:
+    try:
+        return resolve_redis_url(_settings())
+    except HydraError:
+        return None
 
 
 @click.group(cls=_HydraGroup)
