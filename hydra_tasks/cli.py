@@ -51,6 +51,7 @@ def _redis_url_or_none() -> str | None:
 
 
 @click.group(cls=_HydraGroup)
+@click.version_option(package_name="hydra-volunteer", prog_name="hydra", message="%(prog)s %(version)s")
 def main() -> None:
     """Hydra: volunteer computing on Celery + Redis."""
 
