@@ -73,7 +73,7 @@ def dispatch(client: redis.Redis, settings: Settings, router: Router, publish: P
             if prefix:
                 size = range_chunk_size(settings, worker_rate=worker.rate(kind.value),
                                         total_rate=snap.total_rate(kind.value), remaining=remaining,
-                                        first=first[worker_id]).units
+                                        first=first[worker_id], units_total=int(units_total or 0)).units
             grant = scripts.grant(job_id, worker_id, worker.region, capacity=snap.slots[worker_id],
                                   deadline=now + lease_seconds(settings, size, worker.rate(kind.value)), now=now,
                                   cut_size=size, spec_prefix=prefix, pick=heavy_or_light(snap, worker_id, kind.value))
