@@ -95,7 +95,9 @@ def _wait(app: HydraCelery, job_id: str, *, poll_s: float = 0.25) -> dict[str, A
 
 _common = [
     click.option("--priority", type=int, default=5, show_default=True, help="0 (lowest) to 9."),
-    click.option("--deadline", default=None, help="ISO-8601 time the job should finish by."),
+    click.option("--deadline", default=None,
+                 help="When the job should finish: a time from now (+2h, +30m, +1d) or ISO-8601 with a timezone; "
+                      "it may wait for cleaner power until then."),
     click.option("--wait", is_flag=True, help="Wait for the job to finish and print its result."),
 ]
 
