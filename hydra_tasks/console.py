@@ -14,6 +14,7 @@ from rich.table import Table
 
 from . import keys
 from .app import HydraCelery, create_app
+from .discovery import write_web_info
 from .jobs import store
 from .jobs.submit import job_png, submit_job
 from .settings import Settings
@@ -62,15 +63,16 @@ def start_stack(settings: Settings, regions: list[str], *, workers_per_region: i
     return stack
 
 
-def _progress() -> Progress:
+def _progress(out: Console | None = None) -> Progress:
     return Progress(TextColumn("[bold]{task.description:<11}"), BarColumn(), TaskProgressColumn(),
                     TextColumn("{task.fields[chunks]} chunks  {task.fields[extra]}"), TimeElapsedColumn(),
-                    console=console)
+                    console=out or console)
 
 
-def follow(app: HydraCelery, job_ids: list[str], labels: list[str], *, poll_s: float = 0.2) -> list[dict[str, Any]]:
-    """Show a progress bar per job until all are final; return the final job records."""
-    with _progress() as progress:
+def follow(app: HydraCelery, job_ids: list[str], labels: list[str], *, poll_s: float = 0.2,
+           out: Console | None = None) -> list[dict[str, Any]]:
+    """Show a progress bar per job (on ``out``, default stdout) until all are final; return the final records."""
+    with _progress(out) as progress:
         bars = [progress.add_task(label, total=None, extra="", chunks="") for label in labels]
         while True:
             jobs = [store.get_job(app.redis, job_id) for job_id in job_ids]
@@ -183,6 +185,7 @@ def run_up(settings: Settings, *, regions: list[str], workers_per_region: int, w
     stack = start_stack(settings, regions, workers_per_region=workers_per_region)
     try:
         stack.start_webapp(port=web_port)
+        write_web_info(settings.data_dir, port=web_port, pid=stack.procs["webapp"].popen.pid)  # for --url
         stack.start_flower(port=flower_port)
         console.print(f"[bold green]Hydra is up.[/] dashboard http://127.0.0.1:{web_port}  "
                       f"Flower http://127.0.0.1:{flower_port}")
@@ -211,10 +214,10 @@ def print_status(app: HydraCelery, *, limit: int) -> None:
                      f"{job['chunks_done']}/{job['chunks_total']}", text)
     console.print(jobs)
     workers = Table(title="workers")
-    for col in ("id", "region", "state", "last seen", "M samples/s", "chunks"):
+    for col in ("id", "region", "state", "last seen", "ISA", "M samples/s", "chunks"):
         workers.add_column(col)
     now = time.time()
     for w in list_workers(app.redis):
-        workers.add_row(w.worker_id, w.region, w.state.value, f"{now - w.last_seen:.0f}s ago",
+        workers.add_row(w.worker_id, w.region, w.state.value, f"{now - w.last_seen:.0f}s ago", w.isa,
                         f"{w.pi_samples_per_s / 1e6:.0f}", str(w.chunks_done))
     console.print(workers)
