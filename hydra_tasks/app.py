@@ -156,8 +156,10 @@ class HydraCelery(Celery):
 # Their errors would otherwise be tracebacks. A click.ClickException is what celery's own commands
 # raise for a one-line "Error: ..." and an exit code; it passes through their error handlers.
 # Long-running commands (worker, beat, flower, events) keep retrying a Redis that is down, with one
-# log line per attempt; every other command checks Redis once and exits 2 if it is down.
-_RETRYING_COMMANDS = frozenset({"worker", "beat", "flower", "events", "multi"})
+# log line per attempt; commands that need no broker (report, graph, ...) do not check it; every other
+# command (inspect, status, control, purge, call, result, ...) checks Redis once and exits 2 if it is down.
+_NO_REDIS_CHECK = frozenset({"worker", "beat", "flower", "events", "multi", "report", "graph", "upgrade",
+                             "logtool", "shell"})
 
 
 class CeleryCommandError(click.ClickException):
@@ -183,7 +185,7 @@ def _exit_under_celery_cli(message: str) -> None:
 
 def _check_redis_under_celery_cli(url: str) -> None:
     command = _celery_cli_command()
-    if command is None or command in _RETRYING_COMMANDS:
+    if command is None or command in _NO_REDIS_CHECK:
         return
     client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
     try:

@@ -36,7 +36,8 @@ class Up:
         self.data_dir, self.env, self.web_port = data_dir, env, web_port
         self.app = create_app(Settings().with_(data_dir=data_dir))
 
-    def hydra(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def hydra(self, *args: str, env: dict[str, str] | None = None,
+              timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "hydra_tasks", *args], env=env or self.env, capture_output=True,
                               text=True, timeout=timeout, cwd=self.data_dir)
 
