@@ -363,9 +363,10 @@ def _web_url(url: str | None, settings: Settings | None = None) -> str:
 
 def _api_error(response: Any) -> str:
     try:
-        return str(response.json().get("error", response.text))
+        data = response.json()
     except ValueError:
-        return str(response.text[:300])
+        data = None
+    return str(data["error"]) if isinstance(data, dict) and "error" in data else str(response.text[:300])
 
 
 # --- tokens ---------------------------------------------------------------------------------
