@@ -6,14 +6,23 @@ import, so ``import hydra_tasks`` never touches the environment or the network.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
+import click
 import redis
 from celery import Celery, signals
+from kombu.exceptions import OperationalError
+from kombu.utils.url import sanitize_url
 
 from . import keys
-from .errors import ConfigError
+from .errors import ConfigError, HydraError
 from .settings import Settings
+
+#: What a client sees when Redis is down or unreachable (redis-py directly, or through kombu).
+REDIS_DOWN_ERRORS: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OperationalError,
+)
 
 
 def resolve_redis_url(settings: Settings) -> str:
@@ -29,6 +38,40 @@ def resolve_redis_url(settings: Settings) -> str:
             "Start one with `hydra up` (or `hydra demo`), or set HYDRA_REDIS_URL=redis://:PASSWORD@HOST:6379/0."
         )
     return url
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    try:
+        return str(sanitize_url(url))
+    except Exception:  # noqa: BLE001 - never let a malformed URL leak through an error message
+        return "(the configured Redis URL)"
+
+
+def redis_down_message(url: str | None, exc: BaseException) -> str:
+    """One line saying which Redis could not be used, why, and what to do."""
+    where = f" at {redacted(url)}" if url else ""
+    chain = _causes(exc)
+    if any(isinstance(e, redis.exceptions.AuthenticationError) for e in chain):
+        return (f"Redis{where} refused the credentials ({_reason(chain)}); "
+                "fix the password in HYDRA_REDIS_URL (redis://:PASSWORD@HOST:PORT/DB)")
+    return f"cannot reach Redis{where} ({_reason(chain)}); start it with `hydra up` or fix HYDRA_REDIS_URL"
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain and len(chain) < 10:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _reason(chain: list[BaseException]) -> str:
+    for err in reversed(chain):  # the root cause first: "Connection refused", "Name or service not known"
+        if isinstance(err, OSError) and err.strerror:
+            return str(err.strerror)
+    return str(chain[0]).strip().rstrip(".") or type(chain[0]).__name__
 
 
 def celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
@@ -54,7 +97,11 @@ def celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
                         for name in ("hydra.collect_chunk", "hydra.dispatch", "hydra.sweep")},
         # A backstop only: lost work is recovered by lease expiry + the sweeper, within seconds.
         "broker_transport_options": {"visibility_timeout": 3600},
+        # A worker (or beat) that cannot reach Redis logs one line and tries again, at most 30 s apart,
+        # for as long as it runs: a volunteer's machine keeps waiting for the coordinator to come back.
+        # (Celery's default gives up after 100 tries, ~50 min, with a traceback.)
         "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
         # Task events cost ~20% of pipeline throughput, so they are off until Flower starts: it
         # turns them on in every worker with the `enable_events` control command.
         "worker_send_task_events": False,
@@ -94,7 +141,59 @@ class HydraCelery(Celery):
         return self._hydra_redis
 
     def on_configure(self) -> None:  # called by Celery when the config is first needed
-        self.conf.update(celery_config(self.settings, resolve_redis_url(self.settings)))
+        try:
+            url = resolve_redis_url(self.settings)
+        except HydraError as exc:
+            _exit_under_celery_cli(str(exc))
+            raise
+        # config_from_object, not conf.update: an update runs Celery's change callbacks, which read
+        # the configuration that is being loaded (infinite recursion in e.g. `celery purge`).
+        self.config_from_object(celery_config(self.settings, url))
+        _check_redis_under_celery_cli(url)
+
+
+# --- the plain `celery -A hydra_tasks ...` commands -------------------------------------------
+# Their errors would otherwise be tracebacks. A click.ClickException is what celery's own commands
+# raise for a one-line "Error: ..." and an exit code; it passes through their error handlers.
+# Long-running commands (worker, beat, flower, events) keep retrying a Redis that is down, with one
+# log line per attempt; commands that need no broker (report, graph, ...) do not check it; every other
+# command (inspect, status, control, purge, call, result, ...) checks Redis once and exits 2 if it is down.
+_NO_REDIS_CHECK = frozenset({"worker", "beat", "flower", "events", "multi", "report", "graph", "upgrade",
+                             "logtool", "shell"})
+
+
+class CeleryCommandError(click.ClickException):
+    exit_code = 2
+
+
+def _celery_cli_command() -> str | None:
+    """The subcommand when running under the `celery` command line (e.g. "worker"), else None."""
+    celery_cli = sys.modules.get("celery.bin.celery")
+    ctx = click.get_current_context(silent=True)
+    if celery_cli is None or ctx is None:
+        return None
+    root = ctx.find_root()
+    if root.command is not getattr(celery_cli, "celery", None):
+        return None
+    return root.invoked_subcommand or ""
+
+
+def _exit_under_celery_cli(message: str) -> None:
+    if _celery_cli_command() is not None:
+        raise CeleryCommandError(message)
+
+
+def _check_redis_under_celery_cli(url: str) -> None:
+    command = _celery_cli_command()
+    if command is None or command in _NO_REDIS_CHECK:
+        return
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        client.ping()
+    except REDIS_DOWN_ERRORS as exc:
+        raise CeleryCommandError(redis_down_message(url, exc)) from None
+    finally:
+        client.close()
 
 
 def create_app(settings: Settings | None = None) -> HydraCelery:

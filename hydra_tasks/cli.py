@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .celery_app import HydraCelery, create_app
+from .celery_app import REDIS_DOWN_ERRORS, HydraCelery, create_app, redis_down_message, resolve_redis_url
 from .errors import HydraError
 from .settings import Settings
 
@@ -27,12 +28,16 @@ def _app(settings: Settings | None = None) -> HydraCelery:
     return create_app(settings or _settings())
 
 
+_URL_HELP = "The Hydra webapp (default: HYDRA_URL, else the one `hydra up` runs for this data dir, else " \
+            "http://127.0.0.1:5000)."
+
+
 def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
 class _HydraGroup(click.Group):
-    """Turn HydraErrors into a one-line message and exit code 2 instead of a traceback."""
+    """Turn HydraErrors and an unreachable Redis into a one-line message and exit code 2, not a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -40,9 +45,20 @@ class _HydraGroup(click.Group):
         except HydraError as exc:
             click.echo(f"hydra: error: {exc}", err=True)
             sys.exit(2)
+        except REDIS_DOWN_ERRORS as exc:
+            click.echo(f"hydra: error: {redis_down_message(_redis_url_or_none(), exc)}", err=True)
+            sys.exit(2)
+
+
+def _redis_url_or_none() -> str | None:
+    try:
+        return resolve_redis_url(_settings())
+    except HydraError:
+        return None
 
 
 @click.group(cls=_HydraGroup)
+@click.version_option(package_name="hydra-volunteer", prog_name="hydra", message="%(prog)s %(version)s")
 def main() -> None:
     """Hydra: volunteer computing on Celery + Redis."""
 
@@ -61,7 +77,10 @@ def _submit(raw: dict[str, Any], wait: bool, out: Path | None = None) -> None:
     if not wait:
         _echo_json(job.to_json())
         return
-    job = _wait(app, job.id)
+    # At once, on stderr (stdout stays the final JSON): the job runs even if this wait is interrupted.
+    click.echo(f"hydra: job {job.id} submitted; waiting for it (Ctrl-C stops waiting, not the job; "
+               f"`hydra status {job.id}` shows it later)", err=True)
+    job = _follow(app, job) if sys.stderr.isatty() else _wait(app, job.id)
     shown = job.to_json()
     if out is not None and job.state == "done":
         from .jobs.submit import job_png
@@ -73,6 +92,16 @@ def _submit(raw: dict[str, Any], wait: bool, out: Path | None = None) -> None:
     _echo_json(shown)
     if job.state != "done":
         sys.exit(1)
+
+
+def _follow(app: HydraCelery, job: JobView) -> JobView:
+    """Wait with a progress bar on stderr."""
+    from rich.console import Console
+
+    from .console import follow
+
+    label = "π" if job.kind == "pi" else str(job.kind)
+    return follow(app, [job.id], [label], out=Console(stderr=True))[0]
 
 
 def _wait(app: HydraCelery, job_id: str, *, poll_s: float = 0.25) -> JobView:
@@ -87,7 +116,9 @@ def _wait(app: HydraCelery, job_id: str, *, poll_s: float = 0.25) -> JobView:
 
 _common = [
     click.option("--priority", type=int, default=5, show_default=True, help="0 (lowest) to 9."),
-    click.option("--deadline", default=None, help="ISO-8601 time the job should finish by."),
+    click.option("--deadline", default=None,
+                 help="When the job should finish: a time from now (+2h, +30m, +1d) or ISO-8601 with a timezone; "
+                      "it may wait for cleaner power until then."),
     click.option("--wait", is_flag=True, help="Wait for the job to finish and print its result."),
 ]
 
@@ -288,22 +319,59 @@ def key_import(source: Any, replace: bool) -> None:
 @click.option("--zone", required=True, help="Grid zone this machine draws from, e.g. FR, DE, US-CAL-CISO.")
 @click.option("--renewable-share", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Share of its power made on site (e.g. 0.6 with home solar).")
-@click.option("--url", default="http://127.0.0.1:5000", show_default=True, help="The Hydra webapp.")
-def grid_info(worker_id: str, zone: str, renewable_share: float, url: str) -> None:
+@click.option("--url", default=None, help=_URL_HELP)
+def grid_info(worker_id: str, zone: str, renewable_share: float, url: str | None) -> None:
     """Report this worker's grid zone and on-site renewables, signed with its key."""
     import requests
 
     from .trust import identity
     from .grid.site import signed_report
 
-    body = signed_report(identity.load_key(identity.key_path(_settings())), worker_id, zone, renewable_share)
+    settings = _settings()
+    url = _web_url(url, settings)
+    path = _worker_key_path(settings, worker_id)
+    body = signed_report(identity.load_key(path), worker_id, zone, renewable_share)
     try:
         response = requests.post(url.rstrip("/") + "/api/update_grid_info", json=body, timeout=10)
     except requests.RequestException as exc:
         raise click.ClickException(f"cannot reach {url}: {exc}") from None
+    if response.status_code == 401:
+        raise click.ClickException(
+            f"401: {_api_error(response)} The report was signed with the key in {path}; if worker {worker_id} "
+            "runs with another key, choose it with HYDRA_KEY_FILE=/path/to/that.key.")
     if response.status_code != 200:
-        raise click.ClickException(f"{response.status_code}: {response.json().get('error', response.text)}")
+        raise click.ClickException(f"{response.status_code}: {_api_error(response)}")
     _echo_json(response.json())
+
+
+def _worker_key_path(settings: Settings, worker_id: str) -> Path:
+    """HYDRA_KEY_FILE if set; else the key `hydra up` made for that worker (<data dir>/keys/<name>.key,
+    for the worker id <name>@<host>) if there is one; else this machine's key (<data dir>/worker.key)."""
+    from .trust import identity
+
+    name = worker_id.split("@", 1)[0]
+    if not settings.key_file and _FILE_NAME_RE.match(name):
+        candidate = settings.data_dir / "keys" / f"{name}.key"
+        if candidate.is_file():
+            return candidate
+    return identity.key_path(settings)
+
+
+_FILE_NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}$")
+
+
+def _web_url(url: str | None, settings: Settings | None = None) -> str:
+    from .discovery import web_url
+
+    return url or web_url(settings or _settings())
+
+
+def _api_error(response: Any) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    return str(data["error"]) if isinstance(data, dict) and "error" in data else str(response.text[:300])
 
 
 # --- tokens ---------------------------------------------------------------------------------
@@ -320,32 +388,33 @@ def _api_get(url: str, path: str) -> Any:
     except requests.RequestException as exc:
         raise click.ClickException(f"cannot reach {url}: {exc}") from None
     if response.status_code != 200:
-        raise click.ClickException(f"{response.status_code}: {response.json().get('error', response.text)}")
+        raise click.ClickException(f"{response.status_code}: {_api_error(response)}")
     return response.json()
 
 
 @tokens.command("balance")
 @click.argument("who", required=False)
-@click.option("--url", default="http://127.0.0.1:5000", show_default=True, help="The Hydra webapp.")
-def tokens_balance(who: str | None, url: str) -> None:
+@click.option("--url", default=None, help=_URL_HELP)
+def tokens_balance(who: str | None, url: str | None) -> None:
     """Balance of WHO (a worker id or account id; default: this machine's key)."""
     from .trust import identity
 
     who = who or identity.public_hex(identity.load_key(identity.key_path(_settings())))
-    _echo_json(_api_get(url, f"/api/worker_balance/{who}"))
+    _echo_json(_api_get(_web_url(url), f"/api/worker_balance/{who}"))
 
 
 @tokens.command("transfer")
 @click.option("--to", "recipient", required=True, help="The recipient's account id, or a worker id.")
 @click.option("--amount", required=True, help="Tokens to send, e.g. 1.5 (at most 6 decimals).")
-@click.option("--url", default="http://127.0.0.1:5000", show_default=True, help="The Hydra webapp.")
-def tokens_transfer(recipient: str, amount: str, url: str) -> None:
+@click.option("--url", default=None, help=_URL_HELP)
+def tokens_transfer(recipient: str, amount: str, url: str | None) -> None:
     """Send tokens from this machine's account, signed with its key."""
     import requests
 
     from .ledger import book as ledger
     from .trust import identity
 
+    url = _web_url(url)
     key = identity.load_key(identity.key_path(_settings()))
     if not identity.is_public_key(recipient):
         recipient = _api_get(url, f"/api/worker_balance/{recipient}")["account"]
@@ -355,7 +424,7 @@ def tokens_transfer(recipient: str, amount: str, url: str) -> None:
     except requests.RequestException as exc:
         raise click.ClickException(f"cannot reach {url}: {exc}") from None
     if response.status_code not in (200, 201):
-        raise click.ClickException(f"{response.status_code}: {response.json().get('error', response.text)}")
+        raise click.ClickException(f"{response.status_code}: {_api_error(response)}")
     _echo_json(response.json())
 
 

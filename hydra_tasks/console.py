@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import tempfile
@@ -16,6 +17,7 @@ from rich.table import Table
 
 from . import keys
 from .celery_app import HydraCelery, create_app
+from .discovery import write_web_info
 from .errors import StackError
 from .jobs import store
 from .jobs.submit import job_png, submit_job
@@ -67,15 +69,16 @@ def start_stack(settings: Settings, regions: list[str], *, workers_per_region: i
     return stack
 
 
-def _progress() -> Progress:
+def _progress(out: Console | None = None) -> Progress:
     return Progress(TextColumn("[bold]{task.description:<11}"), BarColumn(), TaskProgressColumn(),
                     TextColumn("{task.fields[chunks]} chunks  {task.fields[extra]}"), TimeElapsedColumn(),
-                    console=console)
+                    console=out or console)
 
 
-def follow(app: HydraCelery, job_ids: list[str], labels: list[str], *, poll_s: float = 0.2) -> list[JobView]:
-    """Show a progress bar per job until all are final; return the final job records."""
-    with _progress() as progress:
+def follow(app: HydraCelery, job_ids: list[str], labels: list[str], *, poll_s: float = 0.2,
+           out: Console | None = None) -> list[JobView]:
+    """Show a progress bar per job (on ``out``, default stdout) until all are final; return the final records."""
+    with _progress(out) as progress:
         bars = [progress.add_task(label, total=None, extra="", chunks="") for label in labels]
         while True:
             jobs = [store.get_job(app.redis, job_id) for job_id in job_ids]
@@ -221,6 +224,8 @@ def run_up(settings: Settings, *, regions: list[str], workers_per_region: int, w
             stack.start_flower(port=flower_port)
             stack.wait_ready("webapp", timeout_s=60)
             stack.wait_ready("flower", timeout_s=60)
+        # For `--url` discovery; tied to this supervising process, which outlives webapp restarts.
+        write_web_info(settings.data_dir, port=web_port, pid=os.getpid())
         console.print(f"[bold green]Hydra is up.[/] dashboard http://127.0.0.1:{web_port}  "
                       f"Flower http://127.0.0.1:{flower_port}")
         console.print(f"Redis state and logs: {settings.data_dir}; API token file: {settings.data_dir / 'api_token'}")
@@ -257,10 +262,10 @@ def print_status(app: HydraCelery, *, limit: int) -> None:
                      f"{job.chunks_done}/{job.chunks_total}", text)
     console.print(jobs)
     workers = Table(title="workers")
-    for col in ("id", "region", "state", "last seen", "M samples/s", "chunks"):
+    for col in ("id", "region", "state", "last seen", "ISA", "M samples/s", "chunks"):
         workers.add_column(col)
     now = time.time()
     for w in list_workers(app.redis):
-        workers.add_row(w.worker_id, w.region, w.state.value, f"{max(now - w.last_seen, 0):.0f}s ago",
+        workers.add_row(w.worker_id, w.region, w.state.value, f"{max(now - w.last_seen, 0):.0f}s ago", w.isa,
                         f"{w.pi_samples_per_s / 1e6:.0f}", str(w.chunks_done))
     console.print(workers)

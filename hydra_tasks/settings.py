@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 
@@ -103,6 +104,16 @@ def _redis_url(name: str, raw: str) -> str:
     return value
 
 
+def _web_url(name: str, raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        shown = repr(raw) if "@" not in raw else "(a value with credentials, not shown)"
+        raise ConfigError(f"{name}={shown} is not a web address; set the Hydra webapp's URL, "
+                          "e.g. http://127.0.0.1:5000 or https://hydra.example.org.")
+    return value
+
+
 def _attestation(name: str, raw: str) -> str:
     value = raw.strip().lower()
     if value not in {"none", "auto", "sgx", "sev", "tdx"}:
@@ -127,6 +138,8 @@ class Settings:
     api_token: str | None = field(default=None, repr=False, metadata=_meta("HYDRA_API_TOKEN", _str))
     region: str = field(default="local", metadata=_meta("HYDRA_REGION", _region))
     key_file: str = field(default="", metadata=_meta("HYDRA_KEY_FILE", _str))  # worker key; default data_dir/worker.key
+    # the webapp the CLI talks to (tokens, grid-info); default: the one `hydra up` runs for data_dir
+    web_url: str = field(default="", metadata=_meta("HYDRA_URL", _web_url))
     # --- chunk lifecycle
     lease_s: float = field(default=60.0, metadata=_meta("HYDRA_LEASE_S", _float(0.5, 86_400)))
     sweep_interval_s: float = field(default=5.0, metadata=_meta("HYDRA_SWEEP_INTERVAL_S", _float(0.2, 3_600)))

@@ -27,7 +27,8 @@ Z_95 = 1.959963984540054
 
 def parse_params(raw: Mapping[str, Any]) -> dict[str, Any]:
     reject_unknown(raw, {"samples", "seed"}, "π params")
-    samples = integer(raw, "samples", 1, MAX_SAMPLES)
+    samples = integer(raw, "samples", 1, MAX_SAMPLES, above=(
+        f"a π job holds at most {MAX_SAMPLES:,} samples; split the work into several jobs with different seeds"))
     seed = integer(raw, "seed", 0, 2**64 - 1, default=secrets.randbits(53))  # JSON-number safe
     return {"samples": samples, "seed": seed}
 

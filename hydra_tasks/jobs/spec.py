@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import re
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from ..errors import InvalidJobSpec
@@ -12,27 +14,42 @@ from . import handler
 from .validate import integer, reject_unknown, require_mapping
 
 MAX_DEADLINE_AHEAD_S = 366 * 86_400
+_RELATIVE = re.compile(r"^\+\s*(\d+(?:\.\d+)?)\s*([smhd])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3_600, "d": 86_400}
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def parse_deadline(value: Any, *, now: float | None = None) -> float | None:
-    """A deadline as unix seconds or an ISO-8601 string with a timezone; must be in the future."""
+    """A deadline as unix seconds, an ISO-8601 string with a timezone, or a time from now
+    (``"+2h"``, ``"+30m"``, ``"+1d"``, ``"+90s"``); it must be in the future and at most a year ahead."""
     if value is None:
         return None
     now = time.time() if now is None else now
+    examples = f"e.g. +2h, +30m, +1d or {_iso(now + 7_200)}"
     if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise InvalidJobSpec(f"'deadline'={value!r} is not ISO-8601 (e.g. 2026-12-01T18:00:00+00:00).") from None
-        if parsed.tzinfo is None:
-            raise InvalidJobSpec(f"'deadline'={value!r} has no timezone; add one, e.g. +00:00 or Z.")
-        ts = parsed.timestamp()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        relative = _RELATIVE.match(value.strip().lower())
+        if relative:
+            ts = now + float(relative.group(1)) * _UNIT_S[relative.group(2)]
+        else:
+            try:
+                parsed = datetime.fromisoformat(value.strip())
+            except ValueError:
+                raise InvalidJobSpec(f"'deadline'={value!r} is not ISO-8601 or a time from now ({examples}).") from None
+            if parsed.tzinfo is None:
+                raise InvalidJobSpec(f"'deadline'={value!r} has no timezone; add one, e.g. +00:00 or Z.")
+            ts = parsed.timestamp()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         ts = float(value)
     else:
-        raise InvalidJobSpec(f"'deadline' must be unix seconds or an ISO-8601 string, got {type(value).__name__}.")
+        raise InvalidJobSpec(f"'deadline' must be unix seconds or a string ({examples}), got {value!r}.")
     if not now < ts <= now + MAX_DEADLINE_AHEAD_S:
-        raise InvalidJobSpec("'deadline' must be in the future and at most a year ahead.")
+        when = f" = {_iso(ts)}" if abs(ts) < 1e11 and str(value) != _iso(ts) else ""
+        raise InvalidJobSpec(
+            f"'deadline'={value!r}{when} must be in the future and at most a year ahead: it is now {_iso(now)}, "
+            f"so the latest is {_iso(now + MAX_DEADLINE_AHEAD_S)}. A time from now ({examples}) is always current.")
     return ts
 
 

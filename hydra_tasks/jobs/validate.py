@@ -27,8 +27,10 @@ def reject_unknown(raw: Mapping[str, Any], allowed: Iterable[str], what: str) ->
         raise InvalidJobSpec(f"Unknown field(s) in {what}: {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}.")
 
 
-def integer(raw: Mapping[str, Any], name: str, lo: int, hi: int, default: Any = _MISSING) -> int:
-    """An integer field. Integral floats (``1e9``) are accepted; bools and strings are not."""
+def integer(raw: Mapping[str, Any], name: str, lo: int, hi: int, default: Any = _MISSING, *,
+            above: str = "") -> int:
+    """An integer field. Integral floats (``1e9``) are accepted; bools and strings are not.
+    ``above`` explains the upper limit (what to do instead) when a value exceeds it."""
     value = raw.get(name, _MISSING)
     if value is _MISSING:
         if default is _MISSING:
@@ -40,6 +42,8 @@ def integer(raw: Mapping[str, Any], name: str, lo: int, hi: int, default: Any = 
         if not math.isfinite(value) or not value.is_integer():
             raise InvalidJobSpec(f"'{name}' must be a whole number, got {value!r}.")
         value = int(value)
+    if value > hi and above:
+        raise InvalidJobSpec(f"'{name}'={value:,} is out of range: {above}.")
     if not lo <= value <= hi:
         raise InvalidJobSpec(f"'{name}'={value} is out of range; use an integer in [{lo}, {hi}].")
     return value

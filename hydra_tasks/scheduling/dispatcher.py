@@ -88,7 +88,8 @@ def read_supply(client: redis.Redis, snap: ClusterSnapshot, job_id: str,
         assert chunk is not None, f"{kind_name} chunks are not cut lazily"
         return json.dumps(chunk.to_json())
 
-    supply = JobSupply(job_id, kind_name, cuts, max(int(units_total or 0) - int(cursor or 0), 0), int(todo) + int(tiles),
+    total = int(units_total or 0)
+    supply = JobSupply(job_id, kind_name, cuts, max(total - int(cursor or 0), 0), total, int(todo) + int(tiles),
                        frozenset(w for w, was_seen in zip(snap.workers, seen) if not was_seen), limit)
     return supply, (cut if cuts else None)
 

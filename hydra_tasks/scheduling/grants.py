@@ -26,6 +26,7 @@ class JobSupply:
     kind: str                    # a JobKind value
     cuts: bool                   # new ranges are cut at dispatch (π)
     remaining_units: int         # units not yet cut into chunks (kinds cut lazily)
+    units_total: int             # the job's units (bounds the number of chunks it is cut into)
     waiting: int                 # chunks ready to hand out: re-queued, planned, tiles
     fresh: frozenset[str]        # live workers that have not returned a chunk of this job yet
     limit: float = UNBOUNDED     # the dirtiest power (gCO2/kWh) it may use now (time shifting)
@@ -65,7 +66,7 @@ def plan_job(settings: Settings, snap: ClusterSnapshot, router: Router, free: Ma
         worker = snap.workers[worker_id]
         rate = worker.rate(supply.kind)
         size = range_chunk_size(settings, worker_rate=rate, total_rate=total_rate, remaining=remaining,
-                                first=worker_id in fresh).units if remaining > 0 else 0
+                                first=worker_id in fresh, units_total=supply.units_total).units if remaining > 0 else 0
         requests.append(GrantRequest(supply.job_id, worker_id, worker.region, snap.slots[worker_id], rate, size,
                                      heavy_or_light(snap, worker_id, supply.kind)))
         if waiting > 0:

@@ -96,7 +96,8 @@ def test_the_dispatch_plan_fills_every_free_slot_with_short_first_chunks_then_ta
     from hydra_tasks.scheduling.grants import JobSupply, plan_job
 
     snap = _snapshot(slow=1e8, fast=4e8)
-    supply = JobSupply("j", "pi", cuts=True, remaining_units=10**12, waiting=0, fresh=frozenset({"slow", "fast"}))
+    supply = JobSupply("j", "pi", cuts=True, remaining_units=10**12, units_total=10**12, waiting=0,
+                       fresh=frozenset({"slow", "fast"}))
     job_plan = plan_job(ADAPTIVE, snap, CapacityRouter(), {"slow": 2, "fast": 2}, supply)
     assert [r.worker_id for r in job_plan.requests] == ["fast", "fast", "slow", "slow"]
     by_worker = {w: [r.cut_units for r in job_plan.requests if r.worker_id == w] for w in ("slow", "fast")}
@@ -110,9 +111,9 @@ def test_the_dispatch_plan_hands_out_waiting_chunks_first_and_stops_when_the_job
 
     snap = _snapshot(a=1e8, b=1e8)
     free = {"a": 2, "b": 2}
-    supply = JobSupply("j", "pi", cuts=True, remaining_units=150, waiting=2, fresh=frozenset())
+    supply = JobSupply("j", "pi", cuts=True, remaining_units=150, units_total=150, waiting=2, fresh=frozenset())
     job_plan = plan_job(Settings().with_(adaptive=False, pi_chunk_samples=100), snap, CapacityRouter(), free, supply)
     assert len(job_plan.requests) == 4 and job_plan.exhausted and not job_plan.blocked  # 2 waiting + 100 + 50
     assert free == {"a": 2, "b": 2}  # the plan is pure: the caller's view is not changed
-    tiles = JobSupply("m", "mandelbrot", cuts=False, remaining_units=0, waiting=0, fresh=frozenset())
+    tiles = JobSupply("m", "mandelbrot", cuts=False, remaining_units=0, units_total=4096, waiting=0, fresh=frozenset())
     assert plan_job(ADAPTIVE, snap, CapacityRouter(), free, tiles).requests == ()
