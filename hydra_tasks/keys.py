@@ -8,7 +8,7 @@ key                            type    contents
 hydra:jobs                     zset    job id -> created_at (all jobs, newest last)
 hydra:jobs:active              zset    job id -> dispatch order (priority, then deadline or age)
 hydra:jobs:deadlines           zset    job id -> deadline (jobs that may be time-shifted)
-hydra:job:{id}                 hash    spec, kind, state, counters, result (see jobs/store.py)
+hydra:job:{id}                 hash    spec, kind, state, counters, result (fields below)
 hydra:job:{id}:chunks          hash    chunk id -> chunk spec JSON
 hydra:job:{id}:todo            list    chunk ids waiting for dispatch (LPUSH = retry first)
 hydra:job:{id}:tiles           zset    adaptive Mandelbrot tiles waiting, by estimated cost
@@ -46,7 +46,7 @@ tests/unit/test_key_schema.py drives a real job life against a real Redis and fa
 written but not listed here.
 
 hydra:job:{id}
-  created by jobs/store.create_job; changed by lua.GRANT/BACKUP/REQUEUE/MERGE/FINISH, jobs/collect.py
+  created by jobs/store.create_job; changed by lua/{grant,backup,requeue,merge,finish}.lua, jobs/collect.py
   (tiling), scheduling/dispatcher.py (time shifting) and grid/accounting.py (carbon)
     id                 the job id (16 hex digits)
     kind               "pi" or "mandelbrot"
@@ -72,7 +72,7 @@ hydra:job:{id}
     failures           results reporting a kernel error (the job fails when one chunk reaches HYDRA_MAX_CHUNK_FAILURES)
     expiries           leases that expired (the job fails when one chunk reaches HYDRA_MAX_CHUNK_EXPIRIES)
     declines           chunks handed back uncomputed by paused workers (not failures)
-    backups            straggler backup copies leased (lua.BACKUP)
+    backups            straggler backup copies leased (lua/backup.lua)
     hits               π: points inside the quarter circle, summed over merged chunks
     iterations         Mandelbrot: escape-time iterations (sum of verified counts) over merged tiles
     energy_j           energy of its accepted chunks (J)
@@ -83,14 +83,14 @@ hydra:job:{id}
     error              why the job failed (only on failed jobs)
 
 hydra:job:{id}:workers
-  lua.MERGE, per worker that returned an accepted chunk of the job
+  lua/merge.lua, per worker that returned an accepted chunk of the job
     <worker>|chunks      chunks it returned that were merged
     <worker>|units       units of those chunks (samples or pixels)
     <worker>|elapsed_ms  compute time it reported for them, summed (ms)
     <worker>|last_ms     when its last chunk was merged (unix ms)
 
 hydra:lease:{job}:{chunk}
-  lua.GRANT creates it; BACKUP, REQUEUE and MERGE change it; MERGE and FINISH delete it
+  lua/grant.lua creates it; BACKUP, REQUEUE and MERGE change it; MERGE and FINISH delete it
     worker             the worker holding the lease
     region             that worker's region
     attempt            how many times the chunk has been leased (1 = first)
@@ -105,7 +105,7 @@ hydra:lease:{job}:{chunk}
 
 hydra:worker:{id}
   the volunteer writes registry.register/heartbeat; the control plane writes the performance model
-  (worker/performance.py), lua.MERGE and lua.GRID_INFO, and marks silent workers offline
+  (worker/performance.py), lua/merge.lua and lua/grid_info.lua, and marks silent workers offline
     worker_id               its Celery hostname (name@host)
     region                  the region whose queue it consumes (hydra.region.<region>)
     host                    the machine's host name
@@ -143,7 +143,7 @@ hydra:sustainability
     renewable_kwh      energy supplied by on-site renewables (kWh)
 
 hydra:ledger:stats
-  lua.MERGE / lua.MINT (mints) and lua.TRANSFER; all integers
+  lua/merge.lua / lua/mint.lua (mints) and lua/transfer.lua; all integers
     supply             micro-tokens in existence (= minted; transfers move, never create)
     minted             micro-tokens ever minted
     mints              number of mints

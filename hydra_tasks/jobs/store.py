@@ -1,9 +1,6 @@
-"""Job records in Redis: create (atomically, with all chunks), read, list, cancel, fail.
-
-The job hash (``keys.job(id)``) holds:
-``id kind spec state priority created_at started_at finished_at updated_at chunks_total
-chunks_done units_total units_done dispatched redispatched duplicates rejections failures
-expiries result error`` plus kind counters (``hits`` for π, ``iterations`` for Mandelbrot).
+"""Job records in Redis: create (atomically, with the chunks planned up front), read, list,
+cancel, fail, delete. The job hash's fields are documented in :mod:`hydra_tasks.keys`; reads
+return the typed :class:`~hydra_tasks.jobs.view.JobView`.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@
    (``HYDRA_TARGET_CHUNK_S`` x the fleet's mean speed, with at least 3 tiles per worker slot).
 3. About SMALL_SHARE of the cost is cut again into quarter-size tiles. Tiles wait in a sorted
    set by estimated cost: a worker at least as fast as the fleet's median takes the heaviest tile
-   left, a slower one the lightest (see ``lua.GRANT``), so slow workers and the end of the job
+   left, a slower one the lightest (see ``lua/grant.lua``), so slow workers and the end of the job
    get small tiles.
 """
 

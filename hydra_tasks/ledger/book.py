@@ -3,7 +3,7 @@
 * **Accounts** are volunteers' Ed25519 public keys (hex, :mod:`identity`), opened when a worker
   registers its key. Balances follow the key across machines.
 * **Mints** happen when the control plane accepts a chunk, inside the script that merges it
-  (``lua.MERGE``), so a chunk is paid exactly when it is merged: once per ``{job}:{chunk}``
+  (``lua/merge.lua``), so a chunk is paid exactly when it is merged: once per ``{job}:{chunk}``
   idempotency key. A rejected or duplicate result is never merged, so never paid.
 * **Transfers** are signed by the sender over ``{"action": "transfer", "from", "to", "amount",
   "nonce"}`` (canonical JSON). The nonce must exceed the sender's last one; sending the very same
@@ -66,7 +66,7 @@ def open_account(client: redis.Redis, account: str, *, now: float | None = None)
 
 def mint_json(account: str, reward: Reward, *, job_id: str, chunk_id: str, now: float,
               reason: str = "chunk accepted") -> str:
-    """A mint for ``lua.MERGE`` (or ``lua.MINT``); amounts as strings, since Lua would print big
+    """A mint for ``lua/merge.lua`` (or ``lua/mint.lua``); amounts as strings, since Lua would print big
     numbers as 1e+15. The idempotency key is ``{job}:{chunk}``."""
     day = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%d")
     return json.dumps({"key": f"{job_id}:{chunk_id}", "account": account, "amount": str(reward.total),

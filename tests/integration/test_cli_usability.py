@@ -153,7 +153,7 @@ def test_submit_wait_shows_the_job_id_before_the_job_ends_and_a_progress_bar_on_
             seen += data
             found = re.search(rb"hydra: job ([0-9a-f]+) submitted", seen)
             if found and state_when_shown is None:
-                state_when_shown = store.get_job(up.app.redis, found.group(1).decode())["state"]
+                state_when_shown = store.get_job(up.app.redis, found.group(1).decode()).state
         stdout, _ = proc.communicate(timeout=120)
     finally:
         os.close(master)
