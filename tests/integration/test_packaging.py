@@ -57,7 +57,8 @@ def test_the_sdist_carries_the_build_backend_kernels_and_licence(sdist: Path) ->
         assert licence is not None
         text = licence.read().decode()
     for needed in ("kernels/hydra_build.py", "kernels/pi.pyx", "kernels/mandelbrot.pyx", "LICENSE", "README.md",
-                   "pyproject.toml", "hydra_tasks/_pi.pyi", "webapp/templates/index.html", "webapp/static/app.js"):
+                   "pyproject.toml", "hydra_tasks/_pi.pyi", "webapp/templates/index.html", "webapp/static/app.js",
+                   "hydra_tasks/lua/merge.lua", "hydra_tasks/lua/_leases.lua"):
         assert needed in names, f"{needed} is missing from {sdist.name}"
     assert "Apache License" in text and "Version 2.0, January 2004" in text and "END OF TERMS AND CONDITIONS" in text
     assert not any(name.endswith((".so", ".pyc")) for name in names)
@@ -86,6 +87,7 @@ def test_pip_install_of_the_sdist_gives_working_kernels_in_a_fresh_venv(sdist: P
     assert info["isa"][0] == info["isa"][1] != ""
     assert info["license"] == "Apache-2.0" and any(f.endswith("LICENSE") for f in info["files"])
     assert any(f.endswith("hydra_webapp/templates/index.html") for f in info["files"])
+    assert any(f.endswith("hydra_tasks/lua/grant.lua") for f in info["files"])  # the state layer's scripts
     version = subprocess.run([str(venv / "bin" / "hydra"), "--version"], capture_output=True, text=True, timeout=60,
                              cwd=tmp_path)
     assert version.returncode == 0 and version.stdout.startswith("hydra 0."), version.stdout + version.stderr
