@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from typing import Any
 
 import redis
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import signal
 import time
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 
