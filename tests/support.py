@@ -56,7 +56,7 @@ def wait_for(predicate: Callable[[], Any], *, timeout_s: float, what: str, poll_
 def wait_for_job(app: HydraCelery, job_id: str, *, timeout_s: float = 120.0) -> dict[str, Any]:
     def final() -> dict[str, Any] | None:
         job = store.get_job(app.redis, job_id)
-        return job if job.state in ("done", "failed", "cancelled") else None
+        return job if job.is_final else None
 
     return wait_for(final, timeout_s=timeout_s, what=f"job {job_id} to finish")
 

@@ -29,6 +29,7 @@ import redis
 
 from .. import keys
 from ..errors import HydraError
+from ..models import JobState
 
 _DIR = Path(__file__).resolve().parent
 _USES = re.compile(r"^-- uses: (.+)$", re.MULTILINE)
@@ -154,7 +155,7 @@ class Scripts:
             peek.zrange(keys.job_tiles(job_id), 0, 0, desc=order == "max")
             peek.hmget(keys.job(job_id), "state", "cursor", "units_total", "chunks_total")
             head, top, (state, cursor, units_total, chunks_total) = peek.execute()
-            if state not in ("queued", "running"):
+            if state is None or JobState(state).is_final:
                 return Grant(GrantCode.EMPTY)
             cut_args: list[Any] = ["", "", 0, ""]
             if head is not None:
@@ -242,7 +243,7 @@ class Scripts:
             reads.lrange(keys.job_todo(job_id), 0, -1)
             reads.zrange(keys.LEASES, 0, -1)
             state_now, waiting, members = reads.execute()
-            if state_now not in ("queued", "running"):
+            if state_now is None or JobState(state_now).is_final:
                 return False
             leased = [m[len(prefix):] for m in members if m.startswith(prefix)]
             holder_reads = self.client.pipeline(transaction=False)
