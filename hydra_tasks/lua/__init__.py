@@ -239,21 +239,26 @@ class Scripts:
         prefix = keys.lease_member(job_id, "")
         for _ in range(MAX_ATTEMPTS):
             reads = self.client.pipeline(transaction=False)
-            reads.hget(keys.job(job_id), "state")
+            reads.hmget(keys.job(job_id), "state", "dispatched", "redispatched")
             reads.lrange(keys.job_todo(job_id), 0, -1)
             reads.zrange(keys.LEASES, 0, -1)
-            state_now, waiting, members = reads.execute()
+            (state_now, dispatched, redispatched), todo, members = reads.execute()
             if state_now is None or JobState(state_now).is_final:
                 return False
             leased = [m[len(prefix):] for m in members if m.startswith(prefix)]
-            holder_reads = self.client.pipeline(transaction=False)
+            lease_reads = self.client.pipeline(transaction=False)
+            for chunk_id in todo:  # only re-queued chunks have a lease hash
+                lease_reads.exists(keys.lease(job_id, chunk_id))
             for chunk_id in leased:
-                holder_reads.hmget(keys.lease(job_id, chunk_id), "worker", "backup")
-            holders = [Holders.of(*pair) for pair in holder_reads.execute()] if leased else []
+                lease_reads.hmget(keys.lease(job_id, chunk_id), "worker", "backup")
+            found = lease_reads.execute() if todo or leased else []
+            waiting = [c for c, exists in zip(todo, found) if exists]
+            holders = [Holders.of(*pair) for pair in found[len(todo):]]
             lease_keys = [keys.lease(job_id, c) for c in waiting]
             for chunk_id, h in zip(leased, holders):
                 lease_keys += [keys.lease(job_id, chunk_id), *h.inflight_keys()]
-            manifest = {"todo": waiting, "leased": [[c, h.holder, h.backup] for c, h in zip(leased, holders)]}
+            manifest = {"dispatched": dispatched or "0", "redispatched": redispatched or "0", "waiting": waiting,
+                        "leased": [[c, h.holder, h.backup] for c, h in zip(leased, holders)]}
             res = int(self._finish(
                 keys=[keys.job(job_id), keys.JOBS_ACTIVE, keys.job_todo(job_id), keys.LEASES,
                       keys.job_tiles(job_id), *lease_keys],

@@ -1,38 +1,40 @@
 -- FINISH: move a live job to a final state once, and release every lease it still has.
 -- uses: _leases
 --
--- The caller read the job's waiting chunks and its leases (with their holders) and passes their
--- keys; if any of that changed meanwhile, nothing changes and the script returns -3 (STALE).
+-- The caller read the job's leases (with their holders), its re-queued chunks that keep a lease
+-- hash, and its dispatched and redispatched counters, and passes their keys. If any of that changed
+-- meanwhile (a chunk granted, re-queued or backed up), nothing changes and the script returns -3
+-- (STALE). Every chunk enters todo by creation or a re-queue (which counts in redispatched) and
+-- leaves it by a grant (which counts in dispatched), so unchanged counters mean the same todo list.
 -- Returns 1 (this call ended the job), 0 (the job was already over) or -3.
-local job = KEYS[1]          -- hash: state, finished_at, updated_at, and the given fields
+local job = KEYS[1]          -- hash: state, dispatched, redispatched, finished_at, and the given fields
 local active = KEYS[2]       -- zset: the active jobs
 local todo = KEYS[3]         -- list: chunk ids waiting
 local leases = KEYS[4]       -- zset: "{job}:{chunk}" -> lease deadline
 local tiles = KEYS[5]        -- zset: adaptive tiles waiting
--- KEYS[6..]: the lease hash of each waiting chunk (in todo's order), then for each leased chunk its
+-- KEYS[6..]: the lease hash of each waiting chunk that has one, then for each leased chunk its
 -- lease hash followed by its holder's and backup's in-flight sets (those that exist)
 local new_state = ARGV[1]
 local now = ARGV[2]
 local fields = cjson.decode(ARGV[3])    -- {field: text} to set on the job hash
 local job_id = ARGV[4]
-local manifest = cjson.decode(ARGV[5])  -- {todo = {chunk, ...}, leased = {{chunk, holder, backup}, ...}}
+-- {dispatched = n, redispatched = n (as read, text), waiting = {chunk, ...},
+--  leased = {{chunk, holder, backup}, ...}}
+local manifest = cjson.decode(ARGV[5])
 
 if not live(redis.call('HGET', job, 'state')) then return 0 end
-local waiting = redis.call('LRANGE', todo, 0, -1)
-if #waiting ~= #manifest.todo then return -3 end
-for i, chunk in ipairs(waiting) do
-  if manifest.todo[i] ~= chunk then return -3 end
-end
+if (redis.call('HGET', job, 'dispatched') or '0') ~= manifest.dispatched
+   or (redis.call('HGET', job, 'redispatched') or '0') ~= manifest.redispatched then return -3 end
 local prefix = job_id .. ':'
 local leased = 0
 for _, m in ipairs(redis.call('ZRANGE', leases, 0, -1)) do
   if string.sub(m, 1, #prefix) == prefix then leased = leased + 1 end
 end
 if leased ~= #manifest.leased then return -3 end
-local k = 6 + #waiting
+local first_leased = 6 + #manifest.waiting
+local k = first_leased
 for _, entry in ipairs(manifest.leased) do
-  local lease = KEYS[k]
-  if not redis.call('ZSCORE', leases, prefix .. entry[1]) or not holders_are(lease, entry[2], entry[3]) then
+  if not redis.call('ZSCORE', leases, prefix .. entry[1]) or not holders_are(KEYS[k], entry[2], entry[3]) then
     return -3
   end
   k = k + 1 + (entry[2] ~= '' and 1 or 0) + (entry[3] ~= '' and 1 or 0)
@@ -41,9 +43,9 @@ end
 redis.call('HSET', job, 'state', new_state, 'finished_at', now, 'updated_at', now)
 for name, value in pairs(fields) do redis.call('HSET', job, name, value) end
 redis.call('ZREM', active, job_id)
-for i = 1, #waiting do redis.call('DEL', KEYS[5 + i]) end  -- re-queued chunks keep a lease hash
+for i = 6, first_leased - 1 do redis.call('DEL', KEYS[i]) end  -- re-queued chunks keep a lease hash
 redis.call('DEL', todo, tiles)
-k = 6 + #waiting
+k = first_leased
 for _, entry in ipairs(manifest.leased) do
   local lease, member = KEYS[k], prefix .. entry[1]
   local holder_key, backup_key = inflight_keys(k + 1, entry[2], entry[3])

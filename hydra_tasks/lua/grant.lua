@@ -34,25 +34,22 @@ local cut_spec = ARGV[14]           -- 'cut': the new chunk's spec JSON
 local state = redis.call('HGET', job, 'state')
 if not live(state) then return {-1} end
 if redis.call('SCARD', inflight) >= capacity then return {0} end
+-- Find the chunk and check everything before the first write: a script that fails half-way keeps
+-- its earlier writes (Redis does not roll back), so nothing may fail after one.
 local spec
 if source == 'todo' then
   if redis.call('LINDEX', todo, 0) ~= chunk then return {2} end
-  redis.call('LPOP', todo)
   spec = redis.call('HGET', chunks, chunk)
 elseif source == 'tile' then
   local top = redis.call('ZRANGE', tiles, 0, 0)
   if order == 'max' then top = redis.call('ZREVRANGE', tiles, 0, 0) end
   if redis.call('LLEN', todo) > 0 or top[1] ~= chunk then return {2} end
-  redis.call('ZREM', tiles, chunk)
   spec = redis.call('HGET', chunks, chunk)
 elseif source == 'cut' then
   if redis.call('LLEN', todo) > 0 or redis.call('ZCARD', tiles) > 0
      or (redis.call('HGET', job, 'cursor') or '0') ~= cursor
      or (redis.call('HGET', job, 'chunks_total') or '0') ~= total
      or redis.call('HEXISTS', chunks, chunk) == 1 then return {2} end
-  redis.call('HSET', job, 'cursor', string.format('%d', tonumber(cursor) + tonumber(count)))
-  redis.call('HINCRBY', job, 'chunks_total', 1)
-  redis.call('HSET', chunks, chunk, cut_spec)
   spec = cut_spec
 else
   return redis.error_reply('GRANT: unknown source ' .. tostring(source))
@@ -62,6 +59,17 @@ local decoded = cjson.decode(spec)
 local work = tonumber(decoded['units'])
 if type(decoded['params']) == 'table' and decoded['params']['est_cost'] then
   work = tonumber(decoded['params']['est_cost'])
+end
+if not work then return redis.error_reply('GRANT: chunk ' .. chunk .. ' has no units') end
+
+if source == 'todo' then
+  redis.call('LPOP', todo)
+elseif source == 'tile' then
+  redis.call('ZREM', tiles, chunk)
+else
+  redis.call('HSET', job, 'cursor', string.format('%d', tonumber(cursor) + tonumber(count)))
+  redis.call('HINCRBY', job, 'chunks_total', 1)
+  redis.call('HSET', chunks, chunk, cut_spec)
 end
 local deadline = tonumber(now) + math.max(lease_s, 3.0 * work / math.max(rate, 1.0))
 redis.call('ZADD', leases, string.format('%.6f', deadline), member)

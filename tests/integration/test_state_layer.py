@@ -152,3 +152,34 @@ def test_a_chunk_the_job_handed_out_meanwhile_is_not_granted_twice(app: HydraCel
                   keys.LEASES, keys.lease(job_id, "c-other"), keys.worker_inflight(worker)]
     assert int(script(keys=lease_keys, args=args)[0]) == GrantCode.MOVED  # the head is not c-other
     assert app.redis.llen(keys.job_todo(job_id)) == 1 and app.redis.zcard(keys.LEASES) == 0
+
+
+def test_ending_a_job_with_an_outdated_view_changes_nothing_and_a_fresh_read_ends_it(app: HydraCelery) -> None:
+    workers = add_workers(app, 2)
+    job_id = pi_job(app, 20_000)
+    sent: list[tuple[dict[str, Any], int, str]] = []
+    dispatch(app.redis, app.settings, CapacityRouter(), lambda c, a, w, r: sent.append((c, a, w)))
+    leased = sorted(c["chunk_id"] for c, _, _ in sent)
+    script = app.redis.register_script(__import__("hydra_tasks.lua", fromlist=["source"]).source("finish"))
+    # A view taken before the last grant: one lease fewer and an older 'dispatched' counter.
+    old = {"dispatched": str(len(leased) - 1), "redispatched": "0", "waiting": [],
+           "leased": [[c, next(w for s, _, w in sent if s["chunk_id"] == c), ""] for c in leased[:-1]]}
+    old_keys = [k for c, h, _ in old["leased"] for k in (keys.lease(job_id, c), keys.worker_inflight(h))]
+    result = script(keys=[keys.job(job_id), keys.JOBS_ACTIVE, keys.job_todo(job_id), keys.LEASES,
+                          keys.job_tiles(job_id), *old_keys],
+                    args=["cancelled", repr(time.time()), "{}", job_id, __import__("json").dumps(old)])
+    assert int(result) == -3
+    assert store.get_job(app.redis, job_id).state == "running" and app.redis.zcard(keys.LEASES) == len(leased)
+    assert Scripts(app.redis).finish(job_id, "cancelled", now=time.time(), fields={})
+    assert app.redis.zcard(keys.LEASES) == 0 and all(app.redis.scard(keys.worker_inflight(w)) == 0 for w in workers)
+
+
+def test_a_grant_that_cannot_complete_writes_nothing(app: HydraCelery) -> None:
+    """Redis does not roll a script back: GRANT checks everything before its first write."""
+    (worker,) = add_workers(app, 1)
+    job_id = pi_job(app, 5_000)
+    app.redis.rpush(keys.job_todo(job_id), "c-without-spec")
+    with pytest.raises(redis.ResponseError, match="has no spec"):
+        Scripts(app.redis).grant(job_id, worker, "r", capacity=2, now=time.time(), lease_s=1.0, rate=1e8)
+    assert app.redis.lrange(keys.job_todo(job_id), 0, -1) == ["c-without-spec"]  # not popped, not lost
+    assert app.redis.zcard(keys.LEASES) == 0 and app.redis.scard(keys.worker_inflight(worker)) == 0
