@@ -10,7 +10,9 @@ from typing import Any, Callable, Iterator
 
 
 from hydra_tasks.celery_app import HydraCelery
+from hydra_tasks import keys
 from hydra_tasks.jobs import store
+from hydra_tasks.jobs.view import JobView
 from hydra_tasks.settings import Settings
 from hydra_tasks.stack import LocalStack
 
@@ -53,12 +55,19 @@ def wait_for(predicate: Callable[[], Any], *, timeout_s: float, what: str, poll_
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
-def wait_for_job(app: HydraCelery, job_id: str, *, timeout_s: float = 120.0) -> dict[str, Any]:
-    def final() -> dict[str, Any] | None:
+def wait_for_job(app: HydraCelery, job_id: str, *, timeout_s: float = 120.0) -> JobView:
+    """Wait until the job is final; then none of its chunks may still hold a lease or a worker's slot."""
+    def final() -> JobView | None:
         job = store.get_job(app.redis, job_id)
         return job if job.is_final else None
 
-    return wait_for(final, timeout_s=timeout_s, what=f"job {job_id} to finish")
+    job = wait_for(final, timeout_s=timeout_s, what=f"job {job_id} to finish")
+    prefix = keys.lease_member(job_id, "")
+    held = {w: [m for m in app.redis.smembers(keys.worker_inflight(w)) if m.startswith(prefix)]
+            for w in app.redis.smembers(keys.WORKERS)}
+    assert not any(held.values()), f"job {job_id} ended but still holds worker slots: {held}"
+    assert not [m for m in app.redis.zrange(keys.LEASES, 0, -1) if m.startswith(prefix)], "leases left behind"
+    return job
 
 
 def free_port() -> int:

@@ -71,7 +71,9 @@ def test_a_worker_reporting_home_solar_becomes_the_clean_choice(app: HydraCelery
     response = web.post("/api/update_grid_info", json=signed_report(key, dirty.worker_id, "FR", 0.9))
     assert response.status_code == 200, response.get_json()
     job = run_pi(app, 1.5, deadline_in_s=3600)
-    assert units_by_region(job) == {"ap-south": job.units_total}  # FR at 10% from the grid: ~3.3 g
+    seen = [(w.worker_id, w.grid_zone, w.grid_renewable_share, w.state.value) for w in list_workers(app.redis)]
+    # FR at 10% from the grid: ~3.3 g (the message says what the control plane saw, should this fail)
+    assert units_by_region(job) == {"ap-south": job.units_total}, (job.carbon_threshold, seen)
     assert app.redis.zrange(keys.JOBS_DEADLINES, 0, -1) in ([], [job.id])  # ended jobs leave the index
 
 
