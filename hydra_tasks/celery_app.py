@@ -94,7 +94,7 @@ def celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
         "task_default_queue": keys.CONTROL_QUEUE,
         "task_create_missing_queues": True,
         "task_routes": {name: {"queue": keys.CONTROL_QUEUE}
-                        for name in ("hydra.collect_chunk", "hydra.dispatch", "hydra.sweep")},
+                        for name in ("hydra.collect_chunk", "hydra.dispatch", "hydra.sweep", "hydra.checkpoint")},
         # A backstop only: lost work is recovered by lease expiry + the sweeper, within seconds.
         "broker_transport_options": {"visibility_timeout": 3600},
         # A worker (or beat) that cannot reach Redis logs one line and tries again, at most 30 s apart,
@@ -112,6 +112,11 @@ def celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
                 "task": "hydra.sweep",
                 "schedule": settings.sweep_interval_s,
                 "options": {"queue": keys.CONTROL_QUEUE, "expires": max(settings.sweep_interval_s * 2, 1.0)},
+            },
+            "hydra-ledger-checkpoint": {
+                "task": "hydra.checkpoint",
+                "schedule": settings.checkpoint_interval_s,
+                "options": {"queue": keys.CONTROL_QUEUE, "expires": max(settings.checkpoint_interval_s, 1.0)},
             },
         },
     }

@@ -439,14 +439,37 @@ def ledger_verify() -> None:
     from .ledger import audit as ledger_audit
     from .ledger import book as ledger
 
+    from .ledger import chain
+    from .trust import identity
+
     app = _app()
-    audit = ledger_audit.verify(app.redis)
+    data_dir = app.settings.data_dir
+    checkpoints = chain.load(data_dir)  # signed by this control plane's key, when it has one
+    control = identity.public_hex(chain.control_key(data_dir)) if (data_dir / chain.CONTROL_KEY_FILE).exists() \
+        else None
+    audit = ledger_audit.verify(app.redis, checkpoints=checkpoints, control_key=control)
     metrics = ledger.token_metrics(app.redis)
     click.echo(f"{audit.entries} journal entries ({audit.mints} mints, {audit.transfers} transfers); "
-               f"supply {metrics['supply']} tokens in {metrics['accounts']} accounts")
+               f"supply {metrics['supply']} tokens in {metrics['accounts']} accounts; "
+               f"{len(checkpoints)} signed checkpoint(s) in {data_dir / chain.CHECKPOINT_FILE}")
     for problem in audit.problems[:50]:
         click.echo(f"  PROBLEM {problem}", err=True)
     if not audit.ok:
         click.echo(f"ledger verify: {len(audit.problems)} difference(s)", err=True)
         sys.exit(1)
-    click.echo("ledger verify: OK: the journal reproduces every balance, earned total and the supply")
+    click.echo("ledger verify: OK: the journal's hash chain is whole, it holds every checkpointed entry, and it "
+               "reproduces every balance, earned total and the supply")
+
+
+@ledger_group.command("checkpoint")
+def ledger_checkpoint() -> None:
+    """Sign a checkpoint of the journal now (beat does it every HYDRA_CHECKPOINT_INTERVAL_S)."""
+    from .ledger import chain
+
+    app = _app()
+    taken = chain.checkpoint_now(app.redis, app.settings.data_dir)
+    if taken is None:
+        click.echo("ledger checkpoint: the journal has not changed since the last checkpoint")
+        return
+    click.echo(f"ledger checkpoint: {taken.length} entries, head {taken.head[:16] or '(empty)'}, "
+               f"supply {taken.supply} micro-tokens, signed by {taken.key[:16]}")

@@ -33,7 +33,8 @@ hydra:ledger:transfers         hash    "{from}:{nonce}" -> journal entry id (ide
 hydra:ledger:minted            set     mint idempotency keys ("{job}:{chunk}")
 hydra:ledger:stats             hash    supply, minted, transferred, transfers, mints (integers)
 hydra:ledger:daily             hash    "YYYY-MM-DD" (UTC) -> micro-tokens minted that day
-hydra:ledger:journal           stream  every balance change, append-only (ledger/book.py)
+hydra:ledger:journal           stream  every balance change, append-only and hash-chained (ledger/chain.py)
+hydra:ledger:head              hash    the journal chain's newest entry: hash, id, length
 =============================  ======  ============================================================
 
 Fields
@@ -151,7 +152,7 @@ hydra:ledger:stats
     transfers          number of transfers
 
 hydra:ledger:journal
-  stream entries (XADD in lua.py); ledger/audit.py replays them
+  stream entries (lua/_journal.lua's append_entry); ledger/audit.py replays them and checks the chain
     type               "mint" or "transfer"
     to                 the receiving account (public key hex)
     amount             micro-tokens, as a decimal string
@@ -162,6 +163,14 @@ hydra:ledger:journal
     from               transfer only: the sending account
     nonce              transfer only: the sender's nonce (above its previous one)
     signature          transfer only: Ed25519 signature over the canonical transfer message (hex)
+    prev               the hash of the entry before (40 zeros for the first chained entry)
+    hash               SHA-1 of prev and this entry's fields in order, each as <length>:<text>
+
+hydra:ledger:head
+  lua/_journal.lua, with every journal entry
+    hash               the newest entry's hash
+    id                 the newest entry's stream id
+    length             chained entries appended
 
 The other ledger hashes map an account (or "{from}:{nonce}", or a UTC day) to one value, as the
 table above says; hydra:job:{id}:chunks and :parts map a chunk id to JSON.
@@ -189,6 +198,7 @@ LEDGER_MINTED = f"{PREFIX}:ledger:minted"
 LEDGER_STATS = f"{PREFIX}:ledger:stats"
 LEDGER_DAILY = f"{PREFIX}:ledger:daily"
 LEDGER_JOURNAL = f"{PREFIX}:ledger:journal"
+LEDGER_HEAD = f"{PREFIX}:ledger:head"
 
 CONTROL_QUEUE = "hydra.control"
 REGION_QUEUE_PREFIX = "hydra.region."

@@ -143,6 +143,9 @@ class Settings:
     # --- chunk lifecycle
     lease_s: float = field(default=60.0, metadata=_meta("HYDRA_LEASE_S", _float(0.5, 86_400)))
     sweep_interval_s: float = field(default=5.0, metadata=_meta("HYDRA_SWEEP_INTERVAL_S", _float(0.2, 3_600)))
+    # how often the control plane signs a checkpoint of the ledger's journal (ledger/chain.py)
+    checkpoint_interval_s: float = field(default=60.0,
+                                         metadata=_meta("HYDRA_CHECKPOINT_INTERVAL_S", _float(1, 86_400)))
     heartbeat_s: float = field(default=5.0, metadata=_meta("HYDRA_HEARTBEAT_S", _float(0.2, 600)))
     worker_timeout_s: float = field(default=30.0, metadata=_meta("HYDRA_WORKER_TIMEOUT_S", _float(1, 86_400)))
     inflight_per_slot: int = field(default=2, metadata=_meta("HYDRA_INFLIGHT_PER_SLOT", _int(1, 64)))

@@ -58,3 +58,12 @@ def sweep(self: Any) -> dict[str, Any]:
                            publish_chunk)
     return {"requeued": len(report.requeued), "dispatched": report.dispatched,
             "offline": report.offline_workers, "failed": report.failed_jobs, "finalized": report.finalized_jobs}
+
+
+@shared_task(name="hydra.checkpoint", bind=True, ignore_result=True)
+def checkpoint(self: Any) -> int | None:
+    """Control plane: sign a checkpoint of the ledger's journal into the data dir, if it grew."""
+    from .ledger import chain
+
+    taken = chain.checkpoint_now(self.app.redis, self.app.settings.data_dir)
+    return taken.length if taken else None

@@ -46,3 +46,19 @@ def leaderboard() -> Response:
 @bp.get("/token_metrics")
 def token_metrics() -> Response:
     return jsonify(ledger.token_metrics(hydra().redis))
+
+
+@bp.get("/ledger/checkpoint")
+def ledger_checkpoint() -> Response:
+    """The newest signed checkpoint of the journal (ledger/chain.py), so anyone can keep a copy."""
+    from dataclasses import asdict
+
+    from werkzeug.exceptions import NotFound
+
+    from hydra_tasks.ledger import chain
+
+    found = chain.load(hydra().settings.data_dir)
+    if not found:
+        raise NotFound("No ledger checkpoint yet: the control plane signs one every HYDRA_CHECKPOINT_INTERVAL_S "
+                       "once the journal has entries (or run `hydra ledger checkpoint`).")
+    return jsonify(checkpoint=asdict(found[-1]), count=len(found))

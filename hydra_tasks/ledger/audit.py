@@ -1,14 +1,16 @@
 """Audit: replay the ledger's journal and compare it with every balance and total.
 
-``hydra ledger verify`` runs :func:`verify`: it checks every transfer's signature and nonce
-order, re-adds every entry, and compares the result with every balance, every earned total, the
-supply (= minted), the transferred total and the number of mint keys.
+``hydra ledger verify`` runs :func:`verify`: it checks the journal's hash chain, every transfer's
+signature and nonce order, re-adds every entry, and compares the result with every balance, every
+earned total, the supply (= minted), the transferred total and the number of mint keys. Given the
+control plane's signed checkpoints (:mod:`.chain`), it also checks that the journal still holds
+every checkpointed entry, unchanged: a flushed, truncated or rewritten journal fails.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import redis
 
@@ -16,6 +18,7 @@ from .. import keys
 from ..errors import SignatureError
 from ..trust import identity
 from .book import MAX_AMOUNT_MICRO, transfer_message
+from .chain import Checkpoint, walk
 
 
 @dataclass
@@ -42,16 +45,24 @@ def journal(client: redis.Redis, *, batch: int = 5000) -> Iterator[tuple[str, di
         start = "(" + entries[-1][0]
 
 
-def verify(client: redis.Redis) -> Audit:
+def verify(client: redis.Redis, *, checkpoints: Sequence[Checkpoint] = (),
+           control_key: str | None = None) -> Audit:
     """Replay the journal and compare it with every balance and total (see the module docstring).
-    Read from a quiet ledger (or accept that changes made meanwhile show up as differences)."""
+    Read from a quiet ledger (or accept that changes made meanwhile show up as differences).
+    ``checkpoints`` are checked against the journal; ``control_key`` (hex) must have signed them."""
     audit, minted, transferred = Audit(), 0, 0
     balances: dict[str, int] = {}
     earned: dict[str, int] = {}
     keys_seen: set[str] = set()
     nonces: dict[str, int] = {}
-    for entry_id, f in journal(client):
+    pinned = {c.length for c in checkpoints}
+    seen_at: dict[int, tuple[str, int, int]] = {0: ("", 0, 0)}  # position -> (hash, minted, transferred)
+    head = ""
+    for position, entry_id, f, broken in walk(journal(client)):
         audit.entries += 1
+        if broken:
+            audit.problems.append(f"{entry_id}: the journal's hash chain breaks here: {broken}")
+        head = f.get("hash", head)
         try:
             amount = int(f["amount"])
             if not 0 < amount <= MAX_AMOUNT_MICRO:
@@ -83,6 +94,10 @@ def verify(client: redis.Redis) -> Audit:
                 audit.problems.append(f"{entry_id}: unknown entry type {f['type']!r}")
         except (KeyError, ValueError) as exc:
             audit.problems.append(f"{entry_id}: malformed entry ({exc})")
+        if position in pinned:
+            seen_at[position] = (f.get("hash", ""), minted, transferred)
+    _check_head(client, head, audit)
+    _check_checkpoints(checkpoints, control_key, seen_at, audit)
     stored = {k: int(v) for k, v in client.hgetall(keys.LEDGER_BALANCES).items()}
     stored_earned = {k: int(v) for k, v in client.hgetall(keys.LEDGER_EARNED).items()}
     for name, replayed, kept in (("balance", balances, stored), ("earned", earned, stored_earned)):
@@ -99,3 +114,33 @@ def verify(client: redis.Redis) -> Audit:
         if expected != actual:
             audit.problems.append(f"{name}: expected {expected}, found {actual}")
     return audit
+
+
+def _check_head(client: redis.Redis, head: str, audit: Audit) -> None:
+    """The chain's head, kept beside the journal, must be the last entry's hash."""
+    stored = client.hget(keys.LEDGER_HEAD, "hash") or ""
+    if stored != head:
+        audit.problems.append(f"the journal ends at hash {head[:12] or '(none)'} but its head says "
+                              f"{stored[:12] or '(none)'}: entries were removed from its end")
+
+
+def _check_checkpoints(checkpoints: Sequence[Checkpoint], control_key: str | None,
+                       seen_at: dict[int, tuple[str, int, int]], audit: Audit) -> None:
+    for cp in checkpoints:
+        when = f"the checkpoint of {cp.at:.0f} ({cp.length} entries)"
+        try:
+            cp.verify(control_key)
+        except SignatureError as exc:
+            audit.problems.append(f"{when} is not signed by the control plane: {exc}")
+            continue
+        if cp.length > audit.entries:
+            audit.problems.append(f"{when}: the journal now has only {audit.entries} entries; entries were "
+                                  "erased (FLUSHALL, XTRIM or a restore from an old backup)")
+            continue
+        head, minted, transferred = seen_at.get(cp.length, ("", -1, -1))
+        if head != cp.head:
+            audit.problems.append(f"{when}: entry {cp.length} is not the one checkpointed; the journal was "
+                                  "rewritten before it")
+        elif (minted, transferred) != (cp.minted, cp.transferred):
+            audit.problems.append(f"{when}: minted/transferred up to it were {cp.minted}/{cp.transferred}; "
+                                  f"the journal now says {minted}/{transferred}")

@@ -37,7 +37,7 @@ _USES = re.compile(r"^-- uses: (.+)$", re.MULTILINE)
 MAX_ATTEMPTS = 20
 
 LEDGER_KEYS = [keys.LEDGER_ACCOUNTS, keys.LEDGER_BALANCES, keys.LEDGER_EARNED, keys.LEDGER_STATS, keys.LEDGER_MINTED,
-               keys.LEDGER_DAILY, keys.LEDGER_JOURNAL]  # the order _mint.lua's ledger_keys() expects
+               keys.LEDGER_DAILY, keys.LEDGER_JOURNAL, keys.LEDGER_HEAD]  # the order _mint.lua's ledger_keys() expects
 
 
 @functools.cache
@@ -281,7 +281,7 @@ class Scripts:
                  reason: str) -> tuple[TransferCode, str]:
         """Move ``amount`` micro-tokens; returns (code, journal entry id or detail)."""
         res = self._transfer(keys=[keys.LEDGER_ACCOUNTS, keys.LEDGER_BALANCES, keys.LEDGER_NONCES,
-                                   keys.LEDGER_TRANSFERS, keys.LEDGER_STATS, keys.LEDGER_JOURNAL],
+                                   keys.LEDGER_TRANSFERS, keys.LEDGER_STATS, keys.LEDGER_JOURNAL, keys.LEDGER_HEAD],
                              args=[sender, recipient, str(amount), str(nonce), signature, repr(now), reason])
         return TransferCode(int(res[0])), _text(res[1])
 

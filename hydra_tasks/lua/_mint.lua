@@ -1,11 +1,12 @@
 -- Library (prepended to the scripts that say "-- uses: _mint"): minting into the token ledger.
+-- uses: _journal
 -- Amounts are integer micro-tokens passed as decimal strings and kept below 2^53, so Lua's doubles
 -- compare them exactly; HINCRBY does the arithmetic in int64.
 
--- The seven ledger keys, passed in this order from KEYS[first] on (lua.LEDGER_KEYS).
+-- The eight ledger keys, passed in this order from KEYS[first] on (lua.LEDGER_KEYS).
 local function ledger_keys(first)
   return {accounts = KEYS[first], balances = KEYS[first + 1], earned = KEYS[first + 2], stats = KEYS[first + 3],
-          minted = KEYS[first + 4], daily = KEYS[first + 5], journal = KEYS[first + 6]}
+          minted = KEYS[first + 4], daily = KEYS[first + 5], journal = KEYS[first + 6], head = KEYS[first + 7]}
 end
 
 -- m: {key, account, amount, reason, ts, day, detail}, amounts as strings.
@@ -20,7 +21,7 @@ local function mint_one(k, m)
   redis.call('HINCRBY', k.stats, 'minted', amount)
   redis.call('HINCRBY', k.stats, 'mints', 1)
   redis.call('HINCRBY', k.daily, m.day, amount)
-  redis.call('XADD', k.journal, '*', 'type', 'mint', 'to', m.account, 'amount', amount, 'key', m.key,
-             'reason', m.reason, 'ts', m.ts, 'detail', m.detail or '')
+  append_entry(k.journal, k.head, {'type', 'mint', 'to', m.account, 'amount', amount, 'key', m.key,
+                                   'reason', m.reason, 'ts', m.ts, 'detail', m.detail or ''})
   return 1
 end

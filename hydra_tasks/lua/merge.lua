@@ -14,7 +14,7 @@ local todo = KEYS[5]         -- list: chunk ids waiting
 local leases = KEYS[6]       -- zset: "{job}:{chunk}" -> lease deadline
 local worker_record = KEYS[7]  -- hash: the returning worker's record
 local lease = KEYS[8]        -- hash: the chunk's lease
--- KEYS[9..15]: the ledger keys (see _mint's ledger_keys); KEYS[16..]: the holders' in-flight sets
+-- KEYS[9..16]: the ledger keys (see _mint's ledger_keys); KEYS[17..]: the holders' in-flight sets
 local chunk = ARGV[1]
 local part = ARGV[2]
 local worker = ARGV[3]
@@ -26,7 +26,7 @@ local mint = ARGV[8]         -- the reward as JSON, '' for none
 local holder = ARGV[9]
 local backup = ARGV[10]
 -- ARGV[11..]: (field, increment) pairs for the job hash
-local holder_key, backup_key = inflight_keys(16, holder, backup)
+local holder_key, backup_key = inflight_keys(17, holder, backup)
 
 local state = redis.call('HGET', job, 'state')
 local total = tonumber(redis.call('HGET', job, 'units_total') or '0')

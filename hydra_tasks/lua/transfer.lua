@@ -1,4 +1,5 @@
 -- TRANSFER: move micro-tokens between two accounts, once per (sender, nonce).
+-- uses: _journal
 -- Returns {code, entry id or detail}: 1 DONE, 2 REPEATED (the very same signed transfer again),
 -- -1 UNKNOWN_SENDER, -2 UNKNOWN_RECIPIENT, -3 STALE_NONCE (not above the last one, or reused by a
 -- different transfer), -4 OVERDRAFT (detail: the sender's balance).
@@ -7,7 +8,8 @@ local balances = KEYS[2]     -- hash: account -> micro-tokens
 local nonces = KEYS[3]       -- hash: account -> last nonce used
 local transfers = KEYS[4]    -- hash: "{from}:{nonce}" -> journal entry id
 local stats = KEYS[5]        -- hash: transferred, transfers
-local journal = KEYS[6]      -- stream: every balance change
+local journal = KEYS[6]      -- stream: every balance change (hash-chained, see _journal)
+local head = KEYS[7]         -- hash: the journal chain's newest hash, id and length
 local from = ARGV[1]
 local to = ARGV[2]
 local amount = ARGV[3]       -- micro-tokens, decimal string
@@ -38,7 +40,7 @@ redis.call('HINCRBY', balances, to, amount)
 redis.call('HSET', nonces, from, nonce)
 redis.call('HINCRBY', stats, 'transferred', amount)
 redis.call('HINCRBY', stats, 'transfers', 1)
-local id = redis.call('XADD', journal, '*', 'type', 'transfer', 'from', from, 'to', to, 'amount', amount,
-                      'nonce', nonce, 'signature', signature, 'reason', reason, 'ts', ts)
+local id = append_entry(journal, head, {'type', 'transfer', 'from', from, 'to', to, 'amount', amount,
+                                       'nonce', nonce, 'signature', signature, 'reason', reason, 'ts', ts})
 redis.call('HSET', transfers, from .. ':' .. nonce, id)
 return {1, id}

@@ -18,7 +18,7 @@ from hydra_tasks.celery_app import HydraCelery
 from hydra_tasks.jobs.submit import submit_job
 from hydra_tasks.stack import LocalStack
 from hydra_tasks.worker.registry import list_workers
-from support import free_port, running_stack, wait_for_job
+from support import free_port, running_stack, wait_for, wait_for_job
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     with running_stack(tmp_path_factory.mktemp("tokens"), {"eu-north": 1, "eu-central": 1},
-                       target_chunk_s=0.3, min_chunk_s=0.1) as stack:
+                       target_chunk_s=0.3, min_chunk_s=0.1, checkpoint_interval_s=1.0) as stack:
         yield stack
 
 
@@ -54,6 +54,22 @@ def test_each_accepted_chunk_mints_once_to_its_workers_key(app: HydraCelery, sta
         assert ledger.balance(app.redis, worker.worker_id)["balance_micro"] == paid
     done = verify_cli(stack)
     assert done.returncode == 0 and "OK" in done.stdout, done.stdout + done.stderr
+
+
+def test_the_control_plane_signs_checkpoints_of_the_journal_as_it_grows(app: HydraCelery, stack: LocalStack) -> None:
+    """Beat schedules hydra.checkpoint every HYDRA_CHECKPOINT_INTERVAL_S (1 s here); the control
+    worker signs the journal's state into its data dir, where `hydra ledger verify` finds it."""
+    from hydra_tasks.ledger import chain
+
+    length = app.redis.xlen(keys.LEDGER_JOURNAL)
+    assert length > 0  # the job above paid its workers
+    data_dir = stack.child_settings().data_dir
+    wait_for(lambda: any(c.length == length for c in chain.load(data_dir)), timeout_s=30,
+             what="a checkpoint of the whole journal")
+    control = identity.public_hex(chain.control_key(data_dir))
+    assert all(c.key == control for c in chain.load(data_dir))
+    done = verify_cli(stack)
+    assert done.returncode == 0 and "signed checkpoint" in done.stdout, done.stdout + done.stderr
 
 
 def test_ledger_verify_fails_on_a_tampered_balance(app: HydraCelery, stack: LocalStack) -> None:

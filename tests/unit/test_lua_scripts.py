@@ -19,9 +19,10 @@ KEY_COMMANDS = {"HGET", "HSET", "HDEL", "HEXISTS", "HINCRBY", "HMGET", "HGETALL"
 CALL = re.compile(r"redis\.call\('([A-Z]+)',\s*([^,)]+)")
 KEY_LOCAL = re.compile(r"^local (\w+) = KEYS\[\d+\]", re.MULTILINE)
 # Library helpers that hand out keys taken from KEYS: ledger_keys() fields, inflight_keys() results,
-# and FINISH's lease hashes read from KEYS[k] in its loops.
-LIBRARY_KEYS = {"k.accounts", "k.balances", "k.earned", "k.stats", "k.minted", "k.daily", "k.journal",
-                "holder_key", "backup_key", "lease"}
+# FINISH's lease hashes read from KEYS[k] in its loops, and the parameters of library functions that
+# their callers fill from KEYS (append_entry's journal and head).
+LIBRARY_KEYS = {"k.accounts", "k.balances", "k.earned", "k.stats", "k.minted", "k.daily", "k.journal", "k.head",
+                "holder_key", "backup_key", "lease", "journal", "head"}
 
 
 def test_there_are_scripts_and_each_loads_with_its_libraries() -> None:
