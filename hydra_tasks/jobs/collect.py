@@ -114,13 +114,12 @@ def _merge(client: redis.Redis, settings: Settings, lua: Scripts, chunk: ChunkSp
     kind = handler(chunk.kind)
     snap = snapshot(client, settings, now=now)
     holder = snap.workers.get(result.worker_id) or get_worker(client, result.worker_id)
-    # Time and energy are reported by the volunteer: no chunk took longer than since it was sent.
-    elapsed_s = min(result.elapsed_s, now - lease.dispatched_at + 1.0) if lease.dispatched_at else result.elapsed_s
-    carbon = _carbon(settings, snap, holder, chunk, result, max(elapsed_s, 0.0), now)
+    elapsed_s, trusted = observed_elapsed(result, lease, snap.slots.get(result.worker_id, 1), now)
+    carbon = _carbon(settings, snap, holder, chunk, result, elapsed_s, now)
     mint = _mint(settings, snap, holder, chunk, result, kind.reward_work(chunk, increments), carbon, now)
     code, done, total, _ = lua.merge(
         result.job_id, result.chunk_id, result.worker_id, json.dumps(dict(result.payload)), now=now,
-        elapsed_ms=int(result.elapsed_s * 1000), units=chunk.units, increments=increments, mint_json=mint,
+        elapsed_ms=int(elapsed_s * 1000), units=chunk.units, increments=increments, mint_json=mint,
         holders=lease.holders,
     )
     if code is MergeCode.NOT_SENT:
@@ -129,7 +128,7 @@ def _merge(client: redis.Redis, settings: Settings, lua: Scripts, chunk: ChunkSp
         return Outcome.IGNORED
     if code is MergeCode.MERGED:
         pipe = client.pipeline(transaction=False)  # one round trip for the model, the log and the carbon
-        _learn(pipe, holder, chunk, result, kind.work_done(chunk, result.payload), now)
+        _learn(pipe, holder if trusted else None, chunk, result, kind.work_done(chunk, result.payload), elapsed_s, now)
         accounting.record(pipe, chunk.job_id, carbon)
         pipe.execute()
         kind.after_merge(client, settings, chunk)
@@ -138,17 +137,38 @@ def _merge(client: redis.Redis, settings: Settings, lua: Scripts, chunk: ChunkSp
     return {MergeCode.MERGED: Outcome.MERGED, MergeCode.DUPLICATE: Outcome.DUPLICATE}.get(code, Outcome.IGNORED)
 
 
+def observed_elapsed(result: ChunkResult, lease: _Lease, window: int, now: float) -> tuple[float, bool]:
+    """The chunk's compute time as far as the control plane can vouch for it, and whether the
+    worker's speed model may learn from it.
+
+    A volunteer reports its own time. No chunk took longer than since it was sent to the lease's
+    holder (plus a second of clock slack); and a holder with ``window`` chunks in flight computed
+    this one for at least 1/window of that interval, so a forged tiny time cannot raise its modelled
+    speed more than ``window``-fold. Results from a worker that is not the current holder (a backup,
+    a late former holder) cannot be timed: they update no model."""
+    claimed = max(result.elapsed_s, 0.0)
+    if lease.dispatched_at is None:
+        return claimed, False
+    seen = max(now - lease.dispatched_at, 0.0)
+    if lease.holders.holder != result.worker_id:
+        return min(claimed, seen + 1.0), False
+    if claimed > seen + 1.0:  # more time than it had: the clock or the claim is wrong; do not learn
+        return seen, False
+    return max(claimed, seen / max(window, 1)), True
+
+
 def _learn(pipe: redis.client.Pipeline, holder: WorkerInfo | None, chunk: ChunkSpec, result: ChunkResult,
-           work: float, now: float) -> None:
-    """Queue on ``pipe`` the update of the worker's performance model and the job's chunk log
-    (for the metrics). The model comes from the snapshot the merge was decided on."""
+           work: float, elapsed_s: float, now: float) -> None:
+    """Queue on ``pipe`` the update of the worker's performance model (``holder``, None: no update)
+    and the job's chunk log (for the metrics). The model comes from the snapshot the merge was
+    decided on; ``elapsed_s`` is the time the control plane vouches for (:func:`observed_elapsed`)."""
     kind = chunk.kind.value
     before = (holder.perf_pi if kind == "pi" else holder.perf_mandelbrot) if holder else None
     entry: dict[str, Any] = {"t": now, "worker": result.worker_id, "chunk": chunk.chunk_id, "units": chunk.units,
-                             "work": work, "elapsed_s": result.elapsed_s}
+                             "work": work, "elapsed_s": elapsed_s, "claimed_s": result.elapsed_s}
     if holder is not None and before is not None:
         calibrated = holder.pi_samples_per_s if kind == "pi" else holder.mandelbrot_iters_per_s
-        perf = performance.updated(before, calibrated, work, result.elapsed_s)
+        perf = performance.updated(before, calibrated, work, elapsed_s)
         performance.record_observation(pipe, holder.worker_id, kind, perf)
         entry["rate"] = perf.rate
         if "est_cost" in chunk.params and before.rate > 0:  # what the model predicted before this result

@@ -183,3 +183,49 @@ def test_a_grant_that_cannot_complete_writes_nothing(app: HydraCelery) -> None:
         Scripts(app.redis).grant(job_id, worker, "r", capacity=2, now=time.time(), lease_s=1.0, rate=1e8)
     assert app.redis.lrange(keys.job_todo(job_id), 0, -1) == ["c-without-spec"]  # not popped, not lost
     assert app.redis.zcard(keys.LEASES) == 0 and app.redis.scard(keys.worker_inflight(worker)) == 0
+
+
+def test_a_forged_tiny_elapsed_time_cannot_inflate_a_workers_modelled_speed(app: HydraCelery) -> None:
+    """Claims are bounded by what the control plane saw: a holder with a window of 2 computed a
+    chunk for at least half the dispatch-to-receipt interval, whatever it says."""
+    from hydra_tasks.worker.registry import get_worker
+
+    app = create_app(app.settings.with_(pi_chunk_samples=10_000_000))
+    (worker,) = add_workers(app, 1)
+    job_id = pi_job(app, 10_000_000)
+    sent: list[tuple[dict[str, Any], int, str]] = []
+    dispatch(app.redis, app.settings, CapacityRouter(), lambda c, a, w, r: sent.append((c, a, w)))
+    [(chunk, attempt, _)] = sent
+    before = get_worker(app.redis, worker)
+    assert before is not None and before.rate("pi") == 1e8
+    result = run_chunk(chunk, attempt=attempt, worker_id=worker, region="r")
+    result["elapsed_s"] = 0.001  # "10^10 samples/s": not in the digest, so the result is otherwise valid
+    time.sleep(0.4)  # what the control plane sees: about 0.4 s from dispatch to receipt
+    assert collect.collect(app.redis, app.settings, result) == "merged"
+    after = get_worker(app.redis, worker)
+    assert after is not None
+    # Believed, the claim would have made it 0.7 x 1e8 + 0.3 x 1e10 = 3.07e9 samples/s (30x).
+    assert after.rate("pi") < 1.3 * before.rate("pi"), after.rate("pi")
+    entry = __import__("json").loads(app.redis.lindex(keys.job_log(job_id), -1))
+    assert entry["claimed_s"] == 0.001 and entry["elapsed_s"] >= 0.2 - 1e-3
+
+
+def test_a_result_from_a_worker_that_no_longer_holds_the_lease_teaches_no_model(app: HydraCelery) -> None:
+    from hydra_tasks.worker.registry import get_worker
+
+    first, second = add_workers(app, 2)
+    job_id = pi_job(app, 1_000)
+    lua = Scripts(app.redis)
+    cut = lambda chunk_id, start, count: __import__("json").dumps(  # noqa: E731
+        {"job_id": job_id, "chunk_id": chunk_id, "kind": "pi", "params": {"seed": 11, "start": start,
+                                                                         "count": count}, "units": count})
+    now = time.time()
+    grant = lua.grant(job_id, first, "r", capacity=2, now=now, lease_s=1.0, rate=1e8, cut=cut, cut_units=1_000)
+    spec = __import__("json").loads(grant.spec_json or "{}")
+    lua.requeue(job_id, spec["chunk_id"], now=now + 60, counter="expiries", force=False)
+    lua.grant(job_id, second, "r", capacity=2, now=time.time(), lease_s=1.0, rate=1e8, cut=cut, cut_units=1)
+    late = run_chunk(spec, attempt=1, worker_id=first, region="r")
+    late["elapsed_s"] = 1e-6
+    assert collect.collect(app.redis, app.settings, late) == "merged"  # it was sent the chunk: paid, merged
+    model = get_worker(app.redis, first)
+    assert model is not None and model.rate("pi") == 1e8 and model.perf_pi.observations == 0
