@@ -322,6 +322,9 @@ def test_a_chunk_on_a_slow_worker_gets_a_backup_on_a_fast_one_and_counts_once(ba
     [(chunk, attempt, holder)] = run_dispatch(app)
     assert holder == "slow@test"
     _add_worker(app, "fast@test", 1e9)
+    # A worker with a record: three accepted chunks confirmed its speed (a bare claim would be taken
+    # at no more than the other workers' speed, see scheduling/cluster.confirmed_view).
+    app.redis.hset(keys.worker("fast@test"), mapping={"rate:pi": "1e9", "n:pi": "3"})
     [(copy, _, helper)] = run_dispatch(app)  # nothing left to hand out: back up the straggler
     assert helper == "fast@test" and copy == chunk
     assert run_dispatch(app) == []  # one backup per chunk
