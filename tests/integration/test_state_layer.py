@@ -7,6 +7,7 @@ lease's holders) before calling; these tests make that read go stale on purpose.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -18,7 +19,7 @@ from hydra_tasks import compute, keys
 from hydra_tasks.celery_app import HydraCelery, create_app
 from hydra_tasks.jobs import collect, store
 from hydra_tasks.jobs.spec import parse_job_spec
-from hydra_tasks.lua import GrantCode, Holders, MergeCode, RequeueCode, Scripts
+from hydra_tasks.lua import Grant, GrantCode, Holders, MergeCode, RequeueCode, Scripts
 from hydra_tasks.models import WorkerState
 from hydra_tasks.scheduling import planner
 from hydra_tasks.scheduling.dispatcher import dispatch
@@ -82,7 +83,7 @@ def test_two_control_processes_dispatching_at_once_cut_every_sample_exactly_once
     assert job.state == "done"
     assert job.result["hits"] == compute.pi_hits(11, 0, samples)  # bit-identical to one kernel call
     ranges = sorted((c["params"]["start"], c["params"]["count"])
-                    for c in map(__import__("json").loads, app.redis.hvals(keys.job_chunks(job_id))))
+                    for c in map(json.loads, app.redis.hvals(keys.job_chunks(job_id))))
     covered = 0
     for start, count in ranges:  # contiguous and disjoint: no sample cut twice, none skipped
         assert start == covered
@@ -92,21 +93,33 @@ def test_two_control_processes_dispatching_at_once_cut_every_sample_exactly_once
     assert all(app.redis.scard(keys.worker_inflight(w)) == 0 for w in workers)
 
 
-def test_a_merge_with_an_outdated_view_of_the_lease_frees_the_slot_of_its_new_holder(app: HydraCelery) -> None:
-    first, second = add_workers(app, 2)
-    job_id = pi_job(app, 1_000)
+def lease_then_move(app: HydraCelery, job_id: str, first: str, second: str) -> Grant:
+    """Lease the job's first chunk (a π range of up to 1,000 samples) to ``first``; let the lease
+    expire; lease the chunk again to ``second``. Returns the first grant."""
     lua = Scripts(app.redis)
-    cut = lambda chunk_id, start, count: __import__("json").dumps(  # noqa: E731
-        {"job_id": job_id, "chunk_id": chunk_id, "kind": "pi", "params": {"seed": 11, "start": start,
-                                                                         "count": count}, "units": count})
+
+    def cut(chunk_id: str, start: int, count: int) -> str:
+        return json.dumps({"job_id": job_id, "chunk_id": chunk_id, "kind": "pi",
+                           "params": {"seed": 11, "start": start, "count": count}, "units": count})
+
     now = time.time()
     grant = lua.grant(job_id, first, "r", capacity=2, now=now, lease_s=1.0, rate=1e8, cut=cut, cut_units=1_000)
     assert grant.code is GrantCode.LEASED and grant.chunk_id
-    seen_by_collector = Holders(first)  # what a collector read before the lease moved on
     taken = lua.requeue(job_id, grant.chunk_id, now=now + 60, counter="expiries", force=False)
     assert taken.code is RequeueCode.REQUEUED and taken.worker == first
     regrant = lua.grant(job_id, second, "r", capacity=2, now=now + 61, lease_s=1.0, rate=1e8, cut=cut, cut_units=1)
     assert regrant.chunk_id == grant.chunk_id and regrant.attempt == 2
+    return grant
+
+
+def test_a_merge_with_an_outdated_view_of_the_lease_frees_the_slot_of_its_new_holder(app: HydraCelery) -> None:
+    first, second = add_workers(app, 2)
+    job_id = pi_job(app, 1_000)
+    lua = Scripts(app.redis)
+    now = time.time()
+    seen_by_collector = Holders(first)  # what a collector read before the lease moved on
+    grant = lease_then_move(app, job_id, first, second)
+    assert grant.chunk_id
     member = keys.lease_member(job_id, grant.chunk_id)
     assert app.redis.sismember(keys.worker_inflight(second), member)
     # The first holder's late result is still accepted (it was sent the chunk), with the stale view.
@@ -142,7 +155,7 @@ def test_a_chunk_the_job_handed_out_meanwhile_is_not_granted_twice(app: HydraCel
     (worker,) = add_workers(app, 1)
     job_id = pi_job(app, 5_000)
     app.redis.rpush(keys.job_todo(job_id), "c-requeued")
-    app.redis.hset(keys.job_chunks(job_id), "c-requeued", __import__("json").dumps(
+    app.redis.hset(keys.job_chunks(job_id), "c-requeued", json.dumps(
         {"job_id": job_id, "chunk_id": "c-requeued", "kind": "pi", "params": {"seed": 1, "start": 0, "count": 10},
          "units": 10}))
     script = app.redis.register_script(__import__("hydra_tasks.lua", fromlist=["source"]).source("grant"))
@@ -167,7 +180,7 @@ def test_ending_a_job_with_an_outdated_view_changes_nothing_and_a_fresh_read_end
     old_keys = [k for c, h, _ in old["leased"] for k in (keys.lease(job_id, c), keys.worker_inflight(h))]
     result = script(keys=[keys.job(job_id), keys.JOBS_ACTIVE, keys.job_todo(job_id), keys.LEASES,
                           keys.job_tiles(job_id), *old_keys],
-                    args=["cancelled", repr(time.time()), "{}", job_id, __import__("json").dumps(old)])
+                    args=["cancelled", repr(time.time()), "{}", job_id, json.dumps(old)])
     assert int(result) == -3
     assert store.get_job(app.redis, job_id).state == "running" and app.redis.zcard(keys.LEASES) == len(leased)
     assert Scripts(app.redis).finish(job_id, "cancelled", now=time.time(), fields={})
@@ -206,7 +219,7 @@ def test_a_forged_tiny_elapsed_time_cannot_inflate_a_workers_modelled_speed(app:
     assert after is not None
     # Believed, the claim would have made it 0.7 x 1e8 + 0.3 x 1e10 = 3.07e9 samples/s (30x).
     assert after.rate("pi") < 1.3 * before.rate("pi"), after.rate("pi")
-    entry = __import__("json").loads(app.redis.lindex(keys.job_log(job_id), -1))
+    entry = json.loads(app.redis.lindex(keys.job_log(job_id), -1))
     assert entry["claimed_s"] == 0.001 and entry["elapsed_s"] >= 0.2 - 1e-3
 
 
@@ -215,15 +228,7 @@ def test_a_result_from_a_worker_that_no_longer_holds_the_lease_teaches_no_model(
 
     first, second = add_workers(app, 2)
     job_id = pi_job(app, 1_000)
-    lua = Scripts(app.redis)
-    cut = lambda chunk_id, start, count: __import__("json").dumps(  # noqa: E731
-        {"job_id": job_id, "chunk_id": chunk_id, "kind": "pi", "params": {"seed": 11, "start": start,
-                                                                         "count": count}, "units": count})
-    now = time.time()
-    grant = lua.grant(job_id, first, "r", capacity=2, now=now, lease_s=1.0, rate=1e8, cut=cut, cut_units=1_000)
-    spec = __import__("json").loads(grant.spec_json or "{}")
-    lua.requeue(job_id, spec["chunk_id"], now=now + 60, counter="expiries", force=False)
-    lua.grant(job_id, second, "r", capacity=2, now=time.time(), lease_s=1.0, rate=1e8, cut=cut, cut_units=1)
+    spec = json.loads(lease_then_move(app, job_id, first, second).spec_json or "{}")
     late = run_chunk(spec, attempt=1, worker_id=first, region="r")
     late["elapsed_s"] = 1e-6
     assert collect.collect(app.redis, app.settings, late) == "merged"  # it was sent the chunk: paid, merged
