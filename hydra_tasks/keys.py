@@ -35,6 +35,7 @@ hydra:ledger:stats             hash    supply, minted, transferred, transfers, m
 hydra:ledger:daily             hash    "YYYY-MM-DD" (UTC) -> micro-tokens minted that day
 hydra:ledger:journal           stream  every balance change, append-only and hash-chained (ledger/chain.py)
 hydra:ledger:head              hash    the journal chain's newest entry: hash, id, length
+hydra:results:dropped          hash    results dropped before any check, by reason -> count (jobs/collect.py)
 =============================  ======  ============================================================
 
 Fields
@@ -163,8 +164,15 @@ hydra:ledger:journal
     from               transfer only: the sending account
     nonce              transfer only: the sender's nonce (above its previous one)
     signature          transfer only: Ed25519 signature over the canonical transfer message (hex)
+    result             mint for a chunk: the signed report that earned it (canonical JSON, trust/results.py)
+    result_signature   mint for a chunk: the worker's Ed25519 signature over that report (hex)
     prev               the hash of the entry before (40 zeros for the first chained entry)
     hash               SHA-1 of prev and this entry's fields in order, each as <length>:<text>
+
+hydra:results:dropped
+  jobs/collect.py: results in the name of a worker with a registered key, not signed by it
+    unsigned           results with no signature
+    bad signature      results whose signature does not verify
 
 hydra:ledger:head
   lua/_journal.lua, with every journal entry
@@ -199,6 +207,7 @@ LEDGER_STATS = f"{PREFIX}:ledger:stats"
 LEDGER_DAILY = f"{PREFIX}:ledger:daily"
 LEDGER_JOURNAL = f"{PREFIX}:ledger:journal"
 LEDGER_HEAD = f"{PREFIX}:ledger:head"
+RESULTS_DROPPED = f"{PREFIX}:results:dropped"
 
 CONTROL_QUEUE = "hydra.control"
 REGION_QUEUE_PREFIX = "hydra.region."

@@ -11,6 +11,7 @@ from . import keys
 from .jobs import collect, store
 from .scheduling import dispatcher, sweeper
 from .scheduling.router import router_for
+from .trust import identity, results
 from .worker.compute import decline, run_chunk
 from .worker.throttle import on_battery
 
@@ -28,12 +29,13 @@ def compute_chunk(self: Any, chunk: dict[str, Any], attempt: int, region: str = 
     if state is None or state.is_final:
         return  # cancelled or finished meanwhile: don't spend the volunteer's CPU
     worker_id = self.request.hostname or "unknown"
+    key = results.worker_key(identity.key_path(self.app.settings))  # every result is signed with it
     # Checked here, in the process that computes (prefork children do not see the heartbeat thread).
     if self.app.settings.pause_on_battery and on_battery():
-        result = decline(chunk, attempt=attempt, worker_id=worker_id, region=region, reason="on battery")
+        result = decline(chunk, attempt=attempt, worker_id=worker_id, region=region, reason="on battery", key=key)
     else:
         result = run_chunk(chunk, attempt=attempt, worker_id=worker_id, region=region,
-                           threads=self.app.settings.kernel_threads, cpu_limit=self.app.settings.cpu_limit)
+                           threads=self.app.settings.kernel_threads, cpu_limit=self.app.settings.cpu_limit, key=key)
     collect_chunk.apply_async(args=[result], queue=keys.CONTROL_QUEUE)
 
 

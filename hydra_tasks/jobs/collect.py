@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import redis
 
 from .. import keys
-from ..errors import HydraError, ResultRejected
+from ..errors import HydraError, ResultRejected, SignatureError
 from ..grid import accounting
 from ..grid.regions import parse_regions, region_signals
 from ..grid.site import worker_signals
@@ -29,6 +29,7 @@ from ..models import ChunkResult, ChunkSpec, JobKind, JobState
 from ..scheduling.cluster import ClusterSnapshot, snapshot
 from ..scheduling.router import carbon_provider
 from ..settings import Settings
+from ..trust import results as signed_results
 from ..worker import performance
 from ..worker.compute import DECLINED
 from ..worker.registry import WorkerInfo, get_worker
@@ -48,6 +49,7 @@ class Outcome(str, enum.Enum):
     REJECTED = "rejected"        # malformed or failed verification: re-sent elsewhere
     DECLINED = "declined"        # handed back by a paused worker: re-sent elsewhere, not a failure
     FAILED = "failed"            # the chunk failed too often: the job failed
+    FORGED = "forged"            # not signed by the key registered for the worker it names: dropped, counted
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,15 @@ def collect(client: redis.Redis, settings: Settings, data: Mapping[str, Any], *,
     found = _read(client, result)
     if found is None:
         return Outcome.IGNORED  # unknown chunk, deleted job, or a job that already ended
-    chunk, lease = found
+    chunk, lease, public_key = found
+    if public_key:  # a worker with a registered key speaks only through signed results
+        try:
+            signed_results.check(result, public_key)
+        except SignatureError as exc:
+            client.hincrby(keys.RESULTS_DROPPED, "bad signature" if result.signature else "unsigned", 1)
+            log.warning("dropped a result for chunk %s of job %s in the name of %s: %s", result.chunk_id,
+                        result.job_id, result.worker_id, exc)
+            return Outcome.FORGED
     lua = scripts(client)
     if result.error is not None and result.error.startswith(DECLINED):
         lua.requeue(result.job_id, result.chunk_id, now=now, counter="declines", force=True,
@@ -85,17 +95,19 @@ def collect(client: redis.Redis, settings: Settings, data: Mapping[str, Any], *,
     return _merge(client, settings, lua, chunk, result, increments, lease, now)
 
 
-def _read(client: redis.Redis, result: ChunkResult) -> tuple[ChunkSpec, _Lease] | None:
-    """The chunk's spec and lease, in one round trip; None if the chunk or its job is gone or over."""
+def _read(client: redis.Redis, result: ChunkResult) -> tuple[ChunkSpec, _Lease, str] | None:
+    """The chunk's spec, its lease and the key registered for the worker the result names, in one
+    round trip; None if the chunk or its job is gone or over."""
     reads = client.pipeline(transaction=False)
     reads.hget(keys.job_chunks(result.job_id), result.chunk_id)
     reads.hget(keys.job(result.job_id), "state")
     reads.hmget(keys.lease(result.job_id, result.chunk_id), "dispatched_at", "worker", "backup")
-    chunk_json, state_name, (dispatched_at, holder, backup) = reads.execute()
+    reads.hget(keys.worker(result.worker_id), "public_key")
+    chunk_json, state_name, (dispatched_at, holder, backup), public_key = reads.execute()
     if chunk_json is None or state_name is None or JobState(state_name).is_final:
         return None
     chunk = ChunkSpec.from_json(json.loads(chunk_json))
-    return chunk, _Lease(float(dispatched_at) if dispatched_at else None, Holders.of(holder, backup))
+    return chunk, _Lease(float(dispatched_at) if dispatched_at else None, Holders.of(holder, backup)), public_key or ""
 
 
 def _verify(chunk: ChunkSpec, result: ChunkResult) -> dict[str, int]:
@@ -235,7 +247,8 @@ def _mint(settings: Settings, snap: ClusterSnapshot, worker: WorkerInfo | None,
                                   saved_g=carbon.counterfactual_g - carbon.carbon_g, renewable_kwh=carbon.renewable_kwh)
     if reward.total <= 0:
         return ""
-    return ledger.mint_json(worker.public_key, reward, job_id=chunk.job_id, chunk_id=chunk.chunk_id, now=now)
+    return ledger.mint_json(worker.public_key, reward, job_id=chunk.job_id, chunk_id=chunk.chunk_id, now=now,
+                            proof=signed_results.proof(result))
 
 
 def finalize(client: redis.Redis, job_id: str, *, now: float | None = None) -> bool:

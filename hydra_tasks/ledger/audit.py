@@ -9,15 +9,16 @@ every checkpointed entry, unchanged: a flushed, truncated or rewritten journal f
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import redis
 
 from .. import keys
 from ..errors import SignatureError
 from ..trust import identity
-from .book import MAX_AMOUNT_MICRO, transfer_message
+from .book import CHUNK_REWARD, MAX_AMOUNT_MICRO, transfer_message
 from .chain import Checkpoint, walk
 
 
@@ -72,6 +73,10 @@ def verify(client: redis.Redis, *, checkpoints: Sequence[Checkpoint] = (),
                 if f["key"] in keys_seen:
                     audit.problems.append(f"{entry_id}: mint key {f['key']} appears twice")
                 keys_seen.add(f["key"])
+                if f["reason"] == CHUNK_REWARD and "hash" in f:  # chained entries: the proof is required
+                    problem = proof_problem(f)
+                    if problem:
+                        audit.problems.append(f"{entry_id}: mint for {f['key']}: {problem}")
                 balances[f["to"]] = balances.get(f["to"], 0) + amount
                 earned[f["to"]] = earned.get(f["to"], 0) + amount
                 minted += amount
@@ -144,3 +149,21 @@ def _check_checkpoints(checkpoints: Sequence[Checkpoint], control_key: str | Non
         elif (minted, transferred) != (cp.minted, cp.transferred):
             audit.problems.append(f"{when}: minted/transferred up to it were {cp.minted}/{cp.transferred}; "
                                   f"the journal now says {minted}/{transferred}")
+
+
+def proof_problem(entry: Mapping[str, str]) -> str | None:
+    """Why a chunk reward's signed report does not prove it was earned by the key it paid (None: it does)."""
+    if not entry.get("result") or not entry.get("result_signature"):
+        return "it names no signed result"
+    try:
+        claims = json.loads(entry["result"])
+    except ValueError:
+        return "its signed result is not JSON"
+    if not isinstance(claims, dict) or f"{claims.get('job_id')}:{claims.get('chunk_id')}" != entry["key"] \
+            or claims.get("action") != "chunk_result" or claims.get("error") is not None:
+        return "its signed result is for another chunk, or not an accepted result"
+    try:
+        identity.verify(entry["to"], claims, entry["result_signature"])
+    except SignatureError:
+        return "the signed result is not signed by the account it paid"
+    return None

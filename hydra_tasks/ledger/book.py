@@ -64,14 +64,18 @@ def open_account(client: redis.Redis, account: str, *, now: float | None = None)
     client.hsetnx(keys.LEDGER_ACCOUNTS, account, repr(time.time() if now is None else now))
 
 
+CHUNK_REWARD = "chunk accepted"  # the reason of a mint for an accepted chunk: it carries a signed report
+
+
 def mint_json(account: str, reward: Reward, *, job_id: str, chunk_id: str, now: float,
-              reason: str = "chunk accepted") -> str:
+              reason: str = CHUNK_REWARD, proof: Mapping[str, str] | None = None) -> str:
     """A mint for ``lua/merge.lua`` (or ``lua/mint.lua``); amounts as strings, since Lua would print big
-    numbers as 1e+15. The idempotency key is ``{job}:{chunk}``."""
+    numbers as 1e+15. The idempotency key is ``{job}:{chunk}``. ``proof``: the signed result that
+    earned it (trust/results.proof), kept in the journal entry."""
     day = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%d")
     return json.dumps({"key": f"{job_id}:{chunk_id}", "account": account, "amount": str(reward.total),
                        "reason": reason, "ts": repr(now), "day": day,
-                       "detail": json.dumps(reward.to_json(), sort_keys=True)})
+                       "detail": json.dumps(reward.to_json(), sort_keys=True), **(proof or {})})
 
 
 def mint(client: redis.Redis, account: str, reward: Reward, *, job_id: str, chunk_id: str, reason: str,

@@ -9,7 +9,8 @@ local function ledger_keys(first)
           minted = KEYS[first + 4], daily = KEYS[first + 5], journal = KEYS[first + 6], head = KEYS[first + 7]}
 end
 
--- m: {key, account, amount, reason, ts, day, detail}, amounts as strings.
+-- m: {key, account, amount, reason, ts, day, detail, result, result_signature}, amounts as strings;
+-- a chunk's reward carries the signed report that earned it (result, result_signature).
 -- Returns 1 minted, 0 already minted (m.key is the idempotency key, e.g. "{job}:{chunk}").
 local function mint_one(k, m)
   if redis.call('SADD', k.minted, m.key) == 0 then return 0 end
@@ -21,7 +22,11 @@ local function mint_one(k, m)
   redis.call('HINCRBY', k.stats, 'minted', amount)
   redis.call('HINCRBY', k.stats, 'mints', 1)
   redis.call('HINCRBY', k.daily, m.day, amount)
-  append_entry(k.journal, k.head, {'type', 'mint', 'to', m.account, 'amount', amount, 'key', m.key,
-                                   'reason', m.reason, 'ts', m.ts, 'detail', m.detail or ''})
+  local entry = {'type', 'mint', 'to', m.account, 'amount', amount, 'key', m.key, 'reason', m.reason, 'ts', m.ts,
+                 'detail', m.detail or ''}
+  if m.result then
+    for _, v in ipairs({'result', m.result, 'result_signature', m.result_signature or ''}) do entry[#entry + 1] = v end
+  end
+  append_entry(k.journal, k.head, entry)
   return 1
 end

@@ -463,12 +463,21 @@ def test_every_accepted_chunk_is_accounted_and_a_clean_region_saves_carbon(app: 
     assert sustainability_metrics(app.redis)["overall"]["carbon_g"] == pytest.approx(job["carbon_g"])
 
 
+SIGNING_KEYS: dict[str, SigningKey] = {}  # worker id -> its key, for add_keyed_workers' workers
+
+
+def signed_run(chunk: dict[str, Any], attempt: int, worker_id: str) -> dict[str, Any]:
+    """The worker computes the chunk and signs its result, as every keyed volunteer does."""
+    return run_chunk(chunk, attempt=attempt, worker_id=worker_id, region="eu-west", key=SIGNING_KEYS[worker_id])
+
+
 def add_keyed_workers(app: HydraCelery, *names: str, now: float | None = None) -> dict[str, str]:
     """Workers in eu-west with their own key and token account (as a worker's start makes them)."""
     now = time.time() if now is None else now
     accounts = {}
     for name in names:
-        accounts[name] = identity.public_hex(SigningKey.generate())
+        SIGNING_KEYS[name] = SigningKey.generate()
+        accounts[name] = identity.public_hex(SIGNING_KEYS[name])
         registry.register(app.redis, registry.WorkerInfo(
             worker_id=name, region="eu-west", host="test", pid=1, cores=1, concurrency=1, pi_samples_per_s=1e8,
             mandelbrot_iters_per_s=1e8, state=WorkerState.ONLINE, started_at=now, last_seen=now,
@@ -484,7 +493,7 @@ def test_tokens_are_minted_once_for_an_accepted_chunk_and_never_for_a_rejected_o
     sent = run_dispatch(app)
     mine = [(c, a, w) for c, a, w in sent if w == "honest@test"]
     chunk, attempt, _ = mine[0]
-    good = run_chunk(chunk, attempt=attempt, worker_id="honest@test", region="eu-west")
+    good = signed_run(chunk, attempt, "honest@test")
     forged = {**good, "payload": {**good["payload"], "hits": good["payload"]["hits"] + 1}}
     assert collect.collect(app.redis, app.settings, forged) == "rejected"
     assert book.balance(app.redis, accounts["honest@test"])["balance_micro"] == 0  # nothing for bad work
@@ -496,10 +505,10 @@ def test_tokens_are_minted_once_for_an_accepted_chunk_and_never_for_a_rejected_o
     # Another worker returns (correct) work for a chunk it was never sent: ignored, and the honest
     # worker's result for it is still merged and paid.
     chunk2, attempt2, _ = mine[1]
-    stolen = run_chunk(chunk2, attempt=attempt2, worker_id="thief@test", region="eu-west")
+    stolen = signed_run(chunk2, attempt2, "thief@test")
     assert collect.collect(app.redis, app.settings, stolen) == "ignored"
     assert book.balance(app.redis, accounts["thief@test"])["balance_micro"] == 0
-    honest = run_chunk(chunk2, attempt=attempt2, worker_id="honest@test", region="eu-west")
+    honest = signed_run(chunk2, attempt2, "honest@test")
     assert collect.collect(app.redis, app.settings, honest) == "merged"
     assert book.balance(app.redis, accounts["honest@test"])["balance_micro"] > paid
 
@@ -518,9 +527,9 @@ def test_a_late_result_after_the_chunk_was_sent_elsewhere_is_merged_and_paid_onc
     sweep(app.redis, app.settings, CapacityRouter(), lambda c, a, w, r: resent.append((c, a, w)), now=later)
     [(again, attempt2, second)] = resent  # the expired lease is taken back and the chunk sent elsewhere
     assert second == other and again["chunk_id"] == chunk["chunk_id"]
-    late = run_chunk(chunk, attempt=attempt, worker_id=first, region="eu-west")
+    late = signed_run(chunk, attempt, first)
     assert collect.collect(app.redis, app.settings, late) == "merged"  # it was sent to this worker
-    on_time = run_chunk(again, attempt=attempt2, worker_id=second, region="eu-west")
+    on_time = signed_run(again, attempt2, second)
     assert collect.collect(app.redis, app.settings, on_time) == "ignored"  # the job is already done
     paid = {name: book.balance(app.redis, a)["balance_micro"] for name, a in accounts.items()}
     assert paid[first] > 0 and paid[second] == 0  # the chunk is paid exactly once, to who did it first

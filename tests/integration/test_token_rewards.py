@@ -44,6 +44,8 @@ def test_each_accepted_chunk_mints_once_to_its_workers_key(app: HydraCelery, sta
     assert job.state == "done" and job.result["hits"] == compute.pi_hits(11, 0, samples)
     mints = [f for _, f in audit.journal(app.redis) if f["type"] == "mint" and f["key"].startswith(job.id)]
     assert len(mints) == job.chunks_done == len({m["key"] for m in mints})  # one per accepted chunk
+    for m in mints:  # each names the result its worker signed (ledger verify below checks the signatures)
+        assert json.loads(m["result"])["chunk_id"] == m["key"].split(":")[1] and len(m["result_signature"]) == 128
     # Rewards follow work: 1 token per 10^9 samples at the default rate, before bonuses.
     base = sum(json.loads(m["detail"])["base"] for m in mints)
     assert base == pytest.approx(samples / 1e9 * 1_000_000, abs=len(mints))

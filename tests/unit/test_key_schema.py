@@ -29,7 +29,9 @@ from hydra_tasks.scheduling.dispatcher import dispatch
 from hydra_tasks.scheduling.router import router_for
 from hydra_tasks.trust import identity
 from hydra_tasks.worker import performance, registry
-from hydra_tasks.worker.compute import decline, run_chunk
+from hydra_tasks.trust import results as signed_results
+from hydra_tasks.worker.compute import decline
+from hydra_tasks.worker.compute import run_chunk as compute_chunk
 
 Sent = list[tuple[dict[str, Any], int, str]]
 
@@ -127,6 +129,11 @@ def test_every_field_a_job_life_writes_is_documented(app: HydraCelery) -> None:
     alice, bob = SigningKey.generate(), SigningKey.generate()
     _register(app, "a@test", "eu-north", alice)
     _register(app, "b@test", "us-east", bob)
+    signing = {"a@test": alice, "b@test": bob}
+
+    def run_chunk(c: dict[str, Any], *, attempt: int, worker_id: str, region: str) -> dict[str, Any]:
+        return compute_chunk(c, attempt=attempt, worker_id=worker_id, region=region, key=signing[worker_id])
+
     workers = ("a@test", "b@test")
     lease_fields: set[str] = set()
 
@@ -144,9 +151,11 @@ def test_every_field_a_job_life_writes_is_documented(app: HydraCelery) -> None:
     assert scripts.requeue(c1["job_id"], c1["chunk_id"], now=time.time() + 10**6, counter="expiries",
                            force=False).count == 1
     performance.record_expiry(r, w1)
-    assert collect.collect(r, app.settings, decline(c2, attempt=a2, worker_id=w2, region="r", reason="test")) \
+    assert collect.collect(r, app.settings, decline(c2, attempt=a2, worker_id=w2, region="r", reason="test",
+                                                      key=signing[w2])) \
         == "declined"
-    failed = {**run_chunk(c3, attempt=a3, worker_id=w3, region="r"), "error": "KernelError: simulated"}
+    failed = signed_results.sign({**run_chunk(c3, attempt=a3, worker_id=w3, region="r"),
+                                  "error": "KernelError: simulated"}, signing[w3])
     assert collect.collect(r, app.settings, failed) == "rejected"  # a failure, below HYDRA_MAX_CHUNK_FAILURES
     _lease_fields(app, lease_fields)
     result = run_chunk(c0, attempt=a0, worker_id=w0, region="r")

@@ -1,0 +1,116 @@
+"""A worker with a registered key speaks only through results signed with it: a result in its name
+that is unsigned, or signed by another key, is dropped and counted, and changes nothing. Every
+chunk reward carries the signed result that earned it, and `ledger verify` checks it."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+from nacl.signing import SigningKey
+
+from hydra_tasks import keys
+from hydra_tasks.celery_app import HydraCelery, create_app
+from hydra_tasks.jobs import collect, store
+from hydra_tasks.jobs.spec import parse_job_spec
+from hydra_tasks.ledger import audit, book
+from hydra_tasks.ledger.rewards import Reward
+from hydra_tasks.models import WorkerState
+from hydra_tasks.scheduling import planner
+from hydra_tasks.scheduling.dispatcher import dispatch
+from hydra_tasks.scheduling.router import CapacityRouter
+from hydra_tasks.trust import identity
+from hydra_tasks.trust import results as signed_results
+from hydra_tasks.worker import registry
+from hydra_tasks.worker.compute import decline, run_chunk
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def app(redis_only: HydraCelery) -> HydraCelery:
+    redis_only.redis.flushdb()
+    return create_app(redis_only.settings.with_(adaptive=False, pi_chunk_samples=1_000))
+
+
+def keyed_worker(app: HydraCelery, name: str) -> SigningKey:
+    key, now = SigningKey.generate(), time.time()
+    registry.register(app.redis, registry.WorkerInfo(
+        worker_id=name, region="r", host="test", pid=1, cores=1, concurrency=1, pi_samples_per_s=1e8,
+        mandelbrot_iters_per_s=1e8, state=WorkerState.ONLINE, started_at=now, last_seen=now,
+        public_key=identity.public_hex(key)))
+    book.open_account(app.redis, identity.public_hex(key))
+    return key
+
+
+def one_chunk(app: HydraCelery, samples: int = 2_000) -> tuple[str, dict[str, Any], int, str]:
+    spec = parse_job_spec({"kind": "pi", "params": {"samples": samples, "seed": 5}})
+    job_id = store.new_job_id()
+    store.create_job(app.redis, spec, planner.plan(job_id, spec, app.settings), job_id=job_id)
+    sent: list[tuple[dict[str, Any], int, str]] = []
+    dispatch(app.redis, app.settings, CapacityRouter(), lambda c, a, w, r: sent.append((c, a, w)))
+    chunk, attempt, holder = sent[0]
+    return job_id, chunk, attempt, holder
+
+
+def snapshot_of(app: HydraCelery, job_id: str) -> dict[str, Any]:
+    job = store.get_job(app.redis, job_id).to_json()
+    job.pop("updated_at")
+    return {"job": job, "todo": app.redis.lrange(keys.job_todo(job_id), 0, -1),
+            "leases": app.redis.zrange(keys.LEASES, 0, -1), "journal": app.redis.xlen(keys.LEDGER_JOURNAL),
+            "balances": app.redis.hgetall(keys.LEDGER_BALANCES)}
+
+
+def test_results_in_a_keyed_workers_name_count_only_when_signed_by_its_key(app: HydraCelery) -> None:
+    victim = keyed_worker(app, "victim@test")
+    job_id, chunk, attempt, holder = one_chunk(app)
+    assert holder == "victim@test"
+    before = snapshot_of(app, job_id)
+    attacker = SigningKey.generate()
+    honest_unsigned = run_chunk(chunk, attempt=attempt, worker_id=holder, region="r")
+    forgeries = [
+        honest_unsigned,                                                   # no signature
+        signed_results.sign(honest_unsigned, attacker),                    # someone else's key
+        {**run_chunk(chunk, attempt=attempt, worker_id=holder, region="r", key=victim), "elapsed_s": 0.001},
+        {**signed_results.sign({**honest_unsigned, "error": "KernelError: forged"}, attacker)},
+        decline(chunk, attempt=attempt, worker_id=holder, region="r", reason="forged", key=attacker),
+    ]
+    for forged in forgeries * 3:  # three forged failures used to fail any job
+        assert collect.collect(app.redis, app.settings, forged) == "forged"
+    assert snapshot_of(app, job_id) == before  # nothing re-queued, failed, merged or paid
+    dropped = app.redis.hgetall(keys.RESULTS_DROPPED)
+    assert dropped == {"unsigned": "3", "bad signature": "12"}
+    honest = run_chunk(chunk, attempt=attempt, worker_id=holder, region="r", key=victim)
+    assert collect.collect(app.redis, app.settings, honest) == "merged"
+    [mint] = [f for _, f in audit.journal(app.redis) if f["type"] == "mint"]
+    proof = json.loads(mint["result"])
+    assert proof["job_id"] == job_id and proof["chunk_id"] == chunk["chunk_id"] and proof["worker_id"] == holder
+    identity.verify(identity.public_hex(victim), proof, mint["result_signature"])
+    assert audit.verify(app.redis).ok
+
+
+def test_ledger_verify_refuses_a_chunk_reward_without_the_signed_result_that_earned_it(app: HydraCelery) -> None:
+    victim = keyed_worker(app, "victim@test")
+    job_id, chunk, attempt, holder = one_chunk(app)
+    assert collect.collect(app.redis, app.settings, run_chunk(chunk, attempt=attempt, worker_id=holder, region="r",
+                                                              key=victim)) == "merged"
+    assert audit.verify(app.redis).ok
+    thief = SigningKey.generate()
+    book.open_account(app.redis, identity.public_hex(thief))
+    reward = Reward(7, 7, 0, 0, 0, 7, False)
+    # Someone with Redis access calls the mint script for a "chunk" with no report behind it ...
+    book.mint(app.redis, identity.public_hex(thief), reward, job_id="j", chunk_id="c9", reason=book.CHUNK_REWARD)
+    report = audit.verify(app.redis)
+    assert any("names no signed result" in p for p in report.problems), report.problems
+    # ... or copies a real report into a mint to another account.
+    [real] = [f for _, f in audit.journal(app.redis) if f.get("result")]
+    forged = json.loads(book.mint_json(identity.public_hex(thief), reward, job_id=job_id, chunk_id="copy",
+                                       now=time.time(), proof={"result": real["result"],
+                                                               "result_signature": real["result_signature"]}))
+    from hydra_tasks.lua import scripts
+
+    scripts(app.redis).mint(json.dumps(forged))
+    report = audit.verify(app.redis)
+    assert any("for another chunk" in p or "not signed by the account" in p for p in report.problems), report.problems
