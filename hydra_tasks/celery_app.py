@@ -93,8 +93,11 @@ def celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
         "task_ignore_result": True,
         "task_default_queue": keys.CONTROL_QUEUE,
         "task_create_missing_queues": True,
-        "task_routes": {name: {"queue": keys.CONTROL_QUEUE}
-                        for name in ("hydra.collect_chunk", "hydra.dispatch", "hydra.sweep", "hydra.checkpoint")},
+        "task_routes": {**{name: {"queue": keys.CONTROL_QUEUE}
+                           for name in ("hydra.dispatch", "hydra.sweep", "hydra.checkpoint")},
+                        "hydra.intake": {"queue": keys.INTAKE_QUEUE}},
+        # Each worker runs only its role's tasks, never Celery's built-ins (worker/gate.py).
+        "worker_consumer": "hydra_tasks.worker.gate:GatedConsumer",
         # A backstop only: lost work is recovered by lease expiry + the sweeper, within seconds.
         "broker_transport_options": {"visibility_timeout": 3600},
         # A worker (or beat) that cannot reach Redis logs one line and tries again, at most 30 s apart,
@@ -147,13 +150,21 @@ class HydraCelery(Celery):
 
     def on_configure(self) -> None:  # called by Celery when the config is first needed
         try:
-            url = resolve_redis_url(self.settings)
+            if self.settings.join_file:  # a volunteer: its own Redis user, its own queues only
+                from .worker import join
+
+                creds = join.load(self.settings)
+                url = self.settings.redis_url or creds.redis_url
+                config = join.celery_settings(creds, celery_config(self.settings, url))
+            else:
+                url = resolve_redis_url(self.settings)
+                config = celery_config(self.settings, url)
         except HydraError as exc:
             _exit_under_celery_cli(str(exc))
             raise
         # config_from_object, not conf.update: an update runs Celery's change callbacks, which read
         # the configuration that is being loaded (infinite recursion in e.g. `celery purge`).
-        self.config_from_object(celery_config(self.settings, url))
+        self.config_from_object(config)
         _check_redis_under_celery_cli(url)
 
 

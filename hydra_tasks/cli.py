@@ -201,19 +201,43 @@ def cancel(job_id: str) -> None:
 @click.option("--cpu-limit", type=click.FloatRange(1, 100), default=None,
               help="Compute at most this percent of the time (HYDRA_CPU_LIMIT), e.g. 50.")
 @click.option("--loglevel", default="INFO", show_default=True)
+@click.option("--join", "join_source", default=None, metavar="FILE|TOKEN",
+              help="Join with the credentials file or token `hydra volunteer add` gave you (stored in "
+                   "HYDRA_DATA_DIR; later starts may omit it).")
 def worker(region: str | None, name: str | None, concurrency: int | None, pool: str, threads: int | None,
-           cpu_limit: float | None, loglevel: str) -> None:
-    """Run a volunteer worker for REGION (wraps `celery -A hydra_tasks worker -Q hydra.region.REGION`)."""
+           cpu_limit: float | None, loglevel: str, join_source: str | None) -> None:
+    """Run a volunteer worker for REGION (wraps `celery -A hydra_tasks worker -Q hydra.region.REGION`).
+
+    With --join (or HYDRA_JOIN_FILE), run as an enrolled volunteer: its own Redis user, its admitted
+    regions and its own queue only (--region and --name come from the credentials)."""
     from . import keys
     from .settings import REGION_RE
     from .stack import celery_worker_argv
+    from .worker import join
 
-    region = region or _settings().region
-    if not REGION_RE.match(region):
-        raise click.BadParameter("use lowercase letters, digits and '-'", param_hint="--region")
-    argv = celery_worker_argv([keys.region_queue(region)], name=name or f"{region}-{os.getpid()}",
-                              concurrency=concurrency or max(1, (os.cpu_count() or 1) // (threads or 1)), pool=pool,
-                              loglevel=loglevel)
+    settings = _settings()
+    slots = concurrency or max(1, (os.cpu_count() or 1) // (threads or 1))
+    stored = settings.data_dir / join.CREDENTIALS_FILE
+    if join_source is not None or settings.join_file or stored.exists():
+        if region or name:
+            raise click.UsageError("--region and --name come from the volunteer's credentials; leave them out.")
+        try:
+            if join_source is not None:
+                path, creds = join.install(settings, join_source)
+            else:
+                path = Path(settings.join_file) if settings.join_file else stored
+                creds = join.load(settings.with_(join_file=str(path)))
+        except HydraError as exc:
+            raise click.ClickException(str(exc)) from None
+        os.environ.update(join.child_env(settings, path, creds))
+        argv = join.worker_argv(creds, concurrency=slots, pool=pool, loglevel=loglevel)
+        click.echo(f"joining as {creds.worker_id} (regions {', '.join(creds.regions)})", err=True)
+    else:
+        region = region or settings.region
+        if not REGION_RE.match(region):
+            raise click.BadParameter("use lowercase letters, digits and '-'", param_hint="--region")
+        argv = celery_worker_argv([keys.region_queue(region)], name=name or f"{region}-{os.getpid()}",
+                                  concurrency=slots, pool=pool, loglevel=loglevel)
     if threads is not None:
         os.environ["HYDRA_KERNEL_THREADS"] = str(threads)
     if cpu_limit is not None:

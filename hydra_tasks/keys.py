@@ -36,6 +36,7 @@ hydra:ledger:daily             hash    "YYYY-MM-DD" (UTC) -> micro-tokens minted
 hydra:ledger:journal           stream  every balance change, append-only and hash-chained (ledger/chain.py)
 hydra:ledger:head              hash    the journal chain's newest entry: hash, id, length
 hydra:results:dropped          hash    results dropped before any check, by reason -> count (jobs/collect.py)
+hydra:intake:dropped           hash    intake messages dropped, by reason -> count (intake.py, worker/gate.py)
 =============================  ======  ============================================================
 
 Fields
@@ -174,6 +175,17 @@ hydra:results:dropped
     unsigned           results with no signature
     bad signature      results whose signature does not verify
 
+hydra:intake:dropped
+  intake.py and worker/gate.py: the reasons are intake.Dropped's values
+    malformed          not an envelope, or a body that does not fit its action
+    bad signature      the envelope's signature does not verify against the key it names
+    unknown key        isolated mode: no enrolled volunteer has the signing key
+    revoked            the signing volunteer was revoked (or never finished joining)
+    wrong worker       speaks for a worker id bound to another key
+    wrong region       registers in a region the volunteer was not admitted to
+    unknown task       a task other than hydra.intake on the intake queue
+    refused            authentic but refused (a stale grid report, an unknown zone)
+
 hydra:ledger:head
   lua/_journal.lua, with every journal entry
     hash               the newest entry's hash
@@ -208,8 +220,10 @@ LEDGER_DAILY = f"{PREFIX}:ledger:daily"
 LEDGER_JOURNAL = f"{PREFIX}:ledger:journal"
 LEDGER_HEAD = f"{PREFIX}:ledger:head"
 RESULTS_DROPPED = f"{PREFIX}:results:dropped"
+INTAKE_DROPPED = f"{PREFIX}:intake:dropped"
 
 CONTROL_QUEUE = "hydra.control"
+INTAKE_QUEUE = "hydra.intake"   # the one queue volunteers may publish to (intake.py)
 REGION_QUEUE_PREFIX = "hydra.region."
 
 

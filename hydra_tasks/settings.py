@@ -138,6 +138,10 @@ class Settings:
     api_token: str | None = field(default=None, repr=False, metadata=_meta("HYDRA_API_TOKEN", _str))
     region: str = field(default="local", metadata=_meta("HYDRA_REGION", _region))
     key_file: str = field(default="", metadata=_meta("HYDRA_KEY_FILE", _str))  # worker key; default data_dir/worker.key
+    # per-volunteer Redis users (needs Redis 7): volunteers must enrol; off = trust local workers
+    isolate: bool = field(default=False, metadata=_meta("HYDRA_ISOLATE", _parse_bool))
+    # a volunteer's credentials from `hydra volunteer add` (set by `hydra worker --join`)
+    join_file: str = field(default="", metadata=_meta("HYDRA_JOIN_FILE", _str))
     # the webapp the CLI talks to (tokens, grid-info); default: the one `hydra up` runs for data_dir
     web_url: str = field(default="", metadata=_meta("HYDRA_URL", _web_url))
     # --- chunk lifecycle

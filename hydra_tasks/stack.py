@@ -187,10 +187,21 @@ class LocalStack:
         return Part(name, lambda: self.procs[name].popen.poll(), restart, lambda: self.procs[name].log_tail())
 
     def start_control(self, *, name: str = "control", beat: bool = True, concurrency: int = 1,
-                      pool: str = "prefork") -> Proc:
+                      pool: str = "prefork", intake: bool = True) -> Proc:
+        """The control worker (dispatch, sweep, checkpoint; beat with ``beat``) and, with ``intake``,
+        the intake worker beside it (:meth:`start_intake`). Returns the control worker."""
         schedule = self.log_dir / f"{name}-beat-schedule" if beat else None
-        return self.spawn(name, celery_worker_argv([keys.CONTROL_QUEUE], name=name, concurrency=concurrency,
+        proc = self.spawn(name, celery_worker_argv([keys.CONTROL_QUEUE], name=name, concurrency=concurrency,
                                                    pool=pool, beat_schedule=schedule))
+        if intake:
+            self.start_intake(name="intake" if name == "control" else f"{name}-intake")
+        return proc
+
+    def start_intake(self, *, name: str = "intake", concurrency: int = 1, pool: str = "prefork") -> Proc:
+        """The intake worker: the only consumer of ``hydra.intake``, where volunteers' signed
+        messages arrive; it runs nothing else (worker/gate.py)."""
+        return self.spawn(name, celery_worker_argv([keys.INTAKE_QUEUE], name=name, concurrency=concurrency,
+                                                   pool=pool))
 
     def start_region_worker(self, region: str, *, name: str | None = None, concurrency: int = 1,
                             pool: str = "prefork", cpu_limit: float | None = None) -> Proc:

@@ -1,4 +1,11 @@
-"""Thin Celery tasks: (de)serialisation, routing and retries only. Logic lives in plain modules."""
+"""Thin Celery tasks: (de)serialisation, routing and retries only. Logic lives in plain modules.
+
+Three roles, each running only its own tasks (worker/gate.py):
+
+* volunteers run ``hydra.compute_chunk`` and report through ``hydra.intake`` (signed envelopes);
+* the intake worker runs ``hydra.intake``: it authenticates and applies what volunteers say;
+* the control worker runs ``hydra.dispatch``, ``hydra.sweep`` and ``hydra.checkpoint`` (from beat).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +14,11 @@ from typing import Any
 from celery import shared_task
 from celery.utils import worker_direct
 
+from . import intake as intake_logic
 from . import keys
-from .jobs import collect, store
 from .scheduling import dispatcher, sweeper
 from .scheduling.router import router_for
-from .trust import identity, results
+from .trust import envelope, identity, results
 from .worker.compute import decline, run_chunk
 from .worker.throttle import on_battery
 
@@ -21,13 +28,15 @@ def publish_chunk(chunk: dict[str, Any], attempt: int, worker_id: str, region: s
     compute_chunk.apply_async(args=[chunk, attempt, region], queue=worker_direct(worker_id))
 
 
+def send_to_intake(app: Any, action: envelope.Action, body: dict[str, Any]) -> None:
+    """Volunteer side: seal ``body`` with this worker's key and send it to the control plane."""
+    key = results.worker_key(identity.key_path(app.settings))
+    intake.apply_async(args=[envelope.seal(key, action, body)], queue=keys.INTAKE_QUEUE)
+
+
 @shared_task(name="hydra.compute_chunk", bind=True, ignore_result=True)
 def compute_chunk(self: Any, chunk: dict[str, Any], attempt: int, region: str = "unknown") -> None:
-    """Volunteer side: compute one chunk and send the result to the control queue."""
-    client = self.app.redis
-    state = store.job_state(client, str(chunk.get("job_id")))
-    if state is None or state.is_final:
-        return  # cancelled or finished meanwhile: don't spend the volunteer's CPU
+    """Volunteer side: compute one chunk and send the signed result to the intake."""
     worker_id = self.request.hostname or "unknown"
     key = results.worker_key(identity.key_path(self.app.settings))  # every result is signed with it
     # Checked here, in the process that computes (prefork children do not see the heartbeat thread).
@@ -36,16 +45,13 @@ def compute_chunk(self: Any, chunk: dict[str, Any], attempt: int, region: str = 
     else:
         result = run_chunk(chunk, attempt=attempt, worker_id=worker_id, region=region,
                            threads=self.app.settings.kernel_threads, cpu_limit=self.app.settings.cpu_limit, key=key)
-    collect_chunk.apply_async(args=[result], queue=keys.CONTROL_QUEUE)
+    send_to_intake(self.app, envelope.Action.RESULT, result)
 
 
-@shared_task(name="hydra.collect_chunk", bind=True, ignore_result=True)
-def collect_chunk(self: Any, result: dict[str, Any]) -> str:
-    """Control plane: verify + merge once + finalize, then refill the windows."""
-    outcome = collect.collect(self.app.redis, self.app.settings, result)
-    dispatcher.dispatch(self.app.redis, self.app.settings, router_for(self.app.settings, self.app.redis),
-                        publish_chunk)
-    return outcome
+@shared_task(name="hydra.intake", bind=True, ignore_result=True)
+def intake(self: Any, message: Any) -> str:
+    """Control plane (intake worker only): authenticate one volunteer message, then apply it."""
+    return intake_logic.handle(self.app.redis, self.app.settings, message, publish=publish_chunk)
 
 
 @shared_task(name="hydra.dispatch", bind=True, ignore_result=True)

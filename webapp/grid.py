@@ -10,10 +10,7 @@ import logging
 
 from flask import Blueprint, Response, jsonify
 
-from hydra_tasks.grid import GridError
-from hydra_tasks.grid.site import MAX_AGE_S, apply_report, parse_report
-from hydra_tasks.grid.table import EmbeddedTableProvider
-from hydra_tasks.grid.trace import TraceProvider
+from hydra_tasks.grid.site import MAX_AGE_S, apply_report, parse_report, zone_known_locally
 from hydra_tasks.scheduling.router import carbon_provider
 
 from .context import hydra
@@ -25,17 +22,7 @@ bp = Blueprint("grid", __name__, url_prefix="/api")
 
 
 def _zone_known(zone: str) -> bool:
-    """Whether a local source (the trace or the embedded table) covers the zone: never a live API,
-    so a report cannot make the server spend the operator's API quota."""
-    local = [p for p in carbon_provider(hydra().settings).providers if isinstance(p, (TraceProvider,
-                                                                                       EmbeddedTableProvider))]
-    for provider in local:
-        try:
-            provider.intensity(zone)
-            return True
-        except GridError:
-            continue
-    return False
+    return zone_known_locally(carbon_provider(hydra().settings), zone)
 
 
 @bp.post("/update_grid_info")

@@ -37,3 +37,9 @@ def sustainability_metrics() -> Response:
 def adaptive_tiling_metrics() -> Response:
     job_id, limit = _args()
     return jsonify(metrics.tiling_metrics(hydra().redis, job_id=job_id, limit=limit))
+
+
+@bp.get("/security_metrics")
+def security_metrics() -> Response:
+    """Messages the intake dropped and forged results, by reason (hydra:intake:dropped, hydra:results:dropped)."""
+    return jsonify(metrics.security_metrics(hydra().redis))

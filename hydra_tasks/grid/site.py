@@ -86,11 +86,19 @@ def apply_report(client: redis.Redis, report: GridReport, message: Mapping[str, 
                  zone_known: Callable[[str], bool], now: float | None = None) -> None:
     """Verify and store a report: SignatureError if it is not the worker's, stale or replayed;
     then GridError if no carbon source covers its zone (checked only for authenticated reports)."""
-    now = time.time() if now is None else now
     worker = get_worker(client, report.worker_id)
     if worker is None or not worker.public_key:
         raise SignatureError(f"No worker {report.worker_id!r} with a registered key; start the worker first.")
     identity.verify(worker.public_key, message, signature)
+    store_report(client, report, worker.public_key, zone_known=zone_known, now=now)
+
+
+def store_report(client: redis.Redis, report: GridReport, public_key: str, *, zone_known: Callable[[str], bool],
+                 now: float | None = None) -> None:
+    """Store a report already authenticated as ``public_key``'s (the webapp checked the report's
+    signature; the intake worker checked the envelope's). SignatureError if it is stale or replayed,
+    GridError if no carbon source covers its zone."""
+    now = time.time() if now is None else now
     if not now - MAX_CLOCK_SKEW_S <= report.timestamp <= now + MAX_FUTURE_SKEW_S:
         raise SignatureError(f"The report's timestamp is more than {MAX_CLOCK_SKEW_S:.0f} s old or "
                              f"{MAX_FUTURE_SKEW_S:.0f} s ahead of the server's clock; sign a fresh report (and check "
@@ -98,12 +106,28 @@ def apply_report(client: redis.Redis, report: GridReport, message: Mapping[str, 
     if not zone_known(report.zone):
         raise GridError(f"No carbon data covers zone {report.zone!r}; use a zone of the embedded table or the trace "
                         "(e.g. FR, DE, GB, US-CAL-CISO).")
-    outcome = scripts(client).grid_info(report.worker_id, worker.public_key, report.zone, report.renewable_share,
+    outcome = scripts(client).grid_info(report.worker_id, public_key, report.zone, report.renewable_share,
                                         report.timestamp)
     if outcome is GridInfoCode.REPLAY:
         raise SignatureError("This report is not newer than the last one accepted (a replay?); sign a fresh one.")
     if outcome is GridInfoCode.KEY_CHANGED:
         raise SignatureError("The worker's key changed while the report was checked; sign it again.")
+
+
+def zone_known_locally(provider: CarbonProvider, zone: str) -> bool:
+    """Whether a local source (the trace or the embedded table) in ``provider`` covers the zone:
+    never a live API, so a report cannot make the server spend the operator's API quota."""
+    from .table import EmbeddedTableProvider
+    from .trace import TraceProvider
+
+    for source in getattr(provider, "providers", [provider]):
+        if isinstance(source, (TraceProvider, EmbeddedTableProvider)):
+            try:
+                source.intensity(zone)
+                return True
+            except GridError:
+                continue
+    return False
 
 
 def reported_site(worker: WorkerInfo, now: float) -> tuple[str, float] | None:

@@ -1,28 +1,27 @@
 """Volunteer worker lifecycle, hooked into Celery's worker signals.
 
-A worker that consumes a region queue (``hydra.region.<r>``) calibrates its speed, registers
-itself, and heartbeats from a daemon thread until it shuts down. Control-plane workers
-(``hydra.control`` only) do none of this.
+A worker that consumes a region queue (``hydra.region.<r>``) calibrates its speed, sends its
+registration, and heartbeats from a daemon thread until it shuts down. It writes nothing to
+Redis itself: each of these is a signed envelope sent to the intake (:mod:`hydra_tasks.intake`).
+Control-plane workers (``hydra.control``, ``hydra.intake``) do none of this.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-import os
-import socket
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from .. import compute as kernels
-from .. import keys
-from ..ledger import book as ledger
-from ..trust import identity
+from .. import intake, keys
 from ..errors import IdentityError
 from ..models import WorkerState
-from . import registry
+from ..trust import identity
+from ..trust.envelope import Action
 from .throttle import on_battery
 
 log = logging.getLogger(__name__)
@@ -71,48 +70,48 @@ def on_worker_ready(consumer: Any) -> None:
         return
     worker_id = consumer.hostname
     try:
-        public_key = identity.public_hex(identity.load_or_create(identity.key_path(app.settings)))
+        identity.load_or_create(identity.key_path(app.settings))
     except IdentityError as exc:
         log.critical("worker %s cannot take work: %s", worker_id, exc)
         return
     threads = app.settings.kernel_threads
     speeds = calibrate(threads=threads)
-    now = time.time()
-    info = registry.WorkerInfo(
-        worker_id=worker_id, region=region, host=socket.gethostname(), pid=os.getpid(), cores=os.cpu_count() or 1,
-        concurrency=int(getattr(consumer.controller, "concurrency", 1) or 1), state=WorkerState.ONLINE,
-        started_at=now, last_seen=now, pi_samples_per_s=speeds["pi_samples_per_s"] * app.settings.cpu_limit / 100,
-        mandelbrot_iters_per_s=speeds["mandelbrot_iters_per_s"] * app.settings.cpu_limit / 100,
-        isa=str(kernels.build_info()["isa"]), kernel_threads=threads, cpu_limit=app.settings.cpu_limit,
-        watts_per_core=app.settings.watts_per_core, public_key=public_key,
-    )
-    try:
-        registry.register(app.redis, info)
-        ledger.open_account(app.redis, public_key)
-    except IdentityError as exc:
-        log.critical("worker %s cannot take work: %s", worker_id, exc)
-        return
-    _beat_once(app, worker_id)
+    concurrency = int(getattr(consumer.controller, "concurrency", 1) or 1)
+    facts = functools.partial(intake.worker_facts, worker_id, region, concurrency=concurrency, speeds=speeds,
+                              settings=app.settings, isa=str(kernels.build_info()["isa"]))
     _registered[worker_id] = region
-    log.info("registered worker %s in region %s (%.0f M samples/s)", worker_id, region,
+    _send(app, Action.REGISTER, {**facts(), **_join(app)})
+    log.info("worker %s sent its registration for region %s (%.0f M samples/s)", worker_id, region,
              speeds["pi_samples_per_s"] / 1e6)
     _heartbeat_stop.clear()
-    thread = threading.Thread(target=_beat, args=(app, worker_id), name="hydra-heartbeat", daemon=True)
+    thread = threading.Thread(target=_beat, args=(app, facts), name="hydra-heartbeat", daemon=True)
     thread.start()
 
 
-def _beat_once(app: Any, worker_id: str) -> None:
-    reason = _pause_reason(app)
-    state = WorkerState.PAUSED if reason else WorkerState.ONLINE
-    registry.heartbeat(app.redis, worker_id, state=state, pause_reason=reason)
+def _join(app: Any) -> dict[str, Any]:
+    """An enrolled volunteer's one-time join secret, which binds its key at the first registration."""
+    if not app.settings.join_file:
+        return {}
+    from ..trust import volunteers
+
+    creds = volunteers.Credentials.load(app.settings.join_file)
+    return {"join": {"name": creds.name, "secret": creds.join_secret}}
 
 
-def _beat(app: Any, worker_id: str) -> None:
+def _send(app: Any, action: Action, body: dict[str, Any]) -> None:
+    from ..tasks import send_to_intake
+
+    send_to_intake(app, action, body)
+
+
+def _beat(app: Any, facts: Callable[..., dict[str, Any]]) -> None:
     interval = app.settings.heartbeat_s
     while not _heartbeat_stop.wait(interval):
+        reason = _pause_reason(app)
+        state = WorkerState.PAUSED if reason else WorkerState.ONLINE
         try:
-            _beat_once(app, worker_id)
-        except Exception:  # noqa: BLE001 - Redis blips must not kill the worker; the next beat retries
+            _send(app, Action.HEARTBEAT, facts(state=state, pause_reason=reason))
+        except Exception:  # noqa: BLE001 - broker blips must not kill the worker; the next beat retries
             log.warning("heartbeat failed; will retry", exc_info=True)
 
 
@@ -120,11 +119,7 @@ def on_worker_shutdown(app: Any) -> None:
     _heartbeat_stop.set()
     for worker_id in list(_registered):
         try:
-            registry.set_offline(app.redis, worker_id)
+            _send(app, Action.OFFLINE, {"worker_id": worker_id})
         except Exception:  # noqa: BLE001
-            log.warning("could not mark %s offline; the sweeper will", worker_id)
+            log.warning("could not report %s offline; the sweeper will notice", worker_id)
         _registered.pop(worker_id, None)
-
-
-def registered_region(worker_id: str) -> str | None:
-    return _registered.get(worker_id)

@@ -1,0 +1,241 @@
+"""The intake: the control plane's only door for what volunteers say.
+
+Volunteers write nothing to Hydra's state. Everything they report arrives as a signed envelope
+(:mod:`hydra_tasks.trust.envelope`) on the ``hydra.intake`` queue, consumed by the intake worker,
+which runs nothing but the ``hydra.intake`` task (:mod:`hydra_tasks.worker.gate`). For each
+envelope :func:`handle`:
+
+1. checks the envelope's form and signature, against the key it names;
+2. finds whose key that is. An enrolled volunteer's key is bound to its name at enrolment
+   (:mod:`hydra_tasks.trust.volunteers`), and the worker id is the one issued with it; the body's
+   own ``worker_id`` is never believed. In trusted mode (``HYDRA_ISOLATE`` off: a single machine
+   whose local workers share the operator's Redis user) a key that belongs to no volunteer may
+   still speak for the worker id its body names, but only if that id is unclaimed or already
+   bound to this key (first use binds it);
+3. only then writes state: the registry, the ledger account, a result's merge, a grid report.
+
+Anything that fails a step is dropped before it has any effect and counted by reason in
+``hydra:intake:dropped`` (shown by ``/api/metrics`` and ``hydra status``).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import redis
+
+from . import keys
+from .errors import HydraError, IdentityError, SignatureError
+from .grid import GridError
+from .grid.site import GridReport, store_report, zone_known_locally
+from .jobs import collect
+from .ledger import book as ledger
+from .models import WorkerState
+from .scheduling import dispatcher
+from .scheduling.router import carbon_provider, router_for
+from .settings import REGION_RE, Settings
+from .trust import envelope
+from .trust.envelope import Action, Envelope
+from .worker import registry
+
+log = logging.getLogger(__name__)
+
+TASK_NAME = "hydra.intake"
+
+
+class Dropped(str, enum.Enum):
+    """Why an intake message was dropped (the field names of ``hydra:intake:dropped``)."""
+
+    MALFORMED = "malformed"            # not an envelope, or a body that does not fit its action
+    BAD_SIGNATURE = "bad signature"    # the signature does not verify against the key it names
+    UNKNOWN_KEY = "unknown key"        # isolated mode: no enrolled volunteer has this key
+    REVOKED = "revoked"                # the volunteer was revoked (or never finished joining)
+    WRONG_WORKER = "wrong worker"      # speaks for a worker id bound to another key
+    WRONG_REGION = "wrong region"      # registers in a region it was not admitted to
+    UNKNOWN_TASK = "unknown task"      # another task name on the intake queue (worker/gate.py)
+    REFUSED = "refused"                # authentic, but refused (a stale grid report, an unknown zone)
+
+
+def drop(client: redis.Redis, reason: Dropped, detail: str) -> str:
+    client.hincrby(keys.INTAKE_DROPPED, reason.value, 1)
+    log.warning("intake dropped a message (%s): %s", reason.value, detail[:300])
+    return f"dropped: {reason.value}"
+
+
+def dropped_counts(client: redis.Redis) -> dict[str, int]:
+    return {reason: int(n) for reason, n in client.hgetall(keys.INTAKE_DROPPED).items()}
+
+
+# --- the volunteer side --------------------------------------------------------------------------
+def worker_facts(worker_id: str, region: str, *, concurrency: int, speeds: Mapping[str, float],
+                 settings: Settings, isa: str, state: WorkerState = WorkerState.ONLINE,
+                 pause_reason: str = "") -> dict[str, Any]:
+    """What a worker says about itself in its registration and in every heartbeat."""
+    return {"worker_id": worker_id, "region": region, "host": socket.gethostname(), "pid": os.getpid(),
+            "cores": os.cpu_count() or 1, "concurrency": concurrency,
+            "pi_samples_per_s": speeds["pi_samples_per_s"] * settings.cpu_limit / 100,
+            "mandelbrot_iters_per_s": speeds["mandelbrot_iters_per_s"] * settings.cpu_limit / 100,
+            "isa": isa, "kernel_threads": settings.kernel_threads, "cpu_limit": settings.cpu_limit,
+            "watts_per_core": settings.watts_per_core, "state": state.value, "pause_reason": pause_reason}
+
+
+# --- the control side ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Speaker:
+    """Who sent an envelope, as the control plane knows it."""
+
+    worker_id: str
+    public_key: str
+    regions: tuple[str, ...] | None   # the regions it was admitted to; None = any (trusted mode)
+
+
+Publish = Callable[..., None]
+
+
+def handle(client: redis.Redis, settings: Settings, raw: object, *, publish: Publish,
+           now: float | None = None) -> str:
+    """Open, authenticate and apply one intake message; returns what became of it."""
+    now = time.time() if now is None else now
+    try:
+        env = envelope.open_envelope(raw)
+    except SignatureError as exc:
+        reason = Dropped.BAD_SIGNATURE if "signature" in str(exc) else Dropped.MALFORMED
+        return drop(client, reason, str(exc))
+    speaker = _identify(client, settings, env)
+    if isinstance(speaker, str):
+        return speaker
+    try:
+        if env.action in (Action.REGISTER, Action.HEARTBEAT):
+            return _register_or_beat(client, settings, env, speaker, now)
+        if env.action is Action.OFFLINE:
+            if registry.get_worker(client, speaker.worker_id) is not None:
+                registry.set_offline(client, speaker.worker_id)
+            return "offline"
+        if env.action is Action.RESULT:
+            return _result(client, settings, env, speaker, publish, now)
+        return _grid(client, settings, env, speaker, now)
+    except _Malformed as exc:
+        return drop(client, Dropped.MALFORMED, f"{env.action.value} from {speaker.worker_id}: {exc}")
+
+
+class _Malformed(HydraError):
+    pass
+
+
+def _identify(client: redis.Redis, settings: Settings, env: Envelope) -> Speaker | str:
+    """The speaker behind the envelope's key, or the drop outcome."""
+    from .trust import volunteers
+
+    record = volunteers.by_key(client, env.key)
+    if record is None and env.action is Action.REGISTER and isinstance(env.body.get("join"), Mapping):
+        join = env.body["join"]
+        try:
+            record = volunteers.bind_key(client, str(join.get("name", "")), str(join.get("secret", "")), env.key)
+        except HydraError as exc:
+            return drop(client, Dropped.UNKNOWN_KEY, f"join refused: {exc}")
+    if record is not None:
+        if record.state != "active":
+            return drop(client, Dropped.REVOKED, f"volunteer {record.name} is {record.state}")
+        return Speaker(record.worker_id, env.key, tuple(record.regions))
+    if settings.isolate:
+        return drop(client, Dropped.UNKNOWN_KEY, f"{env.action.value} signed by a key no volunteer enrolled with")
+    # Trusted mode: the worker id the body names, if this key holds it (or it is free and this registers it).
+    worker_id = env.body.get("worker_id")
+    if not isinstance(worker_id, str) or not 0 < len(worker_id) <= 200:
+        return drop(client, Dropped.MALFORMED, f"{env.action.value} without a worker_id")
+    bound = client.hget(keys.worker(worker_id), "public_key")
+    if bound and bound != env.key:
+        return drop(client, Dropped.WRONG_WORKER, f"{env.action.value} for {worker_id}, which is bound to another key")
+    if not bound and env.action not in (Action.REGISTER, Action.HEARTBEAT):
+        return drop(client, Dropped.WRONG_WORKER, f"{env.action.value} for {worker_id}, which never registered")
+    return Speaker(worker_id, env.key, None)
+
+
+def _number(body: Mapping[str, Any], name: str, lo: float, hi: float, *, integer: bool = False) -> Any:
+    value = body.get(name)
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) \
+            or not math.isfinite(value) or not lo <= value <= hi:
+        raise _Malformed(f"{name!r} must be a{'n integer' if integer else ' number'} in [{lo}, {hi}]")
+    return value
+
+
+def _text(body: Mapping[str, Any], name: str, limit: int) -> str:
+    value = body.get(name, "")
+    if not isinstance(value, str) or len(value) > limit:
+        raise _Malformed(f"{name!r} must be text of at most {limit} characters")
+    return value
+
+
+def _facts(body: Mapping[str, Any], speaker: Speaker, now: float) -> registry.WorkerInfo:
+    region = _text(body, "region", 40)
+    if not REGION_RE.match(region):
+        raise _Malformed(f"region {region[:40]!r} is not a region name")
+    try:
+        state = WorkerState(body.get("state", "online"))
+    except ValueError:
+        raise _Malformed("'state' must be online or paused") from None
+    if state is WorkerState.OFFLINE:
+        raise _Malformed("'state' must be online or paused")
+    return registry.WorkerInfo(
+        worker_id=speaker.worker_id, region=region, host=_text(body, "host", 200),
+        pid=_number(body, "pid", 0, 2**31, integer=True), cores=_number(body, "cores", 1, 4096, integer=True),
+        concurrency=_number(body, "concurrency", 1, registry.MAX_CONCURRENCY, integer=True),
+        pi_samples_per_s=_number(body, "pi_samples_per_s", 1.0, 1e15),
+        mandelbrot_iters_per_s=_number(body, "mandelbrot_iters_per_s", 1.0, 1e15),
+        state=state, started_at=now, last_seen=now, isa=_text(body, "isa", 40),
+        kernel_threads=_number(body, "kernel_threads", 1, 256, integer=True),
+        cpu_limit=float(_number(body, "cpu_limit", 1, 100)), pause_reason=_text(body, "pause_reason", 200),
+        watts_per_core=float(_number(body, "watts_per_core", 0.1, 500)), public_key=speaker.public_key,
+    )
+
+
+def _register_or_beat(client: redis.Redis, settings: Settings, env: Envelope, speaker: Speaker, now: float) -> str:
+    info = _facts(env.body, speaker, now)
+    if speaker.regions is not None and info.region not in speaker.regions:
+        return drop(client, Dropped.WRONG_REGION,
+                    f"{speaker.worker_id} asked for region {info.region}, admitted to {list(speaker.regions)}")
+    known = registry.get_worker(client, speaker.worker_id)
+    fresh = (env.action is Action.REGISTER or known is None or known.state is WorkerState.OFFLINE
+             or known.pid != info.pid or known.region != info.region)
+    if not fresh:
+        registry.heartbeat(client, speaker.worker_id, now=now, state=info.state, pause_reason=info.pause_reason)
+        return "heartbeat"
+    try:
+        registry.register(client, info)
+    except IdentityError as exc:  # the id was claimed by another key meanwhile
+        return drop(client, Dropped.WRONG_WORKER, str(exc))
+    ledger.open_account(client, speaker.public_key)
+    log.info("registered worker %s in region %s (%.0f M samples/s)", speaker.worker_id, info.region,
+             info.pi_samples_per_s / 1e6)
+    return "registered"
+
+
+def _result(client: redis.Redis, settings: Settings, env: Envelope, speaker: Speaker, publish: Publish,
+            now: float) -> str:
+    named = env.body.get("worker_id")
+    if named != speaker.worker_id:
+        return drop(client, Dropped.WRONG_WORKER, f"a result naming {str(named)[:80]!r} sent by {speaker.worker_id}")
+    outcome = collect.collect(client, settings, env.body, now=now)
+    dispatcher.dispatch(client, settings, router_for(settings, client), publish)
+    return outcome.value
+
+
+def _grid(client: redis.Redis, settings: Settings, env: Envelope, speaker: Speaker, now: float) -> str:
+    body = env.body
+    zone = _text(body, "zone", 40)
+    report = GridReport(speaker.worker_id, zone, float(_number(body, "renewable_share", 0.0, 1.0)),
+                        float(_number(body, "timestamp", 0, 1e11)))
+    provider = carbon_provider(settings)
+    try:
+        store_report(client, report, speaker.public_key, zone_known=lambda z: zone_known_locally(provider, z),
+                     now=now)
+    except (SignatureError, GridError) as exc:
+        return drop(client, Dropped.REFUSED, f"grid report from {speaker.worker_id}: {exc}")
+    return "grid"

@@ -1,0 +1,93 @@
+"""Which task names a worker runs: only those of the queues it consumes, never Celery's built-ins.
+
+Every Hydra worker (control, intake, volunteer) uses :class:`GatedConsumer` (Celery's
+``worker_consumer`` setting). It keeps Celery's own consumer but narrows the table of runnable
+tasks to the role the worker's queues give it:
+
+* a worker consuming ``hydra.intake`` runs only ``hydra.intake`` (and must consume nothing else:
+  anyone with a volunteer's credentials can put anything on that queue);
+* a control worker (``hydra.control``) runs dispatch, sweep and checkpoint;
+* a volunteer (region and direct queues) runs only ``hydra.compute_chunk``.
+
+Any other task name, a message that is not a task, or one in a refused format (pickle) is
+rejected without running and without writing a result; on the intake worker it is counted in
+``hydra:intake:dropped``. Celery's built-in tasks (``celery.accumulate``, ``celery.backend_cleanup``,
+chords, ...) are therefore callable by nobody.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable
+
+from celery.worker.consumer import Consumer
+
+from .. import keys
+from ..errors import ConfigError
+from ..intake import Dropped
+
+log = logging.getLogger(__name__)
+
+INTAKE_TASKS = frozenset({"hydra.intake"})
+CONTROL_TASKS = frozenset({"hydra.dispatch", "hydra.sweep", "hydra.checkpoint"})
+VOLUNTEER_TASKS = frozenset({"hydra.compute_chunk"})
+
+
+def allowed_tasks(queues: Iterable[str]) -> frozenset[str]:
+    """The task names a worker consuming ``queues`` may run; ConfigError for a mix that would let
+    volunteers' messages reach control tasks."""
+    names = set(queues)
+    if keys.INTAKE_QUEUE in names:
+        others = {q for q in names if q != keys.INTAKE_QUEUE and not q.endswith(".dq2")}
+        if others:
+            raise ConfigError(f"The intake worker must consume {keys.INTAKE_QUEUE} alone (got also "
+                              f"{', '.join(sorted(others))}): volunteers may publish anything there.")
+        return INTAKE_TASKS
+    if keys.CONTROL_QUEUE in names:
+        return CONTROL_TASKS
+    return VOLUNTEER_TASKS
+
+
+class GatedConsumer(Consumer):  # type: ignore[misc]
+    """Celery's consumer with the runnable tasks narrowed by :func:`allowed_tasks`."""
+
+    def update_strategies(self) -> None:
+        super().update_strategies()
+        queues = list(self.app.amqp.queues.consume_from or self.app.amqp.queues)
+        self.hydra_allowed = allowed_tasks(queues)
+        self.hydra_is_intake = self.hydra_allowed is INTAKE_TASKS
+        for name in list(self.strategies):
+            if name not in self.hydra_allowed:
+                del self.strategies[name]  # the task handler holds this very dict
+
+    def _refuse(self, message: Any, why: str, reason: str) -> None:
+        log.warning("refused a message (%s) on %s", why[:200], self.hostname)
+        try:
+            message.reject_log_error(log, self.connection_errors)
+        finally:
+            if getattr(self, "hydra_is_intake", False):
+                try:
+                    self.app.redis.hincrby(keys.INTAKE_DROPPED, reason, 1)
+                except Exception:  # noqa: BLE001 - counting must not stop the consumer
+                    log.warning("could not count a dropped intake message", exc_info=True)
+
+    def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
+        headers = getattr(message, "headers", None) or {}
+        name = str(headers.get("task", "?"))[:100]
+        self._refuse(message, f"task {name!r} is not run by this worker", Dropped.UNKNOWN_TASK.value)
+
+    def on_unknown_message(self, body: Any, message: Any) -> None:
+        self._refuse(message, "not a task message", Dropped.MALFORMED.value)
+
+    def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
+        self._refuse(message, f"invalid task message: {exc}", Dropped.MALFORMED.value)
+
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        log.warning("refused a message in a format that is not accepted (%s) on %s",
+                    getattr(message, "content_type", "?"), self.hostname)
+        message.ack()  # as Celery does: it can never be decoded, so never redeliver it
+        if getattr(self, "hydra_is_intake", False):
+            try:
+                self.app.redis.hincrby(keys.INTAKE_DROPPED, Dropped.MALFORMED.value, 1)
+            except Exception:  # noqa: BLE001
+                log.warning("could not count a dropped intake message", exc_info=True)

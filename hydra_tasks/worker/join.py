@@ -1,0 +1,94 @@
+"""A volunteer joining a Hydra deployment with the credentials its operator issued.
+
+``hydra volunteer add NAME`` (operator) prints a join token or writes a credentials file
+(:class:`hydra_tasks.trust.volunteers.Credentials`): the volunteer's own Redis user and password,
+its worker id, the regions it was admitted to, the deployment's CA (with TLS) and a one-time join
+secret. ``hydra worker --join FILE|TOKEN`` stores them in the volunteer's data dir (mode 0600)
+and runs the Celery worker with the settings its Redis user allows, and no others:
+
+* it consumes only its region queues and its own direct queue ``<worker id>.dq2``, and never
+  declares a queue (declaring writes kombu's shared ``_kombu.binding.*`` sets);
+* kombu's unacked bookkeeping goes to keys of its own (``hydra.unacked.<name>`` ...), not the
+  shared ``unacked`` hash;
+* no remote control (pidbox) and no worker events, which would publish on shared channels;
+* it publishes to one queue, ``hydra.intake``, and keeps no results.
+
+The first registration carries the join secret, which binds the volunteer's Ed25519 key to its
+name (:mod:`hydra_tasks.intake`); after that the key alone identifies it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kombu import Exchange, Queue
+
+from .. import keys
+from ..errors import ConfigError, HydraError
+from ..secrets_io import write_private
+from ..settings import Settings
+from ..trust.volunteers import Credentials
+
+CREDENTIALS_FILE = "volunteer.json"
+CA_FILE = "volunteer-ca.pem"
+
+
+def load(settings: Settings) -> Credentials:
+    """The credentials ``HYDRA_JOIN_FILE`` names; ConfigError saying what to fix otherwise."""
+    try:
+        return Credentials.load(settings.join_file)
+    except HydraError as exc:
+        raise ConfigError(f"HYDRA_JOIN_FILE={settings.join_file}: {exc}") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"HYDRA_JOIN_FILE={settings.join_file} is not a Hydra credentials file ({exc}); "
+                          "use the file or token `hydra volunteer add` printed.") from None
+
+
+def install(settings: Settings, source: str) -> tuple[Path, Credentials]:
+    """Store the credentials from a file or token in the data dir (0600); returns the file's path."""
+    creds = Credentials.load(source)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = settings.data_dir / CREDENTIALS_FILE
+    write_private(path, creds.to_json_text())
+    if creds.ca_pem:
+        write_private(settings.data_dir / CA_FILE, creds.ca_pem)
+    return path, creds
+
+
+def child_env(settings: Settings, path: Path, creds: Credentials) -> dict[str, str]:
+    """The HYDRA_* variables the volunteer's worker runs with."""
+    env = {"HYDRA_JOIN_FILE": str(path), "HYDRA_REDIS_URL": creds.redis_url}
+    if creds.ca_pem:
+        env["HYDRA_REDIS_CA"] = str(settings.data_dir / CA_FILE)
+    return env
+
+
+def direct_queue(worker_id: str) -> str:
+    return f"{worker_id}.dq2"
+
+
+def worker_argv(creds: Credentials, *, concurrency: int, pool: str, loglevel: str) -> list[str]:
+    import sys
+
+    queues = [keys.region_queue(r) for r in creds.regions] + [direct_queue(creds.worker_id)]
+    return [sys.executable, "-m", "celery", "-A", "hydra_tasks", "worker", "-Q", ",".join(queues),
+            "-n", creds.worker_id, "-c", str(concurrency), "-P", pool, "--loglevel", loglevel,
+            "--without-heartbeat", "--without-mingle", "--without-gossip"]
+
+
+def celery_settings(creds: Credentials, base: dict[str, Any]) -> dict[str, Any]:
+    """``base`` (the control plane's Celery settings) narrowed to what a volunteer's Redis user allows."""
+    no_declare = [Queue(keys.region_queue(r), no_declare=True) for r in creds.regions]
+    no_declare.append(Queue(direct_queue(creds.worker_id), Exchange("C.dq2", "direct"), routing_key=creds.worker_id,
+                            no_declare=True))
+    no_declare.append(Queue(keys.INTAKE_QUEUE, no_declare=True))
+    transport = {**base["broker_transport_options"], "unacked_key": f"hydra.unacked.{creds.name}",
+                 "unacked_index_key": f"hydra.unacked_index.{creds.name}",
+                 "unacked_mutex_key": f"hydra.unacked_mutex.{creds.name}"}
+    out = {k: v for k, v in base.items() if k not in ("result_backend", "beat_schedule")}
+    out.update({"broker_url": creds.redis_url, "worker_direct": False, "task_queues": no_declare,
+                "task_create_missing_queues": False, "task_default_queue": keys.INTAKE_QUEUE,
+                "worker_enable_remote_control": False, "worker_send_task_events": False,
+                "broker_transport_options": transport})
+    return out
