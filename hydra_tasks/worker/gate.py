@@ -48,7 +48,7 @@ def allowed_tasks(queues: Iterable[str]) -> frozenset[str]:
     return VOLUNTEER_TASKS
 
 
-class GatedConsumer(Consumer):  # type: ignore[misc]
+class GatedConsumer(Consumer):
     """Celery's consumer with the runnable tasks narrowed by :func:`allowed_tasks`."""
 
     def update_strategies(self) -> None:
