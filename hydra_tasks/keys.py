@@ -36,6 +36,10 @@ hydra:ledger:daily             hash    "YYYY-MM-DD" (UTC) -> micro-tokens minted
 hydra:ledger:journal           stream  every balance change, append-only and hash-chained (ledger/chain.py)
 hydra:ledger:head              hash    the journal chain's newest entry: hash, id, length
 hydra:results:dropped          hash    results dropped before any check, by reason -> count (jobs/collect.py)
+hydra:volunteers               set     names of every volunteer ever enrolled (trust/volunteers.py)
+hydra:volunteer:{name}         hash    one volunteer's enrolment: worker id, regions, state, key (fields below)
+hydra:volunteer_keys           hash    public key (hex) -> the name of the volunteer it is bound to
+hydra:enrolment:{hour}         hash    self-enrolment requests in one UTC hour, in total and per address
 =============================  ======  ============================================================
 
 Fields
@@ -180,6 +184,27 @@ hydra:ledger:head
     id                 the newest entry's stream id
     length             chained entries appended
 
+hydra:volunteer:{name}
+  trust/volunteers.py: add (invited), bind_key (active, on its first signed registration), revoke
+    name               the volunteer's name: its Redis ACL user (lowercase letters, digits, '-')
+    worker_id          its Celery node name, "<name>@hydra"; its direct queue is "<worker_id>.dq2"
+    regions            the regions whose queues it may consume, comma-separated
+    state              invited (credentials issued), active (key bound) or revoked
+    created_at         when it was enrolled (s)
+    joined_at          when its key was bound (s)
+    revoked_at         when it was revoked (s)
+    public_key         its Ed25519 public key (64 hex digits) once bound, else ""
+    secret_sha256      SHA-256 (hex) of its one-time join secret while invited; cleared by bind_key
+
+hydra:volunteer_keys
+  trust/volunteers.py: bind_key binds a key to one volunteer, revoke unbinds it
+    <public_key>       the name of the volunteer the key is bound to
+
+hydra:enrolment:{hour}
+  trust/volunteers.py: count_enrolment_request, one hash per UTC hour ("YYYYMMDDHH"), expiring after 2 h
+    total              self-enrolment requests in that hour
+    addr:<address>     requests from one client address in that hour
+
 The other ledger hashes map an account (or "{from}:{nonce}", or a UTC day) to one value, as the
 table above says; hydra:job:{id}:chunks and :parts map a chunk id to JSON.
 """
@@ -209,8 +234,15 @@ LEDGER_JOURNAL = f"{PREFIX}:ledger:journal"
 LEDGER_HEAD = f"{PREFIX}:ledger:head"
 RESULTS_DROPPED = f"{PREFIX}:results:dropped"
 
+VOLUNTEERS = f"{PREFIX}:volunteers"
+VOLUNTEER_KEYS = f"{PREFIX}:volunteer_keys"
+
 CONTROL_QUEUE = "hydra.control"
+INTAKE_QUEUE = "hydra.intake"  # volunteers may only push here (%W~hydra.intake)
 REGION_QUEUE_PREFIX = "hydra.region."
+# kombu's priority sub-queues of a queue q: q + "\x06\x16" + "3" | "6" | "9" (BRPOP always names them)
+PRIORITY_SEPARATOR = "\x06\x16"
+PRIORITY_STEPS = ("3", "6", "9")
 
 
 def job(job_id: str) -> str:
@@ -288,3 +320,27 @@ def region_queue(region: str) -> str:
 
 def region_of_queue(queue: str) -> str | None:
     return queue[len(REGION_QUEUE_PREFIX):] if queue.startswith(REGION_QUEUE_PREFIX) else None
+
+
+def volunteer(name: str) -> str:
+    return f"{PREFIX}:volunteer:{name}"
+
+
+def enrolment_rate(hour: str) -> str:
+    return f"{PREFIX}:enrolment:{hour}"
+
+
+def direct_queue(worker_id: str) -> str:
+    """A worker's own queue (Celery's ``worker_direct`` name): ``<worker_id>.dq2``."""
+    return f"{worker_id}.dq2"
+
+
+def priority_queues(queue: str) -> list[str]:
+    """``queue`` and the priority sub-queues kombu keeps beside it."""
+    return [queue, *(f"{queue}{PRIORITY_SEPARATOR}{step}" for step in PRIORITY_STEPS)]
+
+
+def volunteer_unacked(name: str) -> tuple[str, str, str]:
+    """A volunteer's own kombu unacked hash, index and mutex (transport options
+    ``unacked_key``, ``unacked_index_key``, ``unacked_mutex_key``)."""
+    return f"hydra.unacked.{name}", f"hydra.unacked_index.{name}", f"hydra.unacked_mutex.{name}"

@@ -101,11 +101,12 @@ class LocalStack:
 
     # --- Redis ----------------------------------------------------------------------------
     def start_redis(self) -> str:
-        """Use HYDRA_REDIS_URL if set, else start the embedded server in the data dir."""
+        """Use HYDRA_REDIS_URL if set, else start the embedded server in the data dir (with ACLs,
+        operator user ``hydra``, when HYDRA_ISOLATE is set)."""
         if self.settings.redis_url:
             self.redis_url = self.settings.redis_url
         else:
-            self._embedded = EmbeddedRedis(self.settings.redis_dir)
+            self._embedded = EmbeddedRedis(self.settings.redis_dir, isolated=self.settings.isolate)
             self.redis_url = self._embedded.start()
             self._redis_port = self._embedded.port
         return self.redis_url
@@ -120,7 +121,8 @@ class LocalStack:
         if self._embedded is None or self._redis_port is None:
             raise StackError("This stack did not start an embedded Redis, so it cannot restart one.")
         self._embedded.stop()  # reaps the dead server and removes its server.json
-        self._embedded = EmbeddedRedis(self.settings.redis_dir, port=self._redis_port)
+        self._embedded = EmbeddedRedis(self.settings.redis_dir, port=self._redis_port,
+                                       isolated=self.settings.isolate)
         if self._embedded.start() != self.redis_url:
             self._embedded.stop()
             raise StackError(f"The restarted Redis has another URL (was its password file "
