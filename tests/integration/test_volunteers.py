@@ -412,3 +412,47 @@ def test_self_enrolment_is_off_by_default_then_signed_and_rate_limited(op: redis
                     environ_base={"REMOTE_ADDR": "192.0.2.4"})
     assert over.status_code == 429 and "try again" in over.get_json()["error"]
     assert not op.exists(keys.volunteer("pia"))
+
+
+# --- the operator's commands ----------------------------------------------------------------------------
+def _hydra(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hydra_tasks", *args], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_hydra_volunteer_add_list_and_revoke(settings: Settings, op: redis.Redis, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_")}
+    env.update(HYDRA_REDIS_URL=str(settings.redis_url), HYDRA_DATA_DIR=str(tmp_path))
+    added = _hydra(env, "volunteer", "add", "quinn", "--region", "eu", "--region", "us", "--host", "hydra.example.org")
+    assert added.returncode == 0, added.stderr
+    creds = Credentials.load(added.stdout.strip())
+    assert creds.regions == ("eu", "us") and "@hydra.example.org:" in creds.redis_url
+    assert creds.redis_url not in added.stderr and "quinn@hydra" in added.stderr
+    out = tmp_path / "rosa.json"
+    added = _hydra(env, "volunteer", "add", "rosa", "--out", str(out))
+    assert added.returncode == 0 and added.stdout.strip() == str(out) and out.stat().st_mode & 0o777 == 0o600
+    assert Credentials.load(out).regions == (settings.region,) and "@127.0.0.1:" in Credentials.load(out).redis_url
+    again = _hydra(env, "volunteer", "add", "rosa")
+    assert again.returncode == 2 and "already enrolled" in again.stderr
+    listed = _hydra(env, "volunteer", "list")
+    assert listed.returncode == 0 and re.search(r"^quinn\s+quinn@hydra\s+eu,us\s+invited\s+-\s", listed.stdout, re.M)
+    revoked = _hydra(env, "volunteer", "revoke", "quinn")
+    assert revoked.returncode == 0 and "revoked quinn" in revoked.stdout
+    assert re.search(r"^quinn\s.*\srevoked\s", _hydra(env, "volunteer", "list").stdout, re.M)
+    unknown = _hydra(env, "volunteer", "revoke", "nobody-here")
+    assert unknown.returncode == 2 and "No volunteer is named" in unknown.stderr
+
+
+def test_an_isolated_stack_finds_its_redis_as_the_operator(tmp_path: Path, server: EmbeddedRedis) -> None:
+    from hydra_tasks.embedded import running_url
+    from hydra_tasks.stack import LocalStack
+
+    stack = LocalStack(Settings().with_(data_dir=tmp_path, isolate=True), log_dir=tmp_path / "logs")
+    url = stack.start_redis()
+    try:
+        assert url.startswith("redis://hydra:") and running_url(stack.settings.redis_dir) == url
+        assert stack.client().ping()
+        stack.restart_redis()
+        assert stack.client().ping()
+    finally:
+        stack.stop()
