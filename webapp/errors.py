@@ -14,8 +14,9 @@ from kombu.exceptions import OperationalError as BrokerError
 from werkzeug.exceptions import HTTPException
 
 from hydra_tasks.errors import (
-    ConfigError, HydraError, IdentityError, InfrastructureError, InsufficientFunds, InvalidJobSpec, JobError,
-    JobNotFound, JobStateError, LedgerError, NonceReused, SignatureError, UnknownAccount,
+    ConfigError, EnrolmentClosed, EnrolmentError, EnrolmentRateLimited, HydraError, IdentityError,
+    InfrastructureError, InsufficientFunds, InvalidJobSpec, JobError, JobNotFound, JobStateError, JoinRefused,
+    LedgerError, NonceReused, SignatureError, UnknownAccount, UnknownVolunteer, VolunteerExists,
 )
 from hydra_tasks.grid import GridError
 
@@ -37,6 +38,12 @@ STATUS_BY_ERROR: tuple[tuple[type[HydraError], int], ...] = (
     (NonceReused, 409),
     (LedgerError, 400),
     (IdentityError, 403),
+    (EnrolmentClosed, 403),
+    (EnrolmentRateLimited, 429),
+    (VolunteerExists, 409),
+    (UnknownVolunteer, 404),
+    (JoinRefused, 403),
+    (EnrolmentError, 400),
     (InfrastructureError, 503),
     (ConfigError, 503),  # e.g. no HYDRA_REDIS_URL and no embedded Redis running
 )

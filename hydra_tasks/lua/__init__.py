@@ -3,9 +3,10 @@
 Each script is one atomic step of a chunk's life, in its own ``.lua`` file beside this module:
 *grant* a lease to one worker, *backup* a straggler, *merge* a result exactly once (minting its
 reward in the same step), *requeue* a chunk whose lease expired or whose result was refused, and
-*finish* a job, releasing its leases; plus the ledger's *mint* and *transfer* and a worker's
-*grid_info* report. Files named ``_*.lua`` are libraries that a script pulls in with a
-``-- uses: _name`` line. Every file names its inputs at the top (``local job = KEYS[1]``).
+*finish* a job, releasing its leases; plus the ledger's *mint* and *transfer*, a worker's
+*grid_info* report, and *bind_key*, a volunteer's first registration (trust/volunteers.py).
+Files named ``_*.lua`` are libraries that a script pulls in with a ``-- uses: _name`` line.
+Every file names its inputs at the top (``local job = KEYS[1]``).
 
 Every key a script touches is passed in ``KEYS``; none is built inside Lua. Where a key depends
 on data in Redis (the in-flight set of a lease's holder, the lease of the chunk a job hands out
@@ -85,6 +86,16 @@ class TransferCode(enum.IntEnum):
     OVERDRAFT = -4
 
 
+class BindCode(enum.IntEnum):
+    BOUND = 1
+    ALREADY_BOUND = 2       # the same key again: an idempotent re-registration
+    UNKNOWN = -1
+    REVOKED = -2
+    OTHER_KEY = -3          # the volunteer is bound to another key
+    BAD_SECRET = -4         # wrong join secret, or it was used already
+    KEY_TAKEN = -5          # the key is bound to another volunteer
+
+
 class ScriptContention(HydraError):
     """A script kept finding its inputs changed by other control processes."""
 
@@ -142,6 +153,7 @@ class Scripts:
         self._merge, self._requeue = register(source("merge")), register(source("requeue"))
         self._finish, self._mint = register(source("finish")), register(source("mint"))
         self._transfer, self._grid_info = register(source("transfer")), register(source("grid_info"))
+        self._bind_key = register(source("bind_key"))
 
     # --- leases ----------------------------------------------------------------------------
     def grant(self, job_id: str, worker_id: str, region: str, *, capacity: int, now: float, lease_s: float,
@@ -273,6 +285,11 @@ class Scripts:
         return GridInfoCode(int(self._grid_info(keys=[keys.worker(worker_id)],
                                                 args=[public_key, zone, repr(share), repr(timestamp)])))
 
+    def bind_key(self, name: str, secret_sha256: str, public_key: str, *, now: float) -> BindCode:
+        """Bind a volunteer's key on its first registration (see bind_key.lua)."""
+        return BindCode(int(self._bind_key(keys=[keys.volunteer(name), keys.VOLUNTEER_KEYS],
+                                           args=[name, secret_sha256, public_key, repr(now)])))
+
     def mint(self, mint_json: str) -> bool:
         """Mint once per idempotency key (see mint.lua). True if minted now, False if already minted."""
         return bool(int(self._mint(keys=LEDGER_KEYS, args=[mint_json])))
@@ -302,6 +319,6 @@ def _text(value: bytes | str) -> str:
 
 
 __all__: Sequence[str] = [
-    "Grant", "GrantCode", "Holders", "MergeCode", "Requeue", "RequeueCode", "GridInfoCode", "TransferCode",
-    "Cut", "Scripts", "ScriptContention", "scripts", "source", "read_holders", "LEDGER_KEYS", "MAX_ATTEMPTS",
+    "BindCode", "Grant", "GrantCode", "Holders", "MergeCode", "Requeue", "RequeueCode", "GridInfoCode",
+    "TransferCode", "Cut", "Scripts", "ScriptContention", "scripts", "source", "read_holders", "LEDGER_KEYS", "MAX_ATTEMPTS",
 ]

@@ -51,13 +51,37 @@ def requeue_expired(client: redis.Redis, settings: Settings, report: SweepReport
         expiries, worker_id = taken.count, taken.worker
         if worker_id:
             record_expiry(client, worker_id)
-        report.requeued.append(keys.lease_member(job_id, chunk_id))
         log.warning("lease of chunk %s (job %s) expired (%d time(s)); re-queued", chunk_id, job_id, expiries)
-        if expiries >= settings.max_chunk_expiries:
-            msg = (f"chunk {chunk_id} was lost {expiries} times (lease {settings.lease_s:g}s); "
-                   "raise HYDRA_LEASE_S if chunks legitimately take longer")
-            if store.fail_job(client, job_id, msg, now=now):
-                report.failed_jobs.append(job_id)
+        _requeued(client, settings, report, job_id, chunk_id, expiries, now)
+
+
+def requeue_worker_leases(client: redis.Redis, settings: Settings, worker_id: str, *,
+                          now: float | None = None) -> SweepReport:
+    """Take back at once every chunk leased to ``worker_id`` (as holder or backup), as if its leases
+    had expired: the same REQUEUE script, forced in that worker's name, so a lease that moved on
+    meanwhile (merged, re-leased to someone else) is left alone. Used when a volunteer is revoked."""
+    now = time.time() if now is None else now
+    report = SweepReport()
+    lua = scripts(client)
+    for member in sorted(client.smembers(keys.worker_inflight(worker_id))):
+        job_id, chunk_id = keys.split_lease_member(member)
+        taken = lua.requeue(job_id, chunk_id, now=now, counter="expiries", force=True, reporter=worker_id)
+        if taken.code is RequeueCode.REQUEUED:
+            log.warning("chunk %s (job %s) taken back from %s; re-queued", chunk_id, job_id, worker_id)
+            _requeued(client, settings, report, job_id, chunk_id, taken.count, now)
+        elif taken.code is RequeueCode.OVER or not client.exists(keys.lease(job_id, chunk_id)):
+            client.srem(keys.worker_inflight(worker_id), member)  # a slot nothing holds any more
+    return report
+
+
+def _requeued(client: redis.Redis, settings: Settings, report: SweepReport, job_id: str, chunk_id: str,
+              expiries: int, now: float) -> None:
+    report.requeued.append(keys.lease_member(job_id, chunk_id))
+    if expiries >= settings.max_chunk_expiries:
+        msg = (f"chunk {chunk_id} was lost {expiries} times (lease {settings.lease_s:g}s); "
+               "raise HYDRA_LEASE_S if chunks legitimately take longer")
+        if store.fail_job(client, job_id, msg, now=now):
+            report.failed_jobs.append(job_id)
 
 
 def finalize_stragglers(client: redis.Redis, settings: Settings, report: SweepReport) -> None:

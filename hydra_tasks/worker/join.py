@@ -50,7 +50,7 @@ def install(settings: Settings, source: str) -> tuple[Path, Credentials]:
     creds = Credentials.load(source)
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = settings.data_dir / CREDENTIALS_FILE
-    write_private(path, creds.to_json_text())
+    creds.write(path)
     if creds.ca_pem:
         write_private(settings.data_dir / CA_FILE, creds.ca_pem)
     return path, creds
@@ -64,14 +64,10 @@ def child_env(settings: Settings, path: Path, creds: Credentials) -> dict[str, s
     return env
 
 
-def direct_queue(worker_id: str) -> str:
-    return f"{worker_id}.dq2"
-
-
 def worker_argv(creds: Credentials, *, concurrency: int, pool: str, loglevel: str) -> list[str]:
     import sys
 
-    queues = [keys.region_queue(r) for r in creds.regions] + [direct_queue(creds.worker_id)]
+    queues = [keys.region_queue(r) for r in creds.regions] + [keys.direct_queue(creds.worker_id)]
     return [sys.executable, "-m", "celery", "-A", "hydra_tasks", "worker", "-Q", ",".join(queues),
             "-n", creds.worker_id, "-c", str(concurrency), "-P", pool, "--loglevel", loglevel,
             "--without-heartbeat", "--without-mingle", "--without-gossip"]
@@ -79,13 +75,15 @@ def worker_argv(creds: Credentials, *, concurrency: int, pool: str, loglevel: st
 
 def celery_settings(creds: Credentials, base: dict[str, Any]) -> dict[str, Any]:
     """``base`` (the control plane's Celery settings) narrowed to what a volunteer's Redis user allows."""
-    no_declare = [Queue(keys.region_queue(r), no_declare=True) for r in creds.regions]
-    no_declare.append(Queue(direct_queue(creds.worker_id), Exchange("C.dq2", "direct"), routing_key=creds.worker_id,
+    no_declare = [Queue(q, Exchange(q), routing_key=q, no_declare=True)
+                  for q in (keys.region_queue(r) for r in creds.regions)]
+    no_declare.append(Queue(keys.direct_queue(creds.worker_id), Exchange("C.dq2", "direct"), routing_key=creds.worker_id,
                             no_declare=True))
-    no_declare.append(Queue(keys.INTAKE_QUEUE, no_declare=True))
-    transport = {**base["broker_transport_options"], "unacked_key": f"hydra.unacked.{creds.name}",
-                 "unacked_index_key": f"hydra.unacked_index.{creds.name}",
-                 "unacked_mutex_key": f"hydra.unacked_mutex.{creds.name}"}
+    no_declare.append(Queue(keys.INTAKE_QUEUE, Exchange(keys.INTAKE_QUEUE), routing_key=keys.INTAKE_QUEUE,
+                            no_declare=True))
+    unacked, index, mutex = keys.volunteer_unacked(creds.name)
+    transport = {**base["broker_transport_options"], "unacked_key": unacked, "unacked_index_key": index,
+                 "unacked_mutex_key": mutex}
     out = {k: v for k, v in base.items() if k not in ("result_backend", "beat_schedule")}
     out.update({"broker_url": creds.redis_url, "worker_direct": False, "task_queues": no_declare,
                 "task_create_missing_queues": False, "task_default_queue": keys.INTAKE_QUEUE,
