@@ -184,7 +184,8 @@ class Scripts:
             member = keys.lease_member(job_id, chunk_id)
             res = self._grant(
                 keys=[keys.job(job_id), keys.job_todo(job_id), keys.job_tiles(job_id), keys.job_chunks(job_id),
-                      keys.LEASES, keys.lease(job_id, chunk_id), keys.worker_inflight(worker_id)],
+                      keys.LEASES, keys.lease(job_id, chunk_id), keys.worker_inflight(worker_id),
+                      keys.worker(worker_id)],
                 args=[source_name, chunk_id, member, worker_id, region, repr(now), capacity, repr(lease_s),
                       repr(rate), order, *cut_args],
             )

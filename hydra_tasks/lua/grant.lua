@@ -7,7 +7,7 @@
 -- the job moved on meanwhile (another control process granted it), nothing changes: MOVED.
 -- A chunk taken from todo was released when it was re-queued, so it has no holder to release.
 -- The lease's deadline is final here: 3x the chunk's expected time on this worker, at least lease_s.
--- Returns {1 LEASED, attempt, spec} | {0 FULL} (the worker's window is full) | {-1 EMPTY} (the job
+-- Returns {1 LEASED, attempt, spec} | {0 FULL} (the worker's window is full, or it is not online) | {-1 EMPTY} (the job
 -- is over) | {2 MOVED}.
 local job = KEYS[1]          -- hash: state, cursor, chunks_total, dispatched, started_at
 local todo = KEYS[2]         -- list: chunk ids waiting (re-queued first)
@@ -16,6 +16,7 @@ local chunks = KEYS[4]       -- hash: chunk id -> chunk spec JSON
 local leases = KEYS[5]       -- zset: "{job}:{chunk}" -> lease deadline
 local lease = KEYS[6]        -- hash: this chunk's lease
 local inflight = KEYS[7]     -- set: the worker's leased chunks
+local worker_rec = KEYS[8]   -- hash: the worker's record (a worker gone offline or revoked gets nothing)
 local source = ARGV[1]       -- 'todo' | 'tile' | 'cut'
 local chunk = ARGV[2]
 local member = ARGV[3]       -- "{job}:{chunk}"
@@ -34,6 +35,8 @@ local cut_spec = ARGV[14]           -- 'cut': the new chunk's spec JSON
 local state = redis.call('HGET', job, 'state')
 if not live(state) then return {-1} end
 if redis.call('SCARD', inflight) >= capacity then return {0} end
+-- The caller's snapshot may be older than a revocation or a shutdown: only an online worker gets work.
+if redis.call('HGET', worker_rec, 'state') ~= 'online' then return {0} end
 -- Find the chunk and check everything before the first write: a script that fails half-way keeps
 -- its earlier writes (Redis does not roll back), so nothing may fail after one.
 local spec

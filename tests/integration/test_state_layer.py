@@ -162,7 +162,7 @@ def test_a_chunk_the_job_handed_out_meanwhile_is_not_granted_twice(app: HydraCel
     args = ["todo", "c-other", f"{job_id}:c-other", worker, "r", repr(time.time()), 2, "1.0", "1e8", "max",
             "", "", 0, ""]
     lease_keys = [keys.job(job_id), keys.job_todo(job_id), keys.job_tiles(job_id), keys.job_chunks(job_id),
-                  keys.LEASES, keys.lease(job_id, "c-other"), keys.worker_inflight(worker)]
+                  keys.LEASES, keys.lease(job_id, "c-other"), keys.worker_inflight(worker), keys.worker(worker)]
     assert int(script(keys=lease_keys, args=args)[0]) == GrantCode.MOVED  # the head is not c-other
     assert app.redis.llen(keys.job_todo(job_id)) == 1 and app.redis.zcard(keys.LEASES) == 0
 
@@ -255,3 +255,17 @@ def test_a_ghost_claiming_ten_trillion_samples_a_second_does_not_get_most_of_a_j
     ghost = sum(c["units"] for c, _, w in sent if w == "ghost@test")
     assert 0 < ghost <= 2 * 1e8 * 1.0  # its window (2 chunks) at the confirmed speed, not 10^13 x 1 s
     assert ghost < samples // 10 and store.get_job(app.redis, job_id).state == "running"
+
+
+def test_a_worker_that_went_offline_after_the_dispatchers_snapshot_is_granted_nothing(app: HydraCelery) -> None:
+    """A revocation (or shutdown) between the dispatcher's read and its GRANT: the script sees it."""
+    (worker,) = add_workers(app, 1)
+    job_id = pi_job(app, 5_000)
+    registry.set_offline(app.redis, worker)
+    grant = Scripts(app.redis).grant(job_id, worker, "r", capacity=2, now=time.time(), lease_s=1.0, rate=1e8,
+                                     cut=lambda chunk_id, start, count: json.dumps(
+                                         {"job_id": job_id, "chunk_id": chunk_id, "kind": "pi",
+                                          "params": {"seed": 1, "start": start, "count": count}, "units": count}),
+                                     cut_units=1_000)
+    assert grant.code is GrantCode.FULL
+    assert app.redis.zcard(keys.LEASES) == 0 and app.redis.scard(keys.worker_inflight(worker)) == 0
