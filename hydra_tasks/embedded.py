@@ -40,6 +40,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from hydra_tasks.errors import ConfigError, EmbeddedRedisError
+from hydra_tasks.redis_conn import connect
 from hydra_tasks.secrets_io import create_private, write_private
 
 if TYPE_CHECKING:
@@ -368,8 +369,6 @@ def _make_url(password: str, port: int, *, tls: bool = False) -> str:
 
 def _client(port: int, password: str, *, timeout_s: float, ca: str | None = None) -> redis.Redis:
     """A client of the server on ``port``; over TLS, verified against ``ca``, if ``ca`` is given."""
-    from hydra_tasks.redis_conn import connect
-
     return connect(_make_url(password, port, tls=ca is not None), ca=ca, socket_timeout=timeout_s,
                    socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
 

@@ -143,6 +143,9 @@ class LocalStack:
     def start_redis(self) -> str:
         """Use HYDRA_REDIS_URL if set, else start the embedded server in the data dir."""
         if self.settings.redis_url:
+            if self.tls and not self.settings.redis_url.startswith("rediss://"):
+                raise StackError("TLS was asked for, but HYDRA_REDIS_URL is a plaintext redis:// server; point it at "
+                                 "a rediss:// server, or unset it to let Hydra run its own Redis over TLS.")
             self.redis_url = self.settings.redis_url
         else:
             self._embedded = EmbeddedRedis(self.settings.redis_dir, port=self.redis_port,
