@@ -6,6 +6,7 @@ import, so ``import hydra_tasks`` never touches the environment or the network.
 
 from __future__ import annotations
 
+import ssl
 import sys
 from typing import Any
 
@@ -17,6 +18,7 @@ from kombu.utils.url import sanitize_url
 
 from . import keys
 from .errors import ConfigError, HydraError
+from .redis_conn import ca_file, client_for, kombu_ssl
 from .settings import Settings
 
 #: What a client sees when Redis is down or unreachable (redis-py directly, or through kombu).
@@ -52,6 +54,15 @@ def redis_down_message(url: str | None, exc: BaseException) -> str:
     """One line saying which Redis could not be used, why, and what to do."""
     where = f" at {redacted(url)}" if url else ""
     chain = _causes(exc)
+    bad_cert = [e for e in chain if isinstance(e, ssl.SSLCertVerificationError)]
+    if bad_cert:
+        why = bad_cert[0].verify_message or str(bad_cert[0])
+        return (f"Redis{where} presented a certificate this machine does not trust ({why}); set HYDRA_REDIS_CA "
+                "to the CA file (ca.pem) the operator gave you, and check the host name in HYDRA_REDIS_URL is one "
+                "the certificate names")
+    if any(isinstance(e, ssl.SSLError) for e in chain):
+        return (f"the TLS handshake with Redis{where} failed ({_reason(chain)}); check that the server speaks "
+                "TLS (rediss://) and that HYDRA_REDIS_CA is the operator's CA")
     if any(isinstance(e, redis.exceptions.AuthenticationError) for e in chain):
         return (f"Redis{where} refused the credentials ({_reason(chain)}); "
                 "fix the password in HYDRA_REDIS_URL (redis://:PASSWORD@HOST:PORT/DB)")
@@ -75,6 +86,15 @@ def _reason(chain: list[BaseException]) -> str:
 
 
 def celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
+    config = _celery_config(settings, redis_url)
+    # rediss://: kombu and the result backend verify the server like every other client (redis_conn)
+    use_ssl = kombu_ssl(redis_url, ca_file(settings))
+    if use_ssl is not None:
+        config.update(broker_use_ssl=use_ssl, redis_backend_use_ssl=dict(use_ssl))
+    return config
+
+
+def _celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
     return {
         "broker_url": redis_url,
         "result_backend": redis_url,
@@ -143,9 +163,8 @@ class HydraCelery(Celery):
     def redis(self) -> redis.Redis:
         """A client for Hydra's state (same server as the broker), strings decoded."""
         if self._hydra_redis is None:
-            self._hydra_redis = redis.Redis.from_url(self.conf.broker_url, decode_responses=True,
-                                                     health_check_interval=30, socket_timeout=15,
-                                                     socket_connect_timeout=5)
+            self._hydra_redis = client_for(self.settings, self.conf.broker_url, decode_responses=True,
+                                           health_check_interval=30, socket_timeout=15, socket_connect_timeout=5)
         return self._hydra_redis
 
     def on_configure(self) -> None:  # called by Celery when the config is first needed
@@ -165,7 +184,7 @@ class HydraCelery(Celery):
         # config_from_object, not conf.update: an update runs Celery's change callbacks, which read
         # the configuration that is being loaded (infinite recursion in e.g. `celery purge`).
         self.config_from_object(config)
-        _check_redis_under_celery_cli(url)
+        _check_redis_under_celery_cli(self.settings, url)
 
 
 # --- the plain `celery -A hydra_tasks ...` commands -------------------------------------------
@@ -199,11 +218,11 @@ def _exit_under_celery_cli(message: str) -> None:
         raise CeleryCommandError(message)
 
 
-def _check_redis_under_celery_cli(url: str) -> None:
+def _check_redis_under_celery_cli(settings: Settings, url: str) -> None:
     command = _celery_cli_command()
     if command is None or command in _NO_REDIS_CHECK:
         return
-    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+    client = client_for(settings, url, socket_connect_timeout=5, socket_timeout=5)
     try:
         client.ping()
     except REDIS_DOWN_ERRORS as exc:

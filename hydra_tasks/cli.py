@@ -249,17 +249,60 @@ def worker(region: str | None, name: str | None, concurrency: int | None, pool: 
 @click.option("--regions", default="eu-west,us-east", show_default=True, help="Comma-separated regions.")
 @click.option("--workers-per-region", type=int, default=1, show_default=True)
 @click.option("--web-port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@click.option("--web-host", default="127.0.0.1", show_default=True,
+              help="Address the webapp listens on; anything but loopback (e.g. 0.0.0.0) is served over HTTPS only.")
 @click.option("--flower-port", type=click.IntRange(1, 65535), default=5555, show_default=True)
+@click.option("--tls", is_flag=True,
+              help="Serve Redis over TLS only (rediss://, on every interface) with a CA and server certificate "
+                   "made in HYDRA_DATA_DIR/tls; volunteers need ca.pem (HYDRA_REDIS_CA). Needs redis-server >= 7.")
 @click.option("--isolate", is_flag=True,
-              help="Multi-machine mode (HYDRA_ISOLATE): Redis >= 7 with ACLs, the default user off, one user per "
-                   "volunteer (hydra volunteer add).")
-def up(regions: str, workers_per_region: int, web_port: int, flower_port: int, isolate: bool) -> None:
-    """Run a local stack (Redis, control worker + beat, region workers, webapp, Flower) until Ctrl-C."""
+              help="Multi-machine mode (HYDRA_ISOLATE): Redis >= 7 with ACLs, the default user off, one Redis user "
+                   "per volunteer (hydra volunteer add); implied by --tls.")
+@click.option("--redis-port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port of the embedded Redis (0: a free one); volunteers on other machines need a fixed one.")
+def up(regions: str, workers_per_region: int, web_port: int, web_host: str, flower_port: int, tls: bool,
+       isolate: bool, redis_port: int) -> None:
+    """Run a local stack (Redis, control worker + beat, region workers, webapp, Flower) until Ctrl-C.
+
+    With --tls (multi-machine mode, which implies --isolate) Redis is reachable from other machines
+    over TLS only, and only by enrolled volunteers; the local region workers are enrolled too."""
     from .console import run_up
 
     settings = _settings()
-    run_up(settings.with_(isolate=True) if isolate else settings, regions=_regions(regions),
-           workers_per_region=workers_per_region, web_port=web_port, flower_port=flower_port)
+    if tls or isolate:
+        settings = settings.with_(isolate=True)
+    run_up(settings, regions=_regions(regions), workers_per_region=workers_per_region,
+           web_port=web_port, flower_port=flower_port, web_host=web_host, tls=tls, redis_port=redis_port)
+
+
+@main.group("tls")
+def tls_group() -> None:
+    """The control host's TLS certificates (HYDRA_DATA_DIR/tls): a private CA and a server certificate."""
+
+
+@tls_group.command("init")
+def tls_init() -> None:
+    """Create the CA and server certificate, or renew what is due (names changed, expiring); print their paths."""
+    from .trust.tls import ensure_tls, server_names
+
+    settings = _settings()
+    files = ensure_tls(settings)
+    _echo_json({"ca": str(files.ca), "cert": str(files.cert), "key": str(files.key),
+                "names": server_names(settings)})
+
+
+@tls_group.command("ca")
+def tls_ca() -> None:
+    """Print the CA certificate (PEM) volunteers need as HYDRA_REDIS_CA."""
+    from .errors import TlsError
+    from .trust.tls import ca_pem, tls_files
+
+    settings = _settings()
+    pem = ca_pem(settings)
+    if pem is None:
+        raise TlsError(f"There is no CA in {tls_files(settings).ca.parent}; create it with `hydra tls init` "
+                       "(or `hydra up --tls`).")
+    click.echo(pem, nl=False)
 
 
 @main.command()
@@ -360,7 +403,8 @@ def grid_info(worker_id: str, zone: str, renewable_share: float, url: str | None
     path = _worker_key_path(settings, worker_id)
     body = signed_report(identity.load_key(path), worker_id, zone, renewable_share)
     try:
-        response = requests.post(url.rstrip("/") + "/api/update_grid_info", json=body, timeout=10)
+        response = requests.post(url.rstrip("/") + "/api/update_grid_info", json=body, timeout=10,
+                                 verify=_tls_verify(settings))
     except requests.RequestException as exc:
         raise click.ClickException(f"cannot reach {url}: {exc}") from None
     if response.status_code == 401:
@@ -388,6 +432,14 @@ def _worker_key_path(settings: Settings, worker_id: str) -> Path:
 _FILE_NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}$")
 
 
+def _tls_verify(settings: Settings | None = None) -> str | bool:
+    """What requests verifies an https:// webapp with: the operator's CA (HYDRA_REDIS_CA, or this data
+    dir's), else the system's CAs."""
+    from .redis_conn import ca_file
+
+    return ca_file(settings or _settings()) or True
+
+
 def _web_url(url: str | None, settings: Settings | None = None) -> str:
     from .discovery import web_url
 
@@ -412,7 +464,7 @@ def _api_get(url: str, path: str) -> Any:
     import requests
 
     try:
-        response = requests.get(url.rstrip("/") + path, timeout=10)
+        response = requests.get(url.rstrip("/") + path, timeout=10, verify=_tls_verify())
     except requests.RequestException as exc:
         raise click.ClickException(f"cannot reach {url}: {exc}") from None
     if response.status_code != 200:
@@ -448,7 +500,8 @@ def tokens_transfer(recipient: str, amount: str, url: str | None) -> None:
         recipient = _api_get(url, f"/api/worker_balance/{recipient}")["account"]
     body = ledger.signed_transfer(key, recipient, ledger.parse_tokens(amount))
     try:
-        response = requests.post(url.rstrip("/") + "/api/transfer_tokens", json=body, timeout=10)
+        response = requests.post(url.rstrip("/") + "/api/transfer_tokens", json=body, timeout=10,
+                                 verify=_tls_verify())
     except requests.RequestException as exc:
         raise click.ClickException(f"cannot reach {url}: {exc}") from None
     if response.status_code not in (200, 201):
@@ -526,7 +579,8 @@ def volunteer_add(name: str, regions: tuple[str, ...], out: Path | None, host: s
     settings = app.settings
     base = volunteers.volunteer_url(str(app.conf.broker_url), host=host or settings.public_host)
     credentials = volunteers.add(app.redis, settings, name, regions or (settings.region,),
-                                 redis_url_for_volunteer=base)
+                                 redis_url_for_volunteer=base,
+                                 ca_pem=volunteers.deployment_ca(settings, str(app.conf.broker_url)))
     where = base.split("://", 1)[1].rsplit("/", 1)[0]
     if out is not None:
         credentials.write(out)

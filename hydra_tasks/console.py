@@ -52,8 +52,9 @@ def stop_uninterruptibly(stack: LocalStack) -> None:
         signal.signal(signal.SIGTERM, previous[1])
 
 
-def start_stack(settings: Settings, regions: list[str], *, workers_per_region: int = 1) -> LocalStack:
-    stack = LocalStack(settings, log_dir=settings.data_dir / "logs")
+def start_stack(settings: Settings, regions: list[str], *, workers_per_region: int = 1, tls: bool = False,
+                redis_port: int = 0) -> LocalStack:
+    stack = LocalStack(settings, log_dir=settings.data_dir / "logs", tls=tls, redis_port=redis_port)
     try:
         with console.status("starting embedded Redis, control worker and region workers..."):
             stack.start_redis()
@@ -211,23 +212,33 @@ def _demo(settings: Settings, *, samples: float, width: int, height: int, max_it
 
 
 def run_up(settings: Settings, *, regions: list[str], workers_per_region: int, web_port: int,
-           flower_port: int) -> None:
+           flower_port: int, web_host: str = "127.0.0.1", tls: bool = False, redis_port: int = 0) -> None:
     """Start the stack, say it is up only once the dashboard and Flower answer, then keep every part
     running (see :mod:`hydra_tasks.supervise`) until Ctrl-C or SIGTERM. StackError if a part cannot
     be started or kept running; everything started is stopped either way."""
     _sigterm_as_interrupt()
-    _check_ports({"--web-port": web_port, "--flower-port": flower_port})
-    stack = start_stack(settings, regions, workers_per_region=workers_per_region)
+    ports = {"--web-port": web_port, "--flower-port": flower_port}
+    if redis_port:
+        ports["--redis-port"] = redis_port
+    _check_ports(ports)
+    stack = start_stack(settings, regions, workers_per_region=workers_per_region, tls=tls, redis_port=redis_port)
     try:
         with console.status("starting the dashboard and Flower..."):
-            stack.start_webapp(port=web_port)
+            stack.start_webapp(port=web_port, host=web_host)
             stack.start_flower(port=flower_port)
             stack.wait_ready("webapp", timeout_s=60)
             stack.wait_ready("flower", timeout_s=60)
         # For `--url` discovery; tied to this supervising process, which outlives webapp restarts.
-        write_web_info(settings.data_dir, port=web_port, pid=os.getpid())
-        console.print(f"[bold green]Hydra is up.[/] dashboard http://127.0.0.1:{web_port}  "
+        write_web_info(settings.data_dir, port=web_port, pid=os.getpid(), host=web_host,
+                       tls=bool(stack.web_url and stack.web_url.startswith("https:")))
+        console.print(f"[bold green]Hydra is up.[/] dashboard {stack.web_url}  "
                       f"Flower http://127.0.0.1:{flower_port}")
+        if tls and stack.redis_url:
+            port = stack.redis_url.rsplit(":", 1)[1].split("/")[0]
+            console.print(f"Redis serves TLS only on port {port} (every interface). Volunteers need "
+                          f"HYDRA_REDIS_URL=rediss://:PASSWORD@THIS-HOST:{port}/0 and HYDRA_REDIS_CA set to a "
+                          f"copy of {stack.tls_files().ca} (`hydra tls ca`); THIS-HOST must be a name the "
+                          "certificate holds (HYDRA_PUBLIC_HOST).", markup=False, highlight=False)
         console.print(f"Redis state and logs: {settings.data_dir}; API token file: {settings.data_dir / 'api_token'}")
         console.print("Submit work with `hydra submit pi --samples 1e9 --wait`. Ctrl-C stops everything.")
         Supervisor(stack.supervised_parts(), say=_say).run()

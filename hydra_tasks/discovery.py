@@ -22,12 +22,13 @@ DEFAULT_WEB_URL = "http://127.0.0.1:5000"
 _ANY_ADDRESS = {"", "0.0.0.0", "::", "[::]"}
 
 
-def write_web_info(data_dir: Path, *, port: int, pid: int, host: str = "127.0.0.1") -> Path:
-    """Record that the webapp of ``data_dir``'s stack listens on ``host:port`` in process ``pid``."""
+def write_web_info(data_dir: Path, *, port: int, pid: int, host: str = "127.0.0.1", tls: bool = False) -> Path:
+    """Record that the webapp of ``data_dir``'s stack listens on ``host:port`` in process ``pid``
+    (over HTTPS if ``tls``)."""
     client_host = "127.0.0.1" if host in _ANY_ADDRESS else host
     if ":" in client_host and not client_host.startswith("["):
         client_host = f"[{client_host}]"  # IPv6 literal
-    info = {"url": f"http://{client_host}:{int(port)}", "host": host, "port": int(port), "pid": int(pid)}
+    info = {"url": f"{'https' if tls else 'http'}://{client_host}:{int(port)}", "host": host, "port": int(port), "pid": int(pid)}
     path = Path(data_dir) / WEB_INFO_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{WEB_INFO_NAME}.{os.getpid()}.tmp")

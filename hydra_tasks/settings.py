@@ -104,6 +104,27 @@ def _redis_url(name: str, raw: str) -> str:
     return value
 
 
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def _public_hosts(name: str, raw: str) -> str:
+    """Comma-separated host names or IP addresses (the control host as volunteers reach it)."""
+    import ipaddress
+
+    hosts = [h.strip() for h in raw.split(",") if h.strip()]
+    for host in hosts:
+        try:
+            ipaddress.ip_address(host)
+            continue
+        except ValueError:
+            pass
+        if len(host) > 253 or not all(_HOST_LABEL.match(label) for label in host.rstrip(".").split(".")):
+            raise ConfigError(f"{name}={raw!r}: {host!r} is neither a host name nor an IP address; give the "
+                              "name or address volunteers use to reach this machine, e.g. hydra.example.org "
+                              "or 203.0.113.7 (several: comma-separated).")
+    return ",".join(hosts)
+
+
 def _web_url(name: str, raw: str) -> str:
     value = raw.strip().rstrip("/")
     parts = urlsplit(value)
@@ -131,6 +152,11 @@ class Settings:
 
     # --- infrastructure
     redis_url: str | None = field(default=None, metadata=_meta("HYDRA_REDIS_URL", _redis_url))
+    # the CA certificate (PEM file) a rediss:// server must be signed by; empty: the system's CAs
+    redis_ca: str = field(default="", metadata=_meta("HYDRA_REDIS_CA", _str))
+    # names/addresses of this control host as volunteers reach it (comma-separated): extra SANs of its TLS
+    # certificate; the first is the host in volunteers' credentials (default: the host of HYDRA_REDIS_URL)
+    public_host: str = field(default="", metadata=_meta("HYDRA_PUBLIC_HOST", _public_hosts))
     data_dir: Path = field(
         default_factory=lambda: Path.home() / ".local" / "share" / "hydra",
         metadata=_meta("HYDRA_DATA_DIR", lambda n, r: Path(r).expanduser()),
@@ -146,8 +172,6 @@ class Settings:
     # `hydra up` starts the embedded Redis with ACLs (needs redis-server >= 7): `default` off, operator user `hydra`;
     # only enrolled volunteers are heard (off: a single machine trusts its own local workers)
     isolate: bool = field(default=False, metadata=_meta("HYDRA_ISOLATE", _parse_bool))
-    # the host name or address volunteers reach Redis at (default: the host of HYDRA_REDIS_URL)
-    public_host: str = field(default="", metadata=_meta("HYDRA_PUBLIC_HOST", _str))
     # whether anyone may enrol through POST /api/volunteers with a signed request, and how many per hour
     self_enrolment: bool = field(default=False, metadata=_meta("HYDRA_SELF_ENROLMENT", _parse_bool))
     self_enrolment_per_hour: int = field(default=20, metadata=_meta("HYDRA_SELF_ENROLMENT_PER_HOUR",
@@ -225,6 +249,10 @@ class Settings:
         if self.carbon_trace and not Path(self.carbon_trace).is_file():
             raise ConfigError(f"HYDRA_CARBON_TRACE={self.carbon_trace!r} is not a file; give the path of an hourly "
                               "CSV (datetime_utc,ZONE,...) or leave it unset to use the embedded annual table.")
+        if self.redis_ca and not Path(self.redis_ca).expanduser().is_file():
+            raise ConfigError(f"HYDRA_REDIS_CA={self.redis_ca!r} is not a file; give the path of the CA certificate "
+                              "(PEM) the operator gave you with your credentials, or leave it unset to use the "
+                              "system's certificate authorities.")
         weights = self.carbon_weight + self.cost_weight + self.renewable_weight
         if self.grid_aware and weights <= 0:
             raise ConfigError(

@@ -5,14 +5,20 @@ session (process group) with its output in a log file, and :meth:`LocalStack.sto
 them: SIGTERM (Celery's warm shutdown), then SIGKILL for anything still alive.
 :meth:`LocalStack.supervised_parts` describes each part for :mod:`hydra_tasks.supervise`, which
 restarts dead ones: a process with the same command, the embedded Redis on the same port and data dir.
+
+With ``tls=True`` (``hydra up --tls``) the embedded Redis serves only ``rediss://`` with the
+certificates of :mod:`hydra_tasks.trust.tls`, and every child gets ``HYDRA_REDIS_CA``. The webapp
+runs under gunicorn; on any address but loopback it serves HTTPS only (:func:`webapp_argv`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -27,8 +33,10 @@ import redis
 from . import keys
 from .embedded import EmbeddedRedis
 from .errors import StackError
+from .redis_conn import client_for
 from .settings import Settings
 from .supervise import Part
+from .trust.tls import TlsFiles, ensure_tls
 from .worker.registry import list_workers
 
 HOST = "127.0.0.1"
@@ -75,12 +83,40 @@ def port_is_free(port: int, host: str = HOST) -> bool:
     return True
 
 
-def http_ok(url: str) -> Callable[[], bool]:
-    """A readiness check: True once ``url`` answers 200."""
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach: 127.0.0.0/8, ::1 and ``localhost``. The
+    wildcard addresses (``0.0.0.0``, ``::``, empty) and any other name are not loopback."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def webapp_argv(host: str, port: int, *, tls: TlsFiles | None) -> list[str]:
+    """The gunicorn command serving the webapp on ``host:port``: HTTPS with ``tls``'s server certificate
+    if given, else plain HTTP, which is refused (StackError) on anything but a loopback address."""
+    if tls is None and not is_loopback(host):
+        raise StackError(f"Refusing to serve the webapp over plain HTTP on {host!r}, which other machines can "
+                         "reach; serve it with TLS (the server certificate of `hydra tls init`) or bind 127.0.0.1.")
+    bind = f"[{host.strip('[]')}]:{port}" if ":" in host else f"{host}:{port}"
+    argv = [sys.executable, "-m", "gunicorn", "--bind", bind, "--worker-class", "gthread", "--workers", "1",
+            "--threads", "8", "--graceful-timeout", "10", "--access-logfile", "-", "--error-logfile", "-",
+            "--preload"]  # load the app before binding: once the port is open, requests are answered
+    if tls is not None:
+        argv += ["--certfile", str(tls.cert), "--keyfile", str(tls.key)]
+    return argv + ["hydra_webapp:create_app()"]
+
+
+def http_ok(url: str, *, ca: Path | None = None) -> Callable[[], bool]:
+    """A readiness check: True once ``url`` answers 200 (an https:// server must be signed by ``ca``)."""
+    context = ssl.create_default_context(cafile=str(ca) if ca else None) if url.startswith("https:") else None
 
     def check() -> bool:
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            with urllib.request.urlopen(url, timeout=2, context=context) as response:
                 return bool(response.status == 200)
         except (OSError, ValueError):
             return False
@@ -96,17 +132,25 @@ class LocalStack:
     log_dir: Path
     procs: dict[str, Proc] = field(default_factory=dict)
     redis_url: str | None = None
+    tls: bool = False  # the embedded Redis serves rediss:// only (hydra up --tls)
+    redis_port: int = 0  # the embedded Redis's port; 0: a free one
+    web_url: str | None = None  # where the webapp answers, once started
     _embedded: EmbeddedRedis | None = None
     _redis_port: int | None = None
+    _tls_files: TlsFiles | None = None
 
     # --- Redis ----------------------------------------------------------------------------
     def start_redis(self) -> str:
         """Use HYDRA_REDIS_URL if set, else start the embedded server in the data dir (with ACLs,
         operator user ``hydra``, when HYDRA_ISOLATE is set)."""
         if self.settings.redis_url:
+            if self.tls and not self.settings.redis_url.startswith("rediss://"):
+                raise StackError("TLS was asked for, but HYDRA_REDIS_URL is a plaintext redis:// server; point it at "
+                                 "a rediss:// server, or unset it to let Hydra run its own Redis over TLS.")
             self.redis_url = self.settings.redis_url
         else:
-            self._embedded = EmbeddedRedis(self.settings.redis_dir, isolated=self.settings.isolate)
+            self._embedded = EmbeddedRedis(self.settings.redis_dir, port=self.redis_port,
+                                           isolated=self.settings.isolate, tls=self.tls_files() if self.tls else None)
             self.redis_url = self._embedded.start()
             self._redis_port = self._embedded.port
         return self.redis_url
@@ -122,18 +166,27 @@ class LocalStack:
             raise StackError("This stack did not start an embedded Redis, so it cannot restart one.")
         self._embedded.stop()  # reaps the dead server and removes its server.json
         self._embedded = EmbeddedRedis(self.settings.redis_dir, port=self._redis_port,
-                                       isolated=self.settings.isolate)
+                                       isolated=self.settings.isolate, tls=self._embedded.tls)
         if self._embedded.start() != self.redis_url:
             self._embedded.stop()
             raise StackError(f"The restarted Redis has another URL (was its password file "
                              f"{self.settings.redis_dir / 'password'} changed?); restart the whole stack.")
 
+    def tls_files(self) -> TlsFiles:
+        """This data dir's CA and server certificate, created (or renewed) on first use."""
+        if self._tls_files is None:
+            self._tls_files = ensure_tls(self.settings)
+        return self._tls_files
+
     def client(self) -> redis.Redis:
         if self.redis_url is None:
             raise StackError("Start Redis first (LocalStack.start_redis()).")
-        return redis.Redis.from_url(self.redis_url, decode_responses=True)
+        return client_for(self.child_settings(), self.redis_url, decode_responses=True)
 
     def child_settings(self) -> Settings:
+        """The settings every child runs with: this Redis's URL and, if it serves TLS, its CA."""
+        if self._embedded is not None and self._embedded.tls is not None:
+            return self.settings.with_(redis_url=self.redis_url, redis_ca=str(self._embedded.tls.ca))
         return self.settings.with_(redis_url=self.redis_url)
 
     def env(self) -> dict[str, str]:
@@ -228,23 +281,27 @@ class LocalStack:
         client = self.client()
         if (old := volunteers.get(client, name)) is not None and old.state is not volunteers.VolunteerState.REVOKED:
             volunteers.revoke(client, self.settings, name)
-        creds = volunteers.add(client, self.settings, name, regions,
-                               redis_url_for_volunteer=volunteers.volunteer_url(self.redis_url or ""))
-        home = self.settings.data_dir / "volunteers" / name
-        home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path = home / join.CREDENTIALS_FILE
-        creds.write(path)
-        env = {"HYDRA_DATA_DIR": str(home), "HYDRA_KEY_FILE": str(home / "worker.key"), "HYDRA_ISOLATE": "",
-               **join.child_env(self.settings.with_(data_dir=home), path, creds)}
+        url = self.redis_url or ""
+        creds = volunteers.add(client, self.settings, name, regions, redis_url_for_volunteer=volunteers.volunteer_url(
+            url), ca_pem=volunteers.deployment_ca(self.child_settings(), url))
+        home = self.settings.with_(data_dir=self.settings.data_dir / "volunteers" / name)
+        path = join.store(home, creds)
+        env = {"HYDRA_DATA_DIR": str(home.data_dir), "HYDRA_KEY_FILE": str(home.data_dir / "worker.key"),
+               "HYDRA_ISOLATE": "", **join.child_env(home, path, creds)}
         if cpu_limit is not None:
             env["HYDRA_CPU_LIMIT"] = str(cpu_limit)
         return self.spawn(name, join.worker_argv(creds, concurrency=concurrency, pool=pool, loglevel="INFO"), env=env)
 
     def start_webapp(self, *, port: int, host: str = HOST) -> Proc:
-        """Start the dashboard; it is ready (:meth:`wait_ready`) once GET /healthz answers."""
-        proc = self.spawn("webapp", [sys.executable, "-m", "flask", "--app", "hydra_webapp:create_app", "run",
-                                     "--host", host, "--port", str(port), "--no-reload"])
-        proc.ready = http_ok(f"http://{HOST if host in ('0.0.0.0', '') else host}:{port}/healthz")
+        """Start the dashboard under gunicorn: plain HTTP on loopback, else HTTPS only (with this data
+        dir's server certificate). It is ready (:meth:`wait_ready`) once GET /healthz answers."""
+        tls = None if is_loopback(host) else self.tls_files()
+        proc = self.spawn("webapp", webapp_argv(host, port, tls=tls))
+        client_host = HOST if host in ("0.0.0.0", "", "::", "[::]") else host
+        if ":" in client_host and not client_host.startswith("["):
+            client_host = f"[{client_host}]"
+        self.web_url = f"{'https' if tls else 'http'}://{client_host}:{port}"
+        proc.ready = http_ok(f"{self.web_url}/healthz", ca=tls.ca if tls else None)
         return proc
 
     def start_flower(self, *, port: int, address: str = HOST) -> Proc:

@@ -22,11 +22,11 @@ FAST = dict(lease_s=4.0, sweep_interval_s=0.5, heartbeat_s=0.5, worker_timeout_s
 
 @contextlib.contextmanager
 def running_stack(data_dir: Path, workers: dict[str, int], *, cpu_limits: dict[str, float] | None = None,
-                  **overrides: Any) -> Iterator[LocalStack]:
+                  tls: bool = False, **overrides: Any) -> Iterator[LocalStack]:
     """Redis + a control worker with beat + ``workers[region]`` region workers (named region-1, ...),
-    all real processes; ``cpu_limits`` caps some of them by name."""
+    all real processes; ``cpu_limits`` caps some of them by name; ``tls``: Redis serves rediss:// only."""
     settings = Settings().with_(data_dir=data_dir, **{**FAST, **overrides})
-    stack = LocalStack(settings, log_dir=data_dir / "logs")
+    stack = LocalStack(settings, log_dir=data_dir / "logs", tls=tls)
     try:
         stack.start_redis()
         stack.start_control(beat=True)

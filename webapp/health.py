@@ -10,6 +10,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from hydra_tasks.errors import HydraError
+from hydra_tasks.redis_conn import client_for
 
 from .context import hydra
 
@@ -22,9 +23,10 @@ PING_TIMEOUT_S = 2.0
 def redis_is_up() -> bool:
     """One authenticated PING on a fresh connection with a short timeout and no retries."""
     try:
-        url = hydra().conf.broker_url  # raises ConfigError if no Redis is configured or running
-        client = redis.Redis.from_url(url, socket_timeout=PING_TIMEOUT_S, socket_connect_timeout=PING_TIMEOUT_S,
-                                      retry=Retry(NoBackoff(), 0))
+        app = hydra()
+        url = app.conf.broker_url  # raises ConfigError if no Redis is configured or running
+        client = client_for(app.settings, url, socket_timeout=PING_TIMEOUT_S, socket_connect_timeout=PING_TIMEOUT_S,
+                            retry=Retry(NoBackoff(), 0))
     except (HydraError, ValueError) as exc:
         log.warning("health check: no usable Redis URL: %s", exc)
         return False

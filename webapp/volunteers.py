@@ -29,6 +29,7 @@ def enrol() -> tuple[Response, int]:
     volunteers.check_self_enrolment(settings)  # before anything else: 403 while it is off
     base = volunteers.volunteer_url(str(app.conf.broker_url), host=settings.public_host)
     credentials = volunteers.self_enrol(app.redis, settings, json_object_body(), address=request.remote_addr or "?",
-                                        redis_url_for_volunteer=base)
+                                        redis_url_for_volunteer=base,
+                                        ca_pem=volunteers.deployment_ca(settings, str(app.conf.broker_url)))
     log.info("volunteer %s enrolled itself (regions %s)", credentials.name, ",".join(credentials.regions))
     return jsonify(credentials.to_json()), 201

@@ -285,10 +285,22 @@ def volunteer_url(operator_url: str, *, host: str = "") -> str:
     if parts.scheme not in ("redis", "rediss") or not parts.hostname:
         raise ConfigError("Volunteers need a TCP Redis URL (redis:// or rediss://); the operator's Redis URL is "
                           f"{parts.scheme or 'not one'}://... Set HYDRA_REDIS_URL to a TCP address.")
-    name = host or parts.hostname
+    name = (host.split(",")[0].strip() if host else "") or parts.hostname  # HYDRA_PUBLIC_HOST may list several
     if ":" in name and not name.startswith("["):
         name = f"[{name}]"
     return f"{parts.scheme}://{name}:{parts.port or 6379}/0"
+
+
+def deployment_ca(settings: Settings, operator_url: str) -> str | None:
+    """The CA certificate (PEM) volunteers need to verify a ``rediss://`` control host: the operator's
+    ``HYDRA_REDIS_CA``, else the CA ``hydra up --tls`` made in the data dir; None for plain ``redis://``."""
+    if not operator_url.startswith("rediss://"):
+        return None
+    if settings.redis_ca:
+        return Path(settings.redis_ca).read_text()
+    from .tls import ca_pem
+
+    return ca_pem(settings)
 
 
 def _with_user(base_url: str, name: str, password: str) -> str:

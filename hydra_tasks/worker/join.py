@@ -46,14 +46,19 @@ def load(settings: Settings) -> Credentials:
 
 
 def install(settings: Settings, source: str) -> tuple[Path, Credentials]:
-    """Store the credentials from a file or token in the data dir (0600); returns the file's path."""
+    """Store the credentials from a file or token in the data dir; returns the file's path."""
     creds = Credentials.load(source)
+    return store(settings, creds), creds
+
+
+def store(settings: Settings, creds: Credentials) -> Path:
+    """Write ``creds`` (mode 0600) and the deployment's CA, if any, into the data dir."""
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = settings.data_dir / CREDENTIALS_FILE
     creds.write(path)
     if creds.ca_pem:
         write_private(settings.data_dir / CA_FILE, creds.ca_pem)
-    return path, creds
+    return path
 
 
 def child_env(settings: Settings, path: Path, creds: Credentials) -> dict[str, str]:

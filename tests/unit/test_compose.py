@@ -29,13 +29,59 @@ def test_compose_runs_the_control_plane_workers_webapp_and_flower(compose: dict[
         assert command[:3] == ["hydra", "worker", "--region"] and re.fullmatch(r"[a-z0-9-]+", command[3])
 
 
-def test_every_hydra_service_reaches_redis_with_a_password_from_the_environment(compose: dict[str, Any]) -> None:
+def test_every_hydra_service_reaches_redis_over_tls_with_a_password_from_the_environment(
+        compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
-        if name == "redis":
+        if name in ("redis", "tls-init"):
             continue
         url = service["environment"]["HYDRA_REDIS_URL"]
-        assert url.startswith("redis://:${HYDRA_REDIS_PASSWORD:?") and url.endswith("@redis:6379/0")
+        assert url.startswith("rediss://:${HYDRA_REDIS_PASSWORD:?") and url.endswith("@redis:6379/0")
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+        ca = service["environment"]["HYDRA_REDIS_CA"]
+        [mount] = [v for v in service["volumes"] if v.startswith("tls-ca:")]
+        assert mount.endswith(":ro") and ca.startswith(mount.split(":")[1] + "/")
+
+
+def test_a_one_shot_service_makes_the_certificates_before_redis_starts(compose: dict[str, Any]) -> None:
+    init = compose["services"]["tls-init"]
+    assert "hydra tls init" in " ".join(init["command"]) and init["restart"] == "no"
+    assert "redis" in init["environment"]["HYDRA_PUBLIC_HOST"].split(",")  # the name clients use in the URL
+    assert init["hostname"]  # fixed, so the certificate's names do not change with each container
+    assert compose["services"]["redis"]["depends_on"]["tls-init"]["condition"] == "service_completed_successfully"
+    [mount] = [v for v in init["volumes"] if v.startswith("tls:")]
+    assert mount.split(":")[1] == init["environment"]["HYDRA_DATA_DIR"] + "/tls"  # where `hydra tls init` writes
+    [ca_mount] = [v for v in init["volumes"] if v.startswith("tls-ca:")]
+    assert f"{ca_mount.split(':')[1]}/ca.pem" in " ".join(init["command"])  # the CA alone is published
+    assert {"tls", "tls-ca"} <= compose["volumes"].keys()
+
+
+def test_redis_serves_tls_only_with_the_server_certificate(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    command = " ".join(redis["command"])
+    assert "--port 0 " in command and "--tls-port 6379" in command and "--tls-auth-clients no" in command
+    [mount] = [v for v in redis["volumes"] if v.startswith("tls:")]
+    where = mount.split(":")[1]
+    for option, name in (("--tls-cert-file", "server.pem"), ("--tls-key-file", "server.key"),
+                         ("--tls-ca-cert-file", "ca.pem")):
+        assert f"{option} {where}/{name}" in command
+    health = " ".join(redis["healthcheck"]["test"])
+    assert "--tls" in health and f"--cacert {where}/ca.pem" in health
+
+
+def test_only_redis_and_the_webapp_mount_the_private_keys(compose: dict[str, Any]) -> None:
+    with_keys = {name for name, service in compose["services"].items()
+                 if any(v.startswith("tls:") for v in service.get("volumes", []))}
+    assert with_keys == {"tls-init", "redis", "webapp"}
+
+
+def test_the_webapp_runs_under_gunicorn_with_https(compose: dict[str, Any]) -> None:
+    webapp = compose["services"]["webapp"]
+    command = webapp["command"]
+    assert command[0] == "gunicorn" and command[-1] == "hydra_webapp:create_app()"
+    [mount] = [v for v in webapp["volumes"] if v.startswith("tls:")]
+    where = mount.split(":")[1]
+    assert command[command.index("--certfile") + 1] == f"{where}/server.pem"
+    assert command[command.index("--keyfile") + 1] == f"{where}/server.key"
 
 
 def test_redis_persists_with_aof_and_requires_a_password(compose: dict[str, Any]) -> None:
