@@ -1,6 +1,7 @@
 """Issue 11's attack suite: a volunteer enrolled exactly as a user would be (`hydra volunteer add`,
-then its own credentials) tries every attack the issue lists against a real isolated stack (Redis 7
-with per-volunteer ACL users; control, intake and volunteer worker processes). Each attack must fail
+then its own credentials) tries every attack the issue lists against a real multi-machine stack
+(Redis 7 over TLS only, with per-volunteer ACL users; control, intake and volunteer worker processes
+that verify the server against the CA they were given). Each attack must fail
 (NOPERM, dropped or rejected) and leave jobs, ledger and worker records unchanged, while an honest
 volunteer of the same kind completes jobs and is paid.
 """
@@ -11,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -30,6 +32,7 @@ from hydra_tasks.jobs import store
 from hydra_tasks.jobs.submit import submit_job
 from hydra_tasks.ledger import audit
 from hydra_tasks.lua import LEDGER_KEYS, scripts
+from hydra_tasks.redis_conn import connect, kombu_ssl
 from hydra_tasks.stack import LocalStack
 from hydra_tasks.trust import envelope, identity
 from hydra_tasks.trust import results as signed_results
@@ -50,7 +53,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         find_redis7_server()
     except EmbeddedRedisError as exc:
         pytest.skip(f"needs redis-server >= 7 (apt-get install redis-server): {exc}")
-    with running_stack(tmp_path_factory.mktemp("attacks"), {"eu-west": 1}, isolate=True, adaptive=False,
+    with running_stack(tmp_path_factory.mktemp("attacks"), {"eu-west": 1}, isolate=True, tls=True, adaptive=False,
                        pi_chunk_samples=20_000_000) as stack:
         yield stack
 
@@ -62,7 +65,7 @@ def op(stack: LocalStack) -> HydraCelery:
 
 def hydra_cli(stack: LocalStack, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_")}
-    env.update(HYDRA_REDIS_URL=str(stack.redis_url), HYDRA_DATA_DIR=str(stack.settings.data_dir))
+    env.update(HYDRA_DATA_DIR=str(stack.settings.data_dir))  # the operator on the control host: hydra finds its Redis
     return subprocess.run([sys.executable, "-m", "hydra_tasks", *args], env=env, capture_output=True, text=True,
                           timeout=120)
 
@@ -87,13 +90,21 @@ def mallory_key(op: HydraCelery, mallory: Credentials) -> SigningKey:
     return key
 
 
+def ca_of(creds: Credentials) -> str:
+    """The CA the credentials carry, as a file (what `hydra worker --join` stores)."""
+    assert creds.ca_pem and "BEGIN CERTIFICATE" in creds.ca_pem
+    path = Path(tempfile.mkdtemp(prefix="hydra-ca-")) / "ca.pem"
+    path.write_text(creds.ca_pem)
+    return str(path)
+
+
 def as_mallory(creds: Credentials) -> redis.Redis:
-    return redis.Redis.from_url(creds.redis_url, decode_responses=True, retry=Retry(NoBackoff(), 0))
+    return connect(creds.redis_url, ca=ca_of(creds), decode_responses=True, retry=Retry(NoBackoff(), 0))
 
 
 def celery_as(creds: Credentials) -> Celery:
     """A plain Celery client with Mallory's credentials (what `celery call`/`send_task` would use)."""
-    app = Celery("mallory", broker=creds.redis_url)
+    app = Celery("mallory", broker=creds.redis_url, broker_use_ssl=kombu_ssl(creds.redis_url, ca_of(creds)))
     intake_queue = Queue(keys.INTAKE_QUEUE, Exchange(keys.INTAKE_QUEUE), routing_key=keys.INTAKE_QUEUE,
                          no_declare=True)
     app.conf.update(task_serializer="json", accept_content=["json"], task_queues=[intake_queue],
@@ -136,7 +147,7 @@ def alice(op: HydraCelery) -> registry.WorkerInfo:
 def test_an_honest_volunteer_joins_with_its_credentials_computes_and_is_paid(op: HydraCelery,
                                                                             stack: LocalStack) -> None:
     worker = alice(op)
-    assert stack.procs["eu-west-1"].log_tail(200).count("Connected to redis://eu-west-1:**@") >= 1
+    assert stack.procs["eu-west-1"].log_tail(200).count("Connected to rediss://eu-west-1:**@") >= 1
     job = wait_for_job(op, submit_job(op, {"kind": "pi", "params": {"samples": 60_000_000, "seed": SEED}}).id)
     assert job.state == "done" and job.result["hits"] == compute.pi_hits(SEED, 0, 60_000_000)
     assert balance(op, worker.public_key) > 0
@@ -150,6 +161,13 @@ def test_a_volunteers_credentials_reach_nothing_of_the_control_plane(
     victim = alice(op)
     r = as_mallory(mallory)
     assert r.ping()
+    # Her credentials over plaintext, or without the CA, get nowhere: the server speaks TLS only.
+    assert mallory.redis_url.startswith("rediss://")
+    with pytest.raises(redis.exceptions.ConnectionError):
+        redis.Redis.from_url(mallory.redis_url.replace("rediss://", "redis://"), socket_timeout=5,
+                             retry=Retry(NoBackoff(), 0)).ping()
+    with pytest.raises(redis.exceptions.ConnectionError):
+        connect(mallory.redis_url, ca=None, retry=Retry(NoBackoff(), 0)).ping()  # the system's CAs: refused
     # Redis administration: files on the control host, durability, modules, replication, users, debugging.
     noperm(lambda: r.config_set("dir", str(tmp_path)))
     noperm(lambda: r.config_set("dbfilename", "authorized_keys"))
@@ -290,5 +308,6 @@ def test_revoking_a_volunteer_mid_job_resends_its_chunks_and_drops_its_later_mes
     assert registry.get_worker(op.redis, "bob@hydra").state.value == "offline"  # type: ignore[union-attr]
     with pytest.raises(redis.exceptions.AuthenticationError):
         as_mallory(Credentials.load(stack.settings.data_dir / "volunteers" / "bob" / "volunteer.json")).ping()
+    assert "bob" not in op.redis.acl_users()
     result = audit.verify(op.redis)
     assert result.ok, result.problems
