@@ -20,26 +20,47 @@ def compose() -> dict[str, Any]:
 
 def test_compose_runs_the_control_plane_workers_webapp_and_flower(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert {"redis", "control", "beat", "webapp", "flower"} <= services.keys()
+    assert {"redis", "control", "intake", "beat", "webapp", "flower"} <= services.keys()
     regions = [s for s in services if s.startswith("worker-")]
     assert len(regions) >= 2
     assert services["control"]["command"][:6] == ["celery", "-A", "hydra_tasks", "worker", "-Q", "hydra.control"]
+    # The intake worker consumes hydra.intake alone (worker/gate.py refuses a mix).
+    assert services["intake"]["command"][:6] == ["celery", "-A", "hydra_tasks", "worker", "-Q", "hydra.intake"]
     for name in regions:
-        command = services[name]["command"]
-        assert command[:3] == ["hydra", "worker", "--region"] and re.fullmatch(r"[a-z0-9-]+", command[3])
+        data_dir = services[name]["environment"]["HYDRA_DATA_DIR"]
+        assert services[name]["command"] == ["hydra", "worker", "--join", f"{data_dir}/volunteer.json"]
 
 
-def test_every_hydra_service_reaches_redis_over_tls_with_a_password_from_the_environment(
+CONTROL_PLANE = {"control", "intake", "enrol", "beat", "webapp", "flower"}
+
+
+def test_the_control_plane_reaches_redis_over_tls_as_the_operator_with_a_password_from_the_environment(
         compose: dict[str, Any]) -> None:
-    for name, service in compose["services"].items():
-        if name in ("redis", "tls-init"):
-            continue
+    services = compose["services"]
+    assert CONTROL_PLANE | {"redis", "tls-init"} | {s for s in services if s.startswith("worker-")} == set(services)
+    for name in CONTROL_PLANE:
+        service = services[name]
         url = service["environment"]["HYDRA_REDIS_URL"]
-        assert url.startswith("rediss://:${HYDRA_REDIS_PASSWORD:?") and url.endswith("@redis:6379/0")
+        assert url.startswith("rediss://hydra:${HYDRA_REDIS_PASSWORD:?") and url.endswith("@redis:6379/0")
+        assert service["environment"]["HYDRA_ISOLATE"] == "true"
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
         ca = service["environment"]["HYDRA_REDIS_CA"]
         [mount] = [v for v in service["volumes"] if v.startswith("tls-ca:")]
         assert mount.endswith(":ro") and ca.startswith(mount.split(":")[1] + "/")
+
+
+def test_bundled_volunteers_are_enrolled_and_never_see_the_operators_password(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    enrol = services["enrol"]
+    script = " ".join(enrol["command"])
+    assert enrol["restart"] == "no" and "hydra volunteer add" in script and "--out" in script
+    for name in (s for s in services if s.startswith("worker-")):
+        worker = services[name]
+        assert set(worker["environment"]) == {"HYDRA_DATA_DIR"}  # no HYDRA_REDIS_URL, no password
+        assert worker["depends_on"] == {"enrol": {"condition": "service_completed_successfully"}}
+        [volume] = [v.split(":")[0] for v in worker["volumes"]]
+        [into] = [v.split(":")[1] for v in enrol["volumes"] if v.split(":")[0] == volume]
+        assert f"/volunteers/$$r/volunteer.json" in script and into.startswith("/volunteers/")
 
 
 def test_a_one_shot_service_makes_the_certificates_before_redis_starts(compose: dict[str, Any]) -> None:
@@ -84,9 +105,13 @@ def test_the_webapp_runs_under_gunicorn_with_https(compose: dict[str, Any]) -> N
     assert command[command.index("--keyfile") + 1] == f"{where}/server.key"
 
 
-def test_redis_persists_with_aof_and_requires_a_password(compose: dict[str, Any]) -> None:
+def test_redis_persists_with_aof_and_has_only_the_operator_and_volunteer_users(compose: dict[str, Any]) -> None:
     command = " ".join(compose["services"]["redis"]["command"])
-    assert "--appendonly yes" in command and "--requirepass" in command
+    assert "--appendonly yes" in command and "--aclfile /data/users.acl" in command
+    assert "user default off resetkeys resetchannels -@all" in command  # no rights without AUTH
+    assert "user hydra on #$$(printf %s \"$$HYDRA_REDIS_PASSWORD\" | sha256sum" in command
+    assert "grep -v -E '^user (default|hydra) ' /data/users.acl" in command  # volunteers are kept
+    assert "--user hydra" in " ".join(compose["services"]["redis"]["healthcheck"]["test"])
     assert "redis-data:/data" in compose["services"]["redis"]["volumes"]
 
 
