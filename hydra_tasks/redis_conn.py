@@ -38,6 +38,14 @@ def ca_file(settings: Settings) -> str | None:
     return None
 
 
+def kombu_url(url: str) -> str:
+    """``url`` as kombu and Celery's result backend spell it: a Unix socket ``unix://user:pw@/path?db=0``
+    becomes ``redis+socket://user:pw@/path``; anything else is unchanged."""
+    if not url.startswith("unix://"):
+        return url
+    return "redis+socket://" + url[len("unix://"):].split("?", 1)[0]
+
+
 def tls_options(url: str, ca: str | os.PathLike[str] | None) -> dict[str, Any]:
     """redis-py keyword arguments for ``url``: none for ``redis://``; verification for ``rediss://``."""
     if not is_tls(url):

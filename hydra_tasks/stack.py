@@ -155,6 +155,15 @@ class LocalStack:
             self._redis_port = self._embedded.port
         return self.redis_url
 
+    @property
+    def local_redis_url(self) -> str | None:
+        """What the control plane on this host uses: the embedded server's Unix socket when it serves
+        TLS (no TLS cost on every command, not reachable from the network), else :attr:`redis_url`.
+        Workers, the compute plane, always use :attr:`redis_url`, as volunteers elsewhere do."""
+        if self._embedded is not None and self._embedded.tls is not None and self.redis_url is not None:
+            return self._embedded.local_url
+        return self.redis_url
+
     def redis_exit_code(self) -> int | None:
         """How the embedded Redis ended; None while it runs (or if this stack uses HYDRA_REDIS_URL)."""
         return self._embedded.exit_code() if self._embedded is not None else None
@@ -167,7 +176,7 @@ class LocalStack:
         self._embedded.stop()  # reaps the dead server and removes its server.json
         self._embedded = EmbeddedRedis(self.settings.redis_dir, port=self._redis_port,
                                        isolated=self.settings.isolate, tls=self._embedded.tls)
-        if self._embedded.start() != self.redis_url:
+        if self._embedded.start() != self.redis_url:  # the network URL; the local one follows from it
             self._embedded.stop()
             raise StackError(f"The restarted Redis has another URL (was its password file "
                              f"{self.settings.redis_dir / 'password'} changed?); restart the whole stack.")
@@ -184,9 +193,10 @@ class LocalStack:
         return client_for(self.child_settings(), self.redis_url, decode_responses=True)
 
     def child_settings(self) -> Settings:
-        """The settings every child runs with: this Redis's URL and, if it serves TLS, its CA."""
+        """The settings control-plane children run with: this Redis's local URL and, if it serves
+        TLS, its CA."""
         if self._embedded is not None and self._embedded.tls is not None:
-            return self.settings.with_(redis_url=self.redis_url, redis_ca=str(self._embedded.tls.ca))
+            return self.settings.with_(redis_url=self.local_redis_url, redis_ca=str(self._embedded.tls.ca))
         return self.settings.with_(redis_url=self.redis_url)
 
     def env(self) -> dict[str, str]:
@@ -264,7 +274,8 @@ class LocalStack:
         if self.settings.isolate:
             return self.start_volunteer(name, [region], concurrency=concurrency, pool=pool, cpu_limit=cpu_limit)
         # Each local worker is its own volunteer, with its own key (and so its own token account).
-        env = {"HYDRA_KEY_FILE": str(self.settings.data_dir / "keys" / f"{name}.key")}
+        env = {"HYDRA_KEY_FILE": str(self.settings.data_dir / "keys" / f"{name}.key"),
+               "HYDRA_REDIS_URL": self.redis_url or ""}  # the network URL (TLS), as a volunteer elsewhere
         if cpu_limit is not None:
             env["HYDRA_CPU_LIMIT"] = str(cpu_limit)
         return self.spawn(name, celery_worker_argv([keys.region_queue(region)], name=name,

@@ -24,7 +24,7 @@ def redis_is_up() -> bool:
     """One authenticated PING on a fresh connection with a short timeout and no retries."""
     try:
         app = hydra()
-        url = app.conf.broker_url  # raises ConfigError if no Redis is configured or running
+        url = app.redis_url  # raises ConfigError if no Redis is configured or running
         client = client_for(app.settings, url, socket_timeout=PING_TIMEOUT_S, socket_connect_timeout=PING_TIMEOUT_S,
                             retry=Retry(NoBackoff(), 0))
     except (HydraError, ValueError) as exc:

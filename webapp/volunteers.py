@@ -27,9 +27,10 @@ def enrol() -> tuple[Response, int]:
     app = hydra()
     settings = app.settings
     volunteers.check_self_enrolment(settings)  # before anything else: 403 while it is off
-    base = volunteers.volunteer_url(str(app.conf.broker_url), host=settings.public_host)
+    network = volunteers.public_url(settings, app.redis_url)
+    base = volunteers.volunteer_url(network, host=settings.public_host)
     credentials = volunteers.self_enrol(app.redis, settings, json_object_body(), address=request.remote_addr or "?",
                                         redis_url_for_volunteer=base,
-                                        ca_pem=volunteers.deployment_ca(settings, str(app.conf.broker_url)))
+                                        ca_pem=volunteers.deployment_ca(settings, network))
     log.info("volunteer %s enrolled itself (regions %s)", credentials.name, ",".join(credentials.regions))
     return jsonify(credentials.to_json()), 201

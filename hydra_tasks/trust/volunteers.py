@@ -291,6 +291,21 @@ def volunteer_url(operator_url: str, *, host: str = "") -> str:
     return f"{parts.scheme}://{name}:{parts.port or 6379}/0"
 
 
+def public_url(settings: Settings, operator_url: str) -> str:
+    """The network URL of the operator's Redis: ``operator_url`` itself, or, when the control plane
+    reaches its embedded Redis through the local Unix socket, that server's ``rediss://`` URL."""
+    if not operator_url.startswith("unix://"):
+        return operator_url
+    from ..embedded import running_url
+
+    network = running_url(settings.redis_dir, local=False)
+    if network is None:
+        raise ConfigError("The operator's Redis is a Unix socket and no embedded Redis for this data dir "
+                          "serves the network; set HYDRA_REDIS_URL to the redis:// or rediss:// address "
+                          "volunteers can reach.")
+    return network
+
+
 def deployment_ca(settings: Settings, operator_url: str) -> str | None:
     """The CA certificate (PEM) volunteers need to verify a ``rediss://`` control host: the operator's
     ``HYDRA_REDIS_CA``, else the CA ``hydra up --tls`` made in the data dir; None for plain ``redis://``."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -311,3 +312,35 @@ def test_revoking_a_volunteer_mid_job_resends_its_chunks_and_drops_its_later_mes
     assert "bob" not in op.redis.acl_users()
     result = audit.verify(op.redis)
     assert result.ok, result.problems
+
+
+def test_a_volunteer_joins_with_the_token_through_the_cli_and_leaves_cleanly(
+        op: HydraCelery, stack: LocalStack, tmp_path: Path) -> None:
+    """The user's path end to end: `hydra volunteer add` prints a token; on the volunteer's machine (its
+    own data dir, no operator settings at all) `hydra worker --join TOKEN` stores it and runs; a later
+    `hydra worker` needs no token; SIGTERM sends a signed offline message."""
+    added = hydra_cli(stack, "volunteer", "add", "carol", "--region", "eu-west")
+    assert added.returncode == 0, added.stderr
+    token = added.stdout.strip()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_")}
+    env.update(HYDRA_DATA_DIR=str(tmp_path / "carol"), PYTHONUNBUFFERED="1")
+    log = tmp_path / "carol.log"
+    for argv in (["worker", "--join", token, "-c", "1"], ["worker", "-c", "1"]):
+        with open(log, "ab") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "hydra_tasks", *argv], env=env, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for(lambda: (w := registry.get_worker(op.redis, "carol@hydra")) is not None
+                     and w.state.value == "online" and w.pid == proc.pid, timeout_s=90, what="carol to register")
+        except AssertionError:
+            print(log.read_text(errors="replace")[-3000:])
+            raise
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=60)
+        wait_for(lambda: registry.get_worker(op.redis, "carol@hydra").state.value == "offline",  # type: ignore
+                 timeout_s=30, what="carol's signed offline message")
+    stored = Credentials.load(tmp_path / "carol" / "volunteer.json")
+    assert stored.worker_id == "carol@hydra" and (tmp_path / "carol" / "volunteer.json").stat().st_mode & 0o077 == 0
+    assert "joining as carol@hydra" in log.read_text(errors="replace")
+    assert [e for e in op.redis.acl_log() if e.get("username") == "carol"] == []

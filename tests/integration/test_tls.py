@@ -65,6 +65,20 @@ def test_the_stack_serves_rediss_only_and_every_child_gets_the_ca(stack: LocalSt
     assert stack.client().ping()
 
 
+def test_workers_cross_the_network_over_tls_and_the_control_plane_uses_the_local_socket(stack: LocalStack) -> None:
+    """The compute plane connects as volunteers elsewhere do (rediss://); the control plane on the
+    Redis host uses its Unix socket, mode 0700 in the 0700 data dir, so it pays no TLS on every command
+    and the socket is reachable from no other machine, nor by another local user."""
+    local = stack.local_redis_url
+    assert local is not None and local.startswith("unix://") and stack.child_settings().redis_url == local
+    sock = Path(local.split("@", 1)[1].split("?", 1)[0])
+    assert sock.is_socket() and sock.stat().st_mode & 0o077 == 0
+    assert "Connected to redis+socket://" in stack.procs["control"].log_tail(200)
+    assert "Connected to redis+socket://" in stack.procs["intake"].log_tail(200)
+    for worker in ("eu-west-1", "us-east-1"):
+        assert "Connected to rediss://" in stack.procs[worker].log_tail(200)
+
+
 def test_a_pi_job_over_tls_has_bit_identical_hits_to_the_same_job_without_tls(
         stack: LocalStack, tmp_path: Path) -> None:
     app = create_app(stack.child_settings())
