@@ -74,10 +74,18 @@ def confirmed_view(workers: Iterable[WorkerInfo]) -> dict[str, WorkerInfo]:
     return out
 
 
+def is_confirmed(worker: WorkerInfo) -> bool:
+    """Whether accepted chunks have confirmed the worker's speed for some kind."""
+    return any(getattr(worker, perf_attr).observations >= CONFIRMED_AFTER for _, _, perf_attr in _SPEEDS)
+
+
 def snapshot(client: redis.Redis, settings: Settings, *, now: float | None = None) -> ClusterSnapshot:
     """Live workers (fresh heartbeat, not paused), their speeds as far as they are confirmed
-    (:func:`confirmed_view`), and the number of chunks each may hold."""
+    (:func:`confirmed_view`), and the number of chunks each may hold: its processes' windows, or,
+    until its speed is confirmed, one process' window whatever number of cores it claims (so a
+    ghost claiming 256 processes cannot hoard a job's chunks until their leases expire)."""
     now = time.time() if now is None else now
     live = confirmed_view(w for w in list_workers(client) if w.is_live(now, settings.worker_timeout_s))
     return ClusterSnapshot(taken_at=now, workers=live,
-                           slots={wid: w.concurrency * settings.inflight_per_slot for wid, w in live.items()})
+                           slots={wid: (w.concurrency if is_confirmed(w) else 1) * settings.inflight_per_slot
+                                  for wid, w in live.items()})

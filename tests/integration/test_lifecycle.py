@@ -434,7 +434,8 @@ def test_a_worker_record_with_impossible_values_is_ignored_by_scheduling(app: Hy
     _add_worker(app, "liar@test", 1e9)
     app.redis.hset(keys.worker("liar@test"), mapping={"pi_samples_per_s": "nan", "concurrency": "1000000"})
     _add_worker(app, "greedy@test", 1e9)
-    app.redis.hset(keys.worker("greedy@test"), mapping={"concurrency": "1000000", "cores": "2"})
+    app.redis.hset(keys.worker("greedy@test"), mapping={"concurrency": "1000000", "cores": "2",
+                                                        "rate:pi": "1e9", "n:pi": "5"})  # confirmed speed
     workers = {w.worker_id: w for w in registry.list_workers(app.redis)}
     assert "liar@test" not in workers and workers["greedy@test"].concurrency == 2
     pi_job(app, samples=100_000)
