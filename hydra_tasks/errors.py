@@ -43,6 +43,10 @@ class ResultRejected(ResultError):
 
 
 # --- kernels -------------------------------------------------------------------------------
+class SpotCheckFailed(ResultRejected):
+    """A value the worker committed to differs from the kernel's, recomputed exactly on a spot check."""
+
+
 class KernelError(HydraError):
     """A compute kernel was called with bad arguments or is not built."""
 

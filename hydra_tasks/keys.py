@@ -37,6 +37,7 @@ hydra:ledger:journal           stream  every balance change, append-only and has
 hydra:ledger:head              hash    the journal chain's newest entry: hash, id, length
 hydra:results:dropped          hash    results dropped before any check, by reason -> count (jobs/collect.py)
 hydra:intake:dropped           hash    intake messages dropped, by reason -> count (intake.py, worker/gate.py)
+hydra:spot_checks              hash    exact spot checks of results: passed, failed, work recomputed (jobs/collect.py)
 hydra:volunteers               set     names of every volunteer ever enrolled (trust/volunteers.py)
 hydra:volunteer:{name}         hash    one volunteer's enrolment: worker id, regions, state, key (fields below)
 hydra:volunteer_keys           hash    public key (hex) -> the name of the volunteer it is bound to
@@ -189,6 +190,12 @@ hydra:intake:dropped
     unknown task       a task other than hydra.intake on the intake queue
     refused            authentic but refused (a stale grid report, an unknown zone)
 
+hydra:spot_checks
+  jobs/collect.py, for every result that passed the kind's checks
+    passed             results whose recomputed parts matched exactly
+    failed             results with a recomputed part that differs (rejected, re-sent elsewhere)
+    units:<kind>       work recomputed by the spot checks (π samples, Mandelbrot pixels)
+
 hydra:ledger:head
   lua/_journal.lua, with every journal entry
     hash               the newest entry's hash
@@ -245,6 +252,7 @@ LEDGER_JOURNAL = f"{PREFIX}:ledger:journal"
 LEDGER_HEAD = f"{PREFIX}:ledger:head"
 RESULTS_DROPPED = f"{PREFIX}:results:dropped"
 INTAKE_DROPPED = f"{PREFIX}:intake:dropped"
+SPOT_CHECKS = f"{PREFIX}:spot_checks"
 
 VOLUNTEERS = f"{PREFIX}:volunteers"
 VOLUNTEER_KEYS = f"{PREFIX}:volunteer_keys"

@@ -103,11 +103,14 @@ def tiling_metrics(client: redis.Redis, *, job_id: str | None = None, limit: int
 
 
 def security_metrics(client: redis.Redis) -> dict[str, Any]:
-    """What the control plane refused: intake messages (by reason, :class:`hydra_tasks.intake.Dropped`)
-    and results that named a keyed worker without its signature."""
+    """What the control plane refused: intake messages (by reason, :class:`hydra_tasks.intake.Dropped`),
+    results that named a keyed worker without its signature, and the exact spot checks of results
+    (passed, failed, work recomputed)."""
     with client.pipeline(transaction=False) as pipe:
-        intake_raw, results_raw = pipe.hgetall(keys.INTAKE_DROPPED).hgetall(keys.RESULTS_DROPPED).execute()
+        intake_raw, results_raw, spot_raw = (pipe.hgetall(keys.INTAKE_DROPPED).hgetall(keys.RESULTS_DROPPED)
+                                             .hgetall(keys.SPOT_CHECKS).execute())
     intake = {reason: int(n) for reason, n in sorted(intake_raw.items())}
     results = {reason: int(n) for reason, n in sorted(results_raw.items())}
     return {"intake_dropped": intake, "intake_dropped_total": sum(intake.values()),
-            "results_dropped": results, "results_dropped_total": sum(results.values())}
+            "results_dropped": results, "results_dropped_total": sum(results.values()),
+            "spot_checks": {name: int(n) for name, n in sorted(spot_raw.items())}}

@@ -33,6 +33,11 @@ class KindHandler(Protocol):
 
     def verify(self, chunk: ChunkSpec, payload: Mapping[str, Any]) -> dict[str, int]: ...
 
+    def spot_check(self, chunk: ChunkSpec, payload: Mapping[str, Any], *, picks: int) -> int:
+        """Recompute parts of a verified result picked now, compare exactly (SpotCheckFailed if not
+        equal); returns the work recomputed."""
+        ...
+
     def work_done(self, chunk: ChunkSpec, payload: Mapping[str, Any]) -> float:
         """The work a verified result represents, in the unit worker speeds are kept in."""
         ...

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import redis
 
 from .. import keys
-from ..errors import HydraError, ResultRejected, SignatureError
+from ..errors import HydraError, ResultRejected, SignatureError, SpotCheckFailed
 from ..grid import accounting
 from ..grid.regions import parse_regions, region_signals
 from ..grid.site import worker_signals
@@ -36,6 +36,8 @@ from ..worker.registry import WorkerInfo, get_worker
 from . import handler, store
 
 LOG_LENGTH = 5_000  # accepted chunks kept per job for the metrics endpoints
+#: Parts recomputed for every result: π blocks (of 64), or Mandelbrot pixels besides one whole row.
+SPOT_CHECK_PICKS = {JobKind.PI: 2, JobKind.MANDELBROT: 4}
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,7 @@ def collect(client: redis.Redis, settings: Settings, data: Mapping[str, Any], *,
         return _failed(client, settings, lua, result, lease, now)
     try:
         increments = _verify(chunk, result)
+        _spot_check(client, chunk, result)
     except ResultRejected as exc:
         log.warning("rejected chunk %s of job %s from %s: %s", result.chunk_id, result.job_id, result.worker_id, exc)
         lua.requeue(result.job_id, result.chunk_id, now=now, counter="rejections", force=True,
@@ -118,6 +121,21 @@ def _verify(chunk: ChunkSpec, result: ChunkResult) -> dict[str, int]:
     if not all(type(v) is int for v in increments.values()):
         raise ResultRejected("the result's counters are not integers")
     return increments
+
+
+def _spot_check(client: redis.Redis, chunk: ChunkSpec, result: ChunkResult) -> None:
+    """Recompute parts of the result picked now and compare them exactly (issue 12): the kind's
+    ``spot_check``, counted in ``hydra:spot_checks``; SpotCheckFailed propagates (the result is
+    rejected and the chunk re-sent elsewhere)."""
+    try:
+        cost = handler(chunk.kind).spot_check(chunk, result.payload, picks=SPOT_CHECK_PICKS[chunk.kind])
+    except SpotCheckFailed:
+        client.hincrby(keys.SPOT_CHECKS, "failed", 1)
+        raise
+    with client.pipeline(transaction=False) as pipe:
+        pipe.hincrby(keys.SPOT_CHECKS, "passed", 1)
+        pipe.hincrby(keys.SPOT_CHECKS, f"units:{chunk.kind.value}", cost)
+        pipe.execute()
 
 
 def _merge(client: redis.Redis, settings: Settings, lua: Scripts, chunk: ChunkSpec, result: ChunkResult,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import zlib
 from typing import Any, Mapping
 
@@ -15,7 +16,7 @@ import numpy as np
 import redis
 
 from .. import compute as kernels
-from ..errors import InvalidJobSpec, ResultRejected
+from ..errors import InvalidJobSpec, ResultRejected, SpotCheckFailed
 from ..imaging import render_png
 from ..models import ChunkSpec, Finalized, JobKind
 from ..settings import Settings
@@ -32,6 +33,7 @@ DEFAULT_VIEW = {"center_x": -0.75, "center_y": 0.0, "span": 3.5}
 
 
 COLOURINGS = ("smooth", "bands")
+_RNG = random.SystemRandom()  # spot checks are picked from the OS's randomness: no worker can predict them
 
 
 def encode_array(values: np.ndarray, dtype: str = "<u4") -> str:
@@ -191,6 +193,31 @@ def verify(chunk: ChunkSpec, payload: Mapping[str, Any]) -> dict[str, int]:
     if p.get("smooth"):
         _verify_smooth(chunk, payload.get("smooth"), counts)
     return {"units_done": int(counts.size), "iterations": iterations}
+
+
+def spot_check(chunk: ChunkSpec, payload: Mapping[str, Any], *, picks: int,
+               rng: random.SystemRandom = _RNG) -> int:
+    """Recompute one whole row and ``picks`` single pixels of the tile, chosen now (unpredictably for
+    the worker), and compare their iteration counts exactly with the result (``verify`` ran first);
+    SpotCheckFailed on a mismatch. Returns the pixels recomputed (the audit's cost)."""
+    p = chunk.params
+    geometry = _geometry(p)
+    width, height = int(p["width"]), int(p["height"])
+    counts = decode_counts(str(payload["counts"]), height, width)
+    row = rng.randrange(height)
+    got = kernels.mandelbrot_counts(**{**geometry, "row0": geometry["row0"] + row}, width=width, height=1)
+    if not np.array_equal(got[0], counts[row]):
+        col = int(np.flatnonzero(got[0] != counts[row])[0])
+        raise SpotCheckFailed(f"Mandelbrot tile {chunk.chunk_id}: row {row} differs from the kernel's "
+                              f"(first at column {col}).")
+    for _ in range(picks):
+        r, c = rng.randrange(height), rng.randrange(width)
+        one = kernels.mandelbrot_counts(**{**geometry, "row0": geometry["row0"] + r, "col0": geometry["col0"] + c},
+                                        width=1, height=1)
+        if int(one[0, 0]) != int(counts[r, c]):
+            raise SpotCheckFailed(f"Mandelbrot tile {chunk.chunk_id}: pixel ({r}, {c}) has count {int(counts[r, c])} "
+                                  f"in the result, {int(one[0, 0])} from the kernel.")
+    return width + picks
 
 
 def _verify_smooth(chunk: ChunkSpec, text: Any, counts: np.ndarray) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from nacl.signing import SigningKey
 
-from hydra_tasks import keys
+from hydra_tasks import compute, keys
 from hydra_tasks.celery_app import HydraCelery, create_app
 from hydra_tasks.jobs import collect, store
 from hydra_tasks.jobs.spec import parse_job_spec
@@ -114,3 +114,31 @@ def test_ledger_verify_refuses_a_chunk_reward_without_the_signed_result_that_ear
     scripts(app.redis).mint(json.dumps(forged))
     report = audit.verify(app.redis)
     assert any("for another chunk" in p or "not signed by the account" in p for p in report.problems), report.problems
+
+
+def test_a_worker_that_fabricates_plausible_block_counts_is_caught_by_an_exact_spot_check(app: HydraCelery) -> None:
+    """Issue 12, item 1: the cheater signs its own fabricated result (so signatures cannot stop it);
+    every block is off by one with the total unchanged, so only recomputing tells."""
+    from hydra_tasks.models import payload_digest
+
+    cheater = keyed_worker(app, "cheater@test")
+    job_id, chunk, attempt, holder = one_chunk(app, samples=200_000)
+    honest = run_chunk(chunk, attempt=attempt, worker_id=holder, region="r")
+    blocks = list(honest["payload"]["block_hits"])
+    for b in range(0, len(blocks) - 1, 2):
+        blocks[b], blocks[b + 1] = blocks[b] + 1, blocks[b + 1] - 1
+    payload = {**honest["payload"], "block_hits": blocks}
+    forged = signed_results.sign({**honest, "payload": payload,
+                                  "digest": payload_digest(job_id, chunk["chunk_id"], payload)}, cheater)
+    assert collect.collect(app.redis, app.settings, forged) == "rejected"
+    assert app.redis.hgetall(keys.SPOT_CHECKS) == {"failed": "1"}
+    assert app.redis.lrange(keys.job_todo(job_id), 0, -1) == [chunk["chunk_id"]]  # re-sent elsewhere
+    assert app.redis.xlen(keys.LEDGER_JOURNAL) == 0 and store.get_job(app.redis, job_id).chunks_done == 0
+    # The true result (from any worker the chunk was sent to) then passes its spot check and merges.
+    real = run_chunk(chunk, attempt=attempt, worker_id=holder, region="r", key=cheater)
+    assert collect.collect(app.redis, app.settings, real) == "merged"
+    checks = app.redis.hgetall(keys.SPOT_CHECKS)
+    assert checks["failed"] == "1" and checks["passed"] == "1"
+    assert 2 * (chunk["params"]["count"] // 64) <= int(checks["units:pi"]) <= 2 * (chunk["params"]["count"] // 64 + 1)
+    job = store.get_job(app.redis, job_id)
+    assert job.chunks_done == 1 and job.hits == compute.pi_hits(5, 0, chunk["params"]["count"])
