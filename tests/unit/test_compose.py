@@ -60,7 +60,7 @@ def test_bundled_volunteers_are_enrolled_and_never_see_the_operators_password(co
         assert worker["depends_on"] == {"enrol": {"condition": "service_completed_successfully"}}
         [volume] = [v.split(":")[0] for v in worker["volumes"]]
         [into] = [v.split(":")[1] for v in enrol["volumes"] if v.split(":")[0] == volume]
-        assert f"/volunteers/$$r/volunteer.json" in script and into.startswith("/volunteers/")
+        assert "/volunteers/$$r/volunteer.json" in script and into.startswith("/volunteers/")
 
 
 def test_a_one_shot_service_makes_the_certificates_before_redis_starts(compose: dict[str, Any]) -> None:
