@@ -631,3 +631,36 @@ def volunteer_revoke(name: str) -> None:
             pass
     click.echo(f"hydra: revoked {name}: {done.connections_killed} connection(s) closed, "
                f"{len(done.requeued)} chunk(s) re-queued; its key is unbound and its queues deleted.")
+
+
+# --- quarantine (issue 12): workers caught by a spot check -----------------------------------
+@main.group()
+def quarantine() -> None:
+    """Workers caught by an exact spot check: they get no work until an operator lifts it."""
+
+
+@quarantine.command("list")
+def quarantine_list() -> None:
+    """Every quarantined worker, when and why."""
+    from datetime import datetime, timezone
+
+    from .worker.registry import list_workers
+
+    caught = [w for w in list_workers(_app().redis) if w.quarantined]
+    if not caught:
+        click.echo("no worker is quarantined")
+        return
+    for w in caught:
+        when = datetime.fromtimestamp(w.quarantined_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+        click.echo(f"{w.worker_id}\t{when}\tfailed {w.audits_failed} spot check(s)\t{w.quarantined}")
+
+
+@quarantine.command("lift")
+@click.argument("worker_id")
+def quarantine_lift(worker_id: str) -> None:
+    """Let WORKER_ID take work again (its reputation starts from 0, so it is audited heavily)."""
+    from .trust import reputation
+
+    if not reputation.lift(_app().redis, worker_id):
+        raise click.ClickException(f"{worker_id} is not quarantined; see `hydra quarantine list`.")
+    click.echo(f"hydra: lifted the quarantine of {worker_id}")

@@ -142,6 +142,10 @@ hydra:worker:{id}
     grid_zone               zone it reported itself (signed POST /api/update_grid_info), used for 24 h
     grid_renewable_share    on-site renewable share it reported (0..1)
     grid_reported_at        timestamp of that signed report (s); a report must be newer to replace it
+    audits_passed           spot checks passed since it was last caught: its reputation (trust/reputation.py)
+    audits_failed           spot checks it failed
+    quarantined             why it gets no work ("" or absent: it may), set by a failed spot check
+    quarantined_at          when it was quarantined (s)
 
 hydra:sustainability
   grid/accounting.record, on every accepted chunk: the totals over all jobs

@@ -29,6 +29,7 @@ from ..models import ChunkResult, ChunkSpec, JobKind, JobState
 from ..scheduling.cluster import ClusterSnapshot, snapshot
 from ..scheduling.router import carbon_provider
 from ..settings import Settings
+from ..trust import reputation as trust_reputation
 from ..trust import results as signed_results
 from ..worker import performance
 from ..worker.compute import DECLINED
@@ -36,8 +37,6 @@ from ..worker.registry import WorkerInfo, get_worker
 from . import handler, store
 
 LOG_LENGTH = 5_000  # accepted chunks kept per job for the metrics endpoints
-#: Parts recomputed for every result: π blocks (of 64), or Mandelbrot pixels besides one whole row.
-SPOT_CHECK_PICKS = {JobKind.PI: 2, JobKind.MANDELBROT: 4}
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +46,7 @@ class Outcome(str, enum.Enum):
 
     MERGED = "merged"
     DUPLICATE = "duplicate"      # merged before: counted once
-    IGNORED = "ignored"          # unknown chunk, a job that ended, or a chunk never sent to this worker
+    IGNORED = "ignored"          # unknown chunk, a job that ended, a chunk never sent to this worker, or a quarantined worker
     REJECTED = "rejected"        # malformed or failed verification: re-sent elsewhere
     DECLINED = "declined"        # handed back by a paused worker: re-sent elsewhere, not a failure
     FAILED = "failed"            # the chunk failed too often: the job failed
@@ -58,6 +57,7 @@ class Outcome(str, enum.Enum):
 class _Lease:
     dispatched_at: float | None
     holders: Holders
+    reputation: int = 0  # the reporting worker's clean spot checks since it was last caught
 
 
 def collect(client: redis.Redis, settings: Settings, data: Mapping[str, Any], *, now: float | None = None) -> Outcome:
@@ -89,28 +89,37 @@ def collect(client: redis.Redis, settings: Settings, data: Mapping[str, Any], *,
         return _failed(client, settings, lua, result, lease, now)
     try:
         increments = _verify(chunk, result)
-        _spot_check(client, chunk, result)
+        _spot_check(client, settings, chunk, result, lease.reputation, now)
     except ResultRejected as exc:
         log.warning("rejected chunk %s of job %s from %s: %s", result.chunk_id, result.job_id, result.worker_id, exc)
         lua.requeue(result.job_id, result.chunk_id, now=now, counter="rejections", force=True,
                     reporter=result.worker_id, holders=lease.holders)
+        if isinstance(exc, SpotCheckFailed):  # quarantined: its other chunks go to other workers now
+            from ..scheduling.sweeper import requeue_worker_leases
+
+            requeue_worker_leases(client, settings, result.worker_id, now=now)
         return Outcome.REJECTED
     return _merge(client, settings, lua, chunk, result, increments, lease, now)
 
 
 def _read(client: redis.Redis, result: ChunkResult) -> tuple[ChunkSpec, _Lease, str] | None:
     """The chunk's spec, its lease and the key registered for the worker the result names, in one
-    round trip; None if the chunk or its job is gone or over."""
+    round trip; None if the chunk or its job is gone or over, or the worker is quarantined."""
     reads = client.pipeline(transaction=False)
     reads.hget(keys.job_chunks(result.job_id), result.chunk_id)
     reads.hget(keys.job(result.job_id), "state")
     reads.hmget(keys.lease(result.job_id, result.chunk_id), "dispatched_at", "worker", "backup")
-    reads.hget(keys.worker(result.worker_id), "public_key")
-    chunk_json, state_name, (dispatched_at, holder, backup), public_key = reads.execute()
+    reads.hmget(keys.worker(result.worker_id), "public_key", "audits_passed", "quarantined")
+    chunk_json, state_name, (dispatched_at, holder, backup), (public_key, audits, quarantined) = reads.execute()
     if chunk_json is None or state_name is None or JobState(state_name).is_final:
         return None
+    if quarantined:  # caught by a spot check: nothing it sends counts until an operator lifts it
+        log.warning("ignored a result for chunk %s of job %s from quarantined %s", result.chunk_id, result.job_id,
+                    result.worker_id)
+        return None
     chunk = ChunkSpec.from_json(json.loads(chunk_json))
-    return chunk, _Lease(float(dispatched_at) if dispatched_at else None, Holders.of(holder, backup)), public_key or ""
+    return (chunk, _Lease(float(dispatched_at) if dispatched_at else None, Holders.of(holder, backup),
+                          int(audits or 0)), public_key or "")
 
 
 def _verify(chunk: ChunkSpec, result: ChunkResult) -> dict[str, int]:
@@ -123,19 +132,20 @@ def _verify(chunk: ChunkSpec, result: ChunkResult) -> dict[str, int]:
     return increments
 
 
-def _spot_check(client: redis.Redis, chunk: ChunkSpec, result: ChunkResult) -> None:
-    """Recompute parts of the result picked now and compare them exactly (issue 12): the kind's
-    ``spot_check``, counted in ``hydra:spot_checks``; SpotCheckFailed propagates (the result is
-    rejected and the chunk re-sent elsewhere)."""
+def _spot_check(client: redis.Redis, settings: Settings, chunk: ChunkSpec, result: ChunkResult, reputation: int,
+                now: float) -> None:
+    """Recompute parts of the result picked now, as many as the worker's reputation calls for, and
+    compare them exactly (issue 12): the kind's ``spot_check``, counted in ``hydra:spot_checks``. A
+    mismatch quarantines the worker; SpotCheckFailed propagates (the result is rejected, the chunk
+    re-sent elsewhere, and the worker's other chunks taken back)."""
     try:
-        cost = handler(chunk.kind).spot_check(chunk, result.payload, picks=SPOT_CHECK_PICKS[chunk.kind])
-    except SpotCheckFailed:
-        client.hincrby(keys.SPOT_CHECKS, "failed", 1)
+        cost = handler(chunk.kind).spot_check(chunk, result.payload,
+                                              picks=trust_reputation.picks(chunk.kind, reputation))
+    except SpotCheckFailed as exc:
+        trust_reputation.caught(client, result.worker_id, str(exc), now=now)
+        log.warning("QUARANTINED %s: %s", result.worker_id, exc)
         raise
-    with client.pipeline(transaction=False) as pipe:
-        pipe.hincrby(keys.SPOT_CHECKS, "passed", 1)
-        pipe.hincrby(keys.SPOT_CHECKS, f"units:{chunk.kind.value}", cost)
-        pipe.execute()
+    trust_reputation.passed(client, result.worker_id, chunk.kind, cost)
 
 
 def _merge(client: redis.Redis, settings: Settings, lua: Scripts, chunk: ChunkSpec, result: ChunkResult,

@@ -7,7 +7,8 @@
 -- the job moved on meanwhile (another control process granted it), nothing changes: MOVED.
 -- A chunk taken from todo was released when it was re-queued, so it has no holder to release.
 -- The lease's deadline is final here: 3x the chunk's expected time on this worker, at least lease_s.
--- Returns {1 LEASED, attempt, spec} | {0 FULL} (the worker's window is full, or it is not online) | {-1 EMPTY} (the job
+-- Returns {1 LEASED, attempt, spec} | {0 FULL} (the worker's window is full, or it is not online or is
+-- quarantined) | {-1 EMPTY} (the job
 -- is over) | {2 MOVED}.
 local job = KEYS[1]          -- hash: state, cursor, chunks_total, dispatched, started_at
 local todo = KEYS[2]         -- list: chunk ids waiting (re-queued first)
@@ -37,6 +38,8 @@ if not live(state) then return {-1} end
 if redis.call('SCARD', inflight) >= capacity then return {0} end
 -- The caller's snapshot may be older than a revocation or a shutdown: only an online worker gets work.
 if redis.call('HGET', worker_rec, 'state') ~= 'online' then return {0} end
+local quarantined = redis.call('HGET', worker_rec, 'quarantined')
+if quarantined and quarantined ~= '' then return {0} end  -- caught by a spot check (trust/reputation.py)
 -- Find the chunk and check everything before the first write: a script that fails half-way keeps
 -- its earlier writes (Redis does not roll back), so nothing may fail after one.
 local spec

@@ -80,12 +80,13 @@ def is_confirmed(worker: WorkerInfo) -> bool:
 
 
 def snapshot(client: redis.Redis, settings: Settings, *, now: float | None = None) -> ClusterSnapshot:
-    """Live workers (fresh heartbeat, not paused), their speeds as far as they are confirmed
+    """Live workers (fresh heartbeat, not paused, not quarantined), their speeds as far as they are confirmed
     (:func:`confirmed_view`), and the number of chunks each may hold: its processes' windows, or,
     until its speed is confirmed, one process' window whatever number of cores it claims (so a
     ghost claiming 256 processes cannot hoard a job's chunks until their leases expire)."""
     now = time.time() if now is None else now
-    live = confirmed_view(w for w in list_workers(client) if w.is_live(now, settings.worker_timeout_s))
+    live = confirmed_view(w for w in list_workers(client)
+                          if w.is_live(now, settings.worker_timeout_s) and not w.quarantined)
     return ClusterSnapshot(taken_at=now, workers=live,
                            slots={wid: (w.concurrency if is_confirmed(w) else 1) * settings.inflight_per_slot
                                   for wid, w in live.items()})

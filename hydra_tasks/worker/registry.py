@@ -15,7 +15,8 @@ import redis
 
 from .. import keys
 from ..errors import IdentityError
-from ..models import WorkerState
+from ..models import JobKind, WorkerState
+from ..trust import reputation
 from ..settings import Settings
 from .performance import Performance, performance, reliability
 
@@ -49,9 +50,18 @@ class WorkerInfo:
     grid_zone: str = ""             # reported by the worker (POST /api/update_grid_info), "" if none
     grid_renewable_share: float = 0.0
     grid_reported_at: float = 0.0
+    audits_passed: int = 0          # spot checks passed since it was last caught: its reputation (trust/reputation.py)
+    audits_failed: int = 0
+    quarantined: str = ""           # why it gets no work ("" if it may), until an operator lifts it
+    quarantined_at: float = 0.0
 
     def is_live(self, now: float, timeout_s: float) -> bool:
         return self.state is WorkerState.ONLINE and now - self.last_seen <= timeout_s
+
+    @property
+    def reputation(self) -> int:
+        """Spot checks passed since it was last caught (trust/reputation.py)."""
+        return self.audits_passed
 
     @property
     def reliability(self) -> float:
@@ -79,6 +89,10 @@ class WorkerInfo:
             data[f"consistency_{kind}"] = getattr(self, f"perf_{kind}").consistency
             data[f"observations_{kind}"] = perf["observations"]
         data["reliability"] = self.reliability
+        data["reputation"] = self.reputation
+        # The share of each result recomputed by its spot check, at this reputation (trust/reputation.py).
+        data["audit_share_pi"] = reputation.picks(JobKind.PI, self.audits_passed) / pi_blocks()
+        data["audit_pixels_mandelbrot"] = reputation.picks(JobKind.MANDELBROT, self.audits_passed)
         return data
 
 
@@ -86,6 +100,12 @@ class WorkerInfo:
 _REGISTERED_FIELDS = ("worker_id", "region", "host", "pid", "cores", "concurrency", "pi_samples_per_s",
                       "mandelbrot_iters_per_s", "state", "started_at", "last_seen", "isa", "kernel_threads",
                       "cpu_limit", "pause_reason", "watts_per_core", "public_key")
+
+
+def pi_blocks() -> int:
+    from ..jobs.pi import BLOCKS
+
+    return BLOCKS
 
 
 def register(client: redis.Redis, info: WorkerInfo) -> None:
@@ -148,6 +168,8 @@ def _parse(raw: dict[str, str]) -> WorkerInfo | None:
             public_key=raw.get("public_key", ""), grid_zone=raw.get("grid_zone", ""),
             grid_renewable_share=float(raw.get("grid_renewable_share", 0.0)),
             grid_reported_at=float(raw.get("grid_reported_at", 0.0)),
+            audits_passed=int(raw.get("audits_passed", 0)), audits_failed=int(raw.get("audits_failed", 0)),
+            quarantined=raw.get("quarantined", ""), quarantined_at=float(raw.get("quarantined_at") or 0.0),
         )
     except (KeyError, ValueError):
         return None  # a half-written or foreign record: ignore rather than break scheduling

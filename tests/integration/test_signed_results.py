@@ -21,7 +21,7 @@ from hydra_tasks.models import WorkerState
 from hydra_tasks.scheduling import planner
 from hydra_tasks.scheduling.dispatcher import dispatch
 from hydra_tasks.scheduling.router import CapacityRouter
-from hydra_tasks.trust import identity
+from hydra_tasks.trust import identity, reputation
 from hydra_tasks.trust import results as signed_results
 from hydra_tasks.worker import registry
 from hydra_tasks.worker.compute import decline, run_chunk
@@ -132,13 +132,53 @@ def test_a_worker_that_fabricates_plausible_block_counts_is_caught_by_an_exact_s
                                   "digest": payload_digest(job_id, chunk["chunk_id"], payload)}, cheater)
     assert collect.collect(app.redis, app.settings, forged) == "rejected"
     assert app.redis.hgetall(keys.SPOT_CHECKS) == {"failed": "1"}
-    assert app.redis.lrange(keys.job_todo(job_id), 0, -1) == [chunk["chunk_id"]]  # re-sent elsewhere
+    # That chunk and every other chunk it held go back to be re-sent elsewhere.
+    todo = app.redis.lrange(keys.job_todo(job_id), 0, -1)
+    assert chunk["chunk_id"] in todo and len(todo) == 2 and not app.redis.smembers(keys.worker_inflight(holder))
     assert app.redis.xlen(keys.LEDGER_JOURNAL) == 0 and store.get_job(app.redis, job_id).chunks_done == 0
-    # The true result (from any worker the chunk was sent to) then passes its spot check and merges.
+    cheat = registry.get_worker(app.redis, "cheater@test")
+    assert cheat is not None and "block" in cheat.quarantined and cheat.audits_failed == 1 and cheat.reputation == 0
+    # Quarantined: nothing it sends counts, the scheduler leaves it out, GRANT refuses it even so.
     real = run_chunk(chunk, attempt=attempt, worker_id=holder, region="r", key=cheater)
+    assert collect.collect(app.redis, app.settings, real) == "ignored"
+    from hydra_tasks.lua import GrantCode, Scripts
+    from hydra_tasks.scheduling.cluster import snapshot
+
+    assert "cheater@test" not in snapshot(app.redis, app.settings).workers
+    grant = Scripts(app.redis).grant(job_id, "cheater@test", "r", capacity=2, now=time.time(), lease_s=1.0,
+                                     rate=1e8)
+    assert grant.code is GrantCode.FULL and app.redis.zcard(keys.LEASES) == 0
+    # An operator lifts it: it is back, with a reputation of 0 (audited heavily), and its true result merges.
+    assert reputation.lift(app.redis, "cheater@test") and not reputation.lift(app.redis, "cheater@test")
+    assert "cheater@test" in snapshot(app.redis, app.settings).workers
     assert collect.collect(app.redis, app.settings, real) == "merged"
     checks = app.redis.hgetall(keys.SPOT_CHECKS)
     assert checks["failed"] == "1" and checks["passed"] == "1"
-    assert 2 * (chunk["params"]["count"] // 64) <= int(checks["units:pi"]) <= 2 * (chunk["params"]["count"] // 64 + 1)
+    count = chunk["params"]["count"]
+    assert 8 * (count // 64) <= int(checks["units:pi"]) <= 8 * (count // 64 + 1)  # reputation 0: 8 blocks
     job = store.get_job(app.redis, job_id)
-    assert job.chunks_done == 1 and job.hits == compute.pi_hits(5, 0, chunk["params"]["count"])
+    assert job.chunks_done == 1 and job.hits == compute.pi_hits(5, 0, count)
+    assert registry.get_worker(app.redis, "cheater@test").reputation == 1  # type: ignore[union-attr]
+
+
+def test_hydra_quarantine_lists_and_lifts_a_caught_worker(app: HydraCelery, tmp_path: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    keyed_worker(app, "caught@test")
+    reputation.caught(app.redis, "caught@test", "π chunk c9: block 3 differs")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_")}
+    env.update(HYDRA_REDIS_URL=str(app.settings.redis_url), HYDRA_DATA_DIR=str(tmp_path))
+
+    def hydra(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "hydra_tasks", *args], env=env, capture_output=True, text=True,
+                              timeout=60)
+
+    listed = hydra("quarantine", "list")
+    assert listed.returncode == 0 and "caught@test" in listed.stdout and "block 3 differs" in listed.stdout
+    assert hydra("quarantine", "lift", "caught@test").returncode == 0
+    assert "no worker is quarantined" in hydra("quarantine", "list").stdout
+    again = hydra("quarantine", "lift", "caught@test")
+    assert again.returncode != 0 and "is not quarantined" in again.stderr
+    assert registry.get_worker(app.redis, "caught@test").quarantined == ""  # type: ignore[union-attr]

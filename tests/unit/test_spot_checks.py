@@ -105,3 +105,11 @@ def test_a_mandelbrot_tile_with_one_altered_pixel_or_a_black_rectangle_is_caught
         except SpotCheckFailed:
             caught += 1
     assert 0 < caught < 320 * 0.2
+
+
+def test_the_audit_share_falls_with_reputation_but_never_to_zero() -> None:
+    from hydra_tasks.trust import reputation
+
+    shares = [reputation.picks(JobKind.PI, r) for r in (0, 19, 20, 199, 200, 10**9)]
+    assert shares == [8, 8, 4, 4, 2, 2]
+    assert [reputation.picks(JobKind.MANDELBROT, r) for r in (0, 20, 200)] == [16, 8, 4]

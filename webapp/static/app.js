@@ -124,7 +124,8 @@
     const id = el("td");
     id.append(el("code", w.worker_id));
     const state = el("td");
-    state.append(stateBadge(w.state));
+    state.append(stateBadge(w.quarantined ? "quarantined" : w.state));
+    if (w.quarantined) state.title = w.quarantined; // why: the spot check it failed
     tr.append(
       id,
       cell(w.region),
@@ -133,6 +134,8 @@
       cell(formats.when(w.last_seen)),
       cell(formats.count(w.pi_samples_per_s), "num"),
       cell(formats.count(w.chunks_done), "num"),
+      cell(String(w.reputation ?? 0), "num"),
+      cell(((w.audit_share_pi ?? 0) * 100).toFixed(1) + "%", "num"),
     );
     return tr;
   }
@@ -173,7 +176,7 @@
         workersBody.replaceChildren(
           ...(w.workers.length
             ? w.workers.map(workerRow)
-            : [emptyRow(7, "No workers registered. Start one with hydra worker --region REGION.")]),
+            : [emptyRow(9, "No workers registered. Start one with hydra worker --region REGION.")]),
         );
         await refreshTokens();
       }
