@@ -73,6 +73,10 @@ class IdentityError(HydraError):
     """A worker key is missing, malformed, or belongs to someone else."""
 
 
+class MalformedMessage(IdentityError):
+    """A message from a volunteer is not in the form its kind requires (before any signature check)."""
+
+
 class SignatureError(IdentityError):
     """A signed message did not verify, was replayed, or is too old."""
 

@@ -27,18 +27,18 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import redis
 
 from . import keys
-from .errors import HydraError, IdentityError, SignatureError
+from .errors import HydraError, IdentityError, MalformedMessage, SignatureError
 from .grid import GridError
 from .grid.site import GridReport, store_report, zone_known_locally
 from .jobs import collect
 from .ledger import book as ledger
 from .models import WorkerState
-from .scheduling import dispatcher
+from .scheduling import Publish, dispatcher
 from .scheduling.router import carbon_provider, router_for
 from .settings import REGION_RE, Settings
 from .trust import envelope
@@ -95,18 +95,16 @@ class Speaker:
     regions: tuple[str, ...] | None   # the regions it was admitted to; None = any (trusted mode)
 
 
-Publish = Callable[..., None]
-
-
 def handle(client: redis.Redis, settings: Settings, raw: object, *, publish: Publish,
            now: float | None = None) -> str:
     """Open, authenticate and apply one intake message; returns what became of it."""
     now = time.time() if now is None else now
     try:
         env = envelope.open_envelope(raw)
+    except MalformedMessage as exc:
+        return drop(client, Dropped.MALFORMED, str(exc))
     except SignatureError as exc:
-        reason = Dropped.BAD_SIGNATURE if "signature" in str(exc) else Dropped.MALFORMED
-        return drop(client, reason, str(exc))
+        return drop(client, Dropped.BAD_SIGNATURE, str(exc))
     speaker = _identify(client, settings, env)
     if isinstance(speaker, str):
         return speaker

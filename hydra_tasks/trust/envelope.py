@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 from nacl.signing import SigningKey
 
-from ..errors import SignatureError
+from ..errors import MalformedMessage
 from . import identity
 
 VERSION = 1
@@ -60,24 +60,25 @@ def seal(key: SigningKey, action: Action, body: Mapping[str, Any], *, sent_at: f
 
 
 def open_envelope(raw: object) -> Envelope:
-    """Check an envelope's form and signature; SignatureError saying what is wrong otherwise."""
+    """Check an envelope's form (MalformedMessage) and then its signature (SignatureError)."""
     if not isinstance(raw, Mapping) or set(raw) != _FIELDS:
-        raise SignatureError(f"not an envelope: expected exactly the fields {sorted(_FIELDS)}")
+        raise MalformedMessage(f"not an envelope: expected exactly the fields {sorted(_FIELDS)}")
     if raw["v"] != VERSION:
-        raise SignatureError(f"envelope version {raw['v']!r} is not {VERSION}")
+        raise MalformedMessage(f"envelope version {raw['v']!r} is not {VERSION}")
     try:
         action = Action(raw["action"])
     except ValueError:
-        raise SignatureError(f"unknown action {str(raw['action'])[:40]!r}") from None
+        raise MalformedMessage(f"unknown action {str(raw['action'])[:40]!r}") from None
     key, sent_at, body = raw["key"], raw["sent_at"], raw["body"]
     if not identity.is_public_key(key):
-        raise SignatureError("'key' must be an Ed25519 public key (64 lowercase hex digits)")
+        raise MalformedMessage("'key' must be an Ed25519 public key (64 lowercase hex digits)")
     if isinstance(sent_at, bool) or not isinstance(sent_at, (int, float)) or not math.isfinite(sent_at):
-        raise SignatureError("'sent_at' must be a number (unix seconds)")
+        raise MalformedMessage("'sent_at' must be a number (unix seconds)")
     if not isinstance(body, Mapping):
-        raise SignatureError("'body' must be a JSON object")
+        raise MalformedMessage("'body' must be a JSON object")
     try:
-        identity.verify(key, _signed_part(action.value, key, sent_at, body), raw["sig"])
+        signed = identity.canonical(_signed_part(action.value, key, sent_at, body))
     except ValueError as exc:  # NaN or the like inside the body: cannot be canonical JSON
-        raise SignatureError(f"the body cannot be checked: {exc}") from None
+        raise MalformedMessage(f"the body cannot be checked: {exc}") from None
+    identity.verify_bytes(key, signed, raw["sig"])
     return Envelope(action, key, float(sent_at), dict(body))

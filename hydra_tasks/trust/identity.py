@@ -117,11 +117,16 @@ def sign(key: SigningKey, payload: Mapping[str, Any]) -> str:
 
 def verify(public_key: str, payload: Mapping[str, Any], signature: object) -> None:
     """Check a signature made by :func:`sign`; SignatureError says what is wrong."""
+    verify_bytes(public_key, canonical(payload), signature)
+
+
+def verify_bytes(public_key: str, message: bytes, signature: object) -> None:
+    """Check an Ed25519 signature over ``message`` (already canonical); SignatureError says what is wrong."""
     if not is_public_key(public_key):
         raise SignatureError("The signer has no valid public key registered.")
     if not isinstance(signature, str) or len(signature) != 128 or not set(signature) <= _HEX:
         raise SignatureError("'signature' must be 128 lowercase hex digits (an Ed25519 signature).")
     try:
-        VerifyKey(bytes.fromhex(public_key)).verify(canonical(payload), bytes.fromhex(signature))
+        VerifyKey(bytes.fromhex(public_key)).verify(message, bytes.fromhex(signature))
     except BadSignatureError:
         raise SignatureError("The signature does not match the message and the signer's registered key.") from None
