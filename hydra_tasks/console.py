@@ -268,15 +268,16 @@ def print_status(app: HydraCelery, *, limit: int) -> None:
         jobs.add_column(col)
     for job in store.list_jobs(app.redis, limit=limit):
         result = job.result or {}
-        text = f"π={result['estimate']:.8f}" if "estimate" in result else (job.error or "")
+        text = f"π={result['estimate']:.8f}" if "estimate" in result else (job.error or job.waiting or "")
         jobs.add_row(job.id, job.kind.value, job.state.value, f"{job.progress:.0%}",
                      f"{job.chunks_done}/{job.chunks_total}", text)
     console.print(jobs)
     workers = Table(title="workers")
-    for col in ("id", "region", "state", "last seen", "ISA", "M samples/s", "chunks"):
+    for col in ("id", "region", "state", "last seen", "ISA", "M samples/s", "chunks", "TEE"):
         workers.add_column(col)
     now = time.time()
     for w in list_workers(app.redis):
         workers.add_row(w.worker_id, w.region, w.state.value, f"{max(now - w.last_seen, 0):.0f}s ago", w.isa,
-                        f"{w.pi_samples_per_s / 1e6:.0f}", str(w.chunks_done))
+                        f"{w.pi_samples_per_s / 1e6:.0f}", str(w.chunks_done),
+                        w.tee if w.tee == "none" else f"{w.tee} ({w.attestation})")
     console.print(workers)
