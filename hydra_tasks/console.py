@@ -273,11 +273,10 @@ def print_status(app: HydraCelery, *, limit: int) -> None:
                      f"{job.chunks_done}/{job.chunks_total}", text)
     console.print(jobs)
     workers = Table(title="workers")
-    for col in ("id", "region", "state", "last seen", "ISA", "M samples/s", "chunks", "TEE"):
+    for col in ("id", "region", "state", "last seen", "ISA", "M samples/s", "chunks"):
         workers.add_column(col)
     now = time.time()
     for w in list_workers(app.redis):
         workers.add_row(w.worker_id, w.region, w.state.value, f"{max(now - w.last_seen, 0):.0f}s ago", w.isa,
-                        f"{w.pi_samples_per_s / 1e6:.0f}", str(w.chunks_done),
-                        w.tee if w.tee == "none" else f"{w.tee} ({w.attestation})")
+                        f"{w.pi_samples_per_s / 1e6:.0f}", str(w.chunks_done))
     console.print(workers)
