@@ -268,7 +268,7 @@ def print_status(app: HydraCelery, *, limit: int) -> None:
         jobs.add_column(col)
     for job in store.list_jobs(app.redis, limit=limit):
         result = job.result or {}
-        text = f"π={result['estimate']:.8f}" if "estimate" in result else (job.error or "")
+        text = f"π={result['estimate']:.8f}" if "estimate" in result else (job.error or job.waiting or "")
         jobs.add_row(job.id, job.kind.value, job.state.value, f"{job.progress:.0%}",
                      f"{job.chunks_done}/{job.chunks_total}", text)
     console.print(jobs)

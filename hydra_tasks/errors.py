@@ -128,3 +128,11 @@ class EnrolmentClosed(EnrolmentError):
 
 class EnrolmentRateLimited(EnrolmentError):
     """Too many self-enrolment requests this hour; try again later."""
+
+
+class AttestationError(HydraError):
+    """Attestation evidence was not accepted (trust/attestation.py); the worker is not attested."""
+
+
+class UnverifiableEvidence(AttestationError):
+    """Well-formed evidence this control plane cannot verify (it lacks the vendor's certificate chain)."""

@@ -41,7 +41,7 @@ from .models import WorkerState
 from .scheduling import Publish, dispatcher
 from .scheduling.router import carbon_provider, router_for
 from .settings import REGION_RE, Settings
-from .trust import envelope
+from .trust import attestation, envelope
 from .trust.envelope import Action, Envelope
 from .worker import registry
 
@@ -75,14 +75,16 @@ def dropped_counts(client: redis.Redis) -> dict[str, int]:
 # --- the volunteer side --------------------------------------------------------------------------
 def worker_facts(worker_id: str, region: str, *, concurrency: int, speeds: Mapping[str, float],
                  settings: Settings, isa: str, state: WorkerState = WorkerState.ONLINE,
-                 pause_reason: str = "") -> dict[str, Any]:
-    """What a worker says about itself in its registration and in every heartbeat."""
+                 pause_reason: str = "", tee: str = "none") -> dict[str, Any]:
+    """What a worker says about itself in its registration and in every heartbeat (``tee``: what
+    :func:`hydra_tasks.trust.attestation.detect` found, a claim the control plane verifies or not)."""
     return {"worker_id": worker_id, "region": region, "host": socket.gethostname(), "pid": os.getpid(),
             "cores": os.cpu_count() or 1, "concurrency": concurrency,
             "pi_samples_per_s": speeds["pi_samples_per_s"] * settings.cpu_limit / 100,
             "mandelbrot_iters_per_s": speeds["mandelbrot_iters_per_s"] * settings.cpu_limit / 100,
             "isa": isa, "kernel_threads": settings.kernel_threads, "cpu_limit": settings.cpu_limit,
-            "watts_per_core": settings.watts_per_core, "state": state.value, "pause_reason": pause_reason}
+            "watts_per_core": settings.watts_per_core, "state": state.value, "pause_reason": pause_reason,
+            "tee": tee}
 
 
 # --- the control side ---------------------------------------------------------------------------
@@ -172,7 +174,7 @@ def _text(body: Mapping[str, Any], name: str, limit: int) -> str:
     return value
 
 
-def _facts(body: Mapping[str, Any], speaker: Speaker, now: float) -> registry.WorkerInfo:
+def _facts(body: Mapping[str, Any], speaker: Speaker, now: float, settings: Settings) -> registry.WorkerInfo:
     region = _text(body, "region", 40)
     if not REGION_RE.match(region):
         raise _Malformed(f"region {region[:40]!r} is not a region name")
@@ -182,6 +184,12 @@ def _facts(body: Mapping[str, Any], speaker: Speaker, now: float) -> registry.Wo
         raise _Malformed("'state' must be online or paused") from None
     if state is WorkerState.OFFLINE:
         raise _Malformed("'state' must be online or paused")
+    try:
+        tee = attestation.Tee(body.get("tee", "none"))
+    except ValueError:
+        raise _Malformed(f"'tee' must be one of {', '.join(t.value for t in attestation.Tee)}") from None
+    # A claim: no worker sends evidence yet, and no verifier here accepts any (trust/attestation.py).
+    status, note = attestation.assess(settings.attestation, tee, None)
     return registry.WorkerInfo(
         worker_id=speaker.worker_id, region=region, host=_text(body, "host", 200),
         pid=_number(body, "pid", 0, 2**31, integer=True), cores=_number(body, "cores", 1, 4096, integer=True),
@@ -192,17 +200,19 @@ def _facts(body: Mapping[str, Any], speaker: Speaker, now: float) -> registry.Wo
         kernel_threads=_number(body, "kernel_threads", 1, 256, integer=True),
         cpu_limit=float(_number(body, "cpu_limit", 1, 100)), pause_reason=_text(body, "pause_reason", 200),
         watts_per_core=float(_number(body, "watts_per_core", 0.1, 500)), public_key=speaker.public_key,
+        tee=tee.value, attestation=status.value, attestation_note=note,
     )
 
 
 def _register_or_beat(client: redis.Redis, settings: Settings, env: Envelope, speaker: Speaker, now: float) -> str:
-    info = _facts(env.body, speaker, now)
+    info = _facts(env.body, speaker, now, settings)
     if speaker.regions is not None and info.region not in speaker.regions:
         return drop(client, Dropped.WRONG_REGION,
                     f"{speaker.worker_id} asked for region {info.region}, admitted to {list(speaker.regions)}")
     known = registry.get_worker(client, speaker.worker_id)
     fresh = (env.action is Action.REGISTER or known is None or known.state is WorkerState.OFFLINE
-             or known.pid != info.pid or known.region != info.region)
+             or known.pid != info.pid or known.region != info.region
+             or known.tee != info.tee)
     if not fresh:
         registry.heartbeat(client, speaker.worker_id, now=now, state=info.state, pause_reason=info.pause_reason)
         return "heartbeat"

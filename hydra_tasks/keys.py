@@ -58,7 +58,7 @@ hydra:job:{id}
   (tiling), scheduling/dispatcher.py (time shifting) and grid/accounting.py (carbon)
     id                 the job id (16 hex digits)
     kind               "pi" or "mandelbrot"
-    spec               the validated JobSpec as JSON: kind, params (normalised), priority, deadline_ts
+    spec               the validated JobSpec as JSON: kind, params (normalised), priority, deadline_ts, confidential
     state              queued, running (set by the first GRANT), done, failed or cancelled (FINISH)
     priority           0..9; higher is dispatched first (hydra:jobs:active)
     created_at         when it was submitted (s)
@@ -73,6 +73,7 @@ hydra:job:{id}
     tiled              "1" once an adaptive Mandelbrot job's tiles were cut from its preview (exactly once)
     iters_per_px       mean iterations per pixel estimated from the preview (+1), for time shifting
     carbon_threshold   dirtiest power the job may use now (gCO2/kWh; "inf": any); jobs with a deadline only
+    waiting            why a confidential job gets no worker (scheduling/dispatcher.py); absent once one qualifies
     dispatched         leases granted by GRANT (a re-sent chunk counts again; backups do not)
     redispatched       chunks put back first in the todo list by REQUEUE
     duplicates         results for chunks already merged (counted once, paid never)
@@ -146,6 +147,10 @@ hydra:worker:{id}
     audits_failed           spot checks it failed
     quarantined             why it gets no work ("" or absent: it may), set by a failed spot check
     quarantined_at          when it was quarantined (s)
+    tee                     the TEE it claims (none, sev-snp, tdx, sgx; trust/attestation.py): a claim only
+    attestation             none (no TEE claimed), unverified or verified: verified only if the control plane's
+                            verifier accepted its evidence (never, today: no vendor certificate chains)
+    attestation_note        why its claim is not verified
 
 hydra:sustainability
   grid/accounting.record, on every accepted chunk: the totals over all jobs

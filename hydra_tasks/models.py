@@ -46,10 +46,11 @@ class JobSpec:
     params: Mapping[str, Any]
     priority: int = 5
     deadline_ts: float | None = None
+    confidential: bool = False  # run only on workers whose attestation was verified (trust/attestation.py)
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind.value, "params": dict(self.params), "priority": self.priority,
-                "deadline_ts": self.deadline_ts}
+                "deadline_ts": self.deadline_ts, "confidential": self.confidential}
 
 
 @dataclass(frozen=True)

@@ -136,9 +136,13 @@ def _web_url(name: str, raw: str) -> str:
 
 
 def _attestation(name: str, raw: str) -> str:
+    """none (no attestation required), sev-snp, tdx, sgx (a worker must have that TEE, verified) or auto
+    (whatever TEE a worker has, verified); see trust/attestation.py."""
     value = raw.strip().lower()
-    if value not in {"none", "auto", "sgx", "sev", "tdx"}:
-        raise ConfigError(f"{name}={raw!r} is unknown; use one of none, auto, sgx, sev, tdx.")
+    if value not in {"none", "auto", "sev-snp", "tdx", "sgx"}:
+        hint = " (AMD SEV without SNP has no attestation report; use sev-snp)" if value == "sev" else ""
+        raise ConfigError(f"{name}={raw!r} is unknown{hint}; use one of none, sev-snp, tdx, sgx, auto "
+                          "(auto: whatever TEE a worker has, verified).")
     return value
 
 
@@ -225,9 +229,9 @@ class Settings:
     max_tokens_per_chunk_micro: int = field(
         default=100_000_000, metadata=_meta("HYDRA_MAX_TOKENS_PER_CHUNK", parse_micro_tokens)
     )
-    # --- confidential compute (seed names)
+    # --- confidential compute (seed names; trust/attestation.py). Submitted jobs are confidential by default
+    # (they run only on workers whose attestation was verified under `attestation`)
     confidential: bool = field(default=False, metadata=_meta("HYDRA_CONFIDENTIAL", _parse_bool))
-    enclave_path: str = field(default="", metadata=_meta("HYDRA_ENCLAVE_PATH", _str))
     attestation: str = field(default="none", metadata=_meta("HYDRA_ATTESTATION", _attestation))
     encryption: bool = field(default=True, metadata=_meta("HYDRA_ENCRYPTION", _parse_bool))
 
@@ -253,6 +257,10 @@ class Settings:
             raise ConfigError(f"HYDRA_REDIS_CA={self.redis_ca!r} is not a file; give the path of the CA certificate "
                               "(PEM) the operator gave you with your credentials, or leave it unset to use the "
                               "system's certificate authorities.")
+        if self.confidential and self.attestation == "none":
+            raise ConfigError("HYDRA_CONFIDENTIAL=true needs an attestation policy, but HYDRA_ATTESTATION=none "
+                              "(no attestation required) would let confidential jobs run on any worker; set "
+                              "HYDRA_ATTESTATION to sev-snp, tdx, sgx or auto, or HYDRA_CONFIDENTIAL=false.")
         weights = self.carbon_weight + self.cost_weight + self.renewable_weight
         if self.grid_aware and weights <= 0:
             raise ConfigError(
@@ -266,6 +274,9 @@ class Settings:
         env = os.environ if env is None else env
         known = {f.metadata["spec"].env for f in fields(cls)}
         unknown = sorted(k for k in env if k.startswith("HYDRA_") and k not in known and k not in _IGNORED)
+        removed = [f"{k} ({_REMOVED[k]})" for k in unknown if k in _REMOVED]
+        if removed:
+            raise ConfigError(f"Removed setting(s): {'; '.join(removed)}; unset them.")
         if unknown:
             raise ConfigError(f"Unknown setting(s) {', '.join(unknown)}; known ones are: {', '.join(sorted(known))}.")
         values: dict[str, Any] = {}
@@ -303,3 +314,9 @@ class Settings:
 
 # HYDRA_* variables that are read elsewhere and are not settings fields.
 _IGNORED: frozenset[str] = frozenset()
+#: Settings that existed once, and why they are gone (README's settings table says the same).
+_REMOVED: dict[str, str] = {
+    "HYDRA_ENCLAVE_PATH": "Hydra has no enclave runner: a worker is protected by running inside a confidential "
+                          "VM (SEV-SNP, TDX), which needs no enclave path, and an SGX enclave would need a runner "
+                          "and manifest Hydra does not build",
+}

@@ -53,10 +53,20 @@ def parse_deadline(value: Any, *, now: float | None = None) -> float | None:
     return ts
 
 
-def parse_job_spec(raw: Any) -> JobSpec:
-    """Validate a request such as ``{"kind": "pi", "params": {"samples": 1e9, "seed": 7}}``."""
+def parse_job_spec(raw: Any, *, confidential_default: bool = False, attestation: str = "none") -> JobSpec:
+    """Validate a request such as ``{"kind": "pi", "params": {"samples": 1e9, "seed": 7}}``.
+
+    ``confidential`` (a boolean) defaults to ``confidential_default`` (HYDRA_CONFIDENTIAL); a
+    confidential job is refused while the attestation policy (HYDRA_ATTESTATION) is "none"."""
     raw = require_mapping(raw, "The job specification")
-    reject_unknown(raw, {"kind", "params", "priority", "deadline"}, "the job specification")
+    reject_unknown(raw, {"kind", "params", "priority", "deadline", "confidential"}, "the job specification")
+    confidential = raw.get("confidential", confidential_default)
+    if not isinstance(confidential, bool):
+        raise InvalidJobSpec(f"'confidential' must be true or false, got {confidential!r}.")
+    if confidential and attestation == "none":
+        raise InvalidJobSpec("'confidential': true needs an attestation policy, and this control plane has "
+                             "HYDRA_ATTESTATION=none (no worker is ever attested); ask the operator to set "
+                             "HYDRA_ATTESTATION, or submit the job without 'confidential'.")
     kind_raw = raw.get("kind")
     try:
         kind = JobKind(kind_raw)
@@ -65,4 +75,5 @@ def parse_job_spec(raw: Any) -> JobSpec:
         raise InvalidJobSpec(f"Unknown job kind {kind_raw!r}; use one of: {kinds}.") from None
     params = handler(kind).parse_params(require_mapping(raw.get("params", {}), "'params'"))
     priority = integer(raw, "priority", 0, 9, default=5)
-    return JobSpec(kind=kind, params=params, priority=priority, deadline_ts=parse_deadline(raw.get("deadline")))
+    return JobSpec(kind=kind, params=params, priority=priority, deadline_ts=parse_deadline(raw.get("deadline")),
+                   confidential=confidential)

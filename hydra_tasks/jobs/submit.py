@@ -23,7 +23,8 @@ def submit_job(app: HydraCelery, raw: Any) -> JobView:
 
     Raises InvalidJobSpec before anything is stored. If the dispatch message cannot be sent,
     the job is still safe: the next sweep dispatches it."""
-    spec = parse_job_spec(raw)
+    spec = parse_job_spec(raw, confidential_default=app.settings.confidential,
+                          attestation=app.settings.attestation)
     job_id = store.new_job_id()
     chunks = planner.plan(job_id, spec, app.settings)
     store.create_job(app.redis, spec, chunks, job_id=job_id)

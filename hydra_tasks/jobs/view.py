@@ -57,6 +57,8 @@ class JobView:
     sustainability: Mapping[str, float] = field(default_factory=dict)
     carbon_threshold: float | None = None  # the dirtiest power (gCO2/kWh) a deferrable job may use now
     workers: Mapping[str, WorkerShare] = field(default_factory=dict)
+    confidential: bool = False     # runs only on workers whose attestation was verified
+    waiting: str | None = None     # why a confidential job gets no worker now
 
     @property
     def progress(self) -> float:
@@ -91,6 +93,7 @@ class JobView:
             sustainability=MappingProxyType(accounting.totals(raw)),
             carbon_threshold=float(threshold) if threshold not in ("inf", "") else None,
             workers=MappingProxyType({w: WorkerShare(**m) for w, m in shares.items()}),
+            confidential=bool(spec.get("confidential", False)), waiting=raw.get("waiting") or None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -103,6 +106,7 @@ class JobView:
             "result": _plain(self.result), "error": self.error, "sustainability": dict(self.sustainability),
             "carbon_threshold": self.carbon_threshold,
             "workers": {w: asdict(s) for w, s in self.workers.items()},
+            "confidential": self.confidential, "waiting": self.waiting,
         }
 
 

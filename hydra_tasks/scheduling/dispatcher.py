@@ -25,7 +25,7 @@ from ..models import JobKind, JobState
 from ..settings import Settings
 from . import Publish
 from .cluster import ClusterSnapshot, snapshot
-from .grants import JobPlan, JobSupply, plan_job
+from .grants import JobPlan, JobSupply, eligible, plan_job
 from .router import UNBOUNDED, GridAwareRouter, Router
 from .shifting import HOUR_S, MAX_HORIZON_H, Demand, forecast_intensity, plan
 from .stragglers import backup_stragglers
@@ -57,13 +57,16 @@ def dispatch(client: redis.Redis, settings: Settings, router: Router, publish: P
             continue
         supply, cut = found
         job_plan = plan_job(settings, snap, router, free, supply)
+        if supply.confidential:
+            note_waiting(client, job_id, job_plan)
         done, ok = execute(client, settings, publish, job_plan, free, cut=cut, now=now)
         sent += done
         if not ok or job_plan.blocked:
             break  # broker trouble, or no worker free at all
         if job_plan.exhausted and settings.adaptive and supply.limit == UNBOUNDED:
-            # Nothing left to hand out: idle capacity may back up this job's stragglers.
-            sent += backup_stragglers(client, snap, free, router, publish, job_id, supply.kind, now=now)
+            # Nothing left to hand out: idle capacity may back up this job's stragglers (eligible ones only).
+            sent += backup_stragglers(client, eligible(settings, snap, supply), free, router, publish, job_id,
+                                      supply.kind, now=now)
     return sent
 
 
@@ -90,8 +93,17 @@ def read_supply(client: redis.Redis, snap: ClusterSnapshot, job_id: str,
 
     total = int(units_total or 0)
     supply = JobSupply(job_id, kind_name, cuts, max(total - int(cursor or 0), 0), total, int(todo) + int(tiles),
-                       frozenset(w for w, was_seen in zip(snap.workers, seen) if not was_seen), limit)
+                       frozenset(w for w, was_seen in zip(snap.workers, seen) if not was_seen), limit,
+                       confidential=bool(json.loads(spec_json).get("confidential", False)))
     return supply, (cut if cuts else None)
+
+
+def note_waiting(client: redis.Redis, job_id: str, job_plan: JobPlan) -> None:
+    """Show why a confidential job gets no worker (the job's ``waiting`` field), or clear it."""
+    if job_plan.waiting:
+        client.hset(keys.job(job_id), "waiting", job_plan.waiting)
+    elif job_plan.requests:
+        client.hdel(keys.job(job_id), "waiting")
 
 
 def execute(client: redis.Redis, settings: Settings, publish: Publish, job_plan: JobPlan, free: dict[str, int], *,

@@ -5,14 +5,19 @@ For each job, in dispatch order, the router picks a worker with a free slot (wit
 carbon threshold, if it has one) for every chunk the job can hand out: its waiting chunks
 (re-queued, planned up front, or tiles), then, for kinds cut lazily, new ranges sized for the
 worker that gets them (:func:`.planner.range_chunk_size`). A worker's first chunk of a job is short.
+
+A confidential job is planned only onto the workers :func:`eligible` leaves (attestation verified
+under ``HYDRA_ATTESTATION``; :mod:`hydra_tasks.trust.attestation`): the one place that decides it.
+With none, its plan is empty and says why (``waiting``); it never runs on another worker.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping
 
 from ..settings import Settings
+from ..trust import attestation
 from .cluster import ClusterSnapshot
 from .planner import range_chunk_size
 from .router import UNBOUNDED, Router
@@ -30,6 +35,7 @@ class JobSupply:
     waiting: int                 # chunks ready to hand out: re-queued, planned, tiles
     fresh: frozenset[str]        # live workers that have not returned a chunk of this job yet
     limit: float = UNBOUNDED     # the dirtiest power (gCO2/kWh) it may use now (time shifting)
+    confidential: bool = False   # only workers with verified attestation may get it
 
 
 @dataclass(frozen=True)
@@ -50,11 +56,19 @@ class JobPlan:
     requests: tuple[GrantRequest, ...]
     exhausted: bool              # everything the job has is planned; idle workers may back up its stragglers
     blocked: bool                # no worker at all had a free slot: later jobs get nothing either
+    waiting: str = ""            # a confidential job no live worker may run: why
 
 
 def plan_job(settings: Settings, snap: ClusterSnapshot, router: Router, free: Mapping[str, int],
              supply: JobSupply) -> JobPlan:
     """The grants for one job, given each worker's free slots (not changed here)."""
+    if supply.confidential:
+        allowed = eligible(settings, snap, supply)
+        if not allowed.workers:
+            return JobPlan((), exhausted=False, blocked=False,
+                           waiting=attestation.waiting_reason(settings.attestation, len(snap.workers)))
+        plan = plan_job(settings, allowed, router, free, replace(supply, confidential=False))
+        return replace(plan, blocked=False)  # eligible workers being busy does not stop other jobs
     free, fresh = dict(free), set(supply.fresh)
     waiting, remaining = supply.waiting, supply.remaining_units if supply.cuts else 0
     total_rate = snap.total_rate(supply.kind)
@@ -83,3 +97,14 @@ def heavy_or_light(snap: ClusterSnapshot, worker_id: str, kind: str) -> str:
     rates = sorted(w.rate(kind) for w in snap.workers.values())
     median = rates[len(rates) // 2]
     return "max" if snap.workers[worker_id].rate(kind) >= median else "min"
+
+
+def eligible(settings: Settings, snap: ClusterSnapshot, supply: JobSupply) -> ClusterSnapshot:
+    """The workers that may get this job's chunks: all of ``snap`` for an ordinary job; for a
+    confidential one, only those whose attestation the control plane verified under
+    ``HYDRA_ATTESTATION`` (:func:`hydra_tasks.trust.attestation.eligible`)."""
+    if not supply.confidential:
+        return snap
+    keep = {wid: w for wid, w in snap.workers.items()
+            if attestation.eligible(settings.attestation, w.tee, w.attestation)}
+    return ClusterSnapshot(taken_at=snap.taken_at, workers=keep, slots={wid: snap.slots[wid] for wid in keep})

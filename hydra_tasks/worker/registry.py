@@ -54,6 +54,9 @@ class WorkerInfo:
     audits_failed: int = 0
     quarantined: str = ""           # why it gets no work ("" if it may), until an operator lifts it
     quarantined_at: float = 0.0
+    tee: str = "none"               # the TEE it claims to run in (trust/attestation.Tee): a claim, not proof
+    attestation: str = "none"       # the control plane's conclusion: none, unverified or verified (attestation.Status)
+    attestation_note: str = ""      # why it is not verified
 
     def is_live(self, now: float, timeout_s: float) -> bool:
         return self.state is WorkerState.ONLINE and now - self.last_seen <= timeout_s
@@ -99,7 +102,8 @@ class WorkerInfo:
 # What a worker writes about itself on start; counters and the performance model are kept.
 _REGISTERED_FIELDS = ("worker_id", "region", "host", "pid", "cores", "concurrency", "pi_samples_per_s",
                       "mandelbrot_iters_per_s", "state", "started_at", "last_seen", "isa", "kernel_threads",
-                      "cpu_limit", "pause_reason", "watts_per_core", "public_key")
+                      "cpu_limit", "pause_reason", "watts_per_core", "public_key", "tee", "attestation",
+                      "attestation_note")
 
 
 def pi_blocks() -> int:
@@ -170,6 +174,8 @@ def _parse(raw: dict[str, str]) -> WorkerInfo | None:
             grid_reported_at=float(raw.get("grid_reported_at", 0.0)),
             audits_passed=int(raw.get("audits_passed", 0)), audits_failed=int(raw.get("audits_failed", 0)),
             quarantined=raw.get("quarantined", ""), quarantined_at=float(raw.get("quarantined_at") or 0.0),
+            tee=raw.get("tee", "none"), attestation=raw.get("attestation", "none"),
+            attestation_note=raw.get("attestation_note", ""),
         )
     except (KeyError, ValueError):
         return None  # a half-written or foreign record: ignore rather than break scheduling

@@ -20,7 +20,7 @@ from .. import compute as kernels
 from .. import intake, keys
 from ..errors import IdentityError
 from ..models import WorkerState
-from ..trust import identity
+from ..trust import attestation, identity
 from ..trust.envelope import Action
 from .throttle import on_battery
 
@@ -77,8 +77,12 @@ def on_worker_ready(consumer: Any) -> None:
     threads = app.settings.kernel_threads
     speeds = calibrate(threads=threads)
     concurrency = int(getattr(consumer.controller, "concurrency", 1) or 1)
+    tee = attestation.detect()
+    log.info("worker %s: trusted execution environment %s%s", worker_id, tee.tee.value,
+             f" ({tee.evidence_path})" if tee.evidence_path else "")
     facts = functools.partial(intake.worker_facts, worker_id, region, concurrency=concurrency, speeds=speeds,
-                              settings=app.settings, isa=str(kernels.build_info()["isa"]))
+                              settings=app.settings, isa=str(kernels.build_info()["isa"]),
+                              tee=tee.tee.value)
     _registered[worker_id] = region
     _send(app, Action.REGISTER, {**facts(), **_join(app)})
     log.info("worker %s sent its registration for region %s (%.0f M samples/s)", worker_id, region,
