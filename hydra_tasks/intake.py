@@ -231,6 +231,7 @@ def _result(client: redis.Redis, settings: Settings, env: Envelope, speaker: Spe
     named = env.body.get("worker_id")
     if named != speaker.worker_id:
         return drop(client, Dropped.WRONG_WORKER, f"a result naming {str(named)[:80]!r} sent by {speaker.worker_id}")
+    registry.touch(client, speaker.worker_id, now)
     outcome = collect.collect(client, settings, env.body, now=now)
     dispatcher.dispatch(client, settings, router_for(settings, client), publish)
     return outcome.value

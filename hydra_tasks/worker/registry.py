@@ -144,6 +144,14 @@ def heartbeat(client: redis.Redis, worker_id: str, *, now: float | None = None,
                                                  "pause_reason": pause_reason})
 
 
+def touch(client: redis.Redis, worker_id: str, now: float) -> None:
+    """A signed result proves the worker is alive as well as a heartbeat does: refresh ``last_seen``
+    (of an existing record only). Heartbeats queue behind results on the intake, so a busy worker
+    would otherwise look silent whenever the intake lags."""
+    if client.exists(keys.worker(worker_id)):
+        client.hset(keys.worker(worker_id), "last_seen", repr(now))
+
+
 def set_offline(client: redis.Redis, worker_id: str) -> None:
     client.hset(keys.worker(worker_id), "state", WorkerState.OFFLINE.value)
 
