@@ -49,10 +49,15 @@ def pi_one_block(chunk: ChunkSpec, **kw: Any) -> dict[str, Any]:
     return out
 
 
-def _with_counts(out: dict[str, Any], counts: np.ndarray) -> dict[str, Any]:
+def _with_counts(chunk: ChunkSpec, out: dict[str, Any], counts: np.ndarray) -> dict[str, Any]:
+    """The payload for fake ``counts``, consistent in every other field (so only recomputing tells)."""
     total = int(counts.sum(dtype=np.uint64))
     out = {**out, "counts": mandelbrot.encode_counts(counts), "iterations": total, "work": min(out["work"], total)}
-    out.pop("smooth", None)  # smooth values would no longer match the counts
+    if chunk.params.get("smooth"):  # smooth values made from the fake counts pass the consistency check
+        from hydra_tasks import compute as kernels
+
+        geometry = {k: v for k, v in mandelbrot._geometry(chunk.params).items()}
+        out["smooth"] = mandelbrot.encode_array(kernels.mandelbrot_smooth(counts, **geometry), "<f4")
     if "work_map" in out:
         out["work_map"] = mandelbrot.encode_array(np.minimum(mandelbrot.decode_array(
             out["work_map"], *counts.shape), counts))
@@ -67,7 +72,7 @@ def mandel_one_percent(chunk: ChunkSpec, **kw: Any) -> dict[str, Any]:
     flat = counts.reshape(-1)
     for i in rng.choice(flat.size, size=max(1, flat.size // 100), replace=False):
         flat[i] = flat[i] - 1 if flat[i] > 0 else flat[i] + 1
-    return _with_counts(out, counts)
+    return _with_counts(chunk, out, counts)
 
 
 def mandel_upscaled(chunk: ChunkSpec, **kw: Any) -> dict[str, Any]:
@@ -83,7 +88,7 @@ def mandel_upscaled(chunk: ChunkSpec, **kw: Any) -> dict[str, Any]:
     small = honest_mandelbrot(half, throttle=Throttle())
     coarse = mandelbrot.decode_counts(small["counts"], (h + 1) // 2, (w + 1) // 2)
     counts = np.repeat(np.repeat(coarse, 2, axis=0), 2, axis=1)[:h, :w].copy()
-    return _with_counts({"work": int(counts.sum(dtype=np.uint64))}, counts)
+    return _with_counts(chunk, {"work": int(counts.sum(dtype=np.uint64))}, counts)
 
 
 def fast_clock(chunk_data: dict[str, Any], *, key: Any = None, **kw: Any) -> dict[str, Any]:
