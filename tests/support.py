@@ -45,6 +45,19 @@ def running_stack(data_dir: Path, workers: dict[str, int], *, cpu_limits: dict[s
         stack.stop()
 
 
+def require_redis7() -> None:
+    """Skip the calling test (or fixture) cleanly where no redis-server >= 7 is installed."""
+    import pytest
+
+    from hydra_tasks.embedded import find_redis7_server
+    from hydra_tasks.errors import EmbeddedRedisError
+
+    try:
+        find_redis7_server()
+    except EmbeddedRedisError as exc:
+        pytest.skip(f"needs redis-server >= 7 (apt-get install redis-server): {exc}")
+
+
 def wait_for(predicate: Callable[[], Any], *, timeout_s: float, what: str, poll_s: float = 0.1) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

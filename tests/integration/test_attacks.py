@@ -27,8 +27,6 @@ from redis.retry import Retry
 
 from hydra_tasks import compute, intake, keys
 from hydra_tasks.celery_app import HydraCelery, create_app
-from hydra_tasks.embedded import find_redis7_server
-from hydra_tasks.errors import EmbeddedRedisError
 from hydra_tasks.jobs import store
 from hydra_tasks.jobs.submit import submit_job
 from hydra_tasks.ledger import audit
@@ -41,7 +39,7 @@ from hydra_tasks.trust.envelope import Action
 from hydra_tasks.trust.volunteers import Credentials
 from hydra_tasks.worker import registry
 from hydra_tasks.worker.compute import decline, run_chunk
-from support import running_stack, wait_for, wait_for_job
+from support import require_redis7, running_stack, wait_for, wait_for_job
 
 pytestmark = pytest.mark.integration
 
@@ -50,10 +48,7 @@ SEED = 20261202
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    try:
-        find_redis7_server()
-    except EmbeddedRedisError as exc:
-        pytest.skip(f"needs redis-server >= 7 (apt-get install redis-server): {exc}")
+    require_redis7()
     with running_stack(tmp_path_factory.mktemp("attacks"), {"eu-west": 1}, isolate=True, tls=True, adaptive=False,
                        pi_chunk_samples=20_000_000) as stack:
         yield stack

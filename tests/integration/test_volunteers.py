@@ -23,8 +23,8 @@ from redis.retry import Retry
 
 from hydra_tasks import keys
 from hydra_tasks.celery_app import create_app
-from hydra_tasks.embedded import EmbeddedRedis, find_redis7_server
-from hydra_tasks.errors import ConfigError, EmbeddedRedisError, InvalidCredentials, JoinRefused, VolunteerExists
+from hydra_tasks.embedded import EmbeddedRedis
+from hydra_tasks.errors import ConfigError, InvalidCredentials, JoinRefused, VolunteerExists
 from hydra_tasks.jobs import store
 from hydra_tasks.jobs.spec import parse_job_spec
 from hydra_tasks.ledger import book
@@ -36,7 +36,7 @@ from hydra_tasks.settings import Settings
 from hydra_tasks.trust import identity, volunteers
 from hydra_tasks.trust.volunteers import Credentials, VolunteerState
 from hydra_tasks.worker import registry
-from support import FAST
+from support import FAST, require_redis7
 
 pytestmark = pytest.mark.integration
 
@@ -46,10 +46,7 @@ P3, P6 = "\x06\x163", "\x06\x166"  # kombu's priority sub-queue suffixes
 # --- fixtures --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    try:
-        find_redis7_server()
-    except EmbeddedRedisError as exc:
-        pytest.skip(f"needs redis-server >= 7 (apt-get install redis-server): {exc}")
+    require_redis7()
     srv = EmbeddedRedis(tmp_path_factory.mktemp("isolated") / "redis", isolated=True)
     srv.start()
     try:

@@ -5,7 +5,7 @@ row and single pixels. Fabricated values are caught exactly, not statistically."
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -41,6 +41,17 @@ def test_an_honest_result_passes_and_costs_two_blocks() -> None:
     assert pi.spot_check(pi_chunk(), payload, picks=2) <= 2 * (COUNT // pi.BLOCKS + 1)
 
 
+def catch_rate(check: Callable[[Any], int], trials: int) -> float:
+    """The share of seeded spot checks that catch a result."""
+    caught = 0
+    for trial in range(trials):
+        try:
+            check(random.Random(trial))
+        except SpotCheckFailed:
+            caught += 1
+    return caught / trials
+
+
 def _fabricated(payload: dict[str, Any], blocks: list[int]) -> dict[str, Any]:
     """Plausible counts: each changed block moves one hit to its neighbour, so the total is unchanged."""
     hits = list(payload["block_hits"])
@@ -57,13 +68,8 @@ def test_fabricated_blocks_are_caught_exactly_when_picked() -> None:
     with pytest.raises(SpotCheckFailed, match="block"):
         pi.spot_check(pi_chunk(), every, picks=1)
     one = _fabricated(honest, [17])  # one block in 64 (and its neighbour) is wrong
-    caught = 0
-    for trial in range(400):
-        try:
-            pi.spot_check(pi_chunk(), one, picks=2, rng=random.Random(trial))  # type: ignore[arg-type]
-        except SpotCheckFailed:
-            caught += 1
-    assert 0.03 < caught / 400 < 0.12  # 2 picks of 64 blocks, 2 of them wrong: ~6% per result
+    caught = catch_rate(lambda rng: pi.spot_check(pi_chunk(), one, picks=2, rng=rng), 400)
+    assert 0.03 < caught < 0.12  # 2 picks of 64 blocks, 2 of them wrong: ~6% per result
 
 
 def test_commitments_that_do_not_fit_the_chunk_are_rejected() -> None:
@@ -98,13 +104,7 @@ def test_a_mandelbrot_tile_with_one_altered_pixel_or_a_black_rectangle_is_caught
     altered = counts.copy()
     altered[7, 9] = counts[7, 9] + 1 if counts[7, 9] < 2_000 else counts[7, 9] - 1
     one = {**honest, "counts": mandelbrot.encode_counts(altered), "iterations": int(altered.sum())}
-    caught = 0
-    for trial in range(320):
-        try:
-            mandelbrot.spot_check(tile(), one, picks=4, rng=random.Random(trial))  # type: ignore[arg-type]
-        except SpotCheckFailed:
-            caught += 1
-    assert 0 < caught < 320 * 0.2
+    assert 0 < catch_rate(lambda rng: mandelbrot.spot_check(tile(), one, picks=4, rng=rng), 320) < 0.2
 
 
 def test_the_audit_share_falls_with_reputation_but_never_to_zero() -> None:
