@@ -190,6 +190,16 @@ def cancel(job_id: str) -> None:
     _echo_json(store.cancel_job(_app().redis, job_id).to_json())
 
 
+@main.command()
+@click.argument("job_id")
+def reopen(job_id: str) -> None:
+    """Re-open a done job that holds results from a worker caught cheating later (its 'suspect'
+    count): those chunks are recomputed by other workers and the result computed again."""
+    from .jobs import store
+
+    _echo_json(store.reopen_job(_app().redis, job_id).to_json())
+
+
 # --- processes ----------------------------------------------------------------------------
 @main.command()
 @click.option("--region", default=None, help="Region this machine is in, e.g. eu-west (default: HYDRA_REGION).")
@@ -530,7 +540,8 @@ def ledger_verify() -> None:
         else None
     audit = ledger_audit.verify(app.redis, checkpoints=checkpoints, control_key=control)
     metrics = ledger.token_metrics(app.redis)
-    click.echo(f"{audit.entries} journal entries ({audit.mints} mints, {audit.transfers} transfers); "
+    click.echo(f"{audit.entries} journal entries ({audit.mints} mints, {audit.transfers} transfers, "
+               f"{audit.reversals} reversals); "
                f"supply {metrics['supply']} tokens in {metrics['accounts']} accounts; "
                f"{len(checkpoints)} signed checkpoint(s) in {data_dir / chain.CHECKPOINT_FILE}")
     for problem in audit.problems[:50]:

@@ -18,6 +18,7 @@ hydra:job:{id}:workers         hash    "{worker}|{field}" -> per-worker work cou
 hydra:job:{id}:image           string  base64 PNG of a finished Mandelbrot job
 hydra:job:{id}:counts          string  base64 zlib uint32 iteration counts of a finished Mandelbrot job
 hydra:job:{id}:log             list    recent accepted chunks (worker, units, elapsed) for metrics
+hydra:job:{id}:suspect         hash    finished job: chunk id -> why suspect (JSON: worker, units, increments)
 hydra:leases                   zset    "{job}:{chunk}" -> lease deadline (unix seconds)
 hydra:lease:{job}:{chunk}      hash    worker, region, attempt, dispatched_at, queued, expiries ...
 hydra:workers                  set     worker ids ever registered
@@ -25,6 +26,9 @@ hydra:grid:failures            list    recent carbon-provider failures, newest f
 hydra:sustainability           hash    energy and carbon totals over all jobs (grid/accounting.py)
 hydra:worker:{id}              hash    region, host, cores, speeds, state, last_seen, performance model
 hydra:worker:{id}:inflight     set     "{job}:{chunk}" currently leased to the worker
+hydra:worker:{id}:results      list    its merged results since it was admitted or its quarantine lifted,
+                                       oldest first, JSON {job, chunk, amount, account}; the newest
+                                       100,000 are kept (lua/merge.lua); a catch revokes them (revoke.lua)
 hydra:ledger:accounts          hash    account (Ed25519 public key, hex) -> opened_at
 hydra:ledger:balances          hash    account -> balance in micro-tokens (integer)
 hydra:ledger:earned            hash    account -> micro-tokens ever minted to it
@@ -90,6 +94,11 @@ hydra:job:{id}
     renewable_kwh      energy supplied by on-site renewables (kWh)
     result             the final result as JSON (π estimate with its error bound; image facts)
     error              why the job failed (only on failed jobs)
+    recomputed         merged results taken back because their worker was caught cheating (revoke.lua,
+                       reopen.lua): each chunk was queued again to be recomputed elsewhere
+    suspect            finished job: how many of its merged results came from a worker caught cheating
+                       later (revoke.lua); absent once re-opened (``hydra jobs reopen``)
+    reopened           times an operator re-opened it to recompute suspect results (reopen.lua)
 
 hydra:job:{id}:workers
   lua/merge.lua, per worker that returned an accepted chunk of the job
@@ -161,22 +170,24 @@ hydra:sustainability
 
 hydra:ledger:stats
   lua/merge.lua / lua/mint.lua (mints) and lua/transfer.lua; all integers
-    supply             micro-tokens in existence (= minted; transfers move, never create)
+    supply             micro-tokens in existence (= minted - reversed; transfers move, never create)
     minted             micro-tokens ever minted
+    reversed           micro-tokens taken back from workers caught cheating (revoke.lua)
+    reversals          number of reversals
     mints              number of mints
     transferred        micro-tokens ever moved by transfers
     transfers          number of transfers
 
 hydra:ledger:journal
   stream entries (lua/_journal.lua's append_entry); ledger/audit.py replays them and checks the chain
-    type               "mint" or "transfer"
+    type               "mint", "transfer" or "reversal" (a mint taken back: its worker was caught cheating)
     to                 the receiving account (public key hex)
     amount             micro-tokens, as a decimal string
     reason             why ("chunk accepted", "transfer", ...)
     ts                 when (s)
-    key                mint only: the idempotency key "{job}:{chunk}"
-    detail             mint only: the reward breakdown as JSON (ledger/rewards.py)
-    from               transfer only: the sending account
+    key                mint and reversal: the idempotency key "{job}:{chunk}" (a reversal frees it)
+    detail             mint: the reward breakdown as JSON (ledger/rewards.py); reversal: the worker caught
+    from               transfer: the sending account; reversal: the account debited (the mint's)
     nonce              transfer only: the sender's nonce (above its previous one)
     signature          transfer only: Ed25519 signature over the canonical transfer message (hex)
     result             mint for a chunk: the signed report that earned it (canonical JSON, trust/results.py)
@@ -233,7 +244,7 @@ hydra:enrolment:{hour}
     addr:<address>     requests from one client address in that hour
 
 The other ledger hashes map an account (or "{from}:{nonce}", or a UTC day) to one value, as the
-table above says; hydra:job:{id}:chunks and :parts map a chunk id to JSON.
+table above says; hydra:job:{id}:chunks, :parts and :suspect map a chunk id to JSON.
 """
 
 from __future__ import annotations
@@ -247,6 +258,7 @@ LEASES = f"{PREFIX}:leases"
 WORKERS = f"{PREFIX}:workers"
 GRID_FAILURES = f"{PREFIX}:grid:failures"
 GRID_FAILURES_KEPT = 100
+WORKER_RESULTS_KEPT = 100_000  # a worker's results log keeps its newest merged results (what a catch revokes)
 SUSTAINABILITY = f"{PREFIX}:sustainability"  # hash: energy_j, carbon_g, counterfactual_g, renewable_kwh
 
 LEDGER_ACCOUNTS = f"{PREFIX}:ledger:accounts"
@@ -314,11 +326,15 @@ def job_log(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:log"
 
 
+def job_suspect(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:suspect"
+
+
 def job_keys(job_id: str) -> list[str]:
     """Every key that belongs to one job (for deletion and tests)."""
     return [
         job(job_id), job_chunks(job_id), job_todo(job_id), job_tiles(job_id), job_done(job_id), job_parts(job_id),
-        job_workers(job_id), job_image(job_id), job_counts(job_id), job_log(job_id),
+        job_workers(job_id), job_image(job_id), job_counts(job_id), job_log(job_id), job_suspect(job_id),
     ]
 
 
@@ -341,6 +357,10 @@ def worker_inflight(worker_id: str) -> str:
 
 def worker(worker_id: str) -> str:
     return f"{PREFIX}:worker:{worker_id}"
+
+
+def worker_results(worker_id: str) -> str:
+    return f"{PREFIX}:worker:{worker_id}:results"
 
 
 def region_queue(region: str) -> str:

@@ -1,4 +1,4 @@
-"""The jobs API: list, submit, read, cancel, and the Mandelbrot image.
+"""The jobs API: list, submit, read, cancel, re-open, and the Mandelbrot image.
 
 Reads are open; anything that changes state needs the operator token (:func:`require_token`).
 """
@@ -52,6 +52,13 @@ def get_job(job_id: str) -> Response:
 @require_token
 def cancel_job(job_id: str) -> Response:
     return jsonify(store.cancel_job(hydra().redis, checked_job_id(job_id)).to_json())
+
+
+@bp.post("/<job_id>/reopen")
+@require_token
+def reopen_job(job_id: str) -> Response:
+    """Recompute a done job's suspect results (from a worker caught cheating after they were merged)."""
+    return jsonify(store.reopen_job(hydra().redis, checked_job_id(job_id)).to_json())
 
 
 @bp.get("/<job_id>/image.png")

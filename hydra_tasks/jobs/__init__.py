@@ -53,6 +53,12 @@ class KindHandler(Protocol):
     def finalize(self, params: Mapping[str, Any], parts: Mapping[str, str],
                  chunks: Mapping[str, str]) -> Finalized: ...
 
+    def restore_parts(self, params: Mapping[str, Any], chunks: Mapping[str, str],
+                      blobs: Mapping[str, str | None]) -> dict[str, str]:
+        """The merged parts of ``chunks`` (id -> spec JSON) rebuilt from a finished job's blobs, for a
+        kind whose finalize compacted its parts into them ({} for a kind that keeps its parts)."""
+        ...
+
 
 def handler(kind: JobKind) -> KindHandler:
     from . import mandelbrot, pi

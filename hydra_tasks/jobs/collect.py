@@ -94,10 +94,12 @@ def collect(client: redis.Redis, settings: Settings, data: Mapping[str, Any], *,
         log.warning("rejected chunk %s of job %s from %s: %s", result.chunk_id, result.job_id, result.worker_id, exc)
         lua.requeue(result.job_id, result.chunk_id, now=now, counter="rejections", force=True,
                     reporter=result.worker_id, holders=lease.holders)
-        if isinstance(exc, SpotCheckFailed):  # quarantined: its other chunks go to other workers now
+        if isinstance(exc, SpotCheckFailed):  # quarantined: its other chunks go to other workers now,
             from ..scheduling.sweeper import requeue_worker_leases
+            from ..trust import consequences
 
             requeue_worker_leases(client, settings, result.worker_id, now=now)
+            consequences.punish(client, result.worker_id, str(exc), now=now)  # and its past results are revoked
         return Outcome.REJECTED
     return _merge(client, settings, lua, chunk, result, increments, lease, now)
 
@@ -299,7 +301,7 @@ def finalize(client: redis.Redis, job_id: str, *, now: float | None = None) -> b
     blob_keys = {"image": keys.job_image(job_id), "counts": keys.job_counts(job_id)}
     if final.blobs:
         client.mset({blob_keys[name]: blob for name, blob in final.blobs.items()})
-    finished = scripts(client).finish(job_id, JobState.DONE.value, now=now,
+    finished = scripts(client).finish(job_id, JobState.DONE.value, now=now, units_done=done,
                                       fields={"result": json.dumps(final.result)})
     if finished and final.blobs:
         client.delete(keys.job_parts(job_id))  # the assembled blobs replace the per-chunk parts

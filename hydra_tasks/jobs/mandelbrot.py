@@ -260,3 +260,30 @@ def finalize(params: Mapping[str, Any], parts: Mapping[str, str], chunks: Mappin
         "png_bytes": len(png),
     }
     return Finalized(result, {"image": base64.b64encode(png).decode(), "counts": encode_counts(counts)})
+
+
+def restore_parts(params: Mapping[str, Any], chunks: Mapping[str, str],
+                  blobs: Mapping[str, str | None]) -> dict[str, str]:
+    """Finalize keeps a finished job's counts and drops its tiles' parts; rebuild the parts of the
+    given tiles from those counts, as the tiles' results held them (smooth values are a function of
+    the counts; 'work' is unknown and set to its bound, the iterations). The preview is in no output
+    and is not rebuilt."""
+    text = blobs.get("counts")
+    if not text:
+        raise ResultRejected("the finished job has no counts to rebuild its tiles from")
+    counts = decode_counts(text, int(params["height"]), int(params["width"]))
+    parts: dict[str, str] = {}
+    for chunk_id, spec_json in chunks.items():
+        tile = ChunkSpec.from_json(json.loads(spec_json))
+        p = tile.params
+        if p.get("preview"):
+            continue
+        r, c, h, w = (int(p[k]) for k in ("row0", "col0", "height", "width"))
+        block = np.ascontiguousarray(counts[r:r + h, c:c + w])
+        iterations = kernels.mandelbrot_iterations(block)
+        part: dict[str, Any] = {"counts": encode_counts(block), "iterations": iterations, "work": iterations,
+                                "restored": True}
+        if p.get("smooth"):
+            part["smooth"] = encode_array(kernels.mandelbrot_smooth(block, **_geometry(p)), "<f4")
+        parts[chunk_id] = json.dumps(part)
+    return parts

@@ -148,3 +148,8 @@ def finalize(params: Mapping[str, Any], parts: Mapping[str, str], chunks: Mappin
     if samples != int(params["samples"]):
         raise ResultRejected(f"π job merged {samples} samples but asked for {params['samples']}; refusing to finalize.")
     return Finalized({**estimate(hits, samples), "seed": int(params["seed"])})
+
+
+def restore_parts(params: Mapping[str, Any], chunks: Mapping[str, str],
+                  blobs: Mapping[str, str | None]) -> dict[str, str]:
+    return {}  # a finished π job keeps its parts

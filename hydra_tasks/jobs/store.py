@@ -1,5 +1,5 @@
 """Job records in Redis: create (atomically, with the chunks planned up front), read, list,
-cancel, fail, delete. The job hash's fields are documented in :mod:`hydra_tasks.keys`; reads
+cancel, fail, delete, and re-open a finished job whose results include suspect ones. The job hash's fields are documented in :mod:`hydra_tasks.keys`; reads
 return the typed :class:`~hydra_tasks.jobs.view.JobView`.
 """
 
@@ -13,8 +13,8 @@ import redis
 
 from .. import keys
 from ..errors import JobNotFound, JobStateError
-from ..lua import scripts
-from ..models import ChunkSpec, JobSpec, JobState
+from ..lua import MAX_ATTEMPTS, ScriptContention, scripts
+from ..models import ChunkSpec, JobKind, JobSpec, JobState
 from . import handler
 from .view import COUNTERS, JobView
 
@@ -93,6 +93,39 @@ def cancel_job(client: redis.Redis, job_id: str, *, now: float | None = None) ->
 
 def fail_job(client: redis.Redis, job_id: str, error: str, *, now: float | None = None) -> bool:
     return scripts(client).finish(job_id, JobState.FAILED.value, now=now or time.time(), fields={"error": error})
+
+
+def reopen_job(client: redis.Redis, job_id: str, *, now: float | None = None) -> JobView:
+    """Re-open a finished job whose results include suspect ones (from a worker caught cheating after
+    they were merged; trust/consequences.py): those chunks are recomputed by other workers and the
+    final result is computed again. Raises JobNotFound, or JobStateError if there is nothing to redo."""
+    now = time.time() if now is None else now
+    for _ in range(MAX_ATTEMPTS):
+        reads = client.pipeline(transaction=False)
+        reads.hmget(keys.job(job_id), "state", "spec", "created_at")
+        reads.hgetall(keys.job_suspect(job_id))
+        reads.exists(keys.job_parts(job_id))
+        (state, spec_json, created_at), suspect, has_parts = reads.execute()
+        if state is None:
+            raise JobNotFound(f"No job {job_id!r} to re-open; list jobs with `hydra status` or GET /api/jobs.")
+        if state != JobState.DONE.value or not suspect:
+            raise JobStateError(f"Job {job_id} is {state} with no suspect results; only a done job that holds "
+                                "results from a worker caught cheating later can be re-opened.")
+        spec = json.loads(spec_json)
+        restored: dict[str, str] = {}
+        if not has_parts:  # finalize compacted the parts into the job's blobs: rebuild the ones that stay
+            kept = sorted(set(client.smembers(keys.job_done(job_id))) - set(suspect))
+            specs = dict(zip(kept, client.hmget(keys.job_chunks(job_id), kept))) if kept else {}
+            restored = handler(JobKind(spec["kind"])).restore_parts(spec["params"], {c: j for c, j in specs.items() if j},
+                                                         {"counts": client.get(keys.job_counts(job_id))})
+        code = scripts(client).reopen(job_id, now=now, score=_active_score(int(spec["priority"]), float(created_at),
+                                                                           spec.get("deadline_ts")),
+                                      restored=restored, suspect=suspect)
+        if code == 1:
+            return get_job(client, job_id)
+        if code == 0:
+            raise JobStateError(f"Job {job_id} has no suspect results any more, or is no longer done.")
+    raise ScriptContention(f"could not re-open job {job_id} after {MAX_ATTEMPTS} attempts")
 
 
 def delete_job(client: redis.Redis, job_id: str) -> None:

@@ -13,7 +13,8 @@ from ..models import JobKind, JobState
 
 #: Integer counters of the job hash, in the order the API has always listed them.
 COUNTERS = ("chunks_total", "chunks_done", "units_total", "units_done", "dispatched", "redispatched",
-            "duplicates", "rejections", "failures", "expiries", "declines", "backups", "hits", "iterations")
+            "duplicates", "rejections", "failures", "expiries", "declines", "backups", "hits", "iterations",
+            "recomputed", "suspect", "reopened")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,9 @@ class JobView:
     backups: int = 0
     hits: int = 0
     iterations: int = 0
+    recomputed: int = 0     # results taken back because their worker was caught cheating, and recomputed
+    suspect: int = 0        # finished: results in it from a worker caught cheating later (re-open to recompute)
+    reopened: int = 0       # times an operator re-opened it
     result: Mapping[str, Any] | None = None
     error: str | None = None
     sustainability: Mapping[str, float] = field(default_factory=dict)

@@ -2,7 +2,10 @@
 
 ``hydra ledger verify`` runs :func:`verify`: it checks the journal's hash chain, every transfer's
 signature and nonce order, re-adds every entry, and compares the result with every balance, every
-earned total, the supply (= minted), the transferred total and the number of mint keys. Given the
+earned total, the supply (= minted - reversed), the transferred and reversed totals and the number
+of mint keys. A reversal (trust/consequences.py: a worker caught cheating loses what its results
+earned) must take back exactly one standing mint, to the same account and of the same amount; it
+frees the mint's key for the chunk's recompute. Given the
 control plane's signed checkpoints (:mod:`.chain`), it also checks that the journal still holds
 every checkpointed entry, unchanged: a flushed, truncated or rewritten journal fails.
 """
@@ -27,6 +30,7 @@ class Audit:
     entries: int = 0
     mints: int = 0
     transfers: int = 0
+    reversals: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -51,10 +55,10 @@ def verify(client: redis.Redis, *, checkpoints: Sequence[Checkpoint] = (),
     """Replay the journal and compare it with every balance and total (see the module docstring).
     Read from a quiet ledger (or accept that changes made meanwhile show up as differences).
     ``checkpoints`` are checked against the journal; ``control_key`` (hex) must have signed them."""
-    audit, minted, transferred = Audit(), 0, 0
+    audit, minted, transferred, reversed_ = Audit(), 0, 0, 0
     balances: dict[str, int] = {}
     earned: dict[str, int] = {}
-    keys_seen: set[str] = set()
+    standing: dict[str, tuple[str, int]] = {}  # mint key -> (account, amount) of its mint, until reversed
     nonces: dict[str, int] = {}
     pinned = {c.length for c in checkpoints}
     seen_at: dict[int, tuple[str, int, int]] = {0: ("", 0, 0)}  # position -> (hash, minted, transferred)
@@ -70,9 +74,9 @@ def verify(client: redis.Redis, *, checkpoints: Sequence[Checkpoint] = (),
                 raise ValueError("amount out of range")
             if f["type"] == "mint":
                 audit.mints += 1
-                if f["key"] in keys_seen:
+                if f["key"] in standing:
                     audit.problems.append(f"{entry_id}: mint key {f['key']} appears twice")
-                keys_seen.add(f["key"])
+                standing[f["key"]] = (f["to"], amount)
                 if f["reason"] == CHUNK_REWARD and "hash" in f:  # chained entries: the proof is required
                     problem = proof_problem(f)
                     if problem:
@@ -95,6 +99,14 @@ def verify(client: redis.Redis, *, checkpoints: Sequence[Checkpoint] = (),
                     audit.problems.append(f"{entry_id}: {sender[:12]} overdrawn")
                 balances[f["to"]] = balances.get(f["to"], 0) + amount
                 transferred += amount
+            elif f["type"] == "reversal":
+                audit.reversals += 1
+                if standing.pop(f["key"], None) != (f["from"], amount):
+                    audit.problems.append(f"{entry_id}: reversal of {f['key']} takes back no standing mint of "
+                                          f"{amount} to {f['from'][:12]}")
+                balances[f["from"]] = balances.get(f["from"], 0) - amount
+                earned[f["from"]] = earned.get(f["from"], 0) - amount
+                reversed_ += amount
             else:
                 audit.problems.append(f"{entry_id}: unknown entry type {f['type']!r}")
         except (KeyError, ValueError) as exc:
@@ -112,10 +124,12 @@ def verify(client: redis.Redis, *, checkpoints: Sequence[Checkpoint] = (),
                                       f"Redis holds {kept.get(account, 0)}")
     stats = {k: int(v) for k, v in client.hgetall(keys.LEDGER_STATS).items()}
     supply = sum(stored.values())
-    for name, expected, actual in (("supply", minted, stats.get("supply", 0)), ("minted", minted, stats.get("minted", 0)),
-                                   ("sum of balances", minted, supply),
+    for name, expected, actual in (("supply", minted - reversed_, stats.get("supply", 0)),
+                                   ("minted", minted, stats.get("minted", 0)),
+                                   ("sum of balances", minted - reversed_, supply),
                                    ("transferred", transferred, stats.get("transferred", 0)),
-                                   ("minted keys", audit.mints, client.scard(keys.LEDGER_MINTED))):
+                                   ("reversed", reversed_, stats.get("reversed", 0)),
+                                   ("minted keys", len(standing), client.scard(keys.LEDGER_MINTED))):
         if expected != actual:
             audit.problems.append(f"{name}: expected {expected}, found {actual}")
     return audit

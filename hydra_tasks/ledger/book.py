@@ -191,6 +191,7 @@ def token_metrics(client: redis.Redis) -> dict[str, Any]:
     daily = {day: int(v) for day, v in sorted(client.hgetall(keys.LEDGER_DAILY).items())}
     return {"supply_micro": stats.get("supply", 0), "supply": tokens(stats.get("supply", 0)),
             "minted_micro": stats.get("minted", 0), "transferred_micro": stats.get("transferred", 0),
+            "reversed_micro": stats.get("reversed", 0), "reversals": stats.get("reversals", 0),
             "mints": stats.get("mints", 0), "transfers": stats.get("transfers", 0),
             "accounts": client.hlen(keys.LEDGER_ACCOUNTS), "holders": sum(1 for b in balances if int(b) > 0),
             "minted_per_day_micro": daily}

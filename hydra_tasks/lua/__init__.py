@@ -3,7 +3,8 @@
 Each script is one atomic step of a chunk's life, in its own ``.lua`` file beside this module:
 *grant* a lease to one worker, *backup* a straggler, *merge* a result exactly once (minting its
 reward in the same step), *requeue* a chunk whose lease expired or whose result was refused, and
-*finish* a job, releasing its leases; plus the ledger's *mint* and *transfer*, a worker's
+*finish* a job, releasing its leases; *revoke* a result of a worker caught cheating and *reopen* a
+finished job that held one (trust/consequences.py); plus the ledger's *mint* and *transfer*, a worker's
 *grid_info* report, and *bind_key*, a volunteer's first registration (trust/volunteers.py).
 Files named ``_*.lua`` are libraries that a script pulls in with a ``-- uses: _name`` line.
 Every file names its inputs at the top (``local job = KEYS[1]``).
@@ -69,6 +70,19 @@ class RequeueCode(enum.IntEnum):
     NOT_TAKEN = -1  # no such lease, not expired (sweep), or not the reporter's (forced)
     OVER = -2       # the chunk was merged meanwhile, or the job is over: the lease is dropped
     STALE = -3      # internal
+
+
+class RevokeCode(enum.IntEnum):
+    RECOMPUTE = 1      # taken out of its live job and queued again
+    FLAGGED = 2        # its job had finished: the chunk is flagged suspect in it
+    NOTHING_MORE = 0   # its job failed, was cancelled or deleted, or it is a kept preview: tokens only
+    STALE = -3         # internal
+
+
+@dataclass(frozen=True)
+class Revoke:
+    code: RevokeCode
+    reversed_micro: int = 0
 
 
 class GridInfoCode(enum.IntEnum):
@@ -154,6 +168,7 @@ class Scripts:
         self._finish, self._mint = register(source("finish")), register(source("mint"))
         self._transfer, self._grid_info = register(source("transfer")), register(source("grid_info"))
         self._bind_key = register(source("bind_key"))
+        self._revoke, self._reopen = register(source("revoke")), register(source("reopen"))
 
     # --- leases ----------------------------------------------------------------------------
     def grant(self, job_id: str, worker_id: str, region: str, *, capacity: int, now: float, lease_s: float,
@@ -208,17 +223,18 @@ class Scripts:
     def merge(self, job_id: str, chunk_id: str, worker_id: str, part_json: str, *, now: float, elapsed_ms: int,
               units: int, increments: Mapping[str, int], mint_json: str = "",
               holders: Holders | None = None) -> tuple[MergeCode, int, int, bool]:
-        """Merge once, minting ``mint_json`` (the reward) in the same step. Returns (code,
-        units_done, units_total, minted). ``holders``: the lease's holders if the caller read them."""
+        """Merge once, minting ``mint_json`` (the reward) in the same step, and log it in the worker's
+        results log (what a catch revokes). Returns (code, units_done, units_total, minted).
+        ``holders``: the lease's holders if the caller read them."""
         flat: list[Any] = [x for pair in sorted(increments.items()) for x in pair]
         for _ in range(MAX_ATTEMPTS):
             holders = holders or read_holders(self.client, job_id, chunk_id)
             res = self._merge(
                 keys=[keys.job(job_id), keys.job_done(job_id), keys.job_parts(job_id), keys.job_workers(job_id),
                       keys.job_todo(job_id), keys.LEASES, keys.worker(worker_id), keys.lease(job_id, chunk_id),
-                      *LEDGER_KEYS, *holders.inflight_keys()],
+                      keys.worker_results(worker_id), *LEDGER_KEYS, *holders.inflight_keys()],
                 args=[chunk_id, part_json, worker_id, keys.lease_member(job_id, chunk_id), repr(now), elapsed_ms,
-                      units, mint_json, holders.holder, holders.backup, *flat],
+                      units, mint_json, holders.holder, holders.backup, job_id, keys.WORKER_RESULTS_KEPT, *flat],
             )
             code = MergeCode(int(res[0]))
             if code is not MergeCode.STALE:
@@ -247,8 +263,11 @@ class Scripts:
             holders = None
         raise ScriptContention(f"could not re-queue chunk {chunk_id} of job {job_id} after {MAX_ATTEMPTS} attempts")
 
-    def finish(self, job_id: str, state: str, *, now: float, fields: Mapping[str, str]) -> bool:
-        """Move a live job to a final state exactly once and release its leases. True if this call did."""
+    def finish(self, job_id: str, state: str, *, now: float, fields: Mapping[str, str],
+               units_done: str | None = None) -> bool:
+        """Move a live job to a final state exactly once and release its leases. True if this call did.
+        ``units_done``: the count the caller's final result was computed at; False if it changed (a
+        result was revoked meanwhile)."""
         prefix = keys.lease_member(job_id, "")
         for _ in range(MAX_ATTEMPTS):
             reads = self.client.pipeline(transaction=False)
@@ -272,6 +291,8 @@ class Scripts:
                 lease_keys += [keys.lease(job_id, chunk_id), *h.inflight_keys()]
             manifest = {"dispatched": dispatched or "0", "redispatched": redispatched or "0", "waiting": waiting,
                         "leased": [[c, h.holder, h.backup] for c, h in zip(leased, holders)]}
+            if units_done is not None:
+                manifest["units_done"] = units_done
             res = int(self._finish(
                 keys=[keys.job(job_id), keys.JOBS_ACTIVE, keys.job_todo(job_id), keys.LEASES,
                       keys.job_tiles(job_id), *lease_keys],
@@ -280,6 +301,33 @@ class Scripts:
             if res != -3:
                 return res == 1
         raise ScriptContention(f"could not finish job {job_id} after {MAX_ATTEMPTS} attempts")
+
+    # --- consequences of a catch (trust/consequences.py) -------------------------------------
+    def revoke(self, worker_id: str, entry: str, *, job_id: str, now: float, reason: str, part_sha1: str,
+               units: int, keep: bool, increments: Mapping[str, int]) -> Revoke:
+        """Undo the oldest result in the worker's results log, ``entry`` as read (see revoke.lua)."""
+        flat: list[Any] = [x for pair in sorted(increments.items()) for x in pair]
+        chunk_id = json.loads(entry)["chunk"]
+        res = self._revoke(
+            keys=[keys.worker_results(worker_id), keys.job(job_id), keys.job_done(job_id), keys.job_parts(job_id),
+                  keys.job_workers(job_id), keys.job_todo(job_id), keys.lease(job_id, chunk_id),
+                  keys.job_suspect(job_id), keys.LEDGER_MINTED, keys.LEDGER_BALANCES, keys.LEDGER_EARNED,
+                  keys.LEDGER_STATS, keys.LEDGER_JOURNAL, keys.LEDGER_HEAD],
+            args=[entry, worker_id, repr(now), reason[:300], part_sha1, units, "1" if keep else "0", job_id, *flat],
+        )
+        return Revoke(RevokeCode(int(res[0])), int(res[1] or 0))
+
+    def reopen(self, job_id: str, *, now: float, score: float, restored: Mapping[str, str],
+               suspect: Mapping[str, str]) -> int:
+        """Re-open a finished job with suspect results (see reopen.lua): 1, 0 or -3 (STALE)."""
+        chunks = sorted(suspect)
+        return int(self._reopen(
+            keys=[keys.job(job_id), keys.JOBS_ACTIVE, keys.job_done(job_id), keys.job_parts(job_id),
+                  keys.job_workers(job_id), keys.job_todo(job_id), keys.job_suspect(job_id), keys.job_image(job_id),
+                  keys.job_counts(job_id), *[keys.lease(job_id, c) for c in chunks]],
+            args=[repr(now), job_id, repr(score), json.dumps(dict(restored)),
+                  json.dumps([[c, suspect[c]] for c in chunks])],
+        ))
 
     # --- workers and the ledger --------------------------------------------------------------
     def grid_info(self, worker_id: str, public_key: str, zone: str, share: float, timestamp: float) -> GridInfoCode:
@@ -320,6 +368,6 @@ def _text(value: bytes | str) -> str:
 
 
 __all__: Sequence[str] = [
-    "BindCode", "Grant", "GrantCode", "Holders", "MergeCode", "Requeue", "RequeueCode", "GridInfoCode",
+    "BindCode", "Revoke", "RevokeCode", "Grant", "GrantCode", "Holders", "MergeCode", "Requeue", "RequeueCode", "GridInfoCode",
     "TransferCode", "Cut", "Scripts", "ScriptContention", "scripts", "source", "read_holders", "LEDGER_KEYS", "MAX_ATTEMPTS",
 ]

@@ -6,7 +6,9 @@
 -- meanwhile (a chunk granted, re-queued or backed up), nothing changes and the script returns -3
 -- (STALE). Every chunk enters todo by creation or a re-queue (which counts in redispatched) and
 -- leaves it by a grant (which counts in dispatched), so unchanged counters mean the same todo list.
--- Returns 1 (this call ended the job), 0 (the job was already over) or -3.
+-- A caller that computed the job's final result from its merged parts passes the units_done it read
+-- (manifest.units_done): if a result was revoked meanwhile (revoke.lua), nothing changes (-4 CHANGED).
+-- Returns 1 (this call ended the job), 0 (the job was already over), -3 or -4.
 local job = KEYS[1]          -- hash: state, dispatched, redispatched, finished_at, and the given fields
 local active = KEYS[2]       -- zset: the active jobs
 local todo = KEYS[3]         -- list: chunk ids waiting
@@ -19,10 +21,11 @@ local now = ARGV[2]
 local fields = cjson.decode(ARGV[3])    -- {field: text} to set on the job hash
 local job_id = ARGV[4]
 -- {dispatched = n, redispatched = n (as read, text), waiting = {chunk, ...},
---  leased = {{chunk, holder, backup}, ...}}
+--  leased = {{chunk, holder, backup}, ...}, units_done = text or nil}
 local manifest = cjson.decode(ARGV[5])
 
 if not live(redis.call('HGET', job, 'state')) then return 0 end
+if manifest.units_done and (redis.call('HGET', job, 'units_done') or '0') ~= manifest.units_done then return -4 end
 if (redis.call('HGET', job, 'dispatched') or '0') ~= manifest.dispatched
    or (redis.call('HGET', job, 'redispatched') or '0') ~= manifest.redispatched then return -3 end
 local prefix = job_id .. ':'

@@ -14,7 +14,8 @@ local todo = KEYS[5]         -- list: chunk ids waiting
 local leases = KEYS[6]       -- zset: "{job}:{chunk}" -> lease deadline
 local worker_record = KEYS[7]  -- hash: the returning worker's record
 local lease = KEYS[8]        -- hash: the chunk's lease
--- KEYS[9..16]: the ledger keys (see _mint's ledger_keys); KEYS[17..]: the holders' in-flight sets
+local results_log = KEYS[9]  -- list: the returning worker's merged results, the ones a catch revokes (revoke.lua)
+-- KEYS[10..17]: the ledger keys (see _mint's ledger_keys); KEYS[18..]: the holders' in-flight sets
 local chunk = ARGV[1]
 local part = ARGV[2]
 local worker = ARGV[3]
@@ -25,8 +26,10 @@ local units = ARGV[7]
 local mint = ARGV[8]         -- the reward as JSON, '' for none
 local holder = ARGV[9]
 local backup = ARGV[10]
--- ARGV[11..]: (field, increment) pairs for the job hash
-local holder_key, backup_key = inflight_keys(17, holder, backup)
+local job_id = ARGV[11]
+local record_cap = tonumber(ARGV[12])  -- the newest results the worker's record keeps
+-- ARGV[13..]: (field, increment) pairs for the job hash
+local holder_key, backup_key = inflight_keys(18, holder, backup)
 
 local state = redis.call('HGET', job, 'state')
 local total = tonumber(redis.call('HGET', job, 'units_total') or '0')
@@ -40,9 +43,16 @@ if not holders_are(lease, holder, backup) then return {-3, 0, total, 0} end
 redis.call('SADD', done, chunk)
 redis.call('HSET', parts, chunk, part)
 redis.call('HINCRBY', job, 'chunks_done', 1)
-for i = 11, #ARGV, 2 do redis.call('HINCRBY', job, ARGV[i], ARGV[i + 1]) end
-local minted = 0
-if mint ~= '' then minted = mint_one(ledger_keys(9), cjson.decode(mint)) end
+for i = 13, #ARGV, 2 do redis.call('HINCRBY', job, ARGV[i], ARGV[i + 1]) end
+local minted, amount, account = 0, '0', ''
+if mint ~= '' then
+  local m = cjson.decode(mint)
+  minted = mint_one(ledger_keys(10), m)
+  if minted == 1 then amount, account = tostring(m.amount), m.account end
+end
+-- What a catch must undo: the job and chunk, and the micro-tokens this merge minted and to whom.
+redis.call('RPUSH', results_log, cjson.encode({job = job_id, chunk = chunk, amount = amount, account = account}))
+redis.call('LTRIM', results_log, -record_cap, -1)
 redis.call('HSET', job, 'updated_at', now)
 redis.call('HINCRBY', job_workers, worker .. '|chunks', 1)
 redis.call('HINCRBY', job_workers, worker .. '|units', units)
