@@ -179,7 +179,18 @@ def test_a_caught_workers_past_results_are_recomputed_flagged_and_unpaid(
     job = store.get_job(app.redis, live_job)
     assert job.state.value == "done" and job.result["hits"] == truth
     # Re-opening the finished jobs recomputes their suspect results: exact π, the same image.
-    assert store.reopen_job(app.redis, done_job).state.value == "running"
+    # The dashboard says so; re-opening over HTTP needs the operator token.
+    from webapp import create_app as create_web
+
+    web = create_web(app.settings.with_(api_token="op-token")).test_client()
+    page = web.get(f"/jobs/{done_job}").get_data(as_text=True)
+    assert "4 of its results came from a worker caught cheating" in page and f"hydra reopen {done_job}" in page
+    assert web.get(f"/api/jobs/{done_job}").get_json()["suspect"] == 4
+    assert web.post(f"/api/jobs/{done_job}/reopen").status_code == 401
+    assert store.get_job(app.redis, done_job).state.value == "done"
+    reopened = web.post(f"/api/jobs/{done_job}/reopen", headers={"Authorization": "Bearer op-token"})
+    assert reopened.status_code == 200 and reopened.get_json()["state"] == "running"
+    assert reopened.get_json()["hits"] == 0 and reopened.get_json()["units_done"] == 0  # all four were its
     assert store.reopen_job(app.redis, image_job).state.value == "running"
     run_all(app, {"honest@test": honest_key}, [done_job, image_job])
     redone = store.get_job(app.redis, done_job)

@@ -106,6 +106,11 @@
     id.append(link);
     const state = el("td");
     state.append(stateBadge(job.state));
+    if (job.suspect) { // results from a worker caught cheating later: re-open the job to recompute them
+      const flag = stateBadge("suspect");
+      flag.title = job.suspect + " result(s) from a worker caught cheating; hydra reopen " + job.id;
+      state.append(" ", flag);
+    }
     tr.append(
       id,
       cell(job.kind),
