@@ -20,6 +20,8 @@ hydra:job:{id}:counts          string  base64 zlib uint32 iteration counts of a 
 hydra:job:{id}:log             list    recent accepted chunks (worker, units, elapsed) for metrics
 hydra:job:{id}:suspect         hash    finished job: chunk id -> why suspect (JSON: worker, units, increments)
 hydra:leases                   zset    "{job}:{chunk}" -> lease deadline (unix seconds)
+hydra:audits                   zset    "{job}:{audit chunk}" -> when requested: audit chunks waiting for an auditor
+hydra:job:{id}:audits          hash    audit chunk id -> JSON {of: the audited chunk, worker: its worker, blocks}
 hydra:lease:{job}:{chunk}      hash    worker, region, attempt, dispatched_at, queued, expiries ...
 hydra:workers                  set     worker ids ever registered
 hydra:grid:failures            list    recent carbon-provider failures, newest first (JSON), capped
@@ -99,6 +101,10 @@ hydra:job:{id}
     suspect            finished job: how many of its merged results came from a worker caught cheating
                        later (revoke.lua); absent once re-opened (``hydra jobs reopen``)
     reopened           times an operator re-opened it to recompute suspect results (reopen.lua)
+    audits_requested   audit chunks requested for its results (trust/audits.py): the next audit chunk's number
+    audits_pending     audit chunks not settled yet; the job is finalized only when this is 0
+    audits_done        audit chunks settled by the worker that computed them (merged like chunks, units 0)
+    audits_local       audit chunks settled on the control plane (no auditor took them in time)
 
 hydra:job:{id}:workers
   lua/merge.lua, per worker that returned an accepted chunk of the job
@@ -214,7 +220,9 @@ hydra:spot_checks
   jobs/collect.py, for every result that passed the kind's checks
     passed             results whose recomputed parts matched exactly
     failed             results with a recomputed part that differs (rejected, re-sent elsewhere)
-    units:<kind>       work recomputed by the spot checks (π samples, Mandelbrot pixels)
+    units:<kind>       work recomputed by the control plane's checks (π samples, Mandelbrot pixels)
+    remote:<kind>      work recomputed by audit chunks on other workers (π samples; trust/audits.py)
+    last_caught_at     when a worker was last caught (s): for an hour reputations count half (trust/reputation.py)
 
 hydra:ledger:head
   lua/_journal.lua, with every journal entry
@@ -244,7 +252,7 @@ hydra:enrolment:{hour}
     addr:<address>     requests from one client address in that hour
 
 The other ledger hashes map an account (or "{from}:{nonce}", or a UTC day) to one value, as the
-table above says; hydra:job:{id}:chunks, :parts and :suspect map a chunk id to JSON.
+table above says; hydra:job:{id}:chunks, :parts, :suspect and :audits map a chunk id to JSON.
 """
 
 from __future__ import annotations
@@ -255,6 +263,7 @@ JOBS = f"{PREFIX}:jobs"
 JOBS_ACTIVE = f"{PREFIX}:jobs:active"
 JOBS_DEADLINES = f"{PREFIX}:jobs:deadlines"
 LEASES = f"{PREFIX}:leases"
+AUDITS = f"{PREFIX}:audits"
 WORKERS = f"{PREFIX}:workers"
 GRID_FAILURES = f"{PREFIX}:grid:failures"
 GRID_FAILURES_KEPT = 100
@@ -326,6 +335,17 @@ def job_log(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:log"
 
 
+def job_audits(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:audits"
+
+
+AUDIT_CHUNK_PREFIX = "a"  # audit chunks' ids (trust/audits.py); π ranges are "c…", tiles "t…", the preview "preview"
+
+
+def is_audit_chunk(chunk_id: str) -> bool:
+    return chunk_id.startswith(AUDIT_CHUNK_PREFIX)
+
+
 def job_suspect(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:suspect"
 
@@ -335,6 +355,7 @@ def job_keys(job_id: str) -> list[str]:
     return [
         job(job_id), job_chunks(job_id), job_todo(job_id), job_tiles(job_id), job_done(job_id), job_parts(job_id),
         job_workers(job_id), job_image(job_id), job_counts(job_id), job_log(job_id), job_suspect(job_id),
+        job_audits(job_id),
     ]
 
 

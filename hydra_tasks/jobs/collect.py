@@ -29,6 +29,7 @@ from ..models import ChunkResult, ChunkSpec, JobKind, JobState
 from ..scheduling.cluster import ClusterSnapshot, snapshot
 from ..scheduling.router import carbon_provider
 from ..settings import Settings
+from ..trust import audits
 from ..trust import reputation as trust_reputation
 from ..trust import results as signed_results
 from ..worker import performance
@@ -58,6 +59,7 @@ class _Lease:
     dispatched_at: float | None
     holders: Holders
     reputation: int = 0  # the reporting worker's clean spot checks since it was last caught
+    alert: bool = False  # a worker was caught in the last hour (trust/reputation.py)
 
 
 def collect(client: redis.Redis, settings: Settings, data: Mapping[str, Any], *, now: float | None = None) -> Outcome:
@@ -89,19 +91,18 @@ def collect(client: redis.Redis, settings: Settings, data: Mapping[str, Any], *,
         return _failed(client, settings, lua, result, lease, now)
     try:
         increments = _verify(chunk, result)
-        _spot_check(client, settings, chunk, result, lease.reputation, now)
+        # An audit chunk's result is compared with the audited result after its merge (trust/audits.py).
+        remote = [] if keys.is_audit_chunk(chunk.chunk_id) else _spot_check(client, settings, chunk, result, lease, now)
     except ResultRejected as exc:
         log.warning("rejected chunk %s of job %s from %s: %s", result.chunk_id, result.job_id, result.worker_id, exc)
         lua.requeue(result.job_id, result.chunk_id, now=now, counter="rejections", force=True,
                     reporter=result.worker_id, holders=lease.holders)
-        if isinstance(exc, SpotCheckFailed):  # quarantined: its other chunks go to other workers now,
-            from ..scheduling.sweeper import requeue_worker_leases
+        if isinstance(exc, SpotCheckFailed):  # quarantined, its other chunks taken back, its past revoked
             from ..trust import consequences
 
-            requeue_worker_leases(client, settings, result.worker_id, now=now)
-            consequences.punish(client, result.worker_id, str(exc), now=now)  # and its past results are revoked
+            consequences.catch(client, settings, result.worker_id, str(exc), now=now)
         return Outcome.REJECTED
-    return _merge(client, settings, lua, chunk, result, increments, lease, now)
+    return _merge(client, settings, lua, chunk, result, increments, lease, now, remote=remote)
 
 
 def _read(client: redis.Redis, result: ChunkResult) -> tuple[ChunkSpec, _Lease, str] | None:
@@ -112,7 +113,9 @@ def _read(client: redis.Redis, result: ChunkResult) -> tuple[ChunkSpec, _Lease, 
     reads.hget(keys.job(result.job_id), "state")
     reads.hmget(keys.lease(result.job_id, result.chunk_id), "dispatched_at", "worker", "backup")
     reads.hmget(keys.worker(result.worker_id), "public_key", "audits_passed", "quarantined")
-    chunk_json, state_name, (dispatched_at, holder, backup), (public_key, audits, quarantined) = reads.execute()
+    reads.hget(keys.SPOT_CHECKS, "last_caught_at")
+    chunk_json, state_name, (dispatched_at, holder, backup), (public_key, audits, quarantined), caught_at = \
+        reads.execute()
     if chunk_json is None or state_name is None or JobState(state_name).is_final:
         return None
     if quarantined:  # caught by a spot check: nothing it sends counts until an operator lifts it
@@ -120,8 +123,9 @@ def _read(client: redis.Redis, result: ChunkResult) -> tuple[ChunkSpec, _Lease, 
                     result.worker_id)
         return None
     chunk = ChunkSpec.from_json(json.loads(chunk_json))
+    alert = bool(caught_at) and time.time() - float(caught_at) < trust_reputation.ALERT_S
     return (chunk, _Lease(float(dispatched_at) if dispatched_at else None, Holders.of(holder, backup),
-                          int(audits or 0)), public_key or "")
+                          int(audits or 0), alert), public_key or "")
 
 
 def _verify(chunk: ChunkSpec, result: ChunkResult) -> dict[str, int]:
@@ -134,25 +138,22 @@ def _verify(chunk: ChunkSpec, result: ChunkResult) -> dict[str, int]:
     return increments
 
 
-def _spot_check(client: redis.Redis, settings: Settings, chunk: ChunkSpec, result: ChunkResult, reputation: int,
-                now: float) -> None:
+def _spot_check(client: redis.Redis, settings: Settings, chunk: ChunkSpec, result: ChunkResult, lease: _Lease,
+                now: float) -> list[int]:
     """Recompute parts of the result picked now, as many as the worker's reputation calls for, and
-    compare them exactly (issue 12): the kind's ``spot_check``, counted in ``hydra:spot_checks``. A
-    mismatch quarantines the worker; SpotCheckFailed propagates (the result is rejected, the chunk
-    re-sent elsewhere, and the worker's other chunks taken back)."""
-    try:
-        cost = handler(chunk.kind).spot_check(chunk, result.payload,
-                                              picks=trust_reputation.picks(chunk.kind, reputation))
-    except SpotCheckFailed as exc:
-        trust_reputation.caught(client, result.worker_id, str(exc), now=now)
-        log.warning("QUARANTINED %s: %s", result.worker_id, exc)
-        raise
-    trust_reputation.passed(client, result.worker_id, chunk.kind, cost)
+    compare them exactly (issue 12; trust/audits.py decides what is recomputed here and what by an
+    audit chunk), counted in ``hydra:spot_checks``. Returns the π blocks left for an audit chunk.
+    SpotCheckFailed propagates (the worker is caught)."""
+    picks = trust_reputation.picks(chunk.kind, lease.reputation, alert=lease.alert)
+    cost, remote = audits.check(client, settings, chunk, result.payload, result.worker_id, picks=picks, now=now)
+    trust_reputation.passed(client, result.worker_id, chunk.kind, cost, settled=not remote)
+    return remote
 
 
 def _merge(client: redis.Redis, settings: Settings, lua: Scripts, chunk: ChunkSpec, result: ChunkResult,
-           increments: dict[str, int], lease: _Lease, now: float) -> Outcome:
-    """Merge a verified result once, with its reward; learn from it; finalize the job if it was the last."""
+           increments: dict[str, int], lease: _Lease, now: float, *, remote: list[int]) -> Outcome:
+    """Merge a verified result once, with its reward; learn from it; ask for its audit chunk
+    (``remote``: the blocks left to audit) or settle the audit it is; finalize the job if it was the last."""
     kind = handler(chunk.kind)
     snap = snapshot(client, settings, now=now)
     holder = snap.workers.get(result.worker_id) or get_worker(client, result.worker_id)
@@ -169,11 +170,19 @@ def _merge(client: redis.Redis, settings: Settings, lua: Scripts, chunk: ChunkSp
                     result.worker_id)
         return Outcome.IGNORED
     if code is MergeCode.MERGED:
+        audit = keys.is_audit_chunk(chunk.chunk_id)
+        if remote:  # before any finalize: a job with audits pending is not finalized
+            audits.request(client, chunk, result.worker_id, remote, now=now)
         pipe = client.pipeline(transaction=False)  # one round trip for the model, the log and the carbon
-        _learn(pipe, holder if trusted else None, chunk, result, kind.work_done(chunk, result.payload), elapsed_s, now)
+        if not audit:  # an audit is no chunk of the job's work: no speed to learn, not in the chunk log
+            _learn(pipe, holder if trusted else None, chunk, result, kind.work_done(chunk, result.payload), elapsed_s,
+                   now)
         accounting.record(pipe, chunk.job_id, carbon)
         pipe.execute()
-        kind.after_merge(client, settings, chunk)
+        if audit:
+            audits.settle(client, settings, chunk, list(result.payload["audit_hits"]), result.worker_id, now=now)
+        else:
+            kind.after_merge(client, settings, chunk)
     if code in (MergeCode.MERGED, MergeCode.DUPLICATE) and done == total:
         finalize(client, result.job_id, now=now)
     return {MergeCode.MERGED: Outcome.MERGED, MergeCode.DUPLICATE: Outcome.DUPLICATE}.get(code, Outcome.IGNORED)
@@ -287,10 +296,10 @@ def finalize(client: redis.Redis, job_id: str, *, now: float | None = None) -> b
     Safe to run concurrently or again after a crash: only the first call that finds the job
     live changes it. Returns True if this call finished the job."""
     now = time.time() if now is None else now
-    raw = client.hmget(keys.job(job_id), "kind", "spec", "state", "units_done", "units_total")
-    kind, spec_json, state, done, total = raw
-    if state is None or JobState(state).is_final or done != total:
-        return False
+    raw = client.hmget(keys.job(job_id), "kind", "spec", "state", "units_done", "units_total", "audits_pending")
+    kind, spec_json, state, done, total, pending = raw
+    if state is None or JobState(state).is_final or done != total or int(pending or 0) > 0:
+        return False  # not every unit is in, or not every result in it was audited yet (trust/audits.py)
     params = json.loads(spec_json)["params"]
     parts = client.hgetall(keys.job_parts(job_id))
     chunks = client.hgetall(keys.job_chunks(job_id))

@@ -17,6 +17,7 @@ import redis
 
 from .. import compute as kernels
 from ..errors import ResultRejected, SpotCheckFailed
+from ..keys import is_audit_chunk
 from ..models import ChunkSpec, Finalized, JobKind
 from ..settings import Settings
 from ..worker.throttle import Throttle
@@ -64,12 +65,23 @@ def block_bounds(count: int) -> list[int]:
     return [count * b // blocks for b in range(blocks + 1)]
 
 
+def audit_blocks(chunk: ChunkSpec) -> list[int] | None:
+    """The blocks an audit chunk recomputes (trust/audits.py), None for a chunk of the job's work."""
+    audit = chunk.params.get("audit")
+    return [int(b) for b in audit["blocks"]] if isinstance(audit, Mapping) else None
+
+
 def compute(chunk: ChunkSpec, *, threads: int = 1, throttle: Throttle | None = None) -> dict[str, Any]:
     """The chunk's hits, and the hits of each of its blocks: the worker commits to every block
-    (the result is signed), and the control plane recomputes blocks it picks afterwards."""
+    (the result is signed), and the control plane recomputes blocks it picks afterwards. An audit
+    chunk: the hits of the blocks it names, in that order."""
     p = chunk.params
     seed, start, count = int(p["seed"]), int(p["start"]), int(p["count"])
     bounds = block_bounds(count)
+    audited = audit_blocks(chunk)
+    if audited is not None:
+        return {"audit_hits": [kernels.pi_hits(seed, start + bounds[b], bounds[b + 1] - bounds[b], threads=threads)
+                               for b in audited]}
     block_hits = [0] * (len(bounds) - 1)
 
     def run(offset: int, n: int) -> None:  # a throttle slice may span several blocks
@@ -85,7 +97,15 @@ def compute(chunk: ChunkSpec, *, threads: int = 1, throttle: Throttle | None = N
 
 def verify(chunk: ChunkSpec, payload: Mapping[str, Any]) -> dict[str, int]:
     """Check the result's shape and its block commitments; return the increments for the job's
-    live counters."""
+    live counters. An audit chunk's result settles one audit and is no chunk of the job's work."""
+    audited = audit_blocks(chunk)
+    if audited is not None:
+        bounds, got = block_bounds(int(chunk.params["count"])), payload.get("audit_hits")
+        if not isinstance(got, list) or len(got) != len(audited) or \
+                not all(type(h) is int and 0 <= h <= bounds[b + 1] - bounds[b] for b, h in zip(audited, got)):
+            raise ResultRejected(f"π audit {chunk.chunk_id}: 'audit_hits' must hold {len(audited)} integer hit "
+                                 "counts, each within its block.")
+        return {"audits_pending": -1, "audits_done": 1, "chunks_done": -1}  # MERGE counts every chunk: undo it
     hits, samples, count = payload.get("hits"), payload.get("samples"), int(chunk.params["count"])
     if type(hits) is not int or type(samples) is not int or samples != count:
         raise ResultRejected(f"π chunk {chunk.chunk_id}: expected integer hits for {count} samples.")
@@ -101,30 +121,53 @@ def verify(chunk: ChunkSpec, payload: Mapping[str, Any]) -> dict[str, int]:
     return {"units_done": count, "hits": hits}
 
 
-def spot_check(chunk: ChunkSpec, payload: Mapping[str, Any], *, picks: int,
-               rng: random.SystemRandom = _RNG) -> int:
-    """Recompute ``picks`` blocks chosen now, unpredictably for the worker, and compare them exactly
-    with what it committed to (``verify`` ran first); ResultRejected on a mismatch. Returns the samples
-    recomputed (the audit's cost)."""
+def pick_blocks(chunk: ChunkSpec, picks: int, rng: random.Random = _RNG) -> list[int]:
+    """``picks`` distinct blocks of the chunk, chosen now from the OS's randomness (unpredictable for
+    the worker)."""
+    blocks = len(block_bounds(int(chunk.params["count"]))) - 1
+    return rng.sample(range(blocks), min(picks, blocks))
+
+
+def block_samples(chunk: ChunkSpec, blocks: list[int]) -> int:
+    bounds = block_bounds(int(chunk.params["count"]))
+    return sum(bounds[b + 1] - bounds[b] for b in blocks)
+
+
+def recompute_blocks(chunk: ChunkSpec, blocks: list[int]) -> list[int]:
+    """The true hits of the chunk's given blocks (the kernel, on the control plane)."""
     p = chunk.params
-    seed, start = int(p["seed"]), int(p["start"])
-    bounds, blocks = block_bounds(int(p["count"])), payload["block_hits"]
-    cost = 0
-    for b in rng.sample(range(len(blocks)), min(picks, len(blocks))):
-        lo, hi = bounds[b], bounds[b + 1]
-        if kernels.pi_hits(seed, start + lo, hi - lo) != blocks[b]:
-            raise SpotCheckFailed(f"π chunk {chunk.chunk_id}: block {b} (samples {start + lo}..{start + hi - 1}) "
-                                  f"has {blocks[b]} hits in the result but the kernel gives another count.")
-        cost += hi - lo
-    return cost
+    seed, start, bounds = int(p["seed"]), int(p["start"]), block_bounds(int(p["count"]))
+    return [kernels.pi_hits(seed, start + bounds[b], bounds[b + 1] - bounds[b]) for b in blocks]
+
+
+def check_blocks(chunk: ChunkSpec, payload: Mapping[str, Any], blocks: list[int]) -> int:
+    """Recompute the given blocks and compare them exactly with what the result committed to
+    (``verify`` ran first); SpotCheckFailed on a mismatch. Returns the samples recomputed."""
+    committed, bounds, start = payload["block_hits"], block_bounds(int(chunk.params["count"])), int(chunk.params["start"])
+    for b, truth in zip(blocks, recompute_blocks(chunk, blocks)):
+        if truth != committed[b]:
+            raise SpotCheckFailed(f"π chunk {chunk.chunk_id}: block {b} (samples {start + bounds[b]}.."
+                                  f"{start + bounds[b + 1] - 1}) has {committed[b]} hits in the result but the "
+                                  "kernel gives another count.")
+    return block_samples(chunk, blocks)
+
+
+def spot_check(chunk: ChunkSpec, payload: Mapping[str, Any], *, picks: int,
+               rng: random.Random = _RNG) -> int:
+    """Recompute ``picks`` blocks chosen now, unpredictably for the worker, and compare them exactly
+    with what it committed to (``verify`` ran first); SpotCheckFailed on a mismatch. Returns the samples
+    recomputed (the audit's cost)."""
+    return check_blocks(chunk, payload, pick_blocks(chunk, picks, rng))
 
 
 def work_done(chunk: ChunkSpec, payload: Mapping[str, Any]) -> float:
-    return float(chunk.units)  # samples
+    audited = audit_blocks(chunk)
+    return float(chunk.units if audited is None else block_samples(chunk, audited))  # samples
 
 
 def reward_work(chunk: ChunkSpec, increments: Mapping[str, int]) -> float:
-    return float(chunk.units)
+    audited = audit_blocks(chunk)  # an auditor is paid for the samples it recomputed
+    return float(chunk.units if audited is None else block_samples(chunk, audited))
 
 
 def after_merge(client: redis.Redis, settings: Settings, chunk: ChunkSpec) -> None:
@@ -143,8 +186,9 @@ def estimate(hits: int, samples: int) -> dict[str, Any]:
 
 
 def finalize(params: Mapping[str, Any], parts: Mapping[str, str], chunks: Mapping[str, str]) -> Finalized:
-    hits = sum(int(json.loads(part)["hits"]) for part in parts.values())
-    samples = sum(int(json.loads(part)["samples"]) for part in parts.values())
+    work = [json.loads(part) for chunk_id, part in parts.items() if not is_audit_chunk(chunk_id)]
+    hits = sum(int(part["hits"]) for part in work)
+    samples = sum(int(part["samples"]) for part in work)
     if samples != int(params["samples"]):
         raise ResultRejected(f"π job merged {samples} samples but asked for {params['samples']}; refusing to finalize.")
     return Finalized({**estimate(hits, samples), "seed": int(params["seed"])})

@@ -55,6 +55,8 @@ class GrantCode(enum.IntEnum):
     FULL = 0      # the worker's window is full
     EMPTY = -1    # the job has nothing to hand out now (or is over)
     MOVED = 2     # internal: the job's next chunk changed between the peek and the grant
+    NOT_ELIGIBLE = 3  # an audit chunk this worker may not take (it audits the worker's own result, or the
+                      # worker has too few clean audits to audit others)
 
 
 class MergeCode(enum.IntEnum):
@@ -176,6 +178,7 @@ class Scripts:
         """Lease the job's next chunk to ``worker_id``: a re-queued chunk first, then the heaviest
         (``order="max"``) or lightest waiting tile, else a new range of ``cut_units`` units built by
         ``cut`` (kinds cut lazily). The lease lasts 3x the chunk's work at ``rate``, at least ``lease_s``."""
+        extra = [keys.AUDITS, keys.job_audits(job_id)]
         for _ in range(MAX_ATTEMPTS):
             peek = self.client.pipeline(transaction=False)
             peek.lindex(keys.job_todo(job_id), 0)
@@ -200,9 +203,9 @@ class Scripts:
             res = self._grant(
                 keys=[keys.job(job_id), keys.job_todo(job_id), keys.job_tiles(job_id), keys.job_chunks(job_id),
                       keys.LEASES, keys.lease(job_id, chunk_id), keys.worker_inflight(worker_id),
-                      keys.worker(worker_id)],
+                      keys.worker(worker_id), *extra],
                 args=[source_name, chunk_id, member, worker_id, region, repr(now), capacity, repr(lease_s),
-                      repr(rate), order, *cut_args],
+                      repr(rate), order, *cut_args, 0],
             )
             code = GrantCode(int(res[0]))
             if code is GrantCode.LEASED:
@@ -210,6 +213,21 @@ class Scripts:
             if code is not GrantCode.MOVED:
                 return Grant(code)
         raise ScriptContention(f"could not grant a chunk of job {job_id} after {MAX_ATTEMPTS} attempts")
+
+    def grant_audit(self, job_id: str, chunk_id: str, worker_id: str, region: str, *, capacity: int, now: float,
+                    lease_s: float, auditor_min: int) -> Grant:
+        """Lease the audit chunk ``chunk_id`` (waiting in ``hydra:audits``) to ``worker_id``, if it may
+        audit it (trust/audits.py): LEASED, FULL, EMPTY (the job is over), MOVED (taken meanwhile) or
+        NOT_ELIGIBLE."""
+        res = self._grant(
+            keys=[keys.job(job_id), keys.job_todo(job_id), keys.job_tiles(job_id), keys.job_chunks(job_id),
+                  keys.LEASES, keys.lease(job_id, chunk_id), keys.worker_inflight(worker_id), keys.worker(worker_id),
+                  keys.AUDITS, keys.job_audits(job_id)],
+            args=["audit", chunk_id, keys.lease_member(job_id, chunk_id), worker_id, region, repr(now), capacity,
+                  repr(lease_s), "1", "max", "", "", 0, "", auditor_min],
+        )
+        code = GrantCode(int(res[0]))
+        return Grant(code, chunk_id, int(res[1]), _text(res[2])) if code is GrantCode.LEASED else Grant(code)
 
     def backup(self, job_id: str, chunk_id: str, worker_id: str, *, capacity: int) -> str | None:
         """Lease a second copy of an in-flight chunk to ``worker_id``; returns its spec JSON, or None."""
@@ -248,11 +266,12 @@ class Scripts:
         only an expired lease; with it only a live one, reported by its holder or backup."""
         for _ in range(MAX_ATTEMPTS):
             holders = holders or read_holders(self.client, job_id, chunk_id)
+            audit = keys.is_audit_chunk(chunk_id)  # audit chunks wait in the audits zset (trust/audits.py)
             res = self._requeue(
-                keys=[keys.LEASES, keys.job_todo(job_id), keys.job(job_id), keys.job_done(job_id),
-                      keys.lease(job_id, chunk_id), *holders.inflight_keys()],
+                keys=[keys.LEASES, keys.AUDITS if audit else keys.job_todo(job_id), keys.job(job_id),
+                      keys.job_done(job_id), keys.lease(job_id, chunk_id), *holders.inflight_keys()],
                 args=[keys.lease_member(job_id, chunk_id), chunk_id, repr(now), counter, "1" if force else "0",
-                      reporter, holders.holder, holders.backup],
+                      reporter, holders.holder, holders.backup, "1" if audit else "0"],
             )
             n = int(res[0])
             worker = _text(res[1]) if len(res) > 1 and res[1] else None

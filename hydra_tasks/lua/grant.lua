@@ -7,9 +7,11 @@
 -- the job moved on meanwhile (another control process granted it), nothing changes: MOVED.
 -- A chunk taken from todo was released when it was re-queued, so it has no holder to release.
 -- The lease's deadline is final here: 3x the chunk's expected time on this worker, at least lease_s.
+-- An audit chunk (source 'audit', trust/audits.py) waits in the audits zset, not in the job's queue,
+-- and goes only to a worker of good standing (at least auditor_min clean audits) other than the one
+-- whose result it audits.
 -- Returns {1 LEASED, attempt, spec} | {0 FULL} (the worker's window is full, or it is not online or is
--- quarantined) | {-1 EMPTY} (the job
--- is over) | {2 MOVED}.
+-- quarantined) | {-1 EMPTY} (the job is over) | {2 MOVED} | {3 NOT_ELIGIBLE} (not this audit's auditor).
 local job = KEYS[1]          -- hash: state, cursor, chunks_total, dispatched, started_at
 local todo = KEYS[2]         -- list: chunk ids waiting (re-queued first)
 local tiles = KEYS[3]        -- zset: adaptive tiles by estimated cost
@@ -18,7 +20,9 @@ local leases = KEYS[5]       -- zset: "{job}:{chunk}" -> lease deadline
 local lease = KEYS[6]        -- hash: this chunk's lease
 local inflight = KEYS[7]     -- set: the worker's leased chunks
 local worker_rec = KEYS[8]   -- hash: the worker's record (a worker gone offline or revoked gets nothing)
-local source = ARGV[1]       -- 'todo' | 'tile' | 'cut'
+local audits = KEYS[9]       -- zset: audit chunks waiting, of every job ("{job}:{chunk}" -> when requested)
+local job_audits = KEYS[10]  -- hash: the job's audit chunk id -> {of, worker, blocks} JSON
+local source = ARGV[1]       -- 'todo' | 'tile' | 'cut' | 'audit'
 local chunk = ARGV[2]
 local member = ARGV[3]       -- "{job}:{chunk}"
 local worker = ARGV[4]
@@ -32,6 +36,7 @@ local cursor = ARGV[11]             -- 'cut': the job's cursor the caller saw
 local total = ARGV[12]              -- 'cut': the job's chunks_total the caller saw
 local count = ARGV[13]              -- 'cut': units in the new range
 local cut_spec = ARGV[14]           -- 'cut': the new chunk's spec JSON
+local auditor_min = tonumber(ARGV[15])  -- 'audit': the clean audits an auditor needs
 
 local state = redis.call('HGET', job, 'state')
 if not live(state) then return {-1} end
@@ -57,6 +62,12 @@ elseif source == 'cut' then
      or (redis.call('HGET', job, 'chunks_total') or '0') ~= total
      or redis.call('HEXISTS', chunks, chunk) == 1 then return {2} end
   spec = cut_spec
+elseif source == 'audit' then
+  if not redis.call('ZSCORE', audits, member) then return {2} end
+  local meta = redis.call('HGET', job_audits, chunk)
+  if not meta or cjson.decode(meta)['worker'] == worker
+     or tonumber(redis.call('HGET', worker_rec, 'audits_passed') or '0') < auditor_min then return {3} end
+  spec = redis.call('HGET', chunks, chunk)
 else
   return redis.error_reply('GRANT: unknown source ' .. tostring(source))
 end
@@ -72,6 +83,8 @@ if source == 'todo' then
   redis.call('LPOP', todo)
 elseif source == 'tile' then
   redis.call('ZREM', tiles, chunk)
+elseif source == 'audit' then
+  redis.call('ZREM', audits, member)
 else
   redis.call('HSET', job, 'cursor', string.format('%d', tonumber(cursor) + tonumber(count)))
   redis.call('HINCRBY', job, 'chunks_total', 1)

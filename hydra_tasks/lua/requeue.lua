@@ -6,7 +6,8 @@
 -- Returns {n, holder}: n >= 1 is the lease's new value of the counter; or {-1} nothing to take
 -- back, {-2, holder} the chunk was merged or the job is over, {-3} STALE (the holders changed).
 local leases = KEYS[1]       -- zset: "{job}:{chunk}" -> lease deadline
-local todo = KEYS[2]         -- list: chunk ids waiting (LPUSH: retried first)
+local todo = KEYS[2]         -- list: chunk ids waiting (LPUSH: retried first); for an audit chunk, the
+                             -- audits zset (member -> when re-queued; trust/audits.py)
 local job = KEYS[3]          -- hash: state, redispatched and the counter
 local done = KEYS[4]         -- set: merged chunk ids
 local lease = KEYS[5]        -- hash: the chunk's lease
@@ -18,6 +19,7 @@ local force = ARGV[5] == '1'
 local reporter = ARGV[6]
 local holder = ARGV[7]       -- the lease's worker and backup as the caller read them ('' = none);
 local backup = ARGV[8]       -- their in-flight sets follow in KEYS[6..]
+local audit = ARGV[9] == '1' -- an audit chunk: back into the audits zset
 local holder_key, backup_key = inflight_keys(6, holder, backup)
 
 local score = redis.call('ZSCORE', leases, member)
@@ -36,7 +38,7 @@ end
 local n = redis.call('HINCRBY', lease, counter, 1)
 if redis.call('HGET', lease, 'queued') ~= '1' then
   redis.call('HSET', lease, 'queued', '1')
-  redis.call('LPUSH', todo, chunk)
+  if audit then redis.call('ZADD', todo, now, member) else redis.call('LPUSH', todo, chunk) end
   redis.call('HINCRBY', job, 'redispatched', 1)
 end
 redis.call('HINCRBY', job, counter, 1)

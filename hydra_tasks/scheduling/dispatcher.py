@@ -23,6 +23,7 @@ from ..jobs import handler
 from ..lua import Cut, GrantCode, scripts
 from ..models import JobKind, JobState
 from ..settings import Settings
+from ..trust import audits
 from . import Publish
 from .cluster import ClusterSnapshot, snapshot
 from .grants import JobPlan, JobSupply, eligible, plan_job
@@ -38,8 +39,8 @@ def dispatch(client: redis.Redis, settings: Settings, router: Router, publish: P
     """Fill every worker's window from the active jobs, highest priority first. Returns chunks sent."""
     now = time.time() if now is None else now
     snap = snapshot(client, settings, now=now)
-    if not snap.workers:
-        return 0
+    if not snap.workers:  # no one to send work to; audits no worker can take are settled here
+        return audits.dispatch_pending(client, settings, snap, {}, publish, now=now)
     reads = client.pipeline(transaction=False)
     reads.zrange(keys.JOBS_ACTIVE, 0, -1)
     reads.zrange(keys.JOBS_DEADLINES, 0, -1)
@@ -47,8 +48,8 @@ def dispatch(client: redis.Redis, settings: Settings, router: Router, publish: P
         reads.scard(keys.worker_inflight(wid))
     job_ids, with_deadline, *inflight = reads.execute()
     free = {wid: snap.slots[wid] - int(n) for wid, n in zip(snap.workers, inflight)}
+    sent = audits.dispatch_pending(client, settings, snap, free, publish, now=now)  # audits first: jobs wait on them
     thresholds = carbon_thresholds(client, settings, snap, router, job_ids, with_deadline, now=now)
-    sent = 0
     for job_id in job_ids:
         if not any(n > 0 for n in free.values()):
             break

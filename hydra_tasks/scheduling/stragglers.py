@@ -65,7 +65,8 @@ def backup_stragglers(client: redis.Redis, snap: ClusterSnapshot, free: dict[str
     replies = pipe.execute()
     candidates = []
     for member, lease, spec in zip(members, replies[::2], replies[1::2]):
-        if lease and spec and "backup" not in lease:
+        chunk_id = keys.split_lease_member(member)[1]
+        if lease and spec and "backup" not in lease and not keys.is_audit_chunk(chunk_id):  # audits: chosen auditors only
             units = chunk_work(json.loads(spec))
             finish = expected_finish(lease, units, snap, kind)
             if units > 0 or not math.isfinite(finish):  # no estimate (the preview): only if the holder is gone

@@ -77,6 +77,11 @@ def requeue_worker_leases(client: redis.Redis, settings: Settings, worker_id: st
 def _requeued(client: redis.Redis, settings: Settings, report: SweepReport, job_id: str, chunk_id: str,
               expiries: int, now: float) -> None:
     report.requeued.append(keys.lease_member(job_id, chunk_id))
+    if keys.is_audit_chunk(chunk_id):  # a lost audit is settled on the control plane, never fails its job
+        from ..trust import audits
+
+        audits.expired_twice(client, settings, job_id, chunk_id, expiries, now=now)
+        return
     if expiries >= settings.max_chunk_expiries:
         msg = (f"chunk {chunk_id} was lost {expiries} times (lease {settings.lease_s:g}s); "
                "raise HYDRA_LEASE_S if chunks legitimately take longer")

@@ -34,6 +34,8 @@ from ..errors import HydraError
 from ..jobs import handler
 from ..lua import MAX_ATTEMPTS, RevokeCode, ScriptContention, scripts
 from ..models import ChunkSpec, JobState
+from ..settings import Settings
+from . import reputation
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,19 @@ class Punishment:
     def to_json(self) -> dict[str, object]:
         return {"recomputed": self.recomputed, "flagged": dict(self.flagged), "tokens_only": self.tokens_only,
                 "reversed_micro": self.reversed_micro}
+
+
+def catch(client: redis.Redis, settings: Settings, worker_id: str, reason: str, *,
+          now: float | None = None) -> Punishment:
+    """A check proved ``worker_id`` wrong: quarantine it, take back the chunks it holds, and revoke
+    its past results (:func:`punish`)."""
+    from ..scheduling.sweeper import requeue_worker_leases
+
+    now = time.time() if now is None else now
+    reputation.caught(client, worker_id, reason, now=now)
+    log.warning("QUARANTINED %s: %s", worker_id, reason)
+    requeue_worker_leases(client, settings, worker_id, now=now)
+    return punish(client, worker_id, reason, now=now)
 
 
 def punish(client: redis.Redis, worker_id: str, reason: str, *, now: float | None = None) -> Punishment:
@@ -111,7 +126,8 @@ def _revocation(client: redis.Redis, entry: str) -> _Revocation:
         return r  # the job is gone: tokens only
     chunk = ChunkSpec.from_json(json.loads(spec_json))
     kind = handler(chunk.kind)
-    r.units, r.keep = chunk.units, bool(chunk.params.get("preview"))
+    # A preview or an audit chunk is in no output: it only loses its tokens.
+    r.units, r.keep = chunk.units, bool(chunk.params.get("preview")) or keys.is_audit_chunk(chunk_id)
     if part is None and JobState(state) is JobState.DONE:  # finalize compacted the parts into the image
         params = json.loads(job_spec)["params"]
         blobs = {"counts": client.get(keys.job_counts(job_id))}

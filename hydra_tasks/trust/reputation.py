@@ -1,15 +1,20 @@
-"""Reputation and quarantine (issue 12, items 2 and 3, first part): how hard each worker's results
-are audited, and what happens to a worker caught by a spot check.
+"""Reputation and quarantine (issue 12, items 2 and 3): how hard each worker's results are
+audited, and what happens to a worker caught by a spot check.
 
-* **Reputation** is the number of spot checks a worker passed since it was last caught
-  (``audits_passed`` in its record; a failure sets it back to 0). Every result is spot-checked
-  (never zero), but how much of it depends on the reputation (:func:`picks`): a new or recently
-  caught worker has 8 of 64 π blocks (or 16 Mandelbrot pixels besides one row) recomputed, a worker
-  with 20 clean audits 4, one with 200 or more 2. So a cheater that fabricates even one block in
-  64 is caught within a few dozen results, while honest veterans cost about 3% of their work.
-* **Quarantine**: a worker whose result fails a spot check gets no more work until an operator
-  lifts it (``hydra quarantine lift WORKER``): the scheduler's snapshot leaves it out and GRANT
-  refuses it, even if it re-registers; its other chunks are taken back at once.
+* **Reputation** is the number of audits a worker passed since it was last caught (``audits_passed``
+  in its record; a failure sets it back to 0). Every result is audited (never zero), but how much of
+  it depends on the reputation (:func:`picks`): a worker on probation (fewer than 10 clean audits)
+  has 32 of its 64 π blocks recomputed (or 32 Mandelbrot pixels besides one row), so a cheater that
+  fabricates even one block in 64 is caught at each result with probability 1/2, within 10 results
+  with probability 0.999; then 8 blocks (16 px) below 50, 4 (8) below 200, and 2 (4) from 200 on:
+  honest veterans cost about 3% of their work.
+* **The fleet's honesty** moves the rates too: for an hour after any worker was caught
+  (``last_caught_at`` in ``hydra:spot_checks``), reputations count half, so trust is earned twice as
+  slowly while cheaters are about.
+* **Quarantine**: a worker whose result fails a check gets no more work until an operator lifts it
+  (``hydra quarantine lift WORKER``): the scheduler's snapshot leaves it out and GRANT refuses it,
+  even if it re-registers; its other chunks are taken back at once, and its past results are revoked
+  (:mod:`.consequences`).
 """
 
 from __future__ import annotations
@@ -22,22 +27,36 @@ from .. import keys
 from ..models import JobKind
 
 #: (reputation at least, π blocks of 64 to recompute, Mandelbrot pixels besides one row), from the top.
-POLICY = ((200, 2, 4), (20, 4, 8), (0, 8, 16))
+POLICY = ((200, 2, 4), (50, 4, 8), (10, 8, 16), (0, 32, 32))
+ALERT_S = 3600.0  # after a catch anywhere, reputations count half for this long
 
 
-def picks(kind: JobKind, reputation: int) -> int:
-    """How many parts of a result from a worker with ``reputation`` clean audits to recompute."""
+def picks(kind: JobKind, reputation: int, *, alert: bool = False) -> int:
+    """How many parts of a result from a worker with ``reputation`` clean audits to recompute
+    (``alert``: a worker was caught in the last hour)."""
+    effective = reputation // 2 if alert else reputation
     for at_least, pi_blocks, pixels in POLICY:
-        if reputation >= at_least:
+        if effective >= at_least:
             return pi_blocks if kind is JobKind.PI else pixels
     raise AssertionError("POLICY ends with 0")
 
 
-def passed(client: redis.Redis, worker_id: str, kind: JobKind, cost: int) -> None:
+def alert(client: redis.Redis, *, now: float | None = None) -> bool:
+    """Whether a worker was caught in the last hour."""
+    last = client.hget(keys.SPOT_CHECKS, "last_caught_at")
+    return bool(last) and (time.time() if now is None else now) - float(last) < ALERT_S
+
+
+def passed(client: redis.Redis, worker_id: str, kind: JobKind, cost: int, *, remote: bool = False,
+           settled: bool = True) -> None:
+    """Count an audit of the worker's result that matched: ``cost`` work recomputed (by an auditor
+    when ``remote``); ``settled=False`` while another part of the same audit is still out (the
+    reputation grows once per audited result)."""
     with client.pipeline(transaction=False) as pipe:
-        pipe.hincrby(keys.worker(worker_id), "audits_passed", 1)
-        pipe.hincrby(keys.SPOT_CHECKS, "passed", 1)
-        pipe.hincrby(keys.SPOT_CHECKS, f"units:{kind.value}", cost)
+        if settled:
+            pipe.hincrby(keys.worker(worker_id), "audits_passed", 1)
+            pipe.hincrby(keys.SPOT_CHECKS, "passed", 1)
+        pipe.hincrby(keys.SPOT_CHECKS, f"{'remote' if remote else 'units'}:{kind.value}", cost)
         pipe.execute()
 
 
@@ -46,6 +65,7 @@ def caught(client: redis.Redis, worker_id: str, reason: str, *, now: float | Non
     now = time.time() if now is None else now
     with client.pipeline(transaction=True) as pipe:
         pipe.hincrby(keys.SPOT_CHECKS, "failed", 1)
+        pipe.hset(keys.SPOT_CHECKS, "last_caught_at", repr(now))
         pipe.hincrby(keys.worker(worker_id), "audits_failed", 1)
         pipe.hset(keys.worker(worker_id), mapping={"audits_passed": 0, "quarantined": reason[:300],
                                                    "quarantined_at": repr(now)})

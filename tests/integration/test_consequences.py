@@ -51,7 +51,7 @@ def lucky(monkeypatch: pytest.MonkeyPatch) -> Callable[[bool], None]:
     real = reputation.picks
 
     def set_luck(on: bool) -> None:
-        monkeypatch.setattr(reputation, "picks", (lambda kind, rep: 0) if on else real)
+        monkeypatch.setattr(reputation, "picks", (lambda kind, rep, alert=False: 0) if on else real)
     return set_luck
 
 
