@@ -21,7 +21,7 @@ from hydra_tasks.models import WorkerState, payload_digest
 from hydra_tasks.scheduling import planner, sweeper
 from hydra_tasks.scheduling.dispatcher import dispatch
 from hydra_tasks.scheduling.router import CapacityRouter
-from hydra_tasks.trust import audits, identity
+from hydra_tasks.trust import identity
 from hydra_tasks.trust import results as signed_results
 from hydra_tasks.worker import registry
 from hydra_tasks.worker.compute import run_chunk
