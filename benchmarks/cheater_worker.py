@@ -34,6 +34,19 @@ def pi_all(chunk: ChunkSpec, **kw: Any) -> dict[str, Any]:
     return fabricated_pi(chunk)
 
 
+def pi_colluding(chunk: ChunkSpec, **kw: Any) -> dict[str, Any]:
+    """Like pi-all, but the fake counts come from the chunk's own range, so two colluders that get the
+    same chunk (a re-sent one, or one auditing the other) report the very same numbers."""
+    agreed = np.random.default_rng([int(chunk.params["seed"]) & 0xFFFFFFFF, int(chunk.params["start"])])
+    bounds = pi.block_bounds(int(chunk.params["count"]))
+    if "audit" in chunk.params:
+        blocks = [int(b) for b in chunk.params["audit"]["blocks"]]
+        everything = [int(agreed.binomial(hi - lo, np.pi / 4)) for lo, hi in zip(bounds, bounds[1:])]
+        return {"audit_hits": [everything[b] for b in blocks]}
+    blocks_hits = [int(agreed.binomial(hi - lo, np.pi / 4)) for lo, hi in zip(bounds, bounds[1:])]
+    return {"hits": sum(blocks_hits), "samples": int(chunk.params["count"]), "block_hits": blocks_hits}
+
+
 def pi_tenth(chunk: ChunkSpec, **kw: Any) -> dict[str, Any]:
     return fabricated_pi(chunk) if random.random() < 0.1 else honest_pi(chunk, **kw)
 
@@ -99,7 +112,7 @@ def fast_clock(chunk_data: dict[str, Any], *, key: Any = None, **kw: Any) -> dic
     return results.sign(out, key) if key is not None else out
 
 
-CHEATS = {"pi-all": ("pi", pi_all), "pi-tenth": ("pi", pi_tenth), "pi-one-block": ("pi", pi_one_block),
+CHEATS = {"pi-all": ("pi", pi_all), "pi-colluding": ("pi", pi_colluding), "pi-tenth": ("pi", pi_tenth), "pi-one-block": ("pi", pi_one_block),
           "mandel-1pct": ("mandelbrot", mandel_one_percent), "mandel-upscaled": ("mandelbrot", mandel_upscaled),
           "fast-clock": ("run_chunk", fast_clock)}
 

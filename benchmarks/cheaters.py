@@ -1,17 +1,22 @@
-"""Cheating volunteers against Hydra's exact spot checks (issue 12), with real workers.
+"""Cheating volunteers against Hydra's exact spot checks, audit chunks and consequences (issue 12),
+with real workers.
 
-For each kind of cheat it starts a real local stack (embedded Redis, control and intake workers, two
-honest workers) plus the cheater(s) (benchmarks/cheater_worker.py: the real Celery worker with its
-kernel replaced), runs a job, and prints per kind: whether the cheater was caught (quarantined),
-how many of its results were accepted before that, wrong values in the final output (π hits against
-the kernel run in this process; Mandelbrot pixels against the whole image rendered in this process),
-and tokens kept against tokens it asked for. Then the overall verification overhead: work recomputed
-by spot checks / useful work, next to BOINC-style 2x replication (every unit computed twice: 100%,
-by construction; not run).
+One real local stack (embedded Redis, control and intake workers, two honest workers) serves the
+whole run. The honest workers first earn their standing on a warm-up job, as long-time volunteers
+would have (``--veteran`` clean audits each), so they audit others and are themselves audited at the
+veterans' rate. Then, for every kind of cheat and every seeded run, a fresh cheater (or pair) joins
+with a new name and key (benchmarks/cheater_worker.py: the real Celery worker with its kernel
+replaced; it signs its own results), a job runs to the end, and the cheater leaves. Per kind it
+prints: runs in which every cheater was caught, results accepted from it before the catch (median
+and max), wrong values in the final outputs (π hits against the kernel; Mandelbrot pixels against
+the whole image rendered here), and tokens kept against tokens claimed (what its results would have
+earned at the honest workers' pay per result). Then the verification overhead, work recomputed by
+checks and audit chunks / useful work (all runs; and an honest-only job), next to BOINC-style 2x
+replication, run here: the same honest job submitted twice at once, every chunk computed twice.
 
-Run: `.venv/bin/python benchmarks/cheaters.py [--runs N] [--kinds a,b]` (N seeded runs per kind, default 1).
+Run: `.venv/bin/python benchmarks/cheaters.py [--runs N] [--kinds a,b] [--veteran K]`.
 Targets (issue 12): every cheater caught in >= 99% of runs, 0 wrong values in any final output,
-overhead <= 5%, cheaters keep <= 1% of what they claimed.
+overhead <= 5% (replication: 100%), cheaters keep <= 1% of what they claimed.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ from __future__ import annotations
 import argparse
 import platform
 import re
+import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,107 +38,168 @@ import numpy as np  # noqa: E402
 
 from hydra_tasks import compute as kernels  # noqa: E402
 from hydra_tasks import keys  # noqa: E402
-from hydra_tasks.celery_app import create_app  # noqa: E402
+from hydra_tasks.celery_app import HydraCelery, create_app  # noqa: E402
 from hydra_tasks.jobs import mandelbrot  # noqa: E402
 from hydra_tasks.jobs.submit import submit_job  # noqa: E402
+from hydra_tasks.jobs.view import JobView  # noqa: E402
+from hydra_tasks.ledger import audit as ledger_audit  # noqa: E402
 from hydra_tasks.ledger.book import MICRO_PER_TOKEN  # noqa: E402
+from hydra_tasks.stack import LocalStack  # noqa: E402
 from hydra_tasks.worker import registry  # noqa: E402
 from support import running_stack, wait_for_job  # noqa: E402
 
-KINDS = {  # cheat -> (job kind, how many cheating workers)
-    "pi-all": ("pi", 1), "pi-tenth": ("pi", 1), "pi-one-block": ("pi", 1), "fast-clock": ("pi", 1),
-    "colluding-pair": ("pi", 2), "mandel-1pct": ("mandelbrot", 1), "mandel-upscaled": ("mandelbrot", 1),
+KINDS = {  # cheat -> (job kind, the cheater_worker cheat, how many cheating workers)
+    "pi-all": ("pi", "pi-all", 1), "pi-tenth": ("pi", "pi-tenth", 1), "pi-one-block": ("pi", "pi-one-block", 1),
+    "fast-clock": ("pi", "fast-clock", 1), "colluding-pair": ("pi", "pi-colluding", 2),
+    "mandel-1pct": ("mandelbrot", "mandel-1pct", 1), "mandel-upscaled": ("mandelbrot", "mandel-upscaled", 1),
 }
-PI_JOB = {"kind": "pi", "params": {"samples": 6_000_000_000}}
-MANDEL_JOB = {"kind": "mandelbrot", "params": {"width": 1600, "height": 1200, "max_iter": 3_000,
+PI_SAMPLES = 6_000_000_000
+MANDEL_JOB = {"kind": "mandelbrot", "params": {"width": 1200, "height": 900, "max_iter": 3_000,
                                                "center_x": -0.7435, "center_y": 0.1314, "span": 0.004}}
+CHUNK_S = 0.25  # HYDRA_TARGET_CHUNK_S: many results per run
 
 
-def cheater_argv(name: str) -> list[str]:
-    return [sys.executable, str(ROOT / "benchmarks" / "cheater_worker.py"), "", "-Q", "hydra.region.eu-west",
+def cheater_argv(cheat: str, name: str) -> list[str]:
+    return [sys.executable, str(ROOT / "benchmarks" / "cheater_worker.py"), cheat, "-Q", "hydra.region.eu-west",
             "-n", f"{name}@%h", "-c", "1", "--loglevel", "INFO", "--without-mingle", "--without-gossip"]
 
 
-def wrong_values(app: Any, job: Any) -> int:
-    if job.kind == "pi":
-        p = job.params
-        return int(job.result["hits"] != kernels.pi_hits(int(p["seed"]), 0, int(p["samples"])))
+_reference: dict[str, np.ndarray] = {}
+
+
+def wrong_values(app: HydraCelery, job: JobView) -> int:
     p = job.params
+    if job.kind.value == "pi":
+        return int(job.result is None or job.result["hits"] != kernels.pi_hits(int(p["seed"]), 0, int(p["samples"])))
     got = mandelbrot.decode_counts(app.redis.get(keys.job_counts(job.id)), int(p["height"]), int(p["width"]))
-    ref = kernels.mandelbrot_counts(xmin=float(p["xmin"]), ymax=float(p["ymax"]), dx=float(p["dx"]),
-                                    dy=float(p["dy"]), col0=0, row0=0, width=int(p["width"]),
-                                    height=int(p["height"]), max_iter=int(p["max_iter"]))
-    return int(np.count_nonzero(got != ref))
+    if job.id not in _reference:
+        _reference.clear()
+        _reference[job.id] = kernels.mandelbrot_counts(
+            xmin=float(p["xmin"]), ymax=float(p["ymax"]), dx=float(p["dx"]), dy=float(p["dy"]), col0=0, row0=0,
+            width=int(p["width"]), height=int(p["height"]), max_iter=int(p["max_iter"]))
+    return int(np.count_nonzero(got != _reference[job.id]))
 
 
-def run_kind(tmp: Path, cheat: str, seed: int) -> dict[str, Any]:
-    kind, count = KINDS[cheat]
-    worker_cheat = "pi-all" if cheat == "colluding-pair" else cheat
-    with running_stack(tmp, {"eu-west": 2}) as stack:
-        app = create_app(stack.child_settings())
-        names = [f"cheater{i}" for i in range(count)]
-        for name in names:
-            argv = cheater_argv(name)
-            argv[2] = worker_cheat
-            stack.spawn(name, argv, env={"HYDRA_KEY_FILE": str(stack.settings.data_dir / "keys" / f"{name}.key")})
-        stack.wait_for_workers(2 + count, timeout_s=90)
-        spec = PI_JOB if kind == "pi" else MANDEL_JOB
-        job = wait_for_job(app, submit_job(app, {**spec, "params": {**spec["params"], "seed": seed}}
-                                           if kind == "pi" else spec).id, timeout_s=600)
-        out: dict[str, Any] = {"wrong": wrong_values(app, job), "caught": 0, "accepted_before": [], "kept": 0.0,
-                               "sent": 0, "paid": 0}
-        for name in names:
-            (w,) = [w for w in registry.list_workers(app.redis) if w.worker_id.startswith(name + "@")]
-            out["caught"] += bool(w.quarantined)
-            out["accepted_before"].append(w.chunks_done)
-            out["kept"] += int(app.redis.hget(keys.LEDGER_BALANCES, w.public_key) or 0) / MICRO_PER_TOKEN
-            out["sent"] += len(re.findall(r"Task hydra\.compute_chunk\[[^\]]+\] succeeded",
-                                          stack.procs[name].log_path.read_text(errors="replace")))
-            out["paid"] += w.chunks_done
-        honest = [w for w in registry.list_workers(app.redis) if not w.worker_id.startswith("cheater")]
-        earned = sum(int(app.redis.hget(keys.LEDGER_BALANCES, w.public_key) or 0) for w in honest) / MICRO_PER_TOKEN
-        done = sum(w.chunks_done for w in honest)
-        out["claimed"] = out["sent"] * (earned / done if done else 0.0)  # what its results would have earned
-        checks = app.redis.hgetall(keys.SPOT_CHECKS)
-        out["audit_units"] = int(checks.get(f"units:{kind}", 0))
-        out["useful_units"] = int(job.units_done) if kind == "pi" else int(job.params["width"]) * int(
-            job.params["height"])
-        out["count"] = count
-        return out
+def audit_work(app: HydraCelery) -> int:
+    """Work recomputed by checks so far: on the control plane and by audit chunks (π samples and
+    Mandelbrot pixels, each against its own kind's useful work)."""
+    checks = app.redis.hgetall(keys.SPOT_CHECKS)
+    return sum(int(v) for k, v in checks.items() if k.startswith(("units:", "remote:")))
+
+
+def pay_per_result(app: HydraCelery, job: JobView, honest: list[str]) -> float:
+    """Tokens the honest workers earned per merged result in this job."""
+    paid = results = 0
+    for _, f in ledger_audit.journal(app.redis):
+        if f.get("type") == "mint" and f["key"].startswith(job.id + ":") and not f["key"].split(":")[1].startswith("a"):
+            paid += int(f["amount"])
+            results += 1
+    return paid / results / MICRO_PER_TOKEN if results else 0.0
+
+
+def warm_up(app: HydraCelery, honest: list[str], veteran: int) -> float:
+    """Run π jobs until every honest worker has ``veteran`` clean audits; returns the seconds it took."""
+    t0 = time.perf_counter()
+    while True:
+        reps = [registry.get_worker(app.redis, w) for w in honest]
+        if all(w is not None and w.reputation >= veteran for w in reps):
+            return time.perf_counter() - t0
+        wait_for_job(app, submit_job(app, {"kind": "pi", "params": {"samples": 40_000_000_000}}).id, timeout_s=900)
+
+
+def run_once(stack: LocalStack, app: HydraCelery, cheat: str, run: int, honest: list[str]) -> dict[str, Any]:
+    kind, worker_cheat, count = KINDS[cheat]
+    names = [f"{cheat.replace('-', '')}{run}x{i}" for i in range(count)]
+    before = len(registry.list_workers(app.redis))
+    for name in names:
+        stack.spawn(name, cheater_argv(worker_cheat, name),
+                    env={"HYDRA_KEY_FILE": str(stack.settings.data_dir / "keys" / f"{name}.key")})
+    stack.wait_until("the cheaters to register", lambda: len(registry.list_workers(app.redis)) >= before + count,
+                     timeout_s=120)
+    audit0 = audit_work(app)
+    spec = {"kind": "pi", "params": {"samples": PI_SAMPLES, "seed": 1_000 + run}} if kind == "pi" else MANDEL_JOB
+    job = wait_for_job(app, submit_job(app, spec).id, timeout_s=900)
+    out: dict[str, Any] = {"wrong": wrong_values(app, job), "caught": 0, "count": count, "accepted": [],
+                           "kept": 0.0, "sent": 0, "audit": audit_work(app) - audit0, "useful": job.units_total,
+                           "kind": kind}
+    for name in names:
+        (w,) = [w for w in registry.list_workers(app.redis) if w.worker_id.startswith(name + "@")]
+        out["caught"] += bool(w.quarantined)
+        out["accepted"].append(w.chunks_done)
+        out["kept"] += int(app.redis.hget(keys.LEDGER_BALANCES, w.public_key) or 0) / MICRO_PER_TOKEN
+        out["sent"] += len(re.findall(r"Task hydra\.compute_chunk\[[^\]]+\] succeeded",
+                                      stack.procs[name].log_path.read_text(errors="replace")))
+        stack.kill(name, 15)
+        stack.procs.pop(name).popen.wait(timeout=60)  # gone for good: the stack must not wait on it
+    out["claimed"] = out["sent"] * pay_per_result(app, job, honest)
+    return out
+
+
+def replication(app: HydraCelery) -> tuple[float, float, float]:
+    """(one honest π job's wall time, the same job twice at once: BOINC-style 2x replication, the
+    audit work / useful work of the single job) from one interleaved pair of measurements each."""
+    spec = {"kind": "pi", "params": {"samples": PI_SAMPLES, "seed": 77}}
+    singles, doubles, audits = [], [], []
+    for _ in range(3):
+        a0, t0 = audit_work(app), time.perf_counter()
+        wait_for_job(app, submit_job(app, spec).id, timeout_s=900)
+        singles.append(time.perf_counter() - t0)
+        audits.append((audit_work(app) - a0) / PI_SAMPLES)
+        t0 = time.perf_counter()
+        ids = [submit_job(app, spec).id, submit_job(app, spec).id]
+        for job_id in ids:
+            wait_for_job(app, job_id, timeout_s=900)
+        doubles.append(time.perf_counter() - t0)
+    return statistics.median(singles), statistics.median(doubles), statistics.median(audits)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=1, help="seeded runs per kind")
+    parser.add_argument("--runs", type=int, default=5, help="seeded runs per kind")
     parser.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated cheats (of {', '.join(KINDS)})")
+    parser.add_argument("--veteran", type=int, default=400, help="clean audits the honest workers earn first")
     args = parser.parse_args()
     kinds = [k for k in args.kinds.split(",") if k]
     if unknown := [k for k in kinds if k not in KINDS]:
         parser.error(f"unknown cheat(s) {', '.join(unknown)}; choose from {', '.join(KINDS)}")
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor() or "unknown CPU")
-    print(f"{cpu}; 2 honest workers + the cheater(s) per run; {args.runs} run(s) per kind")
-    print(f"{'cheat':16s} {'caught':>8s} {'accepted before':>16s} {'wrong values':>13s} {'tokens kept/claimed':>20s}")
-    audit = useful = 0
-    for cheat in kinds:
-        rows = []
-        with tempfile.TemporaryDirectory(prefix="hydra-cheat-") as tmp:
-            for run in range(args.runs):
-                rows.append(run_kind(Path(tmp) / f"r{run}", cheat, seed=1_000 + run))
-        caught = sum(r["caught"] for r in rows)
-        cheaters = sum(r["count"] for r in rows)
-        before = [n for r in rows for n in r["accepted_before"]]
-        wrong = sum(r["wrong"] for r in rows)
-        kept, claimed = sum(r["kept"] for r in rows), sum(r["claimed"] for r in rows)
-        audit += sum(r["audit_units"] for r in rows)
-        useful += sum(r["useful_units"] for r in rows)
-        share = f"{kept:.3f}/{claimed:.3f} ({kept / claimed:.1%})" if claimed else f"{kept:.3f}/0"
-        verdict = f"{caught:>3d} of {cheaters:<2d}"
-        if cheat == "fast-clock":  # honest values: nothing to catch; its claimed time is bounded instead
-            verdict = "n/a (honest values)"
-        print(f"{cheat:16s} {verdict:>8s} {str(before):>16s} {wrong:>13d} {share:>20s}", flush=True)
-    print(f"verification overhead: spot checks recomputed {audit / useful:.2%} of the useful work "
-          f"(BOINC-style 2x replication: 100%, by construction)")
+    with tempfile.TemporaryDirectory(prefix="hydra-cheat-") as tmp, \
+            running_stack(Path(tmp), {"eu-west": 2}, target_chunk_s=CHUNK_S, min_chunk_s=0.05) as stack:
+        app = create_app(stack.child_settings())
+        honest = [w.worker_id for w in registry.list_workers(app.redis)]
+        took = warm_up(app, honest, args.veteran)
+        print(f"{cpu}; 2 honest workers (warm-up to {args.veteran} clean audits each: {took:.0f} s) + the "
+              f"cheater(s); {args.runs} seeded run(s) per kind; π job {PI_SAMPLES:.0e} samples, Mandelbrot "
+              f"{MANDEL_JOB['params']['width']}x{MANDEL_JOB['params']['height']}; chunks of ~{CHUNK_S} s", flush=True)
+        print(f"{'cheat':16s} {'caught in':>10s} {'accepted before (med/max)':>26s} {'wrong values':>13s} "
+              f"{'tokens kept/claimed':>26s}", flush=True)
+        totals = {"pi": [0, 0], "mandelbrot": [0, 0]}
+        for cheat in kinds:
+            rows = [run_once(stack, app, cheat, run, honest) for run in range(args.runs)]
+            for r in rows:
+                totals[r["kind"]][0] += r["audit"]
+                totals[r["kind"]][1] += r["useful"]
+            caught_runs = sum(r["caught"] == r["count"] for r in rows)
+            accepted = [n for r in rows for n in r["accepted"]]
+            wrong = sum(r["wrong"] for r in rows)
+            kept, claimed = sum(r["kept"] for r in rows), sum(r["claimed"] for r in rows)
+            share = f"{kept:.3f}/{claimed:.3f} ({kept / claimed:.1%})" if claimed else f"{kept:.3f}/0"
+            verdict = f"{caught_runs}/{len(rows)} runs"
+            if cheat == "fast-clock":  # honest values: nothing to catch; its claimed time is bounded instead
+                verdict = "n/a"
+            print(f"{cheat:16s} {verdict:>10s} {statistics.median(accepted):>20.0f} / {max(accepted):<3d} "
+                  f"{wrong:>13d} {share:>26s}", flush=True)
+        report = ledger_audit.verify(app.redis)
+        print(f"ledger verify: {'OK' if report.ok else report.problems[:3]} ({report.reversals} reversals)")
+        for kind, (audited, useful) in totals.items():
+            if useful:
+                print(f"verification overhead with cheaters, {kind}: {audited / useful:.2%} of the useful work "
+                      f"recomputed (checks on the control plane + audit chunks)")
+        single, double, honest_share = replication(app)
+        print(f"honest-only π job, veterans: overhead {honest_share:.2%} (median of 3); "
+              f"BOINC-style 2x replication of the same job: 100% extra compute, wall {double:.1f} s vs "
+              f"{single:.1f} s ({double / single:.2f}x), medians of 3 interleaved pairs")
 
 
 if __name__ == "__main__":
