@@ -105,12 +105,17 @@ def tiling_metrics(client: redis.Redis, *, job_id: str | None = None, limit: int
 def security_metrics(client: redis.Redis) -> dict[str, Any]:
     """What the control plane refused: intake messages (by reason, :class:`hydra_tasks.intake.Dropped`),
     results that named a keyed worker without its signature, and the exact spot checks of results
-    (passed, failed, work recomputed)."""
+    (passed, failed, work recomputed here and by audit chunks, when a worker was last caught), audit
+    chunks waiting for an auditor, and the tokens reversed from workers caught cheating."""
     with client.pipeline(transaction=False) as pipe:
-        intake_raw, results_raw, spot_raw = (pipe.hgetall(keys.INTAKE_DROPPED).hgetall(keys.RESULTS_DROPPED)
-                                             .hgetall(keys.SPOT_CHECKS).execute())
+        intake_raw, results_raw, spot_raw, waiting, (reversed_, reversals) = (
+            pipe.hgetall(keys.INTAKE_DROPPED).hgetall(keys.RESULTS_DROPPED).hgetall(keys.SPOT_CHECKS)
+            .zcard(keys.AUDITS).hmget(keys.LEDGER_STATS, "reversed", "reversals").execute())
     intake = {reason: int(n) for reason, n in sorted(intake_raw.items())}
     results = {reason: int(n) for reason, n in sorted(results_raw.items())}
+    spot: dict[str, float] = {name: float(n) if name == "last_caught_at" else int(n)
+                              for name, n in sorted(spot_raw.items())}
     return {"intake_dropped": intake, "intake_dropped_total": sum(intake.values()),
             "results_dropped": results, "results_dropped_total": sum(results.values()),
-            "spot_checks": {name: int(n) for name, n in sorted(spot_raw.items())}}
+            "spot_checks": spot, "audits_waiting": int(waiting),
+            "reversed_micro": int(reversed_ or 0), "reversals": int(reversals or 0)}

@@ -186,6 +186,9 @@ def test_a_caught_workers_past_results_are_recomputed_flagged_and_unpaid(
     page = web.get(f"/jobs/{done_job}").get_data(as_text=True)
     assert "4 of its results came from a worker caught cheating" in page and f"hydra reopen {done_job}" in page
     assert web.get(f"/api/jobs/{done_job}").get_json()["suspect"] == 4
+    security = web.get("/api/security_metrics").get_json()
+    assert security["reversals"] == 12 and security["reversed_micro"] == claimed
+    assert security["spot_checks"]["failed"] == 1 and security["spot_checks"]["last_caught_at"] > time.time() - 60
     assert web.post(f"/api/jobs/{done_job}/reopen").status_code == 401
     assert store.get_job(app.redis, done_job).state.value == "done"
     reopened = web.post(f"/api/jobs/{done_job}/reopen", headers={"Authorization": "Bearer op-token"})
