@@ -96,15 +96,15 @@ def settle(client: redis.Redis, settings: Settings, audit: ChunkSpec, audit_hits
            auditor: str | None, *, now: float | None = None) -> str:
     """Compare an audit's recomputed blocks (``audit_hits`` from ``auditor``; None: recompute them
     here) with what the audited result committed to. Returns "passed", "caught <worker>" or "orphaned"
-    (the audited result was revoked meanwhile)."""
+    (the audited result was revoked meanwhile, or its worker caught)."""
     from . import consequences
 
     now = time.time() if now is None else now
     meta = json.loads(client.hget(keys.job_audits(audit.job_id), audit.chunk_id) or "{}")
     part = client.hget(keys.job_parts(audit.job_id), meta.get("of", ""))
     spec_json = client.hget(keys.job_chunks(audit.job_id), meta.get("of", ""))
-    if not meta or part is None or spec_json is None:
-        return "orphaned"
+    if not meta or part is None or spec_json is None or client.hget(keys.worker(str(meta["worker"])), "quarantined"):
+        return "orphaned"  # its result was revoked (its worker caught meanwhile): the chunk is another's now
     audited, worker = ChunkSpec.from_json(json.loads(spec_json)), str(meta["worker"])
     blocks = [int(b) for b in meta["blocks"]]
     committed = json.loads(part)["block_hits"]
