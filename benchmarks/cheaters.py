@@ -14,7 +14,13 @@ earned at the honest workers' pay per result). Then the verification overhead, w
 checks and audit chunks / useful work (all runs; and an honest-only job), next to BOINC-style 2x
 replication, run here: the same honest job submitted twice at once, every chunk computed twice.
 
-Run: `.venv/bin/python benchmarks/cheaters.py [--runs N] [--kinds a,b] [--veteran K]`.
+``--sim-runs M`` adds, for the detection rate, M seeded runs per kind with the real control plane
+(the same collect, dispatch and Lua code on a real Redis) driven in this process: the workers are
+simulated by calling the real kernels (and the same cheats) directly, on small jobs (25 π chunks of
+2·10⁶ samples; a 192x144 image), since how likely a catch is depends on the share of each result
+audited, not on the chunk's size.
+
+Run: `.venv/bin/python benchmarks/cheaters.py [--runs N] [--sim-runs M] [--kinds a,b] [--veteran K]`.
 Targets (issue 12): every cheater caught in >= 99% of runs, 0 wrong values in any final output,
 overhead <= 5% (replication: 100%), cheaters keep <= 1% of what they claimed.
 """
@@ -153,17 +159,140 @@ def replication(app: HydraCelery) -> tuple[float, float, float]:
     return statistics.median(singles), statistics.median(doubles), statistics.median(audits)
 
 
+SIM_PI = {"kind": "pi", "params": {"samples": 50_000_000}}
+SIM_MANDEL = {"kind": "mandelbrot", "params": {"width": 192, "height": 144, "max_iter": 500,
+                                               "center_x": -0.7435, "center_y": 0.1314, "span": 0.02}}
+
+
+def simulate(cheat: str, runs: int, tmp: Path) -> dict[str, Any]:
+    """``runs`` seeded runs of one cheat against the real control plane driven in this process
+    (see the module docstring). Returns runs caught, results accepted before the catch, wrong values
+    in final outputs, and tokens kept and claimed (micro)."""
+    import logging
+    import random as stdlib_random
+
+    from nacl.signing import SigningKey
+
+    import cheater_worker as cheats
+    from hydra_tasks.embedded import EmbeddedRedis
+    from hydra_tasks.jobs import collect, store
+    from hydra_tasks.jobs.spec import parse_job_spec
+    from hydra_tasks.ledger import book
+    from hydra_tasks.models import ChunkSpec, WorkerState, payload_digest
+    from hydra_tasks.scheduling import planner
+    from hydra_tasks.scheduling.dispatcher import dispatch
+    from hydra_tasks.scheduling.router import CapacityRouter
+    from hydra_tasks.settings import Settings
+    from hydra_tasks.trust import identity
+    from hydra_tasks.trust import results as signed_results
+    from hydra_tasks.worker.compute import run_chunk
+
+    logging.getLogger("hydra_tasks").setLevel(logging.ERROR)  # every catch logs warnings; the table says it
+    kind, worker_cheat, count = KINDS[cheat]
+    target, cheat_fn = cheats.CHEATS[worker_cheat]
+    server = EmbeddedRedis(tmp / f"sim-{cheat}")
+    url = server.start()
+    out: dict[str, Any] = {"caught": 0, "accepted": [], "wrong": 0, "kept": 0, "claimed": 0, "runs": runs}
+    try:
+        app = create_app(Settings().with_(redis_url=url, data_dir=tmp / f"sim-{cheat}", pi_chunk_samples=2_000_000,
+                                          adaptive=False, tile_px=48))
+        for run in range(runs):
+            app.redis.flushdb()
+            stdlib_random.seed(run)
+            cheats.rng = np.random.default_rng(run)
+            workers: dict[str, SigningKey] = {}
+            now = time.time()
+            names = ["honest-1", "honest-2", *[f"cheater-{i}" for i in range(count)]]
+            for name in names:
+                key = workers[name] = SigningKey.generate()
+                registry.register(app.redis, registry.WorkerInfo(
+                    worker_id=name, region="r", host="sim", pid=1, cores=1, concurrency=1, pi_samples_per_s=1e8,
+                    mandelbrot_iters_per_s=1e8, state=WorkerState.ONLINE, started_at=now, last_seen=now,
+                    public_key=identity.public_hex(key)))
+                book.open_account(app.redis, identity.public_hex(key))
+                if name.startswith("honest"):
+                    app.redis.hset(keys.worker(name), "audits_passed", 400)  # veterans, as in the live runs
+            raw = SIM_PI if kind == "pi" else SIM_MANDEL
+            spec = parse_job_spec({**raw, "params": {**raw["params"], "seed": 1_000 + run}} if kind == "pi" else raw)
+            job_id = store_job(app, spec, planner)
+            sent_by_cheaters = 0
+            for _ in range(500):
+                if store.get_job(app.redis, job_id).is_final:
+                    break
+                sent: list[tuple[dict[str, Any], int, str]] = []
+                dispatch(app.redis, app.settings, CapacityRouter(), lambda c, a, w, r: sent.append((c, a, w)))
+                for chunk, attempt, worker in sent:
+                    key = workers[worker]
+                    if worker.startswith("cheater") and target != "run_chunk":
+                        sent_by_cheaters += 1
+                        spec_obj = ChunkSpec.from_json(chunk)
+                        payload = cheat_fn(spec_obj)  # the cheat, as the cheater worker runs it
+                        honest = run_chunk(chunk, attempt=attempt, worker_id=worker, region="r")
+                        result = signed_results.sign({**honest, "payload": payload, "digest": payload_digest(
+                            honest["job_id"], honest["chunk_id"], payload)}, key)
+                    else:
+                        result = run_chunk(chunk, attempt=attempt, worker_id=worker, region="r", key=key)
+                        if worker.startswith("cheater"):
+                            sent_by_cheaters += 1
+                            result = signed_results.sign({**result, "elapsed_s": 0.001, "cpu_s": 0.001}, key)
+                    collect.collect(app.redis, app.settings, result)
+            job = store.get_job(app.redis, job_id)
+            out["wrong"] += wrong_values(app, job)
+            caught = 0
+            for name in names[2:]:
+                w = registry.get_worker(app.redis, name)
+                assert w is not None
+                caught += bool(w.quarantined)
+                out["accepted"].append(w.chunks_done)
+                out["kept"] += int(app.redis.hget(keys.LEDGER_BALANCES, w.public_key) or 0)
+            out["caught"] += caught == count
+            per_result = pay_per_result(app, job, []) * MICRO_PER_TOKEN
+            out["claimed"] += sent_by_cheaters * per_result
+    finally:
+        server.stop()
+    return out
+
+
+def store_job(app: HydraCelery, spec: Any, planner: Any) -> str:
+    from hydra_tasks.jobs import store
+
+    job_id = store.new_job_id()
+    store.create_job(app.redis, spec, planner.plan(job_id, spec, app.settings), job_id=job_id)
+    return job_id
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5, help="seeded runs per kind")
     parser.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated cheats (of {', '.join(KINDS)})")
     parser.add_argument("--veteran", type=int, default=400, help="clean audits the honest workers earn first")
+    parser.add_argument("--sim-runs", type=int, default=0,
+                        help="seeded runs per kind against the real control plane driven in this process")
     args = parser.parse_args()
     kinds = [k for k in args.kinds.split(",") if k]
     if unknown := [k for k in kinds if k not in KINDS]:
         parser.error(f"unknown cheat(s) {', '.join(unknown)}; choose from {', '.join(KINDS)}")
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor() or "unknown CPU")
+    if args.runs > 0:
+        live(args, kinds, cpu)
+    if args.sim_runs > 0:
+        print(f"{cpu}; {args.sim_runs} seeded runs per kind against the real control plane driven in this process "
+              f"(2 honest veterans + the cheater(s); π {SIM_PI['params']['samples']:.0e} samples in 2e6 chunks, "
+              f"Mandelbrot {SIM_MANDEL['params']['width']}x{SIM_MANDEL['params']['height']} in 48-px tiles)",
+              flush=True)
+        print(f"{'cheat':16s} {'caught in':>14s} {'accepted before (med/max)':>26s} {'wrong values':>13s} "
+              f"{'tokens kept/claimed':>22s}", flush=True)
+        with tempfile.TemporaryDirectory(prefix="hydra-cheat-sim-") as tmp:
+            for cheat in kinds:
+                r = simulate(cheat, args.sim_runs, Path(tmp))
+                verdict = "n/a" if cheat == "fast-clock" else f"{r['caught']}/{r['runs']} runs"
+                share = f"{r['kept'] / r['claimed']:.1%}" if r["claimed"] else "-"
+                print(f"{cheat:16s} {verdict:>14s} {statistics.median(r['accepted']):>20.0f} / "
+                      f"{max(r['accepted']):<3d} {r['wrong']:>13d} {share:>22s}", flush=True)
+
+
+def live(args: argparse.Namespace, kinds: list[str], cpu: str) -> None:
     with tempfile.TemporaryDirectory(prefix="hydra-cheat-") as tmp, \
             running_stack(Path(tmp), {"eu-west": 2}, target_chunk_s=CHUNK_S, min_chunk_s=0.05) as stack:
         app = create_app(stack.child_settings())
