@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from hydra_tasks import tasks
+from hydra_tasks.worker import compute as worker_compute
 from hydra_tasks.jobs import mandelbrot, pi
 from hydra_tasks.models import ChunkSpec
 from hydra_tasks.worker.compute import run_chunk
@@ -125,7 +125,7 @@ def main() -> None:
     elif target == "mandelbrot":
         mandelbrot.compute = cheat  # type: ignore[assignment]
     else:
-        tasks.run_chunk = cheat  # type: ignore[assignment]
+        worker_compute.run_chunk = cheat  # type: ignore[assignment]
     from celery.bin.celery import main as celery_main
 
     sys.argv = ["celery", "-A", "hydra_tasks", "worker", *celery_args]

@@ -81,6 +81,11 @@ class SignatureError(IdentityError):
     """A signed message did not verify, was replayed, or is too old."""
 
 
+class SealError(IdentityError):
+    """A sealed payload (HYDRA_ENCRYPTION) cannot be made or opened: no key pinned, a tampered box, or
+    one sealed to another key."""
+
+
 class LedgerError(HydraError):
     """A token operation was refused; no balance changed."""
 

@@ -32,7 +32,7 @@ from typing import Any, Mapping
 import redis
 
 from . import keys
-from .errors import HydraError, IdentityError, MalformedMessage, SignatureError
+from .errors import HydraError, IdentityError, MalformedMessage, SealError, SignatureError
 from .grid import GridError
 from .grid.site import GridReport, store_report, zone_known_locally
 from .jobs import collect
@@ -41,7 +41,7 @@ from .models import WorkerState
 from .scheduling import Publish, dispatcher
 from .scheduling.router import carbon_provider, router_for
 from .settings import REGION_RE, Settings
-from .trust import attestation, envelope
+from .trust import attestation, envelope, sealing
 from .trust.envelope import Action, Envelope
 from .worker import registry
 
@@ -60,6 +60,9 @@ class Dropped(str, enum.Enum):
     WRONG_REGION = "wrong region"      # registers in a region it was not admitted to
     UNKNOWN_TASK = "unknown task"      # another task name on the intake queue (worker/gate.py)
     REFUSED = "refused"                # authentic, but refused (a stale grid report, an unknown zone)
+    UNSEALED = "unsealed"              # HYDRA_ENCRYPTION: a result with data in the clear, or a worker that
+                                       # has not pinned this control plane's box key (trust/sealing.py)
+    BAD_BOX = "bad box"                # a sealed result that does not open (tampered, or sealed to another key)
 
 
 def drop(client: redis.Redis, reason: Dropped, detail: str) -> str:
@@ -75,16 +78,17 @@ def dropped_counts(client: redis.Redis) -> dict[str, int]:
 # --- the volunteer side --------------------------------------------------------------------------
 def worker_facts(worker_id: str, region: str, *, concurrency: int, speeds: Mapping[str, float],
                  settings: Settings, isa: str, state: WorkerState = WorkerState.ONLINE,
-                 pause_reason: str = "", tee: str = "none") -> dict[str, Any]:
+                 pause_reason: str = "", tee: str = "none", box_key: str = "") -> dict[str, Any]:
     """What a worker says about itself in its registration and in every heartbeat (``tee``: what
-    :func:`hydra_tasks.trust.attestation.detect` found, a claim the control plane verifies or not)."""
+    :func:`hydra_tasks.trust.attestation.detect` found, a claim the control plane verifies or not;
+    ``box_key``: the control plane's box public key it pinned, "" if none, see trust/sealing.py)."""
     return {"worker_id": worker_id, "region": region, "host": socket.gethostname(), "pid": os.getpid(),
             "cores": os.cpu_count() or 1, "concurrency": concurrency,
             "pi_samples_per_s": speeds["pi_samples_per_s"] * settings.cpu_limit / 100,
             "mandelbrot_iters_per_s": speeds["mandelbrot_iters_per_s"] * settings.cpu_limit / 100,
             "isa": isa, "kernel_threads": settings.kernel_threads, "cpu_limit": settings.cpu_limit,
             "watts_per_core": settings.watts_per_core, "state": state.value, "pause_reason": pause_reason,
-            "tee": tee}
+            "tee": tee, "box_key": box_key}
 
 
 # --- the control side ---------------------------------------------------------------------------
@@ -206,6 +210,13 @@ def _facts(body: Mapping[str, Any], speaker: Speaker, now: float, settings: Sett
 
 def _register_or_beat(client: redis.Redis, settings: Settings, env: Envelope, speaker: Speaker, now: float) -> str:
     info = _facts(env.body, speaker, now, settings)
+    pinned = _text(env.body, "box_key", 64)
+    if settings.encryption and pinned != sealing.control_public_hex(settings.data_dir):
+        return drop(client, Dropped.UNSEALED,
+                    f"{speaker.worker_id} cannot open sealed chunks: it pinned "
+                    f"{'another control-plane box key' if pinned else 'no control-plane box key'} "
+                    "(an enrolled volunteer needs credentials from `hydra volunteer add` that carry this control "
+                    "plane's box key; a local worker needs control-box.pub in the shared data dir)")
     if speaker.regions is not None and info.region not in speaker.regions:
         return drop(client, Dropped.WRONG_REGION,
                     f"{speaker.worker_id} asked for region {info.region}, admitted to {list(speaker.regions)}")
@@ -231,8 +242,18 @@ def _result(client: redis.Redis, settings: Settings, env: Envelope, speaker: Spe
     named = env.body.get("worker_id")
     if named != speaker.worker_id:
         return drop(client, Dropped.WRONG_WORKER, f"a result naming {str(named)[:80]!r} sent by {speaker.worker_id}")
+    body = env.body
+    if sealing.is_sealed(body):
+        try:
+            body = sealing.open_result_from(settings.data_dir, speaker.public_key, body)
+        except SealError as exc:
+            return drop(client, Dropped.BAD_BOX, f"a sealed result from {speaker.worker_id}: {exc}")
+    elif settings.encryption and (body.get("payload") or body.get("error") is None):
+        # Only a refusal may come unsealed: an empty payload and an error (a chunk it could not open).
+        return drop(client, Dropped.UNSEALED, f"a plaintext result from {speaker.worker_id} while HYDRA_ENCRYPTION "
+                                              "is on (the worker must seal its results to the control plane)")
     registry.touch(client, speaker.worker_id, now)
-    outcome = collect.collect(client, settings, env.body, now=now)
+    outcome = collect.collect(client, settings, body, now=now)
     dispatcher.dispatch(client, settings, router_for(settings, client), publish)
     return outcome.value
 

@@ -233,6 +233,9 @@ class Settings:
     # (they run only on workers whose attestation was verified under `attestation`)
     confidential: bool = field(default=False, metadata=_meta("HYDRA_CONFIDENTIAL", _parse_bool))
     attestation: str = field(default="none", metadata=_meta("HYDRA_ATTESTATION", _attestation))
+    # sealed payloads (trust/sealing.py): chunk parameters and results travel as PyNaCl boxes between the
+    # control plane and the worker holding the lease. On a volunteer: refuse chunks that arrive unsealed
+    encryption: bool = field(default=False, metadata=_meta("HYDRA_ENCRYPTION", _parse_bool))
 
     def __post_init__(self) -> None:
         if self.worker_timeout_s <= self.heartbeat_s:
@@ -315,9 +318,6 @@ class Settings:
 _IGNORED: frozenset[str] = frozenset()
 #: Settings that existed once, and why they are gone (README's settings table says the same).
 _REMOVED: dict[str, str] = {
-    "HYDRA_ENCRYPTION": "Hydra does not seal chunk payloads yet (issue 12, item 4): chunk parameters and results "
-                        "travel in the clear inside the TLS connection, so the setting would promise an encryption "
-                        "that does not happen",
     "HYDRA_ENCLAVE_PATH": "Hydra has no enclave runner: a worker is protected by running inside a confidential "
                           "VM (SEV-SNP, TDX), which needs no enclave path, and an SGX enclave would need a runner "
                           "and manifest Hydra does not build",

@@ -255,12 +255,20 @@ class LocalStack:
                       pool: str = "prefork", intake: bool = True) -> Proc:
         """The control worker (dispatch, sweep, checkpoint; beat with ``beat``) and, with ``intake``,
         the intake worker beside it (:meth:`start_intake`). Returns the control worker."""
+        self.ensure_box_key()
         schedule = self.log_dir / f"{name}-beat-schedule" if beat else None
         proc = self.spawn(name, celery_worker_argv([keys.CONTROL_QUEUE], name=name, concurrency=concurrency,
                                                    pool=pool, beat_schedule=schedule))
         if intake:
             self.start_intake(name="intake" if name == "control" else f"{name}-intake")
         return proc
+
+    def ensure_box_key(self) -> None:
+        """Create the control plane's box key pair in the data dir before any worker starts, so the
+        local workers find its public half (control-box.pub) there and pin it (trust/sealing.py)."""
+        from .trust import sealing
+
+        sealing.control_box_key(self.settings.data_dir)
 
     def start_intake(self, *, name: str = "intake", concurrency: int = 1, pool: str = "prefork") -> Proc:
         """The intake worker: the only consumer of ``hydra.intake``, where volunteers' signed
@@ -271,6 +279,7 @@ class LocalStack:
     def start_region_worker(self, region: str, *, name: str | None = None, concurrency: int = 1,
                             pool: str = "prefork", cpu_limit: float | None = None) -> Proc:
         name = name or f"{region}-{sum(1 for p in self.procs if p.startswith(region + '-')) + 1}"
+        self.ensure_box_key()
         if self.settings.isolate:
             return self.start_volunteer(name, [region], concurrency=concurrency, pool=pool, cpu_limit=cpu_limit)
         # Each local worker is its own volunteer, with its own key (and so its own token account).

@@ -18,13 +18,16 @@ from . import intake as intake_logic
 from . import keys
 from .scheduling import dispatcher, sweeper
 from .scheduling.router import router_for
-from .trust import envelope, identity, results
-from .worker.compute import decline, run_chunk
-from .worker.throttle import on_battery
+from .trust import envelope, identity, results, sealing
+from .worker.compute import process
 
 
 def publish_chunk(chunk: dict[str, Any], attempt: int, worker_id: str, region: str) -> None:
-    """Send a chunk to the worker it was sized for, through that worker's own queue."""
+    """Send a chunk to the worker it was sized for, through that worker's own queue; with
+    HYDRA_ENCRYPTION sealed to that worker (trust/sealing.py), so the broker holds only ciphertext."""
+    app = compute_chunk.app
+    if app.settings.encryption:
+        chunk = sealing.seal_chunk_for(app.redis, app.settings, chunk, attempt, worker_id)
     compute_chunk.apply_async(args=[chunk, attempt, region], queue=worker_direct(worker_id))
 
 
@@ -36,15 +39,12 @@ def send_to_intake(app: Any, action: envelope.Action, body: dict[str, Any]) -> N
 
 @shared_task(name="hydra.compute_chunk", bind=True, ignore_result=True)
 def compute_chunk(self: Any, chunk: dict[str, Any], attempt: int, region: str = "unknown") -> None:
-    """Volunteer side: compute one chunk and send the signed result to the intake."""
+    """Volunteer side: (open,) compute one chunk and send the signed (and sealed) result to the intake."""
     worker_id = self.request.hostname or "unknown"
     key = results.worker_key(identity.key_path(self.app.settings))  # every result is signed with it
-    # Checked here, in the process that computes (prefork children do not see the heartbeat thread).
-    if self.app.settings.pause_on_battery and on_battery():
-        result = decline(chunk, attempt=attempt, worker_id=worker_id, region=region, reason="on battery", key=key)
-    else:
-        result = run_chunk(chunk, attempt=attempt, worker_id=worker_id, region=region,
-                           threads=self.app.settings.kernel_threads, cpu_limit=self.app.settings.cpu_limit, key=key)
+    # The battery is checked in process(), in the process that computes (prefork children do not
+    # see the heartbeat thread).
+    result = process(chunk, attempt=attempt, worker_id=worker_id, region=region, settings=self.app.settings, key=key)
     send_to_intake(self.app, envelope.Action.RESULT, result)
 
 

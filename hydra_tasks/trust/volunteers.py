@@ -3,8 +3,9 @@
 * **Enrol** (:func:`add`, operator side; ``hydra volunteer add``): a Redis ACL user named after the
   volunteer, with a random password and the rule of :func:`acl_rule`, saved with ``ACL SAVE``; a
   record ``hydra:volunteer:<name>`` in state ``invited``; and :class:`Credentials` for the
-  volunteer (its Redis URL with that user and password, the CA, a one-time join secret), as a
-  0600 file or a ``hydra-join:`` token.
+  volunteer (its Redis URL with that user and password, the CA, a one-time join secret, and the
+  control plane's box public key for sealed payloads, :mod:`hydra_tasks.trust.sealing`), as a 0600
+  file or a ``hydra-join:`` token.
 * **Join** (:func:`bind_key`, called by the intake worker on the volunteer's first signed
   registration): the join secret (only its SHA-256 is stored) binds the volunteer's Ed25519 key,
   once; the volunteer is ``active`` and :func:`by_key` finds it.
@@ -48,6 +49,7 @@ from ..models import WorkerState
 from ..secrets_io import write_private
 from ..settings import REGION_RE, Settings
 from . import identity
+from .sealing import control_public_hex, is_box_key
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 RESERVED_NAMES = frozenset({"default", "hydra"})  # the disabled default user and the operator user
@@ -204,11 +206,14 @@ class Credentials:
     redis_url: str = field(repr=False)            # redis[s]://<name>:<password>@host:port/0
     ca_pem: str | None = field(default=None, repr=False)
     join_secret: str | None = field(default=None, repr=False)  # one-time; None once the key is bound
+    # the control plane's box public key (hex, trust/sealing.py): sealed chunks are opened with it and
+    # results sealed to it; None in credentials issued before sealed payloads existed
+    box_key: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"hydra_credentials": CREDENTIALS_VERSION, "name": self.name, "worker_id": self.worker_id,
                 "regions": list(self.regions), "redis_url": self.redis_url, "ca_pem": self.ca_pem,
-                "join_secret": self.join_secret}
+                "join_secret": self.join_secret, "box_key": self.box_key}
 
     def to_token(self) -> str:
         """One line to paste: ``hydra-join:`` + base64url (no padding) of the compact JSON."""
@@ -229,15 +234,16 @@ class Credentials:
             regions = check_regions(data["regions"] if isinstance(data["regions"], list) else [])
             worker_id, url, ca, secret = data["worker_id"], data["redis_url"], data.get("ca_pem"), \
                 data.get("join_secret")
+            box_key = data.get("box_key")
         except (KeyError, EnrolmentError) as exc:
             raise InvalidCredentials(f"The credentials are incomplete or malformed ({_what(exc)}); ask the operator "
                                      "for new ones.") from None
         if worker_id != worker_id_for(name) or not isinstance(url, str) or \
                 not url.startswith(("redis://", "rediss://")) or not (ca is None or isinstance(ca, str)) or \
-                not (secret is None or isinstance(secret, str)):
-            raise InvalidCredentials("The credentials are malformed (worker_id, redis_url, ca_pem or join_secret); "
-                                     "ask the operator for new ones.")
-        return cls(name, worker_id, regions, url, ca, secret)
+                not (secret is None or isinstance(secret, str)) or not (box_key is None or is_box_key(box_key)):
+            raise InvalidCredentials("The credentials are malformed (worker_id, redis_url, ca_pem, join_secret or "
+                                     "box_key); ask the operator for new ones.")
+        return cls(name, worker_id, regions, url, ca, secret, box_key)
 
     @classmethod
     def from_token(cls, token: str) -> "Credentials":
@@ -333,6 +339,7 @@ def add(client: redis.Redis, settings: Settings, name: str, regions: Iterable[st
     may be enrolled again (with new credentials; the old key stays unbound)."""
     name, regions = check_name(name), check_regions(regions)
     version = require_acl_redis(client)
+    box_key = control_public_hex(settings.data_dir)  # first, so a data dir it cannot read issues nothing
     now = time.time() if now is None else now
     password, secret = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     worker_id = worker_id_for(name)
@@ -370,7 +377,7 @@ def add(client: redis.Redis, settings: Settings, name: str, regions: Iterable[st
         raise ConfigError(f"Redis refused the volunteer's ACL user ({exc}); nothing was issued. {_REDIS7_HINT}") \
             from None
     return Credentials(name, worker_id, regions, _with_user(redis_url_for_volunteer, name, password), ca_pem,
-                       secret)
+                       secret, box_key)
 
 
 def bind_key(client: redis.Redis, name: str, join_secret: str, public_key: str, *,

@@ -1,21 +1,69 @@
-"""Run one chunk on a volunteer: call the kernel, time it, and build the ChunkResult."""
+"""Run one chunk on a volunteer: open it if sealed, call the kernel, time it, and build the
+(signed, and sealed if the chunk was) ChunkResult."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Mapping
 
+from nacl.public import Box
 from nacl.signing import SigningKey
 
-from ..errors import HydraError
+from ..errors import HydraError, ResultRejected, SealError
 from ..jobs import handler
 from ..models import ChunkResult, ChunkSpec, payload_digest
 from ..grid.accounting import rapl_delta_j, read_rapl_uj
-from ..trust import results
-from .throttle import Throttle
+from ..settings import Settings
+from ..trust import results, sealing
+from .throttle import Throttle, on_battery
 
+log = logging.getLogger(__name__)
 
 DECLINED = "declined: "
+
+
+def process(message: Mapping[str, Any], *, attempt: int, worker_id: str, region: str, settings: Settings,
+            key: SigningKey) -> dict[str, Any]:
+    """What a volunteer sends back for one ``hydra.compute_chunk`` message: the signed result of the
+    chunk (a decline while paused on battery), sealed to the control plane if the chunk came sealed.
+
+    A sealed chunk that cannot be opened (no control-plane key pinned, tampered, sealed to another
+    key), or a plaintext chunk while this worker's ``HYDRA_ENCRYPTION`` is on, is not computed: the
+    result is a failure saying why, with an empty payload (so nothing is disclosed), and the
+    control plane sends the chunk elsewhere."""
+    box: Box | None = None
+    chunk_data: Mapping[str, Any] = message
+    try:
+        if sealing.is_sealed(message):
+            box = sealing.worker_box(key, sealing.pinned_control_key(settings))
+            chunk_data = sealing.open_chunk(box, message, attempt)
+        elif settings.encryption:
+            raise SealError("a plaintext chunk arrived but HYDRA_ENCRYPTION is on for this worker, which takes "
+                            "sealed chunks only (is the control plane running with HYDRA_ENCRYPTION=true?)")
+    except SealError as exc:
+        log.error("refused chunk %s of job %s: %s", str(message.get("chunk_id"))[:80], str(message.get("job_id"))[:80],
+                  exc)
+        return refusal(message, attempt=attempt, worker_id=worker_id, region=region, reason=str(exc), key=key)
+    if settings.pause_on_battery and on_battery():
+        result = decline(chunk_data, attempt=attempt, worker_id=worker_id, region=region, reason="on battery",
+                         key=key)
+    else:
+        result = run_chunk(chunk_data, attempt=attempt, worker_id=worker_id, region=region,
+                           threads=settings.kernel_threads, cpu_limit=settings.cpu_limit, key=key)
+    return sealing.seal_result(box, result) if box is not None else result
+
+
+def refusal(message: Mapping[str, Any], *, attempt: int, worker_id: str, region: str, reason: str,
+            key: SigningKey) -> dict[str, Any]:
+    """A signed failure for a chunk this worker could not or would not open; it names only the ids."""
+    job_id, chunk_id = message.get("job_id"), message.get("chunk_id")
+    if not isinstance(job_id, str) or not isinstance(chunk_id, str):
+        raise ResultRejected("a chunk message without job_id and chunk_id")
+    result = ChunkResult(job_id=job_id, chunk_id=chunk_id, worker_id=worker_id, region=region, attempt=attempt,
+                         elapsed_s=0.0, cpu_s=0.0, payload={}, digest=payload_digest(job_id, chunk_id, {}),
+                         error=f"SealError: {reason}").to_json()
+    return results.sign(result, key)
 
 
 def decline(chunk_data: Mapping[str, Any], *, attempt: int, worker_id: str, region: str, reason: str,

@@ -20,7 +20,7 @@ from .. import compute as kernels
 from .. import intake, keys
 from ..errors import IdentityError
 from ..models import WorkerState
-from ..trust import attestation, identity
+from ..trust import attestation, identity, sealing
 from ..trust.envelope import Action
 from .throttle import on_battery
 
@@ -80,9 +80,17 @@ def on_worker_ready(consumer: Any) -> None:
     tee = attestation.detect()
     log.info("worker %s: trusted execution environment %s%s", worker_id, tee.tee.value,
              f" ({tee.evidence_path})" if tee.evidence_path else "")
+    box_key = sealing.pinned_control_key(app.settings) or ""
+    if box_key:
+        log.info("worker %s: sealed chunks are opened with the control plane's box key %s...", worker_id, box_key[:16])
+    else:
+        (log.critical if app.settings.encryption else log.info)(
+            "worker %s: no control-plane box key pinned, so it cannot open sealed chunks (HYDRA_ENCRYPTION); "
+            "an enrolled volunteer needs credentials that carry one, a local worker control-box.pub in its data dir",
+            worker_id)
     facts = functools.partial(intake.worker_facts, worker_id, region, concurrency=concurrency, speeds=speeds,
                               settings=app.settings, isa=str(kernels.build_info()["isa"]),
-                              tee=tee.tee.value)
+                              tee=tee.tee.value, box_key=box_key)
     _registered[worker_id] = region
     _send(app, Action.REGISTER, {**facts(), **_join(app)})
     log.info("worker %s sent its registration for region %s (%.0f M samples/s)", worker_id, region,

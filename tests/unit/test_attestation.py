@@ -161,11 +161,3 @@ def test_a_job_is_confidential_when_it_asks_or_by_default_and_never_without_a_po
     with pytest.raises(InvalidJobSpec, match="true or false"):
         parse_job_spec({**pi, "confidential": "yes"}, attestation="auto")
 
-
-def test_sealed_payloads_are_not_claimed_before_they_exist() -> None:
-    from hydra_tasks.errors import ConfigError
-    from hydra_tasks.settings import Settings
-
-    for value in ("true", "false"):
-        with pytest.raises(ConfigError, match="does not seal chunk payloads yet"):
-            Settings.from_env({"HYDRA_ENCRYPTION": value})

@@ -145,3 +145,17 @@ def test_each_volunteer_keeps_its_key_and_so_its_tokens_across_restarts(compose:
         if name.startswith("worker-"):
             [mount] = [v for v in service["volumes"] if v.endswith(":" + data_dir)]
             assert mount.split(":")[0] in compose["volumes"]
+
+
+def test_compose_seals_payloads_with_one_box_key_shared_by_the_services_that_seal_open_or_issue_it(
+        compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in CONTROL_PLANE:
+        assert services[name]["environment"]["HYDRA_ENCRYPTION"] == "${HYDRA_ENCRYPTION:-true}"
+    # control and intake seal chunks (and the intake opens results); enrol puts the public half into
+    # the credentials: all three see the same data dir, where control-box.key lives.
+    for name in ("control", "intake", "enrol"):
+        data_dir = services[name]["environment"]["HYDRA_DATA_DIR"]
+        assert f"control-data:{data_dir}" in services[name]["volumes"], name
+    for name in (s for s in services if s.startswith("worker-")):
+        assert not any(v.startswith("control-data") for v in services[name]["volumes"])
