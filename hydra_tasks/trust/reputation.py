@@ -4,10 +4,11 @@ audited, and what happens to a worker caught by a spot check.
 * **Reputation** is the number of audits a worker passed since it was last caught (``audits_passed``
   in its record; a failure sets it back to 0). Every result is audited (never zero), but how much of
   it depends on the reputation (:func:`picks`): a worker on probation (fewer than 10 clean audits)
-  has 32 of its 64 π blocks recomputed (or 32 Mandelbrot pixels besides one row), so a cheater that
+  has 32 of its 64 π blocks recomputed (or 512 Mandelbrot pixels besides one row), so a cheater that
   fabricates even one block in 64 is caught at each result with probability 1/2, within 10 results
-  with probability 0.999; then 8 blocks (16 px) below 50, 4 (8) below 200, and 2 (4) from 200 on:
-  honest veterans cost about 3% of their work.
+  with probability 0.999, and one that alters 1% of a tile's pixels at each tile with probability
+  above 0.99; then 8 blocks (128 px) below 50, 4 (32) below 200, and 2 (8) from 200 on: honest
+  veterans cost about 3% of their π work and one row (plus 8 px) of each tile.
 * **The fleet's honesty** moves the rates too: for an hour after any worker was caught
   (``last_caught_at`` in ``hydra:spot_checks``), reputations count half, so trust is earned twice as
   slowly while cheaters are about.
@@ -27,7 +28,7 @@ from .. import keys
 from ..models import JobKind
 
 #: (reputation at least, π blocks of 64 to recompute, Mandelbrot pixels besides one row), from the top.
-POLICY = ((200, 2, 4), (50, 4, 8), (10, 8, 16), (0, 32, 32))
+POLICY = ((200, 2, 8), (50, 4, 32), (10, 8, 128), (0, 32, 512))
 ALERT_S = 3600.0  # after a catch anywhere, reputations count half for this long
 
 

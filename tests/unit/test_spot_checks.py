@@ -112,6 +112,6 @@ def test_the_audit_share_falls_with_reputation_but_never_to_zero() -> None:
 
     shares = [reputation.picks(JobKind.PI, r) for r in (0, 9, 10, 49, 50, 199, 200, 10**9)]
     assert shares == [32, 32, 8, 8, 4, 4, 2, 2]
-    assert [reputation.picks(JobKind.MANDELBROT, r) for r in (0, 10, 50, 200)] == [32, 16, 8, 4]
+    assert [reputation.picks(JobKind.MANDELBROT, r) for r in (0, 10, 50, 200)] == [512, 128, 32, 8]
     # After a catch anywhere, trust is earned at half speed; veterans well past it keep their rate.
     assert [reputation.picks(JobKind.PI, r, alert=True) for r in (19, 20, 399, 400)] == [32, 8, 4, 2]
