@@ -17,8 +17,8 @@ replication, run here: the same honest job submitted twice at once, every chunk 
 ``--sim-runs M`` adds, for the detection rate, M seeded runs per kind with the real control plane
 (the same collect, dispatch and Lua code on a real Redis) driven in this process: the workers are
 simulated by calling the real kernels (and the same cheats) directly, on small jobs (25 π chunks of
-2·10⁶ samples; a 192x144 image), since how likely a catch is depends on the share of each result
-audited, not on the chunk's size.
+2·10⁶ samples, 150 for pi-tenth, which cheats on one chunk in ten; a 192x144 image), since how likely
+a catch is depends on the share of each result audited, not on the chunk's size.
 
 Run: `.venv/bin/python benchmarks/cheaters.py [--runs N] [--sim-runs M] [--kinds a,b] [--veteran K]`.
 Targets (issue 12): every cheater caught in >= 99% of runs, 0 wrong values in any final output,
@@ -160,6 +160,7 @@ def replication(app: HydraCelery) -> tuple[float, float, float]:
 
 
 SIM_PI = {"kind": "pi", "params": {"samples": 50_000_000}}
+SIM_PI_LONG = 300_000_000  # pi-tenth cheats on one chunk in ten: its run must give it ~50 chunks to cheat on
 SIM_MANDEL = {"kind": "mandelbrot", "params": {"width": 192, "height": 144, "max_iter": 500,
                                                "center_x": -0.7435, "center_y": 0.1314, "span": 0.02}}
 
@@ -212,8 +213,9 @@ def simulate(cheat: str, runs: int, tmp: Path) -> dict[str, Any]:
                 book.open_account(app.redis, identity.public_hex(key))
                 if name.startswith("honest"):
                     app.redis.hset(keys.worker(name), "audits_passed", 400)  # veterans, as in the live runs
-            raw = SIM_PI if kind == "pi" else SIM_MANDEL
-            spec = parse_job_spec({**raw, "params": {**raw["params"], "seed": 1_000 + run}} if kind == "pi" else raw)
+            samples = SIM_PI_LONG if cheat == "pi-tenth" else SIM_PI["params"]["samples"]
+            spec = parse_job_spec({"kind": "pi", "params": {"samples": samples, "seed": 1_000 + run}}
+                                  if kind == "pi" else SIM_MANDEL)
             job_id = store_job(app, spec, planner)
             sent_by_cheaters = 0
             for _ in range(500):
@@ -279,6 +281,7 @@ def main() -> None:
     if args.sim_runs > 0:
         print(f"{cpu}; {args.sim_runs} seeded runs per kind against the real control plane driven in this process "
               f"(2 honest veterans + the cheater(s); π {SIM_PI['params']['samples']:.0e} samples in 2e6 chunks, "
+              f"{SIM_PI_LONG:.0e} for pi-tenth, "
               f"Mandelbrot {SIM_MANDEL['params']['width']}x{SIM_MANDEL['params']['height']} in 48-px tiles)",
               flush=True)
         print(f"{'cheat':16s} {'caught in':>14s} {'accepted before (med/max)':>26s} {'wrong values':>13s} "

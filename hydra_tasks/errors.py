@@ -44,7 +44,11 @@ class ResultRejected(ResultError):
 
 # --- kernels -------------------------------------------------------------------------------
 class SpotCheckFailed(ResultRejected):
-    """A value the worker committed to differs from the kernel's, recomputed exactly on a spot check."""
+    """A check proved the result wrong: a value the worker committed to differs from the kernel's,
+    recomputed exactly, or its values contradict each other (hits outside their block, blocks that do
+    not add up, smooth values that do not fit the counts), which no honest kernel produces. Its worker
+    is caught (trust/consequences.py). A result of the wrong shape (a field missing, as from a worker
+    running older code) is only rejected."""
 
 
 class KernelError(HydraError):

@@ -178,17 +178,22 @@ def verify(chunk: ChunkSpec, payload: Mapping[str, Any]) -> dict[str, int]:
     if not isinstance(text, str) or not isinstance(iterations, int) or isinstance(iterations, bool):
         raise ResultRejected(f"Mandelbrot tile {chunk.chunk_id}: expected 'counts' (str) and 'iterations' (int).")
     counts = decode_counts(text, int(p["height"]), int(p["width"]))
-    if counts.size and int(counts.max()) > int(p["max_iter"]):
-        raise ResultRejected(f"Mandelbrot tile {chunk.chunk_id}: a count exceeds max_iter={p['max_iter']}.")
-    if int(counts.sum(dtype=np.uint64)) != iterations:
-        raise ResultRejected(f"Mandelbrot tile {chunk.chunk_id}: 'iterations' does not match the counts.")
     work = payload.get("work")
-    if not isinstance(work, int) or isinstance(work, bool) or not 0 <= work <= iterations:
-        raise ResultRejected(f"Mandelbrot tile {chunk.chunk_id}: 'work' must be an integer in [0, iterations].")
+    if not isinstance(work, int) or isinstance(work, bool):
+        raise ResultRejected(f"Mandelbrot tile {chunk.chunk_id}: 'work' must be an integer.")
+    if p.get("smooth") and not isinstance(payload.get("smooth"), str):
+        raise ResultRejected(f"Mandelbrot tile {chunk.chunk_id}: expected smooth colouring values.")
+    # From here on the result has the right shape, and values no honest kernel gives prove it wrong.
+    if counts.size and int(counts.max()) > int(p["max_iter"]):
+        raise SpotCheckFailed(f"Mandelbrot tile {chunk.chunk_id}: a count exceeds max_iter={p['max_iter']}.")
+    if int(counts.sum(dtype=np.uint64)) != iterations:
+        raise SpotCheckFailed(f"Mandelbrot tile {chunk.chunk_id}: 'iterations' does not match the counts.")
+    if not 0 <= work <= iterations:
+        raise SpotCheckFailed(f"Mandelbrot tile {chunk.chunk_id}: 'work' is outside [0, iterations].")
     if p.get("preview"):
         work_map = decode_array(str(payload.get("work_map", "")), int(p["height"]), int(p["width"]))
         if (work_map > counts).any():
-            raise ResultRejected(f"Mandelbrot preview {chunk.chunk_id}: a pixel's work exceeds its count.")
+            raise SpotCheckFailed(f"Mandelbrot preview {chunk.chunk_id}: a pixel's work exceeds its count.")
         return {"units_done": 0, "iterations": 0}  # the preview only guides tiling
     if p.get("smooth"):
         _verify_smooth(chunk, payload.get("smooth"), counts)
@@ -230,7 +235,7 @@ def _verify_smooth(chunk: ChunkSpec, text: Any, counts: np.ndarray) -> None:
     outside = smooth[~inside]
     if not np.isnan(smooth[inside]).all() or not np.isfinite(outside).all() or \
             (outside.size and float(np.abs(outside - counts[~inside]).max()) > 8.0):
-        raise ResultRejected(f"Mandelbrot tile {chunk.chunk_id}: smooth values do not match the counts.")
+        raise SpotCheckFailed(f"Mandelbrot tile {chunk.chunk_id}: smooth values do not match the counts.")
 
 
 def assemble(params: Mapping[str, Any], parts: Mapping[str, str], chunks: Mapping[str, str],

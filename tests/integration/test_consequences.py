@@ -207,3 +207,25 @@ def test_a_caught_workers_past_results_are_recomputed_flagged_and_unpaid(
     assert report.ok, report.problems
     supply = json.loads(json.dumps(book.token_metrics(app.redis)))
     assert supply["reversed_micro"] == claimed and supply["supply_micro"] == earned(app, honest_key)
+
+
+def test_a_result_whose_values_contradict_each_other_catches_its_worker(app: HydraCelery) -> None:
+    """Blocks that do not add up to the total are no honest kernel's output: caught like a failed
+    spot check. A result of the wrong shape (as from a worker running older code) is only rejected."""
+    key = keyed_worker(app, "w@test")
+    submit(app, {"kind": "pi", "params": {"samples": 4_000, "seed": 2}})
+    [(chunk, attempt, worker), *_] = send(app)
+    honest = run_chunk(chunk, attempt=attempt, worker_id=worker, region="r", key=key)
+    old_code = {k: v for k, v in honest["payload"].items() if k != "block_hits"}
+    stale = signed_results.sign({**honest, "payload": old_code,
+                                 "digest": payload_digest(honest["job_id"], honest["chunk_id"], old_code)}, key)
+    assert collect.collect(app.redis, app.settings, stale) == "rejected"
+    assert not registry.get_worker(app.redis, "w@test").quarantined  # type: ignore[union-attr]
+    [(chunk, attempt, worker), *_] = send(app)
+    honest = run_chunk(chunk, attempt=attempt, worker_id=worker, region="r", key=key)
+    payload = {**honest["payload"], "hits": honest["payload"]["hits"] + 1}  # the blocks no longer add up
+    bad = signed_results.sign({**honest, "payload": payload,
+                               "digest": payload_digest(honest["job_id"], honest["chunk_id"], payload)}, key)
+    assert collect.collect(app.redis, app.settings, bad) == "rejected"
+    caught = registry.get_worker(app.redis, "w@test")
+    assert caught is not None and "do not add up" in caught.quarantined
