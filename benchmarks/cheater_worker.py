@@ -47,8 +47,16 @@ def pi_colluding(chunk: ChunkSpec, **kw: Any) -> dict[str, Any]:
     return {"hits": sum(blocks_hits), "samples": int(chunk.params["count"]), "block_hits": blocks_hits}
 
 
+_tenth = {"n": 0, "phase": -1}
+
+
 def pi_tenth(chunk: ChunkSpec, **kw: Any) -> dict[str, Any]:
-    return fabricated_pi(chunk) if random.random() < 0.1 else honest_pi(chunk, **kw)
+    """Fabricates one chunk in ten (the first at a random place among its first ten), computes the
+    others honestly: exactly 10% of its chunks, so every run gives it something to cheat on."""
+    if _tenth["phase"] < 0:
+        _tenth["phase"] = random.randrange(10)
+    _tenth["n"] += 1
+    return fabricated_pi(chunk) if _tenth["n"] % 10 == _tenth["phase"] else honest_pi(chunk, **kw)
 
 
 def pi_one_block(chunk: ChunkSpec, **kw: Any) -> dict[str, Any]:

@@ -201,6 +201,7 @@ def simulate(cheat: str, runs: int, tmp: Path) -> dict[str, Any]:
             app.redis.flushdb()
             stdlib_random.seed(run)
             cheats.rng = np.random.default_rng(run)
+            cheats._tenth.update(n=0, phase=-1)  # a new cheater each run
             workers: dict[str, SigningKey] = {}
             now = time.time()
             names = ["honest-1", "honest-2", *[f"cheater-{i}" for i in range(count)]]
