@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 
+from nacl.signing import SigningKey
+
 from hydra_tasks.celery_app import HydraCelery
 from hydra_tasks import keys
 from hydra_tasks.jobs import store
@@ -88,3 +90,33 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def keyed_worker(app: HydraCelery, name: str, *, region: str = "r", clean_audits: int = 0) -> SigningKey:
+    """Register an online worker with its own Ed25519 key and token account, as the intake would on
+    its signed registration; ``clean_audits``: a veteran's standing (audits passed before the test)."""
+    from hydra_tasks.ledger import book
+    from hydra_tasks.models import WorkerState
+    from hydra_tasks.trust import identity
+    from hydra_tasks.worker import registry
+
+    key, now = SigningKey.generate(), time.time()
+    registry.register(app.redis, registry.WorkerInfo(
+        worker_id=name, region=region, host="test", pid=1, cores=1, concurrency=1, pi_samples_per_s=1e8,
+        mandelbrot_iters_per_s=1e8, state=WorkerState.ONLINE, started_at=now, last_seen=now,
+        public_key=identity.public_hex(key)))
+    book.open_account(app.redis, identity.public_hex(key))
+    if clean_audits:
+        app.redis.hset(keys.worker(name), "audits_passed", clean_audits)
+    return key
+
+
+def submit_planned(app: HydraCelery, raw: dict[str, Any]) -> str:
+    """Store a job straight from its spec (no Celery task), with the chunks planned up front."""
+    from hydra_tasks.jobs.spec import parse_job_spec
+    from hydra_tasks.scheduling import planner
+
+    spec = parse_job_spec(raw)
+    job_id = store.new_job_id()
+    store.create_job(app.redis, spec, planner.plan(job_id, spec, app.settings), job_id=job_id)
+    return job_id

@@ -15,16 +15,16 @@ from nacl.signing import SigningKey
 from hydra_tasks import compute, keys
 from hydra_tasks.celery_app import HydraCelery, create_app
 from hydra_tasks.jobs import collect, pi, store
-from hydra_tasks.jobs.spec import parse_job_spec
-from hydra_tasks.ledger import audit, book
-from hydra_tasks.models import WorkerState, payload_digest
-from hydra_tasks.scheduling import planner, sweeper
+from hydra_tasks.ledger import audit
+from hydra_tasks.models import payload_digest
+from hydra_tasks.scheduling import sweeper
 from hydra_tasks.scheduling.dispatcher import dispatch
 from hydra_tasks.scheduling.router import CapacityRouter
 from hydra_tasks.trust import identity
 from hydra_tasks.trust import results as signed_results
 from hydra_tasks.worker import registry
 from hydra_tasks.worker.compute import run_chunk
+from support import keyed_worker, submit_planned
 
 pytestmark = pytest.mark.integration
 
@@ -38,18 +38,6 @@ def app(redis_only: HydraCelery) -> HydraCelery:
     return create_app(redis_only.settings.with_(adaptive=False, pi_chunk_samples=CHUNK))
 
 
-def keyed_worker(app: HydraCelery, name: str, clean_audits: int = 0) -> SigningKey:
-    key, now = SigningKey.generate(), time.time()
-    registry.register(app.redis, registry.WorkerInfo(
-        worker_id=name, region="r", host="test", pid=1, cores=1, concurrency=1, pi_samples_per_s=1e8,
-        mandelbrot_iters_per_s=1e8, state=WorkerState.ONLINE, started_at=now, last_seen=now,
-        public_key=identity.public_hex(key)))
-    book.open_account(app.redis, identity.public_hex(key))
-    if clean_audits:  # a veteran: this many audits passed before the test
-        app.redis.hset(keys.worker(name), "audits_passed", clean_audits)
-    return key
-
-
 def send(app: HydraCelery) -> Sent:
     sent: Sent = []
     dispatch(app.redis, app.settings, CapacityRouter(), lambda c, a, w, r: sent.append((c, a, w)))
@@ -57,10 +45,7 @@ def send(app: HydraCelery) -> Sent:
 
 
 def submit(app: HydraCelery, samples: int, seed: int = 3) -> str:
-    spec = parse_job_spec({"kind": "pi", "params": {"samples": samples, "seed": seed}})
-    job_id = store.new_job_id()
-    store.create_job(app.redis, spec, planner.plan(job_id, spec, app.settings), job_id=job_id)
-    return job_id
+    return submit_planned(app, {"kind": "pi", "params": {"samples": samples, "seed": seed}})
 
 
 def one_block_off(result: dict[str, Any], key: SigningKey, block: int) -> dict[str, Any]:

@@ -23,16 +23,15 @@ from hydra_tasks import compute, keys
 from hydra_tasks.celery_app import HydraCelery, create_app
 from hydra_tasks.errors import JobStateError
 from hydra_tasks.jobs import collect, mandelbrot, store
-from hydra_tasks.jobs.spec import parse_job_spec
 from hydra_tasks.ledger import audit, book
-from hydra_tasks.models import WorkerState, payload_digest
-from hydra_tasks.scheduling import planner
+from hydra_tasks.models import payload_digest
 from hydra_tasks.scheduling.dispatcher import dispatch
 from hydra_tasks.scheduling.router import CapacityRouter
 from hydra_tasks.trust import identity, reputation
 from hydra_tasks.trust import results as signed_results
 from hydra_tasks.worker import registry
 from hydra_tasks.worker.compute import run_chunk
+from support import keyed_worker, submit_planned
 
 pytestmark = pytest.mark.integration
 
@@ -55,21 +54,8 @@ def lucky(monkeypatch: pytest.MonkeyPatch) -> Callable[[bool], None]:
     return set_luck
 
 
-def keyed_worker(app: HydraCelery, name: str) -> SigningKey:
-    key, now = SigningKey.generate(), time.time()
-    registry.register(app.redis, registry.WorkerInfo(
-        worker_id=name, region="r", host="test", pid=1, cores=1, concurrency=1, pi_samples_per_s=1e8,
-        mandelbrot_iters_per_s=1e8, state=WorkerState.ONLINE, started_at=now, last_seen=now,
-        public_key=identity.public_hex(key)))
-    book.open_account(app.redis, identity.public_hex(key))
-    return key
-
-
 def submit(app: HydraCelery, raw: dict[str, Any]) -> str:
-    spec = parse_job_spec(raw)
-    job_id = store.new_job_id()
-    store.create_job(app.redis, spec, planner.plan(job_id, spec, app.settings), job_id=job_id)
-    return job_id
+    return submit_planned(app, raw)
 
 
 def send(app: HydraCelery) -> Sent:

@@ -17,7 +17,6 @@ from hydra_tasks.jobs import collect, store
 from hydra_tasks.jobs.spec import parse_job_spec
 from hydra_tasks.ledger import audit, book
 from hydra_tasks.ledger.rewards import Reward
-from hydra_tasks.models import WorkerState
 from hydra_tasks.scheduling import planner
 from hydra_tasks.scheduling.dispatcher import dispatch
 from hydra_tasks.scheduling.router import CapacityRouter
@@ -25,6 +24,7 @@ from hydra_tasks.trust import identity, reputation
 from hydra_tasks.trust import results as signed_results
 from hydra_tasks.worker import registry
 from hydra_tasks.worker.compute import decline, run_chunk
+from support import keyed_worker
 
 pytestmark = pytest.mark.integration
 
@@ -33,16 +33,6 @@ pytestmark = pytest.mark.integration
 def app(redis_only: HydraCelery) -> HydraCelery:
     redis_only.redis.flushdb()
     return create_app(redis_only.settings.with_(adaptive=False, pi_chunk_samples=1_000))
-
-
-def keyed_worker(app: HydraCelery, name: str) -> SigningKey:
-    key, now = SigningKey.generate(), time.time()
-    registry.register(app.redis, registry.WorkerInfo(
-        worker_id=name, region="r", host="test", pid=1, cores=1, concurrency=1, pi_samples_per_s=1e8,
-        mandelbrot_iters_per_s=1e8, state=WorkerState.ONLINE, started_at=now, last_seen=now,
-        public_key=identity.public_hex(key)))
-    book.open_account(app.redis, identity.public_hex(key))
-    return key
 
 
 def one_chunk(app: HydraCelery, samples: int = 2_000) -> tuple[str, dict[str, Any], int, str]:
