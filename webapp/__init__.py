@@ -62,8 +62,8 @@ def create_app(settings: Settings | None = None, *, celery_app: HydraCelery | No
     app.extensions[TOKEN_EXTENSION_KEY] = token
     log.info("Operator API token: %s.", token.source)  # where it lives, never the token itself
 
-    for blueprint in (jobs.bp, workers.bp, grid.bp, tokens.bp, metrics.bp, pages.bp, health.bp,
-                      volunteers.bp):
+    for blueprint in (jobs.bp, workers.bp, grid.bp, tokens.bp, metrics.bp, metrics.prometheus_bp, pages.bp,
+                      health.bp, volunteers.bp):
         app.register_blueprint(blueprint)
     errors.register(app)
     app.after_request(_security_headers)

@@ -1,16 +1,19 @@
-"""Adaptive chunking and tiling metrics (read-only)."""
+"""Metrics (read-only): adaptive chunking and tiling, sustainability and security as JSON under
+``/api``, and Prometheus's text format at ``GET /metrics`` (hydra_tasks/exporter.py)."""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from hydra_tasks import metrics
+from hydra_tasks import exporter, metrics
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from .context import hydra
 from .inputs import query_int
 from .jobs import checked_job_id
 
 bp = Blueprint("metrics", __name__, url_prefix="/api")
+prometheus_bp = Blueprint("prometheus", __name__)
 
 DEFAULT_LIMIT, MAX_LIMIT = 5, 50
 
@@ -43,3 +46,9 @@ def adaptive_tiling_metrics() -> Response:
 def security_metrics() -> Response:
     """Messages the intake dropped and forged results, by reason (hydra:intake:dropped, hydra:results:dropped)."""
     return jsonify(metrics.security_metrics(hydra().redis))
+
+
+@prometheus_bp.get("/metrics")
+def prometheus_metrics() -> Response:
+    """Prometheus scrape endpoint: jobs, chunks, queues, workers, carbon, tokens, drops."""
+    return Response(exporter.exposition(hydra().redis, hydra().settings), mimetype=CONTENT_TYPE_LATEST)
