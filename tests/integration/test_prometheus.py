@@ -28,16 +28,16 @@ def app(redis_only: HydraCelery) -> HydraCelery:
     return create_app(redis_only.settings.with_(adaptive=False, pi_chunk_samples=1_000))
 
 
-def scrape(app: HydraCelery) -> dict[str, Any]:
+def families(app: HydraCelery) -> list[Any]:
     from webapp import create_app as create_web
 
     response = create_web(app.settings.with_(api_token="t")).test_client().get("/metrics")
     assert response.status_code == 200 and response.mimetype == "text/plain"
-    samples: dict[str, Any] = {}
-    for family in text_string_to_metric_families(response.get_data(as_text=True)):
-        for s in family.samples:
-            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return samples
+    return list(text_string_to_metric_families(response.get_data(as_text=True)))
+
+
+def scrape(app: HydraCelery) -> dict[str, Any]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for family in families(app) for s in family.samples}
 
 
 def value(samples: dict[str, Any], name: str, **labels: str) -> float:
@@ -93,3 +93,21 @@ def test_metrics_scrape_reports_jobs_chunks_workers_queues_tokens_and_drops(app:
     for queue in ("hydra.control", "hydra.intake", "hydra.region.eu-west", "hydra.region.us-east"):
         assert value(samples, "hydra_queue_depth", queue=queue) == 0  # nothing was published to the broker
     assert value(samples, "hydra_leases") == app.redis.zcard(keys.LEASES)
+
+
+def test_the_grafana_dashboard_queries_only_metrics_the_endpoint_serves(app: HydraCelery) -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    keyed_worker(app, "w@test", region="eu-west")
+    submit_planned(app, {"kind": "pi", "params": {"samples": 3_000, "seed": 1}})
+    # Every family is declared even with no samples yet (a labelled counter nothing has counted).
+    served = {f.name + ("_total" if f.type == "counter" else "") for f in families(app)}
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "webapp/monitoring/grafana/dashboards/hydra.json")
+                           .read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    used = {name for e in exprs for name in re.findall(r"\bhydra_[a-z_]+", e)}
+    assert len(dashboard["panels"]) >= 8 and used
+    missing = {name for name in used if name not in served}
+    assert not missing, f"the dashboard queries metrics /metrics does not serve: {sorted(missing)}"

@@ -32,12 +32,14 @@ def test_compose_runs_the_control_plane_workers_webapp_and_flower(compose: dict[
 
 
 CONTROL_PLANE = {"control", "intake", "enrol", "beat", "webapp", "flower"}
+MONITORING = {"prometheus", "grafana"}
 
 
 def test_the_control_plane_reaches_redis_over_tls_as_the_operator_with_a_password_from_the_environment(
         compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert CONTROL_PLANE | {"redis", "tls-init"} | {s for s in services if s.startswith("worker-")} == set(services)
+    assert CONTROL_PLANE | {"redis", "tls-init"} | MONITORING | {s for s in services if s.startswith("worker-")} \
+        == set(services)
     for name in CONTROL_PLANE:
         service = services[name]
         url = service["environment"]["HYDRA_REDIS_URL"]
@@ -159,3 +161,28 @@ def test_compose_seals_payloads_with_one_box_key_shared_by_the_services_that_sea
         assert f"control-data:{data_dir}" in services[name]["volumes"], name
     for name in (s for s in services if s.startswith("worker-")):
         assert not any(v.startswith("control-data") for v in services[name]["volumes"])
+
+
+def test_prometheus_scrapes_the_webapps_metrics_over_https_and_grafana_charts_them(compose: dict[str, Any]) -> None:
+    """Issue 13: the files compose mounts exist; Prometheus scrapes webapp:8000/metrics trusting Hydra's
+    CA under a name the server certificate carries; Grafana gets the datasource and the dashboard,
+    whose every query names metrics the exporter serves (checked against a real scrape in
+    tests/integration/test_prometheus.py), and neither listens beyond loopback."""
+    services = compose["services"]
+    for name in MONITORING:
+        for volume in services[name]["volumes"]:
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), f"{name} mounts {source}, which is not in the repository"
+        assert all(port.startswith("127.0.0.1:") for port in services[name]["ports"])
+    config = yaml.safe_load((ROOT / "webapp/monitoring/prometheus.yml").read_text())
+    [job] = config["scrape_configs"]
+    assert job["scheme"] == "https" and job["metrics_path"] == "/metrics"
+    assert job["static_configs"] == [{"targets": ["webapp:8000"]}]
+    assert job["tls_config"]["ca_file"] == "/tls-ca/ca.pem"
+    assert "tls-ca:/tls-ca:ro" in services["prometheus"]["volumes"]
+    assert job["tls_config"]["server_name"] in services["tls-init"]["environment"]["HYDRA_PUBLIC_HOST"].split(",")
+    assert "--bind" in services["webapp"]["command"] and "0.0.0.0:8000" in services["webapp"]["command"]
+    source = yaml.safe_load((ROOT / "webapp/monitoring/grafana/provisioning/datasources/prometheus.yml").read_text())
+    assert source["datasources"][0]["url"] == "http://prometheus:9090"
+    assert services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
