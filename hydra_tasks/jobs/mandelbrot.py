@@ -93,8 +93,21 @@ def parse_params(raw: Mapping[str, Any]) -> dict[str, Any]:
     resolution = 2.0**-46 * max(abs(xmin), abs(xmax), abs(ymin), abs(ymax), 1.0)
     if min(dx, dy) < resolution:
         raise InvalidJobSpec("The view is too deep a zoom for double precision; widen it (pixel size < 2^-46).")
+    view_given = {} if given_bounds else {"center_x": cx, "center_y": cy, "span": span}  # as the user gave them
     return {"width": width, "height": height, "max_iter": max_iter, "xmin": xmin, "xmax": xmax,
-            "ymin": ymin, "ymax": ymax, "dx": dx, "dy": dy, "colouring": colouring}
+            "ymin": ymin, "ymax": ymax, "dx": dx, "dy": dy, "colouring": colouring, **view_given}
+
+
+#: Parameters derived from the ones a user gives (not shown as theirs).
+DERIVED = frozenset({"dx", "dy"})
+CENTRE = frozenset({"center_x", "center_y", "span"})
+
+
+def given_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters as the user gave them: the centre and span when the view was given that way
+    (not the bounds computed from them, with their float noise), else the bounds."""
+    hidden = DERIVED | ({"xmin", "xmax", "ymin", "ymax"} if CENTRE <= params.keys() else set())
+    return {k: v for k, v in params.items() if k not in hidden}
 
 
 def units_total(params: Mapping[str, Any]) -> int:

@@ -65,6 +65,16 @@ class JobView:
     waiting: str | None = None     # why a confidential job gets no worker now
 
     @property
+    def given_params(self) -> dict[str, Any]:
+        """The parameters as the user gave them (a Mandelbrot job's centre and span, not the bounds
+        derived from them), for display."""
+        if self.kind is JobKind.MANDELBROT:
+            from .mandelbrot import given_params
+
+            return given_params(self.params)
+        return dict(self.params)
+
+    @property
     def progress(self) -> float:
         return self.units_done / self.units_total if self.units_total else 0.0
 

@@ -427,3 +427,19 @@ def test_a_deferrable_job_page_shows_its_deadline_and_the_power_it_may_use(clien
     page = client.get(f"/jobs/{job['id']}").get_data(as_text=True)
     assert "Deadline" in page and "at most 23 gCO₂/kWh" in page
     assert client.get(f"/api/jobs/{job['id']}").get_json()["carbon_threshold"] == 23.0
+
+
+def test_the_job_page_shows_the_centre_and_span_the_user_gave_not_derived_bounds(client: FlaskClient) -> None:
+    """Issue 13: a view given as centre and span is shown as given, without the float noise of the
+    bounds computed from it (-0.742 + 0.004/2 ... printed as -0.7420000000000001 before)."""
+    job = submit(client, {"kind": "mandelbrot", "params": {"width": 64, "height": 48, "max_iter": 100,
+                                                            "center_x": -0.742, "center_y": 0.1, "span": 0.004}})
+    page = client.get(f"/jobs/{job['id']}").get_data(as_text=True)
+    assert "<th>center_x</th><td><code>-0.742</code>" in page and "<th>span</th><td><code>0.004</code>" in page
+    assert "<th>xmin</th>" not in page and "<th>dx</th>" not in page
+    stored = client.get(f"/api/jobs/{job['id']}").get_json()["params"]  # the API keeps everything
+    assert stored["center_x"] == -0.742 and stored["xmin"] == pytest.approx(-0.744)
+    bounds = submit(client, {"kind": "mandelbrot", "params": {"width": 64, "height": 48, "max_iter": 100,
+                                                               "xmin": -2, "xmax": 1, "ymin": -1, "ymax": 1}})
+    page = client.get(f"/jobs/{bounds['id']}").get_data(as_text=True)
+    assert "<th>xmin</th><td><code>-2.0</code>" in page and "<th>center_x</th>" not in page
