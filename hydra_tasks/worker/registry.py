@@ -91,6 +91,7 @@ class WorkerInfo:
             data[f"rate_{kind}"] = perf["rate"]
             data[f"consistency_{kind}"] = getattr(self, f"perf_{kind}").consistency
             data[f"observations_{kind}"] = perf["observations"]
+            data[f"speed_{kind}"] = self.rate(kind)  # what scheduling uses: measured, else scaled from calibration
         data["reliability"] = self.reliability
         data["reputation"] = self.reputation
         # The share of each result recomputed by its spot check, at this reputation (trust/reputation.py).

@@ -69,3 +69,37 @@ def test_the_token_leaderboard_updates_live_in_a_real_browser(
     assert f'<span id="token-supply">{supply}</span>' in dom, dom[:3000]
     assert account[:16] in dom and "42.000000" in dom  # the leaderboard row, refreshed by the script
     assert 'data-page="index"' in dom
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
+def test_workers_show_measured_speed_and_isa_offline_ones_greyed_and_the_page_has_a_favicon(
+        redis_only: HydraCelery, served: tuple[str, Flask], tmp_path: object) -> None:
+    """Issue 13: the table shows the speed scheduling uses (measured), not the start-up calibration;
+    the instruction set; an offline worker stays listed, greyed; a favicon; and a screenshot at phone
+    width is kept with the test run's files."""
+    import time
+    from pathlib import Path
+
+    from hydra_tasks.models import WorkerState
+    from hydra_tasks.worker import performance, registry
+
+    url, _ = served
+    now = time.time()
+    for name, state in (("fast@browser", WorkerState.ONLINE), ("gone@browser", WorkerState.OFFLINE)):
+        registry.register(redis_only.redis, registry.WorkerInfo(
+            worker_id=name, region="eu-west", host="h", pid=1, cores=2, concurrency=1, pi_samples_per_s=55e6,
+            mandelbrot_iters_per_s=1e8, state=state, started_at=now, last_seen=now, isa="avx2"))
+    with redis_only.redis.pipeline(transaction=False) as pipe:  # one accepted chunk measured it at 101 M/s
+        performance.record_observation(pipe, "fast@browser", "pi", performance.Performance(101e6, 0.0, 1))
+        pipe.execute()
+    dom = dump_dom(url + "/")
+    assert 'rel="icon"' in dom and "favicon.svg" in dom
+    row = dom[dom.index("fast@browser"):]
+    row = row[:row.index("</tr>")]
+    assert "101,000,000" in row and "avx2" in row and "55,000,000" in row  # measured shown; calibration in title
+    gone = dom[:dom.index("gone@browser")]
+    assert gone.rindex("<tr") == gone.rindex('<tr class="worker-offline"')
+    shot = Path(str(tmp_path)) / "dashboard-phone.png"
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    "--window-size=390,844", f"--screenshot={shot}", url + "/"], capture_output=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 1000

@@ -125,7 +125,7 @@
   }
 
   function workerRow(w) {
-    const tr = el("tr");
+    const tr = el("tr", undefined, w.state === "offline" ? "worker-offline" : undefined);
     const id = el("td");
     id.append(el("code", w.worker_id));
     const state = el("td");
@@ -137,12 +137,20 @@
       cell(w.host),
       state,
       cell(formats.when(w.last_seen)),
-      cell(formats.count(w.pi_samples_per_s), "num"),
+      speedCell(w),
+      cell(w.isa || "?"),
       cell(formats.count(w.chunks_done), "num"),
       cell(String(w.reputation ?? 0), "num"),
       cell(((w.audit_share_pi ?? 0) * 100).toFixed(1) + "%", "num"),
     );
     return tr;
+  }
+
+  function speedCell(w) { // the measured speed scheduling uses, not the start-up calibration
+    const td = cell(formats.count(w.speed_pi ?? w.pi_samples_per_s), "num");
+    td.title = "measured over " + (w.observations_pi ?? 0) + " chunk(s); calibrated at start: " +
+      formats.count(w.pi_samples_per_s);
+    return td;
   }
 
   function leaderRow(row) {
@@ -181,7 +189,7 @@
         workersBody.replaceChildren(
           ...(w.workers.length
             ? w.workers.map(workerRow)
-            : [emptyRow(9, "No workers registered. Start one with hydra worker --region REGION.")]),
+            : [emptyRow(10, "No workers registered. Start one with hydra worker --region REGION.")]),
         );
         await refreshTokens();
       }
