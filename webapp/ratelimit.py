@@ -53,15 +53,14 @@ class WriteLimit:
 
     endpoint: str
     setting: str
-    env: str
 
 
 #: Every endpoint that changes state without the operator token (tests/integration/test_rate_limits.py
 #: checks that the app has no other).
 WRITE_LIMITS: tuple[WriteLimit, ...] = (
-    WriteLimit("tokens.transfer_tokens", "rate_limit_transfers", "HYDRA_RATE_LIMIT_TRANSFERS"),
-    WriteLimit("grid.update_grid_info", "rate_limit_grid_reports", "HYDRA_RATE_LIMIT_GRID_REPORTS"),
-    WriteLimit("volunteers.enrol", "rate_limit_enrolment", "HYDRA_RATE_LIMIT_ENROLMENT"),
+    WriteLimit("tokens.transfer_tokens", "rate_limit_transfers"),  # HYDRA_RATE_LIMIT_TRANSFERS
+    WriteLimit("grid.update_grid_info", "rate_limit_grid_reports"),  # HYDRA_RATE_LIMIT_GRID_REPORTS
+    WriteLimit("volunteers.enrol", "rate_limit_enrolment"),  # HYDRA_RATE_LIMIT_ENROLMENT
 )
 
 
@@ -80,9 +79,11 @@ def client_key() -> str:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return address[:64]
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:  # ::ffff:192.0.2.1 is 192.0.2.1
+            return str(ip.ipv4_mapped)
         return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip.ipv4_mapped or ip) if isinstance(ip, ipaddress.IPv6Address) else str(ip)
+    return str(ip)
 
 
 def install(app: Flask, settings: Settings, celery_app: HydraCelery) -> Limiter | None:

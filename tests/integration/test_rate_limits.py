@@ -19,7 +19,7 @@ from hydra_tasks.embedded import EmbeddedRedis
 from hydra_tasks.settings import Settings
 from hydra_webapp import create_app
 from hydra_webapp.auth import OPERATOR_ONLY
-from hydra_webapp.ratelimit import WRITE_LIMITS
+from hydra_webapp.ratelimit import WRITE_LIMITS, client_key
 from support import free_port
 
 pytestmark = pytest.mark.integration
@@ -143,6 +143,16 @@ def test_x_forwarded_for_is_ignored_unless_a_trusted_proxy_is_configured(app: Fl
                     headers={"X-Forwarded-For": "203.0.113.7"}).status_code == 429
         assert post(client, "/api/update_grid_info", proxy,  # another client behind the same proxy
                     headers={"X-Forwarded-For": "203.0.113.8"}).status_code == 400
+
+
+@pytest.mark.parametrize(("peer", "counted_as"), [
+    ("192.0.2.1", "192.0.2.1"), ("::ffff:192.0.2.1", "192.0.2.1"),
+    ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"), ("2001:db8:1:2::9", "2001:db8:1:2::/64"),
+])
+def test_an_ipv6_client_is_counted_by_its_64_and_a_mapped_ipv4_one_by_its_address(
+        app: Flask, peer: str, counted_as: str) -> None:
+    with app.test_request_context(environ_base={"REMOTE_ADDR": peer}):
+        assert client_key() == counted_as
 
 
 # --- configuring them ----------------------------------------------------------------------------------
