@@ -136,7 +136,11 @@ class EnrolmentClosed(EnrolmentError):
 
 
 class EnrolmentRateLimited(EnrolmentError):
-    """Too many self-enrolment requests this hour; try again later."""
+    """Too many self-enrolment requests this hour; try again later (in ``retry_after_s``, if known)."""
+
+    def __init__(self, message: str, *, retry_after_s: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class AttestationError(HydraError):

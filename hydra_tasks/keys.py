@@ -48,6 +48,8 @@ hydra:volunteers               set     names of every volunteer ever enrolled (t
 hydra:volunteer:{name}         hash    one volunteer's enrolment: worker id, regions, state, key (fields below)
 hydra:volunteer_keys           hash    public key (hex) -> the name of the volunteer it is bound to
 hydra:enrolment:{hour}         hash    self-enrolment requests in one UTC hour, in total and per address
+hydra:ratelimit:LIMITER/...    string  webapp rate-limit counters per client address and window (Flask-Limiter's
+                                       own names under RATE_LIMIT_PREFIX, webapp/ratelimit.py); they expire
 =============================  ======  ============================================================
 
 Fields
@@ -286,6 +288,7 @@ SPOT_CHECKS = f"{PREFIX}:spot_checks"
 
 VOLUNTEERS = f"{PREFIX}:volunteers"
 VOLUNTEER_KEYS = f"{PREFIX}:volunteer_keys"
+RATE_LIMIT_PREFIX = f"{PREFIX}:ratelimit"  # Flask-Limiter's counters (webapp/ratelimit.py) live under it
 
 CONTROL_QUEUE = "hydra.control"
 INTAKE_QUEUE = "hydra.intake"  # volunteers may only push here (%W~hydra.intake)

@@ -146,6 +146,26 @@ def _attestation(name: str, raw: str) -> str:
     return value
 
 
+RATE_LIMIT_OFF = "off"
+_RATE_LIMIT_RE = re.compile(r"^([0-9]{1,7})\s*(?:/|per)\s*(?:([0-9]{1,4})\s*)?(second|minute|hour|day)s?$")
+
+
+def _rate_limit(name: str, raw: str) -> str:
+    """A per-client-address rate limit for the webapp (webapp/ratelimit.py): ``30/minute``,
+    ``30 per minute``, ``100 per 5 minutes``; ``off`` or ``0`` turns it off. Normalised to
+    ``N/[M ]unit`` (Flask-Limiter's notation) or ``off``."""
+    value = " ".join(raw.strip().lower().split())
+    if value in ("off", "0", "false", "no", "none"):
+        return RATE_LIMIT_OFF
+    match = _RATE_LIMIT_RE.match(value)
+    if not match or int(match[1]) < 1 or (match[2] is not None and int(match[2]) < 1):
+        raise ConfigError(f"{name}={raw!r} is not a rate limit; write requests per window from one client "
+                          "address, e.g. 30/minute, 10 per hour or 100 per 5 minutes (units: second, minute, "
+                          "hour, day), or off to turn the limit off.")
+    count, multiples, unit = match[1], match[2], match[3]
+    return f"{int(count)}/{int(multiples)} {unit}" if multiples else f"{int(count)}/{unit}"
+
+
 def _meta(env: str, parse: Callable[[str, str], Any]) -> dict[str, Spec]:
     return {"spec": Spec(env, parse)}
 
@@ -180,6 +200,15 @@ class Settings:
     self_enrolment: bool = field(default=False, metadata=_meta("HYDRA_SELF_ENROLMENT", _parse_bool))
     self_enrolment_per_hour: int = field(default=20, metadata=_meta("HYDRA_SELF_ENROLMENT_PER_HOUR",
                                                                     _int(1, 100_000)))
+    # --- webapp rate limits per client address (webapp/ratelimit.py), counted in Redis; "off" turns one off
+    rate_limit_transfers: str = field(default="30/minute",
+                                      metadata=_meta("HYDRA_RATE_LIMIT_TRANSFERS", _rate_limit))
+    rate_limit_grid_reports: str = field(default="60/minute",
+                                         metadata=_meta("HYDRA_RATE_LIMIT_GRID_REPORTS", _rate_limit))
+    rate_limit_enrolment: str = field(default="10/hour", metadata=_meta("HYDRA_RATE_LIMIT_ENROLMENT", _rate_limit))
+    rate_limit_reads: str = field(default=RATE_LIMIT_OFF, metadata=_meta("HYDRA_RATE_LIMIT_READS", _rate_limit))
+    # reverse proxies in front of the webapp whose X-Forwarded-For is believed (0: the TCP peer is the client)
+    trusted_proxies: int = field(default=0, metadata=_meta("HYDRA_TRUSTED_PROXIES", _int(0, 10)))
     # --- chunk lifecycle
     lease_s: float = field(default=60.0, metadata=_meta("HYDRA_LEASE_S", _float(0.5, 86_400)))
     sweep_interval_s: float = field(default=5.0, metadata=_meta("HYDRA_SWEEP_INTERVAL_S", _float(0.2, 3_600)))
@@ -246,6 +275,9 @@ class Settings:
         if self.min_chunk_s > self.target_chunk_s:
             raise ConfigError(f"HYDRA_MIN_CHUNK_S ({self.min_chunk_s}) must not exceed HYDRA_TARGET_CHUNK_S "
                               f"({self.target_chunk_s}).")
+        for f in fields(self):  # also when set in code (with_), not only from the environment
+            if f.metadata["spec"].parse is _rate_limit:
+                _rate_limit(f.metadata["spec"].env, getattr(self, f.name))
         from .grid.regions import parse_regions
 
         parse_regions(self.regions)  # validated once, here; ConfigError says what to fix

@@ -22,7 +22,7 @@ from hydra_tasks.celery_app import create_app as create_celery_app
 from hydra_tasks.errors import ConfigError
 from hydra_tasks.settings import Settings
 
-from . import auth, errors, grid, health, jobs, metrics, pages, tokens, volunteers, workers
+from . import auth, errors, grid, health, jobs, metrics, pages, ratelimit, tokens, volunteers, workers
 from .context import EXTENSION_KEY, TOKEN_EXTENSION_KEY
 from .inputs import MAX_REQUEST_BYTES
 
@@ -66,6 +66,8 @@ def create_app(settings: Settings | None = None, *, celery_app: HydraCelery | No
                       health.bp, volunteers.bp):
         app.register_blueprint(blueprint)
     errors.register(app)
+    ratelimit.trust_proxies(app, settings)
+    ratelimit.install(app, settings, celery_app)  # after every blueprint: it limits the endpoints it finds
     app.after_request(_security_headers)
     return app
 

@@ -36,6 +36,8 @@ WHERE_THE_TOKEN_IS = ("Send the operator token in the 'Authorization: Bearer <to
                       f"if the operator set it, else in the data dir's {TOKEN_FILE_NAME} file ($HYDRA_DATA_DIR/"
                       f"{TOKEN_FILE_NAME} on the webapp's host).")
 
+OPERATOR_ONLY = "hydra_operator_only"  # attribute set on every view wrapped by require_token
+
 F = TypeVar("F", bound=Callable[..., ResponseReturnValue])
 
 
@@ -132,4 +134,5 @@ def require_token(view: F) -> F:
         response.headers["WWW-Authenticate"] = 'Bearer realm="hydra"'
         return response
 
+    setattr(wrapper, OPERATOR_ONLY, True)  # webapp/ratelimit.py's test tells these endpoints from open ones
     return wrapper  # type: ignore[return-value]

@@ -7,6 +7,7 @@ shown as-is, except that the data dir is written as ``$HYDRA_DATA_DIR``. Anythin
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import redis
 from flask import Flask, Response, jsonify, render_template, request
@@ -63,11 +64,11 @@ def wants_json() -> bool:
     return request.path.startswith(JSON_PREFIXES)
 
 
-def error_response(message: str, status: int) -> tuple[Response | str, int]:
-    """``{"error": message}`` for the API, the error page for the dashboard."""
+def error_response(message: str, status: int, **fields: Any) -> tuple[Response | str, int]:
+    """``{"error": message}`` (and any ``fields``) for the API, the error page for the dashboard."""
     message = without_host_paths(message)
     if wants_json():
-        return jsonify(error=message), status
+        return jsonify(error=message, **fields), status
     return render_template("error.html", message=message, status=status), status
 
 
@@ -81,10 +82,13 @@ def without_host_paths(message: str) -> str:
     return message
 
 
-def _hydra_error(exc: HydraError) -> tuple[Response | str, int]:
+def _hydra_error(exc: HydraError) -> tuple[Response | str, int] | tuple[Response | str, int, dict[str, str]]:
     status = status_for(exc)
     if status >= 500:
         log.error("%s %s failed: %s: %s", request.method, request.path, type(exc).__name__, exc)
+    if isinstance(exc, EnrolmentRateLimited) and exc.retry_after_s is not None:  # like webapp/ratelimit.py's 429
+        body, status = error_response(str(exc), status, retry_after_s=exc.retry_after_s)
+        return body, status, {"Retry-After": str(exc.retry_after_s)}
     return error_response(str(exc), status)
 
 

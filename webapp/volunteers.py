@@ -2,7 +2,8 @@
 
 The body is signed with the volunteer's own Ed25519 key (``trust.volunteers.signed_enrolment``);
 the answer is its credentials (201), with the key already bound. Refused with 403 while
-self-enrolment is off, 429 over ``HYDRA_SELF_ENROLMENT_PER_HOUR`` (or too many from one address),
+self-enrolment is off, 429 over ``HYDRA_RATE_LIMIT_ENROLMENT`` (webapp/ratelimit.py, checked first) or
+``HYDRA_SELF_ENROLMENT_PER_HOUR`` (or too many from one address), both with ``Retry-After``;
 401 for a bad or stale signature, 409 for a name or key enrolled already.
 """
 

@@ -489,7 +489,7 @@ def count_enrolment_request(client: redis.Redis, settings: Settings, address: st
     wait_s = int(3600 - now % 3600) + 1
     if total > settings.self_enrolment_per_hour or mine > min(PER_ADDRESS_PER_HOUR, settings.self_enrolment_per_hour):
         raise EnrolmentRateLimited(f"Too many enrolment requests this hour; try again in {wait_s} s, or ask the "
-                                   "operator to enrol you (`hydra volunteer add`).")
+                                   "operator to enrol you (`hydra volunteer add`).", retry_after_s=wait_s)
 
 
 def check_self_enrolment(settings: Settings) -> None:

@@ -44,6 +44,11 @@ def test_settings_are_frozen() -> None:
         ({"HYDRA_LEASES": "3"}, "Unknown setting(s) HYDRA_LEASES"),
         ({"HYDRA_HEARTBEAT_S": "10", "HYDRA_WORKER_TIMEOUT_S": "5"}, "must exceed HYDRA_HEARTBEAT_S"),
         ({"HYDRA_CARBON_WEIGHT": "0", "HYDRA_COST_WEIGHT": "0", "HYDRA_RENEWABLE_WEIGHT": "0"}, "all 0"),
+        ({"HYDRA_RATE_LIMIT_TRANSFERS": "30/min"}, "HYDRA_RATE_LIMIT_TRANSFERS='30/min' is not a rate limit; "
+                                                   "write requests per window from one client address, e.g. 30/minute"),
+        ({"HYDRA_RATE_LIMIT_ENROLMENT": "0/hour"}, "or off to turn the limit off"),
+        ({"HYDRA_RATE_LIMIT_READS": "5 per 0 seconds"}, "HYDRA_RATE_LIMIT_READS='5 per 0 seconds' is not a rate limit"),
+        ({"HYDRA_TRUSTED_PROXIES": "-1"}, "HYDRA_TRUSTED_PROXIES='-1' is out of range"),
     ],
 )
 def test_bad_values_raise_a_config_error_naming_the_variable(env: dict[str, str], message: str) -> None:
@@ -62,3 +67,22 @@ def test_the_password_in_the_redis_url_is_not_shown_in_the_error() -> None:
     with pytest.raises(ConfigError) as info:
         Settings.from_env({"HYDRA_REDIS_URL": "http://user:s3cret@host"})
     assert "s3cret" not in str(info.value)
+
+
+@pytest.mark.parametrize(("raw", "parsed"), [
+    ("30/minute", "30/minute"), ("30 per minute", "30/minute"), (" 10 / Hours ", "10/hour"),
+    ("100 per 5 minutes", "100/5 minute"), ("off", "off"), ("0", "off"), ("OFF", "off"),
+])
+def test_rate_limits_are_read_in_several_spellings_and_off_turns_one_off(raw: str, parsed: str) -> None:
+    s = Settings.from_env({"HYDRA_RATE_LIMIT_GRID_REPORTS": raw})
+    assert s.rate_limit_grid_reports == parsed
+    assert Settings.from_env(s.to_env()) == s
+
+
+def test_rate_limit_defaults_limit_every_open_write_and_leave_reads_alone() -> None:
+    s = Settings()
+    assert (s.rate_limit_transfers, s.rate_limit_grid_reports, s.rate_limit_enrolment, s.rate_limit_reads) == (
+        "30/minute", "60/minute", "10/hour", "off")
+    assert s.trusted_proxies == 0
+    with pytest.raises(ConfigError, match="HYDRA_RATE_LIMIT_TRANSFERS='lots' is not a rate limit"):
+        s.with_(rate_limit_transfers="lots")
