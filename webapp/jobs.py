@@ -11,7 +11,7 @@ from flask import Blueprint, Response, jsonify, url_for
 from werkzeug.exceptions import NotFound
 
 from hydra_tasks.jobs import store
-from hydra_tasks.jobs.submit import job_png, submit_job
+from hydra_tasks.jobs.submit import job_png, partial_png, submit_job
 
 from .auth import require_token
 from .context import hydra
@@ -64,12 +64,18 @@ def reopen_job(job_id: str) -> Response:
 @bp.get("/<job_id>/image.png")
 def job_image(job_id: str) -> Response:
     job = store.get_job(hydra().redis, checked_job_id(job_id))
-    png = job_png(hydra(), job_id)
-    if png is None:
-        if job.kind != "mandelbrot":
-            raise NotFound(f"Job {job_id} is a {job.kind} job; only Mandelbrot jobs have an image.")
-        raise NotFound(f"Job {job_id} has no image: it is {job.state}; the image exists once it is done.")
-    response = Response(png, mimetype="image/png")
-    response.cache_control.private = True
-    response.cache_control.max_age = 3600  # a finished image never changes
+    png = job_png(hydra(), job_id) if job.is_final else None  # (a running job's stored preview is superseded)
+    if png is not None:
+        response = Response(png, mimetype="image/png")
+        response.cache_control.private = True
+        response.cache_control.max_age = 3600  # a finished image never changes
+        return response
+    if job.kind != "mandelbrot":
+        raise NotFound(f"Job {job_id} is a {job.kind} job; only Mandelbrot jobs have an image.")
+    partial = partial_png(hydra(), job_id)  # a running job: its image so far, preview first, then tiles
+    if partial is None:
+        raise NotFound(f"Job {job_id} has no image: it is {job.state}, and nothing of it is computed yet.")
+    response = Response(partial, mimetype="image/png")
+    response.cache_control.no_store = True
+    response.headers["X-Hydra-Partial"] = "1"
     return response

@@ -17,6 +17,7 @@ import redis
 
 from .. import compute as kernels
 from ..errors import InvalidJobSpec, ResultRejected, SpotCheckFailed
+from ..keys import is_audit_chunk
 from ..imaging import render_png
 from ..models import ChunkSpec, Finalized, JobKind
 from ..settings import Settings
@@ -262,6 +263,24 @@ def assemble(params: Mapping[str, Any], parts: Mapping[str, str], chunks: Mappin
             continue
         r, c, h, w = (int(tile[k]) for k in ("row0", "col0", "height", "width"))
         image[r:r + h, c:c + w] = decode_array(json.loads(part)[field], h, w, dtype)
+    return image
+
+
+def partial_counts(params: Mapping[str, Any], parts: Mapping[str, str], chunks: Mapping[str, str]) -> np.ndarray:
+    """A running job's image so far: the tiles merged, over the preview scaled up (each preview sample
+    stands for its stride × stride block) where no tile is in yet; zero where neither is."""
+    height, width = int(params["height"]), int(params["width"])
+    image = np.zeros((height, width), dtype="<u4")
+    if "preview" in parts and "preview" in chunks:
+        p = json.loads(chunks["preview"])["params"]
+        s = int(p["stride"])
+        coarse = decode_counts(json.loads(parts["preview"])["counts"], int(p["height"]), int(p["width"]))
+        image[:, :] = np.repeat(np.repeat(coarse, s, axis=0), s, axis=1)[:height, :width]
+    tiles = {c: part for c, part in parts.items() if c != "preview" and not is_audit_chunk(c) and c in chunks}
+    for chunk_id, part in tiles.items():
+        tile = json.loads(chunks[chunk_id])["params"]
+        r, c, h, w = (int(tile[k]) for k in ("row0", "col0", "height", "width"))
+        image[r:r + h, c:c + w] = decode_counts(json.loads(part)["counts"], h, w)
     return image
 
 

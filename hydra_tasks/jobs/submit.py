@@ -1,8 +1,10 @@
-"""Submitting a job: validate, plan, store atomically, then ask the control plane to dispatch."""
+"""Submitting a job: validate, plan, store atomically, then ask the control plane to dispatch; and
+reading a Mandelbrot job's image back (finished, or so far)."""
 
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from typing import Any
 
@@ -10,6 +12,7 @@ from kombu.exceptions import OperationalError
 
 from .. import keys
 from ..celery_app import HydraCelery
+from ..models import JobKind, JobState
 from ..scheduling import planner
 from . import store
 from .view import JobView
@@ -40,3 +43,23 @@ def job_png(app: HydraCelery, job_id: str) -> bytes | None:
     """The finished Mandelbrot image of a job, or None if there is none (yet)."""
     text = app.redis.get(keys.job_image(job_id))
     return base64.b64decode(text) if text else None
+
+
+def partial_png(app: HydraCelery, job_id: str) -> bytes | None:
+    """A running Mandelbrot job's image so far (the preview, then tile by tile; counts only, without
+    the smooth colouring the final image gets), or None if the job is not a live Mandelbrot job or
+    nothing of it is computed yet."""
+    from ..imaging import render_png
+    from . import mandelbrot
+
+    kind, state, spec_json = app.redis.hmget(keys.job(job_id), "kind", "state", "spec")
+    if kind != JobKind.MANDELBROT.value or state is None or JobState(state).is_final:
+        return None
+    params = json.loads(spec_json)["params"]
+    reads = app.redis.pipeline(transaction=False)
+    reads.hgetall(keys.job_parts(job_id))
+    reads.hgetall(keys.job_chunks(job_id))
+    parts, chunks = reads.execute()
+    if not parts:
+        return None  # nothing computed yet
+    return render_png(mandelbrot.partial_counts(params, parts, chunks), int(params["max_iter"]))

@@ -261,8 +261,8 @@ def test_cancelling_an_unknown_job_is_a_404(client: FlaskClient) -> None:
 def test_the_image_of_an_unfinished_mandelbrot_job_is_a_404_that_says_why(client: FlaskClient) -> None:
     job = submit(client, MANDELBROT_JOB)
     response = client.get(f"/api/jobs/{job['id']}/image.png")
-    assert response.status_code == 404
-    assert "it is queued" in response.get_json()["error"]
+    assert response.status_code == 404  # nothing of it is computed yet
+    assert "it is queued" in response.get_json()["error"] and "nothing" in response.get_json()["error"]
 
 
 def test_a_pi_job_has_no_image(client: FlaskClient) -> None:
@@ -293,7 +293,7 @@ def test_the_job_page_shows_the_job_and_its_progress(client: FlaskClient) -> Non
     page = response.get_data(as_text=True)
     assert job["id"] in page and "<progress" in page and "queued" in page
     assert "carbon-blind routing" in page  # the job's carbon, against what capacity routing would emit
-    assert "image.png" not in page  # the image appears once the job is done
+    assert 'id="live-image"' in page and "Image so far" in page  # filled in live as chunks arrive
 
 
 def test_the_page_of_an_unknown_job_is_a_404_html_page(client: FlaskClient) -> None:
@@ -443,3 +443,57 @@ def test_the_job_page_shows_the_centre_and_span_the_user_gave_not_derived_bounds
                                                                "xmin": -2, "xmax": 1, "ymin": -1, "ymax": 1}})
     page = client.get(f"/jobs/{bounds['id']}").get_data(as_text=True)
     assert "<th>xmin</th><td><code>-2.0</code>" in page and "<th>center_x</th>" not in page
+
+
+def test_a_running_mandelbrot_jobs_image_fills_in_tile_by_tile(app: Flask, client: FlaskClient) -> None:
+    """Issue 13: GET .../image.png of a running job is its image so far (never cached): merged tiles
+    exactly as the kernel computes them, nothing yet elsewhere; the job page shows it live."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from hydra_tasks import compute as kernels
+    from hydra_tasks.imaging import render_png
+    from hydra_tasks.jobs import collect, store
+    from hydra_tasks.scheduling.dispatcher import dispatch
+    from hydra_tasks.scheduling.router import CapacityRouter
+    from hydra_tasks.worker.compute import run_chunk
+    from support import keyed_worker
+
+    celery_app = hydra(app)
+    key = keyed_worker(celery_app, "painter@test")
+    spec = {"kind": "mandelbrot", "params": {"width": 64, "height": 48, "max_iter": 100}, "priority": 9}
+    job = submit(client, spec)  # adaptive: its preview comes first, then tiles cut from it
+    page = client.get(f"/jobs/{job['id']}").get_data(as_text=True)
+    assert 'id="live-image"' in page and "Image so far" in page
+    settings = celery_app.settings
+
+    def compute_next() -> dict[str, Any]:
+        sent: list[tuple[dict[str, Any], int, str]] = []
+        dispatch(celery_app.redis, settings, CapacityRouter(), lambda c, a, w, r: sent.append((c, a, w)))
+        chunk, attempt, worker = next(s for s in sent if s[0]["job_id"] == job["id"])
+        result = run_chunk(chunk, attempt=attempt, worker_id=worker, region="r", key=key)
+        assert collect.collect(celery_app.redis, settings, result) == "merged"
+        assert not store.get_job(celery_app.redis, job["id"]).is_final
+        return chunk
+
+    def image_so_far() -> np.ndarray:
+        response = client.get(f"/api/jobs/{job['id']}/image.png")
+        assert response.status_code == 200 and response.mimetype == "image/png"
+        assert "no-store" in response.headers["Cache-Control"] and response.headers["X-Hydra-Partial"] == "1"
+        return np.asarray(Image.open(io.BytesIO(response.data)).convert("RGB"))
+
+    p = store.get_job(celery_app.redis, job["id"]).params
+    reference = kernels.mandelbrot_counts(xmin=float(p["xmin"]), ymax=float(p["ymax"]), dx=float(p["dx"]),
+                                          dy=float(p["dy"]), col0=0, row0=0, width=64, height=48, max_iter=100)
+    want = np.asarray(Image.open(io.BytesIO(render_png(reference, 100))).convert("RGB"))
+    preview = compute_next()
+    assert preview["chunk_id"] == "preview"
+    got, stride = image_so_far(), preview["params"]["stride"]
+    centres = (slice(stride // 2, 48, stride), slice(stride // 2, 64, stride))  # the preview's own samples
+    assert np.array_equal(got[centres], want[centres])
+    tile = compute_next()["params"]
+    got = image_so_far()
+    r, c, h, w = tile["row0"], tile["col0"], tile["height"], tile["width"]
+    assert np.array_equal(got[r:r + h, c:c + w], want[r:r + h, c:c + w])  # the merged tile, exactly

@@ -217,6 +217,8 @@
     const stateNode = document.getElementById("job-state");
     const bar = document.getElementById("job-progress");
     const workersBody = document.getElementById("job-workers-body");
+    const liveImage = document.getElementById("live-image"); // a running Mandelbrot job's image so far
+    let shownChunks = -1;
     poll(async () => {
       const job = await getJSON("/api/jobs/" + encodeURIComponent(jobId));
       if (FINAL.has(job.state)) {
@@ -226,6 +228,10 @@
       }
       stateNode.textContent = job.state;
       stateNode.className = "state state-" + job.state;
+      if (liveImage && job.chunks_done !== shownChunks) { // a tile (or the preview) arrived: redraw
+        shownChunks = job.chunks_done;
+        liveImage.src = liveImage.src.split("?")[0] + "?chunks=" + shownChunks;
+      }
       bar.value = job.progress;
       for (const node of document.querySelectorAll("[data-field]")) {
         const format = formats[node.dataset.format] || String;
