@@ -81,11 +81,13 @@ class BrokerTap:
 
 def leaks(task: str, text: str) -> list[str]:
     """What a chunk or result message shows of SECRETS outside its ciphertext (every run of 40 or
-    more base64 characters is cut out first, so a secret cannot match by chance inside a box)."""
+    more base64 characters is cut out first, so a secret cannot match by chance inside a box, and a
+    number must stand alone, not inside another number such as a time)."""
     if task != "hydra.compute_chunk" and not (task == "hydra.intake" and args_of(text)[0]["action"] == "result"):
         return []  # registrations and heartbeats carry no job data
     clear = re.sub(r"[A-Za-z0-9+/=]{40,}", "", text)
-    return [s for s in SECRETS if s in clear]
+    # A number counts only as a whole number: "1777" inside a time such as 0.17779 or 1796177712.5 is chance.
+    return [s for s in SECRETS if (re.search(rf"(?<![\d.]){s}(?![\d.])", clear) if s.isdigit() else s in clear)]
 
 
 def args_of(text: str) -> list[Any]:
