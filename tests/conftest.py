@@ -14,6 +14,17 @@ from support import FAST
 
 
 @pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real embedded Redis for the module, by URL (for tests that build their own apps on it)."""
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis") / "redis")
+    url = server.start()
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
 def redis_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HydraCelery]:
     """A real embedded Redis and an app bound to it, with no workers (for lifecycle tests)."""
     data_dir = tmp_path_factory.mktemp("hydra-redis")

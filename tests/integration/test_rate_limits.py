@@ -15,7 +15,6 @@ from flask.testing import FlaskClient
 
 from hydra_tasks import keys
 from hydra_tasks.celery_app import HydraCelery
-from hydra_tasks.embedded import EmbeddedRedis
 from hydra_tasks.settings import Settings
 from hydra_webapp import create_app
 from hydra_webapp.auth import OPERATOR_ONLY
@@ -34,16 +33,6 @@ OPEN_WRITES = [
     ("/api/volunteers", "2 per hour", "rate_limit_enrolment"),
 ]
 _addresses = (f"198.51.100.{i}" for i in itertools.count(1))
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = EmbeddedRedis(tmp_path_factory.mktemp("limits-redis") / "redis")
-    url = server.start()
-    try:
-        yield url
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

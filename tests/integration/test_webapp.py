@@ -19,7 +19,6 @@ from PIL import Image
 
 from hydra_tasks import keys
 from hydra_tasks.celery_app import HydraCelery
-from hydra_tasks.embedded import EmbeddedRedis
 from hydra_tasks.errors import ConfigError
 from hydra_tasks.models import WorkerState
 from hydra_tasks.settings import Settings
@@ -36,16 +35,6 @@ MANDELBROT_JOB = {"kind": "mandelbrot", "params": {"width": 64, "height": 48, "m
 
 
 # --- fixtures ------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = EmbeddedRedis(tmp_path_factory.mktemp("webapp-redis") / "redis")
-    url = server.start()
-    try:
-        yield url
-    finally:
-        server.stop()
-
-
 @pytest.fixture(scope="module")
 def settings(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return Settings().with_(redis_url=redis_url, data_dir=tmp_path_factory.mktemp("webapp-data"), api_token=TOKEN)
