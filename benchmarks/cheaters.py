@@ -52,7 +52,7 @@ from hydra_tasks.ledger import audit as ledger_audit  # noqa: E402
 from hydra_tasks.ledger.book import MICRO_PER_TOKEN  # noqa: E402
 from hydra_tasks.stack import LocalStack  # noqa: E402
 from hydra_tasks.worker import registry  # noqa: E402
-from support import running_stack, wait_for_job  # noqa: E402
+from support import dispatch_in_process, running_stack, wait_for_job  # noqa: E402
 
 KINDS = {  # cheat -> (job kind, the cheater_worker cheat, how many cheating workers)
     "pi-all": ("pi", "pi-all", 1), "pi-tenth": ("pi", "pi-tenth", 1), "pi-one-block": ("pi", "pi-one-block", 1),
@@ -181,8 +181,6 @@ def simulate(cheat: str, runs: int, tmp: Path) -> dict[str, Any]:
     from hydra_tasks.ledger import book
     from hydra_tasks.models import ChunkSpec, WorkerState, payload_digest
     from hydra_tasks.scheduling import planner
-    from hydra_tasks.scheduling.dispatcher import dispatch
-    from hydra_tasks.scheduling.router import CapacityRouter
     from hydra_tasks.settings import Settings
     from hydra_tasks.trust import identity
     from hydra_tasks.trust import results as signed_results
@@ -222,9 +220,7 @@ def simulate(cheat: str, runs: int, tmp: Path) -> dict[str, Any]:
             for _ in range(500):
                 if store.get_job(app.redis, job_id).is_final:
                     break
-                sent: list[tuple[dict[str, Any], int, str]] = []
-                dispatch(app.redis, app.settings, CapacityRouter(), lambda c, a, w, r: sent.append((c, a, w)))
-                for chunk, attempt, worker in sent:
+                for chunk, attempt, worker in dispatch_in_process(app):
                     key = workers[worker]
                     if worker.startswith("cheater") and target != "run_chunk":
                         sent_by_cheaters += 1

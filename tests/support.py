@@ -120,3 +120,18 @@ def submit_planned(app: HydraCelery, raw: dict[str, Any]) -> str:
     job_id = store.new_job_id()
     store.create_job(app.redis, spec, planner.plan(job_id, spec, app.settings), job_id=job_id)
     return job_id
+
+
+#: What a dispatch sent: (chunk spec JSON, attempt, worker id) per chunk.
+Sent = list[tuple[dict[str, Any], int, str]]
+
+
+def dispatch_in_process(app: HydraCelery, settings: Settings | None = None) -> Sent:
+    """Run one dispatch in this process (capacity routing) and return what it sent, instead of
+    publishing it: the test plays the workers."""
+    from hydra_tasks.scheduling.dispatcher import dispatch
+    from hydra_tasks.scheduling.router import CapacityRouter
+
+    sent: Sent = []
+    dispatch(app.redis, settings or app.settings, CapacityRouter(), lambda c, a, w, r: sent.append((c, a, w)))
+    return sent

@@ -18,13 +18,12 @@ from hydra_tasks.jobs import collect, pi, store
 from hydra_tasks.ledger import audit
 from hydra_tasks.models import payload_digest
 from hydra_tasks.scheduling import sweeper
-from hydra_tasks.scheduling.dispatcher import dispatch
 from hydra_tasks.scheduling.router import CapacityRouter
 from hydra_tasks.trust import identity
 from hydra_tasks.trust import results as signed_results
 from hydra_tasks.worker import registry
 from hydra_tasks.worker.compute import run_chunk
-from support import keyed_worker, submit_planned
+from support import dispatch_in_process, keyed_worker, submit_planned
 
 pytestmark = pytest.mark.integration
 
@@ -39,9 +38,7 @@ def app(redis_only: HydraCelery) -> HydraCelery:
 
 
 def send(app: HydraCelery) -> Sent:
-    sent: Sent = []
-    dispatch(app.redis, app.settings, CapacityRouter(), lambda c, a, w, r: sent.append((c, a, w)))
-    return sent
+    return dispatch_in_process(app)
 
 
 def submit(app: HydraCelery, samples: int, seed: int = 3) -> str:

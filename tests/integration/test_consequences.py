@@ -25,13 +25,11 @@ from hydra_tasks.errors import JobStateError
 from hydra_tasks.jobs import collect, mandelbrot, store
 from hydra_tasks.ledger import audit, book
 from hydra_tasks.models import payload_digest
-from hydra_tasks.scheduling.dispatcher import dispatch
-from hydra_tasks.scheduling.router import CapacityRouter
 from hydra_tasks.trust import identity, reputation
 from hydra_tasks.trust import results as signed_results
 from hydra_tasks.worker import registry
 from hydra_tasks.worker.compute import run_chunk
-from support import keyed_worker, submit_planned
+from support import dispatch_in_process, keyed_worker, submit_planned
 
 pytestmark = pytest.mark.integration
 
@@ -59,9 +57,7 @@ def submit(app: HydraCelery, raw: dict[str, Any]) -> str:
 
 
 def send(app: HydraCelery) -> Sent:
-    sent: Sent = []
-    dispatch(app.redis, app.settings, CapacityRouter(), lambda c, a, w, r: sent.append((c, a, w)))
-    return sent
+    return dispatch_in_process(app)
 
 
 def falsified(result: dict[str, Any], key: SigningKey) -> dict[str, Any]:

@@ -13,11 +13,9 @@ from hydra_tasks import keys
 from hydra_tasks.celery_app import HydraCelery, create_app
 from hydra_tasks.jobs import collect, store
 from hydra_tasks.models import payload_digest
-from hydra_tasks.scheduling.dispatcher import dispatch
-from hydra_tasks.scheduling.router import CapacityRouter
 from hydra_tasks.trust import results as signed_results
 from hydra_tasks.worker.compute import run_chunk
-from support import keyed_worker, submit_planned
+from support import dispatch_in_process, keyed_worker, submit_planned
 
 pytestmark = pytest.mark.integration
 
@@ -53,9 +51,7 @@ def test_metrics_scrape_reports_jobs_chunks_workers_queues_tokens_and_drops(app:
     for _ in range(20):
         if store.get_job(app.redis, done_job).is_final:
             break
-        sent: list[tuple[dict[str, Any], int, str]] = []
-        dispatch(app.redis, app.settings, CapacityRouter(), lambda c, a, w, r: sent.append((c, a, w)))
-        for chunk, attempt, worker in sent:
+        for chunk, attempt, worker in dispatch_in_process(app):
             if chunk["job_id"] != done_job:
                 continue
             key = honest if worker == "honest@test" else cheat

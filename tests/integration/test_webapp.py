@@ -445,10 +445,8 @@ def test_a_running_mandelbrot_jobs_image_fills_in_tile_by_tile(app: Flask, clien
     from hydra_tasks import compute as kernels
     from hydra_tasks.imaging import render_png
     from hydra_tasks.jobs import collect, store
-    from hydra_tasks.scheduling.dispatcher import dispatch
-    from hydra_tasks.scheduling.router import CapacityRouter
     from hydra_tasks.worker.compute import run_chunk
-    from support import keyed_worker
+    from support import dispatch_in_process, keyed_worker
 
     celery_app = hydra(app)
     key = keyed_worker(celery_app, "painter@test")
@@ -459,9 +457,8 @@ def test_a_running_mandelbrot_jobs_image_fills_in_tile_by_tile(app: Flask, clien
     settings = celery_app.settings
 
     def compute_next() -> dict[str, Any]:
-        sent: list[tuple[dict[str, Any], int, str]] = []
-        dispatch(celery_app.redis, settings, CapacityRouter(), lambda c, a, w, r: sent.append((c, a, w)))
-        chunk, attempt, worker = next(s for s in sent if s[0]["job_id"] == job["id"])
+        chunk, attempt, worker = next(s for s in dispatch_in_process(celery_app, settings)
+                                      if s[0]["job_id"] == job["id"])
         result = run_chunk(chunk, attempt=attempt, worker_id=worker, region="r", key=key)
         assert collect.collect(celery_app.redis, settings, result) == "merged"
         assert not store.get_job(celery_app.redis, job["id"]).is_final
