@@ -26,7 +26,6 @@ from hydra_tasks.trust.volunteers import ENROL_ACTION, NAME_RE, REGION_RE
 Schema = dict[str, Any]
 
 HEX_KEY = "^[0-9a-f]{64}$"
-HEX_SIGNATURE = "^[0-9a-f]{128}$"
 JOB_ID = "^[0-9a-f]{1,64}$"
 
 
@@ -41,6 +40,9 @@ def _nullable(schema: Schema) -> Schema:
 _NUMBER: Schema = {"type": "number"}
 _INT: Schema = {"type": "integer"}
 _STR: Schema = {"type": "string"}
+# Only its type: its content is the domain's to check (identity.verify: 401 for a malformed or wrong one).
+SIGNATURE: Schema = {"type": "string", "description": "the Ed25519 signature: 128 lowercase hex digits (checked against "
+                                                      "the key; a malformed or wrong one is refused with 401)"}
 _TOKENS: Schema = {"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{6}$", "description": "tokens, exact (6 decimals)"}
 
 # --- requests -------------------------------------------------------------------------------------
@@ -106,8 +108,7 @@ TRANSFER: Schema = {
                    "description": f"micro-tokens (1 token = 1000000), a whole number from 1 to {MAX_AMOUNT_MICRO}"},
         "nonce": {"type": "integer", "minimum": 0, "maximum": MAX_NONCE,
                   "description": f"a whole number from 0 to {MAX_NONCE}, above the sender's last one"},
-        "signature": {"type": "string", "pattern": HEX_SIGNATURE,
-                      "description": "the Ed25519 signature: 128 lowercase hex digits"},
+        "signature": SIGNATURE,
     },
 }
 GRID_REPORT: Schema = {
@@ -124,8 +125,7 @@ GRID_REPORT: Schema = {
         "renewable_share": {"type": "number", "minimum": 0, "maximum": 1,
                             "description": "the share of power made on site, from 0 to 1"},
         "timestamp": {"type": "number", "description": "unix seconds when the report was signed (now)"},
-        "signature": {"type": "string", "pattern": HEX_SIGNATURE,
-                      "description": "the Ed25519 signature: 128 lowercase hex digits"},
+        "signature": SIGNATURE,
     },
 }
 ENROLMENT: Schema = {
@@ -142,8 +142,7 @@ ENROLMENT: Schema = {
                     "description": "one or more region names of lowercase letters, digits and '-', e.g. [\"eu-west\"]"},
         "public_key": {"type": "string", "pattern": HEX_KEY, "description": "your Ed25519 key: 64 lowercase hex digits"},
         "timestamp": {"type": "number", "description": "unix seconds when the request was signed (now)"},
-        "signature": {"type": "string", "pattern": HEX_SIGNATURE,
-                      "description": "the Ed25519 signature: 128 lowercase hex digits"},
+        "signature": SIGNATURE,
     },
 }
 
