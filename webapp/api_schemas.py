@@ -55,6 +55,7 @@ PI_PARAMS: Schema = {
                  "description": "the random seed, a whole number from 0 to 2^64-1 (random if absent)"},
     },
 }
+_BOUNDS, _CENTRE = {"xmin", "xmax", "ymin", "ymax"}, ("center_x", "center_y", "span")
 _COORD: Schema = {"type": "number", "minimum": -COORD_LIMIT, "maximum": COORD_LIMIT}
 MANDELBROT_PARAMS: Schema = {
     "type": "object", "additionalProperties": False,
@@ -74,10 +75,16 @@ MANDELBROT_PARAMS: Schema = {
         "span": {"type": "number", "minimum": 1e-300, "maximum": 2 * COORD_LIMIT,
                  "description": f"the width of the view, a number above 0 and at most {2 * COORD_LIMIT}"},
     },
+    # Bounds come all four together, and never with a centre.
+    "dependentRequired": {k: sorted(_BOUNDS - {k}) for k in sorted(_BOUNDS)},
+    "if": {"anyOf": [{"required": [k]} for k in sorted(_BOUNDS)]},
+    "then": {"properties": {k: False for k in _CENTRE}},
 }
 JOB_SPEC: Schema = {
     "type": "object", "additionalProperties": False, "required": ["kind"],
     "description": "A job to run, e.g. {\"kind\": \"pi\", \"params\": {\"samples\": 100000000}}.",
+    "examples": [{"kind": "pi", "params": {"samples": 1_000_000, "seed": 7}},
+                 {"kind": "mandelbrot", "params": {"width": 64, "height": 48, "max_iter": 64}, "priority": 7}],
     "properties": {
         "kind": {"enum": [k.value for k in JobKind], "description": f"one of {', '.join(k.value for k in JobKind)}"},
         "params": {"type": "object", "description": "the kind's parameters (PiParams or MandelbrotParams)"},

@@ -29,6 +29,7 @@ that names the field and what to send, with every violation in ``errors``.
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -51,6 +52,7 @@ from .context import hydra
 from .inputs import BodyBreaksSchema, json_object_body
 
 bp = Blueprint("openapi", __name__, url_prefix="/api")
+log = logging.getLogger(__name__)
 
 DOCUMENT_KEY = "hydra_openapi"
 SCHEMA_ERRORS = "schema_errors"  # attribute of a domain error raised for a body that also breaks its schema
@@ -367,6 +369,9 @@ def validated_body() -> dict[str, Any]:
             except HydraError as exc:  # the domain refuses it too: its precise message (and status) wins
                 setattr(exc, SCHEMA_ERRORS, refusal.errors)  # webapp/errors.py adds them as 'errors'
                 raise
+            except Exception:  # a bug in the domain validator; the body is refused by the schema all the same
+                log.exception("%s: the domain validator failed on a body that breaks the %s schema",
+                              request.endpoint, operation.body)
         raise refusal
     return body
 
