@@ -11,10 +11,9 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
-import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
