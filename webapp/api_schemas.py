@@ -239,7 +239,37 @@ CREDENTIALS: Schema = {
                    "regions": {"type": "array", "items": _STR}, "redis_url": _STR, "ca_pem": _nullable(_STR),
                    "join_secret": _nullable(_STR), "box_key": _nullable(_STR)},
 }
-METRICS: Schema = {"type": "object", "description": "Per-job metrics (newest jobs first) and totals."}
+_WORKER_MODEL: Schema = {
+    "type": "object", "required": ["worker_id", "region", "state", "reliability"],
+    "properties": {"worker_id": _STR, "region": _STR, "state": _STR, "cpu_limit": _nullable(_NUMBER),
+                   "pi_samples_per_s": _NUMBER, "mandelbrot_iters_per_s": _NUMBER, "reliability": _NUMBER,
+                   "chunks_ok": _INT, "chunks_failed": _INT, "leases_expired": _INT},
+}
+_JOB_SUMMARIES: Schema = {"type": "array", "description": "the newest jobs of the kind (or ?job=), newest first",
+                          "items": {"type": "object"}}
+CHUNKING_METRICS: Schema = {"type": "object", "required": ["workers", "jobs"],
+                            "properties": {"workers": {"type": "array", "items": _WORKER_MODEL},
+                                           "jobs": _JOB_SUMMARIES}}
+TILING_METRICS: Schema = CHUNKING_METRICS
+_CARBON: Schema = {"type": "object", "required": ["energy_kwh", "carbon_g", "counterfactual_g", "saved_g"],
+                   "properties": {k: _NUMBER for k in ("energy_kwh", "carbon_g", "counterfactual_g", "saved_g",
+                                                       "saved_fraction", "renewable_kwh")}}
+SUSTAINABILITY_METRICS: Schema = {
+    "type": "object", "required": ["overall", "jobs", "carbon_provider_failures"],
+    "properties": {"overall": _CARBON,
+                   "jobs": {"type": "array", "items": {"allOf": [_CARBON, {"required": ["job_id"],
+                                                                           "properties": {"job_id": _STR}}]}},
+                   "carbon_provider_failures": {"type": "array", "items": {"type": "object"}}},
+}
+_COUNTS: Schema = {"type": "object", "additionalProperties": _INT}
+SECURITY_METRICS: Schema = {
+    "type": "object",
+    "required": ["intake_dropped", "intake_dropped_total", "results_dropped", "results_dropped_total", "spot_checks",
+                 "audits_waiting", "reversed_micro", "reversals"],
+    "properties": {"intake_dropped": _COUNTS, "intake_dropped_total": _INT, "results_dropped": _COUNTS,
+                   "results_dropped_total": _INT, "spot_checks": {"type": "object"}, "audits_waiting": _INT,
+                   "reversed_micro": _INT, "reversals": _INT},
+}
 HEALTH: Schema = {"type": "object", "required": ["ok", "redis"],
                   "properties": {"ok": {"const": True}, "redis": {"type": "boolean",
                                                                   "description": "Redis answered a PING"}}}
@@ -252,5 +282,6 @@ COMPONENTS: dict[str, Schema] = {
     "TokenMetrics": TOKEN_METRICS, "Checkpoint": CHECKPOINT,
     "GridReport": GRID_REPORT, "GridAccepted": GRID_ACCEPTED,
     "Enrolment": ENROLMENT, "Credentials": CREDENTIALS,
-    "Metrics": METRICS, "Health": HEALTH,
+    "ChunkingMetrics": CHUNKING_METRICS, "TilingMetrics": TILING_METRICS,
+    "SustainabilityMetrics": SUSTAINABILITY_METRICS, "SecurityMetrics": SECURITY_METRICS, "Health": HEALTH,
 }

@@ -6,14 +6,17 @@ document under Schemathesis: no server error, no response that breaks the schema
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
@@ -24,7 +27,7 @@ from hydra_tasks.settings import RATE_LIMIT_OFF
 from hydra_webapp import create_app
 from hydra_webapp.auth import OPERATOR_ONLY
 from hydra_webapp.openapi import documented_rules, operations, schema_violation, undocumented, validator
-from support import require_redis7, running_stack
+from support import require_redis7, running_stack, wait_for_job
 
 pytestmark = pytest.mark.integration
 
@@ -173,10 +176,18 @@ def test_html_pages_keep_the_html_error_page(client: FlaskClient) -> None:
 
 
 # --- Schemathesis against a live stack ----------------------------------------------------------------
+@dataclass(frozen=True)
+class Live:
+    url: str
+    job_ids: list[str]  # finished jobs, so /api/jobs/{job_id}/... also answers 200, not only 404
+    owners: list[str]  # a worker id and its account, for /api/worker_balance/{who}
+
+
 @pytest.fixture(scope="module")
-def live_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     """Redis, a control worker and one region worker (real processes), and the webapp on 127.0.0.1
-    served by Werkzeug's threaded server; rate limits off so the run goes past the first 429."""
+    served by Werkzeug's threaded server; rate limits off so the run goes past the first 429; two small
+    jobs run to the end first, so there is something to read."""
     require_redis7()
     limits_off = {name: RATE_LIMIT_OFF for name in ("rate_limit_transfers", "rate_limit_grid_reports",
                                                     "rate_limit_enrolment", "rate_limit_reads")}
@@ -187,7 +198,15 @@ def live_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         thread = threading.Thread(target=server.serve_forever, name="webapp-under-schemathesis", daemon=True)
         thread.start()
         try:
-            yield f"http://127.0.0.1:{server.server_port}"
+            url = f"http://127.0.0.1:{server.server_port}"
+            job_ids = [requests.post(f"{url}/api/jobs", json=spec, headers=AUTH, timeout=30).json()["id"]
+                       for spec in ({"kind": "pi", "params": {"samples": 2_000_000, "seed": 1}},
+                                    {"kind": "mandelbrot", "params": {"width": 64, "height": 48, "max_iter": 64}})]
+            celery_app: HydraCelery = web.extensions["hydra"]
+            for job_id in job_ids:
+                assert wait_for_job(celery_app, job_id, timeout_s=60).state == "done"
+            worker = requests.get(f"{url}/api/workers", timeout=30).json()["workers"][0]
+            yield Live(url, job_ids, [worker["worker_id"], worker["public_key"]])
         finally:
             server.shutdown()
             thread.join(timeout=10)
@@ -206,17 +225,30 @@ CHECKS = ",".join((
 ))
 
 
-def test_the_live_api_keeps_to_its_document(live_url: str, tmp_path: Path) -> None:
+def test_the_live_api_keeps_to_its_document(live: Live, tmp_path: Path) -> None:
     """Schemathesis (its CLI, as a user runs it) on every operation of the live document, with the
-    operator token so guarded operations go past 401: the schemas' examples, then boundary and negative
-    cases (coverage), then generated ones (fuzzing), derandomized. No 5xx; every answer's status, content
-    type, headers and body as the document says; every request that breaks the schema refused."""
-    report = tmp_path / "schemathesis.json"
-    command = [sys.executable, "-m", "schemathesis.cli", "run", f"{live_url}/api/openapi.json",
-               "--checks", CHECKS, "--header", f"Authorization: Bearer {TOKEN}",
-               "--phases", "examples,coverage,fuzzing", "--max-examples", "15", "--generation-deterministic",
-               "--workers", "2",
-               "--request-timeout", "30", "--no-color", "--report", "ndjson", "--report-ndjson-path", str(report)]
+    operator token so guarded operations go past 401, and the ids of real jobs and a real worker half
+    the time: the schemas' examples, then boundary and negative cases (coverage), then generated ones
+    (fuzzing), derandomized. No 5xx; every answer's status, content type, headers and body as the
+    document says; every request that breaks the schema refused."""
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(f"""
+[dictionaries.jobs]
+values = {json.dumps(live.job_ids)}
+
+[dictionaries.owners]
+values = {json.dumps(live.owners)}
+
+[parameters]
+"path.job_id" = {{ dictionary = "jobs", probability = 0.5 }}
+"path.who" = {{ dictionary = "owners", probability = 0.5 }}
+""")
+    command = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run",
+               f"{live.url}/api/openapi.json", "--checks", CHECKS, "--header", f"Authorization: Bearer {TOKEN}",
+               "--phases", "examples,coverage,fuzzing", "--max-examples", "25", "--generation-deterministic",
+               "--workers", "2", "--request-timeout", "30", "--no-color"]
     run = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert run.returncode == 0, f"Schemathesis found problems:\n{run.stdout[-20_000:]}\n{run.stderr[-3000:]}"
     assert re.search(r"Tested: 2\d", run.stdout) and "Coverage" in run.stdout, run.stdout[-5000:]
+    for job_id in live.job_ids:  # the real ids were used (and every answer about them kept to the document)
+        assert requests.get(f"{live.url}/api/jobs/{job_id}", timeout=30).json()["state"] == "done"
