@@ -243,12 +243,21 @@ values = {json.dumps(live.owners)}
 "path.job_id" = {{ dictionary = "jobs", probability = 0.5 }}
 "path.who" = {{ dictionary = "owners", probability = 0.5 }}
 """)
+    # A stream (Server-Sent Events) never ends, so it cannot be fuzzed request by request: left out here.
+    doc = requests.get(f"{live.url}/api/openapi.json", timeout=30).json()
+    streams = [op["operationId"] for item in doc["paths"].values() for op in item.values()
+               if "text/event-stream" in op["responses"].get("200", {}).get("content", {})]
+    report = tmp_path / "report.ndjson"
     command = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run",
                f"{live.url}/api/openapi.json", "--checks", CHECKS, "--header", f"Authorization: Bearer {TOKEN}",
                "--phases", "examples,coverage,fuzzing", "--max-examples", "25", "--generation-deterministic",
-               "--workers", "2", "--request-timeout", "30", "--no-color"]
+               "--workers", "2", "--request-timeout", "30", "--no-color", "--report", "ndjson",
+               "--report-ndjson-path", str(report),
+               *[arg for op_id in streams for arg in ("--exclude-operation-id", op_id)]]
     run = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert run.returncode == 0, f"Schemathesis found problems:\n{run.stdout[-20_000:]}\n{run.stderr[-3000:]}"
-    assert re.search(r"Tested: 2\d", run.stdout) and "Coverage" in run.stdout, run.stdout[-5000:]
-    for job_id in live.job_ids:  # the real ids were used (and every answer about them kept to the document)
-        assert requests.get(f"{live.url}/api/jobs/{job_id}", timeout=30).json()["state"] == "done"
+    # Every operation was tested, except streams and the one that serves the document (Schemathesis leaves it out).
+    tested = set(re.findall(r'"label": ?"([A-Z]+ /[^"]*)"', report.read_text()))
+    expected = {f"{method.upper()} {path}" for path, item in doc["paths"].items() for method, op in item.items()
+                if op["operationId"] not in streams} - {"GET /api/openapi.json"}
+    assert tested == expected, (sorted(expected - tested), sorted(tested - expected))
