@@ -64,7 +64,7 @@ _IGNORED_METHODS = frozenset({"HEAD", "OPTIONS"})
 
 _ERROR_TEXT = {
     400: "The request is malformed or breaks its schema; 'detail' says what to send.",
-    401: "Not authenticated: the operator token is missing or wrong, or a signature does not verify.",
+    401: "The signature in the body does not verify, or is stale or replayed; sign a new request.",
     403: "Refused (e.g. self-enrolment is off).",
     404: "Not found.",
     409: "Conflicts with the current state (e.g. the job is already cancelled, a nonce was used).",
@@ -300,7 +300,8 @@ def _operation(endpoint: str, op: Operation, *, guarded: bool, limited: bool) ->
     errors |= {400} if op.query else set()
     errors |= {404} if op.path else set()
     for status in sorted(errors):
-        problem: dict[str, Any] = {"description": _ERROR_TEXT[status],
+        text = "The operator token is missing or wrong." if status == 401 and guarded else _ERROR_TEXT[status]
+        problem: dict[str, Any] = {"description": text,
                                    "content": {PROBLEM_JSON: {"schema": ref("Problem")}}}
         if status == 429:
             problem["headers"] = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
