@@ -58,13 +58,23 @@ def test_the_document_is_valid_openapi_3_1(client: FlaskClient) -> None:
 
 
 def test_every_api_route_is_documented(app: Flask) -> None:
-    missing = undocumented(app)
+    missing = [(path, method, endpoint) for path, method, endpoint in documented_rules(app)
+               if endpoint not in operations()]
+    skeletons = "\n".join(
+        f'    "{endpoint}": Operation("<what {method.upper()} {path} does>", "{endpoint.partition(".")[0]}", '
+        f'{{200: json_reply("<what it answers>", "<a schema in webapp/api_schemas.py>")}}'
+        + "".join(', path={"job_id": JOB_ID_PARAM}' if name == "job_id" else
+                  f', path={{"{name}": Param({{"type": "string"}}, "<what it is>", True)}}'
+                  for name in re.findall(r"{(\w+)}", path))
+        + (', body="<its schema>", explain=<the domain parser>' if method in ("post", "put", "patch") else "")
+        + "),"
+        for path, method, endpoint in missing)
     assert not missing, (
-        "These routes are not in the API document: " + "; ".join(missing) + ". Add an entry per endpoint to the "
-        "table in webapp/openapi.py's operations(), e.g. \"jobs.delete_job\": Operation(\"Delete a job\", \"jobs\", "
-        "{200: json_reply(\"The deleted job\", \"Job\")}, path={\"job_id\": JOB_ID_PARAM}, errors=(409,)); "
-        "for a JSON body also name its schema (body=\"...\", defined in webapp/api_schemas.py) and read it with "
-        "validated_body(). See ARCHITECTURE.md, \"The API contract\".")
+        f"{len(missing)} route(s) are not in the API document (GET /api/openapi.json). Add to the table in "
+        f"webapp/openapi.py's operations():\n{skeletons}\nwith errors=(...) for statuses it answers besides the "
+        "derived ones (401/429/400/413/404/503), and read a JSON body with validated_body(). See ARCHITECTURE.md, "
+        "\"The API contract\".")
+    assert not undocumented(app)
     paths = {(path, method) for path, method, _ in documented_rules(app)}
     doc = app.test_client().get("/api/openapi.json").get_json()
     assert {(path, method) for path, item in doc["paths"].items() for method in item} == paths
