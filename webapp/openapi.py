@@ -124,8 +124,10 @@ def _job_spec(body: dict[str, Any]) -> object:
 
 
 JOB_ID_PARAM = Param({"type": "string", "pattern": JOB_ID}, "the job's id: 1-64 lowercase hex digits", True)
-_SIGNED = ("Authenticated by the Ed25519 signature in the body (not by the operator token): sign the canonical "
-           "JSON (sorted keys, no spaces) of the fields shown in the body schema's description.")
+_SIGNED = ("Authenticated by the Ed25519 signature in the body (not by the operator token): 'signature' is the hex "
+           "signature of the canonical JSON (sorted keys, separators ',' and ':', non-ASCII escaped; "
+           "hydra_tasks.trust.identity.canonical) of the object named in the body schema's description.")
+
 
 @functools.cache
 def operations() -> dict[str, Operation]:
