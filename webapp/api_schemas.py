@@ -41,8 +41,9 @@ _NUMBER: Schema = {"type": "number"}
 _INT: Schema = {"type": "integer"}
 _STR: Schema = {"type": "string"}
 # Only its type: its content is the domain's to check (identity.verify: 401 for a malformed or wrong one).
-SIGNATURE: Schema = {"type": "string", "description": "the Ed25519 signature: 128 lowercase hex digits (checked against "
-                                                      "the key; a malformed or wrong one is refused with 401)"}
+SIGNATURE: Schema = {"type": "string",
+                     "description": "the Ed25519 signature: 128 lowercase hex digits (checked against the key; a "
+                                    "malformed or wrong one is refused with 401)"}
 _TOKENS: Schema = {"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{6}$", "description": "tokens, exact (6 decimals)"}
 
 # --- requests -------------------------------------------------------------------------------------
@@ -59,8 +60,8 @@ _BOUNDS, _CENTRE = {"xmin", "xmax", "ymin", "ymax"}, ("center_x", "center_y", "s
 _COORD: Schema = {"type": "number", "minimum": -COORD_LIMIT, "maximum": COORD_LIMIT}
 MANDELBROT_PARAMS: Schema = {
     "type": "object", "additionalProperties": False,
-    "description": "Either xmin/xmax/ymin/ymax (all four) or center_x/center_y/span, not both; "
-                   "width x height is at most 50,000,000 pixels.",
+    "description": "either xmin/xmax/ymin/ymax (all four) or center_x/center_y/span, not both; "
+                   "width x height is at most 50,000,000 pixels",
     "properties": {
         "width": {"type": "integer", "minimum": 1, "maximum": MAX_SIDE, "default": 800,
                   "description": f"the image width in pixels, from 1 to {MAX_SIDE}"},
@@ -78,7 +79,8 @@ MANDELBROT_PARAMS: Schema = {
     # Bounds come all four together, and never with a centre.
     "dependentRequired": {k: sorted(_BOUNDS - {k}) for k in sorted(_BOUNDS)},
     "if": {"anyOf": [{"required": [k]} for k in sorted(_BOUNDS)]},
-    "then": {"properties": {k: False for k in _CENTRE}},
+    "then": {"properties": {k: {"not": {}, "description": "either xmin/xmax/ymin/ymax or center_x/"
+                                                           "center_y/span, not both"} for k in _CENTRE}},
 }
 JOB_SPEC: Schema = {
     "type": "object", "additionalProperties": False, "required": ["kind"],
@@ -147,7 +149,8 @@ ENROLMENT: Schema = {
         "regions": {"type": "array", "minItems": 1,
                     "items": {"type": "string", "pattern": REGION_RE.pattern},
                     "description": "one or more region names of lowercase letters, digits and '-', e.g. [\"eu-west\"]"},
-        "public_key": {"type": "string", "pattern": HEX_KEY, "description": "your Ed25519 key: 64 lowercase hex digits"},
+        "public_key": {"type": "string", "pattern": HEX_KEY,
+                       "description": "your Ed25519 key: 64 lowercase hex digits"},
         "timestamp": {"type": "number", "description": "unix seconds when the request was signed (now)"},
         "signature": SIGNATURE,
     },

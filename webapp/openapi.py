@@ -149,12 +149,14 @@ def operations() -> dict[str, Operation]:
             description="Validated, stored and dispatched; a job that breaks the domain's limits (e.g. too many "
                         "pixels) is refused with 400 before anything is stored.",
             body="JobSpec", explain=_job_spec),
-        "jobs.get_job": Operation("Read a job", "jobs", {200: json_reply("The job", "Job")}, path={"job_id": JOB_ID_PARAM}),
+        "jobs.get_job": Operation("Read a job", "jobs", {200: json_reply("The job", "Job")},
+                                  path={"job_id": JOB_ID_PARAM}),
         "jobs.cancel_job": Operation("Cancel a job", "jobs", {200: json_reply("The cancelled job", "Job")},
                                      path={"job_id": JOB_ID_PARAM}, errors=(409,)),
         "jobs.reopen_job": Operation(
             "Re-open a done job", "jobs", {200: json_reply("The re-opened job", "Job")},
-            description="Recomputes a done job's suspect results (from a worker caught cheating after they were merged).",
+            description="Recomputes a done job's suspect results (from a worker caught cheating after they were "
+                        "merged).",
             path={"job_id": JOB_ID_PARAM}, errors=(409,)),
         "jobs.job_image": Operation(
             "A Mandelbrot job's image", "jobs",
@@ -384,7 +386,8 @@ def validated_body() -> dict[str, Any]:
 
 def schema_violation(violations: list[ValidationError], component: str) -> BodyBreaksSchema:
     """A 400 whose detail names the first field and what to send; ``errors`` has them all (at most 20)."""
-    errors = [{"field": _field(v), "message": describe(v)} for v in _leaves(violations)[:20]]
+    found = [{"field": _field(v), "message": describe(v)} for v in _leaves(violations)]
+    errors = [dict(pair) for pair in dict.fromkeys(tuple(e.items()) for e in found)][:20]  # once each, in order
     more = f" ({len(errors) - 1} more problem(s) in 'errors')" if len(errors) > 1 else ""
     return BodyBreaksSchema(f"{errors[0]['message']}{more} The body must match the {component} schema "
                             "(GET /api/openapi.json).", errors)
@@ -411,8 +414,7 @@ def describe(violation: ValidationError) -> str:
     """One violation as a sentence that names the field and says what to send."""
     name = _field(violation)
     schema = violation.schema if isinstance(violation.schema, dict) else {}
-    value = violation.instance
-    kind = violation.validator
+    value, kind, rule = violation.instance, violation.validator, violation.validator_value
     if kind == "required":
         wanted = schema.get("properties", {}).get(name.rpartition(".")[2], {}).get("description")
         return f"Missing required field '{name}'" + (f": send {wanted}." if wanted else ".")
@@ -421,14 +423,27 @@ def describe(violation: ValidationError) -> str:
         extra = sorted(str(k)[:40] for k in value if k not in allowed)
         where = "the body" if name == "(body)" else f"'{name}'"
         return f"Unknown field(s) in {where}: {', '.join(extra)}; allowed: {', '.join(allowed)}."
-    wanted = schema.get("description")
     if kind == "type":
-        expected = violation.validator_value
-        expected = " or ".join(expected) if isinstance(expected, list) else expected
-        said = f"'{name}' must be {_article(str(expected))}, got {_json_type(value)} {_shown(value)}"
+        expected = " or ".join(rule) if isinstance(rule, list) else str(rule)
+        said = f"'{name}' must be {_article(expected)}, got {_json_type(value)} {_shown(value)}"
+    elif kind == "dependentRequired" and isinstance(value, dict):
+        given = next((k for k, needs in rule.items() if k in value and any(n not in value for n in needs)), "?")
+        missing = [n for n in rule.get(given, []) if n not in value]
+        said = f"'{name}' has '{given}' but not {', '.join(repr(m) for m in missing)}"
     else:
-        said = f"'{name}'={_shown(value)} is not allowed ({_short(violation.message)})"
+        said = f"'{name}'={_shown(value)} {_REASONS.get(str(kind), lambda r: 'is not allowed')(rule)}"
+    wanted = str(schema.get("description", "")).rstrip(".")
     return said + (f"; send {wanted}." if wanted else ".")
+
+
+_REASONS: dict[str, Callable[[Any], str]] = {
+    "minimum": lambda r: f"is below the minimum, {r}", "maximum": lambda r: f"is above the maximum, {r}",
+    "exclusiveMinimum": lambda r: f"must be above {r}", "exclusiveMaximum": lambda r: f"must be below {r}",
+    "pattern": lambda r: f"does not match {r}", "enum": lambda r: "is not one of " + ", ".join(map(str, r)),
+    "const": lambda r: f"must be {r!r}", "minLength": lambda r: "is too short", "maxLength": lambda r: "is too long",
+    "minItems": lambda r: "has too few items", "maxItems": lambda r: "has too many items",
+    "not": lambda r: "is not allowed here",
+}
 
 
 def _article(word: str) -> str:

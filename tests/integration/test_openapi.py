@@ -129,11 +129,16 @@ def test_a_schema_violation_alone_names_the_field_and_what_to_send() -> None:
     body = {"kind": "mandelbrot", "params": {"width": 10, "colouring": "neon"}, "priority": 12, "memo": "x"}
     refusal = schema_violation(sorted(validator("JobSpec").iter_errors(body), key=lambda e: list(e.path)), "JobSpec")
     by_field = {e["field"]: e["message"] for e in refusal.errors}
-    assert "'params.colouring'='neon' is not allowed" in by_field["params.colouring"]
-    assert "send one of smooth, bands" in by_field["params.colouring"]
+    assert by_field["params.colouring"] == ("'params.colouring'='neon' is not one of smooth, bands; "
+                                            "send one of smooth, bands.")
+    assert by_field["priority"].startswith("'priority'=12 is above the maximum, 9")
     assert "send a whole number from 0 (lowest) to 9" in by_field["priority"]
     assert by_field["(body)"].startswith("Unknown field(s) in the body: memo; allowed: confidential, deadline")
     assert refusal.code == 400 and "JobSpec schema" in str(refusal.description)
+    mixed = {"kind": "mandelbrot", "params": {"xmin": 0, "span": 1}}
+    refusal = schema_violation(list(validator("JobSpec").iter_errors(mixed)), "JobSpec")
+    assert [e["message"].partition(";")[0] for e in refusal.errors] == [
+        "'params.span'=1 is not allowed here", "'params' has 'xmin' but not 'xmax', 'ymax', 'ymin'"]
     missing = schema_violation(list(validator("Transfer").iter_errors({})), "Transfer")
     assert missing.errors[0]["message"].startswith("Missing required field '")
 
