@@ -92,10 +92,11 @@ class Reply:
     media: str = "application/json"
     schema: Schema | None = None
     headers: Mapping[str, str] = field(default_factory=dict)  # header name -> description
+    links: Mapping[str, str] = field(default_factory=dict)  # link name -> an endpoint taking {job_id} = this id
 
 
-def json_reply(description: str, component: str, **headers: str) -> Reply:
-    return Reply(description, schema=ref(component), headers=headers)
+def json_reply(description: str, component: str, *, links: Mapping[str, str] | None = None, **headers: str) -> Reply:
+    return Reply(description, schema=ref(component), headers=headers, links=links or {})
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,9 @@ def _job_spec(body: dict[str, Any]) -> object:
     return parse_job_spec(body, confidential_default=settings.confidential, attestation=settings.attestation)
 
 
+# A new job's id feeds these operations (OpenAPI links: clients and Schemathesis's stateful phase follow them).
+# (Not the image: only a Mandelbrot job has one.)
+_JOB_LINKS = {"GetJob": "jobs.get_job", "CancelJob": "jobs.cancel_job", "ReopenJob": "jobs.reopen_job"}
 JOB_ID_PARAM = Param({"type": "string", "pattern": JOB_ID}, "the job's id: 1-64 lowercase hex digits", True)
 _SIGNED = ("Authenticated by the Ed25519 signature in the body (not by the operator token): 'signature' is the hex "
            "signature of the canonical JSON (sorted keys, separators ',' and ':', non-ASCII escaped; "
@@ -145,7 +149,7 @@ def operations() -> dict[str, Operation]:
                                     query={"limit": _limit(jobs.DEFAULT_LIMIT, jobs.MAX_LIMIT)}),
         "jobs.create_job": Operation(
             "Submit a job", "jobs",
-            {201: json_reply("The stored job (queued)", "Job", Location="the job's URL")},
+            {201: json_reply("The stored job (queued)", "Job", Location="the job's URL", links=_JOB_LINKS)},
             description="Validated, stored and dispatched; a job that breaks the domain's limits (e.g. too many "
                         "pixels) is refused with 400 before anything is stored.",
             body="JobSpec", explain=_job_spec),
@@ -329,6 +333,10 @@ def _reply(reply: Reply) -> dict[str, Any]:
     if reply.headers:
         out["headers"] = {name: {"description": text, "schema": {"type": "string"}}
                           for name, text in reply.headers.items()}
+    if reply.links:
+        out["links"] = {name: {"operationId": endpoint.replace(".", "_"),
+                               "parameters": {"job_id": "$response.body#/id"}}
+                        for name, endpoint in reply.links.items()}
     return out
 
 

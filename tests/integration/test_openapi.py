@@ -253,6 +253,7 @@ CHECKS = ",".join((
     "negative_data_rejection",  # every request that breaks the schema is refused with a 4xx
     "ignored_auth",  # the operations that declare the bearer token refuse requests without it
     "unsupported_method", "allow_header_conformance", "missing_required_header",
+    "ensure_resource_availability", "use_after_free",  # stateful: a job just created can be read (and so on)
 ))
 
 
@@ -260,7 +261,7 @@ def test_the_live_api_keeps_to_its_document(live: Live, tmp_path: Path) -> None:
     """Schemathesis (its CLI, as a user runs it) on every operation of the live document, with the
     operator token so guarded operations go past 401, and the ids of real jobs and a real worker half
     the time: the schemas' examples, then boundary and negative cases (coverage), then generated ones
-    (fuzzing), derandomized. No 5xx; every answer's status, content type, headers and body as the
+    (fuzzing), then sequences that follow the document's links from POST /api/jobs (stateful), derandomized. No 5xx; every answer's status, content type, headers and body as the
     document says; every request that breaks the schema refused."""
     config = tmp_path / "schemathesis.toml"
     config.write_text(f"""
@@ -281,7 +282,7 @@ values = {json.dumps(live.owners)}
     report = tmp_path / "report.ndjson"
     command = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run",
                f"{live.url}/api/openapi.json", "--checks", CHECKS, "--header", f"Authorization: Bearer {TOKEN}",
-               "--phases", "examples,coverage,fuzzing", "--max-examples", "25", "--generation-deterministic",
+               "--phases", "examples,coverage,fuzzing,stateful", "--max-examples", "25", "--generation-deterministic",
                "--workers", "2", "--request-timeout", "30", "--no-color", "--report", "ndjson",
                "--report-ndjson-path", str(report),
                *[arg for op_id in streams for arg in ("--exclude-operation-id", op_id)]]
