@@ -25,7 +25,7 @@ from typing import Any
 import redis
 from flask import Flask, Response, jsonify, render_template, request
 from kombu.exceptions import OperationalError as BrokerError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound
 
 from hydra_tasks.errors import (
     ConfigError, EnrolmentClosed, EnrolmentError, EnrolmentRateLimited, HydraError, IdentityError,
@@ -142,6 +142,9 @@ def _http_error(exc: HTTPException) -> HTTPException | tuple[Response | str, int
         message = "Internal server error; the details are in the webapp's log."
     elif exc.code == 413:
         message = TOO_LARGE_MESSAGE  # also when Werkzeug's own MAX_CONTENT_LENGTH check refused it
+    elif exc.code == 404 and exc.description == NotFound.description and wants_json():  # no such route
+        message = (f"There is no {request.path[:200]} in this API; its endpoints are listed in GET /api/openapi.json "
+                   "(readable at /api/docs).")
     elif exc.code == 405:
         allowed = ", ".join(sorted(set(getattr(exc, "valid_methods", None) or []) - {"HEAD", "OPTIONS"}))
         message = f"{request.method} is not allowed on {request.path[:200]}; use {allowed or 'another method'}."

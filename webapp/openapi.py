@@ -373,9 +373,10 @@ def validated_body() -> dict[str, Any]:
     """The request body (read strictly by :func:`inputs.json_object_body`), valid against the schema its
     operation names in :func:`operations`; else the domain validator's error, or a 400 naming the field."""
     body = json_object_body()
-    operation = operations()[str(request.endpoint)]  # a KeyError here: the endpoint has no entry yet
-    if operation.body is None:
-        raise LookupError(f"{request.endpoint} reads a body but its operations() entry names no body schema")
+    operation = operations().get(str(request.endpoint))
+    if operation is None or operation.body is None:
+        raise LookupError(f"{request.endpoint} reads a body with validated_body() but has no operations() entry "
+                          "naming its schema (body=...) in webapp/openapi.py")
     violations = sorted(validator(operation.body).iter_errors(body), key=relevance)
     if violations:
         refusal = schema_violation(violations, operation.body)

@@ -193,6 +193,10 @@ def test_every_api_error_is_problem_json(client: FlaskClient, method: str, path:
     assert body["status"] == status and body["detail"] and body["error"] == body["detail"] and body["title"]
     if status == 405:
         assert "GET" in answer.headers["Allow"] and "use GET" in body["detail"]
+    if path == "/api/no-such-thing":
+        assert "GET /api/openapi.json" in body["detail"]
+    if path == "/api/jobs/not-hex":  # a view's own 404 keeps its words
+        assert "job ids are 1-64 lowercase hex digits" in body["detail"]
 
 
 def test_a_body_over_the_limit_is_a_413_problem(client: FlaskClient) -> None:
