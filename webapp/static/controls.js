@@ -225,27 +225,42 @@
   }
 
   // --- the viewer's own leaderboard row -------------------------------------------------------
-  const fragment = new URLSearchParams(window.location.hash.replace(/^#/, ""));
-  const claimed = (fragment.get("me") || "").toLowerCase();
-  if (ACCOUNT_RE.test(claimed)) store(window.localStorage, ME_KEY, claimed);
-  const me = ACCOUNT_RE.test(claimed) ? claimed : read(window.localStorage, ME_KEY);
   const board = document.getElementById("leaderboard-body");
-  if (board && ACCOUNT_RE.test(me)) {
-    let scrolled = false;
-    const mark = () => {
-      for (const row of board.querySelectorAll("tr[data-account]")) {
-        const mine = row.dataset.account === me;
-        row.classList.toggle("me", mine);
-        if (mine) {
-          row.title = "you";
-          if (!scrolled && claimed) {
-            row.scrollIntoView({ block: "center" });
-            scrolled = true;
-          }
+  let me = "";
+  let scrollPending = false;
+
+  function markMine() {
+    if (!board) return;
+    for (const row of board.querySelectorAll("tr[data-account]")) {
+      const mine = me !== "" && row.dataset.account === me;
+      row.classList.toggle("me", mine);
+      if (mine) {
+        row.title = "you";
+        if (scrollPending) {
+          row.scrollIntoView({ block: "center" });
+          scrollPending = false;
         }
       }
-    };
-    mark();
-    new MutationObserver(mark).observe(board, { childList: true }); // app.js re-renders the rows
+    }
+  }
+
+  function readMe() { // #me=<account> (from `hydra dashboard`) wins, and is remembered; else the remembered one
+    const fragment = new URLSearchParams(window.location.hash.replace(/^#/, ""));
+    const claimed = (fragment.get("me") || "").toLowerCase();
+    if (ACCOUNT_RE.test(claimed)) {
+      store(window.localStorage, ME_KEY, claimed);
+      scrollPending = claimed !== me;
+      me = claimed;
+    } else {
+      const remembered = read(window.localStorage, ME_KEY);
+      me = ACCOUNT_RE.test(remembered) ? remembered : "";
+    }
+    markMine();
+  }
+
+  if (board) {
+    readMe();
+    window.addEventListener("hashchange", readMe);
+    new MutationObserver(markMine).observe(board, { childList: true }); // app.js re-renders the rows
   }
 })();
