@@ -47,22 +47,22 @@ def recent_chunks(client: redis.Redis, worker_id: str, limit: int = RECENT_CHUNK
     """Its newest merged chunks, newest first (at most ``limit``): ``{job, chunk, amount_micro, tokens,
     account, job_exists}``; a chunk a catch revoked is no longer in the log."""
     raw = client.lrange(keys.worker_results(worker_id), -max(1, min(limit, MAX_RECENT_CHUNKS)), -1)
-    entries = []
+    parsed: list[tuple[str, str, int, str]] = []
     for line in reversed(raw):
         try:
             entry = json.loads(line)
-            entries.append({"job": str(entry["job"]), "chunk": str(entry["chunk"]),
-                            "amount_micro": int(entry.get("amount") or 0), "account": str(entry.get("account", ""))})
-        except (ValueError, KeyError, TypeError):
+            parsed.append((str(entry["job"]), str(entry["chunk"]), int(entry.get("amount") or 0),
+                           str(entry.get("account", ""))))
+        except (ValueError, KeyError, TypeError, AttributeError):
             continue
-    if entries:
-        pipe = client.pipeline(transaction=False)
-        for entry in entries:
-            pipe.exists(keys.job(entry["job"]))
-        for entry, exists in zip(entries, pipe.execute()):
-            entry["tokens"] = tokens(entry["amount_micro"])
-            entry["job_exists"] = bool(exists)
-    return entries
+    if not parsed:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for job_id, _, _, _ in parsed:
+        pipe.exists(keys.job(job_id))
+    return [{"job": job_id, "chunk": chunk, "amount_micro": micro, "tokens": tokens(micro), "account": account,
+             "job_exists": bool(exists)}
+            for (job_id, chunk, micro, account), exists in zip(parsed, pipe.execute())]
 
 
 def worker_details(client: redis.Redis, worker_id: str, *, recent: int = RECENT_CHUNKS) -> dict[str, Any] | None:
