@@ -313,3 +313,67 @@ def test_the_flower_link_shows_in_the_header_only_when_set(hydra: HydraCelery) -
     html = with_link.test_client().get("/").get_data(as_text=True)
     assert 'id="flower-link" href="http://127.0.0.1:5555"' in html
     assert "flower-link" not in create_app(celery_app=hydra).test_client().get("/").get_data(as_text=True)
+
+
+# --- the volunteer's commands -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def served(web: Flask) -> Iterator[str]:
+    import threading
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, web, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+
+
+def test_hydra_profile_set_signs_with_the_volunteers_key_and_the_leaderboard_shows_the_name(
+        hydra: HydraCelery, served: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hydra_tasks import cli
+
+    key_path = tmp_path / "worker.key"
+    account = identity.public_hex(identity.load_or_create(key_path))
+    mint(hydra, account, 2_000_000, key="cli-profile")
+    monkeypatch.setattr(cli, "_settings", lambda: hydra.settings.with_(web_url=served, key_file=str(key_path)))
+
+    done = CliRunner().invoke(cli.main, ["profile", "set", "--name", "Grace H.", "--team", "Navy"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["display_name"] == "Grace H."
+    row = next(r for r in ledger_rows(served) if r["account"] == account)
+    assert (row["shown"], row["team"]) == ("Grace H.", "Navy")
+
+    refused = CliRunner().invoke(cli.main, ["profile", "set", "--name", "G" * 41])
+    assert refused.exit_code == 1 and "400: 'display_name' is 41 characters long; at most 40" in refused.output
+
+
+def ledger_rows(url: str) -> list[dict[str, Any]]:
+    import requests
+
+    return list(requests.get(url + "/api/leaderboard?limit=100", timeout=10).json()["by_balance"])
+
+
+def test_hydra_dashboard_opens_the_dashboard_with_the_account_in_the_fragment(
+        tmp_path: Any, served: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    key_path = tmp_path / "worker.key"
+    account = identity.public_hex(identity.load_or_create(key_path))
+    opened = tmp_path / "opened.txt"
+    browser = tmp_path / "browser.sh"  # a stand-in browser (webbrowser runs $BROWSER) that notes what it opened
+    browser.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
+    browser.chmod(0o755)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("HYDRA_")}, "HYDRA_URL": served,
+           "HYDRA_KEY_FILE": str(key_path), "HYDRA_DATA_DIR": str(tmp_path), "BROWSER": str(browser)}
+    out = subprocess.run([sys.executable, "-m", "hydra_tasks", "dashboard"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"{served}/#me={account}"
+    assert opened.read_text().strip() == f"{served}/#me={account}"
+    quiet = subprocess.run([sys.executable, "-m", "hydra_tasks", "dashboard", "--no-browser"],
+                           env={**env, "BROWSER": "/bin/false"}, capture_output=True, text=True, timeout=60)
+    assert quiet.returncode == 0 and quiet.stdout.strip() == f"{served}/#me={account}"
