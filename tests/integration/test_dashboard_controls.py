@@ -377,3 +377,28 @@ def test_hydra_dashboard_opens_the_dashboard_with_the_account_in_the_fragment(
     quiet = subprocess.run([sys.executable, "-m", "hydra_tasks", "dashboard", "--no-browser"],
                            env={**env, "BROWSER": "/bin/false"}, capture_output=True, text=True, timeout=60)
     assert quiet.returncode == 0 and quiet.stdout.strip() == f"{served}/#me={account}"
+
+
+def test_a_pruned_worker_that_wakes_up_is_registered_again_by_its_next_heartbeat_and_only_with_its_key(
+        hydra: HydraCelery, client: FlaskClient) -> None:
+    """A laptop asleep for longer than the retention is pruned; its heartbeat thread carries on when it
+    wakes, and the intake registers it again from that signed heartbeat. Another key cannot take its id."""
+    from hydra_tasks import intake
+    from hydra_tasks.trust import envelope
+
+    def send(key: SigningKey, action: envelope.Action) -> str:
+        facts = intake.worker_facts("sleeper@laptop", "eu-west", concurrency=1, settings=hydra.settings, isa="test",
+                                    speeds={"pi_samples_per_s": 5e7, "mandelbrot_iters_per_s": 5e7})
+        return intake.handle(hydra.redis, hydra.settings, envelope.seal(key, action, facts), publish=lambda *a: None)
+
+    owner, thief = SigningKey.generate(), SigningKey.generate()
+    assert send(owner, envelope.Action.REGISTER) == "registered"
+    hydra.redis.hset(keys.worker("sleeper@laptop"), mapping={"state": "offline", "last_seen": time.time() - 9 * DAY})
+    assert registry.prune_offline(hydra.redis, hydra.settings) == ["sleeper@laptop"]
+    assert client.get("/api/workers/sleeper@laptop").status_code == 404
+
+    assert send(thief, envelope.Action.HEARTBEAT).startswith("dropped")
+    assert client.get("/api/workers/sleeper@laptop").status_code == 404
+    assert send(owner, envelope.Action.HEARTBEAT) == "registered"
+    back = client.get("/api/workers/sleeper@laptop").get_json()
+    assert back["state"] == "online" and back["public_key"] == identity.public_hex(owner)

@@ -193,6 +193,32 @@ def test_an_operator_cancels_a_running_job_from_its_page_and_then_deletes_it(
     assert not app.redis.exists(keys.job(job_id))
 
 
+def test_a_mandelbrot_job_submitted_through_the_form_keeps_the_parameters_as_given(
+        browser: Any, url: str, app: HydraCelery) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    browser.get(url + "/")
+    type_into(browser.find_element(By.ID, "operator-token"), TOKEN)
+    form = browser.find_element(By.ID, "submit-form")
+    Select(form.find_element(By.NAME, "kind")).select_by_value("mandelbrot")
+    assert not form.find_element(By.NAME, "samples").is_displayed()  # π's fields are hidden (and not sent)
+    for name, value in (("width", "96"), ("height", "64"), ("max_iter", "80"), ("center_x", "-0.75"),
+                        ("span", "2.5"), ("priority", "7")):
+        type_into(form.find_element(By.NAME, name), value)
+    form.find_element(By.ID, "submit-job").click()
+    link = until(browser, lambda b: b.find_elements(By.ID, "submitted-job"), "the submitted job's link")[0]
+    job_id = str(link.get_attribute("data-job-id"))
+    job = wait_for_job(app, job_id, timeout_s=60)
+    assert job.state == "done" and job.priority == 7
+    given = {"width": 96, "height": 64, "max_iter": 80, "center_x": -0.75, "span": 2.5}  # as typed, as numbers
+    assert {name: job.given_params[name] for name in given} == given
+    link.click()
+    params = until(browser, lambda b: b.find_element(By.CSS_SELECTOR, "table.params").text, "the parameters")
+    assert "center_x -0.75" in params and "span 2.5" in params and "samples" not in params
+    assert browser.find_element(By.CSS_SELECTOR, "img.mandelbrot").get_attribute("naturalWidth") == "96"
+    screenshot(browser, "mandelbrot-from-the-form")
+
+
 def test_a_volunteer_opening_its_hydra_dashboard_link_finds_its_row_highlighted_with_its_name(
         browser: Any, url: str, app: HydraCelery) -> None:
     me, other = SigningKey.generate(), SigningKey.generate()

@@ -215,7 +215,10 @@
   function jobWorkerRow(workerId, w) {
     const tr = el("tr");
     const id = el("td");
-    id.append(el("code", workerId));
+    const page = el("a"); // the worker's own page
+    page.href = root + "/workers/" + encodeURIComponent(workerId);
+    page.append(el("code", workerId));
+    id.append(page);
     tr.append(
       id,
       cell(formats.count(w.chunks), "num"),
