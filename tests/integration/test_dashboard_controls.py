@@ -266,8 +266,10 @@ def test_a_signed_profile_names_the_account_on_the_leaderboard_and_its_team_sums
     html = client.get("/").get_data(as_text=True)
     assert f'data-account="{identity.public_hex(alice)}"' in html and "Alice Ünïcode" in html and "Lab 4" in html
 
-    # Leaving the team takes Bob's earnings out of it.
-    assert client.post("/api/profile", json=profiles.signed_profile(bob, "Bob", "")).status_code == 200
+    # Leaving the team takes Bob's earnings out of it; a name that looks like markup is shown as text.
+    assert client.post("/api/profile", json=profiles.signed_profile(bob, "<b>Bob</b>", "")).status_code == 200
+    html = client.get("/").get_data(as_text=True)
+    assert "&lt;b&gt;Bob&lt;/b&gt;" in html and "<b>Bob</b>" not in html
     lab = next(t for t in client.get("/api/leaderboard").get_json()["by_team"] if t["team"] == "Lab 4")
     assert (lab["members"], lab["micro"]) == (1, 70_000_000)
 
