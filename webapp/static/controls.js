@@ -121,12 +121,13 @@
 
   // --- submit a job (index page) --------------------------------------------------------------
   // A field's value as a JSON number when it is one (1e8, 0.5), else the text as typed, so the API
-  // says what is wrong with it; "" when empty.
+  // says what is wrong with it (also a whole number too long for a JavaScript number); "" when empty.
   function valueOf(form, name) {
     const field = form.elements.namedItem(name);
     const text = field ? String(field.value).trim() : "";
     if (text === "") return "";
     const number = Number(text);
+    if (/^-?[0-9]+$/.test(text) && !Number.isSafeInteger(number)) return text; // would lose digits: let the API say so
     return Number.isFinite(number) ? number : text;
   }
 
