@@ -272,3 +272,9 @@ def test_a_worker_page_shows_its_instruction_set_limits_audits_and_recent_chunks
     assert chunks[0].find_element(By.TAG_NAME, "a").get_attribute("href") == f"{url}/jobs/{job_id}"  # newest first
     assert chunks[1].text.startswith(f"{job_ids[0]} (deleted)")
     screenshot(browser, "worker-page")
+
+    later = submit_planned(app, {"kind": "pi", "params": {"samples": 5_000_000}})  # worker.js shows it, no reload
+    app.send_task("hydra.dispatch", queue=keys.CONTROL_QUEUE)
+    wait_for_job(app, later, timeout_s=60)
+    until(browser, lambda b: b.find_element(By.CSS_SELECTOR, "#recent-chunks-body tr a").get_attribute("href")
+          == f"{url}/jobs/{later}", "the worker page to show the newest chunk", timeout_s=15)
