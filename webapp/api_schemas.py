@@ -20,6 +20,8 @@ from hydra_tasks.jobs.mandelbrot import COLOURINGS, COORD_LIMIT, MAX_ITER, MAX_S
 from hydra_tasks.jobs.pi import MAX_SAMPLES
 from hydra_tasks.jobs.spec import MAX_DEADLINE_AHEAD_S
 from hydra_tasks.ledger.book import MAX_AMOUNT_MICRO, MAX_NONCE
+from hydra_tasks.ledger.profiles import ACTION as PROFILE_ACTION
+from hydra_tasks.ledger.profiles import MAX_NAME, MAX_TEAM
 from hydra_tasks.models import JobKind, JobState
 from hydra_tasks.trust.volunteers import ENROL_ACTION, NAME_RE, REGION_RE
 
@@ -156,6 +158,23 @@ ENROLMENT: Schema = {
     },
 }
 
+PROFILE_REQUEST: Schema = {
+    "type": "object", "additionalProperties": False,
+    "required": ["account", "display_name", "team", "nonce", "signature"],
+    "description": "Signed by the account's Ed25519 key over the canonical JSON of "
+                   f"{{\"action\": \"{PROFILE_ACTION}\", \"account\", \"display_name\", \"team\", \"nonce\"}}; "
+                   "see hydra_tasks.ledger.profiles.signed_profile.",
+    "properties": {
+        "action": {"const": PROFILE_ACTION, "description": f"\"{PROFILE_ACTION}\" (optional; it is signed either way)"},
+        "account": {"type": "string", "pattern": HEX_KEY, "description": "your account: 64 lowercase hex digits"},
+        "display_name": {"type": "string", "description": f"at most {MAX_NAME} printable characters (\"\" for none)"},
+        "team": {"type": "string", "description": f"at most {MAX_TEAM} printable characters (\"\" for none)"},
+        "nonce": {"type": "integer", "minimum": 0, "maximum": MAX_NONCE,
+                  "description": f"a whole number from 0 to {MAX_NONCE}, above your last profile's"},
+        "signature": SIGNATURE,
+    },
+}
+
 # --- answers --------------------------------------------------------------------------------------
 PROBLEM: Schema = {
     "type": "object", "required": ["type", "title", "status", "detail"],
@@ -220,8 +239,14 @@ BALANCE: Schema = {
 _RANKED: Schema = {"type": "array", "items": {
     "type": "object", "required": ["rank", "account", "micro", "tokens"],
     "properties": {"rank": {"type": "integer", "minimum": 1}, "account": _STR, "micro": _INT, "tokens": _TOKENS}}}
-LEADERBOARD: Schema = {"type": "object", "required": ["by_balance", "by_earned"],
-                       "properties": {"by_balance": _RANKED, "by_earned": _RANKED}}
+LEADERBOARD: Schema = {
+    "type": "object", "required": ["by_balance", "by_earned"],
+    "properties": {"by_balance": _RANKED, "by_earned": _RANKED,
+                   "by_team": {"type": "array", "items": {
+                       "type": "object", "required": ["rank", "team", "members", "micro", "tokens"],
+                       "properties": {"rank": {"type": "integer", "minimum": 1}, "team": _STR, "members": _INT,
+                                      "micro": _INT, "tokens": _TOKENS}}}},
+}
 TOKEN_METRICS: Schema = {
     "type": "object", "required": ["supply_micro", "supply", "accounts", "holders", "minted_per_day_micro"],
     "properties": {"supply_micro": _INT, "supply": _TOKENS, "minted_micro": _INT, "transferred_micro": _INT,
@@ -273,6 +298,26 @@ SECURITY_METRICS: Schema = {
                    "results_dropped_total": _INT, "spot_checks": {"type": "object"}, "audits_waiting": _INT,
                    "reversed_micro": _INT, "reversals": _INT},
 }
+PROFILE: Schema = {
+    "type": "object", "required": ["account", "display_name", "team", "nonce", "updated_at"],
+    "properties": {"account": {"type": "string", "pattern": HEX_KEY}, "display_name": _STR, "team": _STR,
+                   "nonce": _INT, "updated_at": _NUMBER},
+}
+DELETED: Schema = {"type": "object", "required": ["deleted"],
+                   "properties": {"deleted": {"type": "string", "pattern": JOB_ID}}}
+WORKER_DETAILS: Schema = {
+    "allOf": [ref("Worker"), {
+        "type": "object", "required": ["audit_status", "results_logged", "recent_chunks"],
+        "properties": {
+            "audit_status": {"type": "object", "required": ["level", "text"],
+                             "properties": {"level": _STR, "text": _STR}},
+            "results_logged": {"type": "integer", "minimum": 0},
+            "recent_chunks": {"type": "array", "items": {
+                "type": "object", "required": ["job", "chunk", "amount_micro", "tokens", "job_exists"],
+                "properties": {"job": _STR, "chunk": _STR, "amount_micro": _INT, "tokens": _TOKENS,
+                               "account": _STR, "job_exists": {"type": "boolean"}}}},
+        }}],
+}
 HEALTH: Schema = {"type": "object", "required": ["ok", "redis"],
                   "properties": {"ok": {"const": True}, "redis": {"type": "boolean",
                                                                   "description": "Redis answered a PING"}}}
@@ -284,7 +329,8 @@ COMPONENTS: dict[str, Schema] = {
     "Transfer": TRANSFER, "TransferDone": TRANSFER_DONE, "Balance": BALANCE, "Leaderboard": LEADERBOARD,
     "TokenMetrics": TOKEN_METRICS, "Checkpoint": CHECKPOINT,
     "GridReport": GRID_REPORT, "GridAccepted": GRID_ACCEPTED,
-    "Enrolment": ENROLMENT, "Credentials": CREDENTIALS,
+    "Enrolment": ENROLMENT, "Credentials": CREDENTIALS, "ProfileRequest": PROFILE_REQUEST, "Profile": PROFILE,
+    "Deleted": DELETED, "WorkerDetails": WORKER_DETAILS,
     "ChunkingMetrics": CHUNKING_METRICS, "TilingMetrics": TILING_METRICS,
     "SustainabilityMetrics": SUSTAINABILITY_METRICS, "SecurityMetrics": SECURITY_METRICS, "Health": HEALTH,
 }

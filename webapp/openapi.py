@@ -9,11 +9,11 @@ wrapped by ``auth.require_token``, 429 for every rate-limited endpoint (webapp/r
 and 413 for a body, 400 for query parameters, 404 for path parameters, 503 (Redis down) everywhere.
 Every error is ``application/problem+json`` (schema ``Problem``, see webapp/errors.py).
 
-Documenting a new endpoint is one entry in the table :func:`operations` returns, e.g. for ``@bp.delete("/<job_id>")``
-``def delete_job`` in webapp/jobs.py::
+Documenting a new endpoint is one entry in the table :func:`operations` returns, e.g. for ``@bp.post("/<job_id>/pause")``
+``def pause_job`` in webapp/jobs.py::
 
-    "jobs.delete_job": Operation(
-        "Delete a finished job", "jobs", {200: json_reply("The deleted job", "Job")},
+    "jobs.pause_job": Operation(
+        "Pause a job", "jobs", {200: json_reply("The paused job", "Job")},
         path={"job_id": JOB_ID_PARAM}, errors=(409,)),
 
 and a view that takes a JSON body reads it with ``validated_body()`` (instead of
@@ -43,6 +43,7 @@ from hydra_tasks.errors import HydraError
 from hydra_tasks.grid.site import parse_report
 from hydra_tasks.jobs.spec import parse_job_spec
 from hydra_tasks.ledger.book import parse_transfer
+from hydra_tasks.ledger.profiles import parse_profile
 from hydra_tasks.trust.volunteers import verify_enrolment
 
 from . import api_schemas
@@ -137,6 +138,8 @@ _SIGNED = ("Authenticated by the Ed25519 signature in the body (not by the opera
 def operations() -> dict[str, Operation]:
     """Every documented endpoint, by Flask endpoint name (built on first use: the blueprints' limits are
     imported from them, and they import this module)."""
+    from hydra_tasks.worker.details import MAX_RECENT_CHUNKS, RECENT_CHUNKS, WORKER_ID_RE
+
     from . import jobs, metrics, tokens
 
     metrics_query = {
@@ -162,6 +165,10 @@ def operations() -> dict[str, Operation]:
             description="Recomputes a done job's suspect results (from a worker caught cheating after they were "
                         "merged).",
             path={"job_id": JOB_ID_PARAM}, errors=(409,)),
+        "jobs.delete_job": Operation(
+            "Delete a finished job", "jobs", {200: json_reply("The deleted job's id", "Deleted")},
+            description="A done, failed or cancelled job and all its data; the token ledger keeps its mints.",
+            path={"job_id": JOB_ID_PARAM}, errors=(409,)),
         "jobs.job_image": Operation(
             "A Mandelbrot job's image", "jobs",
             {200: Reply("The PNG: final (cacheable), or the image so far with X-Hydra-Partial: 1", "image/png",
@@ -171,6 +178,22 @@ def operations() -> dict[str, Operation]:
         # workers (webapp/workers.py)
         "workers.workers": Operation("List the workers", "workers", {200: json_reply("Every registered worker",
                                                                                       "WorkerList")}),
+        "workers.worker": Operation(
+            "One worker, with its audit status and recent chunks", "workers",
+            {200: json_reply("The worker", "WorkerDetails")},
+            path={"worker_id": Param({"type": "string", "pattern": WORKER_ID_RE.pattern.join("^$")},
+                                     "the worker's id, e.g. eu-west-1@host", True)},
+            query={"recent": Param({"type": "integer", "minimum": 1, "maximum": MAX_RECENT_CHUNKS,
+                                    "default": RECENT_CHUNKS},
+                                   f"how many recent chunks to list, a whole number from 1 to {MAX_RECENT_CHUNKS}")}),
+        # profiles (webapp/profiles.py)
+        "profiles.set_profile": Operation(
+            "Set your display name and team (signed with your key)", "tokens",
+            {200: json_reply("The stored profile", "Profile")}, description=_SIGNED,
+            body="ProfileRequest", explain=lambda body: parse_profile(body), errors=(401, 404, 409)),
+        "profiles.get_profile": Operation(
+            "An account's display name and team", "tokens", {200: json_reply("The profile", "Profile")},
+            path={"account": Param({"type": "string"}, "the account: 64 lowercase hex digits", True)}),
         # grid (webapp/grid.py)
         "grid.update_grid_info": Operation(
             "Report a worker's grid zone and on-site renewables", "workers",

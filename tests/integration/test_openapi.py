@@ -170,7 +170,7 @@ def test_every_documented_integer_bound_is_the_one_the_endpoint_enforces(app: Fl
     for path, item in doc["paths"].items():
         for param in item.get("get", {}).get("parameters", []):
             schema = param["schema"]
-            if param["in"] != "query" or schema.get("type") != "integer":
+            if param["in"] != "query" or schema.get("type") != "integer" or "{" in path:
                 continue
             for value, status in ((schema["maximum"], 200), (schema["maximum"] + 1, 400), (schema["minimum"], 200),
                                   (schema["minimum"] - 1, 400)):
@@ -215,7 +215,8 @@ def test_html_pages_keep_the_html_error_page(client: FlaskClient) -> None:
 class Live:
     url: str
     job_ids: list[str]  # finished jobs, so /api/jobs/{job_id}/... also answers 200, not only 404
-    owners: list[str]  # a worker id and its account, for /api/worker_balance/{who}
+    worker_id: str  # a real worker and its account, for /api/workers/{worker_id}, /api/worker_balance/{who} ...
+    account: str
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +226,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     jobs run to the end first, so there is something to read. Self-enrolment is on so that its requests
     get past the 403 to the schema and the signature check (none is signed, so no volunteer is added)."""
     limits_off = {name: RATE_LIMIT_OFF for name in ("rate_limit_transfers", "rate_limit_grid_reports",
-                                                    "rate_limit_enrolment", "rate_limit_reads")}
+                                                    "rate_limit_enrolment", "rate_limit_profiles",
+                                                    "rate_limit_reads")}
     with running_stack(tmp_path_factory.mktemp("openapi"), {"eu": 1}, self_enrolment=True,
                        self_enrolment_per_hour=100_000, **limits_off) as stack:
         web = create_app(stack.child_settings().with_(api_token=TOKEN))
@@ -241,7 +243,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             for job_id in job_ids:
                 assert wait_for_job(celery_app, job_id, timeout_s=60).state == "done"
             worker = requests.get(f"{url}/api/workers", timeout=30).json()["workers"][0]
-            yield Live(url, job_ids, [worker["worker_id"], worker["public_key"]])
+            yield Live(url, job_ids, worker["worker_id"], worker["public_key"])
         finally:
             server.shutdown()
             thread.join(timeout=10)
@@ -257,7 +259,9 @@ CHECKS = ",".join((
     "negative_data_rejection",  # every request that breaks the schema is refused with a 4xx
     "ignored_auth",  # the operations that declare the bearer token refuse requests without it
     "unsupported_method", "allow_header_conformance", "missing_required_header",
-    "ensure_resource_availability", "use_after_free",  # stateful: a job just created can be read (and so on)
+    "use_after_free",  # stateful: a deleted job is gone
+    # (Not ensure_resource_availability: it infers a link from POST /api/jobs to .../image.png too, and
+    # only a Mandelbrot job has an image.)
 ))
 
 
@@ -273,11 +277,19 @@ def test_the_live_api_keeps_to_its_document(live: Live, tmp_path: Path) -> None:
 values = {json.dumps(live.job_ids)}
 
 [dictionaries.owners]
-values = {json.dumps(live.owners)}
+values = {json.dumps([live.worker_id, live.account])}
+
+[dictionaries.workers]
+values = {json.dumps([live.worker_id])}
+
+[dictionaries.accounts]
+values = {json.dumps([live.account])}
 
 [parameters]
 "path.job_id" = {{ dictionary = "jobs", probability = 0.5 }}
 "path.who" = {{ dictionary = "owners", probability = 0.5 }}
+"path.worker_id" = {{ dictionary = "workers", probability = 0.5 }}
+"path.account" = {{ dictionary = "accounts", probability = 0.5 }}
 """)
     # A stream (Server-Sent Events) never ends, so it cannot be fuzzed request by request: left out here.
     doc = requests.get(f"{live.url}/api/openapi.json", timeout=30).json()
@@ -286,7 +298,7 @@ values = {json.dumps(live.owners)}
     report = tmp_path / "report.ndjson"
     command = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run",
                f"{live.url}/api/openapi.json", "--checks", CHECKS, "--header", f"Authorization: Bearer {TOKEN}",
-               "--phases", "examples,coverage,fuzzing,stateful", "--max-examples", "25", "--generation-deterministic",
+               "--phases", "examples,coverage,fuzzing,stateful", "--max-examples", "20", "--generation-deterministic",
                "--workers", "2", "--request-timeout", "30", "--no-color", "--report", "ndjson",
                "--report-ndjson-path", str(report),
                *[arg for op_id in streams for arg in ("--exclude-operation-id", op_id)]]
