@@ -250,8 +250,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             web.extensions["hydra"].close()
 
 
-# Every stateless check but positive_data_acceptance: a schema cannot say that a transfer's signature must
-# verify, 'from' differ from 'to' or an image hold at most 50 Mpx, so the domain refuses some bodies the schema allows.
+# Every check but positive_data_acceptance (a schema cannot say that a transfer's signature must verify,
+# 'from' differ from 'to' or an image hold at most 50 Mpx, so the domain refuses some bodies the schema
+# allows) and ensure_resource_availability (below).
 CHECKS = ",".join((
     "not_a_server_error",  # no 5xx
     "status_code_conformance", "content_type_conformance", "response_headers_conformance",
@@ -269,8 +270,9 @@ def test_the_live_api_keeps_to_its_document(live: Live, tmp_path: Path) -> None:
     """Schemathesis (its CLI, as a user runs it) on every operation of the live document, with the
     operator token so guarded operations go past 401, and the ids of real jobs and a real worker half
     the time: the schemas' examples, then boundary and negative cases (coverage), then generated ones
-    (fuzzing), then sequences that follow the document's links from POST /api/jobs (stateful), derandomized. No 5xx; every answer's status, content type, headers and body as the
-    document says; every request that breaks the schema refused."""
+    (fuzzing), then sequences that follow the document's links from POST /api/jobs (stateful),
+    derandomized. No 5xx; every answer's status, content type, headers and body as the document says;
+    every request that breaks the schema refused."""
     config = tmp_path / "schemathesis.toml"
     config.write_text(f"""
 [dictionaries.jobs]
