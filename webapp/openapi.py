@@ -9,8 +9,8 @@ wrapped by ``auth.require_token``, 429 for every rate-limited endpoint (webapp/r
 and 413 for a body, 400 for query parameters, 404 for path parameters, 503 (Redis down) everywhere.
 Every error is ``application/problem+json`` (schema ``Problem``, see webapp/errors.py).
 
-Documenting a new endpoint is one entry in the table :func:`operations` returns, e.g. for ``@bp.post("/<job_id>/pause")``
-``def pause_job`` in webapp/jobs.py::
+Documenting a new endpoint is one entry in the table :func:`operations` returns, e.g. for
+``@bp.post("/<job_id>/pause")`` ``def pause_job`` in webapp/jobs.py::
 
     "jobs.pause_job": Operation(
         "Pause a job", "jobs", {200: json_reply("The paused job", "Job")},
