@@ -7,9 +7,9 @@
 (function () {
   const NS = "http://www.w3.org/2000/svg";
   const root = document.body.dataset.root || "";
-  const W = 640;
-  const H = 180;
-  const PAD = { left: 52, right: 10, top: 10, bottom: 22 };
+  let W = 640; // set to the container's width before each chart is drawn: 1 SVG unit = 1 CSS pixel
+  const H = 170;
+  const PAD = { left: 46, right: 10, top: 20, bottom: 22 };
   const SERIES_CLASSES = 8; // .series-0 ... .series-7 in charts.css
   const REFRESH_MS = 60000; // at least this often; sooner (at most every THROTTLE_MS) when the dashboard updates
   const THROTTLE_MS = 10000;
@@ -34,14 +34,16 @@
     if (a >= 1e6) return (v / 1e6).toFixed(a >= 1e7 ? 0 : 1) + "M";
     if (a >= 1e3) return (v / 1e3).toFixed(a >= 1e4 ? 0 : 1) + "k";
     if (a >= 10 || v === 0) return v.toFixed(0);
-    return v.toFixed(a >= 1 ? 1 : 2);
+    if (a >= 1) return v.toFixed(1);
+    return String(Number(v.toPrecision(2)));
   }
 
-  function niceMax(v) {
+  function niceMax(v) { // four grid steps of 1, 2, 2.5 or 5 times a power of ten
     if (!(v > 0)) return 1;
-    const p = Math.pow(10, Math.floor(Math.log10(v)));
-    for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
-    return 10 * p;
+    const raw = v / 4;
+    const p = Math.pow(10, Math.floor(Math.log10(raw)));
+    for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= raw) return 4 * m * p;
+    return 40 * p;
   }
 
   function clock(t) {
@@ -49,6 +51,7 @@
   }
 
   function frame(container, yMax, x0, x1, unit) {
+    W = Math.max(240, Math.round(container.clientWidth || 640));
     const chart = svg("svg", { viewBox: "0 0 " + W + " " + H, role: "img" }, "chart-svg");
     const plotW = W - PAD.left - PAD.right;
     const plotH = H - PAD.top - PAD.bottom;
@@ -62,7 +65,7 @@
       chart.append(label);
     }
     if (unit) {
-      const u = svg("text", { x: 4, y: PAD.top + 4, "text-anchor": "start" }, "tick unit");
+      const u = svg("text", { x: 2, y: 10, "text-anchor": "start" }, "tick unit");
       u.textContent = unit;
       chart.append(u);
     }
@@ -144,7 +147,8 @@
       tip.textContent = label + ": " + compact(v) + " " + opts.unit;
       bar.append(tip);
       f.chart.append(bar);
-      if (bars.length <= 8 || i % Math.ceil(bars.length / 7) === 0 || i === bars.length - 1) {
+      const every = Math.ceil(bars.length / 7);
+      if ((bars.length - 1 - i) % every === 0) { // the newest day always labelled
         const text = svg("text", { x: (x + slot * 0.35).toFixed(1), y: H - 6, "text-anchor": "middle" }, "tick");
         text.textContent = label.slice(5);
         f.chart.append(text);
