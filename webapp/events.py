@@ -48,7 +48,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, cast
 
 import redis
 from flask import Blueprint, Flask, Response, current_app, request, stream_with_context
@@ -126,7 +126,7 @@ def install(app: Flask) -> Streams:
 
 
 def streams_of(app: Flask) -> Streams:
-    return app.extensions[EXTENSION_KEY]  # type: ignore[no-any-return]
+    return cast(Streams, app.extensions[EXTENSION_KEY])
 
 
 def _job(job_id: str) -> dict[str, Any]:

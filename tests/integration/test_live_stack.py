@@ -74,11 +74,11 @@ def test_a_job_page_follows_a_real_job_from_queued_to_done_through_the_stream(ap
         wait_for(lambda: browser.find_element(By.ID, "live").get_attribute("data-mode") == "live", timeout_s=15,
                  what="the live indicator")
         assert browser.find_element(By.ID, "job-state").text == "queued"
+        browser.save_screenshot(str(artifacts_dir() / "stack-job-page-queued-live.png"))
         stack.start_region_worker("r", name="r-1")
         stack.wait_for_workers(1, timeout_s=90)
         wait_for(lambda: browser.find_element(By.ID, "job-state").text in ("running", "done"), timeout_s=60,
                  what="the job running on the page")
-        browser.save_screenshot(str(artifacts_dir() / "stack-job-page-running.png"))
         assert wait_for_job(app, job.id, timeout_s=120).state == "done"
         wait_for(lambda: "π ≈" in browser.page_source, timeout_s=15, what="the result, after the page reloaded")
         browser.save_screenshot(str(artifacts_dir() / "stack-job-page-done.png"))
