@@ -34,6 +34,9 @@ How it works, and why it cannot starve the API:
   streams over processes and frees threads held by clients that vanished without a FIN.
 * **Heartbeat comments** (``: hb``) every :data:`HEARTBEAT_S` seconds keep proxies from closing an
   idle stream and let the server notice a client that went away (the write fails).
+* **Shutdown does not wait for streams**: under gunicorn a stream ends (with ``bye``) within a tick
+  of the worker being told to stop (SIGTERM), instead of holding the graceful shutdown for its
+  full timeout (:func:`server_stopping`).
 * ``id:`` is a digest of everything the stream has sent; a reconnecting EventSource sends it back
   as ``Last-Event-ID``, and when nothing changed meanwhile the full state is not sent again.
 
@@ -45,6 +48,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -127,6 +131,17 @@ def install(app: Flask) -> Streams:
 
 def streams_of(app: Flask) -> Streams:
     return cast(Streams, app.extensions[EXTENSION_KEY])
+
+
+def server_stopping() -> Callable[[], bool]:
+    """A check that says whether the gunicorn worker serving this process is shutting down.
+
+    gunicorn's worker handles SIGTERM with its bound ``handle_exit``, which clears ``worker.alive``;
+    the handler's ``__self__`` is that worker. Elsewhere (werkzeug, tests) nothing ever stops."""
+    worker = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    if worker is None or not hasattr(worker, "alive"):
+        return lambda: False
+    return lambda: not getattr(worker, "alive", True)
 
 
 def _job(job_id: str) -> dict[str, Any]:
@@ -214,6 +229,7 @@ def events() -> ResponseReturnValue:
 def _stream(streams: Streams, computers: dict[str, tuple[str, Callable[[], Any]]], last_id: str | None,
             release: Callable[[], None]) -> Iterator[str]:
     sent: dict[str, str] = {}
+    stopping = server_stopping()
     try:
         yield f"retry: {RETRY_MS}\n\n"
         started = last_beat = time.monotonic()
@@ -237,7 +253,7 @@ def _stream(streams: Streams, computers: dict[str, tuple[str, Callable[[], Any]]
             if now - last_beat >= streams.heartbeat_s:
                 last_beat = now
                 yield ": hb\n\n"
-            if now - started >= streams.lifetime_s:
+            if now - started >= streams.lifetime_s or stopping():
                 yield _event("bye", json.dumps({"reconnect_ms": RETRY_MS}))
                 return
             time.sleep(streams.tick_s)

@@ -86,3 +86,24 @@ def test_a_job_page_follows_a_real_job_from_queued_to_done_through_the_stream(ap
     # server noticed the browser left, at a heartbeat.)
     log = access_log(stack)
     assert f"GET /api/jobs/{job.id} " not in log, "the page polled instead of listening to the stream"
+
+
+def test_stopping_the_webapp_ends_open_streams_at_once(stack: LocalStack) -> None:
+    """(Last in the module: it stops the webapp.) gunicorn's graceful shutdown would wait 10 s for
+    each open stream; the streams notice the worker stopping and end with ``bye`` within a tick."""
+    import os
+    import signal
+
+    session = requests.Session()
+    try:
+        response = session.get(f"{stack.web_url}/api/events", stream=True, timeout=10)
+        chunks = response.iter_content(chunk_size=None)
+        assert next(chunks).startswith(b"retry:")
+        started = time.monotonic()
+        os.killpg(stack.procs["webapp"].popen.pid, signal.SIGTERM)
+        rest = b"".join(chunks)
+        assert b"event: bye" in rest
+        stack.procs["webapp"].popen.wait(timeout=15)
+        assert time.monotonic() - started < 6
+    finally:
+        session.close()
