@@ -190,3 +190,11 @@ def test_the_charts_draw_the_history(redis_only: HydraCelery, served: tuple[str,
     time.sleep(0.3)
     screenshot(browser, "dashboard-charts-phone")
     browser.set_window_size(1280, 1800)
+
+    # The deferred job's own page: the same chart with only its threshold, and why it waits.
+    browser.get(f"{url}/jobs/{deferred}")
+    wait_until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f'#chart-carbon line.threshold[data-job="{deferred}"]'),
+               "the job page's carbon chart")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#chart-carbon line.threshold")) == 1
+    assert "waits for power below 2 g/kWh" in browser.find_element(By.ID, "deferred-jobs").text
+    screenshot(browser, "deferred-job-page")

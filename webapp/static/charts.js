@@ -159,34 +159,46 @@
   function draw(h) {
     const x1 = h.now;
     const x0 = h.now - h.window_s;
-    lineChart(document.getElementById("chart-chunks"), [{ name: "chunks/s", points: h.chunks_per_s }],
-      { x0, x1, unit: "chunks/s", empty: "No chunk merged in this window." });
+    const only = document.getElementById("charts").dataset.job; // a job's page: only its threshold
+    const node = (id) => document.getElementById(id);
+    if (node("chart-chunks")) {
+      lineChart(node("chart-chunks"), [{ name: "chunks/s", points: h.chunks_per_s }],
+        { x0, x1, unit: "chunks/s", empty: "No chunk merged in this window." });
+    }
     for (const kind of ["pi", "mandelbrot"]) {
-      const node = document.getElementById("chart-speed-" + kind);
-      if (!node) continue;
+      if (!node("chart-speed-" + kind)) continue;
       const series = Object.entries(h.worker_speed)
         .filter(([, kinds]) => kinds[kind])
         .map(([worker, kinds]) => ({ name: worker, points: kinds[kind] }));
-      lineChart(node, series, { x0, x1, unit: kind === "pi" ? "samples/s" : "iterations/s",
+      lineChart(node("chart-speed-" + kind), series, { x0, x1, unit: kind === "pi" ? "samples/s" : "iterations/s",
         empty: "No " + (kind === "pi" ? "π" : "Mandelbrot") + " chunk measured in this window." });
     }
-    const carbon = Object.entries(h.carbon).map(([region, points]) => ({ name: region, points: points }));
-    const thresholds = h.deferred.filter((j) => j.carbon_threshold !== null)
-      .map((j) => ({ value: j.carbon_threshold, job: j.id, label: "job " + j.id.slice(0, 8) + ": " + Math.round(j.carbon_threshold) }));
-    lineChart(document.getElementById("chart-carbon"), carbon, { x0, x1, unit: "gCO₂/kWh", thresholds,
-      empty: "No carbon intensity sampled yet (the control plane samples each region once a minute)." });
-    const deferred = document.getElementById("deferred-jobs");
-    deferred.replaceChildren(...h.deferred.map((j) => {
-      const li = html("li", undefined, j.waiting ? "deferred waiting" : "deferred");
-      const link = html("a");
-      link.href = root + "/jobs/" + encodeURIComponent(j.id);
-      link.append(html("code", j.id));
-      li.append(link, " ", html("span", j.why, "why"));
-      return li;
-    }));
-    barChart(document.getElementById("chart-minted"),
-      h.minted_per_day_micro.map(([day, micro]) => [day, micro / 1e6]),
-      { unit: "tokens", empty: "No tokens minted in these days." });
+    const deferredJobs = h.deferred.filter((j) => !only || j.id === only);
+    if (node("chart-carbon")) {
+      const carbon = Object.entries(h.carbon).map(([region, points]) => ({ name: region, points: points }));
+      const thresholds = deferredJobs.filter((j) => j.carbon_threshold !== null)
+        .map((j) => ({ value: j.carbon_threshold, job: j.id,
+          label: (only ? "this job" : "job " + j.id.slice(0, 8)) + ": " + Math.round(j.carbon_threshold) }));
+      lineChart(node("chart-carbon"), carbon, { x0, x1, unit: "gCO₂/kWh", thresholds,
+        empty: "No carbon intensity sampled yet (the control plane samples each region once a minute)." });
+    }
+    if (node("deferred-jobs")) {
+      node("deferred-jobs").replaceChildren(...deferredJobs.map((j) => {
+        const li = html("li", undefined, j.waiting ? "deferred waiting" : "deferred");
+        if (!only) {
+          const link = html("a");
+          link.href = root + "/jobs/" + encodeURIComponent(j.id);
+          link.append(html("code", j.id));
+          li.append(link, " ");
+        }
+        li.append(html("span", j.why, "why"));
+        return li;
+      }));
+    }
+    if (node("chart-minted")) {
+      barChart(node("chart-minted"), h.minted_per_day_micro.map(([day, micro]) => [day, micro / 1e6]),
+        { unit: "tokens", empty: "No tokens minted in these days." });
+    }
   }
 
   let last = 0;
@@ -214,7 +226,7 @@
   if (!document.getElementById("charts")) return;
   refresh();
   document.addEventListener("hydra:update", (event) => {
-    if (event.detail && event.detail.topic === "jobs") soon();
+    if (event.detail && (event.detail.topic === "jobs" || event.detail.topic === "job")) soon();
   });
   window.setInterval(() => { if (!document.hidden && Date.now() - last >= REFRESH_MS) refresh(); }, 5000);
 })();
