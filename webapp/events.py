@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import signal
 import threading
 import time
@@ -66,6 +67,8 @@ from hydra_tasks.ledger import book as ledger
 from .context import hydra
 from .jobs import DEFAULT_LIMIT, checked_job_id
 from .workers import worker_views
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("events", __name__, url_prefix="/api")
 
@@ -238,8 +241,9 @@ def _stream(streams: Streams, computers: dict[str, tuple[str, Callable[[], Any]]
             now = time.monotonic()
             try:
                 states = {topic: streams.read(key, compute, now) for topic, (key, compute) in computers.items()}
-            except redis.exceptions.RedisError as exc:
-                yield _event("problem", json.dumps({"error": f"Redis is unavailable ({exc}); retrying."}))
+            except redis.exceptions.RedisError as exc:  # the details (addresses) go to the log, not to clients
+                log.error("GET /api/events: Redis is unavailable: %s", exc)
+                yield _event("problem", json.dumps({"error": "Redis is unavailable; the dashboard will retry."}))
                 return
             event_id = _digest(states)
             if first and last_id == event_id:

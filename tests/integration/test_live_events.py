@@ -248,3 +248,31 @@ def test_history_serves_the_chunk_rate_speeds_carbon_deferred_jobs_and_tokens_pe
     for bad in ("minutes=0", "minutes=361", "days=abc", "minutes=5&minutes=6"):
         answer = requests.get(f"{url}/api/history?{bad}", timeout=10)
         assert answer.status_code == 400 and "'" in answer.json()["error"], bad
+
+
+def test_when_redis_goes_away_the_stream_says_so_and_ends(tmp_path: Any) -> None:
+    from hydra_tasks.embedded import EmbeddedRedis
+    from hydra_tasks.settings import Settings
+
+    server = EmbeddedRedis(tmp_path / "redis")
+    redis_url = server.start()
+    try:
+        web = create_app(celery_app=create_celery_app(Settings().with_(redis_url=redis_url, data_dir=tmp_path)))
+        streams_of(web).tick_s = 0.1
+        http = make_server("127.0.0.1", 0, web, threaded=True)
+        threading.Thread(target=http.serve_forever, daemon=True).start()
+        try:
+            with requests.get(f"http://127.0.0.1:{http.server_port}/api/events?topics=jobs", stream=True,
+                              timeout=30) as response:
+                reader = EventReader(response)
+                assert reader.next()[0] == "jobs"
+                server.stop()
+                name, _, data = reader.until(lambda e: e[0] == "problem")
+                assert data == {"error": "Redis is unavailable; the dashboard will retry."}  # no address, no detail
+                with pytest.raises(EOFError):
+                    reader.next()
+            assert streams_of(web).open == 0
+        finally:
+            http.shutdown()
+    finally:
+        server.stop()
