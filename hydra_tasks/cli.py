@@ -200,6 +200,48 @@ def reopen(job_id: str) -> None:
     _echo_json(store.reopen_job(_app().redis, job_id).to_json())
 
 
+@main.group("jobs")
+def jobs_group() -> None:
+    """Operator tools for jobs (direct Redis access)."""
+
+
+@jobs_group.command("delete")
+@click.argument("job_id")
+def jobs_delete(job_id: str) -> None:
+    """Delete a finished, failed or cancelled job and all its data (the token ledger keeps its mints)."""
+    from .jobs import store
+
+    store.delete_job(_app().redis, job_id)
+    _echo_json({"deleted": job_id})
+
+
+@main.group("workers")
+def workers_group() -> None:
+    """Operator tools for the worker registry (direct Redis access)."""
+
+
+@workers_group.command("prune")
+@click.option("--dry-run", is_flag=True, help="Only list the workers that would be pruned.")
+def workers_prune(dry_run: bool) -> None:
+    """Remove workers offline for longer than HYDRA_WORKER_RETENTION_S (the sweep does it too): their
+    registry entry and queue go; their token account, journal and results log stay. A pruned worker
+    that comes back registers again."""
+    from .worker import registry
+
+    app = _app()
+    settings = app.settings
+    if settings.worker_retention_s <= 0:
+        raise click.ClickException("HYDRA_WORKER_RETENTION_S is 0: offline workers are kept for ever; set it to a "
+                                   "number of seconds (e.g. 604800 for a week) to prune them.")
+    now = time.time()
+    if dry_run:
+        due = sorted(w.worker_id for w in registry.list_workers(app.redis) if registry.prunable(w, settings, now))
+        _echo_json({"would_prune": due, "retention_s": settings.worker_retention_s})
+        return
+    _echo_json({"pruned": registry.prune_offline(app.redis, settings, now=now),
+                "retention_s": settings.worker_retention_s})
+
+
 # --- processes ----------------------------------------------------------------------------
 @main.command()
 @click.option("--region", default=None, help="Region this machine is in, e.g. eu-west (default: HYDRA_REGION).")
@@ -517,6 +559,57 @@ def tokens_transfer(recipient: str, amount: str, url: str | None) -> None:
     if response.status_code not in (200, 201):
         raise click.ClickException(f"{response.status_code}: {_api_error(response)}")
     _echo_json(response.json())
+
+
+# --- this volunteer's name and team on the leaderboard -----------------------------------------
+@main.group()
+def profile() -> None:
+    """This volunteer's display name and team on the leaderboard (signed with its key)."""
+
+
+@profile.command("set")
+@click.option("--name", "display_name", default="", help="Display name (at most 40 characters; \"\" for none).")
+@click.option("--team", default="", help="Team (at most 40 characters; \"\" for none).")
+@click.option("--url", default=None, help=_URL_HELP)
+def profile_set(display_name: str, team: str, url: str | None) -> None:
+    """Set the display name and team the leaderboard shows for this machine's account (both replace
+    what was set before; names need not be unique)."""
+    import requests
+
+    from .ledger import profiles
+    from .trust import identity
+
+    url = _web_url(url)
+    body = profiles.signed_profile(identity.load_key(identity.key_path(_settings())), display_name, team)
+    try:
+        response = requests.post(url.rstrip("/") + "/api/profile", json=body, timeout=10, verify=_tls_verify())
+    except requests.RequestException as exc:
+        raise click.ClickException(f"cannot reach {url}: {exc}") from None
+    if response.status_code != 200:
+        raise click.ClickException(f"{response.status_code}: {_api_error(response)}")
+    _echo_json(response.json())
+
+
+@main.command()
+@click.option("--url", default=None, help=_URL_HELP)
+@click.option("--no-browser", is_flag=True, help="Only print the address.")
+def dashboard(url: str | None, no_browser: bool) -> None:
+    """Open the dashboard with this machine's account highlighted on the leaderboard (the account
+    travels in the URL's fragment, #me=..., which the browser never sends to the server)."""
+    import webbrowser
+
+    from .trust import identity
+
+    account = identity.public_hex(identity.load_key(identity.key_path(_settings())))
+    address = f"{_web_url(url).rstrip('/')}/#me={account}"
+    click.echo(address)
+    if not no_browser:
+        try:
+            opened = webbrowser.open(address)
+        except webbrowser.Error:
+            opened = False
+        if not opened:
+            click.echo("hydra: no browser found here; open the address above in one.", err=True)
 
 
 @main.group("ledger")

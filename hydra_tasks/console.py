@@ -224,7 +224,7 @@ def run_up(settings: Settings, *, regions: list[str], workers_per_region: int, w
     stack = start_stack(settings, regions, workers_per_region=workers_per_region, tls=tls, redis_port=redis_port)
     try:
         with console.status("starting the dashboard and Flower..."):
-            stack.start_webapp(port=web_port, host=web_host)
+            stack.start_webapp(port=web_port, host=web_host, flower_url=f"http://127.0.0.1:{flower_port}")
             stack.start_flower(port=flower_port)
             stack.wait_ready("webapp", timeout_s=60)
             stack.wait_ready("flower", timeout_s=60)

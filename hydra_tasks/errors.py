@@ -110,6 +110,10 @@ class NonceReused(LedgerError):
     """A transfer's nonce is not above the sender's last one: a replay or an old message."""
 
 
+class InvalidProfile(LedgerError):
+    """A display name or team request is malformed (ledger/profiles.py); nothing changed."""
+
+
 # --- volunteers (enrolment, join, revocation) ----------------------------------------------
 class EnrolmentError(HydraError):
     """A volunteer could not be enrolled, joined or revoked."""

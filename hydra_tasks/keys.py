@@ -23,7 +23,9 @@ hydra:leases                   zset    "{job}:{chunk}" -> lease deadline (unix s
 hydra:audits                   zset    "{job}:{audit chunk}" -> when requested: audit chunks waiting for an auditor
 hydra:job:{id}:audits          hash    audit chunk id -> JSON {of: the audited chunk, worker: its worker, blocks}
 hydra:lease:{job}:{chunk}      hash    worker, region, attempt, dispatched_at, queued, expiries ...
-hydra:workers                  set     worker ids ever registered
+hydra:workers                  set     worker ids registered and not pruned (worker/registry.prune_offline)
+hydra:worker_keys              hash    pruned worker id -> the public key it stayed bound to (registry.register
+                                       refuses another key for that id; removed when it registers again)
 hydra:grid:failures            list    recent carbon-provider failures, newest first (JSON), capped
 hydra:sustainability           hash    energy and carbon totals over all jobs (grid/accounting.py)
 hydra:worker:{id}              hash    region, host, cores, speeds, state, last_seen, performance model
@@ -44,6 +46,9 @@ hydra:ledger:head              hash    the journal chain's newest entry: hash, i
 hydra:results:dropped          hash    results dropped before any check, by reason -> count (jobs/collect.py)
 hydra:intake:dropped           hash    intake messages dropped, by reason -> count (intake.py, worker/gate.py)
 hydra:spot_checks              hash    exact spot checks of results: passed, failed, work recomputed (jobs/collect.py)
+hydra:profiles                 hash    account -> JSON {display_name, team, nonce, updated_at}: what the
+                                       account's key signed last (ledger/profiles.py, POST /api/profile)
+hydra:profile_teams            hash    account -> its team, for accounts in a team (the team leaderboard)
 hydra:volunteers               set     names of every volunteer ever enrolled (trust/volunteers.py)
 hydra:volunteer:{name}         hash    one volunteer's enrolment: worker id, regions, state, key (fields below)
 hydra:volunteer_keys           hash    public key (hex) -> the name of the volunteer it is bound to
@@ -263,7 +268,7 @@ hydra:enrolment:{hour}
     total              self-enrolment requests in that hour
     addr:<address>     requests from one client address in that hour
 
-The other ledger hashes map an account (or "{from}:{nonce}", or a UTC day) to one value, as the
+The profile hashes, and the other ledger hashes, map an account (or "{from}:{nonce}", or a UTC day) to one value, as the
 table above says; hydra:job:{id}:chunks, :parts, :suspect and :audits map a chunk id to JSON.
 """
 
@@ -295,6 +300,10 @@ LEDGER_HEAD = f"{PREFIX}:ledger:head"
 RESULTS_DROPPED = f"{PREFIX}:results:dropped"
 INTAKE_DROPPED = f"{PREFIX}:intake:dropped"
 SPOT_CHECKS = f"{PREFIX}:spot_checks"
+
+PROFILES = f"{PREFIX}:profiles"            # ledger/profiles.py: account -> JSON profile
+PROFILE_TEAMS = f"{PREFIX}:profile_teams"  # account -> team
+WORKER_KEYS = f"{PREFIX}:worker_keys"      # pruned worker id -> public key (worker/registry.py)
 
 VOLUNTEERS = f"{PREFIX}:volunteers"
 VOLUNTEER_KEYS = f"{PREFIX}:volunteer_keys"

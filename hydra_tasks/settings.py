@@ -135,6 +135,19 @@ def _web_url(name: str, raw: str) -> str:
     return value
 
 
+def _flower_url(name: str, raw: str) -> str:
+    """Flower's address as the dashboard's visitors reach it ("" or "off": no link)."""
+    value = raw.strip().rstrip("/")
+    if value.lower() in ("", "off"):
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or "@" in parts.netloc:
+        shown = repr(raw) if "@" not in raw else "(a value with credentials, not shown)"
+        raise ConfigError(f"{name}={shown} is not a web address; set Flower's URL as the dashboard's visitors reach "
+                          "it, e.g. http://127.0.0.1:5555 (no user name or password in it), or off for no link.")
+    return value
+
+
 def _attestation(name: str, raw: str) -> str:
     """none (no attestation required), sev-snp, tdx, sgx (a worker must have that TEE, verified) or auto
     (whatever TEE a worker has, verified); see trust/attestation.py."""
@@ -192,6 +205,8 @@ class Settings:
     join_file: str = field(default="", metadata=_meta("HYDRA_JOIN_FILE", _str))
     # the webapp the CLI talks to (tokens, grid-info); default: the one `hydra up` runs for data_dir
     web_url: str = field(default="", metadata=_meta("HYDRA_URL", _web_url))
+    # Flower's URL, linked from the dashboard's header ("": no link; `hydra up` sets it for the Flower it runs)
+    flower_url: str = field(default="", metadata=_meta("HYDRA_FLOWER_URL", _flower_url))
     # --- multi-machine mode (trust/volunteers.py): one Redis ACL user per volunteer
     # `hydra up` starts the embedded Redis with ACLs (needs redis-server >= 7): `default` off, operator user `hydra`;
     # only enrolled volunteers are heard (off: a single machine trusts its own local workers)
@@ -206,6 +221,7 @@ class Settings:
     rate_limit_grid_reports: str = field(default="60/minute",
                                          metadata=_meta("HYDRA_RATE_LIMIT_GRID_REPORTS", _rate_limit))
     rate_limit_enrolment: str = field(default="10/hour", metadata=_meta("HYDRA_RATE_LIMIT_ENROLMENT", _rate_limit))
+    rate_limit_profiles: str = field(default="10/minute", metadata=_meta("HYDRA_RATE_LIMIT_PROFILES", _rate_limit))
     rate_limit_reads: str = field(default=RATE_LIMIT_OFF, metadata=_meta("HYDRA_RATE_LIMIT_READS", _rate_limit))
     # reverse proxies in front of the webapp whose X-Forwarded-For is believed (0: the TCP peer is the client)
     trusted_proxies: int = field(default=0, metadata=_meta("HYDRA_TRUSTED_PROXIES", _int(0, 10)))
@@ -217,6 +233,10 @@ class Settings:
                                          metadata=_meta("HYDRA_CHECKPOINT_INTERVAL_S", _float(1, 86_400)))
     heartbeat_s: float = field(default=5.0, metadata=_meta("HYDRA_HEARTBEAT_S", _float(0.2, 600)))
     worker_timeout_s: float = field(default=30.0, metadata=_meta("HYDRA_WORKER_TIMEOUT_S", _float(1, 86_400)))
+    # an offline worker's registry entry and queue are removed this long after its last heartbeat (0: never);
+    # worker/registry.prune_offline, run by the sweep and `hydra workers prune`
+    worker_retention_s: float = field(default=7 * 86_400.0,
+                                      metadata=_meta("HYDRA_WORKER_RETENTION_S", _float(0, 10 * 366 * 86_400)))
     inflight_per_slot: int = field(default=2, metadata=_meta("HYDRA_INFLIGHT_PER_SLOT", _int(1, 64)))
     max_chunk_failures: int = field(default=3, metadata=_meta("HYDRA_MAX_CHUNK_FAILURES", _int(1, 100)))
     max_chunk_expiries: int = field(default=10, metadata=_meta("HYDRA_MAX_CHUNK_EXPIRIES", _int(1, 1_000)))
@@ -272,6 +292,9 @@ class Settings:
                 f"HYDRA_WORKER_TIMEOUT_S ({self.worker_timeout_s}) must exceed HYDRA_HEARTBEAT_S "
                 f"({self.heartbeat_s}); otherwise live workers would be marked offline."
             )
+        if 0 < self.worker_retention_s <= self.worker_timeout_s:
+            raise ConfigError(f"HYDRA_WORKER_RETENTION_S ({self.worker_retention_s}) must exceed HYDRA_WORKER_TIMEOUT_S "
+                              f"({self.worker_timeout_s}), or be 0 to keep offline workers listed for ever.")
         if self.min_chunk_s > self.target_chunk_s:
             raise ConfigError(f"HYDRA_MIN_CHUNK_S ({self.min_chunk_s}) must not exceed HYDRA_TARGET_CHUNK_S "
                               f"({self.target_chunk_s}).")
@@ -347,7 +370,8 @@ class Settings:
 
 
 # HYDRA_* variables that are read elsewhere and are not settings fields.
-_IGNORED: frozenset[str] = frozenset()
+# HYDRA_TEST_ARTIFACTS: where the test suite keeps its screenshots (tests/support.artifacts_dir).
+_IGNORED: frozenset[str] = frozenset({"HYDRA_TEST_ARTIFACTS"})
 #: Settings that existed once, and why they are gone (README's settings table says the same).
 _REMOVED: dict[str, str] = {
     "HYDRA_ENCLAVE_PATH": "Hydra has no enclave runner: a worker is protected by running inside a confidential "

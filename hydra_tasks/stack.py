@@ -312,11 +312,13 @@ class LocalStack:
             env["HYDRA_CPU_LIMIT"] = str(cpu_limit)
         return self.spawn(name, join.worker_argv(creds, concurrency=concurrency, pool=pool, loglevel="INFO"), env=env)
 
-    def start_webapp(self, *, port: int, host: str = HOST) -> Proc:
+    def start_webapp(self, *, port: int, host: str = HOST, flower_url: str = "") -> Proc:
         """Start the dashboard under gunicorn: plain HTTP on loopback, else HTTPS only (with this data
-        dir's server certificate). It is ready (:meth:`wait_ready`) once GET /healthz answers."""
+        dir's server certificate). It is ready (:meth:`wait_ready`) once GET /healthz answers.
+        ``flower_url``: the Flower this stack runs, linked from the dashboard unless HYDRA_FLOWER_URL is set."""
         tls = None if is_loopback(host) else self.tls_files()
-        proc = self.spawn("webapp", webapp_argv(host, port, tls=tls))
+        env = {"HYDRA_FLOWER_URL": flower_url} if flower_url and not self.settings.flower_url else None
+        proc = self.spawn("webapp", webapp_argv(host, port, tls=tls), env=env)
         client_host = HOST if host in ("0.0.0.0", "", "::", "[::]") else host
         if ":" in client_host and not client_host.startswith("["):
             client_host = f"[{client_host}]"

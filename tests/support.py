@@ -48,6 +48,17 @@ def running_stack(data_dir: Path, workers: dict[str, int], *, cpu_limits: dict[s
         stack.stop()
 
 
+def artifacts_dir() -> Path:
+    """Where tests keep files for people to look at (browser screenshots): ``HYDRA_TEST_ARTIFACTS`` if
+    set, else ``build/screenshots/`` in the repository (gitignored); created if missing."""
+    import os
+
+    configured = os.environ.get("HYDRA_TEST_ARTIFACTS", "").strip()
+    path = Path(configured).expanduser() if configured else Path(__file__).resolve().parents[1] / "build" / "screenshots"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def require_redis7() -> None:
     """Skip the calling test (or fixture) cleanly where no redis-server >= 7 is installed."""
     import pytest
@@ -171,13 +182,3 @@ def chromium(*, width: int = 1280, height: int = 1800) -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
-
-
-def artifacts_dir() -> Path:
-    """Where tests keep files for people to look at (screenshots): ``$HYDRA_TEST_ARTIFACTS``, else
-    ``build/screenshots/`` in the repository (git-ignored)."""
-    import os
-
-    path = Path(os.environ.get("HYDRA_TEST_ARTIFACTS") or Path(__file__).resolve().parents[1] / "build" / "screenshots")
-    path.mkdir(parents=True, exist_ok=True)
-    return path

@@ -66,6 +66,7 @@ from hydra_tasks.ledger import book as ledger
 
 from .context import hydra
 from .jobs import DEFAULT_LIMIT, checked_job_id
+from .tokens import leaderboard_view
 from .workers import worker_views
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,7 @@ def _computers(job_id: str | None) -> dict[str, tuple[str, Callable[[], Any]]]:
     found: dict[str, tuple[str, Callable[[], Any]]] = {
         "jobs": ("jobs", lambda: {"jobs": [j.to_json() for j in store.list_jobs(client, limit=DEFAULT_LIMIT)]}),
         "workers": ("workers", lambda: {"workers": worker_views()}),
-        "tokens": ("tokens", lambda: {"leaderboard": ledger.leaderboard(client, 10),
+        "tokens": ("tokens", lambda: {"leaderboard": leaderboard_view(10),
                                       "token_metrics": ledger.token_metrics(client)}),
     }
     if job_id is not None:

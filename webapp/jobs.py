@@ -1,4 +1,4 @@
-"""The jobs API: list, submit, read, cancel, re-open, and the Mandelbrot image.
+"""The jobs API: list, submit, read, cancel, re-open, delete, and the Mandelbrot image.
 
 Reads are open; anything that changes state needs the operator token (:func:`require_token`).
 """
@@ -59,6 +59,16 @@ def cancel_job(job_id: str) -> Response:
 def reopen_job(job_id: str) -> Response:
     """Recompute a done job's suspect results (from a worker caught cheating after they were merged)."""
     return jsonify(store.reopen_job(hydra().redis, checked_job_id(job_id)).to_json())
+
+
+@bp.delete("/<job_id>")
+@require_token
+def delete_job(job_id: str) -> Response:
+    """Delete a finished (done, failed or cancelled) job and all its data: ``{"deleted": "<job id>"}``.
+    409 for a queued or running job (cancel it first), 404 for an unknown one. The token ledger keeps
+    the job's mints (jobs/store.delete_job)."""
+    store.delete_job(hydra().redis, checked_job_id(job_id))
+    return jsonify(deleted=job_id)
 
 
 @bp.get("/<job_id>/image.png")

@@ -1,4 +1,5 @@
-"""The HTML dashboard: the job list with live progress, one job in detail, and the workers.
+"""The HTML dashboard: the job list with live progress, one job in detail, the workers, one worker in
+detail (``/workers/<id>``), and the job forms (``static/controls.js``).
 
 Pages are rendered on the server (Jinja autoescapes everything) and then kept live by
 ``static/app.js``, which listens to the live updates the server pushes (``GET /api/events``, Server-Sent
@@ -18,7 +19,8 @@ from hydra_tasks.jobs import store
 
 from .context import hydra
 from .jobs import DEFAULT_LIMIT, checked_job_id
-from .workers import worker_views
+from .tokens import leaderboard_view
+from .workers import checked_worker, worker_views
 
 bp = Blueprint("pages", __name__)
 
@@ -48,11 +50,23 @@ def percent(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f}%"
 
 
+@bp.app_context_processor
+def flower_link() -> dict[str, str]:
+    """Flower's URL for the header's link (HYDRA_FLOWER_URL; "" for none)."""
+    return {"flower_url": hydra().settings.flower_url}
+
+
 @bp.get("/")
 def index() -> str:
     client = hydra().redis
+    board = leaderboard_view(10)
     return render_template("index.html", jobs=store.list_jobs(client, limit=DEFAULT_LIMIT), workers=worker_views(),
-                           board=ledger.leaderboard(client, 10)["by_balance"], tokens=ledger.token_metrics(client))
+                           board=board["by_balance"], teams=board["by_team"], tokens=ledger.token_metrics(client))
+
+
+@bp.get("/workers/<worker_id>")
+def worker_page(worker_id: str) -> str:
+    return render_template("worker.html", w=checked_worker(worker_id))
 
 
 @bp.get("/jobs/<job_id>")

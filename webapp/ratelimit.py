@@ -1,7 +1,7 @@
 """Rate limits on the endpoints anyone can call: Flask-Limiter, counting in Hydra's own Redis.
 
 Every endpoint that changes state without the operator token is limited per client address
-(:data:`WRITE_LIMITS`): signed transfers, signed grid reports and self-enrolment, each with its
+(:data:`WRITE_LIMITS`): signed transfers, signed grid reports, self-enrolment and signed profiles, each with its
 ``HYDRA_RATE_LIMIT_*`` setting. Reads share one optional budget per address
 (``HYDRA_RATE_LIMIT_READS``, off by default; ``/healthz`` and ``/metrics`` are never limited).
 Endpoints behind the operator token are not limited here: the token already says who is calling.
@@ -61,6 +61,7 @@ WRITE_LIMITS: tuple[WriteLimit, ...] = (
     WriteLimit("tokens.transfer_tokens", "rate_limit_transfers"),  # HYDRA_RATE_LIMIT_TRANSFERS
     WriteLimit("grid.update_grid_info", "rate_limit_grid_reports"),  # HYDRA_RATE_LIMIT_GRID_REPORTS
     WriteLimit("volunteers.enrol", "rate_limit_enrolment"),  # HYDRA_RATE_LIMIT_ENROLMENT
+    WriteLimit("profiles.set_profile", "rate_limit_profiles"),  # HYDRA_RATE_LIMIT_PROFILES
 )
 
 

@@ -13,6 +13,7 @@ import logging
 from flask import Blueprint, Response, jsonify
 
 from hydra_tasks.ledger import book as ledger
+from hydra_tasks.ledger import profiles
 
 from .context import hydra
 from .inputs import json_object_body, query_int
@@ -37,10 +38,23 @@ def worker_balance(who: str) -> Response:
     return jsonify(ledger.balance(hydra().redis, who))
 
 
+def leaderboard_view(limit: int) -> dict[str, list[dict[str, object]]]:
+    """The leaderboard with display names and teams (ledger/profiles.py), and the team leaderboard."""
+    client = hydra().redis
+    board = ledger.leaderboard(client, limit)
+    return {"by_balance": profiles.annotate(client, board["by_balance"]),
+            "by_earned": profiles.annotate(client, board["by_earned"]),
+            "by_team": profiles.team_leaderboard(client, limit)}
+
+
 @bp.get("/leaderboard")
 def leaderboard() -> Response:
+    """``{by_balance, by_earned, by_team}`` (``?limit=N``, 1..100, default 10). Account rows are
+    ``{rank, account, micro, tokens, display_name, team, shown}`` (``display_name`` and ``team`` null
+    when not set; ``shown`` is the display name, else the account's first 16 hex digits and "…");
+    team rows are ``{rank, team, members, micro, tokens}``, ranked by what the members ever earned."""
     limit = query_int("limit", default=DEFAULT_LEADERBOARD, low=1, high=MAX_LEADERBOARD)
-    return jsonify(ledger.leaderboard(hydra().redis, limit))
+    return jsonify(leaderboard_view(limit))
 
 
 @bp.get("/token_metrics")

@@ -129,11 +129,38 @@ def reopen_job(client: redis.Redis, job_id: str, *, now: float | None = None) ->
 
 
 def delete_job(client: redis.Redis, job_id: str) -> None:
-    """Remove a finished job and all its keys."""
-    state = job_state(client, job_id)
-    if state is not None and not state.is_final:
-        raise JobStateError(f"Job {job_id} is {state.value}; cancel it before deleting it.")
-    pipe = client.pipeline(transaction=True)
-    pipe.delete(*keys.job_keys(job_id))
-    pipe.zrem(keys.JOBS, job_id)
-    pipe.execute()
+    """Remove a finished (done, failed or cancelled) job and every key of it; JobNotFound if there
+    is none, JobStateError if it is still queued or running (cancel it first).
+
+    Removed: the job's keys (:func:`keys.job_keys`), its entries in the job indexes and the audit
+    queue, and any lease hash left for one of its chunks. Kept: the ledger (its mints' journal
+    entries, and their idempotency keys in ``hydra:ledger:minted``) and the workers' results logs,
+    so a catch still reverses what a cheater earned on it. A late result for a deleted job pays
+    nothing: the collector finds no chunk and no job, and MERGE refuses a job with no live state.
+    The check and the removal are one WATCH/MULTI transaction (a job re-opened meanwhile is kept)."""
+    job_key = keys.job(job_id)
+    with client.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                pipe.watch(job_key)
+                state = pipe.hget(job_key, "state")
+                if state is None:
+                    raise JobNotFound(f"No job {job_id!r} to delete; list jobs with `hydra status` or GET /api/jobs.")
+                if not JobState(state).is_final:
+                    raise JobStateError(f"Job {job_id} is {state}; cancel it before deleting it "
+                                        f"(`hydra cancel {job_id}` or POST /api/jobs/{job_id}/cancel).")
+                chunk_ids = pipe.hkeys(keys.job_chunks(job_id))
+                prefix = keys.lease_member(job_id, "")
+                audits = [m for m in pipe.zrange(keys.AUDITS, 0, -1) if m.startswith(prefix)]
+                pipe.multi()
+                pipe.delete(*keys.job_keys(job_id))
+                for start in range(0, len(chunk_ids), 1000):  # a finished job should hold no lease; make sure
+                    pipe.delete(*(keys.lease(job_id, c) for c in chunk_ids[start:start + 1000]))
+                for index in (keys.JOBS, keys.JOBS_ACTIVE, keys.JOBS_DEADLINES):
+                    pipe.zrem(index, job_id)
+                if audits:
+                    pipe.zrem(keys.AUDITS, *audits)
+                pipe.execute()
+                return
+            except redis.WatchError:
+                continue

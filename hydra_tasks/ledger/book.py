@@ -31,7 +31,7 @@ from .rewards import Reward
 from ..settings import MICRO_PER_TOKEN, micro_tokens
 
 MAX_AMOUNT_MICRO = 10**15          # 10^9 tokens: below 2^53, so Lua compares amounts exactly
-MAX_NONCE = 2**53 - 1
+MAX_NONCE = identity.MAX_NONCE
 _TRANSFER_FIELDS = {"from", "to", "amount", "nonce", "signature"}
 
 
@@ -96,9 +96,8 @@ def transfer_message(sender: str, recipient: str, amount: int, nonce: int) -> di
 def signed_transfer(key: SigningKey, recipient: str, amount: int, nonce: int | None = None) -> dict[str, Any]:
     """The body of ``POST /api/transfer_tokens``. The nonce defaults to the clock in microseconds
     (below 2^53; a sender mixing this with small counters must keep them above its last nonce)."""
-    nonce = time.time_ns() // 1000 if nonce is None else nonce
-    message = transfer_message(identity.public_hex(key), recipient, amount, nonce)
-    return {**{k: v for k, v in message.items() if k != "action"}, "signature": identity.sign(key, message)}
+    nonce = identity.new_nonce() if nonce is None else nonce
+    return identity.signed_request(key, transfer_message(identity.public_hex(key), recipient, amount, nonce))
 
 
 @dataclass(frozen=True)
@@ -128,7 +127,7 @@ def parse_transfer(raw: object) -> TransferRequest:
     if sender == recipient:
         raise InvalidTransfer("'from' and 'to' are the same account.")
     amount = check_amount(raw["amount"])
-    if isinstance(nonce, bool) or not isinstance(nonce, int) or not 0 <= nonce <= MAX_NONCE:
+    if not identity.is_nonce(nonce):
         raise InvalidTransfer(f"'nonce' must be a whole number from 0 to {MAX_NONCE}, above your last one.")
     signature = raw["signature"]
     identity.verify(sender, transfer_message(sender, recipient, amount, nonce), signature)

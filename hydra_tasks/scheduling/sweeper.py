@@ -1,6 +1,7 @@
-"""The sweeper (run by beat): take back expired leases, retire silent workers, finish
-jobs whose last result was merged but not finalized, refill the windows, and sample each region's
-carbon intensity for the dashboard's chart once a minute (:mod:`hydra_tasks.history`).
+"""The sweeper (run by beat): take back expired leases, retire silent workers (and prune those
+offline for longer than HYDRA_WORKER_RETENTION_S), finish jobs whose last result was merged but not
+finalized, refill the windows, and sample each region's carbon intensity for the dashboard's chart
+once a minute (:mod:`hydra_tasks.history`).
 
 This, not Celery's ``visibility_timeout``, is what recovers work from a dead worker: a
 lease is a few times a chunk's expected duration, the visibility timeout is an hour.
@@ -21,7 +22,7 @@ from ..lua import Holders, RequeueCode, scripts
 from ..models import JobState
 from ..settings import Settings
 from ..worker.performance import record_expiry
-from ..worker.registry import mark_silent_offline
+from ..worker.registry import mark_silent_offline, prune_offline
 from . import Publish
 from .dispatcher import dispatch
 from .router import Router, carbon_provider
@@ -34,6 +35,7 @@ class SweepReport:
     requeued: list[str] = field(default_factory=list)
     failed_jobs: list[str] = field(default_factory=list)
     offline_workers: list[str] = field(default_factory=list)
+    pruned_workers: list[str] = field(default_factory=list)
     finalized_jobs: list[str] = field(default_factory=list)
     dispatched: int = 0
 
@@ -115,6 +117,10 @@ def sweep(client: redis.Redis, settings: Settings, router: Router, publish: Publ
     report = SweepReport()
     requeue_expired(client, settings, report, now)
     report.offline_workers = mark_silent_offline(client, settings, now=now)
+    report.pruned_workers = prune_offline(client, settings, now=now)
+    if report.pruned_workers:
+        log.info("pruned %d worker(s) offline for over %gs: %s", len(report.pruned_workers),
+                 settings.worker_retention_s, ", ".join(report.pruned_workers))
     finalize_stragglers(client, settings, report)
     report.dispatched = dispatch(client, settings, router, publish, now=now)
     history.sample_carbon(client, settings, carbon_provider(settings, client), now=now)  # once a minute, fleet-wide

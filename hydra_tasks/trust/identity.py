@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -24,6 +25,7 @@ from ..secrets_io import create_private
 from ..settings import Settings
 
 KEY_FILE_NAME = "worker.key"
+MAX_NONCE = 2**53 - 1  # a signed request's nonce: a whole number below 2^53 (exact in Lua and in JavaScript)
 EXPORT_PREFIX = "hydra-ed25519:"
 _HEX = frozenset("0123456789abcdef")
 
@@ -130,3 +132,21 @@ def verify_bytes(public_key: str, message: bytes, signature: object) -> None:
         VerifyKey(bytes.fromhex(public_key)).verify(message, bytes.fromhex(signature))
     except BadSignatureError:
         raise SignatureError("The signature does not match the message and the signer's registered key.") from None
+
+
+# --- signed requests (transfers, ledger/book.py; profiles, ledger/profiles.py) -------------------------
+def new_nonce() -> int:
+    """A nonce for a signed request: the clock in microseconds, so each new request's is above the
+    last one (below 2^53 for another 200 years)."""
+    return time.time_ns() // 1000
+
+
+def is_nonce(value: object) -> bool:
+    """A whole number from 0 to :data:`MAX_NONCE` (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_NONCE
+
+
+def signed_request(key: SigningKey, message: Mapping[str, Any]) -> dict[str, Any]:
+    """The body of a signed request: ``message`` (an ``action`` and its fields) without the
+    ``action``, which the endpoint implies, plus ``signature`` over the whole message."""
+    return {**{k: v for k, v in message.items() if k != "action"}, "signature": sign(key, message)}

@@ -1,7 +1,11 @@
 """The worker registry in Redis: who is out there, where, how fast, and whether alive.
 
 Volunteers write their own record (register + heartbeat); the control plane reads it to
-build a cluster snapshot and marks silent workers offline.
+build a cluster snapshot, marks silent workers offline and, ``HYDRA_WORKER_RETENTION_S`` after
+their last heartbeat, prunes them (:func:`prune_offline`: the record and the worker's own queue go;
+its token account, its journal entries, its results log, which a later catch revokes, and an enrolled
+volunteer's credentials stay, and so does the binding of its id to its key). A pruned worker that
+comes back simply registers again.
 """
 
 from __future__ import annotations
@@ -124,7 +128,7 @@ def register(client: redis.Redis, info: WorkerInfo) -> None:
         while True:
             try:
                 pipe.watch(key)
-                existing = pipe.hget(key, "public_key")
+                existing = pipe.hget(key, "public_key") or pipe.hget(keys.WORKER_KEYS, info.worker_id)
                 if existing and info.public_key and existing != info.public_key:
                     raise IdentityError(
                         f"Worker id {info.worker_id!r} is registered to another key; start this worker under "
@@ -132,6 +136,7 @@ def register(client: redis.Redis, info: WorkerInfo) -> None:
                 pipe.multi()
                 pipe.hset(key, mapping={k: str(v) for k, v in record.items()})
                 pipe.sadd(keys.WORKERS, info.worker_id)
+                pipe.hdel(keys.WORKER_KEYS, info.worker_id)  # bound in its record again
                 pipe.execute()
                 return
             except redis.WatchError:
@@ -216,3 +221,47 @@ def mark_silent_offline(client: redis.Redis, settings: Settings, *, now: float |
     for worker_id in silent:
         set_offline(client, worker_id)
     return silent
+
+
+def prunable(worker: WorkerInfo, settings: Settings, now: float) -> bool:
+    """Whether ``worker`` is due to be pruned: offline for longer than ``HYDRA_WORKER_RETENTION_S``
+    (0: never), and not quarantined (its record is what keeps it out of work: an operator lifts it)."""
+    return (settings.worker_retention_s > 0 and worker.state is WorkerState.OFFLINE and not worker.quarantined
+            and now - worker.last_seen > settings.worker_retention_s)
+
+
+def prune_offline(client: redis.Redis, settings: Settings, *, now: float | None = None) -> list[str]:
+    """Remove the workers :func:`prunable` says are due; return their ids, sorted.
+
+    Removed: the registry entry (``hydra:worker:{id}`` and its id in ``hydra:workers``), its empty
+    in-flight set and its direct queue (``<id>.dq2`` and kombu's priority sub-queues of it), where
+    nothing is sent once it is offline. Kept: its token account and journal entries, its results log
+    (a later catch still revokes those results), an enrolled volunteer's credentials, and the key its
+    id is bound to (``hydra:worker_keys``, so another key cannot take the id over). A worker that still
+    holds a chunk (a non-empty in-flight set) is left for a later sweep. Each removal is one
+    WATCH/MULTI transaction: a worker that sends a heartbeat meanwhile is not removed."""
+    now = time.time() if now is None else now
+    return sorted(w.worker_id for w in list_workers(client)
+                  if prunable(w, settings, now) and _prune_one(client, settings, w.worker_id, now))
+
+
+def _prune_one(client: redis.Redis, settings: Settings, worker_id: str, now: float) -> bool:
+    record, inflight = keys.worker(worker_id), keys.worker_inflight(worker_id)
+    with client.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                pipe.watch(record, inflight)
+                raw = pipe.hgetall(record)
+                info = _parse(raw) if raw else None
+                if info is None or not prunable(info, settings, now) or pipe.scard(inflight):
+                    pipe.unwatch()
+                    return False
+                pipe.multi()
+                pipe.delete(record, inflight, *keys.priority_queues(keys.direct_queue(worker_id)))
+                pipe.srem(keys.WORKERS, worker_id)
+                if info.public_key:
+                    pipe.hset(keys.WORKER_KEYS, worker_id, info.public_key)
+                pipe.execute()
+                return True
+            except redis.WatchError:
+                continue

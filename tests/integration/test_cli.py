@@ -156,6 +156,8 @@ def test_up_serves_dashboard_and_flower_runs_jobs_and_stops_on_double_ctrl_c(tmp
                  timeout_s=90, what="the dashboard")
         wait_for(lambda: (r := get(f"http://127.0.0.1:{flower}/healthcheck")) is not None and r.text == "OK",
                  timeout_s=60, what="Flower")
+        page = requests.get(f"http://127.0.0.1:{web}/", timeout=10).text  # the header links to this Flower
+        assert f'id="flower-link" href="http://127.0.0.1:{flower}"' in page
         token = (tmp_path / "data" / "api_token").read_text().strip()
         created = requests.post(f"http://127.0.0.1:{web}/api/jobs", timeout=10,
                                 headers={"Authorization": f"Bearer {token}"},

@@ -25,12 +25,14 @@ pytestmark = pytest.mark.integration
 
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-SMALL = dict(rate_limit_transfers="3/minute", rate_limit_grid_reports="2/minute", rate_limit_enrolment="2/hour")
+SMALL = dict(rate_limit_transfers="3/minute", rate_limit_grid_reports="2/minute", rate_limit_enrolment="2/hour",
+             rate_limit_profiles="2/minute")
 # (path, limit as the 429 describes it, its settings field)
 OPEN_WRITES = [
     ("/api/transfer_tokens", "3 per minute", "rate_limit_transfers"),
     ("/api/update_grid_info", "2 per minute", "rate_limit_grid_reports"),
     ("/api/volunteers", "2 per hour", "rate_limit_enrolment"),
+    ("/api/profile", "2 per minute", "rate_limit_profiles"),
 ]
 _addresses = (f"198.51.100.{i}" for i in itertools.count(1))
 

@@ -49,6 +49,10 @@ def test_settings_are_frozen() -> None:
         ({"HYDRA_RATE_LIMIT_ENROLMENT": "0/hour"}, "or off to turn the limit off"),
         ({"HYDRA_RATE_LIMIT_READS": "5 per 0 seconds"}, "HYDRA_RATE_LIMIT_READS='5 per 0 seconds' is not a rate limit"),
         ({"HYDRA_TRUSTED_PROXIES": "-1"}, "HYDRA_TRUSTED_PROXIES='-1' is out of range"),
+        ({"HYDRA_WORKER_RETENTION_S": "10"}, "HYDRA_WORKER_RETENTION_S (10.0) must exceed HYDRA_WORKER_TIMEOUT_S"),
+        ({"HYDRA_WORKER_RETENTION_S": "a week"}, "HYDRA_WORKER_RETENTION_S='a week' is not a valid float"),
+        ({"HYDRA_FLOWER_URL": "flower:5555"}, "HYDRA_FLOWER_URL='flower:5555' is not a web address"),
+        ({"HYDRA_FLOWER_URL": "http://admin:secret@flower"}, "(a value with credentials, not shown)"),
     ],
 )
 def test_bad_values_raise_a_config_error_naming_the_variable(env: dict[str, str], message: str) -> None:
@@ -86,3 +90,13 @@ def test_rate_limit_defaults_limit_every_open_write_and_leave_reads_alone() -> N
     assert s.trusted_proxies == 0
     with pytest.raises(ConfigError, match="HYDRA_RATE_LIMIT_TRANSFERS='lots' is not a rate limit"):
         s.with_(rate_limit_transfers="lots")
+
+
+def test_worker_retention_and_the_flower_link() -> None:
+    s = Settings.from_env({})
+    assert (s.worker_retention_s, s.flower_url) == (7 * 86_400, "")
+    assert Settings.from_env({"HYDRA_WORKER_RETENTION_S": "0"}).worker_retention_s == 0  # never prune
+    assert Settings.from_env({"HYDRA_FLOWER_URL": "https://ops.example.org/flower/"}).flower_url == \
+        "https://ops.example.org/flower"
+    assert Settings.from_env({"HYDRA_FLOWER_URL": "off"}).flower_url == ""
+    assert Settings.from_env({"HYDRA_TEST_ARTIFACTS": "/tmp/shots"}) == Settings()  # the test suite's, not a setting

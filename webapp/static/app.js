@@ -215,7 +215,10 @@
   function workerRow(w) {
     const tr = el("tr", undefined, w.state === "offline" ? "worker-offline" : undefined);
     const id = el("td");
-    id.append(el("code", w.worker_id));
+    const page = el("a"); // the worker's own page (controls.js / worker.html)
+    page.href = root + "/workers/" + encodeURIComponent(w.worker_id);
+    page.append(el("code", w.worker_id));
+    id.append(page);
     const state = el("td");
     state.append(stateBadge(w.quarantined ? "quarantined" : w.state));
     if (w.quarantined) state.title = w.quarantined; // why: the spot check it failed
@@ -241,11 +244,19 @@
     return td;
   }
 
-  function leaderRow(row) {
+  function leaderRow(row) { // display name (else the key's prefix) and team; controls.js highlights data-account
     const tr = el("tr");
+    tr.dataset.account = row.account;
     const account = el("td");
-    account.append(el("code", row.account.slice(0, 16) + "…"));
-    tr.append(cell(String(row.rank), "num"), account, cell(row.tokens, "num"));
+    account.title = row.account;
+    account.append(row.display_name ? row.display_name : el("code", row.shown || row.account.slice(0, 16) + "…"));
+    tr.append(cell(String(row.rank), "num"), account, cell(row.team || ""), cell(row.tokens, "num"));
+    return tr;
+  }
+
+  function teamRow(row) {
+    const tr = el("tr");
+    tr.append(cell(String(row.rank), "num"), cell(row.team), cell(String(row.members), "num"), cell(row.tokens, "num"));
     return tr;
   }
 
@@ -253,8 +264,12 @@
     document.getElementById("leaderboard-body").replaceChildren(
       ...(board.by_balance.length
         ? board.by_balance.map(leaderRow)
-        : [emptyRow(3, "No tokens yet: volunteers earn them for every accepted chunk.")]),
+        : [emptyRow(4, "No tokens yet: volunteers earn them for every accepted chunk.")]),
     );
+    const teams = document.getElementById("teams-body");
+    if (teams && board.by_team) {
+      teams.replaceChildren(...(board.by_team.length ? board.by_team.map(teamRow) : [emptyRow(4, "No teams yet.")]));
+    }
     document.getElementById("token-supply").textContent = metrics.supply;
     document.getElementById("token-accounts").textContent = String(metrics.accounts);
     document.getElementById("token-mints").textContent = String(metrics.mints);
@@ -296,7 +311,10 @@
   function jobWorkerRow(workerId, w) {
     const tr = el("tr");
     const id = el("td");
-    id.append(el("code", workerId));
+    const page = el("a"); // the worker's own page
+    page.href = root + "/workers/" + encodeURIComponent(workerId);
+    page.append(el("code", workerId));
+    id.append(page);
     tr.append(
       id,
       cell(formats.count(w.chunks), "num"),
