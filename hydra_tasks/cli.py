@@ -503,7 +503,11 @@ def _api_error(response: Any) -> str:
         data = response.json()
     except ValueError:
         data = None
-    return str(data["error"]) if isinstance(data, dict) and "error" in data else str(response.text[:300])
+    if isinstance(data, dict):  # application/problem+json: 'detail' (older webapps sent only 'error')
+        for member in ("detail", "error"):
+            if isinstance(data.get(member), str):
+                return str(data[member])
+    return str(response.text[:300])
 
 
 # --- tokens ---------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from flask import jsonify, request
+from flask import request
 from flask.typing import ResponseReturnValue
 
 from hydra_tasks.errors import ConfigError
@@ -25,6 +25,7 @@ from hydra_tasks.secrets_io import create_private
 from hydra_tasks.settings import Settings
 
 from .context import api_token
+from .errors import problem as problem_response
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +130,7 @@ def require_token(view: F) -> F:
         else:
             return view(*args, **kwargs)
         log.warning("refused %s %s from %s: %s", request.method, request.path, request.remote_addr, problem.lower())
-        response = jsonify(error=f"{problem}. {WHERE_THE_TOKEN_IS}")
-        response.status_code = 401
+        response = problem_response(f"{problem}. {WHERE_THE_TOKEN_IS}", 401)  # application/problem+json
         response.headers["WWW-Authenticate"] = 'Bearer realm="hydra"'
         return response
 

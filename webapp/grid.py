@@ -14,7 +14,7 @@ from hydra_tasks.grid.site import MAX_AGE_S, apply_report, parse_report, zone_kn
 from hydra_tasks.scheduling.router import carbon_provider
 
 from .context import hydra
-from .inputs import json_object_body
+from .openapi import validated_body
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ def _zone_known(zone: str) -> bool:
 
 @bp.post("/update_grid_info")
 def update_grid_info() -> Response:
-    report, message, signature = parse_report(json_object_body())
+    report, message, signature = parse_report(validated_body())
     apply_report(hydra().redis, report, message, signature, zone_known=_zone_known)
     log.info("worker %s reported zone %s with %.0f%% on-site renewables", report.worker_id, report.zone,
              100 * report.renewable_share)

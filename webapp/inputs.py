@@ -114,6 +114,15 @@ def _json_type(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
+class BodyBreaksSchema(BadRequest):
+    """A JSON body that breaks its operation's schema (webapp/openapi.py): the description names the
+    first field and what to send; ``errors`` lists every violation as ``{"field", "message"}``."""
+
+    def __init__(self, description: str, errors: list[dict[str, str]]) -> None:
+        super().__init__(description)
+        self.errors = errors
+
+
 # --- query parameters --------------------------------------------------------------------------------
 def query_int(name: str, *, default: int, low: int, high: int) -> int:
     """``?name=N`` as an int in ``low..high`` (``default`` if absent), else 400 naming the parameter,

@@ -15,7 +15,8 @@ from hydra_tasks.jobs.submit import job_png, partial_png, submit_job
 
 from .auth import require_token
 from .context import hydra
-from .inputs import json_object_body, query_int
+from .inputs import query_int
+from .openapi import validated_body
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/jobs")
 
@@ -39,7 +40,7 @@ def list_jobs() -> Response:
 @bp.post("")
 @require_token
 def create_job() -> tuple[Response, int, dict[str, str]]:
-    job = submit_job(hydra(), json_object_body())
+    job = submit_job(hydra(), validated_body())
     return jsonify(job.to_json()), 201, {"Location": url_for("jobs.get_job", job_id=job.id)}
 
 

@@ -23,7 +23,7 @@ from werkzeug.exceptions import NotFound
 from hydra_tasks.ledger import profiles
 
 from .context import hydra
-from .inputs import json_object_body
+from .openapi import validated_body
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ bp = Blueprint("profiles", __name__, url_prefix="/api")
 @bp.post("/profile")
 def set_profile() -> Response:
     """Set the signing account's display name and team (body and answers: the module docstring)."""
-    profile = profiles.set_profile(hydra().redis, json_object_body())
+    profile = profiles.set_profile(hydra().redis, validated_body())
     log.info("account %s set its profile (team %r)", profile.account[:12], profile.team[:40])
     return jsonify(profile.to_json())
 

@@ -9,7 +9,7 @@ Endpoints behind the operator token are not limited here: the token already says
 The counters are shared by every webapp process on the same Redis (gunicorn workers, several
 hosts): the limiter's client comes from :mod:`hydra_tasks.redis_conn`, so a ``rediss://`` server
 is verified against ``HYDRA_REDIS_CA`` and a Unix socket or an ACL user works as for every other
-client. A request over a limit gets 429 in the API's JSON error format, with ``Retry-After``
+client. A request over a limit gets 429 in the API's problem+json error format, with ``Retry-After``
 (seconds) and a message naming the limit. If Redis is down the request fails with the same 503
 as any other request that needs Redis, never silently unlimited.
 

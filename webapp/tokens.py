@@ -16,7 +16,8 @@ from hydra_tasks.ledger import book as ledger
 from hydra_tasks.ledger import profiles
 
 from .context import hydra
-from .inputs import json_object_body, query_int
+from .inputs import query_int
+from .openapi import validated_body
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ DEFAULT_LEADERBOARD, MAX_LEADERBOARD = 10, 100
 
 @bp.post("/transfer_tokens")
 def transfer_tokens() -> tuple[Response, int]:
-    done = ledger.transfer(hydra().redis, json_object_body())
+    done = ledger.transfer(hydra().redis, validated_body())
     log.info("transfer %s of %s tokens from %s to %s", done["entry"], done["amount"], done["from"][:12],
              done["to"][:12])
     return jsonify(done), 200 if done["repeated"] else 201

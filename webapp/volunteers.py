@@ -16,7 +16,7 @@ from flask import Blueprint, Response, jsonify, request
 from hydra_tasks.trust import volunteers
 
 from .context import hydra
-from .inputs import json_object_body
+from .openapi import validated_body
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def enrol() -> tuple[Response, int]:
     volunteers.check_self_enrolment(settings)  # before anything else: 403 while it is off
     network = volunteers.public_url(settings, app.redis_url)
     base = volunteers.volunteer_url(network, host=settings.public_host)
-    credentials = volunteers.self_enrol(app.redis, settings, json_object_body(), address=request.remote_addr or "?",
+    credentials = volunteers.self_enrol(app.redis, settings, validated_body(), address=request.remote_addr or "?",
                                         redis_url_for_volunteer=base,
                                         ca_pem=volunteers.deployment_ca(settings, network))
     log.info("volunteer %s enrolled itself (regions %s)", credentials.name, ",".join(credentials.regions))

@@ -83,8 +83,9 @@ def check_name(name: object) -> str:
 
 
 def check_regions(regions: Iterable[object]) -> tuple[str, ...]:
-    found = tuple(dict.fromkeys(regions))
-    bad = [r for r in found if not isinstance(r, str) or not REGION_RE.match(r)]
+    given = list(regions)
+    bad = [r for r in given if not isinstance(r, str) or not REGION_RE.match(r)]
+    found = tuple(dict.fromkeys(r for r in given if isinstance(r, str)))  # (a dict or list in JSON is unhashable)
     if not found or bad:
         raise EnrolmentError(f"Regions {[str(r)[:40] for r in bad] or '(none)'} are not valid; give one or more "
                              "region names of lowercase letters, digits and '-' (e.g. eu-west).")

@@ -90,6 +90,13 @@ class EventReader:
         raise AssertionError("no matching event")
 
 
+def wait_until_closed(streams: Any, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while streams.open and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert streams.open == 0, f"{streams.open} stream(s) still open"
+
+
 def merge_all(app: HydraCelery, key: Any) -> int:
     """Dispatch once in this process and merge every chunk sent, computed for real. Returns how many."""
     sent = dispatch_in_process(app)
@@ -160,19 +167,17 @@ def test_a_stream_ends_after_its_lifetime_and_streams_beyond_the_bound_are_refus
     finally:
         streams.lifetime_s = 300.0
 
+    wait_until_closed(streams)  # the earlier tests' streams are gone (noticed at their next heartbeat)
     streams.max_streams = 1
     try:
         with requests.get(f"{url}/api/events", stream=True, timeout=10) as held:
             assert held.status_code == 200
             EventReader(held).next()
-            refused = requests.get(f"{url}/api/events", timeout=10)
+            refused = requests.get(f"{url}/api/events", stream=True, timeout=10)  # (a stream would never end)
             assert refused.status_code == 503 and refused.headers["Retry-After"] == "30"
             assert "poll the JSON API" in refused.json()["error"]
             assert requests.get(f"{url}/api/jobs", timeout=10).status_code == 200  # the API still answers
-        deadline = time.monotonic() + 5  # the closed stream frees its slot (noticed at its next write)
-        while streams.open and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert streams.open == 0
+        wait_until_closed(streams)  # the closed stream frees its slot (noticed at its next write)
         with requests.get(f"{url}/api/events", stream=True, timeout=10) as again:
             assert again.status_code == 200
     finally:

@@ -12,10 +12,12 @@ from typing import Any, Iterator
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from nacl.signing import SigningKey
 
 from hydra_tasks import keys
 from hydra_tasks.celery_app import HydraCelery
 from hydra_tasks.settings import Settings
+from hydra_tasks.trust import volunteers
 from hydra_webapp import create_app
 from hydra_webapp.auth import OPERATOR_ONLY
 from hydra_webapp.ratelimit import WRITE_LIMITS, client_key
@@ -73,14 +75,14 @@ def test_an_open_endpoint_past_its_limit_answers_429_with_retry_after_and_says_w
         assert post(client, path, me).status_code in (400, 403)
     over = post(client, path, me)
     assert over.status_code == 429
-    assert over.mimetype == "application/json"
+    assert over.mimetype == "application/problem+json"
     body = over.get_json()
     wait_s = int(over.headers["Retry-After"])
     window_s = 3600 if "hour" in described else 60
     assert 1 <= wait_s <= window_s
-    assert body == {"error": f"Too many requests: POST {path} allows {described} from one client address. "
-                             f"Try again in {wait_s} s.",
-                    "limit": described, "retry_after_s": wait_s}
+    message = f"Too many requests: POST {path} allows {described} from one client address. Try again in {wait_s} s."
+    assert body == {"type": "about:blank", "title": "Too Many Requests", "status": 429, "detail": message,
+                    "error": message, "limit": described, "retry_after_s": wait_s}
 
 
 def test_the_counters_live_in_redis_so_two_webapps_on_one_redis_share_a_limit(app: Flask,
@@ -175,8 +177,12 @@ def test_the_self_enrolment_quota_behind_the_limiter_answers_429_with_retry_afte
     quota = settings.with_(self_enrolment=True, rate_limit_enrolment="off")
     for configured in _app(quota):
         client, me = configured.test_client(), new_address()
-        answers = [post(client, "/api/volunteers", me) for _ in range(6)]  # 5 per address an hour
-        assert [a.status_code for a in answers] == [400] * 5 + [429]
+        # 5 per address an hour, counted before the signature is checked (a body that breaks the
+        # Enrolment schema is refused before that, and not counted)
+        forged = [{**volunteers.signed_enrolment(SigningKey.generate(), f"v{i}", ["eu"]), "name": f"w{i}"}
+                  for i in range(6)]
+        answers = [post(client, "/api/volunteers", me, json=body) for body in forged]
+        assert [a.status_code for a in answers] == [401] * 5 + [429]
         over = answers[-1]
         assert int(over.headers["Retry-After"]) == over.get_json()["retry_after_s"] >= 1
 

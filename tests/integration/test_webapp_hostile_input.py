@@ -84,7 +84,8 @@ def call(server: BaseWSGIServer, method: str, path: str, body: bytes | None = No
             conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()
         payload = response.read()
-        assert response.getheader("Content-Type", "").startswith("application/json"), payload[:200]
+        expected = "application/problem+json" if response.status >= 400 else "application/json"  # webapp/errors.py
+        assert response.getheader("Content-Type", "").startswith(expected), (response.status, payload[:200])
         return response.status, json.loads(payload)
     finally:
         conn.close()
