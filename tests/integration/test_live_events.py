@@ -172,7 +172,8 @@ def test_a_stream_ends_after_its_lifetime_and_streams_beyond_the_bound_are_refus
     try:
         with requests.get(f"{url}/api/events", stream=True, timeout=10) as held:
             assert held.status_code == 200
-            EventReader(held).next()
+            reader = EventReader(held)  # kept: a dropped reader's generator would close the connection
+            reader.next()
             refused = requests.get(f"{url}/api/events", stream=True, timeout=10)  # (a stream would never end)
             assert refused.status_code == 503 and refused.headers["Retry-After"] == "30"
             assert "poll the JSON API" in refused.json()["error"]
