@@ -38,6 +38,7 @@ pytestmark = pytest.mark.integration
 if not browser_available():
     pytest.skip(NO_BROWSER, allow_module_level=True)
 
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.wait import WebDriverWait  # noqa: E402
 
@@ -70,7 +71,8 @@ def browser() -> Iterator[Any]:
 
 def wait_until(driver: Any, predicate: Callable[[Any], Any], what: str, timeout_s: float = 15) -> Any:
     try:
-        return WebDriverWait(driver, timeout_s, poll_frequency=0.1).until(predicate)
+        return WebDriverWait(driver, timeout_s, poll_frequency=0.1,
+                             ignored_exceptions=(StaleElementReferenceException,)).until(predicate)  # rows re-rendered
     except Exception:
         screenshot(driver, "failed-" + what.replace(" ", "-")[:40])
         raise AssertionError(f"timed out waiting for {what}") from None
