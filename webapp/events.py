@@ -111,11 +111,12 @@ class Streams:
         with self._lock:
             self.open -= 1
 
-    def read(self, key: str, compute: Callable[[], Any], now: float) -> str:
-        """The topic's JSON, computed at most once per tick for all streams of this process."""
+    def read(self, key: str, compute: Callable[[], Any], now: float, *, fresh: bool = False) -> str:
+        """The topic's JSON, computed at most once per tick for all streams of this process; ``fresh``:
+        read now (a new stream's first state must not be older than the page it updates)."""
         with self._lock:
             cached = self._cache.get(key)
-        if cached is not None and 0 <= now - cached[0] < 0.9 * self.tick_s:
+        if not fresh and cached is not None and 0 <= now - cached[0] < 0.9 * self.tick_s:
             return cached[1]
         text = json.dumps(compute(), separators=(",", ":"), sort_keys=True)
         with self._lock:
@@ -241,7 +242,8 @@ def _stream(streams: Streams, computers: dict[str, tuple[str, Callable[[], Any]]
         while True:
             now = time.monotonic()
             try:
-                states = {topic: streams.read(key, compute, now) for topic, (key, compute) in computers.items()}
+                states = {topic: streams.read(key, compute, now, fresh=first)
+                          for topic, (key, compute) in computers.items()}
             except redis.exceptions.RedisError as exc:  # the details (addresses) go to the log, not to clients
                 log.error("GET /api/events: Redis is unavailable: %s", exc)
                 yield _event("problem", json.dumps({"error": "Redis is unavailable; the dashboard will retry."}))

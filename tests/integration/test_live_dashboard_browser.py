@@ -46,7 +46,7 @@ from selenium.webdriver.support.wait import WebDriverWait  # noqa: E402
 @pytest.fixture(scope="module")
 def served(redis_only: HydraCelery) -> Iterator[tuple[str, Flask, Counter[str]]]:
     web = create_app(celery_app=redis_only)
-    streams_of(web).tick_s = 0.25
+    streams_of(web).tick_s, streams_of(web).heartbeat_s = 0.25, 0.5  # a closed page is noticed within a second
     hits: Counter[str] = Counter()
 
     @web.after_request
@@ -134,6 +134,26 @@ def test_the_job_list_and_a_job_page_follow_merges_pushed_over_sse_without_polli
     assert browser.find_element(By.ID, "job-state").text == "running"
     assert hits[f"/api/jobs/{big}"] == 0, hits
     screenshot(browser, "job-page-live-sse")
+
+
+def test_a_hidden_tab_gives_its_stream_back_and_opens_a_new_one_when_shown(
+        redis_only: HydraCelery, served: tuple[str, Flask, Counter[str]], browser: Any) -> None:
+    url, web, _ = served
+    streams = streams_of(web)
+    browser.get(url + "/")
+    wait_until(browser, lambda d: indicator(d) == ("live", "live"), "the indicator to say live")
+    browser.execute_script("document.body.dataset.hiddenCloseMs = '300'")  # (a minute outside tests)
+    page, opened = browser.current_window_handle, streams.opened
+    try:
+        wait_until(browser, lambda d: streams.open == 1, "only this page's stream open")
+    except AssertionError:
+        raise AssertionError(f"open: {streams.open}") from None
+    browser.switch_to.new_window("tab")  # the dashboard's tab is hidden now
+    wait_until(browser, lambda d: streams.open == 0, "the hidden tab to give its stream back")
+    browser.close()
+    browser.switch_to.window(page)
+    wait_until(browser, lambda d: streams.open == 1 and streams.opened == opened + 1, "a new stream when shown")
+    assert indicator(browser) == ("live", "live")
 
 
 def test_when_streams_are_refused_the_page_falls_back_to_polling(

@@ -90,6 +90,9 @@
   // else polling the JSON API once a second; a refused or failing stream falls back to polling
   // and the stream is tried again every SSE_RETRY_MS.
   const SSE_RETRY_MS = 30000;
+  // A tab hidden this long gives its stream back (the server serves a bounded number of them) and
+  // opens a new one when it is shown again; the new stream starts with the full state.
+  const HIDDEN_CLOSE_MS = 60000;
 
   function keepLive(query, handlers, tick) {
     let source = null;
@@ -97,6 +100,8 @@
     let failures = 0;
     let stopped = false;
     let retryTimer = null;
+    let hiddenTimer = null;
+    let parked = false; // the stream was given back while the tab was hidden
 
     function stop() {
       stopped = true;
@@ -144,31 +149,34 @@
 
     function startStream() {
       retryTimer = null;
+      parked = false;
       if (stopped) return;
+      if (source) source.close(); // never two streams at once
       if (!window.EventSource) {
         startPolling();
         return;
       }
       failures = 0;
-      source = new EventSource(root + "/api/events?" + query);
+      const es = new EventSource(root + "/api/events?" + query);
+      source = es;
       let planned = false; // the server ended the stream at its lifetime ("bye"): it reconnects by itself
-      source.onopen = () => {
+      es.onopen = () => {
         failures = 0;
         polling = false; // a stream is up: stop polling
         showLive("live", "live");
       };
       for (const topic of Object.keys(handlers)) {
-        source.addEventListener(topic, (event) => {
+        es.addEventListener(topic, (event) => {
           failures = 0;
           handle(topic, JSON.parse(event.data));
         });
       }
-      source.addEventListener("bye", () => { planned = true; });
-      source.addEventListener("problem", (event) => {
+      es.addEventListener("bye", () => { planned = true; });
+      es.addEventListener("problem", (event) => {
         showLive("error", "not updating: " + JSON.parse(event.data).error);
       });
-      source.onerror = () => {
-        if (stopped) return;
+      es.onerror = () => {
+        if (stopped || es !== source) return; // stopped, or a stream already replaced
         if (planned) { // expected: EventSource reconnects after the stream's retry delay
           planned = false;
           return;
@@ -176,10 +184,40 @@
         failures += 1;
         // CLOSED: the server refused the stream (e.g. 503, too many streams); three failed
         // reconnections in a row: something between us and the server does not pass streams.
-        if (source.readyState === EventSource.CLOSED || failures >= 3) fallBack();
+        if (es.readyState === EventSource.CLOSED || failures >= 3) fallBack();
         else showLive("error", "reconnecting…");
       };
     }
+
+    // Leaving the page (it may stay in the back/forward cache) gives the stream back at once.
+    window.addEventListener("pagehide", () => {
+      if (source && !stopped) {
+        source.close();
+        source = null;
+        parked = true;
+      }
+    });
+    window.addEventListener("pageshow", (event) => {
+      if (event.persisted && parked && !stopped) startStream();
+    });
+
+    document.addEventListener("visibilitychange", () => {
+      if (document.hidden) {
+        hiddenTimer = window.setTimeout(() => {
+          if (source && !stopped) {
+            source.close();
+            source = null;
+            parked = true;
+          }
+        }, Number(document.body.dataset.hiddenCloseMs) || HIDDEN_CLOSE_MS); // (tests shorten it)
+      } else {
+        window.clearTimeout(hiddenTimer);
+        if (parked && !stopped) {
+          parked = false;
+          startStream();
+        }
+      }
+    });
 
     startStream();
   }
