@@ -53,6 +53,8 @@ hydra:volunteers               set     names of every volunteer ever enrolled (t
 hydra:volunteer:{name}         hash    one volunteer's enrolment: worker id, regions, state, key (fields below)
 hydra:volunteer_keys           hash    public key (hex) -> the name of the volunteer it is bound to
 hydra:enrolment:{hour}         hash    self-enrolment requests in one UTC hour, in total and per address
+hydra:history:{hour}           hash    the dashboard's time series for one UTC hour (hour = unix s // 3600): chunks
+                                       merged, worker speeds, region carbon (history.py); expires 6 h after the hour
 hydra:ratelimit:LIMITER/...    string  webapp rate-limit counters per client address and window (Flask-Limiter's
                                        own names under RATE_LIMIT_PREFIX, webapp/ratelimit.py); they expire
 =============================  ======  ============================================================
@@ -253,6 +255,14 @@ hydra:volunteer_keys
   trust/volunteers.py: bind_key binds a key to one volunteer, revoke unbinds it
     <public_key>       the name of the volunteer the key is bound to
 
+hydra:history:{hour}
+  history.py: record_chunk (from the merge in jobs/collect.py) and sample_carbon (from the sweeper); times
+  <t> are unix seconds at a bucket's start; the hash expires KEEP_S (6 h) after its hour ends
+    chunks:<t>                    chunks merged in the 10-second bucket starting at <t>
+    speed:<kind>:<t>:<worker>     the worker's measured speed (rate:<kind>) after its last chunk merged in that minute
+    carbon:<t>:<region>           the region's effective intensity in that minute (gCO2/kWh, net of on-site renewables)
+    sampled:<t>                   "1": a control worker sampled that minute's carbon (HSETNX: once per minute)
+
 hydra:enrolment:{hour}
   trust/volunteers.py: count_enrolment_request, one hash per UTC hour ("YYYYMMDDHH"), expiring after 2 h
     total              self-enrolment requests in that hour
@@ -402,6 +412,11 @@ def region_queue(region: str) -> str:
 
 def region_of_queue(queue: str) -> str | None:
     return queue[len(REGION_QUEUE_PREFIX):] if queue.startswith(REGION_QUEUE_PREFIX) else None
+
+
+def history(hour: int) -> str:
+    """The dashboard's time series for one UTC hour (``hour`` = unix seconds // 3600; history.py)."""
+    return f"{PREFIX}:history:{hour}"
 
 
 def volunteer(name: str) -> str:

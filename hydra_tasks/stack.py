@@ -103,7 +103,7 @@ def webapp_argv(host: str, port: int, *, tls: TlsFiles | None) -> list[str]:
                          "reach; serve it with TLS (the server certificate of `hydra tls init`) or bind 127.0.0.1.")
     bind = f"[{host.strip('[]')}]:{port}" if ":" in host else f"{host}:{port}"
     argv = [sys.executable, "-m", "gunicorn", "--bind", bind, "--worker-class", "gthread", "--workers", "1",
-            "--threads", "8", "--graceful-timeout", "10", "--access-logfile", "-", "--error-logfile", "-",
+            "--threads", "16", "--graceful-timeout", "10", "--access-logfile", "-", "--error-logfile", "-",
             "--preload"]  # load the app before binding: once the port is open, requests are answered
     if tls is not None:
         argv += ["--certfile", str(tls.cert), "--keyfile", str(tls.key)]

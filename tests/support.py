@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -146,3 +147,38 @@ def dispatch_in_process(app: HydraCelery, settings: Settings | None = None) -> S
     sent: Sent = []
     dispatch(app.redis, settings or app.settings, CapacityRouter(), lambda c, a, w, r: sent.append((c, a, w)))
     return sent
+
+
+# --- a real Chromium, driven by selenium (the dashboard's browser tests) ---------------------------------
+CHROMIUM_PATH = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p),
+                     None)
+CHROMEDRIVER_PATH = shutil.which("chromedriver")
+NO_BROWSER = ("Chromium, chromedriver or selenium is not installed "
+              "(apt-get install chromium chromium-driver; pip install -e '.[test]')")
+
+
+def browser_available() -> bool:
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return False
+    return CHROMIUM_PATH is not None and CHROMEDRIVER_PATH is not None
+
+
+@contextlib.contextmanager
+def chromium(*, width: int = 1280, height: int = 1800) -> Iterator[Any]:
+    """A headless Chromium under selenium (Debian's chromium and chromedriver; no download)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM_PATH)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                "--disable-extensions", f"--window-size={width},{height}"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER_PATH)), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()

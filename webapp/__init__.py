@@ -7,7 +7,8 @@ build it in code with explicit settings::
 
 Areas: ``jobs`` (``/api/jobs``), ``workers`` (``/api/workers``), ``volunteers`` (self-enrolment,
 ``/api/volunteers``), ``profiles`` (display names and teams, ``/api/profile``), ``pages`` (the HTML
-dashboard), ``health`` (``/healthz``) and ``openapi`` (``/api/openapi.json``, ``/api/docs``: the API's
+dashboard), ``events`` (live updates pushed, ``/api/events``), ``history`` (the charts' time series,
+``/api/history``), ``health`` (``/healthz``) and ``openapi`` (``/api/openapi.json``, ``/api/docs``: the API's
 contract, whose schemas also validate request bodies). Errors are mapped to HTTP
 (``application/problem+json`` for the API) in :mod:`.errors`;
 request bodies and query parameters are read (the same way for every endpoint) in
@@ -25,8 +26,8 @@ from hydra_tasks.celery_app import create_app as create_celery_app
 from hydra_tasks.errors import ConfigError
 from hydra_tasks.settings import Settings
 
-from . import (auth, errors, grid, health, jobs, metrics, openapi, pages, profiles, ratelimit, tokens, volunteers,
-               workers)
+from . import (auth, errors, events, grid, health, history, jobs, metrics, openapi, pages, profiles, ratelimit, tokens,
+               volunteers, workers)
 from .context import EXTENSION_KEY, TOKEN_EXTENSION_KEY
 from .inputs import MAX_REQUEST_BYTES
 
@@ -67,8 +68,9 @@ def create_app(settings: Settings | None = None, *, celery_app: HydraCelery | No
     log.info("Operator API token: %s.", token.source)  # where it lives, never the token itself
 
     for blueprint in (jobs.bp, workers.bp, grid.bp, tokens.bp, metrics.bp, metrics.prometheus_bp, pages.bp,
-                      health.bp, volunteers.bp, profiles.bp, openapi.bp):
+                      health.bp, volunteers.bp, profiles.bp, history.bp, openapi.bp):
         app.register_blueprint(blueprint)
+    events.install(app)  # GET /api/events: live updates pushed (Server-Sent Events)
     errors.register(app)
     ratelimit.trust_proxies(app, settings)
     ratelimit.install(app, settings, celery_app)  # after every blueprint: it limits the endpoints it finds

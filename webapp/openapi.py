@@ -140,7 +140,7 @@ def operations() -> dict[str, Operation]:
     imported from them, and they import this module)."""
     from hydra_tasks.worker.details import MAX_RECENT_CHUNKS, RECENT_CHUNKS, WORKER_ID_RE
 
-    from . import jobs, metrics, tokens
+    from . import history, jobs, metrics, tokens
 
     metrics_query = {
         "job": Param({"type": "string", "pattern": JOB_ID}, "only this job (1-64 lowercase hex digits)"),
@@ -241,6 +241,41 @@ def operations() -> dict[str, Operation]:
             {201: json_reply("Your credentials, with your key bound", "Credentials")},
             description=_SIGNED + " Off unless HYDRA_SELF_ENROLMENT (403).", body="Enrolment",
             explain=lambda body: verify_enrolment(body), errors=(401, 403, 409)),
+        # live updates and charts (webapp/events.py, webapp/history.py)
+        "events.events": Operation(
+            "The dashboard's live updates (Server-Sent Events)", "dashboard",
+            {200: Reply("A text/event-stream of named events whose data is one JSON object: 'jobs' "
+                        "({jobs: [Job]}), 'workers' ({workers: [Worker]}), 'tokens' ({leaderboard, token_metrics}), "
+                        "'job' (a Job, or {id, gone: true}), sent on connect and when they change; 'bye' when the "
+                        "stream's lifetime (5 min) ends; 'problem' ({error}) when Redis fails. 503 with Retry-After "
+                        "when the process already serves its 8 streams: poll the JSON API instead.",
+                        "text/event-stream", {"type": "string"})},
+            query={"topics": Param({"type": "string", "pattern": "^[a-z, ]{1,80}$"},
+                                   "comma-separated topics: jobs, workers, tokens, job (default jobs,workers,tokens, "
+                                   "or job when 'job' is given)"),
+                   "job": Param({"type": "string", "pattern": JOB_ID}, "the job whose 'job' events to send")},
+            errors=(404,)),
+        "history.get_history": Operation(
+            "The charts' time series", "dashboard",
+            {200: Reply("chunks_per_s [[t, per s]], worker_speed {worker: {kind: [[t, speed]]}}, carbon {region: "
+                        "[[t, gCO2/kWh]]}, minted_per_day_micro [[day, micro-tokens]], deferred [{id, kind, state, "
+                        "deadline_ts, carbon_threshold, progress, waiting, why}] (webapp/history.py)",
+                        schema={"type": "object",
+                                "required": ["now", "window_s", "step_s", "chunks_per_s", "worker_speed", "carbon",
+                                             "minted_per_day_micro", "deferred"],
+                                "properties": {"now": {"type": "number"}, "window_s": {"type": "integer"},
+                                               "step_s": {"type": "integer"},
+                                               "chunks_per_s": {"type": "array", "items": {"type": "array"}},
+                                               "worker_speed": {"type": "object"}, "carbon": {"type": "object"},
+                                               "minted_per_day_micro": {"type": "array",
+                                                                        "items": {"type": "array"}},
+                                               "deferred": {"type": "array", "items": {"type": "object"}}}})},
+            query={"minutes": Param({"type": "integer", "minimum": 1, "maximum": history.MAX_MINUTES,
+                                     "default": history.DEFAULT_MINUTES},
+                                    f"the window of the series, in minutes (1 to {history.MAX_MINUTES})"),
+                   "days": Param({"type": "integer", "minimum": 1, "maximum": history.MAX_DAYS,
+                                  "default": history.DEFAULT_DAYS},
+                                 f"days of tokens minted (1 to {history.MAX_DAYS})")}),
         # health (webapp/health.py)
         "health.healthz": Operation("Health check", "health", {200: json_reply("The webapp answers", "Health")}),
         # this module
@@ -302,7 +337,8 @@ def _build(app: Flask) -> dict[str, Any]:
                                 "Every error is application/problem+json (RFC 9457).",
                  "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"}},
         "servers": [{"url": "/"}],
-        "tags": [{"name": name} for name in ("jobs", "workers", "tokens", "metrics", "volunteers", "health", "api")],
+        "tags": [{"name": name} for name in ("jobs", "workers", "tokens", "metrics", "dashboard", "volunteers",
+                                             "health", "api")],
         "paths": paths,
         "components": {
             "schemas": COMPONENTS,

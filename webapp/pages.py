@@ -2,7 +2,9 @@
 detail (``/workers/<id>``), and the job forms (``static/controls.js``).
 
 Pages are rendered on the server (Jinja autoescapes everything) and then kept live by
-``static/app.js``, which polls the JSON API once a second and writes with ``textContent``.
+``static/app.js``, which listens to the live updates the server pushes (``GET /api/events``, Server-Sent
+Events; polling the JSON API once a second where streams are refused) and writes with ``textContent``.
+The index page also draws charts over time (``static/charts.js``, from ``GET /api/history``).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import redis
 
-from .. import keys
+from .. import history, keys
 from ..errors import HydraError, ResultRejected, SignatureError, SpotCheckFailed
 from ..grid import accounting
 from ..grid.regions import parse_regions, region_signals
@@ -175,8 +175,9 @@ def _merge(client: redis.Redis, settings: Settings, lua: Scripts, chunk: ChunkSp
             audits.request(client, chunk, result.worker_id, remote, now=now)
         pipe = client.pipeline(transaction=False)  # one round trip for the model, the log and the carbon
         if not audit:  # an audit is no chunk of the job's work: no speed to learn, not in the chunk log
-            _learn(pipe, holder if trusted else None, chunk, result, kind.work_done(chunk, result.payload), elapsed_s,
-                   now)
+            rate = _learn(pipe, holder if trusted else None, chunk, result, kind.work_done(chunk, result.payload),
+                          elapsed_s, now)
+            history.record_chunk(pipe, now=now, worker_id=result.worker_id, kind=chunk.kind.value, rate=rate)
         accounting.record(pipe, chunk.job_id, carbon)
         pipe.execute()
         if audit:
@@ -209,10 +210,11 @@ def observed_elapsed(result: ChunkResult, lease: _Lease, window: int, now: float
 
 
 def _learn(pipe: redis.client.Pipeline, holder: WorkerInfo | None, chunk: ChunkSpec, result: ChunkResult,
-           work: float, elapsed_s: float, now: float) -> None:
+           work: float, elapsed_s: float, now: float) -> float | None:
     """Queue on ``pipe`` the update of the worker's performance model (``holder``, None: no update)
     and the job's chunk log (for the metrics). The model comes from the snapshot the merge was
-    decided on; ``elapsed_s`` is the time the control plane vouches for (:func:`observed_elapsed`)."""
+    decided on; ``elapsed_s`` is the time the control plane vouches for (:func:`observed_elapsed`).
+    Returns the worker's updated speed, or None if it was not updated."""
     kind = chunk.kind.value
     before = (holder.perf_pi if kind == "pi" else holder.perf_mandelbrot) if holder else None
     entry: dict[str, Any] = {"t": now, "worker": result.worker_id, "chunk": chunk.chunk_id, "units": chunk.units,
@@ -228,6 +230,7 @@ def _learn(pipe: redis.client.Pipeline, holder: WorkerInfo | None, chunk: ChunkS
         entry["est_cost"] = chunk.params["est_cost"]
     pipe.rpush(keys.job_log(chunk.job_id), json.dumps(entry))
     pipe.ltrim(keys.job_log(chunk.job_id), -LOG_LENGTH, -1)
+    return entry.get("rate")
 
 
 def _failed(client: redis.Redis, settings: Settings, lua: Scripts, result: ChunkResult, lease: _Lease,

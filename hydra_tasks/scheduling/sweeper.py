@@ -1,6 +1,7 @@
 """The sweeper (run by beat): take back expired leases, retire silent workers (and prune those
 offline for longer than HYDRA_WORKER_RETENTION_S), finish jobs whose last result was merged but not
-finalized, and refill the windows.
+finalized, refill the windows, and sample each region's carbon intensity for the dashboard's chart
+once a minute (:mod:`hydra_tasks.history`).
 
 This, not Celery's ``visibility_timeout``, is what recovers work from a dead worker: a
 lease is a few times a chunk's expected duration, the visibility timeout is an hour.
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from .. import keys
+from .. import history, keys
 from ..jobs import collect, store
 from ..jobs.preview import plan_tiles_after_preview
 from ..lua import Holders, RequeueCode, scripts
@@ -24,7 +25,7 @@ from ..worker.performance import record_expiry
 from ..worker.registry import mark_silent_offline, prune_offline
 from . import Publish
 from .dispatcher import dispatch
-from .router import Router
+from .router import Router, carbon_provider
 
 log = logging.getLogger(__name__)
 
@@ -122,4 +123,5 @@ def sweep(client: redis.Redis, settings: Settings, router: Router, publish: Publ
                  settings.worker_retention_s, ", ".join(report.pruned_workers))
     finalize_stragglers(client, settings, report)
     report.dispatched = dispatch(client, settings, router, publish, now=now)
+    history.sample_carbon(client, settings, carbon_provider(settings, client), now=now)  # once a minute, fleet-wide
     return report

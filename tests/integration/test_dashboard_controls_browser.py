@@ -232,13 +232,16 @@ def test_a_volunteer_opening_its_hydra_dashboard_link_finds_its_row_highlighted_
     account = identity.public_hex(me)
 
     browser.get(f"{url}/#me={account}")
-    row = until(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#leaderboard-body tr.me"), "my row")[0]
-    assert "Ada the Volunteer" in row.text and "Team Sun" in row.text and row.get_attribute("data-account") == account
+    # (read in one go: the live updates may re-render the rows between finding one and reading it)
+    mine = until(browser, lambda b: [(r.text, r.get_attribute("data-account"))
+                                     for r in b.find_elements(By.CSS_SELECTOR, "#leaderboard-body tr.me")], "my row")
+    [(text, shown_account)] = mine
+    assert "Ada the Volunteer" in text and "Team Sun" in text and shown_account == account
     assert len(browser.find_elements(By.CSS_SELECTOR, "#leaderboard-body tr.me")) == 1
     assert "Team Sun" in browser.find_element(By.ID, "teams-body").text
     time.sleep(5.5)  # app.js re-renders the leaderboard every 5 s: the highlight must survive it
-    row = browser.find_element(By.CSS_SELECTOR, "#leaderboard-body tr.me")
-    assert "Ada the Volunteer" in row.text
+    assert "Ada the Volunteer" in until(browser, lambda b: b.find_element(By.CSS_SELECTOR, "#leaderboard-body tr.me")
+                                        .text, "my row after re-renders")
     screenshot(browser, "leaderboard-me")
     browser.get(url + "/")  # remembered in this browser without the fragment
     until(browser, lambda b: b.find_elements(By.CSS_SELECTOR, f'#leaderboard-body tr.me[data-account="{account}"]'),

@@ -177,7 +177,8 @@ def test_every_documented_integer_bound_is_the_one_the_endpoint_enforces(app: Fl
                 answer = client.get(f"{path}?{param['name']}={value}")
                 assert answer.status_code == status, (path, param["name"], value, answer.get_json())
             checked += 1
-    assert checked == 5  # /api/jobs, /api/leaderboard and the three metrics endpoints take ?limit=
+    # /api/jobs, /api/leaderboard and the three metrics endpoints take ?limit=; /api/history ?minutes= and ?days=
+    assert checked == 7
 
 
 # --- one error format -------------------------------------------------------------------------------

@@ -101,6 +101,11 @@ def test_the_webapp_runs_under_gunicorn_with_https(compose: dict[str, Any]) -> N
     webapp = compose["services"]["webapp"]
     command = webapp["command"]
     assert command[0] == "gunicorn" and command[-1] == "hydra_webapp:create_app()"
+    # live-update streams hold a thread each: threaded workers with more threads than streams (webapp/events.py)
+    from hydra_webapp.events import MAX_STREAMS
+
+    assert command[command.index("--worker-class") + 1] == "gthread"
+    assert int(command[command.index("--threads") + 1]) >= 2 * MAX_STREAMS
     [mount] = [v for v in webapp["volumes"] if v.startswith("tls:")]
     where = mount.split(":")[1]
     assert command[command.index("--certfile") + 1] == f"{where}/server.pem"

@@ -208,6 +208,14 @@ def test_every_field_a_job_life_writes_is_documented(app: HydraCelery) -> None:
     assert undocumented("hydra:worker:{id}", worker_fields) == []
     assert undocumented("hydra:sustainability", r.hgetall(keys.SUSTAINABILITY)) == []
     assert undocumented("hydra:ledger:stats", r.hgetall(keys.LEDGER_STATS)) == []
+    from hydra_tasks import history
+    from hydra_tasks.scheduling.router import carbon_provider
+
+    assert history.sample_carbon(r, app.settings, carbon_provider(app.settings))  # the sweeper's once-a-minute sample
+    history_fields = {f for k in r.scan_iter(keys.history(0).rsplit(":", 1)[0] + ":*") for f in r.hgetall(k)}
+    assert any(f.startswith("chunks:") for f in history_fields) and any(f.startswith("speed:") for f in history_fields)
+    assert any(f.startswith("carbon:") for f in history_fields)
+    assert undocumented("hydra:history:{hour}", history_fields) == []
     entries = r.xrange(keys.LEDGER_JOURNAL)
     assert {e["type"] for _, e in entries} == {"mint", "transfer"}
     assert undocumented("hydra:ledger:journal", {f for _, e in entries for f in e}) == []

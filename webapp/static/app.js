@@ -1,4 +1,5 @@
-// Keeps the Hydra dashboard live: polls the JSON API once a second and updates the page.
+// Keeps the Hydra dashboard live: updates pushed by the server (Server-Sent Events, GET /api/events),
+// or, where streams are refused or not supported, polling the JSON API once a second.
 // Job and worker data are written with textContent only (never innerHTML), so nothing a
 // volunteer or a job can put into Redis is ever interpreted as HTML.
 "use strict";
@@ -49,14 +50,23 @@
     return tr;
   }
 
-  // --- live status line --------------------------------------------------------------------
+  // --- live status line: "live" (pushed over SSE), "polling" (the fallback), or a problem ---------------
   const live = document.getElementById("live");
 
-  function showLive(ok, text) {
+  function showLive(mode, text) {
     if (!live) return;
     live.hidden = false;
     live.textContent = text;
-    live.className = ok ? "live" : "live live-error";
+    live.dataset.mode = mode;
+    live.className = mode === "error" ? "live live-error" : "live live-" + mode;
+    live.title = mode === "live" ? "updates pushed by the server (Server-Sent Events)"
+      : mode === "polling" ? "live updates are not available here: asking the server every second" : "";
+  }
+
+  // Other scripts (controls.js, charts.js) hear about every update: document "hydra:update" events
+  // with detail {topic, data}; topic is "jobs", "workers", "tokens" or "job".
+  function announce(topic, data) {
+    document.dispatchEvent(new CustomEvent("hydra:update", { detail: { topic: topic, data: data } }));
   }
 
   async function getJSON(path) {
@@ -76,24 +86,140 @@
     return body;
   }
 
-  function poll(tick) {
-    let n = 0;
-    async function loop() {
-      if (!document.hidden) {
-        try {
-          const keepGoing = await tick(n++);
-          showLive(true, "live");
-          if (keepGoing === false) {
-            if (live) live.hidden = true;
-            return;
+  // Live updates: Server-Sent Events (GET /api/events) where the browser and server allow them,
+  // else polling the JSON API once a second; a refused or failing stream falls back to polling
+  // and the stream is tried again every SSE_RETRY_MS.
+  const SSE_RETRY_MS = 30000;
+  // A tab hidden this long gives its stream back (the server serves a bounded number of them) and
+  // opens a new one when it is shown again; the new stream starts with the full state.
+  const HIDDEN_CLOSE_MS = 60000;
+
+  function keepLive(query, handlers, tick) {
+    let source = null;
+    let polling = false;
+    let failures = 0;
+    let stopped = false;
+    let retryTimer = null;
+    let hiddenTimer = null;
+    let parked = false; // the stream was given back while the tab was hidden
+
+    function stop() {
+      stopped = true;
+      polling = false;
+      if (source) source.close();
+      if (retryTimer) window.clearTimeout(retryTimer);
+    }
+
+    function handle(topic, data) {
+      if (handlers[topic](data) === false) {
+        stop();
+        if (live) live.hidden = true;
+      }
+      announce(topic, data);
+    }
+
+    function startPolling() {
+      if (polling || stopped) return;
+      polling = true;
+      showLive("polling", "polling");
+      let n = 0;
+      async function loop() {
+        if (!polling) return;
+        if (!document.hidden) {
+          try {
+            const results = await tick(n++);
+            if (!polling) return;
+            for (const [topic, data] of results) handle(topic, data);
+            if (!stopped && polling) showLive("polling", "polling");
+          } catch (err) {
+            showLive("error", "not updating: " + err.message);
           }
-        } catch (err) {
-          showLive(false, "not updating: " + err.message);
         }
+        if (polling) window.setTimeout(loop, POLL_MS);
       }
       window.setTimeout(loop, POLL_MS);
     }
-    window.setTimeout(loop, POLL_MS);
+
+    function fallBack() {
+      if (source) source.close();
+      source = null;
+      startPolling();
+      if (!stopped) retryTimer = window.setTimeout(startStream, SSE_RETRY_MS);
+    }
+
+    function startStream() {
+      retryTimer = null;
+      parked = false;
+      if (stopped) return;
+      if (source) source.close(); // never two streams at once
+      if (!window.EventSource) {
+        startPolling();
+        return;
+      }
+      failures = 0;
+      const es = new EventSource(root + "/api/events?" + query);
+      source = es;
+      let planned = false; // the server ended the stream at its lifetime ("bye"): it reconnects by itself
+      es.onopen = () => {
+        failures = 0;
+        polling = false; // a stream is up: stop polling
+        showLive("live", "live");
+      };
+      for (const topic of Object.keys(handlers)) {
+        es.addEventListener(topic, (event) => {
+          failures = 0;
+          handle(topic, JSON.parse(event.data));
+        });
+      }
+      es.addEventListener("bye", () => { planned = true; });
+      es.addEventListener("problem", (event) => {
+        showLive("error", "not updating: " + JSON.parse(event.data).error);
+      });
+      es.onerror = () => {
+        if (stopped || es !== source) return; // stopped, or a stream already replaced
+        if (planned) { // expected: EventSource reconnects after the stream's retry delay
+          planned = false;
+          return;
+        }
+        failures += 1;
+        // CLOSED: the server refused the stream (e.g. 503, too many streams); three failed
+        // reconnections in a row: something between us and the server does not pass streams.
+        if (es.readyState === EventSource.CLOSED || failures >= 3) fallBack();
+        else showLive("error", "reconnecting…");
+      };
+    }
+
+    // Leaving the page (it may stay in the back/forward cache) gives the stream back at once.
+    window.addEventListener("pagehide", () => {
+      if (source && !stopped) {
+        source.close();
+        source = null;
+        parked = true;
+      }
+    });
+    window.addEventListener("pageshow", (event) => {
+      if (event.persisted && parked && !stopped) startStream();
+    });
+
+    document.addEventListener("visibilitychange", () => {
+      if (document.hidden) {
+        hiddenTimer = window.setTimeout(() => {
+          if (source && !stopped) {
+            source.close();
+            source = null;
+            parked = true;
+          }
+        }, Number(document.body.dataset.hiddenCloseMs) || HIDDEN_CLOSE_MS); // (tests shorten it)
+      } else {
+        window.clearTimeout(hiddenTimer);
+        if (parked && !stopped) {
+          parked = false;
+          startStream();
+        }
+      }
+    });
+
+    startStream();
   }
 
   // --- the job list ----------------------------------------------------------------------
@@ -172,8 +298,7 @@
     return tr;
   }
 
-  async function refreshTokens() {
-    const [board, metrics] = await Promise.all([getJSON("/api/leaderboard?limit=10"), getJSON("/api/token_metrics")]);
+  function renderTokens(board, metrics) {
     document.getElementById("leaderboard-body").replaceChildren(
       ...(board.by_balance.length
         ? board.by_balance.map(leaderRow)
@@ -192,22 +317,31 @@
   function startIndex() {
     const jobsBody = document.getElementById("jobs-body");
     const workersBody = document.getElementById("workers-body");
-    poll(async (n) => {
-      const data = await getJSON("/api/jobs?limit=50");
-      jobsBody.replaceChildren(
-        ...(data.jobs.length
-          ? data.jobs.map(jobRow)
-          : [emptyRow(8, "No jobs yet. Submit one with hydra submit pi or POST /api/jobs.")]),
-      );
-      if (n % WORKERS_EVERY === 0) {
-        const w = await getJSON("/api/workers");
+    const handlers = {
+      jobs: (data) => {
+        jobsBody.replaceChildren(
+          ...(data.jobs.length
+            ? data.jobs.map(jobRow)
+            : [emptyRow(8, "No jobs yet. Submit one with hydra submit pi or POST /api/jobs.")]),
+        );
+      },
+      workers: (data) => {
         workersBody.replaceChildren(
-          ...(w.workers.length
-            ? w.workers.map(workerRow)
+          ...(data.workers.length
+            ? data.workers.map(workerRow)
             : [emptyRow(10, "No workers registered. Start one with hydra worker --region REGION.")]),
         );
-        await refreshTokens();
+      },
+      tokens: (data) => renderTokens(data.leaderboard, data.token_metrics),
+    };
+    keepLive("topics=jobs,workers,tokens", handlers, async (n) => {
+      const results = [["jobs", await getJSON("/api/jobs?limit=50")]];
+      if (n % WORKERS_EVERY === 0) {
+        const [workers, board, metrics] = await Promise.all([
+          getJSON("/api/workers"), getJSON("/api/leaderboard?limit=10"), getJSON("/api/token_metrics")]);
+        results.push(["workers", workers], ["tokens", { leaderboard: board, token_metrics: metrics }]);
       }
+      return results;
     });
   }
 
@@ -237,11 +371,16 @@
     const workersBody = document.getElementById("job-workers-body");
     const liveImage = document.getElementById("live-image"); // a running Mandelbrot job's image so far
     let shownChunks = -1;
-    poll(async () => {
-      const job = await getJSON("/api/jobs/" + encodeURIComponent(jobId));
+    let reloading = false;
+    function showJob(job) {
+      if (job.gone) {
+        showLive("error", "this job was deleted");
+        return false;
+      }
       if (FINAL.has(job.state)) {
         // The server renders the result (π estimate or image) exactly; reload once to show it.
-        window.location.reload();
+        if (!reloading) window.location.reload();
+        reloading = true;
         return false;
       }
       stateNode.textContent = job.state;
@@ -259,7 +398,10 @@
       if (workers.length) {
         workersBody.replaceChildren(...workers.map(([id, w]) => jobWorkerRow(id, w)));
       }
-    });
+      return true;
+    }
+    keepLive("topics=job&job=" + encodeURIComponent(jobId), { job: showJob },
+      async () => [["job", await getJSON("/api/jobs/" + encodeURIComponent(jobId))]]);
   }
 
   const page = document.body.dataset.page;
