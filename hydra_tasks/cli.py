@@ -49,6 +49,40 @@ class _HydraGroup(click.Group):
             click.echo(f"hydra: error: {redis_down_message(_redis_url_or_none(), exc)}", err=True)
             sys.exit(2)
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The commands in one section per reader (README: the two commands, volunteers, operators);
+        a command missing from :data:`COMMAND_SECTIONS` lands under "Other commands"."""
+        listed: set[str] = set()
+        for title, names in COMMAND_SECTIONS:
+            rows = self._rows(ctx, [name for name in names if name in self.commands], formatter)
+            listed.update(names)
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+        rest = self._rows(ctx, sorted(set(self.list_commands(ctx)) - listed), formatter)
+        if rest:
+            with formatter.section("Other commands"):
+                formatter.write_dl(rest)
+
+    def _rows(self, ctx: click.Context, names: list[str], formatter: click.HelpFormatter) -> list[tuple[str, str]]:
+        limit = max(formatter.width - 6 - max((len(name) for name in names), default=0), 20)
+        rows = []
+        for name in names:
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        return rows
+
+
+# `hydra --help` lists commands by who runs them, in the order the README introduces them.
+COMMAND_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Try it", ("demo",)),
+    ("Volunteers", ("worker", "key", "tokens", "profile", "dashboard", "grid-info")),
+    ("Operators: jobs", ("up", "submit", "status", "cancel", "jobs", "reopen")),
+    ("Operators: volunteers, ledger, certificates",
+     ("volunteer", "workers", "quarantine", "ledger", "tls")),
+)
+
 
 def _redis_url_or_none() -> str | None:
     try:
@@ -60,7 +94,11 @@ def _redis_url_or_none() -> str | None:
 @click.group(cls=_HydraGroup)
 @click.version_option(package_name="hydra-volunteer", prog_name="hydra", message="%(prog)s %(version)s")
 def main() -> None:
-    """Hydra: volunteer computing on Celery + Redis."""
+    """Hydra: volunteer computing on Celery + Redis.
+
+    Volunteers: `hydra worker --join TOKEN` joins a project. Operators: `hydra up` runs one on this
+    machine. `hydra COMMAND --help` explains each command; README.md has a guide for each reader.
+    """
 
 
 # --- jobs ---------------------------------------------------------------------------------

@@ -171,3 +171,18 @@ def test_version_prints_the_installed_version() -> None:
     out = subprocess.run([sys.executable, "-m", "hydra_tasks", "--version"], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == f"hydra {importlib.metadata.version('hydra-volunteer')}"
+
+
+def test_help_lists_every_command_under_the_reader_who_runs_it() -> None:
+    from hydra_tasks.cli import COMMAND_SECTIONS, main
+
+    out = subprocess.run([sys.executable, "-m", "hydra_tasks", "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    sections = [title for title, _ in COMMAND_SECTIONS]
+    assert [line[:-1] for line in out.stdout.splitlines() if line[:-1] in sections] == sections
+    assert "Other commands" not in out.stdout  # a new command must be given a section
+    in_sections = {name for _, names in COMMAND_SECTIONS for name in names}
+    assert set(main.commands) == in_sections, (set(main.commands) ^ in_sections)
+    volunteers = out.stdout.split("\nVolunteers:\n")[1].split("\nOperators")[0]
+    assert {"worker", "key", "tokens", "profile", "dashboard"} <= {line.split()[0] for line in volunteers.splitlines()
+                                                                     if line.strip()}
