@@ -23,11 +23,20 @@ from .jobs import store
 from .jobs.submit import job_png, submit_job
 from .jobs.view import JobView
 from .settings import Settings
-from .stack import LocalStack, port_is_free
+from .stack import LocalStack, is_loopback, port_is_free
 from .supervise import Supervisor
 from .worker.registry import list_workers
 
 console = Console()
+
+
+def _own_flower_link(web_host: str, flower_port: int) -> str:
+    """The dashboard's link to the Flower `hydra up` runs (on 127.0.0.1): only while the dashboard is on
+    loopback too (a remote visitor cannot reach it) and the operator has not set HYDRA_FLOWER_URL
+    (a URL, or ``off`` for no link)."""
+    if "HYDRA_FLOWER_URL" in os.environ or not is_loopback(web_host):
+        return ""
+    return f"http://127.0.0.1:{flower_port}"
 
 
 def _sigterm_as_interrupt() -> None:
@@ -224,7 +233,7 @@ def run_up(settings: Settings, *, regions: list[str], workers_per_region: int, w
     stack = start_stack(settings, regions, workers_per_region=workers_per_region, tls=tls, redis_port=redis_port)
     try:
         with console.status("starting the dashboard and Flower..."):
-            stack.start_webapp(port=web_port, host=web_host, flower_url=f"http://127.0.0.1:{flower_port}")
+            stack.start_webapp(port=web_port, host=web_host, flower_url=_own_flower_link(web_host, flower_port))
             stack.start_flower(port=flower_port)
             stack.wait_ready("webapp", timeout_s=60)
             stack.wait_ready("flower", timeout_s=60)

@@ -315,9 +315,10 @@ class LocalStack:
     def start_webapp(self, *, port: int, host: str = HOST, flower_url: str = "") -> Proc:
         """Start the dashboard under gunicorn: plain HTTP on loopback, else HTTPS only (with this data
         dir's server certificate). It is ready (:meth:`wait_ready`) once GET /healthz answers.
-        ``flower_url``: the Flower this stack runs, linked from the dashboard unless HYDRA_FLOWER_URL is set."""
+        ``flower_url``: a Flower to link from the dashboard instead of HYDRA_FLOWER_URL (the caller decides;
+        ``hydra up`` passes its own only where the operator set none)."""
         tls = None if is_loopback(host) else self.tls_files()
-        env = {"HYDRA_FLOWER_URL": flower_url} if flower_url and not self.settings.flower_url else None
+        env = {"HYDRA_FLOWER_URL": flower_url} if flower_url else None
         proc = self.spawn("webapp", webapp_argv(host, port, tls=tls), env=env)
         client_host = HOST if host in ("0.0.0.0", "", "::", "[::]") else host
         if ":" in client_host and not client_host.startswith("["):

@@ -173,13 +173,20 @@ def _merge(client: redis.Redis, settings: Settings, lua: Scripts, chunk: ChunkSp
         audit = keys.is_audit_chunk(chunk.chunk_id)
         if remote:  # before any finalize: a job with audits pending is not finalized
             audits.request(client, chunk, result.worker_id, remote, now=now)
-        pipe = client.pipeline(transaction=False)  # one round trip for the model, the log and the carbon
+        # One round trip for the model, the log and the carbon, atomic with the check that the job still
+        # exists: an operator may have cancelled and deleted it since MERGE ran.
+        pipe = client.pipeline(transaction=True)
         if not audit:  # an audit is no chunk of the job's work: no speed to learn, not in the chunk log
             rate = _learn(pipe, holder if trusted else None, chunk, result, kind.work_done(chunk, result.payload),
                           elapsed_s, now)
             history.record_chunk(pipe, now=now, worker_id=result.worker_id, kind=chunk.kind.value, rate=rate)
         accounting.record(pipe, chunk.job_id, carbon)
-        pipe.execute()
+        pipe.hexists(keys.job(chunk.job_id), "state")
+        if not pipe.execute()[-1]:
+            log.info("job %s was deleted while chunk %s merged; dropping what its bookkeeping wrote", chunk.job_id,
+                     chunk.chunk_id)
+            store.drop_remnants(client, chunk.job_id)
+            return Outcome.MERGED
         if audit:
             audits.settle(client, settings, chunk, list(result.payload["audit_hits"]), result.worker_id, now=now)
         else:

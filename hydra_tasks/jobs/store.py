@@ -62,7 +62,7 @@ def get_job(client: redis.Redis, job_id: str) -> JobView:
     reads.hgetall(keys.job(job_id))
     reads.hgetall(keys.job_workers(job_id))
     raw, workers = reads.execute()
-    if not raw:
+    if "state" not in raw:  # none, or the remnant of a write that raced the job's deletion (no spec, no state)
         raise JobNotFound(f"No job {job_id!r}; list jobs with `hydra status` or GET /api/jobs.")
     return JobView.from_hash(raw, workers)
 
@@ -128,6 +128,28 @@ def reopen_job(client: redis.Redis, job_id: str, *, now: float | None = None) ->
     raise ScriptContention(f"could not re-open job {job_id} after {MAX_ATTEMPTS} attempts")
 
 
+def drop_remnants(client: redis.Redis, job_id: str) -> None:
+    """Remove what a merge's bookkeeping (worker model, chunk log, carbon, an audit request) wrote for a
+    job deleted meanwhile, unless the job exists (has a state) again. One WATCH/MULTI transaction."""
+    job_key = keys.job(job_id)
+    prefix = keys.lease_member(job_id, "")
+    with client.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                pipe.watch(job_key)
+                if pipe.hexists(job_key, "state"):
+                    return
+                audits = [m for m in pipe.zrange(keys.AUDITS, 0, -1) if m.startswith(prefix)]
+                pipe.multi()
+                pipe.delete(*keys.job_keys(job_id))
+                if audits:
+                    pipe.zrem(keys.AUDITS, *audits)
+                pipe.execute()
+                return
+            except redis.WatchError:
+                continue
+
+
 def delete_job(client: redis.Redis, job_id: str) -> None:
     """Remove a finished (done, failed or cancelled) job and every key of it; JobNotFound if there
     is none, JobStateError if it is still queued or running (cancel it first).
@@ -144,9 +166,10 @@ def delete_job(client: redis.Redis, job_id: str) -> None:
             try:
                 pipe.watch(job_key)
                 state = pipe.hget(job_key, "state")
-                if state is None:
+                if state is None and not pipe.exists(*keys.job_keys(job_id)):
                     raise JobNotFound(f"No job {job_id!r} to delete; list jobs with `hydra status` or GET /api/jobs.")
-                if not JobState(state).is_final:
+                # (state None, keys present: a remnant that a merge's bookkeeping wrote after a delete; removed too)
+                if state is not None and not JobState(state).is_final:
                     raise JobStateError(f"Job {job_id} is {state}; cancel it before deleting it "
                                         f"(`hydra cancel {job_id}` or POST /api/jobs/{job_id}/cancel).")
                 chunk_ids = pipe.hkeys(keys.job_chunks(job_id))

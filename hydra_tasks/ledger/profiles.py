@@ -182,15 +182,16 @@ def annotate(client: redis.Redis, rows: Iterable[dict[str, Any]]) -> list[dict[s
 def team_leaderboard(client: redis.Redis, limit: int = 10) -> list[dict[str, Any]]:
     """Teams by the micro-tokens their members ever earned, most first (ties by name):
     ``[{rank, team, members, micro, tokens}]``. Reads at most :data:`MAX_TEAM_MEMBERS_READ` members."""
-    members: dict[str, list[str]] = defaultdict(list)
-    cursor, read = 0, 0
+    team_of: dict[str, str] = {}  # HSCAN may return a field twice (while Redis rehashes): count each account once
+    cursor = 0
     while True:
         cursor, batch = client.hscan(keys.PROFILE_TEAMS, cursor, count=1000)
-        for account, team in batch.items():
-            members[team].append(account)
-        read += len(batch)
-        if cursor == 0 or read >= MAX_TEAM_MEMBERS_READ:
+        team_of.update(batch)
+        if cursor == 0 or len(team_of) >= MAX_TEAM_MEMBERS_READ:
             break
+    members: dict[str, list[str]] = defaultdict(list)
+    for account, team in team_of.items():
+        members[team].append(account)
     accounts = [a for team in members.values() for a in team]
     earned = dict(zip(accounts, client.hmget(keys.LEDGER_EARNED, accounts))) if accounts else {}
     totals = sorted(((sum(int(earned.get(a) or 0) for a in team_members), team, len(team_members))

@@ -225,6 +225,35 @@ def test_deleting_a_finished_job_removes_every_key_of_it_keeps_the_ledger_and_a_
     assert client.delete(f"/api/jobs/{job_id}", headers=AUTH).status_code == 404
 
 
+def test_what_a_merge_writes_after_its_job_was_deleted_is_no_job_and_is_cleaned_up(
+        hydra: HydraCelery, client: FlaskClient) -> None:
+    """A merge's bookkeeping (carbon totals on the job hash, the chunk log) runs after MERGE; an operator
+    may cancel and delete the job in between. What it writes then is a remnant: not a job (404, not
+    listed, never a 500), removed by the collector's own check (store.drop_remnants) or by DELETE."""
+    r = hydra.redis
+    job_id = submit_planned(hydra, {"kind": "pi", "params": {"samples": 2_000_000}})
+    store.cancel_job(r, job_id)
+    assert client.delete(f"/api/jobs/{job_id}", headers=AUTH).status_code == 200
+
+    def late_bookkeeping() -> None:  # what collect._merge's pipeline writes for the job
+        r.hincrbyfloat(keys.job(job_id), "carbon_g", 0.5)
+        r.rpush(keys.job_log(job_id), json.dumps({"chunk": "c000000"}))
+
+    late_bookkeeping()
+    assert client.get(f"/api/jobs/{job_id}").status_code == 404
+    assert job_id not in {j["id"] for j in client.get("/api/jobs").get_json()["jobs"]}
+    store.drop_remnants(r, job_id)
+    assert job_keys_left(hydra, job_id) == []
+    late_bookkeeping()
+    assert client.delete(f"/api/jobs/{job_id}", headers=AUTH).status_code == 200  # the remnant can be deleted
+    assert job_keys_left(hydra, job_id) == []
+    assert client.delete(f"/api/jobs/{job_id}", headers=AUTH).status_code == 404
+    alive = submit_planned(hydra, {"kind": "pi", "params": {"samples": 2_000_000}})
+    store.drop_remnants(r, alive)  # a job that exists is never touched
+    assert client.get(f"/api/jobs/{alive}").status_code == 200
+    store.cancel_job(r, alive)
+
+
 def test_hydra_jobs_delete(hydra: HydraCelery, monkeypatch: pytest.MonkeyPatch) -> None:
     from hydra_tasks import cli
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import shutil
 import threading
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -239,9 +238,19 @@ def test_a_volunteer_opening_its_hydra_dashboard_link_finds_its_row_highlighted_
     assert "Ada the Volunteer" in text and "Team Sun" in text and shown_account == account
     assert len(browser.find_elements(By.CSS_SELECTOR, "#leaderboard-body tr.me")) == 1
     assert "Team Sun" in browser.find_element(By.ID, "teams-body").text
-    time.sleep(5.5)  # app.js re-renders the leaderboard every 5 s: the highlight must survive it
-    assert "Ada the Volunteer" in until(browser, lambda b: b.find_element(By.CSS_SELECTOR, "#leaderboard-body tr.me")
-                                        .text, "my row after re-renders")
+    # The highlight must survive a re-render: the other account earns more, the live update redraws the
+    # table with the new amount, and my row is still the highlighted one.
+    other_row = f'#leaderboard-body tr[data-account="{identity.public_hex(other)}"]'
+    before = until(browser, lambda b: b.find_element(By.CSS_SELECTOR, other_row).text, "the other account's row")
+    ledger.mint(app.redis, identity.public_hex(other), Reward(1_000_000, 1_000_000, 0, 0, 0, 1_000_000, False),
+                job_id="browser", chunk_id=account[:8] + "-more", reason="test grant")
+    until(browser, lambda b: b.find_element(By.CSS_SELECTOR, other_row).text != before,
+          "the leaderboard redrawn with the other account's new balance")
+    mine = until(browser, lambda b: [(r.text, r.get_attribute("data-account"))
+                                     for r in b.find_elements(By.CSS_SELECTOR, "#leaderboard-body tr.me")],
+                 "my row after the redraw")
+    [(text, shown_account)] = mine
+    assert "Ada the Volunteer" in text and shown_account == account
     screenshot(browser, "leaderboard-me")
     browser.get(url + "/")  # remembered in this browser without the fragment
     until(browser, lambda b: b.find_elements(By.CSS_SELECTOR, f'#leaderboard-body tr.me[data-account="{account}"]'),

@@ -100,3 +100,16 @@ def test_worker_retention_and_the_flower_link() -> None:
         "https://ops.example.org/flower"
     assert Settings.from_env({"HYDRA_FLOWER_URL": "off"}).flower_url == ""
     assert Settings.from_env({"HYDRA_TEST_ARTIFACTS": "/tmp/shots"}) == Settings()  # the test suite's, not a setting
+
+
+def test_hydra_up_links_its_own_flower_only_on_loopback_and_never_over_the_operators_choice(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from hydra_tasks.console import _own_flower_link
+
+    monkeypatch.delenv("HYDRA_FLOWER_URL", raising=False)
+    assert _own_flower_link("127.0.0.1", 5555) == "http://127.0.0.1:5555"
+    assert _own_flower_link("0.0.0.0", 5555) == ""  # remote visitors cannot reach a Flower on 127.0.0.1
+    monkeypatch.setenv("HYDRA_FLOWER_URL", "off")
+    assert _own_flower_link("127.0.0.1", 5555) == ""
+    monkeypatch.setenv("HYDRA_FLOWER_URL", "https://flower.example.org")
+    assert _own_flower_link("127.0.0.1", 5555) == ""  # the webapp reads the operator's own from the env
