@@ -153,13 +153,10 @@ def series(client: redis.Redis, *, now: float, window_s: int) -> dict[str, Any]:
 def minted_per_day(client: redis.Redis, *, days: int, now: float) -> list[list[Any]]:
     """``[["YYYY-MM-DD", micro-tokens], ...]`` for the last ``days`` UTC days, oldest first, zeros included."""
     days = max(1, min(int(days), MAX_DAYS))
-    daily = client.hgetall(keys.LEDGER_DAILY)
     today = int(now // 86400)
-    out = []
-    for d in range(today - days + 1, today + 1):
-        label = datetime.fromtimestamp(d * 86400, timezone.utc).strftime("%Y-%m-%d")
-        out.append([label, int(daily.get(label, 0))])
-    return out
+    labels = [datetime.fromtimestamp(d * 86400, timezone.utc).strftime("%Y-%m-%d")
+              for d in range(today - days + 1, today + 1)]
+    return [[label, int(micro or 0)] for label, micro in zip(labels, client.hmget(keys.LEDGER_DAILY, labels))]
 
 
 def _clock(ts: float) -> str:

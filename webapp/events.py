@@ -248,6 +248,11 @@ def _stream(streams: Streams, computers: dict[str, tuple[str, Callable[[], Any]]
                 log.error("GET /api/events: Redis is unavailable: %s", exc)
                 yield _event("problem", json.dumps({"error": "Redis is unavailable; the dashboard will retry."}))
                 return
+            except Exception:  # a bug: the traceback to the log, a plain word to the client, which reconnects
+                log.exception("GET /api/events: reading the dashboard's state failed")
+                yield _event("problem", json.dumps({"error": "The server could not read the dashboard's state; "
+                                                             "the dashboard will retry."}))
+                return
             event_id = _digest(states)
             if first and last_id == event_id:
                 sent = dict(states)  # the reconnecting client already shows exactly this
