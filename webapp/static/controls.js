@@ -126,6 +126,8 @@
     const field = form.elements.namedItem(name);
     const text = field ? String(field.value).trim() : "";
     if (text === "") return "";
+    // Only decimal notation counts as a number: Number() would also read "0x10" as 16 and "0b11" as 3.
+    if (!/^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$/.test(text)) return text;
     const number = Number(text);
     if (/^-?[0-9]+$/.test(text) && !Number.isSafeInteger(number)) return text; // would lose digits: let the API say so
     return Number.isFinite(number) ? number : text;
