@@ -156,7 +156,8 @@ def test_an_operator_submits_a_job_through_the_form_watches_it_finish_then_delet
     screenshot(browser, "submitted-job-done")
     assert wait_for_job(app, job_id).result["hits"] > 0
 
-    browser.find_element(By.XPATH, f'//a[.//code[text()="{job_id}"]]').click()
+    until(browser, lambda b: b.find_element(By.XPATH, f'//a[.//code[text()="{job_id}"]]').click() or True,
+          "the job's link in the live table, clicked")
     until(browser, lambda b: b.find_element(By.ID, "delete-job").is_displayed(), "the delete button")
     assert not browser.find_element(By.ID, "cancel-job").is_displayed()  # a finished job cannot be cancelled
     assert browser.find_element(By.ID, "operator-token").get_attribute("value") == TOKEN  # kept in this tab
@@ -268,9 +269,9 @@ def test_a_worker_page_shows_its_instruction_set_limits_audits_and_recent_chunks
     store.delete_job(app.redis, job_ids[0])
     job_id = job_ids[1]
     browser.get(url + "/")
-    link = until(browser, lambda b: b.find_elements(By.XPATH, f'//tbody[@id="workers-body"]//a[.//code[text()='
-                                                              f'"{worker_id}"]]'), "the worker's link")[0]
-    link.click()
+    # Found and clicked in one step, again if a live update replaced the row in between (a stale element).
+    until(browser, lambda b: b.find_element(By.XPATH, f'//tbody[@id="workers-body"]//a[.//code[text()="{worker_id}"]]')
+          .click() or True, "the worker's link, clicked")
     until(browser, lambda b: b.find_element(By.ID, "worker-id").text == worker_id, "the worker page")
     facts = browser.find_element(By.ID, "worker-facts").text
     for label in ("Instruction set", "CPU limit", "Grid zone", "Pause reason", "π speed", "Mandelbrot speed",
