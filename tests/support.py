@@ -48,6 +48,22 @@ def running_stack(data_dir: Path, workers: dict[str, int], *, cpu_limits: dict[s
         stack.stop()
 
 
+@contextlib.contextmanager
+def serving(web: Any) -> Iterator[str]:
+    """Serve the Flask app ``web`` on 127.0.0.1 (Werkzeug's threaded server, a free port) while the block
+    runs; yields its base URL."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, web, threaded=True)
+    threading.Thread(target=server.serve_forever, name="test-webapp", daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+
+
 def artifacts_dir() -> Path:
     """Where tests keep files for people to look at (browser screenshots): ``HYDRA_TEST_ARTIFACTS`` if
     set, else ``build/screenshots/`` in the repository (gitignored); created if missing."""

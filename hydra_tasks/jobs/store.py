@@ -130,24 +130,8 @@ def reopen_job(client: redis.Redis, job_id: str, *, now: float | None = None) ->
 
 def drop_remnants(client: redis.Redis, job_id: str) -> None:
     """Remove what a merge's bookkeeping (worker model, chunk log, carbon, an audit request) wrote for a
-    job deleted meanwhile, unless the job exists (has a state) again. One WATCH/MULTI transaction."""
-    job_key = keys.job(job_id)
-    prefix = keys.lease_member(job_id, "")
-    with client.pipeline(transaction=True) as pipe:
-        while True:
-            try:
-                pipe.watch(job_key)
-                if pipe.hexists(job_key, "state"):
-                    return
-                audits = [m for m in pipe.zrange(keys.AUDITS, 0, -1) if m.startswith(prefix)]
-                pipe.multi()
-                pipe.delete(*keys.job_keys(job_id))
-                if audits:
-                    pipe.zrem(keys.AUDITS, *audits)
-                pipe.execute()
-                return
-            except redis.WatchError:
-                continue
+    job deleted meanwhile; a job that exists (has a state) is left alone. See :func:`delete_job`."""
+    _delete(client, job_id, remnant_only=True)
 
 
 def delete_job(client: redis.Redis, job_id: str) -> None:
@@ -159,16 +143,24 @@ def delete_job(client: redis.Redis, job_id: str) -> None:
     entries, and their idempotency keys in ``hydra:ledger:minted``) and the workers' results logs,
     so a catch still reverses what a cheater earned on it. A late result for a deleted job pays
     nothing: the collector finds no chunk and no job, and MERGE refuses a job with no live state.
-    The check and the removal are one WATCH/MULTI transaction (a job re-opened meanwhile is kept)."""
+    The check and the removal are one WATCH/MULTI transaction (a job re-opened meanwhile is kept).
+    A remnant (keys without a state, written by a merge's bookkeeping after a delete) is removed too."""
+    _delete(client, job_id, remnant_only=False)
+
+
+def _delete(client: redis.Redis, job_id: str, *, remnant_only: bool) -> None:
     job_key = keys.job(job_id)
     with client.pipeline(transaction=True) as pipe:
         while True:
             try:
                 pipe.watch(job_key)
                 state = pipe.hget(job_key, "state")
+                if remnant_only and state is not None:
+                    return
                 if state is None and not pipe.exists(*keys.job_keys(job_id)):
+                    if remnant_only:
+                        return
                     raise JobNotFound(f"No job {job_id!r} to delete; list jobs with `hydra status` or GET /api/jobs.")
-                # (state None, keys present: a remnant that a merge's bookkeeping wrote after a delete; removed too)
                 if state is not None and not JobState(state).is_final:
                     raise JobStateError(f"Job {job_id} is {state}; cancel it before deleting it "
                                         f"(`hydra cancel {job_id}` or POST /api/jobs/{job_id}/cancel).")

@@ -5,20 +5,18 @@ goes idle.) Skipped where no Chromium is installed (`.ci/run` installs the Debia
 
 from __future__ import annotations
 
-import threading
 from typing import Iterator
 
 import pytest
 from flask import Flask, Response, request
 from nacl.signing import SigningKey
-from werkzeug.serving import make_server
 
 from hydra_tasks.celery_app import HydraCelery
 from hydra_tasks.ledger import book as ledger
 from hydra_tasks.ledger.rewards import Reward
 from hydra_tasks.trust import identity
 from hydra_webapp import create_app
-from support import NO_BROWSER, artifacts_dir, browser_available, chromium
+from support import NO_BROWSER, artifacts_dir, browser_available, chromium, serving
 
 pytestmark = pytest.mark.integration
 
@@ -33,13 +31,8 @@ def mint(app: HydraCelery, account: str, micro: int, key: str) -> None:
 @pytest.fixture(scope="module")
 def served(redis_only: HydraCelery) -> Iterator[tuple[str, Flask]]:
     web = create_app(celery_app=redis_only)
-    server = make_server("127.0.0.1", 0, web, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", web
-    finally:
-        server.shutdown()
+    with serving(web) as url:
+        yield url, web
 
 
 def dump_dom(url: str, *, wait_for: str | None = None, width: int = 1280, height: int = 1800,

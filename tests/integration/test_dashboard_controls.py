@@ -28,7 +28,7 @@ from hydra_tasks.trust import identity, reputation
 from hydra_tasks.worker import registry
 from hydra_tasks.worker.performance import reliability
 from hydra_webapp import create_app
-from support import dispatch_in_process, keyed_worker, submit_planned
+from support import dispatch_in_process, keyed_worker, serving, submit_planned
 
 pytestmark = pytest.mark.integration
 
@@ -349,16 +349,8 @@ def test_the_flower_link_shows_in_the_header_only_when_set(hydra: HydraCelery) -
 # --- the volunteer's commands -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def served(web: Flask) -> Iterator[str]:
-    import threading
-
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, web, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
+    with serving(web) as url:
+        yield url
 
 
 def test_hydra_profile_set_signs_with_the_volunteers_key_and_the_leaderboard_shows_the_name(

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import re
 import shutil
-import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 from nacl.signing import SigningKey
-from werkzeug.serving import make_server
 
 from hydra_tasks import keys
 from hydra_tasks.celery_app import HydraCelery, create_app as create_celery_app
@@ -26,7 +24,7 @@ from hydra_tasks.ledger.rewards import Reward
 from hydra_tasks.stack import LocalStack
 from hydra_tasks.trust import identity
 from hydra_webapp import create_app
-from support import artifacts_dir, running_stack, submit_planned, wait_for_job
+from support import artifacts_dir, running_stack, serving, submit_planned, wait_for_job
 
 pytestmark = pytest.mark.integration
 
@@ -66,13 +64,8 @@ def app(stack: LocalStack) -> Iterator[HydraCelery]:
 
 @pytest.fixture(scope="module")
 def url(app: HydraCelery) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, create_app(celery_app=app), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
+    with serving(create_app(celery_app=app)) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ the test run keeps. Skipped where Chromium or chromedriver is not installed.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,7 +20,6 @@ from typing import Any, Callable, Iterator
 
 import pytest
 from flask import Flask, Response, request
-from werkzeug.serving import make_server
 
 from hydra_tasks import history, keys
 from hydra_tasks.celery_app import HydraCelery
@@ -31,7 +29,7 @@ from hydra_tasks.worker.compute import run_chunk
 from hydra_webapp import create_app
 from hydra_webapp.events import streams_of
 from support import (NO_BROWSER, artifacts_dir, browser_available, chromium, dispatch_in_process, keyed_worker,
-                     submit_planned)
+                     submit_planned, serving)
 
 pytestmark = pytest.mark.integration
 
@@ -54,13 +52,8 @@ def served(redis_only: HydraCelery) -> Iterator[tuple[str, Flask, Counter[str]]]
         hits[request.path] += 1
         return response
 
-    server = make_server("127.0.0.1", 0, web, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", web, hits
-    finally:
-        server.shutdown()
+    with serving(web) as url:
+        yield url, web, hits
 
 
 @pytest.fixture(scope="module")

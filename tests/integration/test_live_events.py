@@ -27,7 +27,7 @@ from hydra_tasks.jobs import collect
 from hydra_tasks.worker.compute import run_chunk
 from hydra_webapp import create_app
 from hydra_webapp.events import streams_of
-from support import dispatch_in_process, keyed_worker, submit_planned
+from support import dispatch_in_process, keyed_worker, serving, submit_planned
 
 pytestmark = pytest.mark.integration
 
@@ -37,13 +37,8 @@ def served(redis_only: HydraCelery) -> Iterator[tuple[str, Flask]]:
     web = create_app(celery_app=redis_only)
     streams = streams_of(web)
     streams.tick_s, streams.heartbeat_s = 0.2, 0.5
-    server = make_server("127.0.0.1", 0, web, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", web
-    finally:
-        server.shutdown()
+    with serving(web) as url:
+        yield url, web
 
 
 class EventReader:
