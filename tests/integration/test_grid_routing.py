@@ -22,8 +22,13 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    # A worker counts as live for 15 s after its last heartbeat here, not FAST's 3 s. The home-solar test
+    # failed rarely in full-suite runs with chunks on both workers while the threshold admitted only the
+    # clean one; the likeliest cause (not proven) is the idle clean worker's heartbeats waiting at a loaded
+    # intake for over 3 s, so that a plan saw only the dirty worker and booked it.
+    # These tests are about where work goes among live workers, not about noticing silent ones.
     with running_stack(tmp_path_factory.mktemp("grid"), {"eu-north": 1, "ap-south": 1}, grid_aware=True,
-                       target_chunk_s=0.4, min_chunk_s=0.1) as stack:
+                       target_chunk_s=0.4, min_chunk_s=0.1, worker_timeout_s=15.0) as stack:
         yield stack
 
 
@@ -72,8 +77,7 @@ def test_a_worker_reporting_home_solar_becomes_the_clean_choice(app: HydraCelery
     assert response.status_code == 200, response.get_json()
     job = run_pi(app, 1.5, deadline_in_s=3600)
     seen = [(w.worker_id, w.grid_zone, w.grid_renewable_share, w.state.value) for w in list_workers(app.redis)]
-    # Which worker merged which chunk when (s after the job started): this test has failed, rarely, in
-    # full-suite runs with a few chunks on eu-north; the message keeps what is needed to find out why.
+    # Which worker merged which chunk when (s after the job started), should this fail again.
     timeline = [(e["worker"].split("@")[0], round(e["t"] - (job.started_at or 0), 2), e["units"])
                 for e in metrics.job_log(app.redis, job.id)]
     # FR at 10% from the grid: ~3.3 g (the message says what the control plane saw, should this fail)
