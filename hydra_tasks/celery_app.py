@@ -18,7 +18,7 @@ from kombu.utils.url import sanitize_url
 
 from . import keys
 from .errors import ConfigError, HydraError
-from .redis_conn import ca_file, client_for, kombu_ssl, kombu_url
+from .redis_conn import ca_file, client_for, is_sentinel, kombu_ssl, kombu_transport_options, kombu_url, redact
 from .settings import Settings
 
 #: What a client sees when Redis is down or unreachable (redis-py directly, or through kombu).
@@ -44,6 +44,8 @@ def resolve_redis_url(settings: Settings) -> str:
 
 def redacted(url: str) -> str:
     """The URL without its password, for messages and logs."""
+    if is_sentinel(url):
+        return redact(url)
     try:
         return str(sanitize_url(url))
     except Exception:  # noqa: BLE001 - never let a malformed URL leak through an error message
@@ -91,6 +93,19 @@ def celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
     use_ssl = kombu_ssl(redis_url, ca_file(settings))
     if use_ssl is not None:
         config.update(broker_use_ssl=use_ssl, redis_backend_use_ssl=dict(use_ssl))
+    return follow_sentinels(config, settings, redis_url)
+
+
+def follow_sentinels(config: dict[str, Any], settings: Settings, redis_url: str) -> dict[str, Any]:
+    """For a Sentinel URL (redis_conn: ``redis+sentinel://``), make the broker follow the primary:
+    kombu's ``sentinel://`` URL is already in ``broker_url`` (``kombu_url``); this adds the transport
+    options ``master_name`` and ``sentinel_kwargs`` to whatever ``broker_transport_options`` hold, and
+    drops the result backend (Hydra ignores results). Other URLs: ``config`` unchanged."""
+    extra = kombu_transport_options(redis_url, ca_file(settings))
+    if extra:
+        config["broker_transport_options"] = {**config.get("broker_transport_options", {}), **extra}
+        config.pop("result_backend", None)
+        config.pop("redis_backend_use_ssl", None)
     return config
 
 

@@ -99,8 +99,17 @@ def _region(name: str, raw: str) -> str:
 
 def _redis_url(name: str, raw: str) -> str:
     value = raw.strip()
+    if value.lower().startswith(("redis+sentinel://", "rediss+sentinel://")):
+        from .redis_conn import SentinelUrl
+
+        try:
+            SentinelUrl.parse(value)
+        except ConfigError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+        return value
     if not value.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"{name} must start with redis://, rediss:// or unix:// (got a value starting {value[:8]!r}).")
+        raise ConfigError(f"{name} must start with redis://, rediss://, unix://, or redis+sentinel:// / "
+                          f"rediss+sentinel:// for a Sentinel-managed deployment (got a value starting {value[:8]!r}).")
     return value
 
 
@@ -194,6 +203,10 @@ class Settings:
     # names/addresses of this control host as volunteers reach it (comma-separated): extra SANs of its TLS
     # certificate; the first is the host in volunteers' credentials (default: the host of HYDRA_REDIS_URL)
     public_host: str = field(default="", metadata=_meta("HYDRA_PUBLIC_HOST", _public_hosts))
+    # high availability (redis_conn.confirm_replicated): after every ledger write (mint, transfer, reversal) the
+    # control plane waits until this many replicas have it (0: no WAIT), at most this long
+    redis_wait_replicas: int = field(default=0, metadata=_meta("HYDRA_REDIS_WAIT_REPLICAS", _int(0, 16)))
+    redis_wait_timeout_ms: int = field(default=1000, metadata=_meta("HYDRA_REDIS_WAIT_TIMEOUT_MS", _int(1, 600_000)))
     data_dir: Path = field(
         default_factory=lambda: Path.home() / ".local" / "share" / "hydra",
         metadata=_meta("HYDRA_DATA_DIR", lambda n, r: Path(r).expanduser()),

@@ -13,6 +13,10 @@ and runs the Celery worker with the settings its Redis user allows, and no other
 * no remote control (pidbox) and no worker events, which would publish on shared channels;
 * it publishes to one queue, ``hydra.intake``, and keeps no results.
 
+With a Sentinel-managed deployment (``redis+sentinel://`` in the credentials; ARCHITECTURE.md, "High
+availability") the worker asks the Sentinels for the primary, with its own user (which may only ask
+that), and follows a failover without a restart.
+
 The first registration carries the join secret, which binds the volunteer's Ed25519 key to its
 name (:mod:`hydra_tasks.intake`); after that the key alone identifies it.
 """
@@ -26,6 +30,7 @@ from kombu import Exchange, Queue
 
 from .. import keys
 from ..errors import ConfigError, HydraError
+from ..redis_conn import kombu_url
 from ..secrets_io import write_private
 from ..settings import Settings
 from ..trust.volunteers import Credentials
@@ -90,7 +95,7 @@ def celery_settings(creds: Credentials, base: dict[str, Any]) -> dict[str, Any]:
     transport = {**base["broker_transport_options"], "unacked_key": unacked, "unacked_index_key": index,
                  "unacked_mutex_key": mutex}
     out = {k: v for k, v in base.items() if k not in ("result_backend", "beat_schedule")}
-    out.update({"broker_url": creds.redis_url, "worker_direct": False, "task_queues": no_declare,
+    out.update({"broker_url": kombu_url(creds.redis_url), "worker_direct": False, "task_queues": no_declare,
                 "task_create_missing_queues": False, "task_default_queue": keys.INTAKE_QUEUE,
                 "worker_enable_remote_control": False, "worker_send_task_events": False,
                 "broker_transport_options": transport})
