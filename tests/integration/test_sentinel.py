@@ -27,6 +27,7 @@ from hydra_tasks import compute, keys
 from hydra_tasks.celery_app import HydraCelery, create_app
 from hydra_tasks.jobs import store
 from hydra_tasks.jobs.submit import submit_job
+from hydra_tasks.lua import scripts
 from hydra_tasks.redis_conn import connect, is_sentinel
 from hydra_tasks.replication import HaOptions, HaRedis
 from hydra_tasks.settings import Settings
@@ -128,6 +129,16 @@ def test_killing_the_primary_mid_job_loses_nothing_and_everyone_follows_the_new_
     wait_for(lambda: store.get_job(op.redis, job_id).chunks_done >= 20, timeout_s=120, what="20 chunks merged")
     assert not store.get_job(op.redis, job_id).is_final, "the job ended before the kill: make it longer"
 
+    # Replicas hold the scripts' effects, not the scripts: the new primary will answer NOSCRIPT to the
+    # control plane's first EVALSHA, which must load the script again (redis-py's Script does).
+    merge_sha = scripts(op.redis)._merge.sha
+    for role in ("replica-1", "replica-2"):
+        replica = ha.client_of(ha.node(role).port)
+        try:
+            assert replica.script_exists(merge_sha) == [False], role
+        finally:
+            replica.close()
+
     ha.kill("primary")
     killed_at = time.time()
     new_port = wait_for(lambda: (p := ha.primary_port()) not in (None, old_port) and p, timeout_s=30,
@@ -142,6 +153,7 @@ def test_killing_the_primary_mid_job_loses_nothing_and_everyone_follows_the_new_
     new_primary = ha.client_of(new_port, decode_responses=True)
     try:
         assert new_primary.info("replication")["role"] == "master"
+        assert new_primary.script_exists(merge_sha) == [True]  # reloaded after NOSCRIPT
         journal = new_primary.xrange(keys.LEDGER_JOURNAL)
         minted = new_primary.smembers(keys.LEDGER_MINTED)
     finally:
