@@ -1,10 +1,10 @@
 """High availability (issue 14, item 4): Redis replicated and watched by Sentinel, the primary killed
 with SIGKILL in the middle of a job.
 
-Real processes on 127.0.0.1 (plain TCP, no TLS): a primary, two replicas and three Sentinels
+Real processes on 127.0.0.1, TLS only (the control host's CA and server certificate): a primary, two replicas and three Sentinels
 (``replication.HaRedis``), the control worker with beat, the intake worker and two enrolled
 volunteers (isolated mode: each its own Redis user, made on every node), all given only the
-``redis+sentinel://`` URL. After the kill a replica is promoted, every process follows it without a
+``rediss+sentinel://`` URL. After the kill a replica is promoted, every process follows it without a
 restart, the job ends with the exact hits, no chunk is minted twice, and ``hydra ledger verify``
 passes against the new primary. Prints the time from the kill to the promotion and to the first
 merge on the new primary.
@@ -28,11 +28,12 @@ from hydra_tasks.celery_app import HydraCelery, create_app
 from hydra_tasks.jobs import store
 from hydra_tasks.jobs.submit import submit_job
 from hydra_tasks.lua import scripts
-from hydra_tasks.redis_conn import connect, is_sentinel
+from hydra_tasks.redis_conn import connect
 from hydra_tasks.replication import HaOptions, HaRedis
 from hydra_tasks.settings import Settings
 from hydra_tasks.stack import LocalStack
 from hydra_tasks.trust import volunteers
+from hydra_tasks.trust.tls import ensure_tls
 from hydra_tasks.worker import registry
 from support import FAST, require_redis7, wait_for, wait_for_job
 
@@ -45,10 +46,18 @@ VOLUNTEERS = ("vol-a", "vol-b")
 
 
 @pytest.fixture(scope="module")
-def ha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HaRedis]:
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("hydra")
+
+
+@pytest.fixture(scope="module")
+def ha(data_dir: Path) -> Iterator[HaRedis]:
+    """TLS only, with the control host's CA and server certificate (`hydra tls init`'s)."""
     require_redis7()
-    ha = HaRedis(tmp_path_factory.mktemp("ha") / "redis", replicas=2, sentinels=3,
-                 options=HaOptions(down_after_ms=1000, failover_timeout_ms=3000, quorum=2))
+    tls = ensure_tls(Settings().with_(data_dir=data_dir))
+    ha = HaRedis(data_dir / "ha-redis", replicas=2, sentinels=3,
+                 options=HaOptions(down_after_ms=1000, failover_timeout_ms=3000, quorum=2, tls=True,
+                                   tls_dir=str(tls.ca.parent)))
     try:
         ha.start(timeout_s=60)
         yield ha
@@ -57,9 +66,10 @@ def ha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HaRedis]:
 
 
 @pytest.fixture(scope="module")
-def stack(ha: HaRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    data = tmp_path_factory.mktemp("hydra")
-    settings = Settings().with_(data_dir=data, redis_url=ha.url, isolate=True, adaptive=False,
+def stack(ha: HaRedis, data_dir: Path) -> Iterator[LocalStack]:
+    data = data_dir
+    settings = Settings().with_(data_dir=data, redis_url=ha.url, redis_ca=str(data / "tls" / "ca.pem"),
+                                isolate=True, adaptive=False,
                                 pi_chunk_samples=CHUNK, redis_wait_replicas=1, redis_wait_timeout_ms=2000,
                                 checkpoint_interval_s=2.0, **FAST)
     stack = LocalStack(settings, log_dir=data / "logs")
@@ -89,7 +99,8 @@ def test_every_node_holds_the_volunteers_users_and_sentinels_only_answer_them(ha
     """ACLs are not replicated: enrolment put each volunteer's user on the primary, both replicas and
     every Sentinel, where it may ask for the primary's address and nothing else."""
     creds = volunteers.Credentials.load(stack.settings.data_dir / "volunteers" / "vol-a" / "volunteer.json")
-    assert is_sentinel(creds.redis_url) and "hydra:" not in creds.redis_url
+    assert creds.redis_url.startswith("rediss+sentinel://vol-a:") and "hydra:" not in creds.redis_url
+    assert creds.ca_pem == (stack.settings.data_dir / "tls" / "ca.pem").read_text()
     primary_users = volunteers.acl_users(op.redis)
     for node in ha.nodes:
         client = ha.client_of(node.port, decode_responses=True)
@@ -103,7 +114,8 @@ def test_every_node_holds_the_volunteers_users_and_sentinels_only_answer_them(ha
                 assert _words(users[name]) == _words(primary_users[name]), node.role
     sentinel_port = ha.sentinel_addresses[0][1]
     password = creds.redis_url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
-    as_volunteer = connect(f"redis://vol-a:{password}@127.0.0.1:{sentinel_port}/0", decode_responses=True)
+    as_volunteer = connect(f"rediss://vol-a:{password}@127.0.0.1:{sentinel_port}/0", decode_responses=True,
+                           ca=stack.settings.data_dir / "tls" / "ca.pem")
     try:
         addr = as_volunteer.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "hydra")
         assert int(addr[1]) == ha.primary_port()
@@ -182,7 +194,8 @@ def test_killing_the_primary_mid_job_loses_nothing_and_everyone_follows_the_new_
     # checkpoints the control plane signed before and after the failover.
     env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_")}
     env.update(HYDRA_DATA_DIR=str(stack.settings.data_dir),
-               HYDRA_REDIS_URL=f"redis://hydra:{ha.password}@127.0.0.1:{new_port}/0")
+               HYDRA_REDIS_URL=f"rediss://hydra:{ha.password}@127.0.0.1:{new_port}/0",
+               HYDRA_REDIS_CA=str(stack.settings.data_dir / "tls" / "ca.pem"))
     verify = subprocess.run([sys.executable, "-m", "hydra_tasks", "ledger", "verify"], env=env,
                             capture_output=True, text=True, timeout=120)
     assert verify.returncode == 0, verify.stdout + verify.stderr
