@@ -13,6 +13,7 @@ merge on the new primary.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -201,3 +202,38 @@ def test_killing_the_primary_mid_job_loses_nothing_and_everyone_follows_the_new_
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert "OK" in verify.stdout
     assert (Path(stack.settings.data_dir) / "ledger-checkpoints.jsonl").is_file()
+
+
+def test_a_transfer_too_few_replicas_confirm_answers_503_and_sending_it_again_is_safe(
+        ha: HaRedis, stack: LocalStack, op: HydraCelery) -> None:
+    """WAIT short (here: more replicas asked for than exist): the transfer is applied on the primary but
+    not acknowledged; the API says so (503) and the very same signed transfer, sent again once replicas
+    confirm, answers with the original entry: tokens move once."""
+    import requests
+    from hydra_webapp import create_app as create_webapp
+
+    from hydra_tasks.ledger import book
+    from hydra_tasks.trust import identity
+    from support import serving
+
+    sender = identity.load_key(stack.settings.data_dir / "volunteers" / "vol-a" / "worker.key")
+    recipient = identity.load_key(stack.settings.data_dir / "volunteers" / "vol-b" / "worker.key")
+    a, b = identity.public_hex(sender), identity.public_hex(recipient)
+    if book.balance(op.redis, a)["balance_micro"] <= 1000:  # run alone: earn something first
+        wait_for_job(op, submit_job(op, {"kind": "pi", "params": {"samples": 20 * CHUNK, "seed": SEED}}).id)
+    assert book.balance(op.redis, a)["balance_micro"] > 1000
+    before = {k: book.balance(op.redis, k)["balance_micro"] for k in (a, b)}
+    body = book.signed_transfer(sender, b, 1000)
+    strict = stack.child_settings().with_(redis_wait_replicas=5, redis_wait_timeout_ms=300)
+    with serving(create_webapp(strict)) as url:
+        short = requests.post(f"{url}/api/transfer_tokens", json=body, timeout=30)
+    assert short.status_code == 503, short.text
+    assert re.search(r"only \d of 5 replicas confirmed", short.json()["error"]) and "safe" in short.json()["error"]
+    with serving(create_webapp(stack.child_settings())) as url:
+        again = requests.post(f"{url}/api/transfer_tokens", json=body, timeout=30)
+    assert again.status_code == 200 and again.json()["repeated"], again.text
+    assert book.balance(op.redis, a)["balance_micro"] == before[a] - 1000
+    assert book.balance(op.redis, b)["balance_micro"] == before[b] + 1000
+    transfers = [f for _, f in op.redis.xrange(keys.LEDGER_JOURNAL)
+                 if f.get("type") == "transfer" and f.get("nonce") == str(body["nonce"])]
+    assert len(transfers) == 1
