@@ -361,7 +361,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--tls-dir", default="", help="TLS only, with server.pem, server.key and ca.pem from this dir")
     r.add_argument("--down-after-ms", type=int, default=5000)
     r.add_argument("--failover-timeout-ms", type=int, default=60000)
+    sub.add_parser("sync-acl", help="copy the volunteers' Redis users from the primary to every replica and "
+                                    "Sentinel now (HYDRA_REDIS_URL: the Sentinel URL)")
     args = parser.parse_args(argv)
+    if args.command == "sync-acl":
+        return _sync_acl()
     password = os.environ.get("HYDRA_REDIS_PASSWORD", "")
     if not password:
         print("error: set HYDRA_REDIS_PASSWORD (the operator's Redis password)", file=sys.stderr)
@@ -372,6 +376,30 @@ def main(argv: Sequence[str] | None = None) -> int:
                        primary=args.primary, options=options):
         print(f"wrote {path}")
     return 0
+
+
+def _sync_acl() -> int:
+    from .celery_app import resolve_redis_url
+    from .errors import HydraError
+    from .redis_conn import client_for, is_sentinel
+    from .settings import Settings
+    from .trust.volunteers import replicate_acl
+
+    try:
+        settings = Settings.from_env()
+        url = resolve_redis_url(settings)
+    except HydraError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not is_sentinel(url):
+        print("error: HYDRA_REDIS_URL is not a Sentinel URL (redis+sentinel:// or rediss+sentinel://); a single "
+              "server has no replicas to copy users to", file=sys.stderr)
+        return 2
+    missed = replicate_acl(client_for(settings, url, socket_timeout=5, socket_connect_timeout=5))
+    for node in missed:
+        print(f"not reached: {node} (run this again once it is up)", file=sys.stderr)
+    print("volunteers' users copied to every replica and Sentinel" + (" reached" if missed else ""))
+    return 1 if missed else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -176,7 +176,7 @@ def replicate_acl(client: redis.Redis, *, also_reserved: bool = False) -> list[s
     :data:`SENTINEL_RULE`, so it can find and log in to whichever server is promoted. Users named
     ``default`` and ``hydra`` are each node's own. Not a Sentinel-managed client: nothing to do.
     Returns the nodes it could not reach (``host:port``): they catch up at the next enrolment or
-    revocation, or ``replication.sync_acl``."""
+    revocation, or with ``python -m hydra_tasks.replication sync-acl``."""
     from ..redis_conn import sentinel_of, server_client
 
     found = sentinel_of(client)
