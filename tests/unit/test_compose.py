@@ -275,6 +275,7 @@ def test_the_ha_configuration_is_what_replication_renders_and_each_server_starts
     assert render[:4] == ["python", "-m", "hydra_tasks.replication", "render"]
     out = render[4]
     assert f"ha-config:{out}" in services["ha-config"]["volumes"]
+    assert f" {out} " in services["control"]["build"]["dockerfile_inline"]  # the image's user owns the mount point
     assert services["ha-config"]["environment"]["HYDRA_REDIS_PASSWORD"].startswith("${HYDRA_REDIS_PASSWORD:?")
     assert replication.main([*render[3:4], str(tmp_path / "cfg"), *render[5:]]) == 2  # no password: refused
     os_env = {"HYDRA_REDIS_PASSWORD": "s3cret pw"}
