@@ -151,7 +151,7 @@ class HaRedis:
     sentinels: int = 3
     options: HaOptions = HaOptions()
     base_port: int = 0
-    server: str = "redis-server"
+    server: str = ""          # a redis-server >= 7 (ACL selectors, TLS); "": the one embedded.find_redis7_server finds
     nodes: list[_Node] = field(default_factory=list)
     _password: str = field(default="", repr=False)
 
@@ -210,6 +210,10 @@ class HaRedis:
         return ports
 
     def _spawn(self, node: _Node) -> None:
+        if not self.server:
+            from .embedded import find_redis7_server
+
+            self.server = find_redis7_server()
         argv = [self.server, str(node.conf)] + (["--sentinel"] if node.role.startswith("sentinel") else [])
         with open(node.log, "ab") as log:
             node.popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
