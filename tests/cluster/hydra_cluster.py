@@ -71,8 +71,6 @@ def unavailable() -> str | None:
         find_redis7_server()
     except EmbeddedRedisError:
         return "the cluster needs redis-server >= 7 (apt-get install redis-server)"
-    if not PROXY_SCRIPT.is_file():
-        return f"{PROXY_SCRIPT} is missing"
     return None
 
 
@@ -258,10 +256,11 @@ class Cluster:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if name == "redis":
-                if self.stack.redis_exit_code() is None:
-                    with contextlib.suppress(redis.RedisError):
-                        if self.stack.client().ping():
-                            return
+                with self._lock:  # not while the supervisor is half-way through restarting it
+                    if self.stack.redis_exit_code() is None:
+                        with contextlib.suppress(redis.RedisError):
+                            if self.stack.client().ping():
+                                return
             elif self.stack.procs[name].alive and f"{name} restarted" in " ".join(self.events[-20:]):
                 return
             time.sleep(0.1)
