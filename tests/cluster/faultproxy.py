@@ -40,7 +40,8 @@ The unit of scheduling is a **chunk**: whatever one ``read`` returned (at most 6
 
 Not modelled: packet loss, duplication and reordering (TCP hides them; their visible effect is delay, which
 ``jitter_ms`` and stalls give), per-packet timing inside a chunk, the connect handshake's round trip, MTU,
-asymmetric delay, and clock effects. A partition by ``down`` is at the proxy only; a real partition (veth link
+asymmetric delay, and clock effects. When one peer resets or breaks its connection, the proxy resets the other
+side at once (not after the delay), dropping what it still holds for that connection. A partition by ``down`` is at the proxy only; a real partition (veth link
 down) also blocks non-proxied traffic and makes upstream connects time out (``--connect-timeout``).
 
 Runtime control
@@ -84,7 +85,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import IO, Any
 
 log = logging.getLogger("faultproxy")
@@ -97,7 +98,10 @@ on the sender). Large enough for 100 Mbit/s at 150 ms one-way delay."""
 MAX_CONTROL_LINE = 64 * 1024
 """Longest control request line accepted."""
 
-_SECONDS_FIELDS = ("delay_ms", "jitter_ms", "stall_every_s", "stall_s", "reset_every_s")
+MAX_DURATION = 1e6
+"""Upper bound of every duration field (ms or s): catches unit mix-ups and infinities."""
+
+_DURATION_FIELDS = ("delay_ms", "jitter_ms", "stall_every_s", "stall_s", "reset_every_s")
 
 
 class ProfileError(ValueError):
@@ -126,12 +130,12 @@ class Profile:
 
     def __post_init__(self) -> None:
         problems: list[str] = []
-        for name in _SECONDS_FIELDS:
+        for name in _DURATION_FIELDS:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 problems.append(f"{name} must be a number, not {value!r}")
-            elif not math.isfinite(value) or value < 0:
-                problems.append(f"{name} must be a finite number >= 0, not {value!r}")
+            elif not math.isfinite(value) or not 0 <= value <= MAX_DURATION:
+                problems.append(f"{name} must be a number from 0 to {MAX_DURATION:g}, not {value!r}")
             else:
                 object.__setattr__(self, name, float(value))
         if not isinstance(self.down, bool):
@@ -338,8 +342,8 @@ class FaultProxy:
             try:
                 if stat.S_ISSOCK(self.control_path.lstat().st_mode):
                     self.control_path.unlink()
-            except FileNotFoundError:
-                pass
+            except OSError:
+                pass  # already gone (e.g. its directory was removed)
         await asyncio.sleep(0)  # let cancelled tasks finish
 
     # ------------------------------------------------------------------------------------------------ faults
@@ -365,10 +369,9 @@ class FaultProxy:
         self._jitter_rng = _rng(profile.seed, "jitter")
         if self._server is None:
             return  # not started: start() calls this again
-        if profile.stall_every_s > 0:
-            self._schedules.append(asyncio.create_task(self._stall_schedule(profile, _rng(profile.seed, "stall"))))
-        if profile.reset_every_s > 0:
-            self._schedules.append(asyncio.create_task(self._reset_schedule(profile, _rng(profile.seed, "reset"))))
+        for kind, mean in (("stall", profile.stall_every_s), ("reset", profile.reset_every_s)):
+            if mean > 0:
+                self._schedules.append(asyncio.create_task(self._schedule(profile, kind)))
 
     def stall(self, seconds: float) -> None:
         """Forward nothing, on any connection, for ``seconds`` from now (extends a running stall)."""
@@ -395,18 +398,16 @@ class FaultProxy:
         conn.abort(rst=True)
         self._conns.pop(conn.id, None)
 
-    async def _stall_schedule(self, profile: Profile, rng: random.Random) -> None:
-        while True:
-            await asyncio.sleep(rng.expovariate(1.0 / profile.stall_every_s))
-            self.stall(profile.stall_s)
-            await asyncio.sleep(profile.stall_s)
-
-    async def _reset_schedule(self, profile: Profile, rng: random.Random) -> None:
-        while True:
-            await asyncio.sleep(rng.expovariate(1.0 / profile.reset_every_s))
-            open_conns = sorted(self._conns)
-            if open_conns:
-                self._reset(self._conns[rng.choice(open_conns)])
+    async def _schedule(self, profile: Profile, kind: str) -> None:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        pick = _rng(profile.seed, "reset-pick")  # separate, so that the times do not depend on the traffic
+        for offset in fault_times(profile, kind):
+            await asyncio.sleep(max(0.0, began + offset - loop.time()))
+            if kind == "stall":
+                self.stall(profile.stall_s)
+            elif self._conns:
+                self._reset(self._conns[pick.choice(sorted(self._conns))])
 
     async def _hold_until(self, when: float) -> None:
         """Return at ``when`` or later, once the proxy is neither down nor stalled."""
@@ -560,8 +561,8 @@ class FaultProxy:
             return {"profile": self.profile.to_json()}
         if op == "stall":
             s = request.get("s")
-            if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s <= 0:
-                raise ValueError(f'op "stall" needs "s": a number of seconds > 0, not {s!r}')
+            if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s <= MAX_DURATION:
+                raise ValueError(f'op "stall" needs "s": a number of seconds > 0 and <= {MAX_DURATION:g}, not {s!r}')
             self.stall(float(s))
             return {}
         if op == "reset":
@@ -608,6 +609,25 @@ class FaultProxy:
         finally:
             self._control_tasks.discard(task)
             writer.close()
+
+
+def fault_times(profile: Profile, kind: str) -> Iterator[float]:
+    """When the profile's random stalls (``kind="stall"``) or resets (``"reset"``) begin: offsets in seconds from
+    the moment the profile took effect, endless (empty if that fault is off). The proxy follows exactly this
+    schedule, so with a ``seed`` it is reproducible and can be printed or compared. Gaps are exponential with
+    mean ``stall_every_s`` / ``reset_every_s``; a stall's gap starts when the previous stall ends."""
+    if kind not in ("stall", "reset"):
+        raise ValueError(f"kind must be 'stall' or 'reset', not {kind!r}")
+    mean = profile.stall_every_s if kind == "stall" else profile.reset_every_s
+    if mean <= 0:
+        return
+    rng = _rng(profile.seed, kind)
+    t = 0.0
+    while True:
+        t += rng.expovariate(1.0 / mean)
+        yield t
+        if kind == "stall":
+            t += profile.stall_s
 
 
 def _reply_error(message: str) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -242,17 +243,38 @@ def test_a_stall_holds_data_for_about_its_length_and_loses_nothing(start_proxy: 
     assert stats["reset"] == stats["aborted"] == 0
 
 
-def test_random_stalls_from_the_profile_delay_but_never_drop(start_proxy: Callable[..., ProxyProcess]) -> None:
-    proxy = start_proxy(Profile(stall_every_s=0.3, stall_s=0.4, seed=11))
-    payloads = [os.urandom(2_000) for _ in range(40)]
+def test_random_stalls_follow_the_seeded_schedule_delay_but_never_drop(
+        start_proxy: Callable[..., ProxyProcess]) -> None:
+    profile = Profile(stall_every_s=0.3, stall_s=0.4, seed=11)
+    proxy = start_proxy(profile)
+    began = time.monotonic()  # the schedule began a little before: when the proxy started listening
+    payloads = [os.urandom(2_000) for _ in range(4)]
+    times: list[float] = []
     with connect(proxy.port) as sock:
-        deadline = time.monotonic() + 3.0
-        times: list[float] = []
-        while time.monotonic() < deadline:
-            times.extend(round_trip(sock, p) for p in payloads[:4])  # round_trip checks every echoed byte
+        while time.monotonic() - began < 3.0:
+            times.extend(round_trip(sock, p) for p in payloads)  # round_trip checks every echoed byte
+    before = time.monotonic() - began
     stats = proxy.control.stats()
-    assert stats["stalls"] >= 1 and stats["reset"] == stats["aborted"] == 0
+    after = time.monotonic() - began
+    schedule = list(itertools.takewhile(lambda t: t < 10, faultproxy.fault_times(profile, "stall")))
+    assert sum(t <= before - 0.3 for t in schedule) <= stats["stalls"] <= sum(t <= after + 0.5 for t in schedule)
+    assert stats["stalls"] >= 2 and stats["reset"] == stats["aborted"] == 0
     assert max(times) >= 0.2, "no round trip was held by a stall"
+
+
+def test_fault_schedules_are_reproducible_from_the_seed() -> None:
+    def first(profile: Profile, kind: str, n: int = 50) -> list[float]:
+        return list(itertools.islice(faultproxy.fault_times(profile, kind), n))
+
+    wan = dataclasses.replace(PROFILES["FLAKY"], seed=1)
+    assert first(wan, "stall") == first(dataclasses.replace(wan, delay_ms=1), "stall")
+    assert first(wan, "stall") != first(dataclasses.replace(wan, seed=2), "stall")
+    assert first(wan, "stall") != first(wan, "reset")  # independent streams
+    gaps = [b - a for a, b in itertools.pairwise([0.0, *first(wan, "reset", 2000)])]
+    assert 0.8 * wan.reset_every_s < sum(gaps) / len(gaps) < 1.2 * wan.reset_every_s
+    stalls = first(wan, "stall", 2000)
+    assert all(b - a > wan.stall_s for a, b in itertools.pairwise(stalls)), "stalls overlap"
+    assert first(PROFILES["DSL"], "stall") == [] and first(PROFILES["DSL"], "reset") == []
 
 
 # ------------------------------------------------------------------------------------------------- resets
