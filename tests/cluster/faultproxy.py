@@ -116,7 +116,7 @@ class ProxyControlError(RuntimeError):
 class Profile:
     """The faults applied to every connection, both directions (see the module docstring for what each models).
 
-    All durations are non-negative and finite; ``0`` disables a fault. ``rate_kbit`` 0 means "no cap".
+    Durations are numbers from 0 to :data:`MAX_DURATION`; ``0`` disables a fault. ``rate_kbit`` 0 means "no cap".
     """
 
     delay_ms: float = 0.0
@@ -808,6 +808,16 @@ async def _serve(args: argparse.Namespace, profile: Profile) -> None:
         await proxy.close()
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= MAX_DURATION:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds > 0")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; see ``--help``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -823,7 +833,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"starting profile: one of {', '.join(PROFILES)} or a JSON object (default LAN)")
     parser.add_argument("--shape", action="store_true",
                         help="also pace each direction at the profile's rate_kbit (fallback where tc is missing)")
-    parser.add_argument("--connect-timeout", type=float, default=30.0, metavar="S",
+    parser.add_argument("--connect-timeout", type=_positive_seconds, default=30.0, metavar="S",
                         help="give up connecting upstream after S seconds and reset the client (default 30)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)

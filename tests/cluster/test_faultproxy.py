@@ -464,6 +464,7 @@ def test_bad_start_options_exit_with_a_message(sockdir: Path) -> None:
     cases = [(["--upstream", "127.0.0.1:1", "--profile", '{"delay": 1}'], "'delay'"),
              (["--upstream", "127.0.0.1:1", "--profile", "MARS"], "'MARS'"),
              (["--upstream", "localhost"], "HOST:PORT"),
+             (["--upstream", "127.0.0.1:1", "--connect-timeout", "0"], "seconds > 0"),
              (["--upstream", "127.0.0.1:1", "--control", str(sockdir / ("x" * 120))], "too long")]
     for argv, expected in cases:
         out = subprocess.run([sys.executable, str(SCRIPT), *argv], capture_output=True, text=True, timeout=30)
