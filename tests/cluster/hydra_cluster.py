@@ -12,7 +12,7 @@
   the deployment's CA). Its path to Redis goes through a fault proxy (``faultproxy.py``) in its own
   namespace (its /etc/hosts names 127.0.0.1 ``hydra-control``), which adds latency, jitter,
   stalls and resets; bandwidth is capped with ``tc tbf`` on its link; a partition takes its link
-  down. A volunteer's clock can be set off by minutes (libfaketime, Debian ``faketime``).
+  down. A volunteer's wall clock can be set off by minutes (``skewed_clock/sitecustomize.py``).
 
 Everything is stopped and removed by :meth:`Cluster.stop`, also after a failure.
 """
@@ -20,7 +20,6 @@ Everything is stopped and removed by :meth:`Cluster.stop`, also after a failure.
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import os
 import shutil
@@ -72,13 +71,6 @@ def unavailable() -> str | None:
     except EmbeddedRedisError:
         return "the cluster needs redis-server >= 7 (apt-get install redis-server)"
     return None
-
-
-def faketime_library() -> str | None:
-    """libfaketime's multi-threaded preload library (Debian ``faketime``), or None."""
-    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1")) + sorted(
-        glob.glob("/usr/lib/faketime/libfaketimeMT.so.1"))
-    return found[0] if found else None
 
 
 @dataclass
@@ -182,13 +174,9 @@ class Cluster:
         env.update(PYTHONUNBUFFERED="1", HYDRA_DATA_DIR=str(vol.data_dir),
                    HYDRA_HEARTBEAT_S=str(self.stack.settings.heartbeat_s),
                    HYDRA_WORKER_TIMEOUT_S=str(self.stack.settings.worker_timeout_s), **hydra)
-        if vol.clock_offset_s:
-            library = faketime_library()
-            if library is None:
-                raise RuntimeError("a volunteer's clock offset needs libfaketime (apt-get install faketime)")
-            # Only the wall clock moves (what a wrong clock is); monotonic time stays true.
-            env.update(LD_PRELOAD=library, FAKETIME=f"{vol.clock_offset_s:+.0f}", FAKETIME_DONT_FAKE_MONOTONIC="1",
-                       FAKETIME_DONT_RESET="1")
+        if vol.clock_offset_s:  # its wall clock is off (skewed_clock/sitecustomize.py says how, and its limit)
+            env.update(CLUSTER_CLOCK_OFFSET_S=str(vol.clock_offset_s),
+                       PYTHONPATH=os.pathsep.join(p for p in (str(HERE / "skewed_clock"), env.get("PYTHONPATH")) if p))
         return env
 
     def _start_proxy(self, vol: Volunteer) -> None:
