@@ -38,6 +38,7 @@ from hydra_tasks.jobs.view import JobView
 from support import wait_for, wait_for_job
 
 import hydra_cluster
+import netns
 from hydra_cluster import Cluster, mint_keys, worker_chunks
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault, pytest.mark.cluster]
@@ -77,9 +78,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     c = Cluster(tmp_path_factory.mktemp("cluster"), VOLUNTEERS, clock_offsets_s=CLOCKS_S, overrides=OVERRIDES)
     try:
         c.start()
+        netem = netns.has_netem()  # where the kernel has netem, delay and jitter go below TCP, per packet
         for name, (rate_kbit, profile) in WAN.items():
-            c.net.shape(name, rate_kbit=rate_kbit)  # type: ignore[union-attr]
-            c.proxy(name).set_profile(**profile, seed=zlib.crc32(name.encode()))
+            delay, jitter = profile.get("delay_ms", 0), profile.get("jitter_ms", 0)
+            c.net.shape(name, rate_kbit=rate_kbit, delay_ms=delay, jitter_ms=jitter, netem=netem)  # type: ignore[union-attr]
+            faults = {k: v for k, v in profile.items() if not (netem and k in ("delay_ms", "jitter_ms"))}
+            c.proxy(name).set_profile(**faults, seed=zlib.crc32(name.encode()))
+        print(f"WAN links: {WAN} (delay and jitter by {'netem' if netem else 'the fault proxy'})")
         yield c
     except BaseException:
         c.dump_logs()
@@ -358,8 +363,6 @@ def test_the_cluster_leaves_nothing_behind_on_teardown() -> None:
     reason = hydra_cluster.unavailable()
     if reason:
         _skip_or_fail(reason)
-    import netns
-
     with pytest.raises(RuntimeError):
         with netns.network(("a", "b")) as net:
             assert net.leftovers()
