@@ -156,20 +156,23 @@ class Cluster:
                                ca_pem=volunteers.deployment_ca(self.stack.child_settings(), url))
         home = self.data_dir / "volunteers" / name
         home_settings = self.stack.settings.with_(data_dir=home)
-        path = join.store(home_settings, creds)
+        join.store(home_settings, creds)
         vol = Volunteer(name, self.net.hosts[name], home, creds, self.clock_offsets_s.get(name, 0.0))
         self.volunteers[name] = vol
         if self.proxies:
             self._start_proxy(vol)
-        env = self._volunteer_env(vol, {"HYDRA_KEY_FILE": str(home / "worker.key"),
-                                        **join.child_env(home_settings, path, creds)})
+        env = self.volunteer_env(vol)
         argv = vol.host.argv(join.worker_argv(creds, concurrency=1, pool="prefork", loglevel="INFO"))
         self._spawn(f"worker-{name}", argv, env)
         return vol
 
-    def _volunteer_env(self, vol: Volunteer, hydra: dict[str, str]) -> dict[str, str]:
-        """What a remote volunteer's shell has: no operator secret, no control-plane setting."""
+    def volunteer_env(self, vol: Volunteer) -> dict[str, str]:
+        """What a remote volunteer's shell has: its data dir, key, credentials and the deployment's CA;
+        no operator secret, no control-plane setting; its wall clock off if it is set so."""
         assert self.stack is not None
+        hydra = {"HYDRA_KEY_FILE": str(vol.data_dir / "worker.key"),
+                 **join.child_env(self.stack.settings.with_(data_dir=vol.data_dir), vol.data_dir / join.CREDENTIALS_FILE,
+                                  vol.creds)}
         env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_") and k not in ("LD_PRELOAD",)}
         env.update(PYTHONUNBUFFERED="1", HYDRA_DATA_DIR=str(vol.data_dir),
                    HYDRA_HEARTBEAT_S=str(self.stack.settings.heartbeat_s),

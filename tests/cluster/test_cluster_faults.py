@@ -203,6 +203,19 @@ def test_volunteers_with_clocks_five_minutes_off_do_their_share_and_are_paid(
     assert cluster.volunteers["v4"].worker_id in cluster.live_worker_ids()
     assert app.redis.hgetall(keys.INTAKE_DROPPED) == dropped_before, "the intake dropped messages"
     _check_ledger(cluster, app, job.id)
+    # Each reports its grid zone, signed and stamped with its own (wrong) clock, over HTTPS from its host.
+    for name in CLOCKS_S:
+        vol = cluster.volunteers[name]
+        code = ("import json, sys, time, requests; from pathlib import Path; "
+                "from hydra_tasks.grid.site import signed_report; from hydra_tasks.trust import identity; "
+                "key = identity.load_key(Path(sys.argv[2])); "
+                "r = requests.post(sys.argv[1] + '/api/update_grid_info', json=signed_report(key, sys.argv[3], 'FR', 0.5), "
+                "timeout=10, verify=sys.argv[4]); print(r.status_code, r.text)")
+        done = subprocess.run(vol.host.argv([sys.executable, "-c", code, cluster.stack.web_url,  # type: ignore[union-attr]
+                                             str(vol.data_dir / "worker.key"), vol.worker_id,
+                                             str(vol.data_dir / "volunteer-ca.pem")]),
+                              env=cluster.volunteer_env(vol), capture_output=True, text=True, timeout=60)
+        assert done.stdout.startswith("200"), f"{name}'s grid report (clock {CLOCKS_S[name]:+.0f}s): {done.stdout}{done.stderr}"
 
 
 def test_a_volunteer_partitioned_mid_chunk_for_longer_than_its_lease_rejoins_and_nothing_is_paid_twice(
