@@ -7,8 +7,9 @@ that knows how such a set is configured:
 
 * :func:`server_conf`, :func:`sentinel_conf`, :func:`acl_header` render the configuration text
   (used by :class:`HaRedis` and by compose's ``ha-config`` service, ``python -m
-  hydra_tasks.replication render DIR``): every server has an ``aclfile`` with ``default`` off and the
-  operator user ``hydra`` (its password as SHA-256), authenticates to its primary as ``hydra``
+  hydra_tasks.replication render DIR``): every server has an ``aclfile`` with ``default`` off (with
+  every right, for the AOF's replay, as the embedded Redis) and the operator user ``hydra`` (its
+  password as SHA-256), authenticates to its primary as ``hydra``
   (``masteruser``/``masterauth``), and refuses writes while fewer than ``min-replicas-to-write``
   replicas are in sync within ``min-replicas-max-lag`` seconds, so an old primary cut off from its
   replicas stops taking writes that a failover would then discard. AOF with ``appendfsync always``,
@@ -68,9 +69,12 @@ def _sha256(text: str) -> str:
 
 
 def acl_header(password: str) -> str:
-    """The first lines of every node's aclfile: ``default`` off, the operator ``hydra`` with every right."""
-    return (f"user default off resetkeys resetchannels -@all\n"
-            f"user {OPERATOR_USER} on #{_sha256(password)} ~* &* +@all\n")
+    """The first lines of every data server's aclfile: ``default`` off (nobody logs in as it) but with
+    every right, because Redis 7.0 replays the AOF as ``default`` and would drop every MULTI/EXEC of it
+    otherwise (``embedded.DEFAULT_USER_LINE``); the operator ``hydra`` with every right."""
+    from .embedded import DEFAULT_USER_LINE
+
+    return f"{DEFAULT_USER_LINE}\nuser {OPERATOR_USER} on #{_sha256(password)} ~* &* +@all\n"
 
 
 def _tls_lines(options: HaOptions, port: int, *, sentinel: bool) -> list[str]:

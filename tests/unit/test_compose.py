@@ -299,6 +299,12 @@ def test_the_ha_configuration_is_what_replication_renders_and_each_server_starts
     assert {"sentinel monitor hydra redis 6379 2", "sentinel auth-user hydra hydra", 'sentinel auth-pass hydra "s3cret pw"',
             "sentinel resolve-hostnames yes", "sentinel announce-hostnames yes", "tls-port 26379", "port 0",
             "user default off resetkeys resetchannels -@all"} <= set(sentinel.splitlines())
+    # Every data server's aclfile starts as the embedded Redis's does (default off, but the AOF replays whole).
+    from hydra_tasks.embedded import DEFAULT_USER_LINE
+
+    assert files["users.acl"].read_text().splitlines()[0] == DEFAULT_USER_LINE
+    assert f'echo "{DEFAULT_USER_LINE}"' in " ".join(services["redis-replica"]["command"])
+    assert f'echo "{DEFAULT_USER_LINE}"' in " ".join(services["redis"]["command"])
     # Each server starts from the file rendered for it, copied once into its own volume (Sentinel rewrites it).
     assert "cp /ha-config/redis.conf /data/redis.conf" in " ".join(services["redis"]["command"])
     assert "cp /ha-config/redis-replica.conf /data/redis.conf" in " ".join(services["redis-replica"]["command"])
