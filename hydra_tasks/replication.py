@@ -148,13 +148,15 @@ class _Node:
 @dataclass
 class HaRedis:
     """A primary, ``replicas`` replicas and ``sentinels`` Sentinels of real redis-server processes on
-    127.0.0.1, under ``directory`` (created 0700). Ports: ``base_port``, +1, ... (0: free ones)."""
+    ``host`` (default 127.0.0.1; e.g. the control host's bridge address in a namespaced cluster), under
+    ``directory`` (created 0700). Ports: ``base_port``, +1, ... (0: free ones)."""
 
     directory: Path
     replicas: int = 2
     sentinels: int = 3
     options: HaOptions = HaOptions()
     base_port: int = 0
+    host: str = HOST
     server: str = ""          # a redis-server >= 7 (ACL selectors, TLS); "": the one embedded.find_redis7_server finds
     nodes: list[_Node] = field(default_factory=list)
     _password: str = field(default="", repr=False)
@@ -172,7 +174,7 @@ class HaRedis:
         create_private(pw_file, secrets.token_urlsafe(32))
         self._password = pw_file.read_text().strip()
         ports = self._ports(1 + self.replicas + self.sentinels)
-        primary = (HOST, ports[0])
+        primary = (self.host, ports[0])
         for index, port in enumerate(ports):
             if index == 0:
                 role = "primary"
@@ -184,12 +186,13 @@ class HaRedis:
             home.mkdir(mode=0o700, exist_ok=True)
             conf = home / ("sentinel.conf" if role.startswith("sentinel") else "redis.conf")
             if role.startswith("sentinel"):
-                text = sentinel_conf(self.options, self._password, port=port, data_dir=str(home), primary=primary)
+                text = sentinel_conf(self.options, self._password, port=port, data_dir=str(home), primary=primary,
+                                     bind=self.host)
             else:
                 acl = home / "users.acl"
                 if not acl.exists():
                     write_private(acl, acl_header(self._password))
-                text = server_conf(self.options, self._password, port=port, data_dir=str(home),
+                text = server_conf(self.options, self._password, port=port, data_dir=str(home), bind=self.host,
                                    replica_of=None if index == 0 else primary)
             write_private(conf, text)
             self.nodes.append(_Node(role, port, conf))
@@ -206,7 +209,7 @@ class HaRedis:
         socks, ports = [], []
         for _ in range(count):
             sock = socket.socket()
-            sock.bind((HOST, 0))
+            sock.bind((self.host, 0))
             socks.append(sock)
             ports.append(int(sock.getsockname()[1]))
         for sock in socks:
@@ -225,7 +228,7 @@ class HaRedis:
 
     @property
     def sentinel_addresses(self) -> list[tuple[str, int]]:
-        return [(HOST, n.port) for n in self.nodes if n.role.startswith("sentinel")]
+        return [(self.host, n.port) for n in self.nodes if n.role.startswith("sentinel")]
 
     @property
     def url(self) -> str:
@@ -237,7 +240,8 @@ class HaRedis:
     def client_of(self, port: int, **options: object) -> redis.Redis:
         """A client of one process (a data server or a Sentinel) as the operator."""
         scheme = "rediss" if self.options.tls else "redis"
-        return connect(f"{scheme}://{OPERATOR_USER}:{self._password}@{HOST}:{port}/0",
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return connect(f"{scheme}://{OPERATOR_USER}:{self._password}@{host}:{port}/0",
                        ca=Path(self.options.tls_dir) / "ca.pem" if self.options.tls else None,
                        socket_timeout=2, socket_connect_timeout=2, **options)
 
