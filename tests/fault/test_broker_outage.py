@@ -12,6 +12,7 @@ connection is noticed in seconds (celery_app.broker_timeouts; 30 s in production
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import select
 import signal
@@ -30,6 +31,7 @@ from hydra_tasks.celery_app import HydraCelery
 from hydra_tasks.jobs import store
 from hydra_tasks.jobs.submit import submit_job
 from hydra_tasks.jobs.view import JobView
+from hydra_tasks.models import WorkerState
 from hydra_tasks.stack import LocalStack, celery_worker_argv
 from hydra_tasks.worker.registry import list_workers
 from support import running_stack, wait_for, wait_for_job
@@ -146,14 +148,21 @@ def worker_ids(app: HydraCelery) -> set[str]:
 
 
 def start_job(app: HydraCelery, samples: int = SAMPLES) -> str:
+    expected_hits(SEED, samples)  # computed now, not while the workers recover
+    expected_hits(SEED + 1, 20 * CHUNK)
     job_id = submit_job(app, {"kind": "pi", "params": {"samples": samples, "seed": SEED}}).id
     wait_for(lambda: store.get_job(app.redis, job_id).chunks_done >= 3, timeout_s=60, what="the job to make progress")
     return job_id
 
 
+@functools.lru_cache(maxsize=None)
+def expected_hits(seed: int, samples: int) -> int:
+    return compute.pi_hits(seed, 0, samples)
+
+
 def assert_exact_and_minted_once(app: HydraCelery, job: JobView, samples: int = SAMPLES, seed: int = SEED) -> None:
     assert job.state == "done", job
-    assert job.result is not None and job.result["hits"] == compute.pi_hits(seed, 0, samples)
+    assert job.result is not None and job.result["hits"] == expected_hits(seed, samples)
     assert job.result["samples"] == samples
     mints = collections.Counter(entry["key"] for _, entry in app.redis.xrange(keys.LEDGER_JOURNAL)
                                 if entry.get("type") == "mint")
@@ -164,30 +173,58 @@ def assert_exact_and_minted_once(app: HydraCelery, job: JobView, samples: int = 
     assert ours <= app.redis.smembers(keys.LEDGER_MINTED)
 
 
-def assert_every_worker_resumes(app: HydraCelery, since: float) -> float:
-    """Submit a job now: every registered worker must compute chunks of it. Returns the seconds from
-    ``since`` (Redis back) until the last worker's first chunk of it was merged."""
+class Resumed:
+    """When each worker first had a chunk merged after ``since`` (Redis back), from the jobs' per-worker
+    shares (``last_ms``: when the worker's latest chunk of that job was merged)."""
+
+    def __init__(self, app: HydraCelery, since: float) -> None:
+        self.app, self.since, self.first = app, since, {}  # type: ignore[var-annotated]
+
+    def poll(self, *job_ids: str) -> None:
+        for job_id in job_ids:
+            for wid, share in store.get_job(self.app.redis, job_id).workers.items():
+                if share.last_ms / 1000 > self.since and wid not in self.first:
+                    self.first[wid] = time.time() - self.since
+
+
+def wait_for_job_watching(app: HydraCelery, job_id: str, resumed: Resumed, timeout_s: float) -> JobView:
+    def final() -> bool:
+        resumed.poll(job_id)
+        return store.get_job(app.redis, job_id).is_final
+
+    wait_for(final, timeout_s=timeout_s, what=f"job {job_id} to finish", poll_s=0.05)
+    return wait_for_job(app, job_id)
+
+
+def assert_every_worker_resumes(app: HydraCelery, resumed: Resumed) -> None:
+    """Once every worker heartbeats again, submit a job: every one must compute chunks of it. (Heartbeats
+    come from another connection than the consumer's: a worker can look live and consume nothing.)"""
     workers = worker_ids(app)
+
+    def all_live() -> bool:
+        now = time.time()
+        return workers <= {w.worker_id for w in list_workers(app.redis)
+                           if w.state is WorkerState.ONLINE and w.is_live(now, app.settings.worker_timeout_s)}
+
+    wait_for(all_live, timeout_s=RESUME_S, what="every worker to heartbeat again")
     job_id = submit_job(app, {"kind": "pi", "params": {"samples": 20 * CHUNK, "seed": SEED + 1}}).id
-    firsts: dict[str, float] = {}
+    submitted = time.time()
+    started: set[str] = set()
 
     def all_started() -> bool:
-        for wid, share in store.get_job(app.redis, job_id).workers.items():
-            if share.chunks and wid not in firsts:
-                firsts[wid] = time.time() - since
-        return workers <= firsts.keys()
+        resumed.poll(job_id)
+        started.update(w for w, share in store.get_job(app.redis, job_id).workers.items() if share.chunks)
+        return workers <= started
 
     try:
-        wait_for(all_started, timeout_s=RESUME_S, what="every worker to compute a chunk of a job sent after recovery",
-                 poll_s=0.05)
+        wait_for(all_started, timeout_s=RESUME_S, what="every worker to compute a chunk of a new job", poll_s=0.05)
     except AssertionError:
-        raise AssertionError(f"only {sorted(firsts)} of {sorted(workers)} computed chunks of a new job within "
-                             f"{RESUME_S:g}s of Redis coming back") from None
+        raise AssertionError(f"only {sorted(started)} of {sorted(workers)} computed chunks of a job submitted "
+                             f"{submitted - resumed.since:.1f}s after Redis came back, within {RESUME_S:g}s") from None
     done = wait_for_job(app, job_id, timeout_s=60)
     assert_exact_and_minted_once(app, done, 20 * CHUNK, SEED + 1)
-    assert workers <= {w for w, share in done.workers.items() if share.chunks}
-    print(f"first chunk per worker, s after recovery: { {w.split('@')[0]: round(t, 1) for w, t in firsts.items()} }")
-    return max(firsts.values())
+    print(f"first chunk merged per worker, s after recovery: "
+          f"{ {w.split('@')[0]: round(t, 1) for w, t in sorted(resumed.first.items())} }")
 
 
 def ledger_verify(app: HydraCelery) -> subprocess.CompletedProcess[str]:
@@ -197,11 +234,12 @@ def ledger_verify(app: HydraCelery) -> subprocess.CompletedProcess[str]:
 
 
 def check_recovery(app: HydraCelery, job_id: str, back: float) -> None:
-    job = wait_for_job(app, job_id, timeout_s=120)
+    resumed = Resumed(app, back)
+    job = wait_for_job_watching(app, job_id, resumed, timeout_s=120)
     print(f"job done {time.time() - back:.1f}s after recovery: re-sent {job.redispatched}, lease expiries "
           f"{job.expiries}, duplicate results {job.duplicates}")
     assert_exact_and_minted_once(app, job)
-    assert_every_worker_resumes(app, back)
+    assert_every_worker_resumes(app, resumed)
     verified = ledger_verify(app)
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
