@@ -89,8 +89,8 @@ def tcp_keepalive_options(timeout_s: float) -> dict[int, int]:
     """redis-py's ``socket_keepalive_options``: a connection whose peer has vanished without a FIN
     (a partition, a NAT that forgot it, a host that lost power) is dropped by the kernel within
     ``timeout_s``, not after Linux's ~15 min of retransmissions (tcp_retries2) or 2 h of idle
-    keepalive. Idle: the first probe after timeout_s/3, then 3 probes timeout_s/6 apart (30 s: 10 +
-    3 x 5 = 25 s). Unacknowledged data (a publish into the void): TCP_USER_TIMEOUT, timeout_s.
+    keepalive. Idle: the first probe after timeout_s/3, then 3 probes timeout_s/6 apart (15 s: 5 +
+    3 x 2 = 11 s). Unacknowledged data (a publish into the void): TCP_USER_TIMEOUT, timeout_s.
     Options this OS lacks are left out (macOS has no TCP_KEEPIDLE or TCP_USER_TIMEOUT)."""
     import socket
 
@@ -107,16 +107,17 @@ def broker_timeouts(settings: Settings) -> dict[str, Any]:
     t = settings.broker_timeout_s
     return {
         # A command (publish, ack, the unacked bookkeeping) waits at most t for Redis's reply. Over a
-        # WAN a big result (a Mandelbrot tile) must still fit: 30 s is ~1 MB at 300 kbit/s.
+        # WAN a big result must still fit (a 128 px Mandelbrot tile's counts are 64 KiB before encoding;
+        # 15 s carries ~0.5 MB at 300 kbit/s). Redis answers in milliseconds: a longer wait means it is gone.
         "socket_timeout": t,
-        # A new connection (the reconnect loop) waits at most t/3 (10 s: a TLS handshake at 300 ms RTT
-        # takes ~1 s), not the kernel's 127 s of SYN retries, before the next attempt.
+        # A new connection (the reconnect loop) waits at most t/3 (5 s; a TCP + TLS handshake at 300 ms
+        # RTT takes ~1 s), not the kernel's 127 s of SYN retries, before the next attempt.
         "socket_connect_timeout": max(1.0, t / 3),
         "socket_keepalive": True,
         "socket_keepalive_options": tcp_keepalive_options(t),
         # kombu drops a BRPOP connection whose reply is overdue by brpop_timeout (1 s) + this, checked
         # every this: a consumer on a frozen or blackholed server reconnects within 1 + 2 x t/3 s
-        # (21 s for 30; kombu's default 25 gives 51 s); redis-py pings a connection idle this long.
+        # (11 s for 15; kombu's default 25 gives 51 s); redis-py pings a connection idle this long.
         "health_check_interval": max(1, int(t / 3)),
     }
 

@@ -21,8 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 
@@ -178,7 +177,8 @@ class Resumed:
     shares (``last_ms``: when the worker's latest chunk of that job was merged)."""
 
     def __init__(self, app: HydraCelery, since: float) -> None:
-        self.app, self.since, self.first = app, since, {}  # type: ignore[var-annotated]
+        self.app, self.since = app, since
+        self.first: dict[str, float] = {}
 
     def poll(self, *job_ids: str) -> None:
         for job_id in job_ids:
