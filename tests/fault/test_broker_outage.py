@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import functools
 import os
+import re
 import select
 import signal
 import socket
@@ -227,6 +228,31 @@ def assert_every_worker_resumes(app: HydraCelery, resumed: Resumed) -> None:
           f"{ {w.split('@')[0]: round(t, 1) for w, t in sorted(resumed.first.items())} }")
 
 
+class WorkerLogs:
+    """What the region workers logged from now on: to see a result published across the outage."""
+
+    def __init__(self, stack: LocalStack) -> None:
+        self.procs = [p for name, p in stack.procs.items() if name not in ("control", "intake")]
+        self.offsets = {p.name: p.log_path.stat().st_size for p in self.procs}
+
+    def since(self) -> str:
+        text = ""
+        for proc in self.procs:
+            with open(proc.log_path, "rb") as log:
+                log.seek(self.offsets[proc.name])
+                text += log.read().decode(errors="replace")
+        return text
+
+    def assert_a_result_was_published_across(self, outage_s: float) -> None:
+        """A chunk finished while Redis was away had its result published once Redis was back (the
+        task took about as long as the outage), and no chunk's task failed on the broker."""
+        text = self.since()
+        took = [float(s) for s in re.findall(r"Task hydra\.compute_chunk\[[^]]+\] succeeded in ([0-9.]+)s", text)]
+        assert max(took, default=0.0) >= outage_s - 2, (
+            f"no result was held across the {outage_s:g}s outage (longest task {max(took, default=0.0):.1f}s)")
+        assert "raised unexpected" not in text, "a chunk's task failed on the broker: its result was lost"
+
+
 def ledger_verify(app: HydraCelery) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_")} | app.settings.to_env()
     return subprocess.run([sys.executable, "-m", "hydra_tasks", "ledger", "verify"], env=env, capture_output=True,
@@ -247,15 +273,18 @@ def check_recovery(app: HydraCelery, job_id: str, back: float) -> None:
 def test_after_kill_9_of_redis_and_a_restart_from_its_aof_every_worker_resumes_and_the_job_is_exact(
         stack: LocalStack, link: LinkProxy, app: HydraCelery) -> None:
     job_id = start_job(app)
-    os.kill(redis_pid(stack), signal.SIGKILL)  # results are being published all the time: some mid-publish
+    logs = WorkerLogs(stack)
+    os.kill(redis_pid(stack), signal.SIGKILL)  # each worker is computing a chunk or publishing its result
     time.sleep(6.0)  # longer than a lease (4 s)
     stack.restart_redis()
     check_recovery(app, job_id, time.time())
+    logs.assert_a_result_was_published_across(6.0)
 
 
 def test_after_redis_froze_for_longer_than_a_lease_every_worker_resumes_and_the_job_is_exact(
         stack: LocalStack, link: LinkProxy, app: HydraCelery) -> None:
     job_id = start_job(app)
+    logs = WorkerLogs(stack)
     pid = redis_pid(stack)
     os.kill(pid, signal.SIGSTOP)  # connections stay open, nothing answers: a silent partition of everyone
     try:
@@ -263,6 +292,7 @@ def test_after_redis_froze_for_longer_than_a_lease_every_worker_resumes_and_the_
     finally:
         os.kill(pid, signal.SIGCONT)
     check_recovery(app, job_id, time.time())
+    logs.assert_a_result_was_published_across(8.0)
 
 
 def test_a_worker_cut_off_silently_reconnects_by_itself_once_its_link_is_back(
