@@ -243,6 +243,18 @@ class WorkerLogs:
                 text += log.read().decode(errors="replace")
         return text
 
+    def wait_until_one_computes(self) -> None:
+        """Return while some worker is computing a chunk (its log's last task line: "received"), so that
+        the outage begins before that chunk's result is published."""
+        def computing() -> bool:
+            for proc in self.procs:
+                lines = [line for line in proc.log_tail(20).splitlines() if "Task hydra.compute_chunk[" in line]
+                if lines and lines[-1].endswith("received"):
+                    return True
+            return False
+
+        wait_for(computing, timeout_s=30, what="a worker to be computing a chunk", poll_s=0.005)
+
     def assert_a_result_was_published_across(self, outage_s: float) -> None:
         """A chunk finished while Redis was away had its result published once Redis was back (the
         task took about as long as the outage), and no chunk's task failed on the broker."""
@@ -274,7 +286,8 @@ def test_after_kill_9_of_redis_and_a_restart_from_its_aof_every_worker_resumes_a
         stack: LocalStack, link: LinkProxy, app: HydraCelery) -> None:
     job_id = start_job(app)
     logs = WorkerLogs(stack)
-    os.kill(redis_pid(stack), signal.SIGKILL)  # each worker is computing a chunk or publishing its result
+    logs.wait_until_one_computes()
+    os.kill(redis_pid(stack), signal.SIGKILL)  # its result will be ready while Redis is away
     time.sleep(6.0)  # longer than a lease (4 s)
     stack.restart_redis()
     check_recovery(app, job_id, time.time())
@@ -286,6 +299,7 @@ def test_after_redis_froze_for_longer_than_a_lease_every_worker_resumes_and_the_
     job_id = start_job(app)
     logs = WorkerLogs(stack)
     pid = redis_pid(stack)
+    logs.wait_until_one_computes()
     os.kill(pid, signal.SIGSTOP)  # connections stay open, nothing answers: a silent partition of everyone
     try:
         time.sleep(8.0)  # > a lease (4 s) and > HYDRA_BROKER_TIMEOUT_S: clients time out and reconnect meanwhile
