@@ -473,17 +473,28 @@ def _render_conf(data_dir: Path, port: int, password: str, *, extra_lines: Seque
     return "\n".join(lines) + "\n"
 
 
+#: The aclfile's ``default`` user: off (unusable without AUTH as another user), with every right so the
+#: AOF replays whole (see :func:`_render_acl`).
+DEFAULT_USER_LINE = "user default off ~* &* +@all"
+
+
 def _render_acl(path: Path, password: str) -> str:
     """The aclfile for isolated mode: ``default`` off, the operator ``hydra`` with every right (its
     password as a SHA-256), then every other user already in the file (volunteers), unchanged.
-    (Redis refuses ``user`` lines in redis.conf when an aclfile is set, so they live here.)"""
+    (Redis refuses ``user`` lines in redis.conf when an aclfile is set, so they live here.)
+
+    ``default`` is *off* (no client can log in as it: every connection must AUTH as another user)
+    but keeps every right, because Redis 7.0 replays the AOF as the default user and checks EXEC
+    against its rights: with ``-@all`` every MULTI/EXEC transaction in the AOF (job creation, the
+    bookkeeping after each merge...) was silently dropped on restart (seen with 7.0.15 after a
+    kill -9; valkey-io/valkey#3983, fixed there by #3984)."""
     try:
         kept = [line for line in path.read_text().splitlines()
                 if line.startswith("user ") and line.split()[1] not in ("default", OPERATOR_USER)]
     except FileNotFoundError:
         kept = []
     digest = hashlib.sha256(password.encode()).hexdigest()
-    lines = ["user default off resetkeys resetchannels -@all",
+    lines = [DEFAULT_USER_LINE,
              f"user {OPERATOR_USER} on #{digest} ~* &* +@all", *kept]
     return "\n".join(lines) + "\n"
 

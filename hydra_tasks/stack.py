@@ -263,6 +263,12 @@ class LocalStack:
             self.start_intake(name="intake" if name == "control" else f"{name}-intake")
         return proc
 
+    def start_beat(self, *, name: str = "beat") -> Proc:
+        """Celery beat on its own (as compose runs it), sending ``hydra.sweep`` and
+        ``hydra.checkpoint`` to the control queue; for a control worker started with ``beat=False``."""
+        return self.spawn(name, [sys.executable, "-m", "celery", "-A", "hydra_tasks", "beat", "--loglevel", "INFO",
+                                 "--schedule", str(self.log_dir / f"{name}-schedule")])
+
     def ensure_box_key(self) -> None:
         """Create the control plane's box key pair in the data dir before any worker starts, so the
         local workers find its public half (control-box.pub) there and pin it (trust/sealing.py)."""

