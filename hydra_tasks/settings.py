@@ -246,6 +246,9 @@ class Settings:
                                          metadata=_meta("HYDRA_CHECKPOINT_INTERVAL_S", _float(1, 86_400)))
     heartbeat_s: float = field(default=5.0, metadata=_meta("HYDRA_HEARTBEAT_S", _float(0.2, 600)))
     worker_timeout_s: float = field(default=30.0, metadata=_meta("HYDRA_WORKER_TIMEOUT_S", _float(1, 86_400)))
+    # how long a client waits on a Redis that has gone silent (a partition, a frozen server) before it drops the
+    # connection and reconnects; every broker timeout derives from it (celery_app.broker_timeouts)
+    broker_timeout_s: float = field(default=15.0, metadata=_meta("HYDRA_BROKER_TIMEOUT_S", _float(1, 600)))
     # an offline worker's registry entry and queue are removed this long after its last heartbeat (0: never);
     # worker/registry.prune_offline, run by the sweep and `hydra workers prune`
     worker_retention_s: float = field(default=7 * 86_400.0,
