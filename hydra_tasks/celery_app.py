@@ -252,7 +252,8 @@ class HydraCelery(Celery):
 
                 creds = join.load(self.settings)
                 url = self.settings.redis_url or creds.redis_url
-                config = join.celery_settings(creds, celery_config(self.settings, url))
+                config = join.celery_settings(creds, celery_config(self.settings, url),
+                                              prefetch=self.settings.inflight_per_slot)
             else:
                 url = resolve_redis_url(self.settings)
                 config = celery_config(self.settings, url)
