@@ -36,7 +36,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.fault, pytest.mark.cluster]
 
 VOLUNTEERS = ("v1", "v2", "v3", "v4")
 LINKS_KBIT = {"v1": 20_000, "v2": 10_000, "v3": 8_000, "v4": 5_000}
-MANDELBROT = {"width": 640, "height": 480, "max_iter": 3000, "center_x": -0.745, "center_y": 0.11, "span": 0.05}
+MANDELBROT = {"width": 480, "height": 360, "max_iter": 3000, "center_x": -0.745, "center_y": 0.11, "span": 0.05}
 SEED = 20261202
 
 
@@ -63,7 +63,7 @@ def test_killing_the_primary_mid_job_promotes_a_replica_and_everyone_follows(clu
     app: HydraCelery = cluster.app()
     t = time.perf_counter()
     compute.pi_hits(1, 0, 50_000_000)
-    samples = max(int(50_000_000 / (time.perf_counter() - t) * 2 * 4 / 1e8) * 100_000_000, 2_000_000_000)
+    samples = max(int(50_000_000 / (time.perf_counter() - t) * 2 * 3 / 1e8) * 100_000_000, 2_000_000_000)
     pi_id = submit_job(app, {"kind": "pi", "params": {"samples": samples, "seed": SEED}}).id
     tiles_id = submit_job(app, {"kind": "mandelbrot", "params": MANDELBROT}).id
     wait_for(lambda: store.get_job(app.redis, pi_id).chunks_done >= 3, timeout_s=90, what="progress")
