@@ -297,6 +297,20 @@ def confirm_replicated(client: redis.Redis, what: str) -> int | None:
     return acked
 
 
+def confirm_or_warn(client: redis.Redis, what: str) -> None:
+    """:func:`confirm_replicated` for an operator's write that is not idempotent to retry (a job
+    submitted, cancelled or deleted; a volunteer enrolled, joined or revoked): it is answered once a
+    replica holds it, as ledger writes are; if too few replicas confirm in time (they are down or
+    lagging: the primary then refuses writes altogether after ``min-replicas-max-lag``), it is logged
+    and answered anyway, since the write is applied and a retry would do it twice."""
+    try:
+        confirm_replicated(client, what)
+    except ReplicationShort as exc:
+        import logging
+
+        logging.getLogger(__name__).warning("%s", exc)
+
+
 def client_for(settings: Settings, url: str, **options: Any) -> redis.Redis:
     """:func:`connect` with the CA that ``settings`` name (:func:`ca_file`) and its WAIT policy
     (``HYDRA_REDIS_WAIT_REPLICAS``, :func:`confirm_replicated`)."""

@@ -46,7 +46,7 @@ from ..errors import (
 )
 from ..lua import BindCode, scripts
 from ..models import WorkerState
-from ..redis_conn import SentinelUrl, is_sentinel, is_tls
+from ..redis_conn import SentinelUrl, confirm_or_warn, is_sentinel, is_tls
 from ..secrets_io import write_private
 from ..settings import REGION_RE, Settings
 from . import identity
@@ -456,6 +456,7 @@ def add(client: redis.Redis, settings: Settings, name: str, regions: Iterable[st
                                   "secret_sha256": ""})
         raise ConfigError(f"Redis refused the volunteer's ACL user ({exc}); nothing was issued. {_REDIS7_HINT}") \
             from None
+    confirm_or_warn(client, f"Volunteer {name}'s enrolment")
     return Credentials(name, worker_id, regions, _with_user(redis_url_for_volunteer, name, password), ca_pem,
                        secret, box_key)
 
@@ -472,6 +473,8 @@ def bind_key(client: redis.Redis, name: str, join_secret: str, public_key: str, 
     secret_hash = _sha256(join_secret) if isinstance(join_secret, str) and join_secret else ""
     code = scripts(client).bind_key(name, secret_hash, public_key, now=time.time() if now is None else now)
     if code in (BindCode.BOUND, BindCode.ALREADY_BOUND):
+        if code is BindCode.BOUND:
+            confirm_or_warn(client, f"Volunteer {name}'s key")
         record = get(client, name)
         assert record is not None
         return record
@@ -518,6 +521,7 @@ def revoke(client: redis.Redis, settings: Settings, name: str, *, now: float | N
         client.hset(keys.worker(record.worker_id), "state", WorkerState.OFFLINE.value)
     taken = requeue_worker_leases(client, settings, record.worker_id, now=now)
     client.delete(*keys.priority_queues(keys.direct_queue(record.worker_id)), *keys.volunteer_unacked(name))
+    confirm_or_warn(client, f"Revoking volunteer {name}")
     revoked = get(client, name)
     assert revoked is not None
     return Revocation(revoked, killed, tuple(taken.requeued))
