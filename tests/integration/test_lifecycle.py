@@ -152,10 +152,21 @@ def test_a_late_result_for_a_requeued_chunk_counts_once_and_leaves_the_queue(app
 def test_silent_workers_are_marked_offline_by_the_sweep(app: HydraCelery) -> None:
     add_workers(app, {"eu-west": 2})
     registry.heartbeat(app.redis, "eu-west-0@test", now=time.time() + 100)
+    # Chunk messages waiting in both workers' queues (kombu's list and a priority sub-queue of it).
+    for worker in ("eu-west-0@test", "eu-west-1@test"):
+        queue = keys.priority_queues(keys.direct_queue(worker))
+        app.redis.lpush(queue[0], "chunk-a")
+        app.redis.lpush(queue[-1], "chunk-b")
     report = sweep(app.redis, app.settings, CapacityRouter(), lambda c, a, w, r: None, now=time.time() + 50)
     assert report.offline_workers == ["eu-west-1@test"]
     states = {w.worker_id: w.state for w in registry.list_workers(app.redis)}
     assert states == {"eu-west-0@test": WorkerState.ONLINE, "eu-west-1@test": WorkerState.OFFLINE}
+    # The silent worker will not find stale chunks when it comes back (their leases expire as before);
+    # the live one keeps its queue.
+    assert not any(app.redis.exists(q) for q in keys.priority_queues(keys.direct_queue("eu-west-1@test")))
+    live = keys.priority_queues(keys.direct_queue("eu-west-0@test"))
+    assert app.redis.lrange(live[0], 0, -1) == ["chunk-a"] and app.redis.lrange(live[-1], 0, -1) == ["chunk-b"]
+    app.redis.delete(*live)
 
 
 def test_cancelling_drops_queued_chunks_and_releases_every_lease(app: HydraCelery) -> None:
