@@ -46,9 +46,9 @@ Targets (each printed PASS/FAIL; exit status 0 only if all hold): >= 30 schedule
 complete and bit-identical, 0 duplicate mints, verify passes after every schedule; median recovery
 < 2 lease periods; WAN100 throughput >= 90% of LAN.
 
-Run (root, iproute2, redis-server >= 7; takes ~25 min; nothing else should use the machine):
+Run (root, iproute2, redis-server >= 7; takes ~35 min; nothing else should use the machine):
 ``.venv/bin/python benchmarks/chaos.py [--schedules 30] [--seed 1] [--reps 3] [--json FILE]``;
-``--quick`` for a smoke run (3 schedules, 1 repetition). On a failure the cluster's logs are kept and
+``--quick`` for a smoke run (3 schedules, 1 round; ~8 min). On a failure the cluster's logs are kept and
 their directory is printed.
 """
 
