@@ -18,7 +18,7 @@ from kombu.utils.url import sanitize_url
 
 from . import keys
 from .errors import ConfigError, HydraError
-from .redis_conn import ca_file, client_for, kombu_ssl, kombu_url
+from .redis_conn import ca_file, client_for, is_sentinel, kombu_ssl, kombu_transport_options, kombu_url, redact
 from .settings import Settings
 
 #: What a client sees when Redis is down or unreachable (redis-py directly, or through kombu).
@@ -44,6 +44,8 @@ def resolve_redis_url(settings: Settings) -> str:
 
 def redacted(url: str) -> str:
     """The URL without its password, for messages and logs."""
+    if is_sentinel(url):
+        return redact(url)
     try:
         return str(sanitize_url(url))
     except Exception:  # noqa: BLE001 - never let a malformed URL leak through an error message
@@ -85,12 +87,72 @@ def _reason(chain: list[BaseException]) -> str:
     return str(chain[0]).strip().rstrip(".") or type(chain[0]).__name__
 
 
+def tcp_keepalive_options(timeout_s: float) -> dict[int, int]:
+    """redis-py's ``socket_keepalive_options``: a connection whose peer has vanished without a FIN
+    (a partition, a NAT that forgot it, a host that lost power) is dropped by the kernel within
+    ``timeout_s``, not after Linux's ~15 min of retransmissions (tcp_retries2) or 2 h of idle
+    keepalive. Idle: the first probe after timeout_s/3, then 3 probes timeout_s/6 apart (15 s: 5 +
+    3 x 2 = 11 s). Unacknowledged data (a publish into the void): TCP_USER_TIMEOUT, timeout_s.
+    Options this OS lacks are left out (macOS has no TCP_KEEPIDLE or TCP_USER_TIMEOUT)."""
+    import socket
+
+    wanted = {"TCP_KEEPIDLE": max(1, int(timeout_s / 3)), "TCP_KEEPINTVL": max(1, int(timeout_s / 6)),
+              "TCP_KEEPCNT": 3, "TCP_USER_TIMEOUT": int(timeout_s * 1000)}
+    return {getattr(socket, name): value for name, value in wanted.items() if hasattr(socket, name)}
+
+
+def broker_timeouts(settings: Settings) -> dict[str, Any]:
+    """The connection options of kombu's Redis transport (``broker_transport_options``), so that a
+    worker notices a broker that went away silently within about ``HYDRA_BROKER_TIMEOUT_S`` (t) and
+    reconnects by itself (ARCHITECTURE.md, Broker outages). Without them kombu waits for ever on a
+    dead socket: a publish (a result, a heartbeat) hangs, and so does the consumer's BRPOP."""
+    t = settings.broker_timeout_s
+    return {
+        # A command (publish, ack, the unacked bookkeeping) waits at most t for Redis's reply. Over a
+        # WAN a big result must still fit (a 128 px Mandelbrot tile's counts are 64 KiB before encoding;
+        # 15 s carries ~0.5 MB at 300 kbit/s). Redis answers in milliseconds: a longer wait means it is gone.
+        "socket_timeout": t,
+        # A new connection (the reconnect loop) waits at most t/3 (5 s; a TCP + TLS handshake at 300 ms
+        # RTT takes ~1 s), not the kernel's 127 s of SYN retries, before the next attempt.
+        "socket_connect_timeout": max(1.0, t / 3),
+        "socket_keepalive": True,
+        "socket_keepalive_options": tcp_keepalive_options(t),
+        # kombu drops a BRPOP connection whose reply is overdue by brpop_timeout (1 s) + this, checked
+        # every this: a consumer on a frozen or blackholed server reconnects within 1 + 2 x t/3 s
+        # (11 s for 15; kombu's default 25 gives 51 s); redis-py pings a connection idle this long.
+        "health_check_interval": max(1, int(t / 3)),
+    }
+
+
+#: How a publish (a volunteer's result or heartbeat, a chunk sent to a worker, beat's sweep) retries
+#: while Redis is away: at once, then 1, 2, 3, 4 s later, then every 5 s; 12 retries, ~45 s of waiting
+#: (plus up to HYDRA_BROKER_TIMEOUT_S per attempt on a server that does not answer). A restart of Redis
+#: (a few seconds) so loses no computed result; after a longer outage the chunk's lease (60 s) has
+#: expired and it is computed again anyway. (Celery's default: 3 retries 0.2 s apart, which loses
+#: every result finished while Redis restarts.)
+PUBLISH_RETRY_POLICY: dict[str, float] = {"max_retries": 12, "interval_start": 0, "interval_step": 1,
+                                          "interval_max": 5}
+
+
 def celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
     config = _celery_config(settings, redis_url)
     # rediss://: kombu and the result backend verify the server like every other client (redis_conn)
     use_ssl = kombu_ssl(redis_url, ca_file(settings))
     if use_ssl is not None:
         config.update(broker_use_ssl=use_ssl, redis_backend_use_ssl=dict(use_ssl))
+    return follow_sentinels(config, settings, redis_url)
+
+
+def follow_sentinels(config: dict[str, Any], settings: Settings, redis_url: str) -> dict[str, Any]:
+    """For a Sentinel URL (redis_conn: ``redis+sentinel://``), make the broker follow the primary:
+    kombu's ``sentinel://`` URL is already in ``broker_url`` (``kombu_url``); this adds the transport
+    options ``master_name`` and ``sentinel_kwargs`` to whatever ``broker_transport_options`` hold, and
+    drops the result backend (Hydra ignores results). Other URLs: ``config`` unchanged."""
+    extra = kombu_transport_options(redis_url, ca_file(settings))
+    if extra:
+        config["broker_transport_options"] = {**config.get("broker_transport_options", {}), **extra}
+        config.pop("result_backend", None)
+        config.pop("redis_backend_use_ssl", None)
     return config
 
 
@@ -120,7 +182,11 @@ def _celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
         # Each worker runs only its role's tasks, never Celery's built-ins (worker/gate.py).
         "worker_consumer": "hydra_tasks.worker.gate:GatedConsumer",
         # A backstop only: lost work is recovered by lease expiry + the sweeper, within seconds.
-        "broker_transport_options": {"visibility_timeout": 3600},
+        "broker_transport_options": {"visibility_timeout": 3600, **broker_timeouts(settings)},
+        "task_publish_retry_policy": PUBLISH_RETRY_POLICY,
+        # A chunk being computed when the connection drops runs on: its result is published (with the
+        # retries above) once Redis is back. (True would kill it to have it redelivered: work lost.)
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         # A worker (or beat) that cannot reach Redis logs one line and tries again, at most 30 s apart,
         # for as long as it runs: a volunteer's machine keeps waiting for the coordinator to come back.
         # (Celery's default gives up after 100 tries, ~50 min, with a traceback.)
@@ -169,8 +235,14 @@ class HydraCelery(Celery):
     def redis(self) -> redis.Redis:
         """A client for Hydra's state (same server as the broker), strings decoded."""
         if self._hydra_redis is None:
+            # TCP: a connection to a vanished server is dropped by the kernel (tcp_keepalive_options);
+            # a Unix socket (the control plane beside its Redis) has no keepalive and needs none
+            tcp = {} if self.redis_url.startswith("unix:") else {
+                "socket_keepalive": True,
+                "socket_keepalive_options": tcp_keepalive_options(self.settings.broker_timeout_s)}
             self._hydra_redis = client_for(self.settings, self.redis_url, decode_responses=True,
-                                           health_check_interval=30, socket_timeout=15, socket_connect_timeout=5)
+                                           health_check_interval=30, socket_timeout=15, socket_connect_timeout=5,
+                                           **tcp)
         return self._hydra_redis
 
     def on_configure(self) -> None:  # called by Celery when the config is first needed
@@ -180,7 +252,8 @@ class HydraCelery(Celery):
 
                 creds = join.load(self.settings)
                 url = self.settings.redis_url or creds.redis_url
-                config = join.celery_settings(creds, celery_config(self.settings, url))
+                config = join.celery_settings(creds, celery_config(self.settings, url),
+                                              prefetch=self.settings.inflight_per_slot)
             else:
                 url = resolve_redis_url(self.settings)
                 config = celery_config(self.settings, url)

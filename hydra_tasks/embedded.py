@@ -487,7 +487,7 @@ def _render_acl(path: Path, password: str) -> str:
     but keeps every right, because Redis 7.0 replays the AOF as the default user and checks EXEC
     against its rights: with ``-@all`` every MULTI/EXEC transaction in the AOF (job creation, the
     bookkeeping after each merge...) was silently dropped on restart (seen with 7.0.15 after a
-    kill -9; valkey-io/valkey#3983, fixed there by #3984)."""
+    kill -9; redis/redis#14541, fixed in later Redis by #14545; valkey-io/valkey#3983)."""
     try:
         kept = [line for line in path.read_text().splitlines()
                 if line.startswith("user ") and line.split()[1] not in ("default", OPERATOR_USER)]

@@ -1,26 +1,135 @@
-"""Every redis-py client Hydra makes comes from here, so a ``rediss://`` server is always verified.
+"""Every redis-py client Hydra makes comes from here, so a ``rediss://`` server is always verified
+and a Sentinel-managed deployment is always followed to its current primary.
 
 For a ``rediss://`` URL the client requires a certificate chaining to ``HYDRA_REDIS_CA`` (else to
 the system's CAs) whose names include the host in the URL; a server that does not present one is
 refused. A plain ``redis://`` URL gets no TLS options. Celery (kombu) gets the same rule through
 :func:`kombu_ssl`, used in ``celery_app.celery_config``.
+
+**Sentinel** (high availability, ``hydra_tasks/replication.py``): a URL naming Sentinels instead of
+one server,
+
+    redis+sentinel://[USER:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/MASTER_NAME[/DB]
+    rediss+sentinel://...      (TLS to the Sentinels and to every Redis server)
+
+gives a client that asks the Sentinels for the primary of ``MASTER_NAME`` (redis-py
+``Sentinel(...).master_for(...)``) and asks again after a failover. The user and password serve
+both the Sentinels and the data servers (Hydra creates the same user on each: the operator's with
+every right, a volunteer's with only the right to ask where the primary is). The port defaults to
+26379. Celery's broker gets the same target as kombu's ``sentinel://`` form (:func:`kombu_url`)
+plus the transport options ``master_name`` and ``sentinel_kwargs`` (:func:`kombu_transport_options`).
+
+**WAIT** (``HYDRA_REDIS_WAIT_REPLICAS``): a client made by :func:`client_for` carries the policy, and
+:func:`confirm_replicated` makes every write acknowledged before it by the primary wait until that
+many replicas have it (``PUBLISH`` on :data:`FENCE_CHANNEL`, which is replicated, then ``WAIT`` on
+the same connection, so the fence covers earlier writes made on any connection).
 """
 
 from __future__ import annotations
 
 import os
 import ssl
+import weakref
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, unquote
 
 import redis
+import redis.sentinel
 
+from .errors import ConfigError, InfrastructureError
 from .settings import Settings
 
 TLS_SCHEME = "rediss://"
+SENTINEL_SCHEMES = ("redis+sentinel://", "rediss+sentinel://")
+SENTINEL_PORT = 26379
+#: The channel :func:`confirm_replicated` publishes its fence on (no one listens; it is never a key).
+FENCE_CHANNEL = "hydra:replication:fence"
+
+
+class ReplicationShort(InfrastructureError):
+    """A write was applied on the primary but fewer replicas than ``HYDRA_REDIS_WAIT_REPLICAS``
+    confirmed it within ``HYDRA_REDIS_WAIT_TIMEOUT_MS``. Retrying the same request is safe: every
+    such write is idempotent (merges by the done set, mints by their key, transfers by nonce)."""
+
+    def __init__(self, message: str, *, acked: int, wanted: int) -> None:
+        super().__init__(message)
+        self.acked, self.wanted = acked, wanted
+
+
+def is_sentinel(url: str) -> bool:
+    return url.strip().lower().startswith(SENTINEL_SCHEMES)
 
 
 def is_tls(url: str) -> bool:
-    return url.strip().lower().startswith(TLS_SCHEME)
+    text = url.strip().lower()
+    return text.startswith(TLS_SCHEME) or text.startswith("rediss+sentinel://")
+
+
+@dataclass(frozen=True)
+class SentinelUrl:
+    """A parsed ``redis+sentinel://`` / ``rediss+sentinel://`` URL."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    master_name: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
+
+    @classmethod
+    def parse(cls, url: str) -> "SentinelUrl":
+        text = url.strip()
+        scheme, sep, rest = text.partition("://")
+        if not sep or scheme.lower() not in ("redis+sentinel", "rediss+sentinel"):
+            raise ConfigError("A Sentinel URL starts with redis+sentinel:// or rediss+sentinel://.")
+        netloc, _, path = rest.partition("/")
+        path = path.split("?", 1)[0]
+        username = password = None
+        if "@" in netloc:
+            userinfo, netloc = netloc.rsplit("@", 1)
+            user, colon, secret = userinfo.partition(":")
+            username = unquote(user) or None
+            password = unquote(secret) if colon else None
+        sentinels = tuple(_host_port(h) for h in netloc.split(",") if h.strip())
+        parts = [p for p in path.split("/") if p]
+        if not sentinels or not parts or len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
+            raise ConfigError("A Sentinel URL is redis+sentinel://[USER:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]"
+                              "/MASTER_NAME[/DB], e.g. redis+sentinel://hydra:PASSWORD@s1:26379,s2:26379,s3:26379/hydra/0 "
+                              "(rediss+sentinel:// for TLS).")
+        return cls(sentinels, unquote(parts[0]), int(parts[1]) if len(parts) == 2 else 0, username, password,
+                   scheme.lower() == "rediss+sentinel")
+
+    def to_url(self, *, username: str | None = None, password: str | None = None, mask: bool = False) -> str:
+        """This target as a URL again, with other credentials if given (``mask``: password shown as ``**``)."""
+        user = self.username if username is None else username
+        secret = self.password if password is None else password
+        auth = ""
+        if user or secret:
+            auth = quote(user or "", safe="") + (":" + ("**" if mask else quote(secret, safe="")) if secret else "") + "@"
+        hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.sentinels)
+        scheme = "rediss+sentinel" if self.tls else "redis+sentinel"
+        return f"{scheme}://{auth}{hosts}/{quote(self.master_name, safe='')}/{self.db}"
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    text = text.strip()
+    if text.startswith("["):
+        host, _, tail = text[1:].partition("]")
+        port = tail[1:] if tail.startswith(":") else ""
+    else:
+        host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
+    if not host or (port and not port.isdigit()) or not 0 < int(port or SENTINEL_PORT) < 65536:
+        raise ConfigError(f"{text!r} in the Sentinel URL is not HOST[:PORT].")
+    return host, int(port or SENTINEL_PORT)
+
+
+def redact(url: str) -> str:
+    """A Sentinel URL without its password (for messages and logs)."""
+    try:
+        return SentinelUrl.parse(url).to_url(mask=True)
+    except ConfigError:
+        return "(the configured Sentinel URL)"
 
 
 def ca_file(settings: Settings) -> str | None:
@@ -40,7 +149,17 @@ def ca_file(settings: Settings) -> str | None:
 
 def kombu_url(url: str) -> str:
     """``url`` as kombu and Celery's result backend spell it: a Unix socket ``unix://user:pw@/path?db=0``
-    becomes ``redis+socket://user:pw@/path``; anything else is unchanged."""
+    becomes ``redis+socket://user:pw@/path``; a Sentinel URL becomes kombu's
+    ``sentinel://user:pw@host:port/db;sentinel://...`` (with :func:`kombu_transport_options`); anything
+    else is unchanged."""
+    if is_sentinel(url):
+        target = SentinelUrl.parse(url)
+        auth = ""
+        if target.username or target.password:
+            auth = quote(target.username or "", safe="") + \
+                (":" + quote(target.password, safe="") if target.password else "") + "@"
+        return ";".join(f"sentinel://{auth}{f'[{h}]' if ':' in h else h}:{p}/{target.db}"
+                        for h, p in target.sentinels)
     if not url.startswith("unix://"):
         return url
     return "redis+socket://" + url[len("unix://"):].split("?", 1)[0]
@@ -66,12 +185,134 @@ def kombu_ssl(url: str, ca: str | os.PathLike[str] | None) -> dict[str, Any] | N
     return options
 
 
+def sentinel_kwargs(url: str, ca: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """How to connect to the Sentinels themselves: the URL's user and password, TLS as the URL says,
+    short timeouts (a Sentinel that is down is skipped, not waited for)."""
+    target = SentinelUrl.parse(url)
+    options: dict[str, Any] = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
+    if target.username:
+        options["username"] = target.username
+    if target.password is not None:
+        options["password"] = target.password
+    if target.tls:
+        options.update(ssl=True, **tls_options(url, ca))
+    return options
+
+
+def kombu_transport_options(url: str, ca: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """The broker transport options a Sentinel URL needs (none for any other URL)."""
+    if not is_sentinel(url):
+        return {}
+    return {"master_name": SentinelUrl.parse(url).master_name, "sentinel_kwargs": sentinel_kwargs(url, ca)}
+
+
+def sentinel_manager(url: str, *, ca: str | os.PathLike[str] | None = None) -> redis.sentinel.Sentinel:
+    """A redis-py ``Sentinel`` for a Sentinel URL: asks its Sentinels (with the URL's credentials)."""
+    target = SentinelUrl.parse(url)
+    return redis.sentinel.Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs(url, ca))
+
+
 def connect(url: str, *, ca: str | os.PathLike[str] | None = None, **options: Any) -> redis.Redis:
     """``redis.Redis.from_url(url, **options)``, verifying a ``rediss://`` server against ``ca``
-    (a PEM file; None: the system's CAs). Connects lazily, like redis-py."""
+    (a PEM file; None: the system's CAs); for a Sentinel URL, a client of the current primary that
+    follows failovers. Connects lazily, like redis-py."""
+    if is_sentinel(url):
+        target = SentinelUrl.parse(url)
+        server: dict[str, Any] = {"db": target.db}
+        if target.username:
+            server["username"] = target.username
+        if target.password is not None:
+            server["password"] = target.password
+        if target.tls:
+            server.update(ssl=True, **tls_options(url, ca))
+        return sentinel_manager(url, ca=ca).master_for(target.master_name, **server, **options)
     return redis.Redis.from_url(url, **tls_options(url, ca), **options)
 
 
+def server_client(primary: redis.Redis, host: str, port: int) -> redis.Redis:
+    """A client of one server of ``primary``'s deployment (a replica, say): same credentials, TLS and
+    CA as ``primary``'s connections, a fixed address (no Sentinel)."""
+    kwargs = dict(primary.connection_pool.connection_kwargs)
+    for key in ("connection_pool", "is_master", "check_connection", "service_name"):
+        kwargs.pop(key, None)
+    connection_class = primary.connection_pool.connection_class
+    ssl_on = issubclass(connection_class, redis.connection.SSLConnection)
+    keep = {k: v for k, v in kwargs.items() if k in _SERVER_KWARGS or (ssl_on and k.startswith("ssl_"))}
+    return redis.Redis(host=host, port=port, ssl=ssl_on, **keep)
+
+
+_SERVER_KWARGS = frozenset({"username", "password", "db", "socket_timeout", "socket_connect_timeout",
+                            "decode_responses", "encoding", "encoding_errors", "protocol"})
+
+
+def sentinel_of(client: redis.Redis) -> tuple[redis.sentinel.Sentinel, str] | None:
+    """(the Sentinel manager, the master name) behind a Sentinel-managed client; None otherwise."""
+    pool = client.connection_pool
+    if isinstance(pool, redis.sentinel.SentinelConnectionPool):
+        return pool.sentinel_manager, pool.service_name
+    return None
+
+
+# --- WAIT: writes acknowledged by replicas ----------------------------------------------------
+@dataclass(frozen=True)
+class WaitPolicy:
+    replicas: int
+    timeout_ms: int
+
+
+_policies: "weakref.WeakKeyDictionary[redis.Redis, WaitPolicy]" = weakref.WeakKeyDictionary()
+
+
+def set_wait_policy(client: redis.Redis, replicas: int, timeout_ms: int) -> redis.Redis:
+    """Make :func:`confirm_replicated` on ``client`` wait for ``replicas`` replicas (0: never wait)."""
+    if replicas > 0:
+        _policies[client] = WaitPolicy(replicas, timeout_ms)
+    else:
+        _policies.pop(client, None)
+    return client
+
+
+def wait_policy(client: redis.Redis) -> WaitPolicy | None:
+    return _policies.get(client)
+
+
+def confirm_replicated(client: redis.Redis, what: str) -> int | None:
+    """Block until every write the primary acknowledged so far (this one's included) is on
+    ``HYDRA_REDIS_WAIT_REPLICAS`` replicas; returns how many have it (None: no policy, nothing
+    waited for). Raises :class:`ReplicationShort` when fewer confirmed within the timeout: the write
+    stays applied on the primary, and the caller decides (ARCHITECTURE.md, "High availability")."""
+    policy = _policies.get(client)
+    if policy is None:
+        return None
+    with client.pipeline(transaction=False) as pipe:
+        pipe.publish(FENCE_CHANNEL, "")
+        pipe.execute_command("WAIT", policy.replicas, policy.timeout_ms)
+        _, acked = pipe.execute()
+    acked = int(acked)
+    if acked < policy.replicas:
+        raise ReplicationShort(
+            f"{what} is applied on the Redis primary but only {acked} of {policy.replicas} replicas confirmed it "
+            f"within {policy.timeout_ms} ms (HYDRA_REDIS_WAIT_REPLICAS, HYDRA_REDIS_WAIT_TIMEOUT_MS); it could be "
+            "lost if the primary failed now. Retrying the same request is safe.", acked=acked, wanted=policy.replicas)
+    return acked
+
+
+def confirm_or_warn(client: redis.Redis, what: str) -> None:
+    """:func:`confirm_replicated` for an operator's write that is not idempotent to retry (a job
+    submitted, cancelled or deleted; a volunteer enrolled, joined or revoked): it is answered once a
+    replica holds it, as ledger writes are; if too few replicas confirm in time (they are down or
+    lagging: the primary then refuses writes altogether after ``min-replicas-max-lag``), it is logged
+    and answered anyway, since the write is applied and a retry would do it twice."""
+    try:
+        confirm_replicated(client, what)
+    except ReplicationShort as exc:
+        import logging
+
+        logging.getLogger(__name__).warning("%s", exc)
+
+
 def client_for(settings: Settings, url: str, **options: Any) -> redis.Redis:
-    """:func:`connect` with the CA that ``settings`` name (:func:`ca_file`)."""
-    return connect(url, ca=ca_file(settings), **options)
+    """:func:`connect` with the CA that ``settings`` name (:func:`ca_file`) and its WAIT policy
+    (``HYDRA_REDIS_WAIT_REPLICAS``, :func:`confirm_replicated`)."""
+    client = connect(url, ca=ca_file(settings), **options)
+    return set_wait_policy(client, settings.redis_wait_replicas, settings.redis_wait_timeout_ms)

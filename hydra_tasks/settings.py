@@ -99,8 +99,17 @@ def _region(name: str, raw: str) -> str:
 
 def _redis_url(name: str, raw: str) -> str:
     value = raw.strip()
+    if value.lower().startswith(("redis+sentinel://", "rediss+sentinel://")):
+        from .redis_conn import SentinelUrl
+
+        try:
+            SentinelUrl.parse(value)
+        except ConfigError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+        return value
     if not value.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"{name} must start with redis://, rediss:// or unix:// (got a value starting {value[:8]!r}).")
+        raise ConfigError(f"{name} must start with redis://, rediss://, unix://, or redis+sentinel:// / "
+                          f"rediss+sentinel:// for a Sentinel-managed deployment (got a value starting {value[:8]!r}).")
     return value
 
 
@@ -194,6 +203,10 @@ class Settings:
     # names/addresses of this control host as volunteers reach it (comma-separated): extra SANs of its TLS
     # certificate; the first is the host in volunteers' credentials (default: the host of HYDRA_REDIS_URL)
     public_host: str = field(default="", metadata=_meta("HYDRA_PUBLIC_HOST", _public_hosts))
+    # high availability (redis_conn.confirm_replicated): after every ledger write (mint, transfer, reversal) the
+    # control plane waits until this many replicas have it (0: no WAIT), at most this long
+    redis_wait_replicas: int = field(default=0, metadata=_meta("HYDRA_REDIS_WAIT_REPLICAS", _int(0, 16)))
+    redis_wait_timeout_ms: int = field(default=1000, metadata=_meta("HYDRA_REDIS_WAIT_TIMEOUT_MS", _int(1, 600_000)))
     data_dir: Path = field(
         default_factory=lambda: Path.home() / ".local" / "share" / "hydra",
         metadata=_meta("HYDRA_DATA_DIR", lambda n, r: Path(r).expanduser()),
@@ -233,6 +246,9 @@ class Settings:
                                          metadata=_meta("HYDRA_CHECKPOINT_INTERVAL_S", _float(1, 86_400)))
     heartbeat_s: float = field(default=5.0, metadata=_meta("HYDRA_HEARTBEAT_S", _float(0.2, 600)))
     worker_timeout_s: float = field(default=30.0, metadata=_meta("HYDRA_WORKER_TIMEOUT_S", _float(1, 86_400)))
+    # how long a client waits on a Redis that has gone silent (a partition, a frozen server) before it drops the
+    # connection and reconnects; every broker timeout derives from it (celery_app.broker_timeouts)
+    broker_timeout_s: float = field(default=15.0, metadata=_meta("HYDRA_BROKER_TIMEOUT_S", _float(1, 600)))
     # an offline worker's registry entry and queue are removed this long after its last heartbeat (0: never);
     # worker/registry.prune_offline, run by the sweep and `hydra workers prune`
     worker_retention_s: float = field(default=7 * 86_400.0,

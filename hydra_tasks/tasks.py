@@ -31,10 +31,13 @@ def publish_chunk(chunk: dict[str, Any], attempt: int, worker_id: str, region: s
     compute_chunk.apply_async(args=[chunk, attempt, region], queue=worker_direct(worker_id))
 
 
-def send_to_intake(app: Any, action: envelope.Action, body: dict[str, Any]) -> None:
-    """Volunteer side: seal ``body`` with this worker's key and send it to the control plane."""
+def send_to_intake(app: Any, action: envelope.Action, body: dict[str, Any], *,
+                   retry_policy: dict[str, float] | None = None) -> None:
+    """Volunteer side: seal ``body`` with this worker's key and send it to the control plane. While
+    Redis is away the publish retries by ``retry_policy`` (default: celery_app.PUBLISH_RETRY_POLICY)."""
     key = results.worker_key(identity.key_path(app.settings))
-    intake.apply_async(args=[envelope.seal(key, action, body)], queue=keys.INTAKE_QUEUE)
+    options = {"retry_policy": retry_policy} if retry_policy is not None else {}
+    intake.apply_async(args=[envelope.seal(key, action, body)], queue=keys.INTAKE_QUEUE, **options)
 
 
 @shared_task(name="hydra.compute_chunk", bind=True, ignore_result=True)

@@ -30,8 +30,12 @@ from . import CarbonProvider, GridError
 from .regions import Region, RegionSignal
 
 ACTION = "update_grid_info"
-MAX_CLOCK_SKEW_S = 300.0       # a report may be this old ...
-MAX_FUTURE_SKEW_S = 60.0       # ... or this far ahead (more would block the worker's next reports)
+# Volunteers' clocks can be minutes off (a machine without NTP): a report stamped up to 10 minutes either
+# way is taken (the netns cluster checks 5 minutes both ways). "Newer than the last one" is what stops
+# replays; the window only bounds how long a signed, never-sent report stays usable, and how long a
+# worker whose clock was ahead and then corrected must wait before its reports count again.
+MAX_CLOCK_SKEW_S = 600.0       # a report may be this old ...
+MAX_FUTURE_SKEW_S = 600.0      # ... or this far ahead
 _ZONE_RE = re.compile(r"^[A-Z]{2}(-[A-Z0-9]{1,10}){0,3}$")
 MAX_AGE_S = 86_400.0
 _FIELDS = {"worker_id", "zone", "renewable_share", "timestamp", "signature"}

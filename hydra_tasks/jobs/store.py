@@ -14,6 +14,7 @@ import redis
 from .. import keys
 from ..errors import JobNotFound, JobStateError
 from ..lua import MAX_ATTEMPTS, ScriptContention, scripts
+from ..redis_conn import confirm_or_warn
 from ..models import ChunkSpec, JobKind, JobSpec, JobState
 from . import handler
 from .view import COUNTERS, JobView
@@ -88,6 +89,7 @@ def cancel_job(client: redis.Redis, job_id: str, *, now: float | None = None) ->
         if state is None:
             raise JobNotFound(f"No job {job_id!r} to cancel.")
         raise JobStateError(f"Job {job_id} is already {state.value}; only queued or running jobs can be cancelled.")
+    confirm_or_warn(client, f"Cancelling job {job_id}")
     return get_job(client, job_id)
 
 
@@ -146,6 +148,7 @@ def delete_job(client: redis.Redis, job_id: str) -> None:
     The check and the removal are one WATCH/MULTI transaction (a job re-opened meanwhile is kept).
     A remnant (keys without a state, written by a merge's bookkeeping after a delete) is removed too."""
     _delete(client, job_id, remnant_only=False)
+    confirm_or_warn(client, f"Deleting job {job_id}")
 
 
 def _delete(client: redis.Redis, job_id: str, *, remnant_only: bool) -> None:

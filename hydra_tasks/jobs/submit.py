@@ -12,6 +12,7 @@ from kombu.exceptions import OperationalError
 
 from .. import keys
 from ..celery_app import HydraCelery
+from ..redis_conn import confirm_or_warn
 from ..models import JobKind, JobState
 from ..scheduling import planner
 from . import store
@@ -31,6 +32,7 @@ def submit_job(app: HydraCelery, raw: Any) -> JobView:
     job_id = store.new_job_id()
     chunks = planner.plan(job_id, spec, app.settings)
     store.create_job(app.redis, spec, chunks, job_id=job_id)
+    confirm_or_warn(app.redis, f"Job {job_id}")  # on a replica before its id is given out (Sentinel HA)
     try:
         app.send_task("hydra.dispatch", queue=keys.CONTROL_QUEUE)
     except OperationalError:

@@ -29,6 +29,7 @@ from nacl.signing import SigningKey
 
 from .. import keys
 from ..errors import SignatureError
+from ..redis_conn import confirm_replicated
 from ..secrets_io import create_private
 from ..trust import identity
 
@@ -120,6 +121,9 @@ def checkpoint_now(client: redis.Redis, data_dir: Path) -> Checkpoint | None:
     current = take(client, control_key(data_dir))
     if latest and latest[-1].length == current.length and latest[-1].head == current.head:
         return None
+    # With HYDRA_REDIS_WAIT_REPLICAS, sign only what replicas hold: a checkpoint naming entries a failover
+    # then lost would make `hydra ledger verify` fail on the new primary (ReplicationShort: no checkpoint now).
+    confirm_replicated(client, "The journal's newest entries")
     record(data_dir, current)
     return current
 

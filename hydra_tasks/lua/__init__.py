@@ -9,6 +9,15 @@ finished job that held one (trust/consequences.py); plus the ledger's *mint* and
 Files named ``_*.lua`` are libraries that a script pulls in with a ``-- uses: _name`` line.
 Every file names its inputs at the top (``local job = KEYS[1]``).
 
+**Replicated ledger writes** (``HYDRA_REDIS_WAIT_REPLICAS`` > 0, a Sentinel deployment): after a
+merge that minted, a mint, a transfer (or its idempotent repeat) and a reversal, the method waits
+until that many replicas hold the write (:func:`hydra_tasks.redis_conn.confirm_replicated`). If fewer
+confirm in time the write stays applied on the primary; ``mint`` and ``transfer`` then raise
+``ReplicationShort`` (the caller is told, and a retry is idempotent: mint key, nonce), while
+``merge`` and ``revoke`` log a warning and go on (no one outside was told anything; if the primary
+is lost before the write reached a replica, the chunk's lease expires on the new primary and the
+chunk is recomputed and minted there once, see ARCHITECTURE.md "High availability").
+
 Every key a script touches is passed in ``KEYS``; none is built inside Lua. Where a key depends
 on data in Redis (the in-flight set of a lease's holder, the lease of the chunk a job hands out
 next), the caller reads that data first and passes it along, and the script checks that it still
@@ -21,6 +30,7 @@ from __future__ import annotations
 import enum
 import functools
 import json
+import logging
 import re
 import weakref
 from dataclasses import dataclass
@@ -32,6 +42,9 @@ import redis
 from .. import keys
 from ..errors import HydraError
 from ..models import JobState
+from ..redis_conn import ReplicationShort, confirm_replicated
+
+log = logging.getLogger(__name__)
 
 _DIR = Path(__file__).resolve().parent
 _USES = re.compile(r"^-- uses: (.+)$", re.MULTILINE)
@@ -256,7 +269,10 @@ class Scripts:
             )
             code = MergeCode(int(res[0]))
             if code is not MergeCode.STALE:
-                return code, int(res[1] or 0), int(res[2] or 0), bool(int(res[3] or 0))
+                minted = bool(int(res[3] or 0))
+                if code is MergeCode.MERGED:
+                    self._confirm_or_warn(f"the merge of chunk {chunk_id} of job {job_id}")
+                return code, int(res[1] or 0), int(res[2] or 0), minted
             holders = None
         raise ScriptContention(f"could not merge chunk {chunk_id} of job {job_id} after {MAX_ATTEMPTS} attempts")
 
@@ -334,7 +350,10 @@ class Scripts:
                   keys.LEDGER_STATS, keys.LEDGER_JOURNAL, keys.LEDGER_HEAD],
             args=[entry, worker_id, repr(now), reason[:300], part_sha1, units, "1" if keep else "0", job_id, *flat],
         )
-        return Revoke(RevokeCode(int(res[0])), int(res[1] or 0))
+        outcome = Revoke(RevokeCode(int(res[0])), int(res[1] or 0))
+        if outcome.code is not RevokeCode.STALE:
+            self._confirm_or_warn(f"the reversal of {worker_id}'s result for chunk {chunk_id} of job {job_id}")
+        return outcome
 
     def reopen(self, job_id: str, *, now: float, score: float, restored: Mapping[str, str],
                suspect: Mapping[str, str]) -> int:
@@ -360,7 +379,9 @@ class Scripts:
 
     def mint(self, mint_json: str) -> bool:
         """Mint once per idempotency key (see mint.lua). True if minted now, False if already minted."""
-        return bool(int(self._mint(keys=LEDGER_KEYS, args=[mint_json])))
+        minted = bool(int(self._mint(keys=LEDGER_KEYS, args=[mint_json])))
+        confirm_replicated(self.client, "The mint")  # a repeat too: the first one may not be replicated yet
+        return minted
 
     def transfer(self, sender: str, recipient: str, amount: int, nonce: int, signature: str, *, now: float,
                  reason: str) -> tuple[TransferCode, str]:
@@ -368,7 +389,16 @@ class Scripts:
         res = self._transfer(keys=[keys.LEDGER_ACCOUNTS, keys.LEDGER_BALANCES, keys.LEDGER_NONCES,
                                    keys.LEDGER_TRANSFERS, keys.LEDGER_STATS, keys.LEDGER_JOURNAL, keys.LEDGER_HEAD],
                              args=[sender, recipient, str(amount), str(nonce), signature, repr(now), reason])
-        return TransferCode(int(res[0])), _text(res[1])
+        code = TransferCode(int(res[0]))
+        if code in (TransferCode.DONE, TransferCode.REPEATED):  # a repeat: the first may not be replicated yet
+            confirm_replicated(self.client, "The transfer")
+        return code, _text(res[1])
+
+    def _confirm_or_warn(self, what: str) -> None:
+        try:
+            confirm_replicated(self.client, what)
+        except ReplicationShort as exc:
+            log.warning("%s", exc)
 
 
 _registered: "weakref.WeakKeyDictionary[redis.Redis, Scripts]" = weakref.WeakKeyDictionary()

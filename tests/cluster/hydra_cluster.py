@@ -96,7 +96,9 @@ class Cluster:
     volunteer_names: Sequence[str] = ("v1", "v2", "v3", "v4")
     clock_offsets_s: dict[str, float] = field(default_factory=dict)
     proxies: bool = True
+    ha: bool = False  # Redis replicated and watched by Sentinel (replication.HaRedis) instead of one server
     overrides: dict[str, Any] = field(default_factory=dict)
+    ha_redis: Any = None
     net: netns.Network | None = None
     stack: LocalStack | None = None
     volunteers: dict[str, Volunteer] = field(default_factory=dict)
@@ -124,7 +126,9 @@ class Cluster:
         settings = Settings().with_(data_dir=self.data_dir, isolate=True,
                                     public_host=f"{CONTROL_NAME},{self.net.control_address}",
                                     **{**CLUSTER_TIMINGS, **self.overrides})
-        self.stack = LocalStack(settings, log_dir=self.data_dir / "logs", tls=True)
+        if self.ha:
+            settings = self._start_ha(settings)
+        self.stack = LocalStack(settings, log_dir=self.data_dir / "logs", tls=not self.ha)
         self.stack.start_redis()
         self.stack.start_control(beat=False)
         self.stack.start_beat()
@@ -136,6 +140,20 @@ class Cluster:
         self.stack.wait_for_log("control", "ready.", timeout_s=60)
         self.stack.wait_for_log("intake", "ready.", timeout_s=60)
         self.supervise(CONTROL_PARTS)
+
+    def _start_ha(self, settings: Settings) -> Settings:
+        """A primary, two replicas and three Sentinels on the control host's bridge address, TLS with the
+        deployment's CA; the control plane waits for a replica on every ledger write."""
+        from hydra_tasks.replication import HaOptions, HaRedis
+        from hydra_tasks.trust.tls import ensure_tls
+
+        assert self.net is not None
+        tls = ensure_tls(settings)
+        self.ha_redis = HaRedis(self.data_dir / "ha-redis", replicas=2, sentinels=3, host=self.net.control_address,
+                                options=HaOptions(down_after_ms=1000, failover_timeout_ms=3000, quorum=2, tls=True,
+                                                  tls_dir=str(tls.ca.parent)))
+        url = self.ha_redis.start(timeout_s=60)
+        return settings.with_(redis_url=url, redis_ca=str(tls.ca), redis_wait_replicas=1, redis_wait_timeout_ms=2000)
 
     @property
     def redis_port(self) -> int:
@@ -156,20 +174,23 @@ class Cluster:
                                ca_pem=volunteers.deployment_ca(self.stack.child_settings(), url))
         home = self.data_dir / "volunteers" / name
         home_settings = self.stack.settings.with_(data_dir=home)
-        path = join.store(home_settings, creds)
+        join.store(home_settings, creds)
         vol = Volunteer(name, self.net.hosts[name], home, creds, self.clock_offsets_s.get(name, 0.0))
         self.volunteers[name] = vol
         if self.proxies:
             self._start_proxy(vol)
-        env = self._volunteer_env(vol, {"HYDRA_KEY_FILE": str(home / "worker.key"),
-                                        **join.child_env(home_settings, path, creds)})
+        env = self.volunteer_env(vol)
         argv = vol.host.argv(join.worker_argv(creds, concurrency=1, pool="prefork", loglevel="INFO"))
         self._spawn(f"worker-{name}", argv, env)
         return vol
 
-    def _volunteer_env(self, vol: Volunteer, hydra: dict[str, str]) -> dict[str, str]:
-        """What a remote volunteer's shell has: no operator secret, no control-plane setting."""
+    def volunteer_env(self, vol: Volunteer) -> dict[str, str]:
+        """What a remote volunteer's shell has: its data dir, key, credentials and the deployment's CA;
+        no operator secret, no control-plane setting; its wall clock off if it is set so."""
         assert self.stack is not None
+        hydra = {"HYDRA_KEY_FILE": str(vol.data_dir / "worker.key"),
+                 **join.child_env(self.stack.settings.with_(data_dir=vol.data_dir), vol.data_dir / join.CREDENTIALS_FILE,
+                                  vol.creds)}
         env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_") and k not in ("LD_PRELOAD",)}
         env.update(PYTHONUNBUFFERED="1", HYDRA_DATA_DIR=str(vol.data_dir),
                    HYDRA_HEARTBEAT_S=str(self.stack.settings.heartbeat_s),
@@ -322,6 +343,9 @@ class Cluster:
         if self.stack is not None:
             with contextlib.suppress(Exception):
                 self.stack.stop(timeout_s=10)
+        if self.ha_redis is not None:
+            with contextlib.suppress(Exception):
+                self.ha_redis.stop()
         if self.net is not None:
             self.net.destroy()
         shutil.rmtree(self.data_dir / "proxies", ignore_errors=True)

@@ -33,17 +33,57 @@ def test_compose_runs_the_control_plane_workers_webapp_and_flower(compose: dict[
 
 CONTROL_PLANE = {"control", "intake", "enrol", "beat", "webapp", "flower"}
 MONITORING = {"prometheus", "grafana"}
+HA = {"ha-config", "redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"}
+SENTINELS = "sentinel-1:26379,sentinel-2:26379,sentinel-3:26379"
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's variable interpolation (${V}, ${V:-d}, ${V-d}, ${V:?e}, ${V?e}, ${V:+r}, ${V+r}, nested;
+    $$ is a literal $), as https://docs.docker.com/reference/compose-file/interpolation/ describes it."""
+    out, i = [], 0
+    while i < len(text):
+        if text.startswith("$$", i):
+            out.append("$")
+            i += 2
+        elif text.startswith("${", i):
+            depth, j = 1, i + 2
+            while depth:
+                depth += {"{": 1, "}": -1}.get(text[j], 0) if text[j - 1] == "$" or text[j] == "}" else 0
+                j += 1
+            body = text[i + 2:j - 1]
+            m = re.match(r"([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])(.*))?$", body, re.S)
+            assert m, body
+            name, op, arg = m.group(1), m.group(2), m.group(3) or ""
+            value = env.get(name)
+            present = value is not None and (value != "" or not (op or "").startswith(":"))
+            if op is None:
+                out.append(value or "")
+            elif op.endswith("-"):
+                out.append(value if present else interpolate(arg, env))
+            elif op.endswith("?"):
+                if not present:
+                    raise ValueError(interpolate(arg, env))
+                out.append(value or "")
+            else:
+                out.append(interpolate(arg, env) if present else "")
+            i = j
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
 
 
 def test_the_control_plane_reaches_redis_over_tls_as_the_operator_with_a_password_from_the_environment(
         compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert CONTROL_PLANE | {"redis", "tls-init"} | MONITORING | {s for s in services if s.startswith("worker-")} \
+    assert CONTROL_PLANE | {"redis", "tls-init"} | MONITORING | HA | {s for s in services if s.startswith("worker-")} \
         == set(services)
     for name in CONTROL_PLANE:
         service = services[name]
-        url = service["environment"]["HYDRA_REDIS_URL"]
-        assert url.startswith("rediss://hydra:${HYDRA_REDIS_PASSWORD:?") and url.endswith("@redis:6379/0")
+        url = interpolate(service["environment"]["HYDRA_REDIS_URL"], {"HYDRA_REDIS_PASSWORD": "pw"})
+        assert url == "rediss://hydra:pw@redis:6379/0"
+        with pytest.raises(ValueError, match="set HYDRA_REDIS_PASSWORD"):
+            interpolate(service["environment"]["HYDRA_REDIS_URL"], {})
         assert service["environment"]["HYDRA_ISOLATE"] == "true"
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
         ca = service["environment"]["HYDRA_REDIS_CA"]
@@ -94,7 +134,7 @@ def test_redis_serves_tls_only_with_the_server_certificate(compose: dict[str, An
 def test_only_redis_and_the_webapp_mount_the_private_keys(compose: dict[str, Any]) -> None:
     with_keys = {name for name, service in compose["services"].items()
                  if any(v.startswith("tls:") for v in service.get("volumes", []))}
-    assert with_keys == {"tls-init", "redis", "webapp"}
+    assert with_keys == {"tls-init", "redis", "webapp", "redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"}
 
 
 def test_the_webapp_runs_under_gunicorn_with_https(compose: dict[str, Any]) -> None:
@@ -191,3 +231,89 @@ def test_prometheus_scrapes_the_webapps_metrics_over_https_and_grafana_charts_th
     source = yaml.safe_load((ROOT / "webapp/monitoring/grafana/provisioning/datasources/prometheus.yml").read_text())
     assert source["datasources"][0]["url"] == "http://prometheus:9090"
     assert services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
+
+
+def test_the_ha_profile_runs_a_replica_and_three_sentinels_and_the_control_plane_follows_them(
+        compose: dict[str, Any], tmp_path: Path) -> None:
+    """Issue 14, item 4: `REDIS_SENTINELS=... docker compose --profile ha up`. The HA services exist only in
+    the profile; with REDIS_SENTINELS set every control-plane service gets a Sentinel URL that Hydra's own
+    parser reads as three TLS Sentinels and the master `hydra`, and WAITs for one replica; unset, nothing
+    changes (one server, no WAIT)."""
+    from hydra_tasks.redis_conn import SentinelUrl
+    from hydra_tasks.settings import Settings
+
+    services = compose["services"]
+    for name in HA:
+        assert services[name]["profiles"] == ["ha"], name
+    assert not any("profiles" in services[name] for name in set(services) - HA)
+    env = {"HYDRA_REDIS_PASSWORD": "pw", "REDIS_SENTINELS": SENTINELS}
+    for name in CONTROL_PLANE:
+        environment = services[name]["environment"]
+        url = interpolate(environment["HYDRA_REDIS_URL"], env)
+        target = SentinelUrl.parse(url)
+        assert target.sentinels == (("sentinel-1", 26379), ("sentinel-2", 26379), ("sentinel-3", 26379))
+        assert (target.master_name, target.db, target.username, target.password, target.tls) == \
+            ("hydra", 0, "hydra", "pw", True)
+        ha = Settings.from_env({"HYDRA_REDIS_URL": url, "HYDRA_REDIS_WAIT_REPLICAS":
+                                interpolate(environment["HYDRA_REDIS_WAIT_REPLICAS"], env)})
+        assert ha.redis_wait_replicas == 1
+        single = Settings.from_env({"HYDRA_REDIS_WAIT_REPLICAS": interpolate(environment["HYDRA_REDIS_WAIT_REPLICAS"],
+                                                                             {"HYDRA_REDIS_PASSWORD": "pw"})})
+        assert single.redis_wait_replicas == 0
+        assert services[name]["depends_on"]["sentinel-1"] == {"condition": "service_started", "required": False}
+    # The certificate names every server and Sentinel (clients check the name the Sentinels announce).
+    names = services["tls-init"]["environment"]["HYDRA_PUBLIC_HOST"].split(",")
+    assert {"redis", "redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"} <= set(names)
+
+
+def test_the_ha_configuration_is_what_replication_renders_and_each_server_starts_from_its_own_file(
+        compose: dict[str, Any], tmp_path: Path) -> None:
+    from hydra_tasks import replication
+
+    services = compose["services"]
+    render = services["ha-config"]["command"]
+    assert render[:4] == ["python", "-m", "hydra_tasks.replication", "render"]
+    out = render[4]
+    assert f"ha-config:{out}" in services["ha-config"]["volumes"]
+    assert f" {out} " in services["control"]["build"]["dockerfile_inline"]  # the image's user owns the mount point
+    assert services["ha-config"]["environment"]["HYDRA_REDIS_PASSWORD"].startswith("${HYDRA_REDIS_PASSWORD:?")
+    assert replication.main([*render[3:4], str(tmp_path / "cfg"), *render[5:]]) == 2  # no password: refused
+    os_env = {"HYDRA_REDIS_PASSWORD": "s3cret pw"}
+    import os
+    from unittest import mock
+
+    with mock.patch.dict(os.environ, os_env):
+        assert replication.main([*render[3:4], str(tmp_path / "cfg"), *render[5:]]) == 0
+    files = {p.name: p for p in (tmp_path / "cfg").iterdir()}
+    assert set(files) == {"redis.conf", "redis-replica.conf", "sentinel.conf", "users.acl"}
+    assert all(p.stat().st_mode & 0o077 == 0 for p in files.values())  # the password is in them: 0600
+    primary, replica, sentinel = (files[n].read_text() for n in ("redis.conf", "redis-replica.conf", "sentinel.conf"))
+    for conf in (primary, replica):
+        lines = set(conf.splitlines())
+        assert {"port 0", "tls-port 6379", "tls-replication yes", "appendonly yes", "appendfsync always",
+                "masteruser hydra", 'masterauth "s3cret pw"', "min-replicas-to-write 1",
+                'aclfile "/data/users.acl"'} <= lines
+        assert "tls-cert-file /tls/server.pem" in lines and "tls-auth-clients no" in lines
+    assert "replicaof redis 6379" in replica and "replicaof" not in primary
+    assert "replica-announce-ip redis-replica" in replica
+    assert {"sentinel monitor hydra redis 6379 2", "sentinel auth-user hydra hydra", 'sentinel auth-pass hydra "s3cret pw"',
+            "sentinel resolve-hostnames yes", "sentinel announce-hostnames yes", "tls-port 26379", "port 0",
+            "user default off resetkeys resetchannels -@all"} <= set(sentinel.splitlines())
+    # Every data server's aclfile starts as the embedded Redis's does (default off, but the AOF replays whole).
+    from hydra_tasks.embedded import DEFAULT_USER_LINE
+
+    assert files["users.acl"].read_text().splitlines()[0] == DEFAULT_USER_LINE
+    assert f'echo "{DEFAULT_USER_LINE}"' in " ".join(services["redis-replica"]["command"])
+    assert f'echo "{DEFAULT_USER_LINE}"' in " ".join(services["redis"]["command"])
+    # Each server starts from the file rendered for it, copied once into its own volume (Sentinel rewrites it).
+    assert "cp /ha-config/redis.conf /data/redis.conf" in " ".join(services["redis"]["command"])
+    assert "cp /ha-config/redis-replica.conf /data/redis.conf" in " ".join(services["redis-replica"]["command"])
+    assert "replicaof redis 6379" in replica and "--replica" in render and "redis-replica" in render
+    for name in ("sentinel-1", "sentinel-2", "sentinel-3"):
+        command = " ".join(services[name]["command"])
+        assert "cp /ha-config/sentinel.conf /data/sentinel.conf" in command and command.endswith("--sentinel")
+        [data] = [v for v in services[name]["volumes"] if v.endswith(":/data")]
+        assert data == f"{name}-data:/data" and data.split(":")[0] in compose["volumes"]
+    # The single-server start is unchanged unless REDIS_SENTINELS is set.
+    assert 'if [ -n "$$REDIS_SENTINELS" ]' in " ".join(services["redis"]["command"])
+    assert services["redis"]["environment"]["REDIS_SENTINELS"] == "${REDIS_SENTINELS:-}"
