@@ -407,10 +407,8 @@ def restart_volunteer(cluster: Cluster, name: str) -> Volunteer:
     old = cluster.stack.procs.get(f"worker-{name}")
     if old is not None and old.alive:
         cluster.kill(f"worker-{name}")
-    home_settings = cluster.stack.settings.with_(data_dir=vol.data_dir)
-    path = join.store(home_settings, vol.creds)
-    env = cluster._volunteer_env(vol, {"HYDRA_KEY_FILE": str(vol.data_dir / "worker.key"),
-                                       **join.child_env(home_settings, path, vol.creds)})
+    join.store(cluster.stack.settings.with_(data_dir=vol.data_dir), vol.creds)
+    env = cluster.volunteer_env(vol)
     argv = vol.host.argv(join.worker_argv(vol.creds, concurrency=1, pool="prefork", loglevel="INFO"))
     cluster._spawn(f"worker-{name}", argv, env)
     return vol
