@@ -30,6 +30,10 @@ PING), worker started again (leave, half-leave), end of the burst — until what
 * kill of redis: every volunteer has merged a chunk again (the kombu reconnect trap: no restart);
 * kill of the webapp: the transfer client's next transfer is applied by the ledger.
 
+A volunteer that merges nothing within 30 s of a fault cleared, though jobs wait, has *stopped
+consuming* (a Hydra bug): the benchmark starts its worker again at once (so the jobs and the next
+faults are measured on a working cluster), and the schedule and a target fail.
+
 Merges are seen by polling each running job's ``workers`` hash (``<worker>|last_ms``) every 0.2 s,
 so a recovery is known to within ~0.2 s. The *outage* (from injection to recovery) is printed too.
 After each schedule every job it started must finish with a result bit-identical to the reference
