@@ -396,3 +396,37 @@ def worker_chunks(client: redis.Redis, job_id: str) -> dict[str, int]:
 
 
 __all__ = ["Cluster", "Volunteer", "running_cluster", "mint_keys", "worker_chunks", "unavailable", "keys", "json"]
+
+
+# --- used by benchmarks/chaos.py ---
+def restart_volunteer(cluster: Cluster, name: str) -> Volunteer:
+    """Start ``name``'s worker again on its host with the credentials it was enrolled with (a volunteer
+    coming back after :meth:`Cluster.leave`: heal its link first). Its fault proxy is left as it was."""
+    assert cluster.stack is not None
+    vol = cluster.volunteers[name]
+    old = cluster.stack.procs.get(f"worker-{name}")
+    if old is not None and old.alive:
+        cluster.kill(f"worker-{name}")
+    join.store(cluster.stack.settings.with_(data_dir=vol.data_dir), vol.creds)
+    env = cluster.volunteer_env(vol)
+    argv = vol.host.argv(join.worker_argv(vol.creds, concurrency=1, pool="prefork", loglevel="INFO"))
+    cluster._spawn(f"worker-{name}", argv, env)
+    return vol
+
+
+def set_link(cluster: Cluster, name: str, profile: Any, *, seed: int, netem: bool = False) -> None:
+    """Give ``name``'s link a ``faultproxy.Profile``: its bandwidth cap with ``tc tbf`` (none for 0),
+    delay and jitter with netem if ``netem`` else from the fault proxy, stalls and resets from the proxy
+    (seeded with ``seed``)."""
+    import dataclasses
+
+    assert cluster.net is not None
+    if profile.rate_kbit:
+        cluster.net.shape(name, rate_kbit=profile.rate_kbit, delay_ms=profile.delay_ms, jitter_ms=profile.jitter_ms,
+                          netem=netem)
+    else:
+        cluster.net.unshape(name)
+    fields = dataclasses.replace(profile, seed=seed, rate_kbit=0)
+    if netem and profile.rate_kbit:
+        fields = dataclasses.replace(fields, delay_ms=0.0, jitter_ms=0.0)
+    cluster.proxy(name).set_profile(fields)
