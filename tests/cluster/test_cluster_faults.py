@@ -30,7 +30,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from hydra_tasks import compute, keys
+from hydra_tasks import compute, keys, metrics
 from hydra_tasks.celery_app import HydraCelery
 from hydra_tasks.jobs import store
 from hydra_tasks.jobs.submit import submit_job
@@ -349,7 +349,8 @@ def test_a_volunteer_leaving_forever_in_the_middle_of_a_chunk(cluster: Cluster, 
     while True:
         assert time.monotonic() < deadline, "v3 never held a chunk"
         cluster.stack.kill("worker-v3", signal.SIGSTOP)  # type: ignore[union-attr]
-        if _held(app, victim.worker_id, job.id):
+        held = _held(app, victim.worker_id, job.id)
+        if held:
             break
         cluster.stack.kill("worker-v3", signal.SIGCONT)  # type: ignore[union-attr]
         time.sleep(0.02)
@@ -357,7 +358,12 @@ def test_a_volunteer_leaving_forever_in_the_middle_of_a_chunk(cluster: Cluster, 
     wait_for_job(app, job.id, timeout_s=240)
     _check_same(app, reference, job.id)
     _check_ledger(cluster, app, job.id)
-    assert store.get_job(app.redis, job.id).redispatched >= 1
+    # What it held was computed by others: re-sent when its lease expired, or by a straggler backup
+    # (near a job's end one is leased to another worker before the lease expires; either way once).
+    merged_by = {e["chunk"]: e["worker"] for e in metrics.job_log(app.redis, job.id)}
+    chunks = [keys.split_lease_member(m)[1] for m in held]
+    assert all(merged_by.get(c) not in (None, victim.worker_id) for c in chunks), (
+        f"chunks v3 held when it left {chunks}: merged by {[merged_by.get(c) for c in chunks]}")
 
 
 def test_half_of_the_volunteers_leaving_at_once_mid_job(cluster: Cluster, app: HydraCelery,
