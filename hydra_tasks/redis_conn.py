@@ -189,14 +189,7 @@ def sentinel_kwargs(url: str, ca: str | os.PathLike[str] | None) -> dict[str, An
     """How to connect to the Sentinels themselves: the URL's user and password, TLS as the URL says,
     short timeouts (a Sentinel that is down is skipped, not waited for)."""
     target = SentinelUrl.parse(url)
-    options: dict[str, Any] = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
-    if target.username:
-        options["username"] = target.username
-    if target.password is not None:
-        options["password"] = target.password
-    if target.tls:
-        options.update(ssl=True, **tls_options(url, ca))
-    return options
+    return {"socket_timeout": 2.0, "socket_connect_timeout": 2.0, **_auth_options(target, url, ca)}
 
 
 def kombu_transport_options(url: str, ca: str | os.PathLike[str] | None) -> dict[str, Any]:
@@ -218,13 +211,7 @@ def connect(url: str, *, ca: str | os.PathLike[str] | None = None, **options: An
     follows failovers. Connects lazily, like redis-py."""
     if is_sentinel(url):
         target = SentinelUrl.parse(url)
-        server: dict[str, Any] = {"db": target.db}
-        if target.username:
-            server["username"] = target.username
-        if target.password is not None:
-            server["password"] = target.password
-        if target.tls:
-            server.update(ssl=True, **tls_options(url, ca))
+        server: dict[str, Any] = {"db": target.db, **_auth_options(target, url, ca)}
         return sentinel_manager(url, ca=ca).master_for(target.master_name, **server, **options)
     return redis.Redis.from_url(url, **tls_options(url, ca), **options)
 
@@ -295,6 +282,18 @@ def confirm_replicated(client: redis.Redis, what: str) -> int | None:
             f"within {policy.timeout_ms} ms (HYDRA_REDIS_WAIT_REPLICAS, HYDRA_REDIS_WAIT_TIMEOUT_MS); it could be "
             "lost if the primary failed now. Retrying the same request is safe.", acked=acked, wanted=policy.replicas)
     return acked
+
+
+def _auth_options(target: "SentinelUrl", url: str, ca: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """redis-py's user, password and TLS options for the servers (and Sentinels) a Sentinel URL names."""
+    options: dict[str, Any] = {}
+    if target.username:
+        options["username"] = target.username
+    if target.password is not None:
+        options["password"] = target.password
+    if target.tls:
+        options.update(ssl=True, **tls_options(url, ca))
+    return options
 
 
 def confirm_or_warn(client: redis.Redis, what: str) -> None:

@@ -41,11 +41,16 @@ def running_stack(data_dir: Path, workers: dict[str, int], *, cpu_limits: dict[s
         stack.wait_for_log("control", "ready.", timeout_s=60)
         yield stack
     except BaseException:
-        for proc in stack.procs.values():
-            print(f"----- {proc.name} log -----\n{proc.log_tail(60)}")
+        print_logs(stack)
         raise
     finally:
         stack.stop()
+
+
+def print_logs(stack: LocalStack, lines: int = 60) -> None:
+    """The end of every process's log (a failing test's output says what each part did)."""
+    for proc in stack.procs.values():
+        print(f"----- {proc.name} log -----\n{proc.log_tail(lines)}")
 
 
 @contextlib.contextmanager

@@ -37,7 +37,7 @@ from hydra_tasks.stack import LocalStack
 from hydra_tasks.trust import volunteers
 from hydra_tasks.trust.tls import ensure_tls
 from hydra_tasks.worker import registry
-from support import FAST, require_redis7, wait_for, wait_for_job
+from support import FAST, print_logs, require_redis7, wait_for, wait_for_job
 
 pytestmark = pytest.mark.integration
 
@@ -87,8 +87,7 @@ def stack(ha: HaRedis, data_dir: Path) -> Iterator[LocalStack]:
         stack.wait_for_log("control", "ready.", timeout_s=60)
         yield stack
     except BaseException:
-        for proc in stack.procs.values():
-            print(f"----- {proc.name} log -----\n{proc.log_tail(60)}")
+        print_logs(stack)
         raise
     finally:
         stack.stop()
