@@ -17,6 +17,7 @@ hydra:job:{id}:parts           hash    chunk id -> merged partial result JSON
 hydra:job:{id}:workers         hash    "{worker}|{field}" -> per-worker work counters
 hydra:job:{id}:image           string  base64 PNG of a finished Mandelbrot job
 hydra:job:{id}:counts          string  base64 zlib uint32 iteration counts of a finished Mandelbrot job
+{blob key}:staged:{token}       string  a finalizer's result blob until FINISH renames it to {blob key} (expires after 1 h)
 hydra:job:{id}:log             list    recent accepted chunks (worker, units, elapsed) for metrics
 hydra:job:{id}:suspect         hash    finished job: chunk id -> why suspect (JSON: worker, units, increments)
 hydra:leases                   zset    "{job}:{chunk}" -> lease deadline (unix seconds)
@@ -351,6 +352,12 @@ def job_image(job_id: str) -> str:
 
 def job_counts(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:counts"
+
+
+def staged(blob_key: str, token: str) -> str:
+    """A finalizer's copy of a result blob (``job_image``, ``job_counts``), renamed into place by FINISH
+    only if that finalizer ends the job (lua/finish.lua)."""
+    return f"{blob_key}:staged:{token}"
 
 
 def job_log(job_id: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -38,6 +39,7 @@ from ..worker.registry import WorkerInfo, get_worker
 from . import handler, store
 
 LOG_LENGTH = 5_000  # accepted chunks kept per job for the metrics endpoints
+STAGED_TTL_S = 3600  # a finalizer's staged result blobs, if it dies before FINISH renames them
 
 log = logging.getLogger(__name__)
 
@@ -306,22 +308,34 @@ def finalize(client: redis.Redis, job_id: str, *, now: float | None = None) -> b
     Safe to run concurrently or again after a crash: only the first call that finds the job
     live changes it. Returns True if this call finished the job."""
     now = time.time() if now is None else now
-    raw = client.hmget(keys.job(job_id), "kind", "spec", "state", "units_done", "units_total", "audits_pending")
-    kind, spec_json, state, done, total, pending = raw
+    # One snapshot: the state, the counters and the parts as of one moment. Read apart, another
+    # finalizer could end the job (and drop its parts) between them, and this one would assemble
+    # nothing and call it the result.
+    reads = client.pipeline(transaction=True)
+    reads.hmget(keys.job(job_id), "kind", "spec", "state", "units_done", "units_total", "audits_pending")
+    reads.hgetall(keys.job_parts(job_id))
+    reads.hgetall(keys.job_chunks(job_id))
+    (kind, spec_json, state, done, total, pending), parts, chunks = reads.execute()
     if state is None or JobState(state).is_final or done != total or int(pending or 0) > 0:
         return False  # not every unit is in, or not every result in it was audited yet (trust/audits.py)
     params = json.loads(spec_json)["params"]
-    parts = client.hgetall(keys.job_parts(job_id))
-    chunks = client.hgetall(keys.job_chunks(job_id))
     try:
         final = handler(JobKind(kind)).finalize(params, parts, chunks)
     except HydraError as exc:
         return store.fail_job(client, job_id, f"could not finalize: {exc}", now=now)
+    # The blobs are staged under keys of this call's own and renamed into place by FINISH, only if
+    # this call ends the job: a finalizer that lost a race (or was computing from a result since
+    # revoked) never overwrites the result. Staged blobs left by a crash expire.
     blob_keys = {"image": keys.job_image(job_id), "counts": keys.job_counts(job_id)}
-    if final.blobs:
-        client.mset({blob_keys[name]: blob for name, blob in final.blobs.items()})
+    token = secrets.token_hex(8)
+    staged = {blob_keys[name]: keys.staged(blob_keys[name], token) for name in final.blobs}
+    if staged:
+        pipe = client.pipeline(transaction=False)
+        for name, blob in final.blobs.items():
+            pipe.set(staged[blob_keys[name]], blob, ex=STAGED_TTL_S)
+        pipe.execute()
     finished = scripts(client).finish(job_id, JobState.DONE.value, now=now, units_done=done,
-                                      fields={"result": json.dumps(final.result)})
+                                      fields={"result": json.dumps(final.result)}, blobs=staged)
     if finished and final.blobs:
         client.delete(keys.job_parts(job_id))  # the assembled blobs replace the per-chunk parts
     return finished

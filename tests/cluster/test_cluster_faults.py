@@ -329,9 +329,6 @@ def test_kill_9_of_the_webapp_mid_transfer_applies_every_transfer_exactly_once(
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-@pytest.mark.xfail(strict=False, reason="KNOWN BUG, open in issue 14: in one fresh-clone CI run a Mandelbrot job "
-                   "running across the kill ended 'done' with counts that differ from the undisturbed run (mostly "
-                   "uniform); the other runs passed. Not yet explained; see the issue note.")
 def test_kill_9_of_redis_restarted_from_its_aof_and_every_worker_consumes_again(
         cluster: Cluster, app: HydraCelery, reference: Reference) -> None:
     job = submit_job(app, reference.mandelbrot)
