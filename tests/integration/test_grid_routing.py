@@ -53,6 +53,20 @@ def run_pi(app: HydraCelery, seconds: float, *, deadline_in_s: float | None = No
     return job
 
 
+def thresholds_while_cutting(app: HydraCelery, seen: list[tuple[float, str | None]]) -> Callable[[str], None]:
+    """A ``run_pi`` watcher: appends (time, carbon_threshold) while the job still has ranges to cut."""
+    def watch(job_id: str) -> None:
+        while True:
+            state, cursor, total, threshold = app.redis.hmget(keys.job(job_id), "state", "cursor", "units_total",
+                                                              "carbon_threshold")
+            if state in ("done", "failed", "cancelled"):
+                return
+            if threshold is not None and int(cursor or 0) < int(total or 0):
+                seen.append((time.time(), threshold))
+            time.sleep(0.02)
+    return watch
+
+
 def test_a_job_without_deadline_uses_both_regions_clean_first(app: HydraCelery) -> None:
     job = run_pi(app, 3.0)
     used = units_by_region(job)
@@ -67,26 +81,16 @@ def test_a_deferrable_job_runs_only_where_the_grid_is_clean(app: HydraCelery) ->
     # range was cut changes no routing; in one CI run the final value read 614 with every unit on
     # eu-north, cause not found: the thresholds seen while cutting are what this checks).
     seen: list[tuple[float, str | None]] = []
-
-    def watch(job_id: str) -> None:
-        while True:
-            state, cursor, total, threshold = app.redis.hmget(keys.job(job_id), "state", "cursor", "units_total",
-                                                              "carbon_threshold")
-            if state in ("done", "failed", "cancelled"):
-                return
-            if threshold is not None and int(cursor or 0) < int(total or 0):
-                seen.append((time.time(), threshold))
-            time.sleep(0.02)
-
-    job = run_pi(app, 1.5, deadline_in_s=3600, watch=watch)
+    job = run_pi(app, 1.5, deadline_in_s=3600, watch=thresholds_while_cutting(app, seen))
     assert units_by_region(job) == {"eu-north": job.units_total}  # the dirty worker was idle, not used
     assert seen and {float(t) for _, t in seen} == {23.0}, (seen[:5], seen[-5:], job.carbon_threshold)
     carbon = job.sustainability
     assert carbon["saved_fraction"] > 0.8  # 23 g instead of the ~318 g capacity-weighted mean
 
 
-@pytest.mark.xfail(strict=False, reason="flaky before issue 14 too (chunks on both workers although the threshold "
-                   "admitted only one); cause not proven, see the issue notes")
+@pytest.mark.xfail(strict=False, reason="flaky before issue 14 too: in about 1 of 5 full CI runs one chunk goes to the "
+                   "dirty worker (seen: a 499M-sample chunk merged by eu-north while the final threshold read 3.3); "
+                   "cause not proven (issue 14 note). The message now shows the thresholds applied while cutting.")
 def test_a_worker_reporting_home_solar_becomes_the_clean_choice(app: HydraCelery, stack: LocalStack) -> None:
     from hydra_webapp import create_app as create_webapp
 
@@ -95,13 +99,15 @@ def test_a_worker_reporting_home_solar_becomes_the_clean_choice(app: HydraCelery
     key = identity.load_key(stack.settings.data_dir / "keys" / "ap-south-1.key")  # the worker's own key
     response = web.post("/api/update_grid_info", json=signed_report(key, dirty.worker_id, "FR", 0.9))
     assert response.status_code == 200, response.get_json()
-    job = run_pi(app, 1.5, deadline_in_s=3600)
+    applied: list[tuple[float, str | None]] = []
+    job = run_pi(app, 1.5, deadline_in_s=3600, watch=thresholds_while_cutting(app, applied))
     seen = [(w.worker_id, w.grid_zone, w.grid_renewable_share, w.state.value) for w in list_workers(app.redis)]
     # Which worker merged which chunk when (s after the job started), should this fail again.
     timeline = [(e["worker"].split("@")[0], round(e["t"] - (job.started_at or 0), 2), e["units"])
                 for e in metrics.job_log(app.redis, job.id)]
     # FR at 10% from the grid: ~3.3 g (the message says what the control plane saw, should this fail)
-    assert units_by_region(job) == {"ap-south": job.units_total}, (job.carbon_threshold, seen, timeline)
+    assert units_by_region(job) == {"ap-south": job.units_total}, (
+        job.carbon_threshold, sorted({t for _, t in applied}), seen, timeline)
     assert app.redis.zrange(keys.JOBS_DEADLINES, 0, -1) in ([], [job.id])  # ended jobs leave the index
 
 
