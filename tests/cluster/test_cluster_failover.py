@@ -83,7 +83,7 @@ def test_killing_the_primary_mid_job_promotes_a_replica_and_everyone_follows(clu
     print(f"primary killed: {ha.role_of(new_port)} promoted after {promoted_s:.1f}s, first merge after {resumed_s:.1f}s")
 
     pi = wait_for_job(app, pi_id, timeout_s=240)
-    assert pi.state == "done" and pi.result["hits"] == compute.pi_hits(SEED, 0, samples)
+    assert pi.state == "done" and pi.result["hits"] == compute.pi_hits(SEED, 0, samples, threads=2)
     tiles = wait_for_job(app, tiles_id, timeout_s=240)
     assert tiles.state == "done"
     p = tiles.params

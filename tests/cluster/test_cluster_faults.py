@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -53,6 +53,9 @@ WAN = {
     "v4": (8_000, {"delay_ms": 150, "jitter_ms": 40, "reset_every_s": 30}),
 }
 OVERRIDES = dict(target_chunk_s=1.0, min_chunk_s=0.25)
+#: What redis-server 7.0 logs for each MULTI/EXEC it drops while loading its AOF when the (disabled)
+#: `default` user lacks the rights (redis/redis#14541; embedded.DEFAULT_USER_LINE is the fix).
+AOF_ACL_BUG = "ACLs rules changed between the moment the transaction was accumulated and the EXEC call"
 
 
 def _skip_or_fail(reason: str) -> None:
@@ -68,6 +71,18 @@ class Reference:
     pi_hits: int
     counts: bytes
     image: bytes
+    blocks: list[int] = field(default_factory=list, repr=False)  # hits of the stream's successive pi-sized ranges
+
+    def hits(self, samples: int) -> int:
+        """The exact hits of the first ``samples`` samples of the reference π job's stream (``samples``
+        a multiple of its length), computed here, range by range, once."""
+        n = self.pi["params"]["samples"]
+        assert samples % n == 0, samples
+        if not self.blocks:
+            self.blocks.append(self.pi_hits)
+        while len(self.blocks) < samples // n:
+            self.blocks.append(compute.pi_hits(self.pi["params"]["seed"], len(self.blocks) * n, n, threads=2))
+        return sum(self.blocks[:samples // n])
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +133,7 @@ def reference(cluster: Cluster, app: HydraCelery) -> Reference:
     pi_job = wait_for_job(app, submit_job(app, pi).id, timeout_s=180)
     m_job = wait_for_job(app, submit_job(app, mandel).id, timeout_s=180)
     assert pi_job.state == "done" and m_job.state == "done", (pi_job, m_job)
-    hits = compute.pi_hits(pi["params"]["seed"], 0, pi["params"]["samples"])
+    hits = compute.pi_hits(pi["params"]["seed"], 0, pi["params"]["samples"], threads=2)
     assert pi_job.result["hits"] == hits
     counts, image = _blobs(app, m_job.id)
     p = store.get_job(app.redis, m_job.id).params
@@ -186,7 +201,7 @@ def _all_consume(cluster: Cluster, app: HydraCelery, ref: Reference, names: tupl
     t = time.time()
     params = {**ref.pi["params"], "samples": 2 * ref.pi["params"]["samples"]}
     job = wait_for_job(app, submit_job(app, {**ref.pi, "params": params}).id, timeout_s=240)
-    assert job.state == "done" and job.result["hits"] == compute.pi_hits(params["seed"], 0, params["samples"])
+    assert job.state == "done" and job.result["hits"] == ref.hits(params["samples"])
     merged = worker_chunks(app.redis, job.id)
     idle = [n for n in names if not merged.get(cluster.volunteers[n].worker_id)]
     assert not idle, f"{idle} computed nothing after the fault (not consuming?); chunks per worker {merged}"
@@ -243,9 +258,21 @@ def test_a_volunteer_partitioned_mid_chunk_for_longer_than_its_lease_rejoins_and
     _all_consume(cluster, app, reference, VOLUNTEERS)
 
 
-def test_a_flapping_link_for_a_minute_loses_nothing(cluster: Cluster, app: HydraCelery, reference: Reference) -> None:
+#: Into the flapping minute, the control plane's processes are killed with -9 one after the other
+#: (seconds after the flapping starts): jobs run back to back all minute, so each dies mid-job.
+KILLS_S = {"control": 8.0, "beat": 24.0, "intake": 40.0}
+
+
+def test_a_flapping_link_for_a_minute_and_kill_9_of_control_beat_and_intake_lose_nothing(
+        cluster: Cluster, app: HydraCelery, reference: Reference) -> None:
+    """v2's link goes down and up every 1-4 s for a minute while π and Mandelbrot jobs run back to back;
+    meanwhile the control worker, beat and the intake worker are each killed with -9 mid-job (the
+    supervisor restarts them after 1 s). Every job is exact, nothing is paid twice, and v2 (like every
+    volunteer) consumes again afterwards without a restart."""
     stop = threading.Event()
     flaps = [0]
+    killed: list[tuple[str, float, bool]] = []  # (part, back after s, a job was running when it died)
+    jobs: list[str] = []
 
     def flap() -> None:
         import random
@@ -258,10 +285,23 @@ def test_a_flapping_link_for_a_minute_loses_nothing(cluster: Cluster, app: Hydra
             flaps[0] += 1
             stop.wait(rng.uniform(1.0, 4.0))
 
-    flapper = threading.Thread(target=flap, daemon=True)
+    def kill_control_plane() -> None:
+        for part, at_s in KILLS_S.items():
+            if stop.wait(max(0.0, t0 + at_s - time.time())):
+                return
+            deadline = time.monotonic() + 10  # not in the instant between two jobs
+            while not (running := bool(jobs) and not store.get_job(app.redis, jobs[-1]).is_final):
+                if time.monotonic() > deadline or stop.wait(0.02):
+                    break
+            t_kill = time.time()
+            cluster.kill(part)
+            cluster.wait_restarted(part, timeout_s=60)
+            killed.append((part, time.time() - t_kill, running))
+
     t0 = time.time()
-    flapper.start()
-    jobs: list[str] = []
+    threads = [threading.Thread(target=flap, daemon=True), threading.Thread(target=kill_control_plane, daemon=True)]
+    for thread in threads:
+        thread.start()
     try:
         while time.time() - t0 < 60:
             spec = reference.pi if len(jobs) % 2 == 0 else reference.mandelbrot
@@ -269,28 +309,18 @@ def test_a_flapping_link_for_a_minute_loses_nothing(cluster: Cluster, app: Hydra
             wait_for_job(app, jobs[-1], timeout_s=180)
     finally:
         stop.set()
-        flapper.join(timeout=10)
+        for thread in threads:
+            thread.join(timeout=70)
         cluster.net.heal("v2")  # type: ignore[union-attr]
-    print(f"{flaps[0]} flaps of v2's link in {time.time() - t0:.0f}s; {len(jobs)} jobs")
+    print(f"{flaps[0]} flaps of v2's link in {time.time() - t0:.0f}s; {len(jobs)} jobs; "
+          f"killed -9 and back after: {', '.join(f'{p} {s:.1f}s' for p, s, _ in killed)}")
+    assert [p for p, _, _ in killed] == list(KILLS_S), f"not every part was killed: {killed}"
+    assert all(running for _, _, running in killed), f"a part died between jobs, not mid-job: {killed}"
     for job_id in jobs:
         _check_same(app, reference, job_id)
     _check_ledger(cluster, app, *jobs)
     cluster.wait_for_volunteers(["v2"], timeout_s=60)
     _all_consume(cluster, app, reference, VOLUNTEERS)
-
-
-@pytest.mark.parametrize("part", ["control", "beat", "intake"])
-def test_kill_9_of_a_control_plane_process_mid_job(cluster: Cluster, app: HydraCelery, reference: Reference,
-                                                    part: str) -> None:
-    job = submit_job(app, reference.pi)
-    _progress(app, job.id)
-    t_kill = time.time()
-    cluster.kill(part)
-    cluster.wait_restarted(part, timeout_s=60)
-    print(f"{part} back {time.time() - t_kill:.1f}s after kill -9")
-    wait_for_job(app, job.id, timeout_s=180)
-    _check_same(app, reference, job.id)
-    _check_ledger(cluster, app, job.id)
 
 
 def test_kill_9_of_the_webapp_mid_transfer_applies_every_transfer_exactly_once(
@@ -337,6 +367,9 @@ def test_kill_9_of_redis_restarted_from_its_aof_and_every_worker_consumes_again(
     cluster.kill("redis")
     cluster.wait_restarted("redis", timeout_s=60)
     print(f"redis answering {time.time() - t_kill:.1f}s after kill -9")
+    log = (cluster.stack.settings.redis_dir / "redis.log").read_text(errors="replace")  # type: ignore[union-attr]
+    assert AOF_ACL_BUG not in log, (f"redis-server dropped {log.count(AOF_ACL_BUG)} transactions while loading its "
+                                    "AOF (redis/redis#14541): `default` needs the rights its AOF replays")
     wait_for_job(app, job.id, timeout_s=180)
     _check_same(app, reference, job.id)
     _check_ledger(cluster, app, job.id)

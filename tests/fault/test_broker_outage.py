@@ -7,7 +7,9 @@ hit count, no ``{job}:{chunk}`` is minted twice and ``hydra ledger verify`` pass
 The stack: Redis, the control worker with beat, the intake worker, one region worker on Redis's own
 address ("near") and one that reaches Redis through :class:`LinkProxy` ("far", its network path).
 Timings: ``support.FAST`` (4 s leases) and ``HYDRA_BROKER_TIMEOUT_S`` = 3 s, so that a dead
-connection is noticed in seconds (celery_app.broker_timeouts; 30 s in production)."""
+connection is noticed in seconds (celery_app.broker_timeouts; 30 s in production). Enrolled
+volunteers over TLS, each its own Redis user, through a kill -9 of an isolated Redis and its AOF: the
+network-namespace cluster (tests/cluster/test_cluster_faults.py)."""
 
 from __future__ import annotations
 
@@ -27,14 +29,14 @@ from typing import Iterator
 import pytest
 
 from hydra_tasks import compute, keys
-from hydra_tasks.celery_app import HydraCelery, create_app
+from hydra_tasks.celery_app import HydraCelery
 from hydra_tasks.jobs import store
 from hydra_tasks.jobs.submit import submit_job
 from hydra_tasks.jobs.view import JobView
 from hydra_tasks.models import WorkerState
 from hydra_tasks.stack import LocalStack, celery_worker_argv
 from hydra_tasks.worker.registry import list_workers
-from support import require_redis7, running_stack, wait_for, wait_for_job
+from support import running_stack, wait_for, wait_for_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
@@ -316,32 +318,3 @@ def test_a_worker_cut_off_silently_reconnects_by_itself_once_its_link_is_back(
     time.sleep(8.0)
     link.heal()
     check_recovery(app, job_id, time.time())
-
-
-# --- enrolled volunteers over TLS, each with its own Redis user (HYDRA_ISOLATE) -----------------------------
-#: What redis-server 7.0 logs for each MULTI/EXEC it drops while loading its AOF when the (disabled) `default`
-#: user has no rights: EXEC re-checks the ACL for the loading client, which runs as `default` (redis/redis#14541,
-#: fixed by redis/redis#14545 in later releases). Every transaction since the last rewrite is then lost.
-AOF_ACL_BUG = "ACLs rules changed between the moment the transaction was accumulated and the EXEC call"
-
-
-@pytest.fixture(scope="module")
-def isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    require_redis7()
-    with running_stack(tmp_path_factory.mktemp("outage-isolated"), {REGION: 2}, isolate=True, tls=True,
-                       adaptive=False, pi_chunk_samples=CHUNK, broker_timeout_s=BROKER_TIMEOUT_S) as stack:
-        yield stack
-
-
-def test_enrolled_volunteers_over_tls_resume_after_kill_9_of_redis_and_a_restart_from_its_aof(
-        isolated: LocalStack) -> None:
-    op = create_app(isolated.child_settings())
-    job_id = start_job(op)
-    os.kill(redis_pid(isolated), signal.SIGKILL)
-    time.sleep(6.0)
-    isolated.restart_redis()
-    log = (isolated.settings.redis_dir / "redis.log").read_text(errors="replace")
-    if AOF_ACL_BUG in log:
-        pytest.xfail(f"redis-server dropped {log.count(AOF_ACL_BUG)} transactions while loading its AOF "
-                     "(redis/redis#14541): the embedded Redis's `default` user needs the rights its AOF replays")
-    check_recovery(op, job_id, time.time())
