@@ -120,8 +120,8 @@ def _race(app: HydraCelery, job_id: str, when: Callable[[tuple[Any, ...]], bool]
     (A ended the job, B ended the job)."""
     won: dict[str, bool] = {}
     late = CutIn(connection_pool=app.redis.connection_pool)
-    late.when = staticmethod(when)  # type: ignore[method-assign]
-    late.cut_in = staticmethod(lambda: won.setdefault("a", collect.finalize(app.redis, job_id)))  # type: ignore[method-assign]
+    late.when = when  # type: ignore[method-assign]
+    late.cut_in = lambda: won.setdefault("a", collect.finalize(app.redis, job_id))  # type: ignore[method-assign]
     won["b"] = collect.finalize(late, job_id)
     assert late.fired, "the other finalizer never cut in: the test no longer forces the race"
     return won["a"], won["b"]
