@@ -53,11 +53,17 @@ TINY_CHUNKS = 2_000
 MODES: dict[str, dict[str, Any]] = {"trusted": {}, "isolated": {"isolate": True, "tls": True}}
 
 
-def run_job(app: Any, samples: int, seed: int) -> float:
+def run_job(app: Any, samples: int, seed: int, *, check: bool = False) -> float:
+    """The job's wall time; with ``check``, its hits must be exact (several control planes side by side
+    must still merge each chunk once)."""
     t0 = time.perf_counter()
-    wait_for_job(app, submit_job(app, {"kind": "pi", "params": {"samples": samples, "seed": seed}}).id,
-                 timeout_s=600)
-    return time.perf_counter() - t0
+    job = wait_for_job(app, submit_job(app, {"kind": "pi", "params": {"samples": samples, "seed": seed}}).id,
+                       timeout_s=600)
+    took = time.perf_counter() - t0
+    assert job.state == "done", job
+    if check:
+        assert job.result["hits"] == compute.pi_hits(seed, 0, samples), f"job {job.id}: wrong hits"
+    return took
 
 
 def near_empty_rates(tmp: Path, mode: dict[str, Any], *, control_workers: int = 1) -> list[float]:
@@ -70,7 +76,7 @@ def near_empty_rates(tmp: Path, mode: dict[str, Any], *, control_workers: int = 
             stack.wait_for_log(f"control-{n}-intake", "ready.", timeout_s=60)
         app = create_app(stack.child_settings())
         run_job(app, 1_000 * 200, 0)  # warm-up
-        return [TINY_CHUNKS / run_job(app, 1_000 * TINY_CHUNKS, seed) for seed in range(1, REPEATS + 1)]
+        return [TINY_CHUNKS / run_job(app, 1_000 * TINY_CHUNKS, seed, check=True) for seed in range(1, REPEATS + 1)]
 
 
 def efficiencies(tmp: Path, mode: dict[str, Any], chunk: int, kernel_rate: float) -> list[float]:

@@ -334,8 +334,6 @@ def finalize(client: redis.Redis, job_id: str, *, now: float | None = None) -> b
         for name, blob in final.blobs.items():
             pipe.set(staged[blob_keys[name]], blob, ex=STAGED_TTL_S)
         pipe.execute()
-    finished = scripts(client).finish(job_id, JobState.DONE.value, now=now, units_done=done,
-                                      fields={"result": json.dumps(final.result)}, blobs=staged)
-    if finished and final.blobs:
-        client.delete(keys.job_parts(job_id))  # the assembled blobs replace the per-chunk parts
-    return finished
+    return scripts(client).finish(job_id, JobState.DONE.value, now=now, units_done=done,
+                                  fields={"result": json.dumps(final.result)}, blobs=staged,
+                                  drop=[keys.job_parts(job_id)] if staged else ())  # the blobs replace the parts

@@ -299,12 +299,14 @@ class Scripts:
         raise ScriptContention(f"could not re-queue chunk {chunk_id} of job {job_id} after {MAX_ATTEMPTS} attempts")
 
     def finish(self, job_id: str, state: str, *, now: float, fields: Mapping[str, str],
-               units_done: str | None = None, blobs: Mapping[str, str] | None = None) -> bool:
+               units_done: str | None = None, blobs: Mapping[str, str] | None = None,
+               drop: Sequence[str] = ()) -> bool:
         """Move a live job to a final state exactly once and release its leases. True if this call did.
         ``units_done``: the count the caller's final result was computed at; False if it changed (a
         result was revoked meanwhile). ``blobs``: {job's key: staging key} of result blobs written
         beforehand; renamed into place if this call ends the job, deleted if the job was over or
-        ``units_done`` changed (False is returned too if a staging key is gone)."""
+        ``units_done`` changed (False is returned too if a staging key is gone). ``drop``: keys
+        deleted if this call ends the job (what the blobs replace)."""
         staged = [k for final, staging in (blobs or {}).items() for k in (staging, final)]
         prefix = keys.lease_member(job_id, "")
         for _ in range(MAX_ATTEMPTS):
@@ -333,9 +335,11 @@ class Scripts:
                 manifest["units_done"] = units_done
             if staged:
                 manifest["blobs"] = len(staged) // 2
+            if drop:
+                manifest["drop"] = len(drop)
             res = int(self._finish(
                 keys=[keys.job(job_id), keys.JOBS_ACTIVE, keys.job_todo(job_id), keys.LEASES,
-                      keys.job_tiles(job_id), *lease_keys, *staged],
+                      keys.job_tiles(job_id), *lease_keys, *staged, *drop],
                 args=[state, repr(now), json.dumps(dict(fields)), job_id, json.dumps(manifest)],
             ))
             if res != -3:

@@ -10,8 +10,10 @@
 -- (manifest.units_done): if a result was revoked meanwhile (revoke.lua), nothing changes (-4 CHANGED).
 -- A finalizer also passes its result's blobs (the image, the counts), written beforehand under
 -- staging keys: they replace the job's blobs only if this call ends the job, in the same atomic
--- step, and are deleted otherwise, so a finalizer that lost a race never overwrites the result.
--- Returns 1 (this call ended the job), 0 (the job was already over), -3 or -4.
+-- step, and are deleted otherwise, so a finalizer that lost a race never overwrites the result;
+-- and the keys the blobs replace (the per-tile parts), deleted in the same step.
+-- Returns 1 (this call ended the job), 0 (the job was already over), -3, -4 or -5 (a staged blob
+-- expired before this call: nothing changes, finalize again).
 local job = KEYS[1]          -- hash: state, dispatched, redispatched, finished_at, and the given fields
 local active = KEYS[2]       -- zset: the active jobs
 local todo = KEYS[3]         -- list: chunk ids waiting
@@ -19,19 +21,21 @@ local leases = KEYS[4]       -- zset: "{job}:{chunk}" -> lease deadline
 local tiles = KEYS[5]        -- zset: adaptive tiles waiting
 -- KEYS[6..]: the lease hash of each waiting chunk that has one, then for each leased chunk its
 -- lease hash followed by its holder's and backup's in-flight sets (those that exist), then for
--- each blob (manifest.blobs of them) its staging key followed by the job's key for it
+-- each blob (manifest.blobs of them) its staging key followed by the job's key for it, then the
+-- keys to delete when this call ends the job (manifest.drop of them)
 local new_state = ARGV[1]
 local now = ARGV[2]
 local fields = cjson.decode(ARGV[3])    -- {field: text} to set on the job hash
 local job_id = ARGV[4]
 -- {dispatched = n, redispatched = n (as read, text), waiting = {chunk, ...},
---  leased = {{chunk, holder, backup}, ...}, units_done = text or nil, blobs = n or nil}
+--  leased = {{chunk, holder, backup}, ...}, units_done = text or nil, blobs = n or nil, drop = n or nil}
 local manifest = cjson.decode(ARGV[5])
-local blobs = tonumber(manifest.blobs or 0)
-local first_blob = #KEYS - 2 * blobs + 1
+local drops = tonumber(manifest.drop or 0)
+local last_blob = #KEYS - drops
+local first_blob = last_blob - 2 * tonumber(manifest.blobs or 0) + 1
 
 local function drop_staged()
-  for i = first_blob, #KEYS, 2 do redis.call('DEL', KEYS[i]) end
+  for i = first_blob, last_blob, 2 do redis.call('DEL', KEYS[i]) end
 end
 
 if not live(redis.call('HGET', job, 'state')) then drop_staged(); return 0 end
@@ -55,14 +59,15 @@ for _, entry in ipairs(manifest.leased) do
   k = k + 1 + (entry[2] ~= '' and 1 or 0) + (entry[3] ~= '' and 1 or 0)
 end
 
-for i = first_blob, #KEYS, 2 do
+for i = first_blob, last_blob, 2 do
   if redis.call('EXISTS', KEYS[i]) == 0 then return -5 end  -- a staged blob vanished (expired): compute again
 end
 redis.call('HSET', job, 'state', new_state, 'finished_at', now, 'updated_at', now)
-for i = first_blob, #KEYS, 2 do
+for i = first_blob, last_blob, 2 do
   redis.call('RENAME', KEYS[i], KEYS[i + 1])
   redis.call('PERSIST', KEYS[i + 1])
 end
+for i = last_blob + 1, #KEYS do redis.call('DEL', KEYS[i]) end
 for name, value in pairs(fields) do redis.call('HSET', job, name, value) end
 redis.call('ZREM', active, job_id)
 for i = 6, first_leased - 1 do redis.call('DEL', KEYS[i]) end  -- re-queued chunks keep a lease hash
