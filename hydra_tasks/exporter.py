@@ -2,9 +2,10 @@
 
 :class:`HydraCollector` is a ``prometheus_client`` custom collector: every scrape reads the current
 state in a few pipelined round trips and yields metric families; nothing is kept in the process, so
-any number of webapp processes serve the same numbers. Counters are sums over the jobs Redis still
-holds (a deleted job's counts leave the sums, which Prometheus reads as a counter reset) or
-Hydra-wide counters that only grow (the ledger's, the intake's drops, the spot checks).
+any number of webapp processes serve the same numbers. Job counters are sums over the live jobs plus
+the totals FINISH adds every finished job to (so a deleted job's counts stay in them, and a scrape
+reads O(live jobs), not every job ever held), or Hydra-wide counters that only grow (the ledger's,
+the intake's drops, the spot checks).
 
 Names follow Prometheus conventions: ``hydra_`` prefix, base units (grams, joules), ``_total`` for
 counters (added by the client library). ``webapp/monitoring/grafana-dashboard.json`` charts them.
@@ -25,7 +26,7 @@ from .settings import Settings
 from .worker.registry import list_workers
 
 #: job-hash counters summed over all jobs: (field, metric name, help)
-JOB_COUNTERS = (
+JOB_COUNTERS = (  # the fields are keys.JOB_TOTAL_COUNTERS (tests/unit/test_key_schema.py checks)
     ("dispatched", "hydra_chunks_dispatched", "Chunk leases granted (a re-sent chunk counts again)"),
     ("chunks_done", "hydra_chunks_merged", "Chunk results merged (exactly once per chunk)"),
     ("rejections", "hydra_chunks_rejected", "Chunk results that failed verification or a spot check"),
@@ -51,19 +52,22 @@ class HydraCollector:
 
     # --- jobs -----------------------------------------------------------------------------
     def _jobs(self) -> Iterable[Metric]:
-        job_ids = self.client.zrange(keys.JOBS, 0, -1)
+        """Live jobs are read one by one (O(live jobs)); finished ones come from the totals FINISH keeps
+        (``hydra:jobs:totals``), so a scrape costs the same with ten or a million finished jobs."""
+        job_ids = self.client.zrange(keys.JOBS_ACTIVE, 0, -1)
         fields = ["state"] + [f for f, _, _ in JOB_COUNTERS]
         reads = self.client.pipeline(transaction=False)
+        reads.hgetall(keys.JOBS_TOTALS)
         for job_id in job_ids:
             reads.hmget(keys.job(job_id), fields)
-        rows = reads.execute() if job_ids else []
-        by_state = {state.value: 0 for state in JobState}
-        sums = [0] * len(JOB_COUNTERS)
+        totals, *rows = reads.execute()
+        by_state = {state.value: int(totals.get(state.value, 0)) if state.is_final else 0 for state in JobState}
+        sums = [int(totals.get(f, 0)) for f, _, _ in JOB_COUNTERS]
         for row in rows:
-            if row[0] in by_state:
+            if row[0] in by_state and not JobState(row[0]).is_final:  # one that ended meanwhile is in the totals
                 by_state[row[0]] += 1
-            for i, value in enumerate(row[1:]):
-                sums[i] += int(value or 0)
+                for i, value in enumerate(row[1:]):
+                    sums[i] += int(value or 0)
         jobs = GaugeMetricFamily("hydra_jobs", "Jobs by state", labels=["state"])
         for state, n in by_state.items():
             jobs.add_metric([state], n)

@@ -8,6 +8,7 @@ key                            type    contents
 hydra:jobs                     zset    job id -> created_at (all jobs, newest last)
 hydra:jobs:active              zset    job id -> dispatch order (priority, then deadline or age)
 hydra:jobs:deadlines           zset    job id -> deadline (jobs that may be time-shifted)
+hydra:jobs:totals              hash    over finished jobs: how many are held per final state, and their counters summed
 hydra:job:{id}                 hash    spec, kind, state, counters, result (fields below)
 hydra:job:{id}:chunks          hash    chunk id -> chunk spec JSON
 hydra:job:{id}:todo            list    chunk ids waiting for dispatch (LPUSH = retry first)
@@ -20,7 +21,8 @@ hydra:job:{id}:counts          string  base64 zlib uint32 iteration counts of a 
 {blob key}:staged:{token}       string  a finalizer's result blob until FINISH renames it to {blob key} (expires after 1 h)
 hydra:job:{id}:log             list    recent accepted chunks (worker, units, elapsed) for metrics
 hydra:job:{id}:suspect         hash    finished job: chunk id -> why suspect (JSON: worker, units, increments)
-hydra:leases                   zset    "{job}:{chunk}" -> lease deadline (unix seconds)
+hydra:leases                   zset    "{job}:{chunk}" -> lease deadline (unix seconds): the sweeper's expiry index
+hydra:job:{id}:leases          zset    chunk id -> lease deadline: the job's own leases (FINISH, straggler backups)
 hydra:audits                   zset    "{job}:{audit chunk}" -> when requested: audit chunks waiting for an auditor
 hydra:job:{id}:audits          hash    audit chunk id -> JSON {of: the audited chunk, worker: its worker, blocks}
 hydra:lease:{job}:{chunk}      hash    worker, region, attempt, dispatched_at, queued, expiries ...
@@ -40,6 +42,10 @@ hydra:ledger:earned            hash    account -> micro-tokens ever minted to it
 hydra:ledger:nonces            hash    account -> last transfer nonce used
 hydra:ledger:transfers         hash    "{from}:{nonce}" -> journal entry id (idempotent retries)
 hydra:ledger:minted            set     mint idempotency keys ("{job}:{chunk}")
+hydra:ledger:rank:balance      zset    account -> balance (micro-tokens): the leaderboard's order, kept with the hash
+hydra:ledger:rank:earned       zset    account -> micro-tokens ever earned: the leaderboard's order
+hydra:teams:earned             zset    team -> micro-tokens its members ever earned (mints, reversals, team changes)
+hydra:teams:members            hash    team -> accounts in it
 hydra:ledger:stats             hash    supply, minted, transferred, transfers, mints (integers)
 hydra:ledger:daily             hash    "YYYY-MM-DD" (UTC) -> micro-tokens minted that day
 hydra:ledger:journal           stream  every balance change, append-only and hash-chained (ledger/chain.py)
@@ -184,6 +190,22 @@ hydra:sustainability
     counterfactual_g   what carbon-blind routing would have emitted (g CO2)
     renewable_kwh      energy supplied by on-site renewables (kWh)
 
+hydra:jobs:totals
+  lua/finish.lua adds a job when it ends; lua/reopen.lua takes it back out; jobs/store.delete_job lowers the
+  count of its state only (the counter sums only grow: Prometheus reads them as counters)
+    done               finished jobs held in that state (failed, cancelled likewise)
+    failed             (see done)
+    cancelled          (see done)
+    dispatched         the finished jobs' job-hash counters, summed (chunks_done, rejections, expiries,
+                       failures, recomputed, audits_done and audits_local likewise)
+    chunks_done        (see dispatched)
+    rejections         (see dispatched)
+    expiries           (see dispatched)
+    failures           (see dispatched)
+    recomputed         (see dispatched)
+    audits_done        (see dispatched)
+    audits_local       (see dispatched)
+
 hydra:ledger:stats
   lua/merge.lua / lua/mint.lua (mints) and lua/transfer.lua; all integers
     supply             micro-tokens in existence (= minted - reversed; transfers move, never create)
@@ -270,7 +292,7 @@ hydra:enrolment:{hour}
     addr:<address>     requests from one client address in that hour
 
 The profile hashes, and the other ledger hashes, map an account (or "{from}:{nonce}", or a UTC day) to one value, as the
-table above says; hydra:job:{id}:chunks, :parts, :suspect and :audits map a chunk id to JSON.
+table above says; hydra:job:{id}:chunks, :parts, :suspect and :audits map a chunk id to JSON; hydra:teams:members maps a team to its number of accounts.
 """
 
 from __future__ import annotations
@@ -280,6 +302,10 @@ PREFIX = "hydra"
 JOBS = f"{PREFIX}:jobs"
 JOBS_ACTIVE = f"{PREFIX}:jobs:active"
 JOBS_DEADLINES = f"{PREFIX}:jobs:deadlines"
+JOBS_TOTALS = f"{PREFIX}:jobs:totals"  # finished jobs: held per final state, and their counters summed
+#: the job-hash counters FINISH adds to JOBS_TOTALS (the metrics read these sums plus the live jobs')
+JOB_TOTAL_COUNTERS = ("dispatched", "chunks_done", "rejections", "expiries", "failures", "recomputed",
+                      "audits_done", "audits_local")
 LEASES = f"{PREFIX}:leases"
 AUDITS = f"{PREFIX}:audits"
 WORKERS = f"{PREFIX}:workers"
@@ -297,6 +323,10 @@ LEDGER_MINTED = f"{PREFIX}:ledger:minted"
 LEDGER_STATS = f"{PREFIX}:ledger:stats"
 LEDGER_DAILY = f"{PREFIX}:ledger:daily"
 LEDGER_JOURNAL = f"{PREFIX}:ledger:journal"
+LEDGER_RANK_BALANCE = f"{PREFIX}:ledger:rank:balance"  # zset account -> balance (the leaderboard; O(log n))
+LEDGER_RANK_EARNED = f"{PREFIX}:ledger:rank:earned"    # zset account -> earned
+TEAMS_EARNED = f"{PREFIX}:teams:earned"                # zset team -> its members' earned micro-tokens
+TEAMS_MEMBERS = f"{PREFIX}:teams:members"              # hash team -> accounts in it
 LEDGER_HEAD = f"{PREFIX}:ledger:head"
 RESULTS_DROPPED = f"{PREFIX}:results:dropped"
 INTAKE_DROPPED = f"{PREFIX}:intake:dropped"
@@ -360,6 +390,12 @@ def staged(blob_key: str, token: str) -> str:
     return f"{blob_key}:staged:{token}"
 
 
+def job_leases(job_id: str) -> str:
+    """The job's leased chunks (chunk id -> deadline), beside the fleet-wide ``LEASES``: FINISH and the
+    straggler pass read one job's leases without scanning every lease in flight."""
+    return f"{PREFIX}:job:{job_id}:leases"
+
+
 def job_log(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:log"
 
@@ -384,7 +420,7 @@ def job_keys(job_id: str) -> list[str]:
     return [
         job(job_id), job_chunks(job_id), job_todo(job_id), job_tiles(job_id), job_done(job_id), job_parts(job_id),
         job_workers(job_id), job_image(job_id), job_counts(job_id), job_log(job_id), job_suspect(job_id),
-        job_audits(job_id),
+        job_audits(job_id), job_leases(job_id),
     ]
 
 

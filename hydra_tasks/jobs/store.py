@@ -168,10 +168,11 @@ def _delete(client: redis.Redis, job_id: str, *, remnant_only: bool) -> None:
                     raise JobStateError(f"Job {job_id} is {state}; cancel it before deleting it "
                                         f"(`hydra cancel {job_id}` or POST /api/jobs/{job_id}/cancel).")
                 chunk_ids = pipe.hkeys(keys.job_chunks(job_id))
-                prefix = keys.lease_member(job_id, "")
-                audits = [m for m in pipe.zrange(keys.AUDITS, 0, -1) if m.startswith(prefix)]
+                audits = [keys.lease_member(job_id, a) for a in pipe.hkeys(keys.job_audits(job_id))]
                 pipe.multi()
                 pipe.delete(*keys.job_keys(job_id))
+                if state is not None:  # the metrics' count of held jobs in that state (the counter sums stay)
+                    pipe.hincrby(keys.JOBS_TOTALS, state, -1)
                 for start in range(0, len(chunk_ids), 1000):  # a finished job should hold no lease; make sure
                     pipe.delete(*(keys.lease(job_id, c) for c in chunk_ids[start:start + 1000]))
                 for index in (keys.JOBS, keys.JOBS_ACTIVE, keys.JOBS_DEADLINES):

@@ -122,6 +122,7 @@ def verify(client: redis.Redis, *, checkpoints: Sequence[Checkpoint] = (),
             if replayed.get(account, 0) != kept.get(account, 0):
                 audit.problems.append(f"{name} of {account[:12]}: journal says {replayed.get(account, 0)}, "
                                       f"Redis holds {kept.get(account, 0)}")
+    _check_rankings(client, stored, stored_earned, audit)
     stats = {k: int(v) for k, v in client.hgetall(keys.LEDGER_STATS).items()}
     supply = sum(stored.values())
     for name, expected, actual in (("supply", minted - reversed_, stats.get("supply", 0)),
@@ -133,6 +134,30 @@ def verify(client: redis.Redis, *, checkpoints: Sequence[Checkpoint] = (),
         if expected != actual:
             audit.problems.append(f"{name}: expected {expected}, found {actual}")
     return audit
+
+
+def _check_rankings(client: redis.Redis, balances: dict[str, int], earned: dict[str, int], audit: Audit) -> None:
+    """The leaderboard's sorted sets and the teams' totals must hold what the hashes hold."""
+    for name, kept, key in (("balance", balances, keys.LEDGER_RANK_BALANCE),
+                            ("earned", earned, keys.LEDGER_RANK_EARNED)):
+        ranked = {m: int(s) for m, s in client.zrange(key, 0, -1, withscores=True)}
+        wrong = sorted(a for a in set(kept) | set(ranked) if kept.get(a, 0) != ranked.get(a, 0))
+        if wrong:
+            audit.problems.append(f"the leaderboard by {name} disagrees with the ledger for {len(wrong)} account(s), "
+                                  f"e.g. {wrong[0][:12]}: {ranked.get(wrong[0], 0)} against {kept.get(wrong[0], 0)}")
+    team_of = client.hgetall(keys.PROFILE_TEAMS)
+    totals: dict[str, int] = {}
+    sizes: dict[str, int] = {}
+    for account, team in team_of.items():
+        totals[team] = totals.get(team, 0) + earned.get(account, 0)
+        sizes[team] = sizes.get(team, 0) + 1
+    ranked_teams = {t: int(s) for t, s in client.zrange(keys.TEAMS_EARNED, 0, -1, withscores=True)}
+    members = {t: int(n) for t, n in client.hgetall(keys.TEAMS_MEMBERS).items()}
+    for team in sorted(set(totals) | set(ranked_teams) | set(members)):
+        if (totals.get(team, 0), sizes.get(team, 0)) != (ranked_teams.get(team, 0), members.get(team, 0)):
+            audit.problems.append(f"team {team!r}: its members earned {totals.get(team, 0)} in {sizes.get(team, 0)} "
+                                  f"account(s); the team leaderboard holds {ranked_teams.get(team, 0)} in "
+                                  f"{members.get(team, 0)}")
 
 
 def _check_head(client: redis.Redis, head: str, audit: Audit) -> None:

@@ -172,25 +172,37 @@ def balance(client: redis.Redis, who: str) -> dict[str, Any]:
             "earned": tokens(earned)}
 
 
-def _ranked(raw: Mapping[str, str], limit: int) -> list[dict[str, Any]]:
-    rows = sorted(((int(v), k) for k, v in raw.items()), key=lambda r: (-r[0], r[1]))[:limit]
+def top_of(client: redis.Redis, key: str, limit: int) -> list[tuple[str, int]]:
+    """The ``limit`` highest-scored members of the sorted set ``key`` (integer scores), ties by name:
+    O(log n + limit) however many members it has. A tie across the cut is settled by name too."""
+    if limit <= 0:
+        return []
+    head = client.zrevrange(key, 0, limit - 1, withscores=True)
+    if len(head) == limit:  # members tied with the last one may sort before it by name
+        cut = head[-1][1]
+        above = client.zrevrangebyscore(key, "+inf", f"({cut!r}", withscores=True)
+        head = above + client.zrangebyscore(key, cut, cut, start=0, num=limit - len(above), withscores=True)
+    return sorted(((m, int(score)) for m, score in head), key=lambda r: (-r[1], r[0]))[:limit]
+
+
+def _ranked(client: redis.Redis, key: str, limit: int) -> list[dict[str, Any]]:
     return [{"rank": i + 1, "account": account, "micro": micro, "tokens": tokens(micro)}
-            for i, (micro, account) in enumerate(rows)]
+            for i, (account, micro) in enumerate(top_of(client, key, limit))]
 
 
 def leaderboard(client: redis.Redis, limit: int = 10) -> dict[str, Any]:
-    """Top accounts by balance and by tokens ever earned."""
-    return {"by_balance": _ranked(client.hgetall(keys.LEDGER_BALANCES), limit),
-            "by_earned": _ranked(client.hgetall(keys.LEDGER_EARNED), limit)}
+    """Top accounts by balance and by tokens ever earned, from the sorted sets every mint, transfer and
+    reversal keeps (``hydra:ledger:rank:*``): O(log accounts + limit)."""
+    return {"by_balance": _ranked(client, keys.LEDGER_RANK_BALANCE, limit),
+            "by_earned": _ranked(client, keys.LEDGER_RANK_EARNED, limit)}
 
 
 def token_metrics(client: redis.Redis) -> dict[str, Any]:
     stats = {k: int(v) for k, v in client.hgetall(keys.LEDGER_STATS).items()}
-    balances = client.hvals(keys.LEDGER_BALANCES)
     daily = {day: int(v) for day, v in sorted(client.hgetall(keys.LEDGER_DAILY).items())}
     return {"supply_micro": stats.get("supply", 0), "supply": tokens(stats.get("supply", 0)),
             "minted_micro": stats.get("minted", 0), "transferred_micro": stats.get("transferred", 0),
             "reversed_micro": stats.get("reversed", 0), "reversals": stats.get("reversals", 0),
             "mints": stats.get("mints", 0), "transfers": stats.get("transfers", 0),
-            "accounts": client.hlen(keys.LEDGER_ACCOUNTS), "holders": sum(1 for b in balances if int(b) > 0),
+            "accounts": client.hlen(keys.LEDGER_ACCOUNTS), "holders": client.zcount(keys.LEDGER_RANK_BALANCE, "(0", "+inf"),
             "minted_per_day_micro": daily}

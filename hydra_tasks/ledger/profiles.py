@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import time
 import unicodedata
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -35,10 +34,10 @@ from nacl.signing import SigningKey
 from .. import keys
 from ..errors import InvalidProfile, NonceReused, UnknownAccount
 from ..trust import identity
-from .book import tokens
+from ..lua import scripts
+from .book import tokens, top_of
 
 MAX_NAME, MAX_TEAM = 40, 40
-MAX_TEAM_MEMBERS_READ = 100_000  # the team leaderboard reads at most this many members' earnings
 ACTION = "profile"
 _FIELDS = {"account", "display_name", "team", "nonce", "signature"}
 # Unicode categories refused in names: controls, format characters (bidi overrides, zero-width joiners),
@@ -135,10 +134,7 @@ def set_profile(client: redis.Redis, raw: object, *, now: float | None = None) -
                 profile = Profile(req.account, req.display_name, req.team, req.nonce, now)
                 pipe.multi()
                 pipe.hset(keys.PROFILES, req.account, json.dumps(profile.to_json(), ensure_ascii=False))
-                if req.team:
-                    pipe.hset(keys.PROFILE_TEAMS, req.account, req.team)
-                else:
-                    pipe.hdel(keys.PROFILE_TEAMS, req.account)
+                scripts(client).set_team(req.account, req.team, pipe=pipe)
                 pipe.execute()
                 return profile
             except redis.WatchError:
@@ -181,20 +177,9 @@ def annotate(client: redis.Redis, rows: Iterable[dict[str, Any]]) -> list[dict[s
 
 def team_leaderboard(client: redis.Redis, limit: int = 10) -> list[dict[str, Any]]:
     """Teams by the micro-tokens their members ever earned, most first (ties by name):
-    ``[{rank, team, members, micro, tokens}]``. Reads at most :data:`MAX_TEAM_MEMBERS_READ` members."""
-    team_of: dict[str, str] = {}  # HSCAN may return a field twice (while Redis rehashes): count each account once
-    cursor = 0
-    while True:
-        cursor, batch = client.hscan(keys.PROFILE_TEAMS, cursor, count=1000)
-        team_of.update(batch)
-        if cursor == 0 or len(team_of) >= MAX_TEAM_MEMBERS_READ:
-            break
-    members: dict[str, list[str]] = defaultdict(list)
-    for account, team in team_of.items():
-        members[team].append(account)
-    accounts = [a for team in members.values() for a in team]
-    earned = dict(zip(accounts, client.hmget(keys.LEDGER_EARNED, accounts))) if accounts else {}
-    totals = sorted(((sum(int(earned.get(a) or 0) for a in team_members), team, len(team_members))
-                     for team, team_members in members.items()), key=lambda t: (-t[0], t[1]))[:limit]
-    return [{"rank": i + 1, "team": team, "members": n, "micro": micro, "tokens": tokens(micro)}
-            for i, (micro, team, n) in enumerate(totals)]
+    ``[{rank, team, members, micro, tokens}]``. Read from the teams' sorted set (kept by every mint,
+    reversal and team change): O(log teams + limit), whatever the number of accounts."""
+    rows = top_of(client, keys.TEAMS_EARNED, limit)
+    counts = client.hmget(keys.TEAMS_MEMBERS, [team for team, _ in rows]) if rows else []
+    return [{"rank": i + 1, "team": team, "members": int(n or 0), "micro": micro, "tokens": tokens(micro)}
+            for i, ((team, micro), n) in enumerate(zip(rows, counts))]

@@ -52,7 +52,8 @@ _USES = re.compile(r"^-- uses: (.+)$", re.MULTILINE)
 MAX_ATTEMPTS = 20
 
 LEDGER_KEYS = [keys.LEDGER_ACCOUNTS, keys.LEDGER_BALANCES, keys.LEDGER_EARNED, keys.LEDGER_STATS, keys.LEDGER_MINTED,
-               keys.LEDGER_DAILY, keys.LEDGER_JOURNAL, keys.LEDGER_HEAD]  # the order _mint.lua's ledger_keys() expects
+               keys.LEDGER_DAILY, keys.LEDGER_JOURNAL, keys.LEDGER_HEAD, keys.LEDGER_RANK_BALANCE,
+               keys.LEDGER_RANK_EARNED, keys.PROFILE_TEAMS, keys.TEAMS_EARNED]  # the order _mint.lua's ledger_keys() expects
 
 
 @functools.cache
@@ -184,6 +185,7 @@ class Scripts:
         self._transfer, self._grid_info = register(source("transfer")), register(source("grid_info"))
         self._bind_key = register(source("bind_key"))
         self._revoke, self._reopen = register(source("revoke")), register(source("reopen"))
+        self._team = register(source("team"))
 
     # --- leases ----------------------------------------------------------------------------
     def grant(self, job_id: str, worker_id: str, region: str, *, capacity: int, now: float, lease_s: float,
@@ -216,7 +218,7 @@ class Scripts:
             res = self._grant(
                 keys=[keys.job(job_id), keys.job_todo(job_id), keys.job_tiles(job_id), keys.job_chunks(job_id),
                       keys.LEASES, keys.lease(job_id, chunk_id), keys.worker_inflight(worker_id),
-                      keys.worker(worker_id), *extra],
+                      keys.worker(worker_id), *extra, keys.job_leases(job_id)],
                 args=[source_name, chunk_id, member, worker_id, region, repr(now), capacity, repr(lease_s),
                       repr(rate), order, *cut_args, 0],
             )
@@ -235,7 +237,7 @@ class Scripts:
         res = self._grant(
             keys=[keys.job(job_id), keys.job_todo(job_id), keys.job_tiles(job_id), keys.job_chunks(job_id),
                   keys.LEASES, keys.lease(job_id, chunk_id), keys.worker_inflight(worker_id), keys.worker(worker_id),
-                  keys.AUDITS, keys.job_audits(job_id)],
+                  keys.AUDITS, keys.job_audits(job_id), keys.job_leases(job_id)],
             args=["audit", chunk_id, keys.lease_member(job_id, chunk_id), worker_id, region, repr(now), capacity,
                   repr(lease_s), "1", "max", "", "", 0, "", auditor_min],
         )
@@ -263,7 +265,8 @@ class Scripts:
             res = self._merge(
                 keys=[keys.job(job_id), keys.job_done(job_id), keys.job_parts(job_id), keys.job_workers(job_id),
                       keys.job_todo(job_id), keys.LEASES, keys.worker(worker_id), keys.lease(job_id, chunk_id),
-                      keys.worker_results(worker_id), *LEDGER_KEYS, *holders.inflight_keys()],
+                      keys.worker_results(worker_id), *LEDGER_KEYS, keys.job_leases(job_id),
+                      *holders.inflight_keys()],
                 args=[chunk_id, part_json, worker_id, keys.lease_member(job_id, chunk_id), repr(now), elapsed_ms,
                       units, mint_json, holders.holder, holders.backup, job_id, keys.WORKER_RESULTS_KEPT, *flat],
             )
@@ -285,7 +288,8 @@ class Scripts:
             audit = keys.is_audit_chunk(chunk_id)  # audit chunks wait in the audits zset (trust/audits.py)
             res = self._requeue(
                 keys=[keys.LEASES, keys.AUDITS if audit else keys.job_todo(job_id), keys.job(job_id),
-                      keys.job_done(job_id), keys.lease(job_id, chunk_id), *holders.inflight_keys()],
+                      keys.job_done(job_id), keys.lease(job_id, chunk_id), keys.job_leases(job_id),
+                      *holders.inflight_keys()],
                 args=[keys.lease_member(job_id, chunk_id), chunk_id, repr(now), counter, "1" if force else "0",
                       reporter, holders.holder, holders.backup, "1" if audit else "0"],
             )
@@ -308,16 +312,14 @@ class Scripts:
         ``units_done`` changed (False is returned too if a staging key is gone). ``drop``: keys
         deleted if this call ends the job (what the blobs replace)."""
         staged = [k for final, staging in (blobs or {}).items() for k in (staging, final)]
-        prefix = keys.lease_member(job_id, "")
         for _ in range(MAX_ATTEMPTS):
             reads = self.client.pipeline(transaction=False)
             reads.hmget(keys.job(job_id), "state", "dispatched", "redispatched")
             reads.lrange(keys.job_todo(job_id), 0, -1)
-            reads.zrange(keys.LEASES, 0, -1)
-            (state_now, dispatched, redispatched), todo, members = reads.execute()
+            reads.zrange(keys.job_leases(job_id), 0, -1)
+            (state_now, dispatched, redispatched), todo, leased = reads.execute()
             if state_now is None or JobState(state_now).is_final:
                 return False
-            leased = [m[len(prefix):] for m in members if m.startswith(prefix)]
             lease_reads = self.client.pipeline(transaction=False)
             for chunk_id in todo:  # only re-queued chunks have a lease hash
                 lease_reads.exists(keys.lease(job_id, chunk_id))
@@ -330,7 +332,8 @@ class Scripts:
             for chunk_id, h in zip(leased, holders):
                 lease_keys += [keys.lease(job_id, chunk_id), *h.inflight_keys()]
             manifest = {"dispatched": dispatched or "0", "redispatched": redispatched or "0", "waiting": waiting,
-                        "leased": [[c, h.holder, h.backup] for c, h in zip(leased, holders)]}
+                        "leased": [[c, h.holder, h.backup] for c, h in zip(leased, holders)],
+                        "totals": list(keys.JOB_TOTAL_COUNTERS)}
             if units_done is not None:
                 manifest["units_done"] = units_done
             if staged:
@@ -339,7 +342,8 @@ class Scripts:
                 manifest["drop"] = len(drop)
             res = int(self._finish(
                 keys=[keys.job(job_id), keys.JOBS_ACTIVE, keys.job_todo(job_id), keys.LEASES,
-                      keys.job_tiles(job_id), *lease_keys, *staged, *drop],
+                      keys.job_tiles(job_id), keys.job_leases(job_id), keys.JOBS_TOTALS, *lease_keys, *staged,
+                      *drop],
                 args=[state, repr(now), json.dumps(dict(fields)), job_id, json.dumps(manifest)],
             ))
             if res != -3:
@@ -356,7 +360,8 @@ class Scripts:
             keys=[keys.worker_results(worker_id), keys.job(job_id), keys.job_done(job_id), keys.job_parts(job_id),
                   keys.job_workers(job_id), keys.job_todo(job_id), keys.lease(job_id, chunk_id),
                   keys.job_suspect(job_id), keys.LEDGER_MINTED, keys.LEDGER_BALANCES, keys.LEDGER_EARNED,
-                  keys.LEDGER_STATS, keys.LEDGER_JOURNAL, keys.LEDGER_HEAD],
+                  keys.LEDGER_STATS, keys.LEDGER_JOURNAL, keys.LEDGER_HEAD, keys.LEDGER_RANK_BALANCE,
+                  keys.LEDGER_RANK_EARNED, keys.PROFILE_TEAMS, keys.TEAMS_EARNED],
             args=[entry, worker_id, repr(now), reason[:300], part_sha1, units, "1" if keep else "0", job_id, *flat],
         )
         outcome = Revoke(RevokeCode(int(res[0])), int(res[1] or 0))
@@ -371,9 +376,9 @@ class Scripts:
         return int(self._reopen(
             keys=[keys.job(job_id), keys.JOBS_ACTIVE, keys.job_done(job_id), keys.job_parts(job_id),
                   keys.job_workers(job_id), keys.job_todo(job_id), keys.job_suspect(job_id), keys.job_image(job_id),
-                  keys.job_counts(job_id), *[keys.lease(job_id, c) for c in chunks]],
+                  keys.job_counts(job_id), keys.JOBS_TOTALS, *[keys.lease(job_id, c) for c in chunks]],
             args=[repr(now), job_id, repr(score), json.dumps(dict(restored)),
-                  json.dumps([[c, suspect[c]] for c in chunks])],
+                  json.dumps([[c, suspect[c]] for c in chunks]), json.dumps(list(keys.JOB_TOTAL_COUNTERS))],
         ))
 
     # --- workers and the ledger --------------------------------------------------------------
@@ -386,6 +391,12 @@ class Scripts:
         return BindCode(int(self._bind_key(keys=[keys.volunteer(name), keys.VOLUNTEER_KEYS],
                                            args=[name, secret_sha256, public_key, repr(now)])))
 
+    def set_team(self, account: str, team: str, *, pipe: redis.client.Pipeline) -> None:
+        """Queue on ``pipe`` (a MULTI) the move of ``account`` to ``team`` ('' for none), carrying its
+        earned total between the teams' totals (see team.lua)."""
+        self._team(keys=[keys.PROFILE_TEAMS, keys.TEAMS_EARNED, keys.TEAMS_MEMBERS, keys.LEDGER_EARNED],
+                   args=[account, team], client=pipe)
+
     def mint(self, mint_json: str) -> bool:
         """Mint once per idempotency key (see mint.lua). True if minted now, False if already minted."""
         minted = bool(int(self._mint(keys=LEDGER_KEYS, args=[mint_json])))
@@ -396,7 +407,8 @@ class Scripts:
                  reason: str) -> tuple[TransferCode, str]:
         """Move ``amount`` micro-tokens; returns (code, journal entry id or detail)."""
         res = self._transfer(keys=[keys.LEDGER_ACCOUNTS, keys.LEDGER_BALANCES, keys.LEDGER_NONCES,
-                                   keys.LEDGER_TRANSFERS, keys.LEDGER_STATS, keys.LEDGER_JOURNAL, keys.LEDGER_HEAD],
+                                   keys.LEDGER_TRANSFERS, keys.LEDGER_STATS, keys.LEDGER_JOURNAL, keys.LEDGER_HEAD,
+                                   keys.LEDGER_RANK_BALANCE],
                              args=[sender, recipient, str(amount), str(nonce), signature, repr(now), reason])
         code = TransferCode(int(res[0]))
         if code in (TransferCode.DONE, TransferCode.REPEATED):  # a repeat: the first may not be replicated yet

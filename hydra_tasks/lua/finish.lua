@@ -19,7 +19,9 @@ local active = KEYS[2]       -- zset: the active jobs
 local todo = KEYS[3]         -- list: chunk ids waiting
 local leases = KEYS[4]       -- zset: "{job}:{chunk}" -> lease deadline
 local tiles = KEYS[5]        -- zset: adaptive tiles waiting
--- KEYS[6..]: the lease hash of each waiting chunk that has one, then for each leased chunk its
+local job_leases = KEYS[6]   -- zset: the job's leases (chunk id -> deadline)
+local totals = KEYS[7]       -- hash: finished jobs per final state, and their counters summed (manifest.totals)
+-- KEYS[8..]: the lease hash of each waiting chunk that has one, then for each leased chunk its
 -- lease hash followed by its holder's and backup's in-flight sets (those that exist), then for
 -- each blob (manifest.blobs of them) its staging key followed by the job's key for it, then the
 -- keys to delete when this call ends the job (manifest.drop of them)
@@ -28,7 +30,8 @@ local now = ARGV[2]
 local fields = cjson.decode(ARGV[3])    -- {field: text} to set on the job hash
 local job_id = ARGV[4]
 -- {dispatched = n, redispatched = n (as read, text), waiting = {chunk, ...},
---  leased = {{chunk, holder, backup}, ...}, units_done = text or nil, blobs = n or nil, drop = n or nil}
+--  leased = {{chunk, holder, backup}, ...}, units_done = text or nil, blobs = n or nil, drop = n or nil,
+--  totals = {counter field, ...}: the job's counters to add to the totals}
 local manifest = cjson.decode(ARGV[5])
 local drops = tonumber(manifest.drop or 0)
 local last_blob = #KEYS - drops
@@ -45,15 +48,11 @@ end
 if (redis.call('HGET', job, 'dispatched') or '0') ~= manifest.dispatched
    or (redis.call('HGET', job, 'redispatched') or '0') ~= manifest.redispatched then return -3 end
 local prefix = job_id .. ':'
-local leased = 0
-for _, m in ipairs(redis.call('ZRANGE', leases, 0, -1)) do
-  if string.sub(m, 1, #prefix) == prefix then leased = leased + 1 end
-end
-if leased ~= #manifest.leased then return -3 end
-local first_leased = 6 + #manifest.waiting
+if redis.call('ZCARD', job_leases) ~= #manifest.leased then return -3 end
+local first_leased = 8 + #manifest.waiting
 local k = first_leased
 for _, entry in ipairs(manifest.leased) do
-  if not redis.call('ZSCORE', leases, prefix .. entry[1]) or not holders_are(KEYS[k], entry[2], entry[3]) then
+  if not redis.call('ZSCORE', job_leases, entry[1]) or not holders_are(KEYS[k], entry[2], entry[3]) then
     return -3
   end
   k = k + 1 + (entry[2] ~= '' and 1 or 0) + (entry[3] ~= '' and 1 or 0)
@@ -70,8 +69,13 @@ end
 for i = last_blob + 1, #KEYS do redis.call('DEL', KEYS[i]) end
 for name, value in pairs(fields) do redis.call('HSET', job, name, value) end
 redis.call('ZREM', active, job_id)
-for i = 6, first_leased - 1 do redis.call('DEL', KEYS[i]) end  -- re-queued chunks keep a lease hash
-redis.call('DEL', todo, tiles)
+redis.call('HINCRBY', totals, new_state, 1)
+for _, name in ipairs(manifest.totals or {}) do
+  local value = redis.call('HGET', job, name)
+  if value and value ~= '0' then redis.call('HINCRBY', totals, name, value) end
+end
+for i = 8, first_leased - 1 do redis.call('DEL', KEYS[i]) end  -- re-queued chunks keep a lease hash
+redis.call('DEL', todo, tiles, job_leases)
 k = first_leased
 for _, entry in ipairs(manifest.leased) do
   local lease, member = KEYS[k], prefix .. entry[1]

@@ -22,6 +22,7 @@ local inflight = KEYS[7]     -- set: the worker's leased chunks
 local worker_rec = KEYS[8]   -- hash: the worker's record (a worker gone offline or revoked gets nothing)
 local audits = KEYS[9]       -- zset: audit chunks waiting, of every job ("{job}:{chunk}" -> when requested)
 local job_audits = KEYS[10]  -- hash: the job's audit chunk id -> {of, worker, blocks} JSON
+local job_leases = KEYS[11]  -- zset: the job's leased chunk ids -> lease deadline
 local source = ARGV[1]       -- 'todo' | 'tile' | 'cut' | 'audit'
 local chunk = ARGV[2]
 local member = ARGV[3]       -- "{job}:{chunk}"
@@ -92,6 +93,7 @@ else
 end
 local deadline = tonumber(now) + math.max(lease_s, 3.0 * work / math.max(rate, 1.0))
 redis.call('ZADD', leases, string.format('%.6f', deadline), member)
+redis.call('ZADD', job_leases, string.format('%.6f', deadline), chunk)
 local attempt = redis.call('HINCRBY', lease, 'attempt', 1)
 redis.call('HSET', lease, 'worker', worker, 'region', region, 'dispatched_at', now, 'queued', '0',
            'leased:' .. worker, '1')  -- every worker ever sent this chunk may return it

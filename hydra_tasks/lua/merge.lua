@@ -15,7 +15,9 @@ local leases = KEYS[6]       -- zset: "{job}:{chunk}" -> lease deadline
 local worker_record = KEYS[7]  -- hash: the returning worker's record
 local lease = KEYS[8]        -- hash: the chunk's lease
 local results_log = KEYS[9]  -- list: the returning worker's merged results, the ones a catch revokes (revoke.lua)
--- KEYS[10..17]: the ledger keys (see _mint's ledger_keys); KEYS[18..]: the holders' in-flight sets
+-- KEYS[10..21]: the ledger keys (see _mint's ledger_keys); KEYS[22]: zset, the job's leases (chunk id ->
+-- deadline); KEYS[23..]: the holders' in-flight sets
+local job_leases = KEYS[10 + LEDGER_KEY_COUNT]
 local chunk = ARGV[1]
 local part = ARGV[2]
 local worker = ARGV[3]
@@ -29,7 +31,7 @@ local backup = ARGV[10]
 local job_id = ARGV[11]
 local record_cap = tonumber(ARGV[12])  -- the newest results the worker's record keeps
 -- ARGV[13..]: (field, increment) pairs for the job hash
-local holder_key, backup_key = inflight_keys(18, holder, backup)
+local holder_key, backup_key = inflight_keys(11 + LEDGER_KEY_COUNT, holder, backup)
 
 local state = redis.call('HGET', job, 'state')
 local total = tonumber(redis.call('HGET', job, 'units_total') or '0')
@@ -62,6 +64,7 @@ redis.call('HINCRBY', worker_record, 'chunks_done', 1)
 redis.call('HINCRBY', worker_record, 'busy_ms', elapsed_ms)
 if redis.call('HGET', lease, 'queued') == '1' then redis.call('LREM', todo, 0, chunk) end
 redis.call('ZREM', leases, member)
+redis.call('ZREM', job_leases, chunk)
 release(lease, member, holder_key, backup_key)
 redis.call('DEL', lease)
 return {1, tonumber(redis.call('HGET', job, 'units_done')), total, minted}

@@ -14,12 +14,14 @@ local todo = KEYS[6]         -- list: chunk ids waiting
 local suspect = KEYS[7]      -- hash: chunk id -> flags JSON (worker, units, increments)
 local image = KEYS[8]        -- string: the finished image
 local counts = KEYS[9]       -- string: the finished counts
--- KEYS[10..]: the lease hash of each suspect chunk, in the order of the manifest
+local totals = KEYS[10]      -- hash: finished jobs per state and their counters summed (finish.lua)
+-- KEYS[11..]: the lease hash of each suspect chunk, in the order of the manifest
 local now = ARGV[1]
 local job_id = ARGV[2]
 local score = ARGV[3]        -- the job's place in the active zset (jobs/store._active_score)
 local restored = cjson.decode(ARGV[4])   -- {chunk id: part JSON} to put back (non-suspect chunks)
 local manifest = cjson.decode(ARGV[5])   -- {{chunk id, flags JSON as read}, ...}
+local counters = cjson.decode(ARGV[6])   -- the counter fields finish.lua added to the totals
 
 if redis.call('HGET', job, 'state') ~= 'done' then return 0 end
 if redis.call('HLEN', suspect) == 0 then return 0 end
@@ -28,6 +30,12 @@ for _, item in ipairs(manifest) do
   if redis.call('HGET', suspect, item[1]) ~= item[2] then return -3 end
 end
 
+-- The job is live again: it leaves the finished totals (finish.lua adds it back when it ends).
+redis.call('HINCRBY', totals, 'done', -1)
+for _, name in ipairs(counters) do
+  local value = redis.call('HGET', job, name)
+  if value and value ~= '0' then redis.call('HINCRBY', totals, name, '-' .. value) end
+end
 for chunk, part in pairs(restored) do redis.call('HSET', parts, chunk, part) end
 for i, item in ipairs(manifest) do
   local chunk, flags = item[1], cjson.decode(item[2])
@@ -39,7 +47,7 @@ for i, item in ipairs(manifest) do
   end
   redis.call('HINCRBY', job_workers, flags.worker .. '|chunks', -1)
   redis.call('HINCRBY', job_workers, flags.worker .. '|units', -flags.units)
-  redis.call('HSET', KEYS[9 + i], 'queued', '1')
+  redis.call('HSET', KEYS[10 + i], 'queued', '1')
   redis.call('LPUSH', todo, chunk)
   redis.call('HINCRBY', job, 'redispatched', 1)
   redis.call('HINCRBY', job, 'recomputed', 1)

@@ -11,6 +11,7 @@ local todo = KEYS[2]         -- list: chunk ids waiting (LPUSH: retried first); 
 local job = KEYS[3]          -- hash: state, redispatched and the counter
 local done = KEYS[4]         -- set: merged chunk ids
 local lease = KEYS[5]        -- hash: the chunk's lease
+local job_leases = KEYS[6]   -- zset: the job's leases (chunk id -> deadline)
 local member = ARGV[1]
 local chunk = ARGV[2]
 local now = tonumber(ARGV[3])
@@ -18,9 +19,9 @@ local counter = ARGV[4]      -- expiries | failures | rejections | declines
 local force = ARGV[5] == '1'
 local reporter = ARGV[6]
 local holder = ARGV[7]       -- the lease's worker and backup as the caller read them ('' = none);
-local backup = ARGV[8]       -- their in-flight sets follow in KEYS[6..]
+local backup = ARGV[8]       -- their in-flight sets follow in KEYS[7..]
 local audit = ARGV[9] == '1' -- an audit chunk: back into the audits zset
-local holder_key, backup_key = inflight_keys(6, holder, backup)
+local holder_key, backup_key = inflight_keys(7, holder, backup)
 
 local score = redis.call('ZSCORE', leases, member)
 if not score then return {-1} end
@@ -30,6 +31,7 @@ if force and redis.call('HGET', lease, 'worker') ~= reporter and redis.call('HGE
 end
 if not holders_are(lease, holder, backup) then return {-3} end
 redis.call('ZREM', leases, member)
+redis.call('ZREM', job_leases, chunk)
 release(lease, member, holder_key, backup_key)
 if redis.call('SISMEMBER', done, chunk) == 1 or not live(redis.call('HGET', job, 'state')) then
   redis.call('DEL', lease)

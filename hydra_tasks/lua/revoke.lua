@@ -24,6 +24,10 @@ local earned = KEYS[11]      -- hash: account -> micro-tokens ever earned
 local stats = KEYS[12]       -- hash: supply, reversed, reversals
 local journal = KEYS[13]     -- stream: the journal
 local head = KEYS[14]        -- hash: the journal chain's head
+local rank_balance = KEYS[15]  -- zset: account -> balance (the leaderboard)
+local rank_earned = KEYS[16]   -- zset: account -> earned
+local teams = KEYS[17]         -- hash: account -> its team
+local teams_earned = KEYS[18]  -- zset: team -> its members' earned micro-tokens
 local entry = ARGV[1]        -- the log's head as the caller read it
 local worker = ARGV[2]
 local now = ARGV[3]
@@ -49,8 +53,10 @@ local reversed = '0'
 local key = e.job .. ':' .. e.chunk
 if e.amount ~= '0' and redis.call('SREM', minted_set, key) == 1 then
   -- The mint key is free again, so the recomputed chunk pays whoever recomputes it.
-  redis.call('HINCRBY', balances, e.account, '-' .. e.amount)
-  redis.call('HINCRBY', earned, e.account, '-' .. e.amount)
+  redis.call('ZADD', rank_balance, redis.call('HINCRBY', balances, e.account, '-' .. e.amount), e.account)
+  redis.call('ZADD', rank_earned, redis.call('HINCRBY', earned, e.account, '-' .. e.amount), e.account)
+  local team = redis.call('HGET', teams, e.account)
+  if team then redis.call('ZINCRBY', teams_earned, '-' .. e.amount, team) end
   redis.call('HINCRBY', stats, 'supply', '-' .. e.amount)
   redis.call('HINCRBY', stats, 'reversed', e.amount)
   redis.call('HINCRBY', stats, 'reversals', 1)

@@ -10,6 +10,7 @@ local transfers = KEYS[4]    -- hash: "{from}:{nonce}" -> journal entry id
 local stats = KEYS[5]        -- hash: transferred, transfers
 local journal = KEYS[6]      -- stream: every balance change (hash-chained, see _journal)
 local head = KEYS[7]         -- hash: the journal chain's newest hash, id and length
+local rank = KEYS[8]         -- zset: account -> balance (the leaderboard)
 local from = ARGV[1]
 local to = ARGV[2]
 local amount = ARGV[3]       -- micro-tokens, decimal string
@@ -35,8 +36,8 @@ local last = tonumber(redis.call('HGET', nonces, from) or '-1')
 if tonumber(nonce) <= last then return {-3, ''} end
 local balance = redis.call('HGET', balances, from) or '0'
 if tonumber(balance) < tonumber(amount) then return {-4, balance} end  -- the stored digits, not %.14g
-redis.call('HINCRBY', balances, from, '-' .. amount)
-redis.call('HINCRBY', balances, to, amount)
+redis.call('ZADD', rank, redis.call('HINCRBY', balances, from, '-' .. amount), from)
+redis.call('ZADD', rank, redis.call('HINCRBY', balances, to, amount), to)
 redis.call('HSET', nonces, from, nonce)
 redis.call('HINCRBY', stats, 'transferred', amount)
 redis.call('HINCRBY', stats, 'transfers', 1)

@@ -55,7 +55,7 @@ def worth_a_backup(holder_finish: float, helper_finish: float, now: float, *, di
 def backup_stragglers(client: redis.Redis, snap: ClusterSnapshot, free: dict[str, int], router: Router,
                       publish: Publish, job_id: str, kind: str, *, now: float) -> int:
     """Send backup copies of this job's slowest in-flight chunks to idle faster workers."""
-    members = [m for m in client.zrange(keys.LEASES, 0, -1) if m.startswith(job_id + ":")]
+    members = [keys.lease_member(job_id, c) for c in client.zrange(keys.job_leases(job_id), 0, -1)]
     if not members or not any(v > 0 for v in free.values()):
         return 0
     pipe = client.pipeline(transaction=False)

@@ -162,7 +162,8 @@ def test_a_chunk_the_job_handed_out_meanwhile_is_not_granted_twice(app: HydraCel
     args = ["todo", "c-other", f"{job_id}:c-other", worker, "r", repr(time.time()), 2, "1.0", "1e8", "max",
             "", "", 0, ""]
     lease_keys = [keys.job(job_id), keys.job_todo(job_id), keys.job_tiles(job_id), keys.job_chunks(job_id),
-                  keys.LEASES, keys.lease(job_id, "c-other"), keys.worker_inflight(worker), keys.worker(worker)]
+                  keys.LEASES, keys.lease(job_id, "c-other"), keys.worker_inflight(worker), keys.worker(worker),
+                  keys.AUDITS, keys.job_audits(job_id), keys.job_leases(job_id)]
     assert int(script(keys=lease_keys, args=args)[0]) == GrantCode.MOVED  # the head is not c-other
     assert app.redis.llen(keys.job_todo(job_id)) == 1 and app.redis.zcard(keys.LEASES) == 0
 
@@ -179,7 +180,7 @@ def test_ending_a_job_with_an_outdated_view_changes_nothing_and_a_fresh_read_end
            "leased": [[c, next(w for s, _, w in sent if s["chunk_id"] == c), ""] for c in leased[:-1]]}
     old_keys = [k for c, h, _ in old["leased"] for k in (keys.lease(job_id, c), keys.worker_inflight(h))]
     result = script(keys=[keys.job(job_id), keys.JOBS_ACTIVE, keys.job_todo(job_id), keys.LEASES,
-                          keys.job_tiles(job_id), *old_keys],
+                          keys.job_tiles(job_id), keys.job_leases(job_id), *old_keys],
                     args=["cancelled", repr(time.time()), "{}", job_id, json.dumps(old)])
     assert int(result) == -3
     assert store.get_job(app.redis, job_id).state == "running" and app.redis.zcard(keys.LEASES) == len(leased)

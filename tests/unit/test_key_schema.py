@@ -71,13 +71,20 @@ def test_every_hash_in_the_key_table_has_a_field_block_except_the_maps() -> None
     maps = {"hydra:job:{id}:chunks", "hydra:job:{id}:parts", "hydra:job:{id}:suspect",
             "hydra:job:{id}:audits", "hydra:ledger:accounts", "hydra:ledger:balances",
             "hydra:ledger:earned", "hydra:ledger:nonces", "hydra:ledger:transfers", "hydra:ledger:daily",
-            "hydra:profiles", "hydra:profile_teams", "hydra:worker_keys"}
+            "hydra:profiles", "hydra:profile_teams", "hydra:worker_keys", "hydra:teams:members"}
     assert sorted(k for k, _ in table if k not in maps) == sorted(blocks)
 
 
 def test_the_job_counters_and_the_fields_a_worker_registers_are_documented() -> None:
     assert undocumented("hydra:job:{id}", COUNTERS) == []
     assert undocumented("hydra:worker:{id}", registry._REGISTERED_FIELDS) == []
+
+
+def test_the_metrics_sum_the_counters_finish_adds_to_the_totals() -> None:
+    from hydra_tasks.exporter import JOB_COUNTERS
+
+    assert tuple(field for field, _, _ in JOB_COUNTERS) == keys.JOB_TOTAL_COUNTERS
+    assert undocumented("hydra:jobs:totals", ["done", "failed", "cancelled", *keys.JOB_TOTAL_COUNTERS]) == []
 
 
 def test_the_field_matcher_tells_families_from_strangers() -> None:
