@@ -225,7 +225,8 @@ def cancel(job_id: str) -> None:
     """Cancel a queued or running job."""
     from .jobs import store
 
-    _echo_json(store.cancel_job(_app().redis, job_id).to_json())
+    app = _app()
+    _echo_json(store.cancel_job(app.redis, job_id, detail_s=app.settings.job_detail_s).to_json())
 
 
 @main.command()
@@ -251,6 +252,29 @@ def jobs_delete(job_id: str) -> None:
 
     store.delete_job(_app().redis, job_id)
     _echo_json({"deleted": job_id})
+
+
+@jobs_group.command("prune")
+@click.option("--older-than", "older_than", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Remove finished jobs that ended more than SECONDS ago (default: HYDRA_JOB_RETENTION_S).")
+@click.option("--dry-run", is_flag=True, help="Only list the jobs that would be removed.")
+def jobs_prune(older_than: float | None, dry_run: bool) -> None:
+    """Remove finished, failed and cancelled jobs that ended long ago (the sweep does it too, after
+    HYDRA_JOB_RETENTION_S): their result and summary go; the token ledger keeps their mints."""
+    from .jobs import retention
+
+    app = _app()
+    age = app.settings.job_retention_s if older_than is None else older_than
+    if age <= 0 and older_than is None:
+        raise click.ClickException("HYDRA_JOB_RETENTION_S is 0: finished jobs are kept for ever; pass --older-than "
+                                   "SECONDS (e.g. 2592000 for 30 days) to prune them now.")
+    if dry_run:
+        _echo_json({"would_prune": retention.due(app.redis, age, limit=10**9), "older_than_s": age})
+        return
+    pruned: list[str] = []
+    while batch := retention.prune(app.redis, age):
+        pruned += batch
+    _echo_json({"pruned": pruned, "older_than_s": age})
 
 
 @main.group("workers")

@@ -8,6 +8,7 @@ key                            type    contents
 hydra:jobs                     zset    job id -> created_at (all jobs, newest last)
 hydra:jobs:active              zset    job id -> dispatch order (priority, then deadline or age)
 hydra:jobs:deadlines           zset    job id -> deadline (jobs that may be time-shifted)
+hydra:jobs:finished            zset    job id -> finished_at (finished jobs held: pruned after HYDRA_JOB_RETENTION_S)
 hydra:jobs:totals              hash    over finished jobs: how many are held per final state, and their counters summed
 hydra:job:{id}                 hash    spec, kind, state, counters, result (fields below)
 hydra:job:{id}:chunks          hash    chunk id -> chunk spec JSON
@@ -19,7 +20,8 @@ hydra:job:{id}:workers         hash    "{worker}|{field}" -> per-worker work cou
 hydra:job:{id}:image           string  base64 PNG of a finished Mandelbrot job
 hydra:job:{id}:counts          string  base64 zlib uint32 iteration counts of a finished Mandelbrot job
 {blob key}:staged:{token}       string  a finalizer's result blob until FINISH renames it to {blob key} (expires after 1 h)
-hydra:job:{id}:log             list    recent accepted chunks (worker, units, elapsed) for metrics
+hydra:job:{id}:log             list    recent accepted chunks (worker, units, elapsed) for metrics; expires
+                                       HYDRA_JOB_DETAIL_S after the job ends
 hydra:job:{id}:suspect         hash    finished job: chunk id -> why suspect (JSON: worker, units, increments)
 hydra:leases                   zset    "{job}:{chunk}" -> lease deadline (unix seconds): the sweeper's expiry index
 hydra:job:{id}:leases          zset    chunk id -> lease deadline: the job's own leases (FINISH, straggler backups)
@@ -34,7 +36,8 @@ hydra:sustainability           hash    energy and carbon totals over all jobs (g
 hydra:worker:{id}              hash    region, host, cores, speeds, state, last_seen, performance model
 hydra:worker:{id}:inflight     set     "{job}:{chunk}" currently leased to the worker
 hydra:worker:{id}:results      list    its merged results since it was admitted or its quarantine lifted,
-                                       oldest first, JSON {job, chunk, amount, account}; the newest
+                                       oldest first, JSON {job, chunk, amount, account, units, inc, keep, spec}
+                                       (what a catch undoes once the job is compacted: lua.undo_fields); the newest
                                        100,000 are kept (lua/merge.lua); a catch revokes them (revoke.lua)
 hydra:ledger:accounts          hash    account (Ed25519 public key, hex) -> opened_at
 hydra:ledger:balances          hash    account -> balance in micro-tokens (integer)
@@ -121,6 +124,9 @@ hydra:job:{id}
     audits_pending     audit chunks not settled yet; the job is finalized only when this is 0
     audits_done        audit chunks settled by the worker that computed them (merged like chunks, units 0)
     audits_local       audit chunks settled on the control plane (no auditor took them in time)
+    compacted          "1" once FINISH compacted its working state (chunk specs, parts, done set, audits, queues;
+                       the chunk log expires HYDRA_JOB_DETAIL_S later): a catch then undoes a result from its
+                       worker's results log, and a re-open restores the kept work as one part (jobs/store.py)
 
 hydra:job:{id}:workers
   lua/merge.lua, per worker that returned an accepted chunk of the job
@@ -215,6 +221,8 @@ hydra:ledger:stats
     mints              number of mints
     transferred        micro-tokens ever moved by transfers
     transfers          number of transfers
+    keys_compacted     mint idempotency keys FINISH removed from hydra:ledger:minted (the job's final state
+                       refuses a second mint); a reversal of one of them takes it back out of this count
 
 hydra:ledger:journal
   stream entries (lua/_journal.lua's append_entry); ledger/audit.py replays them and checks the chain
@@ -302,6 +310,7 @@ PREFIX = "hydra"
 JOBS = f"{PREFIX}:jobs"
 JOBS_ACTIVE = f"{PREFIX}:jobs:active"
 JOBS_DEADLINES = f"{PREFIX}:jobs:deadlines"
+JOBS_FINISHED = f"{PREFIX}:jobs:finished"  # finished job id -> finished_at (jobs/retention.py prunes from it)
 JOBS_TOTALS = f"{PREFIX}:jobs:totals"  # finished jobs: held per final state, and their counters summed
 #: the job-hash counters FINISH adds to JOBS_TOTALS (the metrics read these sums plus the live jobs')
 JOB_TOTAL_COUNTERS = ("dispatched", "chunks_done", "rejections", "expiries", "failures", "recomputed",
@@ -312,6 +321,7 @@ WORKERS = f"{PREFIX}:workers"
 GRID_FAILURES = f"{PREFIX}:grid:failures"
 GRID_FAILURES_KEPT = 100
 WORKER_RESULTS_KEPT = 100_000  # a worker's results log keeps its newest merged results (what a catch revokes)
+JOB_LOG_KEPT = 5_000  # a job's chunk log keeps its newest accepted chunks (the metrics' charts)
 SUSTAINABILITY = f"{PREFIX}:sustainability"  # hash: energy_j, carbon_g, counterfactual_g, renewable_kwh
 
 LEDGER_ACCOUNTS = f"{PREFIX}:ledger:accounts"

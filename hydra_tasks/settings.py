@@ -70,6 +70,9 @@ def parse_micro_tokens(name: str, raw: str, *, hi_tokens: int = 10**9) -> int:
     return micro
 
 
+JOB_DETAIL_S_DEFAULT = 3_600.0  # how long a finished job's chunk log outlives it (HYDRA_JOB_DETAIL_S)
+
+
 @dataclass(frozen=True)
 class Spec:
     """How one field is read from the environment."""
@@ -253,6 +256,12 @@ class Settings:
     # worker/registry.prune_offline, run by the sweep and `hydra workers prune`
     worker_retention_s: float = field(default=7 * 86_400.0,
                                       metadata=_meta("HYDRA_WORKER_RETENTION_S", _float(0, 10 * 366 * 86_400)))
+    # a finished job's result and summary are removed this long after it finished (0: never); jobs/retention.py,
+    # run by the sweep and `hydra jobs prune`
+    job_retention_s: float = field(default=30 * 86_400.0,
+                                   metadata=_meta("HYDRA_JOB_RETENTION_S", _float(0, 10 * 366 * 86_400)))
+    # how long a finished job's chunk log (the per-chunk charts) outlives it; its other working state goes at once
+    job_detail_s: float = field(default=JOB_DETAIL_S_DEFAULT, metadata=_meta("HYDRA_JOB_DETAIL_S", _float(0, 366 * 86_400)))
     inflight_per_slot: int = field(default=2, metadata=_meta("HYDRA_INFLIGHT_PER_SLOT", _int(1, 64)))
     max_chunk_failures: int = field(default=3, metadata=_meta("HYDRA_MAX_CHUNK_FAILURES", _int(1, 100)))
     max_chunk_expiries: int = field(default=10, metadata=_meta("HYDRA_MAX_CHUNK_EXPIRIES", _int(1, 1_000)))

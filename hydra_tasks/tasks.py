@@ -68,7 +68,7 @@ def sweep(self: Any) -> dict[str, Any]:
     report = sweeper.sweep(self.app.redis, self.app.settings, router_for(self.app.settings, self.app.redis),
                            publish_chunk)
     return {"requeued": len(report.requeued), "dispatched": report.dispatched,
-            "offline": report.offline_workers, "pruned": report.pruned_workers, "failed": report.failed_jobs, "finalized": report.finalized_jobs}
+            "offline": report.offline_workers, "pruned": report.pruned_workers, "pruned_jobs": report.pruned_jobs, "failed": report.failed_jobs, "finalized": report.finalized_jobs}
 
 
 @shared_task(name="hydra.checkpoint", bind=True, ignore_result=True)

@@ -52,7 +52,8 @@ def get_job(job_id: str) -> Response:
 @bp.post("/<job_id>/cancel")
 @require_token
 def cancel_job(job_id: str) -> Response:
-    return jsonify(store.cancel_job(hydra().redis, checked_job_id(job_id)).to_json())
+    app = hydra()
+    return jsonify(store.cancel_job(app.redis, checked_job_id(job_id), detail_s=app.settings.job_detail_s).to_json())
 
 
 @bp.post("/<job_id>/reopen")

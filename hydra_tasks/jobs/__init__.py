@@ -59,6 +59,18 @@ class KindHandler(Protocol):
         kind whose finalize compacted its parts into them ({} for a kind that keeps its parts)."""
         ...
 
+    def restore_kept(self, job_id: str, params: Mapping[str, Any], fields: Mapping[str, str],
+                     suspect: Mapping[str, Mapping[str, Any]], blobs: Mapping[str, str | None]) -> dict[str, tuple[str, str]]:
+        """For a re-open of a compacted job (no chunk specs or parts left): the work it keeps, as chunk
+        id -> (spec JSON, part JSON), from its result (``fields``: the job hash; ``blobs``: its result
+        blobs) less its ``suspect`` chunks (id -> flags: units, increments). The suspect chunks are
+        recomputed and merged beside it; finalize then gives the same result as a clean run."""
+        ...
+
+
+#: the chunk id of the work a re-opened compacted job keeps (:meth:`KindHandler.restore_kept`)
+KEPT = "kept"
+
 
 def handler(kind: JobKind) -> KindHandler:
     from . import mandelbrot, pi

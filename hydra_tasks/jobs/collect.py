@@ -25,11 +25,11 @@ from ..grid.regions import parse_regions, region_signals
 from ..grid.site import worker_signals
 from ..ledger import book as ledger
 from ..ledger import rewards
-from ..lua import Holders, MergeCode, RequeueCode, Scripts, scripts
+from ..lua import Holders, MergeCode, RequeueCode, Scripts, scripts, undo_fields
 from ..models import ChunkResult, ChunkSpec, JobKind, JobState
 from ..scheduling.cluster import ClusterSnapshot, snapshot
 from ..scheduling.router import carbon_provider
-from ..settings import Settings
+from ..settings import JOB_DETAIL_S_DEFAULT, Settings
 from ..trust import audits
 from ..trust import reputation as trust_reputation
 from ..trust import results as signed_results
@@ -38,7 +38,6 @@ from ..worker.compute import DECLINED
 from ..worker.registry import WorkerInfo, get_worker
 from . import handler, store
 
-LOG_LENGTH = 5_000  # accepted chunks kept per job for the metrics endpoints
 STAGED_TTL_S = 3600  # a finalizer's staged result blobs, if it dies before FINISH renames them
 
 log = logging.getLogger(__name__)
@@ -162,26 +161,32 @@ def _merge(client: redis.Redis, settings: Settings, lua: Scripts, chunk: ChunkSp
     elapsed_s, trusted = observed_elapsed(result, lease, snap.slots.get(result.worker_id, 1), now)
     carbon = _carbon(settings, snap, holder, chunk, result, elapsed_s, now)
     mint = _mint(settings, snap, holder, chunk, result, kind.reward_work(chunk, increments), carbon, now)
+    audit = keys.is_audit_chunk(chunk.chunk_id)
+    # An audit is no chunk of the job's work: no speed to learn, not in the chunk log.
+    log_entry, perf = ("", None) if audit else _learn(holder if trusted else None, chunk, result,
+                                                      kind.work_done(chunk, result.payload), elapsed_s, now)
+    keep = audit or bool(chunk.params.get("preview"))  # in no output: a catch takes back its tokens only
     code, done, total, _ = lua.merge(
         result.job_id, result.chunk_id, result.worker_id, json.dumps(dict(result.payload)), now=now,
         elapsed_ms=int(elapsed_s * 1000), units=chunk.units, increments=increments, mint_json=mint,
-        holders=lease.holders,
+        holders=lease.holders, log_entry=log_entry,
+        undo=undo_fields(chunk.units, increments, keep, json.dumps(chunk.to_json())),
     )
     if code is MergeCode.NOT_SENT:
         log.warning("chunk %s of job %s was never sent to %s; its result is ignored", chunk.chunk_id, chunk.job_id,
                     result.worker_id)
         return Outcome.IGNORED
     if code is MergeCode.MERGED:
-        audit = keys.is_audit_chunk(chunk.chunk_id)
         if remote:  # before any finalize: a job with audits pending is not finalized
             audits.request(client, chunk, result.worker_id, remote, now=now)
-        # One round trip for the model, the log and the carbon, atomic with the check that the job still
-        # exists: an operator may have cancelled and deleted it since MERGE ran.
+        # One round trip for the model and the carbon, atomic with the check that the job still exists:
+        # an operator may have cancelled and deleted it since MERGE ran.
         pipe = client.pipeline(transaction=True)
-        if not audit:  # an audit is no chunk of the job's work: no speed to learn, not in the chunk log
-            rate = _learn(pipe, holder if trusted else None, chunk, result, kind.work_done(chunk, result.payload),
-                          elapsed_s, now)
-            history.record_chunk(pipe, now=now, worker_id=result.worker_id, kind=chunk.kind.value, rate=rate)
+        if perf is not None and holder is not None:
+            performance.record_observation(pipe, holder.worker_id, chunk.kind.value, perf)
+        if not audit:
+            history.record_chunk(pipe, now=now, worker_id=result.worker_id, kind=chunk.kind.value,
+                                 rate=perf.rate if perf else None)
         accounting.record(pipe, chunk.job_id, carbon)
         pipe.hexists(keys.job(chunk.job_id), "state")
         if not pipe.execute()[-1]:
@@ -194,7 +199,7 @@ def _merge(client: redis.Redis, settings: Settings, lua: Scripts, chunk: ChunkSp
         else:
             kind.after_merge(client, settings, chunk)
     if code in (MergeCode.MERGED, MergeCode.DUPLICATE) and done == total:
-        finalize(client, result.job_id, now=now)
+        finalize(client, result.job_id, now=now, detail_s=settings.job_detail_s)
     return {MergeCode.MERGED: Outcome.MERGED, MergeCode.DUPLICATE: Outcome.DUPLICATE}.get(code, Outcome.IGNORED)
 
 
@@ -218,28 +223,25 @@ def observed_elapsed(result: ChunkResult, lease: _Lease, window: int, now: float
     return max(claimed, seen / max(window, 1)), True
 
 
-def _learn(pipe: redis.client.Pipeline, holder: WorkerInfo | None, chunk: ChunkSpec, result: ChunkResult,
-           work: float, elapsed_s: float, now: float) -> float | None:
-    """Queue on ``pipe`` the update of the worker's performance model (``holder``, None: no update)
-    and the job's chunk log (for the metrics). The model comes from the snapshot the merge was
-    decided on; ``elapsed_s`` is the time the control plane vouches for (:func:`observed_elapsed`).
-    Returns the worker's updated speed, or None if it was not updated."""
+def _learn(holder: WorkerInfo | None, chunk: ChunkSpec, result: ChunkResult, work: float, elapsed_s: float,
+           now: float) -> tuple[str, performance.Performance | None]:
+    """The job's chunk-log entry for this result (JSON, written by MERGE) and the worker's updated
+    performance model (``holder``, None: no update). The model comes from the snapshot the merge was
+    decided on; ``elapsed_s`` is the time the control plane vouches for (:func:`observed_elapsed`)."""
     kind = chunk.kind.value
     before = (holder.perf_pi if kind == "pi" else holder.perf_mandelbrot) if holder else None
     entry: dict[str, Any] = {"t": now, "worker": result.worker_id, "chunk": chunk.chunk_id, "units": chunk.units,
                              "work": work, "elapsed_s": elapsed_s, "claimed_s": result.elapsed_s}
+    perf = None
     if holder is not None and before is not None:
         calibrated = holder.pi_samples_per_s if kind == "pi" else holder.mandelbrot_iters_per_s
         perf = performance.updated(before, calibrated, work, elapsed_s)
-        performance.record_observation(pipe, holder.worker_id, kind, perf)
         entry["rate"] = perf.rate
         if "est_cost" in chunk.params and before.rate > 0:  # what the model predicted before this result
             entry["predicted_s"] = chunk.params["est_cost"] / before.rate
     if "est_cost" in chunk.params:
         entry["est_cost"] = chunk.params["est_cost"]
-    pipe.rpush(keys.job_log(chunk.job_id), json.dumps(entry))
-    pipe.ltrim(keys.job_log(chunk.job_id), -LOG_LENGTH, -1)
-    return entry.get("rate")
+    return json.dumps(entry), perf
 
 
 def _failed(client: redis.Redis, settings: Settings, lua: Scripts, result: ChunkResult, lease: _Lease,
@@ -253,7 +255,7 @@ def _failed(client: redis.Redis, settings: Settings, lua: Scripts, result: Chunk
     log.warning("chunk %s of job %s failed on %s: %s", result.chunk_id, result.job_id, result.worker_id, result.error)
     if failures >= settings.max_chunk_failures:
         store.fail_job(client, result.job_id, f"chunk {result.chunk_id} failed {failures} times; last error: "
-                                              f"{result.error}", now=now)
+                                              f"{result.error}", now=now, detail_s=settings.job_detail_s)
         return Outcome.FAILED
     return Outcome.REJECTED
 
@@ -302,7 +304,8 @@ def _mint(settings: Settings, snap: ClusterSnapshot, worker: WorkerInfo | None,
                             proof=signed_results.proof(result))
 
 
-def finalize(client: redis.Redis, job_id: str, *, now: float | None = None) -> bool:
+def finalize(client: redis.Redis, job_id: str, *, now: float | None = None,
+             detail_s: float = JOB_DETAIL_S_DEFAULT) -> bool:
     """Compute the job's final result from its merged parts and mark it done, exactly once.
 
     Safe to run concurrently or again after a crash: only the first call that finds the job
@@ -322,7 +325,7 @@ def finalize(client: redis.Redis, job_id: str, *, now: float | None = None) -> b
     try:
         final = handler(JobKind(kind)).finalize(params, parts, chunks)
     except HydraError as exc:
-        return store.fail_job(client, job_id, f"could not finalize: {exc}", now=now)
+        return store.fail_job(client, job_id, f"could not finalize: {exc}", now=now, detail_s=detail_s)
     # The blobs are staged under keys of this call's own and renamed into place by FINISH, only if
     # this call ends the job: a finalizer that lost a race (or was computing from a result since
     # revoked) never overwrites the result. Staged blobs left by a crash expire.
@@ -335,5 +338,4 @@ def finalize(client: redis.Redis, job_id: str, *, now: float | None = None) -> b
             pipe.set(staged[blob_keys[name]], blob, ex=STAGED_TTL_S)
         pipe.execute()
     return scripts(client).finish(job_id, JobState.DONE.value, now=now, units_done=done,
-                                  fields={"result": json.dumps(final.result)}, blobs=staged,
-                                  drop=[keys.job_parts(job_id)] if staged else ())  # the blobs replace the parts
+                                  fields={"result": json.dumps(final.result)}, blobs=staged, detail_s=detail_s)

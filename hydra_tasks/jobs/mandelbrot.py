@@ -257,13 +257,20 @@ def assemble(params: Mapping[str, Any], parts: Mapping[str, str], chunks: Mappin
     """Place every merged tile's ``counts`` (uint32) or ``smooth`` (float32) into one image array."""
     dtype = "<u4" if field == "counts" else "<f4"
     image = np.zeros((int(params["height"]), int(params["width"])), dtype=dtype)
-    for chunk_id, part in parts.items():
+    for chunk_id, part in _kept_first(parts):
         tile = json.loads(chunks[chunk_id])["params"]
         if tile.get("preview"):
             continue
         r, c, h, w = (int(tile[k]) for k in ("row0", "col0", "height", "width"))
         image[r:r + h, c:c + w] = decode_array(json.loads(part)[field], h, w, dtype)
     return image
+
+
+def _kept_first(parts: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The parts in drawing order: a re-opened job's kept image first, so the recomputed tiles cover it."""
+    from . import KEPT
+
+    return sorted(parts.items(), key=lambda item: item[0] != KEPT)
 
 
 def partial_counts(params: Mapping[str, Any], parts: Mapping[str, str], chunks: Mapping[str, str]) -> np.ndarray:
@@ -277,7 +284,7 @@ def partial_counts(params: Mapping[str, Any], parts: Mapping[str, str], chunks: 
         coarse = decode_counts(json.loads(parts["preview"])["counts"], int(p["height"]), int(p["width"]))
         image[:, :] = np.repeat(np.repeat(coarse, s, axis=0), s, axis=1)[:height, :width]
     tiles = {c: part for c, part in parts.items() if c != "preview" and not is_audit_chunk(c) and c in chunks}
-    for chunk_id, part in tiles.items():
+    for chunk_id, part in _kept_first(tiles):
         tile = json.loads(chunks[chunk_id])["params"]
         r, c, h, w = (int(tile[k]) for k in ("row0", "col0", "height", "width"))
         image[r:r + h, c:c + w] = decode_counts(json.loads(part)["counts"], h, w)
@@ -324,3 +331,27 @@ def restore_parts(params: Mapping[str, Any], chunks: Mapping[str, str],
             part["smooth"] = encode_array(kernels.mandelbrot_smooth(block, **_geometry(p)), "<f4")
         parts[chunk_id] = json.dumps(part)
     return parts
+
+
+def restore_kept(job_id: str, params: Mapping[str, Any], fields: Mapping[str, str],
+                 suspect: Mapping[str, Mapping[str, Any]], blobs: Mapping[str, str | None]) -> dict[str, tuple[str, str]]:
+    """The kept work of a compacted job is its whole finished image, drawn first; the recomputed suspect
+    tiles are drawn over it (:func:`assemble`)."""
+    from . import KEPT
+
+    text = blobs.get("counts")
+    if not text:
+        raise ResultRejected("the finished job has no counts to rebuild its image from")
+    width, height = int(params["width"]), int(params["height"])
+    counts = decode_counts(text, height, width)
+    p: dict[str, Any] = {k: params[k] for k in ("xmin", "ymax", "dx", "dy", "max_iter")}
+    p.update(smooth=params.get("colouring", "smooth") == "smooth", row0=0, col0=0, width=width, height=height,
+             kept=True)
+    units = int(fields.get("units_done") or 0) - sum(int(f["units"]) for f in suspect.values())
+    iterations = kernels.mandelbrot_iterations(counts)
+    part: dict[str, Any] = {"counts": encode_counts(counts), "iterations": iterations, "work": iterations,
+                            "restored": True}
+    if p["smooth"]:
+        part["smooth"] = encode_array(kernels.mandelbrot_smooth(counts, **_geometry(p)), "<f4")
+    spec = ChunkSpec(job_id, KEPT, JobKind.MANDELBROT, p, units=max(units, 0))
+    return {KEPT: (json.dumps(spec.to_json()), json.dumps(part))}

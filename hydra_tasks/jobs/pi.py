@@ -199,4 +199,17 @@ def finalize(params: Mapping[str, Any], parts: Mapping[str, str], chunks: Mappin
 
 def restore_parts(params: Mapping[str, Any], chunks: Mapping[str, str],
                   blobs: Mapping[str, str | None]) -> dict[str, str]:
-    return {}  # a finished π job keeps its parts
+    return {}  # a π job's parts are kept until FINISH compacts them (then restore_kept rebuilds the sum)
+
+
+def restore_kept(job_id: str, params: Mapping[str, Any], fields: Mapping[str, str],
+                 suspect: Mapping[str, Mapping[str, Any]], blobs: Mapping[str, str | None]) -> dict[str, tuple[str, str]]:
+    """A π result is a sum: the kept work is the job's hits and samples less the suspect chunks'."""
+    from . import KEPT
+
+    hits = int(fields.get("hits") or 0) - sum(int(f["increments"].get("hits", 0)) for f in suspect.values())
+    samples = int(fields.get("units_done") or 0) - sum(int(f["units"]) for f in suspect.values())
+    if samples <= 0:
+        return {}
+    spec = ChunkSpec(job_id, KEPT, JobKind.PI, {"seed": int(params["seed"]), "kept": True}, units=samples)
+    return {KEPT: (json.dumps(spec.to_json()), json.dumps({"hits": hits, "samples": samples, "restored": True}))}

@@ -15,6 +15,7 @@ from .. import keys
 from ..errors import JobNotFound, JobStateError
 from ..lua import MAX_ATTEMPTS, ScriptContention, scripts
 from ..redis_conn import confirm_or_warn
+from ..settings import JOB_DETAIL_S_DEFAULT
 from ..models import ChunkSpec, JobKind, JobSpec, JobState
 from . import handler
 from .view import COUNTERS, JobView
@@ -82,9 +83,11 @@ def job_state(client: redis.Redis, job_id: str) -> JobState | None:
     return JobState(state) if state else None
 
 
-def cancel_job(client: redis.Redis, job_id: str, *, now: float | None = None) -> JobView:
+def cancel_job(client: redis.Redis, job_id: str, *, now: float | None = None,
+               detail_s: float = JOB_DETAIL_S_DEFAULT) -> JobView:
     """Cancel a queued or running job: its queued chunks are dropped and its leases released."""
-    if not scripts(client).finish(job_id, JobState.CANCELLED.value, now=now or time.time(), fields={}):
+    if not scripts(client).finish(job_id, JobState.CANCELLED.value, now=now or time.time(), fields={},
+                                  detail_s=detail_s):
         state = job_state(client, job_id)
         if state is None:
             raise JobNotFound(f"No job {job_id!r} to cancel.")
@@ -93,8 +96,10 @@ def cancel_job(client: redis.Redis, job_id: str, *, now: float | None = None) ->
     return get_job(client, job_id)
 
 
-def fail_job(client: redis.Redis, job_id: str, error: str, *, now: float | None = None) -> bool:
-    return scripts(client).finish(job_id, JobState.FAILED.value, now=now or time.time(), fields={"error": error})
+def fail_job(client: redis.Redis, job_id: str, error: str, *, now: float | None = None,
+             detail_s: float = JOB_DETAIL_S_DEFAULT) -> bool:
+    return scripts(client).finish(job_id, JobState.FAILED.value, now=now or time.time(), fields={"error": error},
+                                  detail_s=detail_s)
 
 
 def reopen_job(client: redis.Redis, job_id: str, *, now: float | None = None) -> JobView:
@@ -104,25 +109,39 @@ def reopen_job(client: redis.Redis, job_id: str, *, now: float | None = None) ->
     now = time.time() if now is None else now
     for _ in range(MAX_ATTEMPTS):
         reads = client.pipeline(transaction=False)
-        reads.hmget(keys.job(job_id), "state", "spec", "created_at")
+        reads.hgetall(keys.job(job_id))
         reads.hgetall(keys.job_suspect(job_id))
         reads.exists(keys.job_parts(job_id))
-        (state, spec_json, created_at), suspect, has_parts = reads.execute()
+        reads.get(keys.job_counts(job_id))
+        fields, suspect, has_parts, counts = reads.execute()
+        state, spec_json, created_at = fields.get("state"), fields.get("spec"), fields.get("created_at")
         if state is None:
             raise JobNotFound(f"No job {job_id!r} to re-open; list jobs with `hydra status` or GET /api/jobs.")
         if state != JobState.DONE.value or not suspect:
             raise JobStateError(f"Job {job_id} is {state} with no suspect results; only a done job that holds "
                                 "results from a worker caught cheating later can be re-opened.")
         spec = json.loads(spec_json)
+        kind = handler(JobKind(spec["kind"]))
         restored: dict[str, str] = {}
-        if not has_parts:  # finalize compacted the parts into the job's blobs: rebuild the ones that stay
+        specs: dict[str, str] = {}
+        if fields.get("compacted") == "1":  # no chunk specs or parts left: the kept work is one part
+            flags = {c: json.loads(f) for c, f in suspect.items()}
+            missing = sorted(c for c, f in flags.items() if not f.get("spec"))
+            if missing:
+                raise JobStateError(f"Job {job_id} cannot be re-opened: suspect chunk(s) {', '.join(missing[:5])} were "
+                                    "flagged without the spec needed to recompute them.")
+            specs = {c: str(f["spec"]) for c, f in flags.items()}
+            for chunk_id, (kept_spec, kept_part) in kind.restore_kept(job_id, spec["params"], fields, flags,
+                                                                      {"counts": counts}).items():
+                specs[chunk_id], restored[chunk_id] = kept_spec, kept_part
+        elif not has_parts:  # finalize compacted the parts into the job's blobs: rebuild the ones that stay
             kept = sorted(set(client.smembers(keys.job_done(job_id))) - set(suspect))
-            specs = dict(zip(kept, client.hmget(keys.job_chunks(job_id), kept))) if kept else {}
-            restored = handler(JobKind(spec["kind"])).restore_parts(spec["params"], {c: j for c, j in specs.items() if j},
-                                                         {"counts": client.get(keys.job_counts(job_id))})
+            kept_specs = dict(zip(kept, client.hmget(keys.job_chunks(job_id), kept))) if kept else {}
+            restored = kind.restore_parts(spec["params"], {c: j for c, j in kept_specs.items() if j},
+                                          {"counts": counts})
         code = scripts(client).reopen(job_id, now=now, score=_active_score(int(spec["priority"]), float(created_at),
                                                                            spec.get("deadline_ts")),
-                                      restored=restored, suspect=suspect)
+                                      restored=restored, suspect=suspect, specs=specs)
         if code == 1:
             return get_job(client, job_id)
         if code == 0:
@@ -175,7 +194,7 @@ def _delete(client: redis.Redis, job_id: str, *, remnant_only: bool) -> None:
                     pipe.hincrby(keys.JOBS_TOTALS, state, -1)
                 for start in range(0, len(chunk_ids), 1000):  # a finished job should hold no lease; make sure
                     pipe.delete(*(keys.lease(job_id, c) for c in chunk_ids[start:start + 1000]))
-                for index in (keys.JOBS, keys.JOBS_ACTIVE, keys.JOBS_DEADLINES):
+                for index in (keys.JOBS, keys.JOBS_ACTIVE, keys.JOBS_DEADLINES, keys.JOBS_FINISHED):
                     pipe.zrem(index, job_id)
                 if audits:
                     pipe.zrem(keys.AUDITS, *audits)

@@ -40,6 +40,7 @@ from typing import Any, Callable, Mapping, Sequence
 import redis
 
 from .. import keys
+from ..settings import JOB_DETAIL_S_DEFAULT
 from ..errors import HydraError
 from ..models import JobState
 from ..redis_conn import ReplicationShort, confirm_replicated
@@ -165,6 +166,16 @@ class Holders:
         return [keys.worker_inflight(w) for w in (self.holder, self.backup) if w]
 
 
+def undo_fields(units: int, increments: Mapping[str, int], keep: bool, spec_json: str) -> str:
+    """What MERGE adds to a result's entry in its worker's results log, so that a catch can undo the
+    result after its job's working state (chunk specs, parts, done set) was compacted away: the
+    chunk's units, the counters it added, whether it is in no output (a preview, an audit), and its
+    spec (to recompute it if the job is re-opened). JSON object members, without the braces."""
+    body = json.dumps({"units": units, "inc": dict(increments), "keep": keep, "spec": spec_json},
+                      separators=(",", ":"))
+    return body[1:-1]
+
+
 #: cut(chunk_id, start, count) -> the spec JSON of a new range chunk, for kinds cut lazily.
 Cut = Callable[[str, int, int], str]
 
@@ -255,20 +266,22 @@ class Scripts:
 
     def merge(self, job_id: str, chunk_id: str, worker_id: str, part_json: str, *, now: float, elapsed_ms: int,
               units: int, increments: Mapping[str, int], mint_json: str = "",
-              holders: Holders | None = None) -> tuple[MergeCode, int, int, bool]:
+              holders: Holders | None = None, log_entry: str = "", undo: str = "") -> tuple[MergeCode, int, int, bool]:
         """Merge once, minting ``mint_json`` (the reward) in the same step, and log it in the worker's
-        results log (what a catch revokes). Returns (code, units_done, units_total, minted).
-        ``holders``: the lease's holders if the caller read them."""
+        results log (what a catch revokes; ``undo``: :func:`undo_fields`) and ``log_entry`` in the job's
+        chunk log. Returns (code, units_done, units_total, minted). ``holders``: the lease's holders if
+        the caller read them."""
         flat: list[Any] = [x for pair in sorted(increments.items()) for x in pair]
         for _ in range(MAX_ATTEMPTS):
             holders = holders or read_holders(self.client, job_id, chunk_id)
             res = self._merge(
                 keys=[keys.job(job_id), keys.job_done(job_id), keys.job_parts(job_id), keys.job_workers(job_id),
                       keys.job_todo(job_id), keys.LEASES, keys.worker(worker_id), keys.lease(job_id, chunk_id),
-                      keys.worker_results(worker_id), *LEDGER_KEYS, keys.job_leases(job_id),
+                      keys.worker_results(worker_id), *LEDGER_KEYS, keys.job_leases(job_id), keys.job_log(job_id),
                       *holders.inflight_keys()],
                 args=[chunk_id, part_json, worker_id, keys.lease_member(job_id, chunk_id), repr(now), elapsed_ms,
-                      units, mint_json, holders.holder, holders.backup, job_id, keys.WORKER_RESULTS_KEPT, *flat],
+                      units, mint_json, holders.holder, holders.backup, job_id, keys.WORKER_RESULTS_KEPT,
+                      log_entry, keys.JOB_LOG_KEPT, undo, *flat],
             )
             code = MergeCode(int(res[0]))
             if code is not MergeCode.STALE:
@@ -304,13 +317,14 @@ class Scripts:
 
     def finish(self, job_id: str, state: str, *, now: float, fields: Mapping[str, str],
                units_done: str | None = None, blobs: Mapping[str, str] | None = None,
-               drop: Sequence[str] = ()) -> bool:
+               drop: Sequence[str] = (), detail_s: float = JOB_DETAIL_S_DEFAULT) -> bool:
         """Move a live job to a final state exactly once and release its leases. True if this call did.
         ``units_done``: the count the caller's final result was computed at; False if it changed (a
         result was revoked meanwhile). ``blobs``: {job's key: staging key} of result blobs written
         beforehand; renamed into place if this call ends the job, deleted if the job was over or
         ``units_done`` changed (False is returned too if a staging key is gone). ``drop``: keys
-        deleted if this call ends the job (what the blobs replace)."""
+        deleted if this call ends the job. The job's working state is compacted in the same step (see
+        finish.lua); its chunk log expires ``detail_s`` later (HYDRA_JOB_DETAIL_S)."""
         staged = [k for final, staging in (blobs or {}).items() for k in (staging, final)]
         for _ in range(MAX_ATTEMPTS):
             reads = self.client.pipeline(transaction=False)
@@ -342,9 +356,11 @@ class Scripts:
                 manifest["drop"] = len(drop)
             res = int(self._finish(
                 keys=[keys.job(job_id), keys.JOBS_ACTIVE, keys.job_todo(job_id), keys.LEASES,
-                      keys.job_tiles(job_id), keys.job_leases(job_id), keys.JOBS_TOTALS, *lease_keys, *staged,
+                      keys.job_tiles(job_id), keys.job_leases(job_id), keys.JOBS_TOTALS, keys.job_chunks(job_id),
+                      keys.job_done(job_id), keys.job_parts(job_id), keys.job_log(job_id), keys.job_audits(job_id),
+                      keys.AUDITS, keys.LEDGER_MINTED, keys.LEDGER_STATS, keys.JOBS_FINISHED, *lease_keys, *staged,
                       *drop],
-                args=[state, repr(now), json.dumps(dict(fields)), job_id, json.dumps(manifest)],
+                args=[state, repr(now), json.dumps(dict(fields)), job_id, json.dumps(manifest), repr(detail_s)],
             ))
             if res != -3:
                 return res == 1
@@ -352,8 +368,9 @@ class Scripts:
 
     # --- consequences of a catch (trust/consequences.py) -------------------------------------
     def revoke(self, worker_id: str, entry: str, *, job_id: str, now: float, reason: str, part_sha1: str,
-               units: int, keep: bool, increments: Mapping[str, int]) -> Revoke:
-        """Undo the oldest result in the worker's results log, ``entry`` as read (see revoke.lua)."""
+               units: int, keep: bool, increments: Mapping[str, int], spec_json: str = "") -> Revoke:
+        """Undo the oldest result in the worker's results log, ``entry`` as read (see revoke.lua);
+        ``spec_json``: the chunk's spec, kept in the suspect flags for a re-open."""
         flat: list[Any] = [x for pair in sorted(increments.items()) for x in pair]
         chunk_id = json.loads(entry)["chunk"]
         res = self._revoke(
@@ -362,7 +379,8 @@ class Scripts:
                   keys.job_suspect(job_id), keys.LEDGER_MINTED, keys.LEDGER_BALANCES, keys.LEDGER_EARNED,
                   keys.LEDGER_STATS, keys.LEDGER_JOURNAL, keys.LEDGER_HEAD, keys.LEDGER_RANK_BALANCE,
                   keys.LEDGER_RANK_EARNED, keys.PROFILE_TEAMS, keys.TEAMS_EARNED],
-            args=[entry, worker_id, repr(now), reason[:300], part_sha1, units, "1" if keep else "0", job_id, *flat],
+            args=[entry, worker_id, repr(now), reason[:300], part_sha1, units, "1" if keep else "0", job_id,
+                  spec_json, *flat],
         )
         outcome = Revoke(RevokeCode(int(res[0])), int(res[1] or 0))
         if outcome.code is not RevokeCode.STALE:
@@ -370,15 +388,18 @@ class Scripts:
         return outcome
 
     def reopen(self, job_id: str, *, now: float, score: float, restored: Mapping[str, str],
-               suspect: Mapping[str, str]) -> int:
-        """Re-open a finished job with suspect results (see reopen.lua): 1, 0 or -3 (STALE)."""
+               suspect: Mapping[str, str], specs: Mapping[str, str] | None = None) -> int:
+        """Re-open a finished job with suspect results (see reopen.lua): 1, 0 or -3 (STALE). ``restored``:
+        parts to put back; ``specs``: chunk specs to put back (a compacted job's)."""
         chunks = sorted(suspect)
         return int(self._reopen(
             keys=[keys.job(job_id), keys.JOBS_ACTIVE, keys.job_done(job_id), keys.job_parts(job_id),
                   keys.job_workers(job_id), keys.job_todo(job_id), keys.job_suspect(job_id), keys.job_image(job_id),
-                  keys.job_counts(job_id), keys.JOBS_TOTALS, *[keys.lease(job_id, c) for c in chunks]],
+                  keys.job_counts(job_id), keys.JOBS_TOTALS, keys.job_chunks(job_id), keys.JOBS_FINISHED,
+                  *[keys.lease(job_id, c) for c in chunks]],
             args=[repr(now), job_id, repr(score), json.dumps(dict(restored)),
-                  json.dumps([[c, suspect[c]] for c in chunks]), json.dumps(list(keys.JOB_TOTAL_COUNTERS))],
+                  json.dumps([[c, suspect[c]] for c in chunks]), json.dumps(list(keys.JOB_TOTAL_COUNTERS)),
+                  json.dumps(dict(specs or {}))],
         ))
 
     # --- workers and the ledger --------------------------------------------------------------

@@ -1,4 +1,5 @@
--- FINISH: move a live job to a final state once, and release every lease it still has.
+-- FINISH: move a live job to a final state once, release every lease it still has, and compact its
+-- working state (chunk specs, parts, done set, audits, queues, leases; the chunk log expires later).
 -- uses: _leases
 --
 -- The caller read the job's leases (with their holders), its re-queued chunks that keep a lease
@@ -21,7 +22,17 @@ local leases = KEYS[4]       -- zset: "{job}:{chunk}" -> lease deadline
 local tiles = KEYS[5]        -- zset: adaptive tiles waiting
 local job_leases = KEYS[6]   -- zset: the job's leases (chunk id -> deadline)
 local totals = KEYS[7]       -- hash: finished jobs per final state, and their counters summed (manifest.totals)
--- KEYS[8..]: the lease hash of each waiting chunk that has one, then for each leased chunk its
+-- The job's working state, compacted when it ends (a late result is refused by the job's final state):
+local chunks = KEYS[8]       -- hash: chunk id -> spec (deleted)
+local done = KEYS[9]         -- set: merged chunk ids (deleted, after its mint keys leave the minted set)
+local parts = KEYS[10]       -- hash: chunk id -> part (deleted: the result is computed)
+local job_log = KEYS[11]     -- list: the chunk log (kept for detail_s more, for the charts)
+local job_audits = KEYS[12]  -- hash: the job's audit chunks (deleted, and their entries in the audits zset)
+local audits = KEYS[13]      -- zset: audit chunks waiting, of every job
+local minted = KEYS[14]      -- set: the ledger's mint idempotency keys
+local ledger_stats = KEYS[15]  -- hash: keys_compacted counts the mint keys removed here
+local finished = KEYS[16]    -- zset: finished job id -> finished_at (jobs/retention.py prunes from it)
+-- KEYS[17..]: the lease hash of each waiting chunk that has one, then for each leased chunk its
 -- lease hash followed by its holder's and backup's in-flight sets (those that exist), then for
 -- each blob (manifest.blobs of them) its staging key followed by the job's key for it, then the
 -- keys to delete when this call ends the job (manifest.drop of them)
@@ -33,6 +44,7 @@ local job_id = ARGV[4]
 --  leased = {{chunk, holder, backup}, ...}, units_done = text or nil, blobs = n or nil, drop = n or nil,
 --  totals = {counter field, ...}: the job's counters to add to the totals}
 local manifest = cjson.decode(ARGV[5])
+local detail_s = tonumber(ARGV[6])  -- how long the chunk log outlives the job (0: not at all)
 local drops = tonumber(manifest.drop or 0)
 local last_blob = #KEYS - drops
 local first_blob = last_blob - 2 * tonumber(manifest.blobs or 0) + 1
@@ -49,7 +61,7 @@ if (redis.call('HGET', job, 'dispatched') or '0') ~= manifest.dispatched
    or (redis.call('HGET', job, 'redispatched') or '0') ~= manifest.redispatched then return -3 end
 local prefix = job_id .. ':'
 if redis.call('ZCARD', job_leases) ~= #manifest.leased then return -3 end
-local first_leased = 8 + #manifest.waiting
+local first_leased = 17 + #manifest.waiting
 local k = first_leased
 for _, entry in ipairs(manifest.leased) do
   if not redis.call('ZSCORE', job_leases, entry[1]) or not holders_are(KEYS[k], entry[2], entry[3]) then
@@ -74,7 +86,7 @@ for _, name in ipairs(manifest.totals or {}) do
   local value = redis.call('HGET', job, name)
   if value and value ~= '0' then redis.call('HINCRBY', totals, name, value) end
 end
-for i = 8, first_leased - 1 do redis.call('DEL', KEYS[i]) end  -- re-queued chunks keep a lease hash
+for i = 17, first_leased - 1 do redis.call('DEL', KEYS[i]) end  -- re-queued chunks keep a lease hash
 redis.call('DEL', todo, tiles, job_leases)
 k = first_leased
 for _, entry in ipairs(manifest.leased) do
@@ -85,4 +97,16 @@ for _, entry in ipairs(manifest.leased) do
   redis.call('DEL', lease)
   k = k + 1 + (entry[2] ~= '' and 1 or 0) + (entry[3] ~= '' and 1 or 0)
 end
+-- Compact: a finished job keeps its hash (result, counters), its per-worker summary and its result blobs.
+-- MERGE refuses any result for it from now on, so its mint keys are no longer what stops a second mint.
+local compacted = 0
+for _, chunk_id in ipairs(redis.call('SMEMBERS', done)) do
+  compacted = compacted + redis.call('SREM', minted, prefix .. chunk_id)
+end
+if compacted > 0 then redis.call('HINCRBY', ledger_stats, 'keys_compacted', compacted) end
+for _, audit_id in ipairs(redis.call('HKEYS', job_audits)) do redis.call('ZREM', audits, prefix .. audit_id) end
+redis.call('DEL', chunks, done, parts, job_audits)
+if detail_s > 0 then redis.call('EXPIRE', job_log, math.ceil(detail_s)) else redis.call('DEL', job_log) end
+redis.call('HSET', job, 'compacted', '1')
+redis.call('ZADD', finished, now, job_id)
 return 1

@@ -16,8 +16,9 @@ local worker_record = KEYS[7]  -- hash: the returning worker's record
 local lease = KEYS[8]        -- hash: the chunk's lease
 local results_log = KEYS[9]  -- list: the returning worker's merged results, the ones a catch revokes (revoke.lua)
 -- KEYS[10..21]: the ledger keys (see _mint's ledger_keys); KEYS[22]: zset, the job's leases (chunk id ->
--- deadline); KEYS[23..]: the holders' in-flight sets
+-- deadline); KEYS[23]: list, the job's chunk log (metrics); KEYS[24..]: the holders' in-flight sets
 local job_leases = KEYS[10 + LEDGER_KEY_COUNT]
+local job_log = KEYS[11 + LEDGER_KEY_COUNT]
 local chunk = ARGV[1]
 local part = ARGV[2]
 local worker = ARGV[3]
@@ -30,8 +31,13 @@ local holder = ARGV[9]
 local backup = ARGV[10]
 local job_id = ARGV[11]
 local record_cap = tonumber(ARGV[12])  -- the newest results the worker's record keeps
--- ARGV[13..]: (field, increment) pairs for the job hash
-local holder_key, backup_key = inflight_keys(11 + LEDGER_KEY_COUNT, holder, backup)
+local log_entry = ARGV[13]   -- the chunk log's entry (JSON), '' for none
+local log_cap = tonumber(ARGV[14])  -- the newest entries the chunk log keeps
+-- what a catch needs to undo this result once the job's working state is compacted (revoke.lua): the
+-- members '"units":..,"inc":{..},"keep":..,"spec":".."' of a JSON object, built by the caller; '' for none
+local undo = ARGV[15]
+-- ARGV[16..]: (field, increment) pairs for the job hash
+local holder_key, backup_key = inflight_keys(12 + LEDGER_KEY_COUNT, holder, backup)
 
 local state = redis.call('HGET', job, 'state')
 local total = tonumber(redis.call('HGET', job, 'units_total') or '0')
@@ -45,7 +51,7 @@ if not holders_are(lease, holder, backup) then return {-3, 0, total, 0} end
 redis.call('SADD', done, chunk)
 redis.call('HSET', parts, chunk, part)
 redis.call('HINCRBY', job, 'chunks_done', 1)
-for i = 13, #ARGV, 2 do redis.call('HINCRBY', job, ARGV[i], ARGV[i + 1]) end
+for i = 16, #ARGV, 2 do redis.call('HINCRBY', job, ARGV[i], ARGV[i + 1]) end
 local minted, amount, account = 0, '0', ''
 if mint ~= '' then
   local m = cjson.decode(mint)
@@ -53,9 +59,15 @@ if mint ~= '' then
   if minted == 1 then amount, account = tostring(m.amount), m.account end
 end
 -- What a catch must undo: the job and chunk, and the micro-tokens this merge minted and to whom.
-redis.call('RPUSH', results_log, cjson.encode({job = job_id, chunk = chunk, amount = amount, account = account}))
+local logged = cjson.encode({job = job_id, chunk = chunk, amount = amount, account = account})
+if undo ~= '' then logged = string.sub(logged, 1, -2) .. ',' .. undo .. '}' end
+redis.call('RPUSH', results_log, logged)
 redis.call('LTRIM', results_log, -record_cap, -1)
 redis.call('HSET', job, 'updated_at', now)
+if log_entry ~= '' then
+  redis.call('RPUSH', job_log, log_entry)
+  redis.call('LTRIM', job_log, -log_cap, -1)
+end
 redis.call('HINCRBY', job_workers, worker .. '|chunks', 1)
 redis.call('HINCRBY', job_workers, worker .. '|units', units)
 redis.call('HINCRBY', job_workers, worker .. '|elapsed_ms', elapsed_ms)

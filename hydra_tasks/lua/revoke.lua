@@ -5,7 +5,8 @@
 --     worker's counters) and the chunk is put first in the job's queue, to be recomputed elsewhere;
 --     an adaptive Mandelbrot preview is kept (it only guides tiling and is in no output);
 --   done: the chunk is flagged suspect in the job (the job's 'suspect' count), for the operator to
---     re-open (reopen.lua); a preview is not flagged (it is in no output);
+--     re-open (reopen.lua); a preview is not flagged (it is in no output); likewise a result inside the
+--     work a re-opened compacted job kept (it can no longer be taken out alone);
 --   failed, cancelled or deleted: nothing more.
 -- uses: _leases, _journal
 -- Returns {code, micro-tokens reversed}: code 1 RECOMPUTE, 2 FLAGGED, 0 NOTHING_MORE, -3 STALE
@@ -36,13 +37,17 @@ local part_sha = ARGV[5]     -- SHA-1 of the chunk's part as the caller read it 
 local units = ARGV[6]        -- the chunk's units
 local keep = ARGV[7] == '1'  -- a preview: keep it in the job
 local job_id = ARGV[8]
--- ARGV[9..]: (field, increment) pairs the result added to the job hash (the caller recomputes them
--- from the part with the kind's verify), subtracted here
+local spec = ARGV[9]         -- the chunk's spec JSON, kept in the suspect flags for a re-open ('' if unknown)
+-- ARGV[10..]: (field, increment) pairs the result added to the job hash (the caller recomputes them
+-- from the part with the kind's verify, or reads them from the log entry of a compacted job), subtracted here
 
 if redis.call('LINDEX', results_log, 0) ~= entry then return {-3, 0} end
 local e = cjson.decode(entry)
 local state = redis.call('HGET', job, 'state')
 local merged = redis.call('SISMEMBER', done, e.chunk) == 1
+-- A compacted job (finish.lua) has no done set: a result in its worker's log that is not in the done set
+-- (of a job re-opened since) is inside the work it kept.
+local kept = not merged and redis.call('HGET', job, 'compacted') == '1'
 if live(state) and merged and not keep then
   local part = redis.call('HGET', parts, e.chunk)
   if not part or redis.sha1hex(part) ~= part_sha then return {-3, 0} end
@@ -51,8 +56,10 @@ end
 redis.call('LPOP', results_log)
 local reversed = '0'
 local key = e.job .. ':' .. e.chunk
-if e.amount ~= '0' and redis.call('SREM', minted_set, key) == 1 then
-  -- The mint key is free again, so the recomputed chunk pays whoever recomputes it.
+if e.amount ~= '0' then
+  -- The mint key is free again, so the recomputed chunk pays whoever recomputes it. An entry is revoked
+  -- once (it leaves the log here), so its mint stands until now; FINISH may have compacted its key away.
+  if redis.call('SREM', minted_set, key) == 0 then redis.call('HINCRBY', stats, 'keys_compacted', -1) end
   redis.call('ZADD', rank_balance, redis.call('HINCRBY', balances, e.account, '-' .. e.amount), e.account)
   redis.call('ZADD', rank_earned, redis.call('HINCRBY', earned, e.account, '-' .. e.amount), e.account)
   local team = redis.call('HGET', teams, e.account)
@@ -64,19 +71,19 @@ if e.amount ~= '0' and redis.call('SREM', minted_set, key) == 1 then
                                'reason', reason, 'ts', now, 'detail', worker})
   reversed = e.amount
 end
-if not state or not merged then return {0, reversed} end
-if state == 'done' and not keep then
-  local flags = {worker = worker, units = tonumber(units), keep = keep, increments = {}}
-  for i = 9, #ARGV, 2 do flags.increments[ARGV[i]] = ARGV[i + 1] end  -- decimal strings
+if not state or not (merged or kept) then return {0, reversed} end
+if not keep and ((state == 'done') or (live(state) and kept)) then
+  local flags = {worker = worker, units = tonumber(units), keep = keep, increments = {}, spec = spec}
+  for i = 10, #ARGV, 2 do flags.increments[ARGV[i]] = ARGV[i + 1] end  -- decimal strings
   redis.call('HSET', suspect, e.chunk, cjson.encode(flags))
   redis.call('HSET', job, 'suspect', redis.call('HLEN', suspect))
   return {2, reversed}
 end
-if not live(state) or keep then return {0, reversed} end
+if not live(state) or keep or not merged then return {0, reversed} end
 redis.call('SREM', done, e.chunk)
 redis.call('HDEL', parts, e.chunk)
 redis.call('HINCRBY', job, 'chunks_done', -1)
-for i = 9, #ARGV, 2 do
+for i = 10, #ARGV, 2 do
   if ARGV[i + 1] ~= '0' then redis.call('HINCRBY', job, ARGV[i], '-' .. ARGV[i + 1]) end
 end
 redis.call('HINCRBY', job_workers, worker .. '|chunks', -1)

@@ -1,5 +1,6 @@
 """The sweeper (run by beat): take back expired leases, retire silent workers (and prune those
-offline for longer than HYDRA_WORKER_RETENTION_S), finish jobs whose last result was merged but not
+offline for longer than HYDRA_WORKER_RETENTION_S), remove finished jobs older than
+HYDRA_JOB_RETENTION_S (:mod:`hydra_tasks.jobs.retention`), finish jobs whose last result was merged but not
 finalized, refill the windows, and sample each region's carbon intensity for the dashboard's chart
 once a minute (:mod:`hydra_tasks.history`).
 
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 import redis
 
 from .. import history, keys
-from ..jobs import collect, store
+from ..jobs import collect, retention, store
 from ..jobs.preview import plan_tiles_after_preview
 from ..lua import Holders, RequeueCode, scripts
 from ..models import JobState
@@ -36,6 +37,7 @@ class SweepReport:
     failed_jobs: list[str] = field(default_factory=list)
     offline_workers: list[str] = field(default_factory=list)
     pruned_workers: list[str] = field(default_factory=list)
+    pruned_jobs: list[str] = field(default_factory=list)
     finalized_jobs: list[str] = field(default_factory=list)
     dispatched: int = 0
 
@@ -88,7 +90,7 @@ def _requeued(client: redis.Redis, settings: Settings, report: SweepReport, job_
     if expiries >= settings.max_chunk_expiries:
         msg = (f"chunk {chunk_id} was lost {expiries} times (lease {settings.lease_s:g}s); "
                "raise HYDRA_LEASE_S if chunks legitimately take longer")
-        if store.fail_job(client, job_id, msg, now=now):
+        if store.fail_job(client, job_id, msg, now=now, detail_s=settings.job_detail_s):
             report.failed_jobs.append(job_id)
 
 
@@ -101,13 +103,14 @@ def finalize_stragglers(client: redis.Redis, settings: Settings, report: SweepRe
                 plan_tiles_after_preview(client, settings, job_id)
             done, total, state = client.hmget(keys.job(job_id), "units_done", "units_total", "state")
             if state is not None and not JobState(state).is_final and done is not None and done == total:
-                if collect.finalize(client, job_id):
+                if collect.finalize(client, job_id, detail_s=settings.job_detail_s):
                     report.finalized_jobs.append(job_id)
         except redis.ConnectionError:
             raise
         except Exception as exc:  # noqa: BLE001 - one broken job must not stop the sweep for all others
             log.exception("sweeping job %s failed", job_id)
-            if store.fail_job(client, job_id, f"the control plane could not finish it: {exc!r}"):
+            if store.fail_job(client, job_id, f"the control plane could not finish it: {exc!r}",
+                              detail_s=settings.job_detail_s):
                 report.failed_jobs.append(job_id)
 
 
@@ -122,6 +125,9 @@ def sweep(client: redis.Redis, settings: Settings, router: Router, publish: Publ
         log.info("pruned %d worker(s) offline for over %gs: %s", len(report.pruned_workers),
                  settings.worker_retention_s, ", ".join(report.pruned_workers))
     finalize_stragglers(client, settings, report)
+    report.pruned_jobs = retention.prune_expired(client, settings, now=now)
+    if report.pruned_jobs:
+        log.info("pruned %d finished job(s) older than %gs", len(report.pruned_jobs), settings.job_retention_s)
     report.dispatched = dispatch(client, settings, router, publish, now=now)
     history.sample_carbon(client, settings, carbon_provider(settings, client), now=now)  # once a minute, fleet-wide
     return report

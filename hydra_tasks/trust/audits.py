@@ -149,7 +149,7 @@ def settle_here(client: redis.Redis, settings: Settings, job_id: str, audit_id: 
     if state is None or JobState(state).is_final or spec_json is None:
         return "over"
     outcome = settle(client, settings, ChunkSpec.from_json(json.loads(spec_json)), None, None, now=now)
-    collect.finalize(client, job_id, now=now)
+    collect.finalize(client, job_id, now=now, detail_s=settings.job_detail_s)
     return outcome
 
 

@@ -80,7 +80,7 @@ def punish(client: redis.Redis, worker_id: str, reason: str, *, now: float | Non
             break
         r = _revocation(client, entry)
         outcome = lua.revoke(worker_id, entry, job_id=r.job_id, now=now, reason=why, part_sha1=r.part_sha1,
-                             units=r.units, keep=r.keep, increments=r.increments)
+                             units=r.units, keep=r.keep, increments=r.increments, spec_json=r.spec_json)
         if outcome.code is RevokeCode.STALE:
             stale += 1
             if stale >= MAX_ATTEMPTS:
@@ -108,6 +108,7 @@ class _Revocation:
     units: int = 0
     keep: bool = False
     increments: dict[str, int] = field(default_factory=dict)
+    spec_json: str = ""
 
 
 def _revocation(client: redis.Redis, entry: str) -> _Revocation:
@@ -122,8 +123,18 @@ def _revocation(client: redis.Redis, entry: str) -> _Revocation:
     reads.hmget(keys.job(job_id), "state", "spec")
     spec_json, part, (state, job_spec) = reads.execute()
     r = _Revocation(job_id)
-    if spec_json is None or state is None:
+    if state is None:
         return r  # the job is gone: tokens only
+    if spec_json is None:  # a finished job's working state is compacted: what MERGE logged says what to undo
+        if "spec" not in e:
+            log.warning("cannot undo chunk %s of compacted job %s: its log entry predates compaction", chunk_id,
+                        job_id)
+            r.keep = True  # nothing to recompute it from: its tokens only
+            return r
+        r.units, r.keep, r.spec_json = int(e["units"]), bool(e["keep"]), str(e["spec"])
+        r.increments = {k: int(v) for k, v in e["inc"].items()}
+        return r
+    r.spec_json = spec_json
     chunk = ChunkSpec.from_json(json.loads(spec_json))
     kind = handler(chunk.kind)
     # A preview or an audit chunk is in no output: it only loses its tokens.

@@ -58,6 +58,7 @@ def test_two_control_processes_dispatching_at_once_cut_every_sample_exactly_once
     samples = 150_000
     job_id = pi_job(app, samples)
     errors: list[BaseException] = []
+    specs: dict[str, dict[str, Any]] = {}  # every chunk sent (the job's own specs are compacted when it ends)
 
     def control_process() -> None:  # its own connection, as a second control worker would have
         client = redis.Redis.from_url(app.conf.broker_url, decode_responses=True)
@@ -66,6 +67,7 @@ def test_two_control_processes_dispatching_at_once_cut_every_sample_exactly_once
                 sent: list[tuple[dict[str, Any], int, str]] = []
                 dispatch(client, app.settings, CapacityRouter(), lambda c, a, w, r: sent.append((c, a, w)))
                 for chunk, attempt, worker_id in sent:
+                    specs[chunk["chunk_id"]] = chunk
                     collect.collect(client, app.settings, run_chunk(chunk, attempt=attempt, worker_id=worker_id,
                                                                     region="r"))
                 if store.job_state(client, job_id).is_final:  # type: ignore[union-attr]
@@ -82,8 +84,7 @@ def test_two_control_processes_dispatching_at_once_cut_every_sample_exactly_once
     job = store.get_job(app.redis, job_id)
     assert job.state == "done"
     assert job.result["hits"] == compute.pi_hits(11, 0, samples)  # bit-identical to one kernel call
-    ranges = sorted((c["params"]["start"], c["params"]["count"])
-                    for c in map(json.loads, app.redis.hvals(keys.job_chunks(job_id))))
+    ranges = sorted((c["params"]["start"], c["params"]["count"]) for c in specs.values())
     covered = 0
     for start, count in ranges:  # contiguous and disjoint: no sample cut twice, none skipped
         assert start == covered
