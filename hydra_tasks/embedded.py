@@ -468,6 +468,9 @@ def _render_conf(data_dir: Path, port: int, password: str, *, extra_lines: Seque
         f"maxclients {MAX_CLIENTS}",
         "timeout 0",
         "tcp-keepalive 60",
+        # A job's hash holds its spec and result as JSON of a few hundred bytes: with values up to 512 bytes
+        # it stays in Redis's compact encoding (a finished job keeps about 1 KB instead of about 4).
+        "hash-max-ziplist-value 512",
         *extra_lines,
     ]
     return "\n".join(lines) + "\n"

@@ -96,6 +96,7 @@ def server_conf(options: HaOptions, password: str, *, port: int, data_dir: str, 
     lines = [f"bind {bind}", *_tls_lines(options, port, sentinel=False), f"dir {_quote(data_dir)}",
              f"aclfile {_quote(data_dir.rstrip('/') + '/users.acl')}",
              "appendonly yes", "appendfsync always", "maxclients 4096",
+             "hash-max-ziplist-value 512",  # a job's hash stays compact (embedded._render_conf)
              f"masteruser {OPERATOR_USER}", f"masterauth {_quote(password)}",
              f"min-replicas-to-write {options.min_replicas_to_write}",
              f"min-replicas-max-lag {options.min_replicas_max_lag_s}",

@@ -325,6 +325,8 @@ class Scripts:
         ``units_done`` changed (False is returned too if a staging key is gone). ``drop``: keys
         deleted if this call ends the job. The job's working state is compacted in the same step (see
         finish.lua); its chunk log expires ``detail_s`` later (HYDRA_JOB_DETAIL_S)."""
+        from ..jobs.view import COUNTERS  # read as 0 when absent: a finished job's zero counters are dropped
+
         staged = [k for final, staging in (blobs or {}).items() for k in (staging, final)]
         for _ in range(MAX_ATTEMPTS):
             reads = self.client.pipeline(transaction=False)
@@ -333,6 +335,8 @@ class Scripts:
             reads.zrange(keys.job_leases(job_id), 0, -1)
             (state_now, dispatched, redispatched), todo, leased = reads.execute()
             if state_now is None or JobState(state_now).is_final:
+                if staged:  # another call ended the job: this one's staged blobs are not the result
+                    self.client.delete(*staged[0::2])
                 return False
             lease_reads = self.client.pipeline(transaction=False)
             for chunk_id in todo:  # only re-queued chunks have a lease hash
@@ -347,7 +351,7 @@ class Scripts:
                 lease_keys += [keys.lease(job_id, chunk_id), *h.inflight_keys()]
             manifest = {"dispatched": dispatched or "0", "redispatched": redispatched or "0", "waiting": waiting,
                         "leased": [[c, h.holder, h.backup] for c, h in zip(leased, holders)],
-                        "totals": list(keys.JOB_TOTAL_COUNTERS)}
+                        "totals": list(keys.JOB_TOTAL_COUNTERS), "zeroes": list(COUNTERS)}
             if units_done is not None:
                 manifest["units_done"] = units_done
             if staged:

@@ -42,7 +42,8 @@ local fields = cjson.decode(ARGV[3])    -- {field: text} to set on the job hash
 local job_id = ARGV[4]
 -- {dispatched = n, redispatched = n (as read, text), waiting = {chunk, ...},
 --  leased = {{chunk, holder, backup}, ...}, units_done = text or nil, blobs = n or nil, drop = n or nil,
---  totals = {counter field, ...}: the job's counters to add to the totals}
+--  totals = {counter field, ...}: the job's counters to add to the totals,
+--  zeroes = {counter field, ...}: counters removed from the finished job's hash where they are 0}
 local manifest = cjson.decode(ARGV[5])
 local detail_s = tonumber(ARGV[6])  -- how long the chunk log outlives the job (0: not at all)
 local drops = tonumber(manifest.drop or 0)
@@ -107,6 +108,9 @@ if compacted > 0 then redis.call('HINCRBY', ledger_stats, 'keys_compacted', comp
 for _, audit_id in ipairs(redis.call('HKEYS', job_audits)) do redis.call('ZREM', audits, prefix .. audit_id) end
 redis.call('DEL', chunks, done, parts, job_audits)
 if detail_s > 0 then redis.call('EXPIRE', job_log, math.ceil(detail_s)) else redis.call('DEL', job_log) end
+for _, name in ipairs(manifest.zeroes or {}) do  -- counters that stayed 0 read as 0 when absent
+  if redis.call('HGET', job, name) == '0' then redis.call('HDEL', job, name) end
+end
 redis.call('HSET', job, 'compacted', '1')
 redis.call('ZADD', finished, now, job_id)
 return 1

@@ -141,3 +141,13 @@ def test_a_finalizer_that_loses_the_race_to_finish_drops_what_it_staged(app: Hyd
     a, b = _race(app, job_id, lambda args: str(args[0]).upper() in ("EVALSHA", "EVAL"))
     assert (a, b) == (True, False)
     _check_result(app, job_id)
+
+
+def test_a_finalizer_that_finds_the_job_ended_before_its_finish_drops_what_it_staged(app: HydraCelery) -> None:
+    """A cuts in after B staged its blobs, before B's FINISH reads the job: B sees the job over and
+    never calls the script, so it must drop its staged blobs itself."""
+    job_id = _all_merged_but_not_finalized(app)
+    job_key = keys.job(job_id)
+    a, b = _race(app, job_id, lambda args: args[:2] == ("HMGET", job_key) and "dispatched" in args)
+    assert (a, b) == (True, False)
+    _check_result(app, job_id)
