@@ -262,6 +262,9 @@ class Settings:
                                    metadata=_meta("HYDRA_JOB_RETENTION_S", _float(0, 10 * 366 * 86_400)))
     # how long a finished job's chunk log (the per-chunk charts) outlives it; its other working state goes at once
     job_detail_s: float = field(default=JOB_DETAIL_S_DEFAULT, metadata=_meta("HYDRA_JOB_DETAIL_S", _float(0, 366 * 86_400)))
+    # how long a control process reuses its view of the fleet (every worker's record) before reading it again;
+    # registrations, state changes, quarantines and prunes invalidate it at once (scheduling/cluster.snapshot)
+    fleet_view_s: float = field(default=1.0, metadata=_meta("HYDRA_FLEET_VIEW_S", _float(0, 60)))
     inflight_per_slot: int = field(default=2, metadata=_meta("HYDRA_INFLIGHT_PER_SLOT", _int(1, 64)))
     max_chunk_failures: int = field(default=3, metadata=_meta("HYDRA_MAX_CHUNK_FAILURES", _int(1, 100)))
     max_chunk_expiries: int = field(default=10, metadata=_meta("HYDRA_MAX_CHUNK_EXPIRIES", _int(1, 1_000)))

@@ -72,18 +72,27 @@ def chunk_energy_j(*, reported_j: float | None, cpu_s: float, elapsed_s: float, 
     return cpu_s * watts_per_core
 
 
+def effective_intensity(signal: RegionSignal | None, fallback_g_per_kwh: float) -> float:
+    """The grid intensity a signal stands for, net of on-site renewables (``fallback`` if unknown)."""
+    value = signal.g_co2_per_kwh if signal and signal.g_co2_per_kwh is not None else fallback_g_per_kwh
+    return value * (1.0 - ((signal.renewable_share or 0.0) if signal else 0.0))
+
+
 def chunk_carbon(energy_j: float, region: str, signals: Mapping[str, RegionSignal],
-                 capacity: Mapping[str, float], *, fallback_g_per_kwh: float) -> ChunkCarbon:
-    """Carbon where the chunk ran and under capacity-proportional routing (see module doc)."""
+                 capacity: Mapping[str, float], *, fallback_g_per_kwh: float,
+                 blind_g_per_kwh: float | None = None) -> ChunkCarbon:
+    """Carbon where the chunk ran and under capacity-proportional routing (see module doc).
+    ``blind_g_per_kwh``: that routing's intensity computed beforehand (else from ``capacity``)."""
     kwh = energy_j / J_PER_KWH
 
     def intensity(name: str) -> float:
-        signal = signals.get(name)
-        value = signal.g_co2_per_kwh if signal and signal.g_co2_per_kwh is not None else fallback_g_per_kwh
-        return value * (1.0 - ((signal.renewable_share or 0.0) if signal else 0.0))
+        return effective_intensity(signals.get(name), fallback_g_per_kwh)
 
     total = sum(capacity.values())
-    blind = (sum(intensity(r) * c for r, c in capacity.items()) / total) if total > 0 else intensity(region)
+    if blind_g_per_kwh is not None:
+        blind = blind_g_per_kwh
+    else:
+        blind = (sum(intensity(r) * c for r, c in capacity.items()) / total) if total > 0 else intensity(region)
     share = (signals[region].renewable_share or 0.0) if region in signals else 0.0
     return ChunkCarbon(energy_j, kwh * intensity(region), kwh * blind, kwh * share)
 

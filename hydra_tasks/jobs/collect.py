@@ -20,14 +20,14 @@ import redis
 
 from .. import history, keys
 from ..errors import HydraError, ResultRejected, SignatureError, SpotCheckFailed
-from ..grid import accounting
+from ..grid import CarbonProvider, accounting
 from ..grid.regions import parse_regions, region_signals
 from ..grid.site import worker_signals
 from ..ledger import book as ledger
 from ..ledger import rewards
 from ..lua import Holders, MergeCode, RequeueCode, Scripts, scripts, undo_fields
 from ..models import ChunkResult, ChunkSpec, JobKind, JobState
-from ..scheduling.cluster import ClusterSnapshot, snapshot
+from ..scheduling.cluster import ClusterSnapshot, capped, slots_of, snapshot
 from ..scheduling.router import carbon_provider
 from ..settings import JOB_DETAIL_S_DEFAULT, Settings
 from ..trust import audits
@@ -35,7 +35,7 @@ from ..trust import reputation as trust_reputation
 from ..trust import results as signed_results
 from ..worker import performance
 from ..worker.compute import DECLINED
-from ..worker.registry import WorkerInfo, get_worker
+from ..worker.registry import WorkerInfo, parse_record
 from . import handler, store
 
 STAGED_TTL_S = 3600  # a finalizer's staged result blobs, if it dies before FINISH renames them
@@ -61,6 +61,7 @@ class _Lease:
     holders: Holders
     reputation: int = 0  # the reporting worker's clean spot checks since it was last caught
     alert: bool = False  # a worker was caught in the last hour (trust/reputation.py)
+    worker: WorkerInfo | None = None  # the reporting worker's record, read with the lease
 
 
 def collect(client: redis.Redis, settings: Settings, data: Mapping[str, Any], *, now: float | None = None) -> Outcome:
@@ -113,10 +114,10 @@ def _read(client: redis.Redis, result: ChunkResult) -> tuple[ChunkSpec, _Lease, 
     reads.hget(keys.job_chunks(result.job_id), result.chunk_id)
     reads.hget(keys.job(result.job_id), "state")
     reads.hmget(keys.lease(result.job_id, result.chunk_id), "dispatched_at", "worker", "backup")
-    reads.hmget(keys.worker(result.worker_id), "public_key", "audits_passed", "quarantined")
+    reads.hgetall(keys.worker(result.worker_id))  # the whole record: the merge's speed model and reward use it
     reads.hget(keys.SPOT_CHECKS, "last_caught_at")
-    chunk_json, state_name, (dispatched_at, holder, backup), (public_key, audits, quarantined), caught_at = \
-        reads.execute()
+    chunk_json, state_name, (dispatched_at, holder, backup), record, caught_at = reads.execute()
+    public_key, audits, quarantined = record.get("public_key"), record.get("audits_passed"), record.get("quarantined")
     if chunk_json is None or state_name is None or JobState(state_name).is_final:
         return None
     if quarantined:  # caught by a spot check: nothing it sends counts until an operator lifts it
@@ -126,7 +127,7 @@ def _read(client: redis.Redis, result: ChunkResult) -> tuple[ChunkSpec, _Lease, 
     chunk = ChunkSpec.from_json(json.loads(chunk_json))
     alert = bool(caught_at) and time.time() - float(caught_at) < trust_reputation.ALERT_S
     return (chunk, _Lease(float(dispatched_at) if dispatched_at else None, Holders.of(holder, backup),
-                          int(audits or 0), alert), public_key or "")
+                          int(audits or 0), alert, parse_record(record)), public_key or "")
 
 
 def _verify(chunk: ChunkSpec, result: ChunkResult) -> dict[str, int]:
@@ -156,9 +157,16 @@ def _merge(client: redis.Redis, settings: Settings, lua: Scripts, chunk: ChunkSp
     """Merge a verified result once, with its reward; learn from it; ask for its audit chunk
     (``remote``: the blocks left to audit) or settle the audit it is; finalize the job if it was the last."""
     kind = handler(chunk.kind)
+    # The fleet-wide figures (median speed, the carbon-blind mix) come from this process's view of the
+    # fleet, reused for up to HYDRA_FLEET_VIEW_S; the worker's own record was read fresh with the lease,
+    # so its speed model is updated from its current value, never from a cached one.
     snap = snapshot(client, settings, now=now)
-    holder = snap.workers.get(result.worker_id) or get_worker(client, result.worker_id)
-    elapsed_s, trusted = observed_elapsed(result, lease, snap.slots.get(result.worker_id, 1), now)
+    holder = lease.worker
+    live = holder is not None and holder.worker_id in snap.workers
+    if holder is not None and live:
+        holder = capped(holder, snap.reference)
+    slots = slots_of(holder, settings) if holder is not None and live else 1
+    elapsed_s, trusted = observed_elapsed(result, lease, slots, now)
     carbon = _carbon(settings, snap, holder, chunk, result, elapsed_s, now)
     mint = _mint(settings, snap, holder, chunk, result, kind.reward_work(chunk, increments), carbon, now)
     audit = keys.is_audit_chunk(chunk.chunk_id)
@@ -272,15 +280,33 @@ def _carbon(settings: Settings, snap: ClusterSnapshot, holder: WorkerInfo | None
         cores=holder.cores if holder else 1, watts_per_core=holder.watts_per_core if holder else settings.watts_per_core)
     regions = parse_regions(settings.regions)
     provider = carbon_provider(settings)
-    workers = [*snap.workers.values(), *([holder] if holder and holder.worker_id not in snap.workers else [])]
-    signals = worker_signals(workers, regions, provider, now=now)
-    if holder is None:  # an unregistered worker: its region's grid is all we know
-        signals.update(region_signals(regions, {result.region}, provider))
-    capacity = {w.worker_id: w.rate(chunk.kind.value) * w.concurrency for w in snap.workers.values()}
+    if holder is not None:
+        signals = worker_signals([holder], regions, provider, now=now)
+    else:  # an unregistered worker: its region's grid is all we know
+        signals = region_signals(regions, {result.region}, provider)
+    blind, fleet_fallback = _fleet_carbon(settings, snap, chunk.kind.value, provider, now)
     known = [s.g_co2_per_kwh for s in signals.values() if s.g_co2_per_kwh is not None]
-    fallback = sum(known) / len(known) if known else 475.0  # world average when nothing is known
+    fallback = fleet_fallback if fleet_fallback is not None else (known[0] if known else 475.0)  # world average
     where = holder.worker_id if holder else result.region
-    return accounting.chunk_carbon(energy, where, signals, capacity, fallback_g_per_kwh=fallback)
+    return accounting.chunk_carbon(energy, where, signals, {}, fallback_g_per_kwh=fallback, blind_g_per_kwh=blind)
+
+
+def _fleet_carbon(settings: Settings, snap: ClusterSnapshot, kind: str, provider: CarbonProvider,
+                  now: float) -> tuple[float | None, float | None]:
+    """(the capacity-weighted intensity carbon-blind routing would have used, the fleet's mean known
+    intensity), once per view of the fleet: O(fleet) once, not per chunk. None where no worker counts."""
+    def compute() -> tuple[float | None, float | None]:
+        signals = worker_signals(snap.workers.values(), parse_regions(settings.regions), provider, now=now)
+        known = [s.g_co2_per_kwh for s in signals.values() if s.g_co2_per_kwh is not None]
+        fallback = sum(known) / len(known) if known else None
+        capacity = {w.worker_id: w.rate(kind) * w.concurrency for w in snap.workers.values()}
+        total = sum(capacity.values())
+        if total <= 0:
+            return None, fallback
+        mix = sum(accounting.effective_intensity(signals.get(w), fallback if fallback is not None else 475.0) * c
+                  for w, c in capacity.items())
+        return mix / total, fallback
+    return snap.memo(("carbon", kind), compute)
 
 
 def _mint(settings: Settings, snap: ClusterSnapshot, worker: WorkerInfo | None,
@@ -294,8 +320,9 @@ def _mint(settings: Settings, snap: ClusterSnapshot, worker: WorkerInfo | None,
                     result.worker_id)
         return ""
     kind = chunk.kind.value
-    rates = sorted(w.rate(kind) for w in snap.workers.values()) or [worker.rate(kind)]
-    reward = rewards.chunk_reward(settings, work=work, speed=worker.rate(kind), median_speed=rates[len(rates) // 2],
+    median = snap.median_rate(kind)
+    reward = rewards.chunk_reward(settings, work=work, speed=worker.rate(kind),
+                                  median_speed=worker.rate(kind) if median is None else median,
                                   reliability=worker.reliability,
                                   saved_g=carbon.counterfactual_g - carbon.carbon_g, renewable_kwh=carbon.renewable_kwh)
     if reward.total <= 0:

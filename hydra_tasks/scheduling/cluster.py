@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 from dataclasses import dataclass, field, replace
-from typing import Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 import redis
 
+from .. import keys
 from ..settings import Settings
 from ..worker.registry import WorkerInfo, list_workers
+
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,23 @@ class ClusterSnapshot:
     taken_at: float
     workers: dict[str, WorkerInfo] = field(default_factory=dict)
     slots: dict[str, int] = field(default_factory=dict)  # worker id -> chunks it may hold at once
+    reference: dict[str, float] = field(default_factory=dict)  # kind -> the speed an unconfirmed claim is capped at
+    # fleet-wide figures derived from this view, computed once per view (see memo)
+    _memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def memo(self, key: Any, compute: Callable[[], T]) -> T:
+        """A figure derived from the whole view (a median speed, the carbon-blind intensity), computed
+        once however many chunks use it while this view is reused."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+    def median_rate(self, kind: str) -> float | None:
+        """The median speed of the live workers for ``kind`` (the reward's reference), None if none."""
+        def compute() -> float | None:
+            rates = sorted(w.rate(kind) for w in self.workers.values())
+            return rates[len(rates) // 2] if rates else None
+        return self.memo(("median_rate", kind), compute)
 
     @property
     def live_workers(self) -> int:
@@ -49,6 +71,31 @@ CONFIRMED_AFTER = 3
 _SPEEDS = (("pi", "pi_samples_per_s", "perf_pi"), ("mandelbrot", "mandelbrot_iters_per_s", "perf_mandelbrot"))
 
 
+def references(workers: Iterable[WorkerInfo]) -> dict[str, float]:
+    """Per kind, the speed an unconfirmed claim counts for at most: the median speed of the workers
+    whose speed is confirmed, else the lower median of all (see :func:`confirmed_view`)."""
+    ws = list(workers)
+    reference: dict[str, float] = {}
+    for kind, _, perf_attr in _SPEEDS:
+        confirmed = sorted(w.rate(kind) for w in ws if getattr(w, perf_attr).observations >= CONFIRMED_AFTER)
+        pool = confirmed or sorted(w.rate(kind) for w in ws)
+        reference[kind] = pool[(len(pool) - 1) // 2] if pool else math.inf
+    return reference
+
+
+def capped(worker: WorkerInfo, reference: dict[str, float]) -> WorkerInfo:
+    """The worker with each unconfirmed speed capped at the kind's reference."""
+    out = worker
+    for kind, calibration, perf_attr in _SPEEDS:
+        perf = getattr(out, perf_attr)
+        limit = reference.get(kind, math.inf)
+        if perf.observations >= CONFIRMED_AFTER or out.rate(kind) <= limit:
+            continue
+        out = replace(out, **{calibration: min(getattr(out, calibration), limit),
+                              perf_attr: replace(perf, rate=min(perf.rate, limit))})
+    return out
+
+
 def confirmed_view(workers: Iterable[WorkerInfo]) -> dict[str, WorkerInfo]:
     """The workers as the scheduler takes them: a speed that rests on the worker's own claim (its
     start-up calibration, or fewer than CONFIRMED_AFTER accepted chunks) counts for no more than a
@@ -56,22 +103,14 @@ def confirmed_view(workers: Iterable[WorkerInfo]) -> dict[str, WorkerInfo]:
     all. So a new worker, or one that claims 10^13 samples/s, cannot buy most of a job with its
     first results; once its chunks confirm its speed, it is taken at that speed."""
     ws = list(workers)
-    reference: dict[str, float] = {}
-    for kind, _, perf_attr in _SPEEDS:
-        confirmed = sorted(w.rate(kind) for w in ws if getattr(w, perf_attr).observations >= CONFIRMED_AFTER)
-        pool = confirmed or sorted(w.rate(kind) for w in ws)
-        reference[kind] = pool[(len(pool) - 1) // 2] if pool else math.inf
-    out = {}
-    for w in ws:
-        capped = w
-        for kind, calibration, perf_attr in _SPEEDS:
-            perf = getattr(capped, perf_attr)
-            if perf.observations >= CONFIRMED_AFTER or capped.rate(kind) <= reference[kind]:
-                continue
-            capped = replace(capped, **{calibration: min(getattr(capped, calibration), reference[kind]),
-                                        perf_attr: replace(perf, rate=min(perf.rate, reference[kind]))})
-        out[w.worker_id] = capped
-    return out
+    reference = references(ws)
+    return {w.worker_id: capped(w, reference) for w in ws}
+
+
+def slots_of(worker: WorkerInfo, settings: Settings) -> int:
+    """Chunks the worker may hold at once: its processes' windows, or one process' window until its
+    speed is confirmed."""
+    return (worker.concurrency if is_confirmed(worker) else 1) * settings.inflight_per_slot
 
 
 def is_confirmed(worker: WorkerInfo) -> bool:
@@ -79,14 +118,44 @@ def is_confirmed(worker: WorkerInfo) -> bool:
     return any(getattr(worker, perf_attr).observations >= CONFIRMED_AFTER for _, _, perf_attr in _SPEEDS)
 
 
-def snapshot(client: redis.Redis, settings: Settings, *, now: float | None = None) -> ClusterSnapshot:
+def _build(client: redis.Redis, settings: Settings, now: float) -> ClusterSnapshot:
+    ws = [w for w in list_workers(client) if w.is_live(now, settings.worker_timeout_s) and not w.quarantined]
+    reference = references(ws)
+    live = {w.worker_id: capped(w, reference) for w in ws}
+    return ClusterSnapshot(taken_at=now, workers=live, slots={wid: slots_of(w, settings) for wid, w in live.items()},
+                           reference=reference)
+
+
+#: each client's last view: (the registry generation it was read at, when, how long it is good for, the view)
+_views: "weakref.WeakKeyDictionary[redis.Redis, tuple[str | None, float, float, ClusterSnapshot]]" = \
+    weakref.WeakKeyDictionary()
+#: a view is reused for at least this many times the time it took to read, so that reading the fleet
+#: never takes more than about a tenth of a control process's time, however large the fleet
+REUSE_FACTOR = 10.0
+
+
+def snapshot(client: redis.Redis, settings: Settings, *, now: float | None = None,
+             fresh: bool = False) -> ClusterSnapshot:
     """Live workers (fresh heartbeat, not paused, not quarantined), their speeds as far as they are confirmed
     (:func:`confirmed_view`), and the number of chunks each may hold: its processes' windows, or,
     until its speed is confirmed, one process' window whatever number of cores it claims (so a
-    ghost claiming 256 processes cannot hoard a job's chunks until their leases expire)."""
+    ghost claiming 256 processes cannot hoard a job's chunks until their leases expire).
+
+    Reading every worker's record is O(fleet), so a process reuses its view for up to
+    ``HYDRA_FLEET_VIEW_S`` (issue 15), or REUSE_FACTOR times as long as it took to read if that is more,
+    unless the registry's generation (``hydra:workers:gen``, raised by every registration, state change,
+    quarantine and prune) moved: one GET instead of the fleet. A
+    reused view is safe: GRANT checks the worker's state, quarantine and window itself, and a merge
+    reads the returning worker's own record fresh; only fleet-wide figures (medians, the carbon-blind
+    mix, a new worker's first chunk) may lag by that long. ``fresh``: read the fleet now."""
     now = time.time() if now is None else now
-    live = confirmed_view(w for w in list_workers(client)
-                          if w.is_live(now, settings.worker_timeout_s) and not w.quarantined)
-    return ClusterSnapshot(taken_at=now, workers=live,
-                           slots={wid: (w.concurrency if is_confirmed(w) else 1) * settings.inflight_per_slot
-                                  for wid, w in live.items()})
+    generation = client.get(keys.WORKERS_GEN)
+    seen = _views.get(client)
+    if not fresh and seen is not None and seen[0] == generation and 0.0 <= now - seen[1] < seen[2]:
+        return seen[3]
+    started = time.perf_counter()
+    view = _build(client, settings, now)
+    took = time.perf_counter() - started
+    good_for = max(settings.fleet_view_s, REUSE_FACTOR * took) if settings.fleet_view_s > 0 else 0.0
+    _views[client] = (generation, now, good_for, view)
+    return view

@@ -70,6 +70,7 @@ def caught(client: redis.Redis, worker_id: str, reason: str, *, now: float | Non
         pipe.hincrby(keys.worker(worker_id), "audits_failed", 1)
         pipe.hset(keys.worker(worker_id), mapping={"audits_passed": 0, "quarantined": reason[:300],
                                                    "quarantined_at": repr(now)})
+        pipe.incr(keys.WORKERS_GEN)  # out of every control process's view of the fleet at once
         pipe.execute()
 
 
@@ -77,5 +78,8 @@ def lift(client: redis.Redis, worker_id: str) -> bool:
     """End a quarantine (operator); False if the worker is not quarantined (nothing is written)."""
     if not client.hget(keys.worker(worker_id), "quarantined"):
         return False
-    client.hset(keys.worker(worker_id), mapping={"quarantined": "", "quarantined_at": ""})
+    with client.pipeline(transaction=True) as pipe:
+        pipe.hset(keys.worker(worker_id), mapping={"quarantined": "", "quarantined_at": ""})
+        pipe.incr(keys.WORKERS_GEN)
+        pipe.execute()
     return True

@@ -45,10 +45,10 @@ from ..errors import (
     SignatureError, UnknownVolunteer, VolunteerExists,
 )
 from ..lua import BindCode, scripts
-from ..models import WorkerState
 from ..redis_conn import SentinelUrl, confirm_or_warn, is_sentinel, is_tls
 from ..secrets_io import write_private
 from ..settings import REGION_RE, Settings
+from ..worker import registry
 from . import identity
 from .sealing import control_public_hex, is_box_key
 
@@ -518,7 +518,7 @@ def revoke(client: redis.Redis, settings: Settings, name: str, *, now: float | N
             pipe.hdel(keys.VOLUNTEER_KEYS, record.public_key)
         pipe.execute()
     if client.exists(keys.worker(record.worker_id)):
-        client.hset(keys.worker(record.worker_id), "state", WorkerState.OFFLINE.value)
+        registry.set_offline(client, record.worker_id)
     taken = requeue_worker_leases(client, settings, record.worker_id, now=now)
     client.delete(*keys.priority_queues(keys.direct_queue(record.worker_id)), *keys.volunteer_unacked(name))
     confirm_or_warn(client, f"Revoking volunteer {name}")

@@ -137,6 +137,7 @@ def register(client: redis.Redis, info: WorkerInfo) -> None:
                 pipe.hset(key, mapping={k: str(v) for k, v in record.items()})
                 pipe.sadd(keys.WORKERS, info.worker_id)
                 pipe.hdel(keys.WORKER_KEYS, info.worker_id)  # bound in its record again
+                pipe.incr(keys.WORKERS_GEN)  # control processes read the fleet again (scheduling/cluster.py)
                 pipe.execute()
                 return
             except redis.WatchError:
@@ -159,7 +160,10 @@ def touch(client: redis.Redis, worker_id: str, now: float) -> None:
 
 
 def set_offline(client: redis.Redis, worker_id: str) -> None:
-    client.hset(keys.worker(worker_id), "state", WorkerState.OFFLINE.value)
+    with client.pipeline(transaction=True) as pipe:
+        pipe.hset(keys.worker(worker_id), "state", WorkerState.OFFLINE.value)
+        pipe.incr(keys.WORKERS_GEN)
+        pipe.execute()
 
 
 MAX_CONCURRENCY = 256
@@ -200,6 +204,11 @@ def _parse(raw: dict[str, str]) -> WorkerInfo | None:
     return replace(info, concurrency=min(info.concurrency, max(info.cores, 1), MAX_CONCURRENCY))
 
 
+def parse_record(raw: dict[str, str]) -> WorkerInfo | None:
+    """A worker record as read (HGETALL), or None if it is absent, malformed or implausible."""
+    return _parse(raw) if raw else None
+
+
 def get_worker(client: redis.Redis, worker_id: str) -> WorkerInfo | None:
     raw = client.hgetall(keys.worker(worker_id))
     return _parse(raw) if raw else None
@@ -227,6 +236,7 @@ def mark_silent_offline(client: redis.Redis, settings: Settings, *, now: float |
         with client.pipeline(transaction=True) as pipe:
             pipe.hset(keys.worker(worker_id), "state", WorkerState.OFFLINE.value)
             pipe.delete(*keys.priority_queues(keys.direct_queue(worker_id)))
+            pipe.incr(keys.WORKERS_GEN)
             pipe.execute()
     return silent
 
@@ -267,6 +277,7 @@ def _prune_one(client: redis.Redis, settings: Settings, worker_id: str, now: flo
                 pipe.multi()
                 pipe.delete(record, inflight, *keys.priority_queues(keys.direct_queue(worker_id)))
                 pipe.srem(keys.WORKERS, worker_id)
+                pipe.incr(keys.WORKERS_GEN)
                 if info.public_key:
                     pipe.hset(keys.WORKER_KEYS, worker_id, info.public_key)
                 pipe.execute()

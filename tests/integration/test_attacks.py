@@ -126,9 +126,19 @@ def noperm(call: Callable[[], Any]) -> None:
 
 
 def any_chunk(op: HydraCelery, job_id: str) -> dict[str, Any]:
-    """One chunk of the job as it was sent to a worker (π chunks are cut as they are leased)."""
-    found = wait_for(lambda: op.redis.hvals(keys.job_chunks(job_id)), timeout_s=30, what="a chunk to be cut")
-    return dict(json.loads(found[0]))
+    """One chunk of the job as it was sent to a worker (π chunks are cut as they are leased): from the
+    job's chunk specs while it runs, else (it ended, and its specs were compacted) from the entry a
+    worker's results log keeps for a chunk of it."""
+    def find() -> dict[str, Any] | None:
+        specs = op.redis.hvals(keys.job_chunks(job_id))
+        if specs:
+            return dict(json.loads(specs[0]))
+        for worker_id in op.redis.smembers(keys.WORKERS):
+            for entry in map(json.loads, op.redis.lrange(keys.worker_results(worker_id), -100, -1)):
+                if entry["job"] == job_id and entry.get("spec"):
+                    return dict(json.loads(entry["spec"]))
+        return None
+    return dict(wait_for(find, timeout_s=30, what="a chunk to be cut"))
 
 
 def balance(op: HydraCelery, account: str) -> int:
