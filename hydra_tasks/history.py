@@ -23,7 +23,7 @@ import json
 import math
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -32,6 +32,9 @@ from .grid import CarbonProvider, GridError
 from .grid.regions import Region, parse_regions, region_signals
 from .models import JobState, WorkerState
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .lua import Deferred
 
 HOUR_S = 3600
 BUCKET_S = 10                 # chunks merged: 10-second buckets
@@ -48,7 +51,7 @@ def _hour_key(t: float) -> tuple[str, int]:
     return keys.history(hour), (hour + 1) * HOUR_S + KEEP_S
 
 
-def record_chunk(pipe: redis.client.Pipeline, *, now: float, worker_id: str | None = None, kind: str = "",
+def record_chunk(pipe: "redis.client.Pipeline | Deferred", *, now: float, worker_id: str | None = None, kind: str = "",
                  rate: float | None = None) -> None:
     """Queue on ``pipe``: one more chunk merged now, and (if measured) the worker's speed after it."""
     key, expires = _hour_key(now)

@@ -136,7 +136,17 @@ def _identify(client: redis.Redis, settings: Settings, env: Envelope) -> Speaker
     """The speaker behind the envelope's key, or the drop outcome."""
     from .trust import volunteers
 
-    record = volunteers.by_key(client, env.key)
+    # One round trip for what the common cases need: the volunteer bound to the key, and (trusted mode)
+    # whether the worker id the body names is an enrolled volunteer's, and the key its record is bound to.
+    named = env.body.get("worker_id")
+    worker_id = named if isinstance(named, str) and 0 < len(named) <= 200 else ""
+    name, _, host = worker_id.rpartition("@")
+    reads = client.pipeline(transaction=False)
+    reads.hget(keys.VOLUNTEER_KEYS, env.key)
+    reads.exists(keys.volunteer(name))
+    reads.hget(keys.worker(worker_id), "public_key")
+    bound_name, enrolled_id, bound = reads.execute()
+    record = volunteers.active_record(client, bound_name, env.key)
     if record is None and env.action is Action.REGISTER and isinstance(env.body.get("join"), Mapping):
         join = env.body["join"]
         try:
@@ -148,14 +158,11 @@ def _identify(client: redis.Redis, settings: Settings, env: Envelope) -> Speaker
     if settings.isolate:
         return drop(client, Dropped.UNKNOWN_KEY, f"{env.action.value} signed by a key no active volunteer holds")
     # Trusted mode: the worker id the body names, if this key holds it (or it is free and this registers it).
-    worker_id = env.body.get("worker_id")
-    if not isinstance(worker_id, str) or not 0 < len(worker_id) <= 200:
+    if not worker_id:
         return drop(client, Dropped.MALFORMED, f"{env.action.value} without a worker_id")
-    name, _, host = worker_id.rpartition("@")
-    if host == volunteers.WORKER_HOST and client.exists(keys.volunteer(name)):
+    if host == volunteers.WORKER_HOST and enrolled_id:
         return drop(client, Dropped.WRONG_WORKER, f"{env.action.value} for {worker_id}, an enrolled volunteer's id, "
                                                   "not signed by its bound key")
-    bound = client.hget(keys.worker(worker_id), "public_key")
     if bound and bound != env.key:
         return drop(client, Dropped.WRONG_WORKER, f"{env.action.value} for {worker_id}, which is bound to another key")
     if not bound and env.action not in (Action.REGISTER, Action.HEARTBEAT):
@@ -252,8 +259,7 @@ def _result(client: redis.Redis, settings: Settings, env: Envelope, speaker: Spe
         # Only a refusal may come unsealed: an empty payload and an error (a chunk it could not open).
         return drop(client, Dropped.UNSEALED, f"a plaintext result from {speaker.worker_id} while HYDRA_ENCRYPTION "
                                               "is on (the worker must seal its results to the control plane)")
-    registry.touch(client, speaker.worker_id, now)
-    outcome = collect.collect(client, settings, body, now=now)
+    outcome = collect.collect(client, settings, body, now=now, touch=True)  # a signed result proves it alive
     dispatcher.dispatch(client, settings, router_for(settings, client), publish)
     return outcome.value
 

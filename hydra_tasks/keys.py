@@ -29,8 +29,8 @@ hydra:audits                   zset    "{job}:{audit chunk}" -> when requested: 
 hydra:job:{id}:audits          hash    audit chunk id -> JSON {of: the audited chunk, worker: its worker, blocks}
 hydra:lease:{job}:{chunk}      hash    worker, region, attempt, dispatched_at, queued, expiries ...
 hydra:workers                  set     worker ids registered and not pruned (worker/registry.prune_offline)
-hydra:workers:gen              string  the registry's generation: raised by every registration, state change, quarantine
-                                       and prune, so a control process knows its cached view of the fleet is stale
+hydra:workers:gen              string  the registry's generation: a new random token on every registration, state change,
+                                       quarantine and prune, so a control process knows its cached view of the fleet is stale
 hydra:worker_keys              hash    pruned worker id -> the public key it stayed bound to (registry.register
                                        refuses another key for that id; removed when it registers again)
 hydra:grid:failures            list    recent carbon-provider failures, newest first (JSON), capped
@@ -307,6 +307,8 @@ table above says; hydra:job:{id}:chunks, :parts, :suspect and :audits map a chun
 
 from __future__ import annotations
 
+import secrets
+
 PREFIX = "hydra"
 
 JOBS = f"{PREFIX}:jobs"
@@ -320,7 +322,13 @@ JOB_TOTAL_COUNTERS = ("dispatched", "chunks_done", "rejections", "expiries", "fa
 LEASES = f"{PREFIX}:leases"
 AUDITS = f"{PREFIX}:audits"
 WORKERS = f"{PREFIX}:workers"
-WORKERS_GEN = f"{PREFIX}:workers:gen"  # INCR on a registry change (scheduling/cluster.snapshot's cache)
+WORKERS_GEN = f"{PREFIX}:workers:gen"  # a new token on every registry change (scheduling/cluster.snapshot's cache)
+
+
+def new_generation() -> str:
+    """A fresh value for ``WORKERS_GEN``: random, not a counter, so that a generation seen before a
+    flush or a failover's rollback is never mistaken for the one after it."""
+    return secrets.token_hex(8)
 GRID_FAILURES = f"{PREFIX}:grid:failures"
 GRID_FAILURES_KEPT = 100
 WORKER_RESULTS_KEPT = 100_000  # a worker's results log keeps its newest merged results (what a catch revokes)

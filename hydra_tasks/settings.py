@@ -262,6 +262,9 @@ class Settings:
                                    metadata=_meta("HYDRA_JOB_RETENTION_S", _float(0, 10 * 366 * 86_400)))
     # how long a finished job's chunk log (the per-chunk charts) outlives it; its other working state goes at once
     job_detail_s: float = field(default=JOB_DETAIL_S_DEFAULT, metadata=_meta("HYDRA_JOB_DETAIL_S", _float(0, 366 * 86_400)))
+    # processes of the intake worker (prefork): each takes results and merges them on its own; they work side by
+    # side safely (every step is an atomic script), so the control plane scales by adding them (issue 15)
+    intake_processes: int = field(default=2, metadata=_meta("HYDRA_INTAKE_PROCESSES", _int(1, 64)))
     # how long a control process reuses its view of the fleet (every worker's record) before reading it again;
     # registrations, state changes, quarantines and prunes invalidate it at once (scheduling/cluster.snapshot)
     fleet_view_s: float = field(default=1.0, metadata=_meta("HYDRA_FLEET_VIEW_S", _float(0, 60)))

@@ -276,10 +276,12 @@ class LocalStack:
 
         sealing.control_box_key(self.settings.data_dir)
 
-    def start_intake(self, *, name: str = "intake", concurrency: int = 1, pool: str = "prefork") -> Proc:
+    def start_intake(self, *, name: str = "intake", concurrency: int | None = None, pool: str = "prefork") -> Proc:
         """The intake worker: the only consumer of ``hydra.intake``, where volunteers' signed
-        messages arrive; it runs nothing else (worker/gate.py)."""
-        return self.spawn(name, celery_worker_argv([keys.INTAKE_QUEUE], name=name, concurrency=concurrency,
+        messages arrive; it runs nothing else (worker/gate.py). ``concurrency``: its processes
+        (default ``HYDRA_INTAKE_PROCESSES``)."""
+        processes = self.settings.intake_processes if concurrency is None else concurrency
+        return self.spawn(name, celery_worker_argv([keys.INTAKE_QUEUE], name=name, concurrency=processes,
                                                    pool=pool))
 
     def start_region_worker(self, region: str, *, name: str | None = None, concurrency: int = 1,

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import redis
 
 from .. import keys
 from .regions import RegionSignal
+
+if TYPE_CHECKING:
+    from ..lua import Deferred
 
 J_PER_KWH = 3.6e6
 MAX_WATTS_PER_CORE = 500.0  # anything above is not a CPU: the measurement is rejected
@@ -97,7 +100,7 @@ def chunk_carbon(energy_j: float, region: str, signals: Mapping[str, RegionSigna
     return ChunkCarbon(energy_j, kwh * intensity(region), kwh * blind, kwh * share)
 
 
-def record(pipe: redis.client.Pipeline, job_id: str, c: ChunkCarbon) -> None:
+def record(pipe: "redis.client.Pipeline | Deferred", job_id: str, c: ChunkCarbon) -> None:
     """Queue the chunk's totals on ``pipe`` (the caller executes it with its other writes)."""
     for key in (keys.job(job_id), keys.SUSTAINABILITY):
         pipe.hincrbyfloat(key, "energy_j", c.energy_j)

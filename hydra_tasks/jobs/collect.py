@@ -14,7 +14,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import redis
 
@@ -25,7 +25,7 @@ from ..grid.regions import parse_regions, region_signals
 from ..grid.site import worker_signals
 from ..ledger import book as ledger
 from ..ledger import rewards
-from ..lua import Holders, MergeCode, RequeueCode, Scripts, scripts, undo_fields
+from ..lua import Deferred, Holders, MergeCode, RequeueCode, Scripts, scripts, undo_fields
 from ..models import ChunkResult, ChunkSpec, JobKind, JobState
 from ..scheduling.cluster import ClusterSnapshot, capped, slots_of, snapshot
 from ..scheduling.router import carbon_provider
@@ -35,6 +35,7 @@ from ..trust import reputation as trust_reputation
 from ..trust import results as signed_results
 from ..worker import performance
 from ..worker.compute import DECLINED
+from ..worker import registry
 from ..worker.registry import WorkerInfo, parse_record
 from . import handler, store
 
@@ -62,11 +63,24 @@ class _Lease:
     reputation: int = 0  # the reporting worker's clean spot checks since it was last caught
     alert: bool = False  # a worker was caught in the last hour (trust/reputation.py)
     worker: WorkerInfo | None = None  # the reporting worker's record, read with the lease
+    generation: str | None = None  # the registry's generation, read with the lease (cluster.snapshot)
 
 
-def collect(client: redis.Redis, settings: Settings, data: Mapping[str, Any], *, now: float | None = None) -> Outcome:
-    """Process one ChunkResult."""
+def collect(client: redis.Redis, settings: Settings, data: Mapping[str, Any], *, now: float | None = None,
+            touch: bool = False) -> Outcome:
+    """Process one ChunkResult. ``touch``: the result proves its worker alive (the intake's signed
+    results): refresh its ``last_seen``, in the merge's own round trip when it merges."""
     now = time.time() if now is None else now
+    touched: list[bool] = []
+    outcome = _collect(client, settings, data, now, touched if touch else None)
+    worker_id = data.get("worker_id") if isinstance(data, Mapping) else None
+    if touch and not touched and isinstance(worker_id, str):
+        registry.touch(client, worker_id, now)
+    return outcome
+
+
+def _collect(client: redis.Redis, settings: Settings, data: Mapping[str, Any], now: float,
+             touched: list[bool] | None) -> Outcome:
     try:
         result = ChunkResult.from_json(data)
     except ResultRejected as exc:
@@ -94,7 +108,8 @@ def collect(client: redis.Redis, settings: Settings, data: Mapping[str, Any], *,
     try:
         increments = _verify(chunk, result)
         # An audit chunk's result is compared with the audited result after its merge (trust/audits.py).
-        remote = [] if keys.is_audit_chunk(chunk.chunk_id) else _spot_check(client, settings, chunk, result, lease, now)
+        audit = keys.is_audit_chunk(chunk.chunk_id)
+        checked = None if audit else _spot_check(client, settings, chunk, result, lease, now)
     except ResultRejected as exc:
         log.warning("rejected chunk %s of job %s from %s: %s", result.chunk_id, result.job_id, result.worker_id, exc)
         lua.requeue(result.job_id, result.chunk_id, now=now, counter="rejections", force=True,
@@ -104,7 +119,15 @@ def collect(client: redis.Redis, settings: Settings, data: Mapping[str, Any], *,
 
             consequences.catch(client, settings, result.worker_id, str(exc), now=now)
         return Outcome.REJECTED
-    return _merge(client, settings, lua, chunk, result, increments, lease, now, remote=remote)
+    remote = checked.remote if checked else []
+
+    def before(pipe: redis.client.Pipeline) -> None:  # sent with MERGE: one round trip, one fsync
+        if checked is not None:
+            trust_reputation.queue_passed(pipe, result.worker_id, chunk.kind, checked.cost, settled=not remote)
+        if touched is not None and lease.worker is not None:
+            pipe.hset(keys.worker(result.worker_id), "last_seen", repr(now))
+            touched.append(True)
+    return _merge(client, settings, lua, chunk, result, increments, lease, now, remote=remote, before=before)
 
 
 def _read(client: redis.Redis, result: ChunkResult) -> tuple[ChunkSpec, _Lease, str] | None:
@@ -116,7 +139,8 @@ def _read(client: redis.Redis, result: ChunkResult) -> tuple[ChunkSpec, _Lease, 
     reads.hmget(keys.lease(result.job_id, result.chunk_id), "dispatched_at", "worker", "backup")
     reads.hgetall(keys.worker(result.worker_id))  # the whole record: the merge's speed model and reward use it
     reads.hget(keys.SPOT_CHECKS, "last_caught_at")
-    chunk_json, state_name, (dispatched_at, holder, backup), record, caught_at = reads.execute()
+    reads.get(keys.WORKERS_GEN)  # whether this process's view of the fleet is still current (cluster.snapshot)
+    chunk_json, state_name, (dispatched_at, holder, backup), record, caught_at, generation = reads.execute()
     public_key, audits, quarantined = record.get("public_key"), record.get("audits_passed"), record.get("quarantined")
     if chunk_json is None or state_name is None or JobState(state_name).is_final:
         return None
@@ -127,7 +151,7 @@ def _read(client: redis.Redis, result: ChunkResult) -> tuple[ChunkSpec, _Lease, 
     chunk = ChunkSpec.from_json(json.loads(chunk_json))
     alert = bool(caught_at) and time.time() - float(caught_at) < trust_reputation.ALERT_S
     return (chunk, _Lease(float(dispatched_at) if dispatched_at else None, Holders.of(holder, backup),
-                          int(audits or 0), alert, parse_record(record)), public_key or "")
+                          int(audits or 0), alert, parse_record(record), generation), public_key or "")
 
 
 def _verify(chunk: ChunkSpec, result: ChunkResult) -> dict[str, int]:
@@ -140,27 +164,33 @@ def _verify(chunk: ChunkSpec, result: ChunkResult) -> dict[str, int]:
     return increments
 
 
+@dataclass(frozen=True)
+class _Checked:
+    cost: int          # work the spot check recomputed here
+    remote: list[int]  # π blocks left for an audit chunk
+
+
 def _spot_check(client: redis.Redis, settings: Settings, chunk: ChunkSpec, result: ChunkResult, lease: _Lease,
-                now: float) -> list[int]:
+                now: float) -> _Checked:
     """Recompute parts of the result picked now, as many as the worker's reputation calls for, and
     compare them exactly (issue 12; trust/audits.py decides what is recomputed here and what by an
-    audit chunk), counted in ``hydra:spot_checks``. Returns the π blocks left for an audit chunk.
+    audit chunk). The pass is counted in ``hydra:spot_checks`` with the merge (``queue_passed``).
     SpotCheckFailed propagates (the worker is caught)."""
     picks = trust_reputation.picks(chunk.kind, lease.reputation, alert=lease.alert)
     cost, remote = audits.check(client, settings, chunk, result.payload, result.worker_id, picks=picks, now=now)
-    trust_reputation.passed(client, result.worker_id, chunk.kind, cost, settled=not remote)
-    return remote
+    return _Checked(cost, remote)
 
 
 def _merge(client: redis.Redis, settings: Settings, lua: Scripts, chunk: ChunkSpec, result: ChunkResult,
-           increments: dict[str, int], lease: _Lease, now: float, *, remote: list[int]) -> Outcome:
+           increments: dict[str, int], lease: _Lease, now: float, *, remote: list[int],
+           before: Callable[[redis.client.Pipeline], None] | None = None) -> Outcome:
     """Merge a verified result once, with its reward; learn from it; ask for its audit chunk
     (``remote``: the blocks left to audit) or settle the audit it is; finalize the job if it was the last."""
     kind = handler(chunk.kind)
     # The fleet-wide figures (median speed, the carbon-blind mix) come from this process's view of the
     # fleet, reused for up to HYDRA_FLEET_VIEW_S; the worker's own record was read fresh with the lease,
     # so its speed model is updated from its current value, never from a cached one.
-    snap = snapshot(client, settings, now=now)
+    snap = snapshot(client, settings, now=now, generation=lease.generation, generation_read=True)
     holder = lease.worker
     live = holder is not None and holder.worker_id in snap.workers
     if holder is not None and live:
@@ -174,11 +204,21 @@ def _merge(client: redis.Redis, settings: Settings, lua: Scripts, chunk: ChunkSp
     log_entry, perf = ("", None) if audit else _learn(holder if trusted else None, chunk, result,
                                                       kind.work_done(chunk, result.payload), elapsed_s, now)
     keep = audit or bool(chunk.params.get("preview"))  # in no output: a catch takes back its tokens only
+    # The bookkeeping (speed model, carbon totals, the dashboard's history) goes into MERGE itself: applied
+    # only if the chunk merges, in the same atomic step (no round trip, and nothing for a deleted job).
+    deferred = Deferred()
+    if perf is not None and holder is not None:
+        performance.record_observation(deferred, holder.worker_id, chunk.kind.value, perf)
+    if not audit:
+        history.record_chunk(deferred, now=now, worker_id=result.worker_id, kind=chunk.kind.value,
+                             rate=perf.rate if perf else None)
+    accounting.record(deferred, chunk.job_id, carbon)
     code, done, total, _ = lua.merge(
         result.job_id, result.chunk_id, result.worker_id, json.dumps(dict(result.payload)), now=now,
         elapsed_ms=int(elapsed_s * 1000), units=chunk.units, increments=increments, mint_json=mint,
         holders=lease.holders, log_entry=log_entry,
-        undo=undo_fields(chunk.units, increments, keep, json.dumps(chunk.to_json())),
+        undo=undo_fields(chunk.units, increments, keep, json.dumps(chunk.to_json())), deferred=deferred,
+        before=before,
     )
     if code is MergeCode.NOT_SENT:
         log.warning("chunk %s of job %s was never sent to %s; its result is ignored", chunk.chunk_id, chunk.job_id,
@@ -187,21 +227,11 @@ def _merge(client: redis.Redis, settings: Settings, lua: Scripts, chunk: ChunkSp
     if code is MergeCode.MERGED:
         if remote:  # before any finalize: a job with audits pending is not finalized
             audits.request(client, chunk, result.worker_id, remote, now=now)
-        # One round trip for the model and the carbon, atomic with the check that the job still exists:
-        # an operator may have cancelled and deleted it since MERGE ran.
-        pipe = client.pipeline(transaction=True)
-        if perf is not None and holder is not None:
-            performance.record_observation(pipe, holder.worker_id, chunk.kind.value, perf)
-        if not audit:
-            history.record_chunk(pipe, now=now, worker_id=result.worker_id, kind=chunk.kind.value,
-                                 rate=perf.rate if perf else None)
-        accounting.record(pipe, chunk.job_id, carbon)
-        pipe.hexists(keys.job(chunk.job_id), "state")
-        if not pipe.execute()[-1]:
-            log.info("job %s was deleted while chunk %s merged; dropping what its bookkeeping wrote", chunk.job_id,
-                     chunk.chunk_id)
-            store.drop_remnants(client, chunk.job_id)
-            return Outcome.MERGED
+            if not client.hexists(keys.job(chunk.job_id), "state"):  # cancelled and deleted since MERGE ran
+                log.info("job %s was deleted while chunk %s merged; dropping its audit request", chunk.job_id,
+                         chunk.chunk_id)
+                store.drop_remnants(client, chunk.job_id)
+                return Outcome.MERGED
         if audit:
             audits.settle(client, settings, chunk, list(result.payload["audit_hits"]), result.worker_id, now=now)
         else:

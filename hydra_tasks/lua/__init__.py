@@ -33,7 +33,7 @@ import json
 import logging
 import re
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -133,12 +133,42 @@ class ScriptContention(HydraError):
 
 @dataclass(frozen=True)
 class Grant:
-    """The outcome of one GRANT."""
+    """The outcome of one GRANT. ``after``: what a peek at the job would read now, when this grant cut a
+    new range (the caller's next grant of the job may skip its own peek)."""
 
     code: GrantCode
     chunk_id: str | None = None
     attempt: int = 0
     spec_json: str | None = None
+    after: "Peek | None" = None
+
+
+@dataclass(frozen=True)
+class Peek:
+    """What GRANT's caller reads before it: the head of the job's todo list, its heaviest and lightest
+    waiting tiles, and its state, cursor, units_total and chunks_total (as text, as read)."""
+
+    head: str | None
+    heaviest: str | None
+    lightest: str | None
+    state: str | None
+    cursor: str | None
+    units_total: str | None
+    chunks_total: str | None
+
+    @staticmethod
+    def queue(pipe: redis.client.Pipeline, job_id: str) -> None:
+        """Queue the reads of a peek on ``pipe``; :meth:`parse` takes their four replies, in order."""
+        pipe.lindex(keys.job_todo(job_id), 0)
+        pipe.zrange(keys.job_tiles(job_id), 0, 0, desc=True)
+        pipe.zrange(keys.job_tiles(job_id), 0, 0)
+        pipe.hmget(keys.job(job_id), "state", "cursor", "units_total", "chunks_total")
+
+    @classmethod
+    def parse(cls, replies: Sequence[Any]) -> "Peek":
+        head, heaviest, lightest, (state, cursor, units_total, chunks_total) = replies
+        return cls(head, heaviest[0] if heaviest else None, lightest[0] if lightest else None, state, cursor,
+                   units_total, chunks_total)
 
 
 @dataclass(frozen=True)
@@ -164,6 +194,38 @@ class Holders:
 
     def inflight_keys(self) -> list[str]:
         return [keys.worker_inflight(w) for w in (self.holder, self.backup) if w]
+
+
+class Deferred:
+    """Writes MERGE applies only if the chunk merges, in the same atomic step (the speed model, the
+    carbon totals, the dashboard's history): it has the few pipeline methods those modules queue on
+    (``hset``, ``hincrby``, ``hincrbyfloat``, ``expireat``), and records them for merge.lua."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.ops: list[list[Any]] = []
+
+    def _key(self, key: str) -> int:
+        if key not in self.keys:
+            self.keys.append(key)
+        return self.keys.index(key) + 1
+
+    def hset(self, key: str, field: str | None = None, value: Any = None,
+             mapping: Mapping[str, Any] | None = None) -> None:
+        for name, v in ([(field, value)] if field is not None else []) + list((mapping or {}).items()):
+            self.ops.append(["HSET", self._key(key), name, str(v)])
+
+    def hincrby(self, key: str, field: str, amount: int = 1) -> None:
+        self.ops.append(["HINCRBY", self._key(key), field, str(int(amount))])
+
+    def hincrbyfloat(self, key: str, field: str, amount: float) -> None:
+        self.ops.append(["HINCRBYFLOAT", self._key(key), field, repr(float(amount))])
+
+    def expireat(self, key: str, when: int | float) -> None:
+        self.ops.append(["EXPIREAT", self._key(key), str(int(when))])
+
+    def to_json(self) -> str:
+        return json.dumps(self.ops) if self.ops else ""
 
 
 def undo_fields(units: int, increments: Mapping[str, int], keep: bool, spec_json: str) -> str:
@@ -200,24 +262,35 @@ class Scripts:
 
     # --- leases ----------------------------------------------------------------------------
     def grant(self, job_id: str, worker_id: str, region: str, *, capacity: int, now: float, lease_s: float,
-              rate: float, cut: Cut | None = None, cut_units: int = 0, order: str = "max") -> Grant:
+              rate: float, cut: Cut | None = None, cut_units: int = 0, order: str = "max",
+              peek: Peek | None = None) -> Grant:
         """Lease the job's next chunk to ``worker_id``: a re-queued chunk first, then the heaviest
         (``order="max"``) or lightest waiting tile, else a new range of ``cut_units`` units built by
-        ``cut`` (kinds cut lazily). The lease lasts 3x the chunk's work at ``rate``, at least ``lease_s``."""
+        ``cut`` (kinds cut lazily). The lease lasts 3x the chunk's work at ``rate``, at least ``lease_s``.
+        ``peek``: the job as the caller read it (a round trip saved); if it is stale, GRANT changes
+        nothing and answers MOVED, and this reads the job again."""
         extra = [keys.AUDITS, keys.job_audits(job_id)]
         for _ in range(MAX_ATTEMPTS):
-            peek = self.client.pipeline(transaction=False)
-            peek.lindex(keys.job_todo(job_id), 0)
-            peek.zrange(keys.job_tiles(job_id), 0, 0, desc=order == "max")
-            peek.hmget(keys.job(job_id), "state", "cursor", "units_total", "chunks_total")
-            head, top, (state, cursor, units_total, chunks_total) = peek.execute()
+            hinted = peek is not None
+            if peek is None:
+                reads = self.client.pipeline(transaction=False)
+                Peek.queue(reads, job_id)
+                peek = Peek.parse(reads.execute())
+            head, state, cursor, units_total, chunks_total = (peek.head, peek.state, peek.cursor, peek.units_total,
+                                                               peek.chunks_total)
+            top = peek.heaviest if order == "max" else peek.lightest
+            seen, peek = peek, None
+            if hinted and (state is None or JobState(state).is_final or (
+                    head is None and not top and int(cursor or 0) >= int(units_total or 0))):
+                continue  # the hint says there is nothing: make sure with a read of our own
             if state is None or JobState(state).is_final:
                 return Grant(GrantCode.EMPTY)
             cut_args: list[Any] = ["", "", 0, ""]
+            count = 0
             if head is not None:
                 source_name, chunk_id = "todo", head
             elif top:
-                source_name, chunk_id = "tile", top[0]
+                source_name, chunk_id = "tile", top
             else:
                 start, total = int(cursor or 0), int(units_total or 0)
                 if cut is None or cut_units <= 0 or start >= total:
@@ -235,7 +308,11 @@ class Scripts:
             )
             code = GrantCode(int(res[0]))
             if code is GrantCode.LEASED:
-                return Grant(code, chunk_id, int(res[1]), _text(res[2]))
+                after = None
+                if source_name == "cut":  # the job moved on by exactly this cut
+                    after = replace(seen, state=JobState.RUNNING.value, cursor=str(int(cursor or 0) + count),
+                                    chunks_total=str(int(chunks_total or 0) + 1))
+                return Grant(code, chunk_id, int(res[1]), _text(res[2]), after)
             if code is not GrantCode.MOVED:
                 return Grant(code)
         raise ScriptContention(f"could not grant a chunk of job {job_id} after {MAX_ATTEMPTS} attempts")
@@ -266,23 +343,33 @@ class Scripts:
 
     def merge(self, job_id: str, chunk_id: str, worker_id: str, part_json: str, *, now: float, elapsed_ms: int,
               units: int, increments: Mapping[str, int], mint_json: str = "",
-              holders: Holders | None = None, log_entry: str = "", undo: str = "") -> tuple[MergeCode, int, int, bool]:
+              holders: Holders | None = None, log_entry: str = "", undo: str = "",
+              deferred: Deferred | None = None,
+              before: Callable[[redis.client.Pipeline], None] | None = None) -> tuple[MergeCode, int, int, bool]:
         """Merge once, minting ``mint_json`` (the reward) in the same step, and log it in the worker's
         results log (what a catch revokes; ``undo``: :func:`undo_fields`) and ``log_entry`` in the job's
-        chunk log. Returns (code, units_done, units_total, minted). ``holders``: the lease's holders if
-        the caller read them."""
+        chunk log; ``deferred``: writes applied only if it merges. Returns (code, units_done, units_total,
+        minted). ``holders``: the lease's holders if the caller read them. ``before``: writes queued on
+        the pipeline that sends the script, so they cost no round trip (and no fsync) of their own."""
         flat: list[Any] = [x for pair in sorted(increments.items()) for x in pair]
+        extra_keys, ops = (deferred.keys, deferred.to_json()) if deferred is not None else ([], "")
         for _ in range(MAX_ATTEMPTS):
             holders = holders or read_holders(self.client, job_id, chunk_id)
-            res = self._merge(
+            pipe = self.client.pipeline(transaction=False)
+            if before is not None:
+                before(pipe)
+                before = None  # once, even if the script must be sent again
+            self._merge(
                 keys=[keys.job(job_id), keys.job_done(job_id), keys.job_parts(job_id), keys.job_workers(job_id),
                       keys.job_todo(job_id), keys.LEASES, keys.worker(worker_id), keys.lease(job_id, chunk_id),
                       keys.worker_results(worker_id), *LEDGER_KEYS, keys.job_leases(job_id), keys.job_log(job_id),
-                      *holders.inflight_keys()],
+                      *holders.inflight_keys(), *extra_keys],
                 args=[chunk_id, part_json, worker_id, keys.lease_member(job_id, chunk_id), repr(now), elapsed_ms,
                       units, mint_json, holders.holder, holders.backup, job_id, keys.WORKER_RESULTS_KEPT,
-                      log_entry, keys.JOB_LOG_KEPT, undo, *flat],
+                      log_entry, keys.JOB_LOG_KEPT, undo, ops, *flat],
+                client=pipe,
             )
+            res = pipe.execute()[-1]
             code = MergeCode(int(res[0]))
             if code is not MergeCode.STALE:
                 minted = bool(int(res[3] or 0))
@@ -465,4 +552,5 @@ def _text(value: bytes | str) -> str:
 __all__: Sequence[str] = [
     "BindCode", "Revoke", "RevokeCode", "Grant", "GrantCode", "Holders", "MergeCode", "Requeue", "RequeueCode", "GridInfoCode",
     "TransferCode", "Cut", "Scripts", "ScriptContention", "scripts", "source", "read_holders", "LEDGER_KEYS", "MAX_ATTEMPTS",
+    "Deferred", "Peek", "undo_fields",
 ]

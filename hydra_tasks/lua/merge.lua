@@ -36,8 +36,22 @@ local log_cap = tonumber(ARGV[14])  -- the newest entries the chunk log keeps
 -- what a catch needs to undo this result once the job's working state is compacted (revoke.lua): the
 -- members '"units":..,"inc":{..},"keep":..,"spec":".."' of a JSON object, built by the caller; '' for none
 local undo = ARGV[15]
--- ARGV[16..]: (field, increment) pairs for the job hash
+-- the merge's bookkeeping, applied only if the chunk merges (the worker's speed model, the carbon totals,
+-- the dashboard's history): {{command, key number, field, value} | {'EXPIREAT', key number, unix s}, ...}
+-- on the keys after the in-flight sets (KEYS[first_extra + key number]); '' for none
+local deferred = ARGV[16]
+-- ARGV[17..]: (field, increment) pairs for the job hash
 local holder_key, backup_key = inflight_keys(12 + LEDGER_KEY_COUNT, holder, backup)
+local first_extra = 11 + LEDGER_KEY_COUNT + (holder ~= '' and 1 or 0) + (backup ~= '' and 1 or 0)
+local BOOKKEEPING = {HSET = true, HINCRBY = true, HINCRBYFLOAT = true, EXPIREAT = true}
+local ops = {}
+if deferred ~= '' then ops = cjson.decode(deferred) end
+for _, op in ipairs(ops) do  -- checked before the first write: Redis does not roll a script back
+  local index = first_extra + tonumber(op[2])
+  if not BOOKKEEPING[op[1]] or index < first_extra or index > #KEYS then
+    return redis.error_reply('MERGE: bookkeeping ' .. tostring(op[1]) .. ' on key ' .. tostring(op[2]) .. ' refused')
+  end
+end
 
 local state = redis.call('HGET', job, 'state')
 local total = tonumber(redis.call('HGET', job, 'units_total') or '0')
@@ -51,7 +65,7 @@ if not holders_are(lease, holder, backup) then return {-3, 0, total, 0} end
 redis.call('SADD', done, chunk)
 redis.call('HSET', parts, chunk, part)
 redis.call('HINCRBY', job, 'chunks_done', 1)
-for i = 16, #ARGV, 2 do redis.call('HINCRBY', job, ARGV[i], ARGV[i + 1]) end
+for i = 17, #ARGV, 2 do redis.call('HINCRBY', job, ARGV[i], ARGV[i + 1]) end
 local minted, amount, account = 0, '0', ''
 if mint ~= '' then
   local m = cjson.decode(mint)
@@ -79,4 +93,12 @@ redis.call('ZREM', leases, member)
 redis.call('ZREM', job_leases, chunk)
 release(lease, member, holder_key, backup_key)
 redis.call('DEL', lease)
+for _, op in ipairs(ops) do
+  local index = first_extra + tonumber(op[2])
+  local key = KEYS[index]
+  if op[1] == 'EXPIREAT' then redis.call('EXPIREAT', key, op[3])
+  elseif op[1] == 'HSET' then redis.call('HSET', key, op[3], op[4])
+  elseif op[1] == 'HINCRBY' then redis.call('HINCRBY', key, op[3], op[4])
+  else redis.call('HINCRBYFLOAT', key, op[3], op[4]) end
+end
 return {1, tonumber(redis.call('HGET', job, 'units_done')), total, minted}

@@ -134,8 +134,15 @@ _views: "weakref.WeakKeyDictionary[redis.Redis, tuple[str | None, float, float, 
 REUSE_FACTOR = 10.0
 
 
-def snapshot(client: redis.Redis, settings: Settings, *, now: float | None = None,
-             fresh: bool = False) -> ClusterSnapshot:
+def last_view(client: redis.Redis) -> ClusterSnapshot | None:
+    """This process's last view of the fleet through ``client``, valid or not (a caller may queue reads
+    for its workers in the same round trip as the generation that says whether it is still valid)."""
+    seen = _views.get(client)
+    return seen[3] if seen is not None else None
+
+
+def snapshot(client: redis.Redis, settings: Settings, *, now: float | None = None, fresh: bool = False,
+             generation: str | None = None, generation_read: bool = False) -> ClusterSnapshot:
     """Live workers (fresh heartbeat, not paused, not quarantined), their speeds as far as they are confirmed
     (:func:`confirmed_view`), and the number of chunks each may hold: its processes' windows, or,
     until its speed is confirmed, one process' window whatever number of cores it claims (so a
@@ -147,9 +154,11 @@ def snapshot(client: redis.Redis, settings: Settings, *, now: float | None = Non
     quarantine and prune) moved: one GET instead of the fleet. A
     reused view is safe: GRANT checks the worker's state, quarantine and window itself, and a merge
     reads the returning worker's own record fresh; only fleet-wide figures (medians, the carbon-blind
-    mix, a new worker's first chunk) may lag by that long. ``fresh``: read the fleet now."""
+    mix, a new worker's first chunk) may lag by that long. ``fresh``: read the fleet now.
+    ``generation_read``: the caller read ``hydra:workers:gen`` (``generation``) in one of its own round trips."""
     now = time.time() if now is None else now
-    generation = client.get(keys.WORKERS_GEN)
+    if not generation_read:
+        generation = client.get(keys.WORKERS_GEN)
     seen = _views.get(client)
     if not fresh and seen is not None and seen[0] == generation and 0.0 <= now - seen[1] < seen[2]:
         return seen[3]

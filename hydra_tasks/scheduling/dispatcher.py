@@ -20,12 +20,12 @@ import redis
 
 from .. import keys
 from ..jobs import handler
-from ..lua import Cut, GrantCode, scripts
+from ..lua import Cut, GrantCode, Peek, scripts
 from ..models import JobKind, JobState
 from ..settings import Settings
 from ..trust import audits
 from . import Publish
-from .cluster import ClusterSnapshot, snapshot
+from .cluster import ClusterSnapshot, last_view, snapshot
 from .grants import JobPlan, JobSupply, eligible, plan_job
 from .router import UNBOUNDED, GridAwareRouter, Router
 from .shifting import HOUR_S, MAX_HORIZON_H, Demand, forecast_intensity, plan
@@ -38,15 +38,25 @@ def dispatch(client: redis.Redis, settings: Settings, router: Router, publish: P
              now: float | None = None) -> int:
     """Fill every worker's window from the active jobs, highest priority first. Returns chunks sent."""
     now = time.time() if now is None else now
-    snap = snapshot(client, settings, now=now)
-    if not snap.workers:  # no one to send work to; audits no worker can take are settled here
-        return audits.dispatch_pending(client, settings, snap, {}, publish, now=now)
+    # One round trip: the registry's generation, the active jobs, and the windows of the workers in this
+    # process's last view of the fleet; read again only if that view is no longer current.
+    seen = last_view(client)
+    guessed = list(seen.workers) if seen is not None else []
     reads = client.pipeline(transaction=False)
+    reads.get(keys.WORKERS_GEN)
     reads.zrange(keys.JOBS_ACTIVE, 0, -1)
     reads.zrange(keys.JOBS_DEADLINES, 0, -1)
-    for wid in snap.workers:
+    for wid in guessed:
         reads.scard(keys.worker_inflight(wid))
-    job_ids, with_deadline, *inflight = reads.execute()
+    generation, job_ids, with_deadline, *inflight = reads.execute()
+    snap = snapshot(client, settings, now=now, generation=generation, generation_read=True)
+    if not snap.workers:  # no one to send work to; audits no worker can take are settled here
+        return audits.dispatch_pending(client, settings, snap, {}, publish, now=now)
+    if list(snap.workers) != guessed:
+        again = client.pipeline(transaction=False)
+        for wid in snap.workers:
+            again.scard(keys.worker_inflight(wid))
+        inflight = again.execute()
     free = {wid: snap.slots[wid] - int(n) for wid, n in zip(snap.workers, inflight)}
     sent = audits.dispatch_pending(client, settings, snap, free, publish, now=now)  # audits first: jobs wait on them
     thresholds = carbon_thresholds(client, settings, snap, router, job_ids, with_deadline, now=now)
@@ -56,11 +66,11 @@ def dispatch(client: redis.Redis, settings: Settings, router: Router, publish: P
         found = read_supply(client, snap, job_id, thresholds.get(job_id, UNBOUNDED))
         if found is None:
             continue
-        supply, cut = found
+        supply, cut, peek = found
         job_plan = plan_job(settings, snap, router, free, supply)
         if supply.confidential:
             note_waiting(client, job_id, job_plan)
-        done, ok = execute(client, settings, publish, job_plan, free, cut=cut, now=now)
+        done, ok = execute(client, settings, publish, job_plan, free, cut=cut, now=now, peek=peek)
         sent += done
         if not ok or job_plan.blocked:
             break  # broker trouble, or no worker free at all
@@ -72,15 +82,20 @@ def dispatch(client: redis.Redis, settings: Settings, router: Router, publish: P
 
 
 def read_supply(client: redis.Redis, snap: ClusterSnapshot, job_id: str,
-                limit: float) -> tuple[JobSupply, Cut | None] | None:
-    """What a job can hand out now (one round trip), and how to cut its new ranges."""
+                limit: float) -> tuple[JobSupply, Cut | None, Peek] | None:
+    """What a job can hand out now (one round trip), how to cut its new ranges, and what its first
+    grant would peek at."""
     reads = client.pipeline(transaction=False)
     reads.hmget(keys.job(job_id), "kind", "spec", "units_total", "cursor")
     reads.llen(keys.job_todo(job_id))
     reads.zcard(keys.job_tiles(job_id))
-    for wid in snap.workers:  # which live workers have not yet returned a chunk of this job
-        reads.hexists(keys.job_workers(job_id), f"{wid}|chunks")
-    (kind_name, spec_json, units_total, cursor), todo, tiles, *seen = reads.execute()
+    Peek.queue(reads, job_id)  # what the first grant of the plan would read (GRANT checks it still holds)
+    live = list(snap.workers)
+    if live:  # which live workers have not yet returned a chunk of this job
+        reads.hmget(keys.job_workers(job_id), [f"{wid}|chunks" for wid in live])
+    (kind_name, spec_json, units_total, cursor), todo, tiles, *rest = reads.execute()
+    peek = Peek.parse(rest[:4])
+    seen = rest[4] if live else []
     if kind_name is None or spec_json is None:
         return None
     kind = handler(JobKind(kind_name))
@@ -94,9 +109,9 @@ def read_supply(client: redis.Redis, snap: ClusterSnapshot, job_id: str,
 
     total = int(units_total or 0)
     supply = JobSupply(job_id, kind_name, cuts, max(total - int(cursor or 0), 0), total, int(todo) + int(tiles),
-                       frozenset(w for w, was_seen in zip(snap.workers, seen) if not was_seen), limit,
+                       frozenset(w for w, was_seen in zip(live, seen) if not was_seen), limit,
                        confidential=bool(json.loads(spec_json).get("confidential", False)))
-    return supply, (cut if cuts else None)
+    return supply, (cut if cuts else None), peek
 
 
 def note_waiting(client: redis.Redis, job_id: str, job_plan: JobPlan) -> None:
@@ -108,15 +123,17 @@ def note_waiting(client: redis.Redis, job_id: str, job_plan: JobPlan) -> None:
 
 
 def execute(client: redis.Redis, settings: Settings, publish: Publish, job_plan: JobPlan, free: dict[str, int], *,
-            cut: Cut | None, now: float) -> tuple[int, bool]:
+            cut: Cut | None, now: float, peek: Peek | None = None) -> tuple[int, bool]:
     """Grant and publish a job's planned chunks; keeps ``free`` up to date. Returns (chunks sent,
-    False if publishing failed)."""
+    False if publishing failed). ``peek``: the job as read with its supply (the first grant's peek)."""
     lua, sent = scripts(client), 0
     for req in job_plan.requests:
         if free.get(req.worker_id, 0) <= 0:
             continue
         grant = lua.grant(req.job_id, req.worker_id, req.region, capacity=req.capacity, now=now,
-                          lease_s=settings.lease_s, rate=req.rate, cut=cut, cut_units=req.cut_units, order=req.order)
+                          lease_s=settings.lease_s, rate=req.rate, cut=cut, cut_units=req.cut_units, order=req.order,
+                          peek=peek)
+        peek = grant.after  # after a cut the job moved on by exactly that cut: the next grant need not read it
         if grant.code is GrantCode.FULL:
             free[req.worker_id] = 0  # another control process filled it meanwhile
             continue

@@ -54,11 +54,17 @@ def passed(client: redis.Redis, worker_id: str, kind: JobKind, cost: int, *, rem
     when ``remote``); ``settled=False`` while another part of the same audit is still out (the
     reputation grows once per audited result)."""
     with client.pipeline(transaction=False) as pipe:
-        if settled:
-            pipe.hincrby(keys.worker(worker_id), "audits_passed", 1)
-            pipe.hincrby(keys.SPOT_CHECKS, "passed", 1)
-        pipe.hincrby(keys.SPOT_CHECKS, f"{'remote' if remote else 'units'}:{kind.value}", cost)
+        queue_passed(pipe, worker_id, kind, cost, remote=remote, settled=settled)
         pipe.execute()
+
+
+def queue_passed(pipe: redis.client.Pipeline, worker_id: str, kind: JobKind, cost: int, *, remote: bool = False,
+                 settled: bool = True) -> None:
+    """:func:`passed`'s writes, queued on the caller's pipeline (collect sends them with the merge)."""
+    if settled:
+        pipe.hincrby(keys.worker(worker_id), "audits_passed", 1)
+        pipe.hincrby(keys.SPOT_CHECKS, "passed", 1)
+    pipe.hincrby(keys.SPOT_CHECKS, f"{'remote' if remote else 'units'}:{kind.value}", cost)
 
 
 def caught(client: redis.Redis, worker_id: str, reason: str, *, now: float | None = None) -> None:
@@ -70,7 +76,7 @@ def caught(client: redis.Redis, worker_id: str, reason: str, *, now: float | Non
         pipe.hincrby(keys.worker(worker_id), "audits_failed", 1)
         pipe.hset(keys.worker(worker_id), mapping={"audits_passed": 0, "quarantined": reason[:300],
                                                    "quarantined_at": repr(now)})
-        pipe.incr(keys.WORKERS_GEN)  # out of every control process's view of the fleet at once
+        pipe.set(keys.WORKERS_GEN, keys.new_generation())  # out of every view of the fleet at once
         pipe.execute()
 
 
@@ -80,6 +86,6 @@ def lift(client: redis.Redis, worker_id: str) -> bool:
         return False
     with client.pipeline(transaction=True) as pipe:
         pipe.hset(keys.worker(worker_id), mapping={"quarantined": "", "quarantined_at": ""})
-        pipe.incr(keys.WORKERS_GEN)
+        pipe.set(keys.WORKERS_GEN, keys.new_generation())
         pipe.execute()
     return True

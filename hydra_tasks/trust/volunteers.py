@@ -256,6 +256,12 @@ def get(client: redis.Redis, name: str) -> VolunteerRecord | None:
 def by_key(client: redis.Redis, public_key: str) -> VolunteerRecord | None:
     """The active volunteer a public key is bound to, else None (unknown, or revoked)."""
     name = client.hget(keys.VOLUNTEER_KEYS, public_key) if identity.is_public_key(public_key) else None
+    return active_record(client, name, public_key)
+
+
+def active_record(client: redis.Redis, name: str | None, public_key: str) -> VolunteerRecord | None:
+    """The volunteer ``name`` (as ``hydra:volunteer_keys`` maps ``public_key``), if it is active and
+    still bound to that key; else None."""
     record = get(client, name) if name else None
     if record is None or record.state is not VolunteerState.ACTIVE or record.public_key != public_key:
         return None

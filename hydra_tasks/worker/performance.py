@@ -12,10 +12,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import redis
 
 from .. import keys
+
+if TYPE_CHECKING:
+    from ..lua import Deferred
 
 ALPHA = 0.3  # weight of the newest observation
 
@@ -63,7 +67,7 @@ def updated(current: Performance, calibrated: float, work: float, elapsed_s: flo
                        (1 - ALPHA) * current.deviation + ALPHA * abs(sample - prior), current.observations + 1)
 
 
-def record_observation(pipe: redis.client.Pipeline, worker_id: str, kind: str, perf: Performance) -> None:
+def record_observation(pipe: "redis.client.Pipeline | Deferred", worker_id: str, kind: str, perf: Performance) -> None:
     """Queue the writes of :func:`updated`'s result on ``pipe`` (executed by the caller)."""
     key = keys.worker(worker_id)
     pipe.hset(key, mapping={f"rate:{kind}": repr(perf.rate), f"dev:{kind}": repr(perf.deviation)})

@@ -137,7 +137,7 @@ def register(client: redis.Redis, info: WorkerInfo) -> None:
                 pipe.hset(key, mapping={k: str(v) for k, v in record.items()})
                 pipe.sadd(keys.WORKERS, info.worker_id)
                 pipe.hdel(keys.WORKER_KEYS, info.worker_id)  # bound in its record again
-                pipe.incr(keys.WORKERS_GEN)  # control processes read the fleet again (scheduling/cluster.py)
+                pipe.set(keys.WORKERS_GEN, keys.new_generation())  # control processes read the fleet again
                 pipe.execute()
                 return
             except redis.WatchError:
@@ -162,7 +162,7 @@ def touch(client: redis.Redis, worker_id: str, now: float) -> None:
 def set_offline(client: redis.Redis, worker_id: str) -> None:
     with client.pipeline(transaction=True) as pipe:
         pipe.hset(keys.worker(worker_id), "state", WorkerState.OFFLINE.value)
-        pipe.incr(keys.WORKERS_GEN)
+        pipe.set(keys.WORKERS_GEN, keys.new_generation())
         pipe.execute()
 
 
@@ -236,7 +236,7 @@ def mark_silent_offline(client: redis.Redis, settings: Settings, *, now: float |
         with client.pipeline(transaction=True) as pipe:
             pipe.hset(keys.worker(worker_id), "state", WorkerState.OFFLINE.value)
             pipe.delete(*keys.priority_queues(keys.direct_queue(worker_id)))
-            pipe.incr(keys.WORKERS_GEN)
+            pipe.set(keys.WORKERS_GEN, keys.new_generation())
             pipe.execute()
     return silent
 
@@ -277,7 +277,7 @@ def _prune_one(client: redis.Redis, settings: Settings, worker_id: str, now: flo
                 pipe.multi()
                 pipe.delete(record, inflight, *keys.priority_queues(keys.direct_queue(worker_id)))
                 pipe.srem(keys.WORKERS, worker_id)
-                pipe.incr(keys.WORKERS_GEN)
+                pipe.set(keys.WORKERS_GEN, keys.new_generation())
                 if info.public_key:
                     pipe.hset(keys.WORKER_KEYS, worker_id, info.public_key)
                 pipe.execute()

@@ -16,9 +16,9 @@ SCRIPTS = sorted(p.stem for p in LUA_DIR.glob("*.lua") if not p.stem.startswith(
 KEY_COMMANDS = {"HGET", "HSET", "HDEL", "HEXISTS", "HINCRBY", "HMGET", "HGETALL", "SADD", "SREM", "SCARD",
                 "SISMEMBER", "SMEMBERS", "ZADD", "ZREM", "ZSCORE", "ZRANGE", "ZREVRANGE", "ZCARD", "ZPOPMAX",
                 "ZPOPMIN", "LPUSH", "LPOP", "LREM", "LRANGE", "LINDEX", "LLEN", "RPUSH", "LTRIM", "HLEN", "DEL", "XADD",
-                "XRANGE", "EXISTS", "RENAME", "PERSIST", "ZINCRBY", "HKEYS", "EXPIRE"}
+                "XRANGE", "EXISTS", "RENAME", "PERSIST", "ZINCRBY", "HKEYS", "EXPIRE", "HINCRBYFLOAT", "EXPIREAT"}
 CALL = re.compile(r"redis\.call\('([A-Z]+)',\s*([^,)]+)")
-KEY_LOCAL = re.compile(r"^local (\w+) = KEYS\[[\w +]+\]", re.MULTILINE)
+KEY_LOCAL = re.compile(r"^\s*local (\w+) = KEYS\[[\w +]+\]", re.MULTILINE)
 # Library helpers that hand out keys taken from KEYS: ledger_keys() fields, inflight_keys() results,
 # FINISH's lease hashes read from KEYS[k] in its loops, and the parameters of library functions that
 # their callers fill from KEYS (append_entry's journal and head).
