@@ -527,7 +527,9 @@ def check_jobs(cluster: Cluster, ref: Reference, started: list[tuple[str, str]],
         if twice:
             res.problems.append(f"{kind} job {job_id}: chunks paid other than once: {twice}")
         paid = {k.split(":", 1)[1] for k in minted}
-        merged = set(client.smembers(keys.job_done(job_id))) | {c for c in paid if c.startswith("a")}
+        # Merged: the done set while the job runs; once it ended (and FINISH compacted it), its chunk log.
+        merged = (set(client.smembers(keys.job_done(job_id))) | {c for c in paid if c.startswith("a")}
+                  | {json.loads(e)["chunk"] for e in client.lrange(keys.job_log(job_id), 0, -1)})
         if paid - merged:
             res.unmerged_paid += len(paid - merged)
             res.problems.append(f"{kind} job {job_id}: paid but never merged: {sorted(paid - merged)[:5]}")

@@ -166,7 +166,9 @@ def _check_ledger(cluster: Cluster, app: HydraCelery, *job_ids: str) -> None:
         twice = {k: n for k, n in minted.items() if n != 1}
         assert not twice, f"chunks of {job_id} paid other than once: {twice}"
         paid = {k.split(":", 1)[1] for k in minted}
-        merged = set(app.redis.smembers(keys.job_done(job_id))) | {c for c in paid if c.startswith("a")}
+        # Merged: the done set while the job runs; once it ended (and FINISH compacted it), its chunk log.
+        merged = (set(app.redis.smembers(keys.job_done(job_id))) | {c for c in paid if c.startswith("a")}
+                  | {json.loads(e)["chunk"] for e in app.redis.lrange(keys.job_log(job_id), 0, -1)})
         assert paid <= merged, f"chunks of {job_id} paid but never merged: {sorted(paid - merged)[:10]}"
     done = cluster.hydra_cli("ledger", "verify")
     assert done.returncode == 0, f"hydra ledger verify failed:\n{done.stdout}\n{done.stderr}"

@@ -204,7 +204,7 @@ def test_killing_the_primary_mid_job_loses_nothing_and_everyone_follows_the_new_
     for done in (job, tiles):
         mints = Counter(f["key"] for _, f in journal if f.get("type") == "mint" and f["key"].startswith(f"{done.id}:"))
         assert mints and max(mints.values()) == 1, f"minted twice: {[k for k, n in mints.items() if n > 1]}"
-        assert set(mints) == {m for m in minted if m.startswith(f"{done.id}:")}
+        assert not {m for m in minted if m.startswith(f"{done.id}:")}  # FINISH compacted them: the job refuses more
         assert len(mints) == done.chunks_done
 
     # The first merge on the new primary: the first journal entry it wrote after the kill (a stream id is
