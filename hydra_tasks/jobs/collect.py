@@ -264,8 +264,9 @@ def observed_elapsed(result: ChunkResult, lease: _Lease, window: int, now: float
 def _learn(holder: WorkerInfo | None, chunk: ChunkSpec, result: ChunkResult, work: float, elapsed_s: float,
            now: float) -> tuple[str, performance.Performance | None]:
     """The job's chunk-log entry for this result (JSON, written by MERGE) and the worker's updated
-    performance model (``holder``, None: no update). The model comes from the snapshot the merge was
-    decided on; ``elapsed_s`` is the time the control plane vouches for (:func:`observed_elapsed`)."""
+    performance model (``holder``, None: no update). The model starts from the worker's record as read
+    with the lease (never a cached view); ``elapsed_s`` is the time the control plane vouches for
+    (:func:`observed_elapsed`)."""
     kind = chunk.kind.value
     before = (holder.perf_pi if kind == "pi" else holder.perf_mandelbrot) if holder else None
     entry: dict[str, Any] = {"t": now, "worker": result.worker_id, "chunk": chunk.chunk_id, "units": chunk.units,
