@@ -30,7 +30,8 @@ hydra:job:{id}:audits          hash    audit chunk id -> JSON {of: the audited c
 hydra:lease:{job}:{chunk}      hash    worker, region, attempt, dispatched_at, queued, expiries ...
 hydra:workers                  set     worker ids registered and not pruned (worker/registry.prune_offline)
 hydra:workers:gen              string  the registry's generation: a new random token on every registration, state change,
-                                       quarantine and prune, so a control process knows its cached view of the fleet is stale
+                                       quarantine, prune and grid report, so a control process knows its view of the
+                                       fleet is stale
 hydra:worker_keys              hash    pruned worker id -> the public key it stayed bound to (registry.register
                                        refuses another key for that id; removed when it registers again)
 hydra:grid:failures            list    recent carbon-provider failures, newest first (JSON), capped

@@ -495,8 +495,9 @@ class Scripts:
 
     # --- workers and the ledger --------------------------------------------------------------
     def grid_info(self, worker_id: str, public_key: str, zone: str, share: float, timestamp: float) -> GridInfoCode:
-        return GridInfoCode(int(self._grid_info(keys=[keys.worker(worker_id)],
-                                                args=[public_key, zone, repr(share), repr(timestamp)])))
+        return GridInfoCode(int(self._grid_info(keys=[keys.worker(worker_id), keys.WORKERS_GEN],
+                                                args=[public_key, zone, repr(share), repr(timestamp),
+                                                      keys.new_generation()])))
 
     def bind_key(self, name: str, secret_sha256: str, public_key: str, *, now: float) -> BindCode:
         """Bind a volunteer's key on its first registration (see bind_key.lua)."""

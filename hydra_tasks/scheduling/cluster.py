@@ -126,19 +126,22 @@ def _build(client: redis.Redis, settings: Settings, now: float) -> ClusterSnapsh
                            reference=reference)
 
 
-#: each client's last view: (the registry generation it was read at, when, how long it is good for, the view)
-_views: "weakref.WeakKeyDictionary[redis.Redis, tuple[str | None, float, float, ClusterSnapshot]]" = \
+#: each client's last view: (the registry generation it was read at, when, how long it is good for, how long
+#: reading it took, the view)
+_views: "weakref.WeakKeyDictionary[redis.Redis, tuple[str | None, float, float, float, ClusterSnapshot]]" = \
     weakref.WeakKeyDictionary()
 #: a view is reused for at least this many times the time it took to read, so that reading the fleet
 #: never takes more than about a tenth of a control process's time, however large the fleet
 REUSE_FACTOR = 10.0
+#: a read of the fleet slower than this is not repeated on every change of the registry's generation
+SLOW_READ_S = 0.05
 
 
 def last_view(client: redis.Redis) -> ClusterSnapshot | None:
     """This process's last view of the fleet through ``client``, valid or not (a caller may queue reads
     for its workers in the same round trip as the generation that says whether it is still valid)."""
     seen = _views.get(client)
-    return seen[3] if seen is not None else None
+    return seen[4] if seen is not None else None
 
 
 def snapshot(client: redis.Redis, settings: Settings, *, now: float | None = None, fresh: bool = False,
@@ -150,8 +153,8 @@ def snapshot(client: redis.Redis, settings: Settings, *, now: float | None = Non
 
     Reading every worker's record is O(fleet), so a process reuses its view for up to
     ``HYDRA_FLEET_VIEW_S`` (issue 15), or REUSE_FACTOR times as long as it took to read if that is more,
-    unless the registry's generation (``hydra:workers:gen``, raised by every registration, state change,
-    quarantine and prune) moved: one GET instead of the fleet. A
+    unless the registry's generation (``hydra:workers:gen``, a new token with every registration, state
+    change, quarantine, prune and grid report) moved: one GET instead of the fleet. A
     reused view is safe: GRANT checks the worker's state, quarantine and window itself, and a merge
     reads the returning worker's own record fresh; only fleet-wide figures (medians, the carbon-blind
     mix, a new worker's first chunk) may lag by that long. ``fresh``: read the fleet now.
@@ -160,11 +163,17 @@ def snapshot(client: redis.Redis, settings: Settings, *, now: float | None = Non
     if not generation_read:
         generation = client.get(keys.WORKERS_GEN)
     seen = _views.get(client)
-    if not fresh and seen is not None and seen[0] == generation and 0.0 <= now - seen[1] < seen[2]:
-        return seen[3]
+    if not fresh and seen is not None and settings.fleet_view_s > 0:
+        age = now - seen[1]
+        if 0.0 <= age < seen[2] and seen[0] == generation:
+            return seen[4]
+        # The registry changed: read it again, but for a fleet whose read is slow never more often than
+        # REUSE_FACTOR x that read's time (many workers registering and reporting must not cost a read per chunk).
+        if seen[3] > SLOW_READ_S and 0.0 <= age < REUSE_FACTOR * seen[3]:
+            return seen[4]
     started = time.perf_counter()
     view = _build(client, settings, now)
     took = time.perf_counter() - started
     good_for = max(settings.fleet_view_s, REUSE_FACTOR * took) if settings.fleet_view_s > 0 else 0.0
-    _views[client] = (generation, now, good_for, view)
+    _views[client] = (generation, now, good_for, took, view)
     return view

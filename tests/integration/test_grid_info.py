@@ -81,8 +81,8 @@ def test_a_signed_report_moves_the_worker_to_its_own_zone_for_routing(
     assert status == 200, body
     stored = get_worker(redis_only.redis, "solar@h")
     assert stored is not None and (stored.grid_zone, stored.grid_renewable_share) == ("FR", 0.5)
-    # A control process sees it with its next view of the fleet (within HYDRA_FLEET_VIEW_S): read one now.
-    after = router_for(settings).scores(snapshot(redis_only.redis, settings, fresh=True))[1]
+    # The report sets a new registry generation: a control process's cached view of the fleet is read again.
+    after = router_for(settings).scores(snapshot(redis_only.redis, settings))[1]
     assert after["solar@h"] == pytest.approx(33.0 * 0.5)  # FR's annual mean, half of it from the roof
     free = {"solar@h": 1, "grid@h": 1}
     assert router_for(settings).choose(snapshot(redis_only.redis, settings), free, "pi") == "solar@h"

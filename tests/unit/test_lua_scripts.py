@@ -16,7 +16,7 @@ SCRIPTS = sorted(p.stem for p in LUA_DIR.glob("*.lua") if not p.stem.startswith(
 KEY_COMMANDS = {"HGET", "HSET", "HDEL", "HEXISTS", "HINCRBY", "HMGET", "HGETALL", "SADD", "SREM", "SCARD",
                 "SISMEMBER", "SMEMBERS", "ZADD", "ZREM", "ZSCORE", "ZRANGE", "ZREVRANGE", "ZCARD", "ZPOPMAX",
                 "ZPOPMIN", "LPUSH", "LPOP", "LREM", "LRANGE", "LINDEX", "LLEN", "RPUSH", "LTRIM", "HLEN", "DEL", "XADD",
-                "XRANGE", "EXISTS", "RENAME", "PERSIST", "ZINCRBY", "HKEYS", "EXPIRE", "HINCRBYFLOAT", "EXPIREAT"}
+                "XRANGE", "EXISTS", "RENAME", "PERSIST", "ZINCRBY", "HKEYS", "EXPIRE", "HINCRBYFLOAT", "EXPIREAT", "SET"}
 CALL = re.compile(r"redis\.call\('([A-Z]+)',\s*([^,)]+)")
 KEY_LOCAL = re.compile(r"^\s*local (\w+) = KEYS\[[\w +]+\]", re.MULTILINE)
 # Library helpers that hand out keys taken from KEYS: ledger_keys() fields, inflight_keys() results,
