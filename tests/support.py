@@ -203,3 +203,17 @@ def chromium(*, width: int = 1280, height: int = 1800) -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
+
+
+def element_text(browser: Any, element_id: str) -> str | None:
+    """The rendered text of the element with this id, read in one script in the page (None when there
+    is no such element, or the page is between documents). ``find_element(...).text`` is two steps:
+    a page that re-renders or reloads itself in between makes the handle stale."""
+    from selenium.common.exceptions import JavascriptException, StaleElementReferenceException
+
+    try:
+        text = browser.execute_script(
+            "const e = document.getElementById(arguments[0]); return e ? e.innerText : null;", element_id)
+    except (JavascriptException, StaleElementReferenceException):
+        return None
+    return None if text is None else str(text).strip()

@@ -19,7 +19,8 @@ from hydra_tasks.celery_app import HydraCelery
 from hydra_tasks.jobs.submit import submit_job
 from hydra_tasks.stack import LocalStack
 from hydra_webapp.events import MAX_STREAMS
-from support import artifacts_dir, browser_available, chromium, free_port, running_stack, wait_for, wait_for_job
+from support import (artifacts_dir, browser_available, chromium, element_text, free_port, running_stack, wait_for,
+                     wait_for_job)
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +87,9 @@ def test_a_job_page_follows_a_real_job_from_queued_to_done_through_the_stream(ap
         browser.save_screenshot(str(artifacts_dir() / "stack-job-page-queued-live.png"))
         stack.start_region_worker("r", name="r-1")
         stack.wait_for_workers(1, timeout_s=90)
-        wait_for(lambda: browser.find_element(By.ID, "job-state").text in ("running", "done"), timeout_s=60,
+        # (the page reloads itself when the job ends: read the state in one script, not through an
+        # element handle that the reload may have made stale between finding it and reading it)
+        wait_for(lambda: element_text(browser, "job-state") in ("running", "done"), timeout_s=60,
                  what="the job running on the page")
         assert wait_for_job(app, job.id, timeout_s=120).state == "done"
         wait_for(lambda: "π ≈" in browser.page_source, timeout_s=15, what="the result, after the page reloaded")
