@@ -91,8 +91,8 @@ def capped(worker: WorkerInfo, reference: dict[str, float]) -> WorkerInfo:
         limit = reference.get(kind, math.inf)
         if perf.observations >= CONFIRMED_AFTER or out.rate(kind) <= limit:
             continue
-        out = replace(out, **{calibration: min(getattr(out, calibration), limit),
-                              perf_attr: replace(perf, rate=min(perf.rate, limit))})
+        out = out.with_(**{calibration: min(getattr(out, calibration), limit),
+                           perf_attr: replace(perf, rate=min(perf.rate, limit))})
     return out
 
 

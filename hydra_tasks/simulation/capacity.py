@@ -6,6 +6,12 @@ with ``appendfsync always``): 38,783 Redis commands in 19,548 round trips for 1,
 (about 39 commands and 20 round trips per chunk, dispatch and collect, the two workers' heartbeats
 included), and 40-70 chunks/s of the control plane's own work per process (55-73 in one process
 without Celery, 39-53 through the whole pipeline). Figures marked ASSUMPTION were not measured here.
+
+The fleet view (``cluster.snapshot``): each control and intake process reads every live worker's record
+at most once per ``HYDRA_FLEET_VIEW_S``, and, when that read is slow, at most once per REUSE_FACTOR
+times the read's own duration however often the registry changes. So per process the view costs at most
+``min(workers / view_s, 1 / (REUSE_FACTOR x read time per record))`` commands per second, and at most
+1 / REUSE_FACTOR of the process' time.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
+
+from ..scheduling.cluster import REUSE_FACTOR
 
 
 @dataclass(frozen=True)
@@ -23,8 +31,8 @@ class ControlCost:
     heartbeat_commands: float = 3.0            # ASSUMPTION: LPUSH of the envelope, the intake's BRPOP, one HSET
     heartbeats_per_s_per_process: float = 2_000.0  # ASSUMPTION: an Ed25519 check and one HSET each (~0.5 ms)
     redis_commands_per_s: float = 20_000.0     # ASSUMPTION: one Redis with appendfsync always; measure on the disk
-    snapshot_reads_per_chunk: float = 2.0      # today's code: cluster.snapshot per merge and per dispatch reads
-    #                                            every worker record (benchmarks/README): x live workers
+    fleet_view_s: float = 1.0                  # HYDRA_FLEET_VIEW_S (default)
+    read_s_per_record: float = 20e-6           # ASSUMPTION until measured: one worker record in the view's pipelined read
 
 
 @dataclass(frozen=True)
@@ -34,13 +42,12 @@ class Load:
     merges_per_s_mean: float
     merges_per_s_peak: float
     heartbeats_per_s: float
-    redis_commands_per_s: float                # per-chunk commands + heartbeats, at the peak minute
+    redis_commands_per_s: float                # per-chunk commands + heartbeats + fleet views, at the peak minute
     redis_round_trips_per_s: float
-    snapshot_commands_per_s: float             # what today's fleet-wide snapshot reads would add
+    fleet_view_commands_per_s: float           # the processes' fleet views (cluster.snapshot), at most
     processes: int                             # control processes for the peak chunks and heartbeats
     processes_range: tuple[int, int]           # at 70 and at 40 chunks/s per process
-    redis_instances: int                       # without the snapshot reads
-    redis_instances_today: int                 # with them
+    redis_instances: int                       # for all of it, fleet views included
     peak_intake_backlog_one: int               # results waiting at the intake with one process
     peak_intake_backlog: int                   # ... with ``processes`` processes
 
@@ -70,14 +77,16 @@ def load(dispatch_bins: Counter[int], merge_bins: Counter[int], *, span_s: float
     chunks_peak = max(d_peak, m_peak)
     heartbeats = live_workers_peak / heartbeat_s
     commands = chunks_peak * cost.commands_per_chunk + heartbeats * cost.heartbeat_commands
-    snapshot = chunks_peak * cost.snapshot_reads_per_chunk * live_workers_peak
+    # A process spends at most 1/REUSE_FACTOR of its time on its fleet view, so it keeps the rest for chunks.
+    busy_share = 1.0 - 1.0 / REUSE_FACTOR
 
     def procs(rate: float) -> int:
-        return max(1, math.ceil(chunks_peak / rate + heartbeats / cost.heartbeats_per_s_per_process))
+        return max(1, math.ceil((chunks_peak / rate + heartbeats / cost.heartbeats_per_s_per_process) / busy_share))
 
     n = procs(cost.chunks_per_s_per_process)
-    return Load(dispatches / span_s, d_peak, merges / span_s, m_peak, heartbeats, commands,
-                chunks_peak * cost.round_trips_per_chunk + heartbeats * 2, snapshot, n, (procs(70.0), procs(40.0)),
-                max(1, math.ceil(commands / cost.redis_commands_per_s)),
-                max(1, math.ceil((commands + snapshot) / cost.redis_commands_per_s)),
+    per_process = min(live_workers_peak / cost.fleet_view_s, 1.0 / (REUSE_FACTOR * cost.read_s_per_record))
+    views = n * per_process if live_workers_peak else 0.0
+    return Load(dispatches / span_s, d_peak, merges / span_s, m_peak, heartbeats, commands + views,
+                chunks_peak * cost.round_trips_per_chunk + heartbeats * 2, views, n, (procs(70.0), procs(40.0)),
+                max(1, math.ceil((commands + views) / cost.redis_commands_per_s)),
                 _backlog(merge_bins, cost.chunks_per_s_per_process), _backlog(merge_bins, n * cost.chunks_per_s_per_process))

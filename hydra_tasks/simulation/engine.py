@@ -39,6 +39,7 @@ from .fleet import Fleet, evolve
 from .grid import HOUR_S, Grid
 from .model import Chunk, Job, Lease, Stats
 
+BLIND_FALLBACK_G_PER_KWH = 475.0  # where a region has no signal (collect uses the fleet's mean; the trace covers all)
 ARRIVE, ON, OFF, GONE, DONE, MERGE, EXPIRE, HOUR, REPLAN, REFERENCE = range(10)
 
 
@@ -82,6 +83,9 @@ class Engine:
         self._intake_free_at = 0.0
         self.hour = -1
         self._region_free: list[float] = [0.0] * len(self.grid.regions)
+        self.signals: dict[str, Any] = {}         # this hour's RegionSignal per region (_hour)
+        self.capacity: dict[str, float] = {}      # live capacity per region, for the counterfactual (_reference)
+        self.blind_g_per_kwh: float | None = None
         for t, host, on in self.on_events:
             self._push(t, ON if on else OFF, host)
         for job in self.jobs:
@@ -134,8 +138,7 @@ class Engine:
         f.on[i] = True
         self.epoch[i] += 1
         if not f.quarantined[i]:
-            f.update(i, evolve(f.raw[i], started_at=self.now, last_seen=self.now))  # registration
-            f.set_live(i, True)
+            f.come_back(i)  # registration (its record's started_at and last_seen are not simulated)
             self._dispatch()
 
     def _off(self, i: int) -> None:
@@ -200,7 +203,7 @@ class Engine:
         """A new hour of the trace: the router's signals, the counterfactual's capacity, the median."""
         self.hour = self.grid.hour(self.now)
         signals = self.grid.signals(self.hour)
-        self.signals = signals
+        self.signals = dict(signals)
         self.intensity = [float(self.grid.g_per_kwh[r, self.hour]) for r in range(len(self.grid.regions))]
         self._current_router: CapacityRouter | GridAwareRouter
         if self.config.grid_aware:
@@ -210,6 +213,7 @@ class Engine:
         else:
             self._current_router = CapacityRouter()
         self._rebuild_candidates()
+        self._blind_mix()
         self._push((self.hour + 1) * HOUR_S, HOUR, None)
 
     def _reference(self, _: Any) -> None:
@@ -224,14 +228,26 @@ class Engine:
             f.set_reference({"pi": pool[(len(pool) - 1) // 2], "mandelbrot": pool_m[(len(pool_m) - 1) // 2]})
         rates = sorted(f.rate[i] for i in range(f.n) if f.live[i])
         self.median_speed = rates[len(rates) // 2] if rates else 0.0
-        self.capacity: dict[str, float] = {}
+        self.capacity = {}
         for i in range(f.n):
             if f.live[i]:
                 r = f.regions[f.region[i]]
                 self.capacity[r] = self.capacity.get(r, 0.0) + f.rate[i] * f.cores[i]
+        self._blind_mix()
         self._rebuild_candidates()
         if self.stats.jobs_done < len(self.jobs):
             self._push(self.now + self.config.reference_every_s, REFERENCE, None)
+
+    def _blind_mix(self) -> None:
+        """The intensity carbon-blind (capacity-proportional) routing would have run at, for this hour's
+        signals and capacity: once per change, as collect._fleet_carbon does once per view of the fleet
+        (the real chunk_carbon computes it, for one kWh). None until there is capacity."""
+        capacity = self.capacity
+        self.blind_g_per_kwh = None
+        if sum(capacity.values()) > 0:
+            self.blind_g_per_kwh = accounting.chunk_carbon(
+                accounting.J_PER_KWH, next(iter(capacity)), self.signals, capacity,
+                fallback_g_per_kwh=BLIND_FALLBACK_G_PER_KWH).counterfactual_g
 
     def _rebuild_candidates(self) -> None:
         f = self.fleet
@@ -354,21 +370,35 @@ class Engine:
         """stragglers.backup_stragglers over the simulated leases: the real expected_finish,
         router and worth_a_backup decide; the latest expected finish goes first."""
         f = self.fleet
+        if f.free_hosts == 0:
+            return  # as backup_stragglers: no free slot anywhere, nothing to rank
         kind = job.kind.value
-        holders = {}
         candidates = []
+        stale: list[Chunk] = []
         for chunk in job.inflight_chunks():
             lease = chunk.leases[0]
             if chunk.backed_up or chunk.work_est <= 0 and f.live[lease.host]:
                 continue
-            holders[f.ids[lease.host]] = f.info[lease.host]
             candidates.append(chunk)
-        snap = ClusterSnapshot(self.now, {w: info for w, info in holders.items() if f.live[f.index[w]]}, {})
-        ranked = sorted(((expected_finish({"worker": f.ids[c.leases[0].host], "dispatched_at": repr(c.leases[0].at)},
-                                          c.work_est, snap, kind), c) for c in candidates),
-                        key=lambda x: x[0], reverse=True)
+            if lease.finish_key != f.record_version[lease.host]:
+                stale.append(chunk)
+        # The real expected_finish, called again only where the holder's record or liveness changed since
+        # the last pass (its result depends on nothing else): most holders merged nothing in between.
+        snap = ClusterSnapshot(self.now, {f.ids[h]: f.info[h] for h in {c.leases[0].host for c in stale} if f.live[h]},
+                               {})
+        for chunk in stale:
+            lease = chunk.leases[0]
+            lease.finish = expected_finish({"worker": f.ids[lease.host], "dispatched_at": repr(lease.at)},
+                                           chunk.work_est, snap, kind)
+            lease.finish_key = f.record_version[lease.host]
+        # The latest expected finish first (ties in the order found), popped lazily: a pass grants at most
+        # as many backups as there are free slots, so most passes never look past the first few.
+        ranked = [(-c.leases[0].finish, k, c) for k, c in enumerate(candidates)]
+        heapq.heapify(ranked)
         helper: int | None = None
-        for holder_finish, chunk in ranked:
+        while ranked:
+            negated, _, chunk = heapq.heappop(ranked)
+            holder_finish = -negated
             if f.free_hosts == 0:
                 break
             holder = chunk.leases[0].host
@@ -477,7 +507,8 @@ class Engine:
         region = f.regions[f.region[i]]
         energy = accounting.chunk_energy_j(reported_j=None, cpu_s=result.cpu_s, elapsed_s=elapsed, cores=f.cores[i],
                                            watts_per_core=f.raw[i].watts_per_core)
-        carbon = accounting.chunk_carbon(energy, region, self.signals, self.capacity, fallback_g_per_kwh=475.0)
+        carbon = accounting.chunk_carbon(energy, region, self.signals, self.capacity,
+                                         fallback_g_per_kwh=BLIND_FALLBACK_G_PER_KWH, blind_g_per_kwh=self.blind_g_per_kwh)
         work = float(chunk.units if job.kind is JobKind.PI else chunk.iterations)
         reward = rewards.chunk_reward(self.settings, work=work, speed=f.info[i].rate(kind),
                                       median_speed=self.median_speed, reliability=f.raw[i].reliability,

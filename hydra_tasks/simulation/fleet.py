@@ -18,28 +18,21 @@ that candidate snapshot (keyed by region); small fleets (``exact``) give it the 
 
 from __future__ import annotations
 
-import copy
 import heapq
 import math
-from dataclasses import replace
 from typing import Any
 
 from ..models import WorkerState
-from ..scheduling.cluster import ClusterSnapshot, confirmed_view, is_confirmed
+from ..scheduling.cluster import ClusterSnapshot, capped, is_confirmed
 from ..settings import Settings
-from ..worker.performance import Performance
 from ..worker.registry import WorkerInfo
 
 KIND = "pi"
 
 
 def evolve(w: WorkerInfo, **changes: Any) -> WorkerInfo:
-    """``dataclasses.replace`` for WorkerInfo (no __post_init__, no InitVar), without its per-call
-    introspection, which dominated the profile at 10^5 hosts."""
-    new = copy.copy(w)
-    for name, value in changes.items():
-        object.__setattr__(new, name, value)
-    return new
+    """``dataclasses.replace`` for WorkerInfo, fast (:meth:`WorkerInfo.with_`)."""
+    return w.with_(**changes)
 
 
 class Fleet:
@@ -67,7 +60,8 @@ class Fleet:
             for i in range(self.n)]
         self.info: list[WorkerInfo] = list(self.raw)  # as the scheduler takes them (confirmed view)
         self.reference = {KIND: math.inf, "mandelbrot": math.inf}  # confirmed_view's reference speeds
-        self._proxies: list[WorkerInfo] = []
+        self.reference_version = 0
+        self._viewed_at = [0] * self.n    # the reference version host i's view was last computed against
         self.live = [False] * self.n      # in the snapshot (registered, heartbeat fresh, not quarantined)
         self.on = [False] * self.n        # computing (available)
         self.quarantined = [False] * self.n
@@ -77,6 +71,7 @@ class Fleet:
         self.total_rate = {KIND: 0.0, "mandelbrot": 0.0}
         self._heaps: list[list[tuple[float, int, int, int]]] = [[] for _ in regions]
         self._version = [0] * self.n
+        self.record_version = [0] * self.n  # changes whenever what the scheduler takes of host i may change
         self._seq = 0
         self.free_hosts = 0               # live hosts with a free slot
         self.live_count = self.peak_live = 0
@@ -88,26 +83,37 @@ class Fleet:
         return (w.concurrency if is_confirmed(w) else 1) * self.settings.inflight_per_slot
 
     def set_reference(self, reference: dict[str, float]) -> None:
-        """The median confirmed speeds the confirmed view caps claims at (refreshed periodically)."""
-        self.reference = reference
-        w = self.raw[0]
-        self._proxies = [replace(w, worker_id=f"~ref{k}", pi_samples_per_s=reference[KIND],
-                                 mandelbrot_iters_per_s=reference["mandelbrot"],
-                                 perf_pi=Performance(reference[KIND], 0.0, 3),
-                                 perf_mandelbrot=Performance(reference["mandelbrot"], 0.0, 3)) for k in (0, 1)]
+        """The median confirmed speeds the confirmed view caps claims at (refreshed periodically).
+        Only the live hosts whose view can change are refreshed: an unconfirmed speed above the old
+        or the new reference (below both, ``capped`` leaves the record as it is, before and after)."""
+        old, self.reference = self.reference, reference
+        if old == reference:
+            return
+        self.reference_version += 1
+        low = {kind: min(old[kind], reference[kind]) for kind in reference}
         for i in range(self.n):
-            if self.live[i] and not is_confirmed(self.raw[i]):
+            w = self.raw[i]
+            if self.live[i] and ((w.perf_pi.observations < 3 and w.rate(KIND) > low[KIND]) or
+                                 (w.perf_mandelbrot.observations < 3 and w.rate("mandelbrot") > low["mandelbrot"])):
                 self._refresh(i)
+            elif not self.live[i]:
+                self._viewed_at[i] = -1  # viewed against an older reference: refreshed when it is live again
+
+    def come_back(self, i: int) -> None:
+        """Host ``i`` registers again (after being away): live, its view refreshed if the reference
+        changed meanwhile (nothing else the view depends on changes while a host is away)."""
+        if self._viewed_at[i] != self.reference_version:
+            self._refresh(i)
+        self.set_live(i, True)
 
     def _capped(self, w: WorkerInfo) -> WorkerInfo:
-        """confirmed_view (the real one) against the fleet's reference: two confirmed proxies at the
-        reference speed make it the median of the confirmed workers, as in the whole fleet."""
+        """What the real confirmed view makes of the record: ``cluster.capped`` against the fleet's
+        reference (the median confirmed speeds, which ``confirmed_view`` would compute from the whole
+        fleet; here they are refreshed periodically, see ``Engine._reference``)."""
         if (w.perf_pi.observations >= 3 or w.rate(KIND) <= self.reference[KIND]) and \
                 (w.perf_mandelbrot.observations >= 3 or w.rate("mandelbrot") <= self.reference["mandelbrot"]):
-            return w  # what confirmed_view would return: nothing above the reference rests on a claim
-        if not self._proxies:
-            return confirmed_view([w])[w.worker_id]
-        return confirmed_view([w, *self._proxies])[w.worker_id]
+            return w  # what capped would return: nothing above the reference rests on a claim
+        return capped(w, self.reference)
 
     def update(self, i: int, raw: WorkerInfo) -> None:
         """A new record for host ``i`` (after a merge, an expiry, a catch)."""
@@ -117,6 +123,8 @@ class Fleet:
     def _refresh(self, i: int) -> None:
         old_pi, old_m = self.info[i].rate(KIND), self.info[i].rate("mandelbrot")
         self.info[i] = self._capped(self.raw[i])
+        self._viewed_at[i] = self.reference_version
+        self.record_version[i] += 1
         self.rate[i] = self.info[i].rate(KIND)
         self.slots[i] = self._slots(i)
         if self.live[i]:
@@ -131,6 +139,7 @@ class Fleet:
         self.total_rate[KIND] += sign * self.rate[i]
         self.total_rate["mandelbrot"] += sign * self.info[i].rate("mandelbrot")
         self.live[i] = live
+        self.record_version[i] += 1
         self.live_count += 1 if live else -1
         self.peak_live = max(self.peak_live, self.live_count)
         self.touch(i)

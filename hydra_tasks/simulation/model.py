@@ -29,13 +29,15 @@ class Chunk:
 
 
 class Lease:
-    __slots__ = ("chunk", "host", "at", "backup", "released", "compute_s", "deadline")
+    __slots__ = ("chunk", "host", "at", "backup", "released", "compute_s", "deadline", "finish", "finish_key")
 
     def __init__(self, chunk: Chunk, host: int, at: float, backup: bool) -> None:
         self.chunk, self.host, self.at, self.backup = chunk, host, at, backup
         self.released = False
         self.compute_s = 0.0
         self.deadline = at
+        self.finish = 0.0      # the holder's expected finish (stragglers.expected_finish), as of ...
+        self.finish_key = -1   # ... this version of the holder's record (Fleet.record_version)
 
 
 @dataclass(eq=False)

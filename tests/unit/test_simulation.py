@@ -54,3 +54,72 @@ def test_a_seed_gives_the_same_run() -> None:
     a, b = run(seed=7, cheater_share=0.1)[1].stats, run(seed=7, cheater_share=0.1)[1].stats
     assert (a.events, a.dispatches, a.minted_micro, a.carbon_g, sorted(a.caught)) == \
            (b.events, b.dispatches, b.minted_micro, b.carbon_g, sorted(b.caught))
+
+
+def test_the_fleets_incremental_views_equal_the_real_code_recomputed() -> None:
+    """The engine keeps each host's confirmed view and each lease's expected finish between events
+    (refreshed only where something they depend on changed); at the end of a churning run they must
+    equal what cluster.capped and stragglers.expected_finish compute afresh."""
+    from hydra_tasks.scheduling.cluster import ClusterSnapshot, capped
+    from hydra_tasks.scheduling.stragglers import expected_finish
+    from hydra_tasks.simulation import population
+    from hydra_tasks.simulation.engine import Engine, EngineConfig
+    from hydra_tasks.simulation.fleet import Fleet
+    from hydra_tasks.simulation.model import Job
+    from hydra_tasks.models import JobKind
+
+    s = sim.Scenario(**{**SMALL, "hosts": 200, "seed": 9, "backup_every_s": 10.0, "load": 0.9})  # type: ignore[arg-type]
+    out = sim.build(s)
+    pop = out.pop
+    speed = pop.proc_speed().tolist()
+    fleet = Fleet(s.settings(grid_aware=True), region=pop.region.tolist(), regions=pop.regions,
+                  cores=pop.cores.tolist(), pi_speed=speed, mandel_speed=[v * population.MANDEL_PER_PI for v in speed],
+                  pi_calibration=pop.core_speed.tolist(),
+                  mandel_calibration=(pop.core_speed * population.MANDEL_PER_PI).tolist(),
+                  cpu_limit=pop.cpu_limit.tolist(), exact=False)
+    specs, _ = sim.make_jobs(s, pop, np.random.default_rng(s.seed + 7))
+    jobs = [Job(f"j{k}", JobKind.PI, size, arrival, deadline) for k, (arrival, size, deadline) in enumerate(specs)]
+    events = sorted([(float(t), int(h), True) for t, h in zip(pop.on_start, pop.on_host)]
+                    + [(float(t), int(h), False) for t, h in zip(pop.on_end, pop.on_host) if t < pop.horizon_s])
+    engine = Engine(fleet.settings, fleet, out.grid, EngineConfig(horizon_s=pop.horizon_s, backup_every_s=10.0,
+                                                                  reference_every_s=600.0, seed=9),
+                    jobs, pop.cheater.tolist(), events)
+    engine.run(until=2400.0, stop_when_done=False)  # mid-run: jobs in their tails, hosts coming and going
+    assert engine.stats.backups > 0 and fleet.reference["pi"] < float("inf")
+    checked = 0
+    for i in range(fleet.n):
+        if fleet.live[i]:
+            assert fleet.info[i] == capped(fleet.raw[i], fleet.reference), f"host {i}'s view is stale"
+            checked += 1
+    assert checked > 20
+    snap = ClusterSnapshot(engine.now, {fleet.ids[i]: fleet.info[i] for i in range(fleet.n) if fleet.live[i]}, {})
+    kept = 0
+    for job in jobs:
+        for chunk in job.inflight_chunks():
+            lease = chunk.leases[0]
+            if lease.finish_key == fleet.record_version[lease.host]:  # the engine would reuse it
+                fresh = expected_finish({"worker": fleet.ids[lease.host], "dispatched_at": repr(lease.at)},
+                                        chunk.work_est, snap, "pi")
+                assert lease.finish == fresh
+                kept += 1
+    assert kept > 0
+
+
+def test_the_control_plane_estimate_bounds_the_fleet_views() -> None:
+    """Each process reads the fleet at most once per HYDRA_FLEET_VIEW_S, and a slow read at most once per
+    REUSE_FACTOR times its duration: the views' load stops growing with the fleet."""
+    from collections import Counter
+
+    from hydra_tasks.scheduling.cluster import REUSE_FACTOR
+    from hydra_tasks.simulation.capacity import ControlCost, load
+
+    bins = Counter({t: 50 for t in range(600)})  # 50 dispatches and 50 merges a second for 10 minutes
+    cost = ControlCost()
+    small = load(bins, bins, span_s=600.0, live_workers_peak=1_000, heartbeat_s=30.0, cost=cost)
+    large = load(bins, bins, span_s=600.0, live_workers_peak=1_000_000, heartbeat_s=30.0, cost=cost)
+    assert small.fleet_view_commands_per_s == small.processes * 1_000 / cost.fleet_view_s
+    per_process_cap = 1.0 / (REUSE_FACTOR * cost.read_s_per_record)
+    assert large.fleet_view_commands_per_s == large.processes * per_process_cap
+    # a process keeps 1 - 1/REUSE_FACTOR of its time for chunks: 50 chunks/s at 50 per process needs 2
+    assert small.processes == 2
+    assert large.redis_commands_per_s > small.redis_commands_per_s
