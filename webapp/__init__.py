@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None, *, celery_app: HydraCelery | No
     app.extensions[TOKEN_EXTENSION_KEY] = token
     log.info("Operator API token: %s.", token.source)  # where it lives, never the token itself
 
-    for blueprint in (jobs.bp, workers.bp, grid.bp, tokens.bp, metrics.bp, metrics.prometheus_bp, pages.bp,
+    for blueprint in (jobs.bp, jobs.bulk_bp, workers.bp, grid.bp, tokens.bp, metrics.bp, metrics.prometheus_bp, pages.bp,
                       health.bp, volunteers.bp, profiles.bp, history.bp, openapi.bp):
         app.register_blueprint(blueprint)
     events.install(app)  # GET /api/events: live updates pushed (Server-Sent Events)

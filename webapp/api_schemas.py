@@ -303,6 +303,25 @@ PROFILE: Schema = {
     "properties": {"account": {"type": "string", "pattern": HEX_KEY}, "display_name": _STR, "team": _STR,
                    "nonce": _INT, "updated_at": _NUMBER},
 }
+PRUNE_REQUEST: Schema = {
+    "type": "object", "required": ["older_than_s"], "additionalProperties": False,
+    "description": "Which finished jobs to remove: those that ended more than older_than_s seconds ago.",
+    "properties": {
+        "older_than_s": {"type": "number", "minimum": 0, "maximum": 1e10,
+                         "description": "seconds since the job ended (done, failed or cancelled), e.g. 2592000 for 30 days"},
+        "dry_run": {"type": "boolean", "default": False, "description": "only list the jobs that would be removed"},
+    },
+}
+PRUNED: Schema = {
+    "type": "object", "required": ["jobs", "removed", "more", "older_than_s"],
+    "properties": {
+        "jobs": {"type": "array", "items": {"type": "string", "pattern": JOB_ID},
+                 "description": "the jobs removed (or, in a dry run, that would be), oldest first"},
+        "removed": {"type": "boolean", "description": "false in a dry run"},
+        "more": {"type": "boolean", "description": "more jobs are due than one request removes: send it again"},
+        "older_than_s": _NUMBER,
+    },
+}
 DELETED: Schema = {"type": "object", "required": ["deleted"],
                    "properties": {"deleted": {"type": "string", "pattern": JOB_ID}}}
 WORKER_DETAILS: Schema = {
@@ -330,7 +349,7 @@ COMPONENTS: dict[str, Schema] = {
     "TokenMetrics": TOKEN_METRICS, "Checkpoint": CHECKPOINT,
     "GridReport": GRID_REPORT, "GridAccepted": GRID_ACCEPTED,
     "Enrolment": ENROLMENT, "Credentials": CREDENTIALS, "ProfileRequest": PROFILE_REQUEST, "Profile": PROFILE,
-    "Deleted": DELETED, "WorkerDetails": WORKER_DETAILS,
+    "Deleted": DELETED, "PruneRequest": PRUNE_REQUEST, "Pruned": PRUNED, "WorkerDetails": WORKER_DETAILS,
     "ChunkingMetrics": CHUNKING_METRICS, "TilingMetrics": TILING_METRICS,
     "SustainabilityMetrics": SUSTAINABILITY_METRICS, "SecurityMetrics": SECURITY_METRICS, "Health": HEALTH,
 }

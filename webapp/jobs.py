@@ -1,4 +1,4 @@
-"""The jobs API: list, submit, read, cancel, re-open, delete, and the Mandelbrot image.
+"""The jobs API: list, submit, read, cancel, re-open, delete, prune old finished jobs, and the Mandelbrot image.
 
 Reads are open; anything that changes state needs the operator token (:func:`require_token`).
 """
@@ -10,7 +10,7 @@ import re
 from flask import Blueprint, Response, jsonify, url_for
 from werkzeug.exceptions import NotFound
 
-from hydra_tasks.jobs import store
+from hydra_tasks.jobs import retention, store
 from hydra_tasks.jobs.submit import job_png, partial_png, submit_job
 
 from .auth import require_token
@@ -19,6 +19,8 @@ from .inputs import query_int
 from .openapi import validated_body
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/jobs")
+#: actions on many jobs at once (not under /api/jobs/, where a name would also match /api/jobs/<job_id>)
+bulk_bp = Blueprint("jobs_bulk", __name__, url_prefix="/api")
 
 JOB_ID_RE = re.compile(r"[0-9a-f]{1,64}")
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
@@ -61,6 +63,26 @@ def cancel_job(job_id: str) -> Response:
 def reopen_job(job_id: str) -> Response:
     """Recompute a done job's suspect results (from a worker caught cheating after they were merged)."""
     return jsonify(store.reopen_job(hydra().redis, checked_job_id(job_id)).to_json())
+
+
+@bulk_bp.post("/prune_jobs")
+@require_token
+def prune_jobs() -> Response:
+    """Remove finished jobs that ended more than ``older_than_s`` ago, oldest first, at most
+    retention.PRUNE_PER_REQUEST of them (``more``: send the request again); ``dry_run`` only lists them."""
+    body = validated_body()
+    age, client = float(body["older_than_s"]), hydra().redis
+    if body.get("dry_run", False):
+        due = retention.due(client, age, limit=retention.PRUNE_PER_REQUEST + 1)
+        return jsonify(jobs=due[:retention.PRUNE_PER_REQUEST], removed=False, more=len(due) > retention.PRUNE_PER_REQUEST,
+                       older_than_s=age)
+    removed: list[str] = []
+    while len(removed) < retention.PRUNE_PER_REQUEST:
+        batch = retention.prune(client, age, limit=min(retention.PRUNE_BATCH, retention.PRUNE_PER_REQUEST - len(removed)))
+        if not batch:
+            break
+        removed += batch
+    return jsonify(jobs=removed, removed=True, more=bool(retention.due(client, age, limit=1)), older_than_s=age)
 
 
 @bp.delete("/<job_id>")

@@ -41,6 +41,7 @@ from jsonschema.exceptions import ValidationError, relevance
 
 from hydra_tasks.errors import HydraError
 from hydra_tasks.grid.site import parse_report
+from hydra_tasks.jobs.retention import PRUNE_PER_REQUEST
 from hydra_tasks.jobs.spec import parse_job_spec
 from hydra_tasks.ledger.book import parse_transfer
 from hydra_tasks.ledger.profiles import parse_profile
@@ -165,6 +166,12 @@ def operations() -> dict[str, Operation]:
             description="Recomputes a done job's suspect results (from a worker caught cheating after they were "
                         "merged).",
             path={"job_id": JOB_ID_PARAM}, errors=(409,)),
+        "jobs_bulk.prune_jobs": Operation(
+            "Remove old finished jobs", "jobs", {200: json_reply("The jobs removed", "Pruned")},
+            description="Done, failed and cancelled jobs that ended more than older_than_s seconds ago go, oldest "
+                        f"first, at most {PRUNE_PER_REQUEST} per request ('more' says whether to send it again); the "
+                        "token ledger keeps their mints. The sweep does the same after HYDRA_JOB_RETENTION_S.",
+            body="PruneRequest"),
         "jobs.delete_job": Operation(
             "Delete a finished job", "jobs", {200: json_reply("The deleted job's id", "Deleted")},
             description="A done, failed or cancelled job and all its data; the token ledger keeps its mints.",

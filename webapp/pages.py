@@ -22,6 +22,8 @@ from .jobs import DEFAULT_LIMIT, checked_job_id
 from .tokens import leaderboard_view
 from .workers import checked_worker, worker_views
 
+DEFAULT_PRUNE_S = 30 * 86_400.0  # what the dashboard's "remove old jobs" offers when HYDRA_JOB_RETENTION_S is 0
+
 bp = Blueprint("pages", __name__)
 
 
@@ -60,8 +62,10 @@ def flower_link() -> dict[str, str]:
 def index() -> str:
     client = hydra().redis
     board = leaderboard_view(10)
+    retention_s = hydra().settings.job_retention_s
     return render_template("index.html", jobs=store.list_jobs(client, limit=DEFAULT_LIMIT), workers=worker_views(),
-                           board=board["by_balance"], teams=board["by_team"], tokens=ledger.token_metrics(client))
+                           board=board["by_balance"], teams=board["by_team"], tokens=ledger.token_metrics(client),
+                           retention_days=(retention_s if retention_s > 0 else DEFAULT_PRUNE_S) / 86_400)
 
 
 @bp.get("/workers/<worker_id>")

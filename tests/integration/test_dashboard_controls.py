@@ -257,6 +257,47 @@ def test_what_a_merge_writes_after_its_job_was_deleted_is_no_job_and_is_cleaned_
     store.cancel_job(r, alive)
 
 
+def test_prune_removes_old_finished_jobs_in_bounded_requests_and_needs_the_token(
+        hydra: HydraCelery, client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hydra_tasks.jobs import retention
+
+    now = time.time()
+    old = []
+    for age_days in (502, 501, 500):  # oldest first
+        job_id = submit_planned(hydra, {"kind": "pi", "params": {"samples": 2_000, "seed": 3}})
+        store.cancel_job(hydra.redis, job_id, now=now - age_days * DAY)
+        old.append(job_id)
+    recent = submit_planned(hydra, {"kind": "pi", "params": {"samples": 2_000, "seed": 4}})
+    store.cancel_job(hydra.redis, recent, now=now - 2 * DAY)
+    live = submit_planned(hydra, {"kind": "pi", "params": {"samples": 2_000, "seed": 5}})
+    body = {"older_than_s": 499 * DAY}
+
+    assert client.post("/api/prune_jobs", json=body).status_code == 401
+    assert client.post("/api/prune_jobs", json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    for bad, field in (({}, "older_than_s"), ({"older_than_s": -1}, "older_than_s"),
+                       ({"older_than_s": "30d"}, "older_than_s"), ({**body, "dry": True}, "dry")):
+        refused = client.post("/api/prune_jobs", json=bad, headers=AUTH)
+        assert refused.status_code == 400 and field in refused.get_json()["error"], (bad, refused.get_json())
+    assert all(hydra.redis.exists(keys.job(j)) for j in old)
+
+    dry = client.post("/api/prune_jobs", json={**body, "dry_run": True}, headers=AUTH)
+    assert dry.status_code == 200
+    assert dry.get_json() == {"jobs": old, "removed": False, "more": False, "older_than_s": 499 * DAY}
+    assert all(hydra.redis.exists(keys.job(j)) for j in old)
+
+    monkeypatch.setattr(retention, "PRUNE_PER_REQUEST", 2)  # a bounded request: the rest on the next
+    first = client.post("/api/prune_jobs", json=body, headers=AUTH).get_json()
+    assert first == {"jobs": old[:2], "removed": True, "more": True, "older_than_s": 499 * DAY}
+    second = client.post("/api/prune_jobs", json=body, headers=AUTH).get_json()
+    assert second == {"jobs": old[2:], "removed": True, "more": False, "older_than_s": 499 * DAY}
+    assert not any(hydra.redis.exists(keys.job(j)) for j in old)
+    assert hydra.redis.zscore(keys.JOBS_FINISHED, old[0]) is None
+    assert store.get_job(hydra.redis, recent).state == "cancelled"
+    assert store.get_job(hydra.redis, live).state.value in ("queued", "running")
+    again = client.post("/api/prune_jobs", json=body, headers=AUTH).get_json()
+    assert again == {"jobs": [], "removed": True, "more": False, "older_than_s": 499 * DAY}
+
+
 def test_hydra_jobs_delete(hydra: HydraCelery, monkeypatch: pytest.MonkeyPatch) -> None:
     from hydra_tasks import cli
 

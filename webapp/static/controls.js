@@ -185,6 +185,62 @@
     });
   }
 
+  // --- remove old finished jobs (index page) -------------------------------------------------
+  // The first click lists what would go (a dry run); a second click within 10 s removes it, one
+  // bounded request after another while the API says there is more.
+  const pruneForm = document.getElementById("prune-form");
+  if (pruneForm) {
+    const result = document.getElementById("prune-result");
+    const button = document.getElementById("prune-jobs");
+    let armed = null; // {days, until}
+    const disarm = () => {
+      armed = null;
+      button.textContent = "Remove old jobs";
+    };
+    pruneForm.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const days = valueOf(pruneForm, "days");
+      if (typeof days !== "number" || !(days >= 0)) {
+        say(result, "Not removed: type the age in days as a number, 0 or more (e.g. 30).", false);
+        return;
+      }
+      const body = { older_than_s: days * 86400 };
+      button.disabled = true;
+      try {
+        if (!armed || armed.days !== days || Date.now() > armed.until) {
+          const preview = await operatorCall("POST", "/api/prune_jobs", Object.assign({ dry_run: true }, body));
+          const n = preview.jobs.length + (preview.more ? "+" : "");
+          if (preview.jobs.length === 0) {
+            say(result, "No finished job ended more than " + days + " days ago.", true);
+            disarm();
+            return;
+          }
+          say(result, n + " finished job(s) ended more than " + days + " days ago. Click again within 10 s to " +
+              "remove them for good (the token ledger keeps their mints).", true);
+          armed = { days: days, until: Date.now() + 10000 };
+          button.textContent = "Click again to remove " + n + " job(s)";
+          window.setTimeout(() => { if (armed && Date.now() >= armed.until) disarm(); }, 10100);
+          return;
+        }
+        disarm();
+        let removed = 0;
+        for (let round = 0; round < 1000; round++) {
+          const reply = await operatorCall("POST", "/api/prune_jobs", body);
+          removed += reply.jobs.length;
+          if (!reply.more || reply.jobs.length === 0) break;
+        }
+        store(window.sessionStorage, FLASH_KEY, "Removed " + removed + " finished job(s) that ended more than " +
+              days + " days ago.");
+        window.location.reload();
+      } catch (err) {
+        say(result, "Not removed: " + err.message, false);
+        disarm();
+      } finally {
+        button.disabled = false;
+      }
+    });
+  }
+
   // --- cancel or delete a job (job page) ------------------------------------------------------
   const jobControls = document.getElementById("job-controls");
   if (jobControls) {
