@@ -246,6 +246,27 @@ def read_holders(client: redis.Redis, job_id: str, chunk_id: str) -> Holders:
     return Holders.of(*client.hmget(keys.lease(job_id, chunk_id), "worker", "backup"))
 
 
+def _run_last(pipe: redis.client.Pipeline, script: "redis.commands.core.Script", *, keys: Sequence[Any],
+              args: Sequence[Any]) -> Any:
+    """Send ``script`` as the last command of the non-transactional ``pipe`` and return its reply.
+
+    By EVALSHA alone: a script registered on a pipeline makes redis-py ask SCRIPT EXISTS first, one
+    more round trip per call. If the server does not know the script (a restart, a failover to a
+    replica that never ran it), the commands before it have run already and stay done; only the
+    script is sent again, through ``script`` itself, which loads it."""
+    pipe.evalsha(script.sha, len(keys), *keys, *args)
+    replies = pipe.execute(raise_on_error=False)
+    for reply in replies[:-1]:
+        if isinstance(reply, Exception):
+            raise reply
+    last = replies[-1]
+    if isinstance(last, redis.exceptions.NoScriptError):
+        return script(keys=list(keys), args=list(args))
+    if isinstance(last, Exception):
+        raise last
+    return last
+
+
 class Scripts:
     """The scripts registered on one Redis client (EVALSHA, reloaded automatically)."""
 
@@ -359,17 +380,15 @@ class Scripts:
             if before is not None:
                 before(pipe)
                 before = None  # once, even if the script must be sent again
-            self._merge(
-                keys=[keys.job(job_id), keys.job_done(job_id), keys.job_parts(job_id), keys.job_workers(job_id),
-                      keys.job_todo(job_id), keys.LEASES, keys.worker(worker_id), keys.lease(job_id, chunk_id),
-                      keys.worker_results(worker_id), *LEDGER_KEYS, keys.job_leases(job_id), keys.job_log(job_id),
-                      *holders.inflight_keys(), *extra_keys],
-                args=[chunk_id, part_json, worker_id, keys.lease_member(job_id, chunk_id), repr(now), elapsed_ms,
-                      units, mint_json, holders.holder, holders.backup, job_id, keys.WORKER_RESULTS_KEPT,
-                      log_entry, keys.JOB_LOG_KEPT, undo, ops, *flat],
-                client=pipe,
-            )
-            res = pipe.execute()[-1]
+            res = _run_last(pipe, self._merge,
+                            keys=[keys.job(job_id), keys.job_done(job_id), keys.job_parts(job_id),
+                                  keys.job_workers(job_id), keys.job_todo(job_id), keys.LEASES, keys.worker(worker_id),
+                                  keys.lease(job_id, chunk_id), keys.worker_results(worker_id), *LEDGER_KEYS,
+                                  keys.job_leases(job_id), keys.job_log(job_id), *holders.inflight_keys(),
+                                  *extra_keys],
+                            args=[chunk_id, part_json, worker_id, keys.lease_member(job_id, chunk_id), repr(now),
+                                  elapsed_ms, units, mint_json, holders.holder, holders.backup, job_id,
+                                  keys.WORKER_RESULTS_KEPT, log_entry, keys.JOB_LOG_KEPT, undo, ops, *flat])
             code = MergeCode(int(res[0]))
             if code is not MergeCode.STALE:
                 minted = bool(int(res[3] or 0))

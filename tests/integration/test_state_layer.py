@@ -273,3 +273,34 @@ def test_a_worker_that_went_offline_after_the_dispatchers_snapshot_is_granted_no
                                      cut_units=1_000)
     assert grant.code is GrantCode.FULL
     assert app.redis.zcard(keys.LEASES) == 0 and app.redis.scard(keys.worker_inflight(worker)) == 0
+
+
+def test_a_merge_sends_no_script_exists_and_survives_a_server_that_forgot_its_scripts(app: HydraCelery) -> None:
+    """MERGE goes by EVALSHA at the end of its pipeline, without redis-py's SCRIPT EXISTS round trip;
+    after SCRIPT FLUSH (a restart, a failover) it loads the script and merges once, and the writes
+    queued before it in the same pipeline run once."""
+    (worker,) = add_workers(app, 1)
+    job_id = pi_job(app, 3_000)
+    lua = Scripts(app.redis)
+
+    def exists_calls() -> int:
+        return int(app.redis.info("commandstats").get("cmdstat_script|exists", {}).get("calls", 0))
+
+    def cut(chunk_id: str, start: int, count: int) -> str:
+        return json.dumps({"job_id": job_id, "chunk_id": chunk_id, "kind": "pi",
+                           "params": {"seed": 11, "start": start, "count": count}, "units": count})
+
+    before = exists_calls()
+    for attempt in range(3):
+        grant = lua.grant(job_id, worker, "r", capacity=2, now=time.time(), lease_s=60.0, rate=1e8, cut=cut,
+                          cut_units=1_000)
+        assert grant.code is GrantCode.LEASED and grant.chunk_id
+        if attempt == 2:
+            app.redis.script_flush()
+        code, done, _, _ = lua.merge(job_id, grant.chunk_id, worker, "{}", now=time.time(), elapsed_ms=5,
+                                     units=1_000, increments={"units_done": 1_000},
+                                     before=lambda pipe: pipe.hincrby("test:before", "runs", 1))
+        assert code is MergeCode.MERGED and done == 1_000 * (attempt + 1)
+    assert exists_calls() == before, "a merge asked SCRIPT EXISTS"
+    assert app.redis.hget("test:before", "runs") == "3"  # the flushed attempt's earlier writes ran once
+    app.redis.delete("test:before")
