@@ -40,7 +40,7 @@ VALIDATION_TOLERANCE = 0.10
 REAL_VS_APPROXIMATED = """Real imported code: router.choose (GridAwareRouter/CapacityRouter), planner.range_chunk_size,
   grants.heavy_or_light (small fleets), tiling.plan_tiles/preview_chunk, shifting.plan, stragglers.expected_finish
   and worth_a_backup, reputation.picks + pi.pick_blocks, collect.observed_elapsed, performance.updated,
-  cluster.confirmed_view/is_confirmed, accounting.chunk_energy_j/chunk_carbon, rewards.chunk_reward,
+  cluster.capped (the confirmed view's cap)/is_confirmed, accounting.chunk_energy_j/chunk_carbon, rewards.chunk_reward,
   regions.parse_regions/region_signals, trace.TraceProvider.
 Approximated: the grant loop of grants.plan_job (the same two calls, one grant at a time); the router sees
   one candidate per region, its freest host (the same choice, see fleet.py) at scale; shifting.plan sees one

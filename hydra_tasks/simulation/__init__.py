@@ -10,7 +10,7 @@ simulated volunteers (issue 15, item 4).
 * :mod:`.engine`: the event loop (heapq) and the control plane's decisions, each one a call into the
   real module: ``router.choose``, ``planner.range_chunk_size``, ``shifting.plan``,
   ``stragglers.expected_finish``/``worth_a_backup``, ``reputation.picks`` with ``pi.pick_blocks``,
-  ``collect.observed_elapsed``, ``performance.updated``, ``cluster.confirmed_view``/``is_confirmed``,
+  ``collect.observed_elapsed``, ``performance.updated``, ``cluster.capped`` (the confirmed view's cap)/``is_confirmed``,
   ``accounting.chunk_energy_j``/``chunk_carbon``, ``rewards.chunk_reward``, ``tiling.plan_tiles``.
 * :mod:`.capacity`: the control-plane load a run demands and how many control processes and Redis
   instances that needs, from the measured per-chunk cost (parameters, defaults labelled).

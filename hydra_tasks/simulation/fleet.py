@@ -3,7 +3,7 @@ candidate snapshot the real router chooses from.
 
 Each host is one Hydra worker (``concurrency`` = its cores). Its record is a real
 :class:`~hydra_tasks.worker.registry.WorkerInfo`, updated by the real performance model; the speed
-the scheduler uses is capped by :func:`~hydra_tasks.scheduling.cluster.confirmed_view` until three
+the scheduler uses is capped as :func:`~hydra_tasks.scheduling.cluster.confirmed_view` caps it until three
 accepted chunks confirm it, and its window follows :func:`~hydra_tasks.scheduling.cluster.is_confirmed`
 (one process' window until then).
 
