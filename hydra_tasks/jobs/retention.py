@@ -20,7 +20,7 @@ from . import store
 
 #: the most finished jobs one sweep removes (the rest wait for the next sweep)
 PRUNE_BATCH = 200
-#: the most one operator request (``POST /api/jobs/prune``) removes: it answers ``more`` for the rest
+#: the most one operator request (``POST /api/prune_jobs``) removes: it answers ``more`` for the rest
 PRUNE_PER_REQUEST = 1000
 
 
