@@ -10,7 +10,27 @@ from hydra_tasks.celery_app import HydraCelery, create_app
 from hydra_tasks.embedded import EmbeddedRedis
 from hydra_tasks.settings import Settings
 from hydra_tasks.stack import LocalStack
-from support import FAST
+from support import FAST, print_logs
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Keep each phase's report on the test item (``item.rep_call``), for :func:`logs_of_a_failed_test`."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
+@pytest.fixture(autouse=True)
+def logs_of_a_failed_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """When a test that uses a running stack fails, print the end of every process's log: what each part
+    did is often the only clue to a failure seen once in CI (the module's stack lives on after it)."""
+    yield
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed and "stack" in request.fixturenames:
+        stack = request.getfixturevalue("stack")
+        if isinstance(stack, LocalStack):
+            print_logs(stack)
 
 
 @pytest.fixture(scope="module")
