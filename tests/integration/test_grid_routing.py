@@ -67,6 +67,19 @@ def thresholds_while_cutting(app: HydraCelery, seen: list[tuple[float, str | Non
     return watch
 
 
+def live_view(app: HydraCelery) -> list[tuple[Any, ...]]:
+    """Each worker as the control plane sees it now: id, reported zone and share, state, s since its last beat."""
+    now = time.time()
+    return [(w.worker_id, w.grid_zone, w.grid_renewable_share, w.state.value, round(now - w.last_seen, 1))
+            for w in list_workers(app.redis)]
+
+
+def merge_timeline(app: HydraCelery, job: Any) -> list[tuple[str, float, int]]:
+    """Which worker merged which chunk when (s after the job started)."""
+    return [(e["worker"].split("@")[0], round(e["t"] - (job.started_at or 0), 2), e["units"])
+            for e in metrics.job_log(app.redis, job.id)]
+
+
 def test_a_job_without_deadline_uses_both_regions_clean_first(app: HydraCelery) -> None:
     job = run_pi(app, 3.0)
     used = units_by_region(job)
@@ -82,7 +95,9 @@ def test_a_deferrable_job_runs_only_where_the_grid_is_clean(app: HydraCelery) ->
     # eu-north, cause not found: the thresholds seen while cutting are what this checks).
     seen: list[tuple[float, str | None]] = []
     job = run_pi(app, 1.5, deadline_in_s=3600, watch=thresholds_while_cutting(app, seen))
-    assert units_by_region(job) == {"eu-north": job.units_total}  # the dirty worker was idle, not used
+    # the dirty worker was idle, not used (the message: what the control plane saw, should this fail)
+    assert units_by_region(job) == {"eu-north": job.units_total}, (
+        sorted({t for _, t in seen}), live_view(app), merge_timeline(app, job))
     assert seen and {float(t) for _, t in seen} == {23.0}, (seen[:5], seen[-5:], job.carbon_threshold)
     carbon = job.sustainability
     assert carbon["saved_fraction"] > 0.8  # 23 g instead of the ~318 g capacity-weighted mean
@@ -101,13 +116,9 @@ def test_a_worker_reporting_home_solar_becomes_the_clean_choice(app: HydraCelery
     assert response.status_code == 200, response.get_json()
     applied: list[tuple[float, str | None]] = []
     job = run_pi(app, 1.5, deadline_in_s=3600, watch=thresholds_while_cutting(app, applied))
-    seen = [(w.worker_id, w.grid_zone, w.grid_renewable_share, w.state.value) for w in list_workers(app.redis)]
-    # Which worker merged which chunk when (s after the job started), should this fail again.
-    timeline = [(e["worker"].split("@")[0], round(e["t"] - (job.started_at or 0), 2), e["units"])
-                for e in metrics.job_log(app.redis, job.id)]
     # FR at 10% from the grid: ~3.3 g (the message says what the control plane saw, should this fail)
     assert units_by_region(job) == {"ap-south": job.units_total}, (
-        job.carbon_threshold, sorted({t for _, t in applied}), seen, timeline)
+        job.carbon_threshold, sorted({t for _, t in applied}), live_view(app), merge_timeline(app, job))
     assert app.redis.zrange(keys.JOBS_DEADLINES, 0, -1) in ([], [job.id])  # ended jobs leave the index
 
 
