@@ -124,7 +124,7 @@ def acl_rule(name: str, worker_id: str, regions: Iterable[str], *, lock_sha: str
     rule += ["+brpop", "+lpush", "+rpush"]
     rule += [f"~{q}{glob}" for q in queues for glob in ("", "??[369]")]
     rule += [f"%W~{keys.INTAKE_QUEUE}",
-             f"(+zadd +zrem +zrange +hset +hget +hdel +watch ~{unacked} ~{index})",
+             f"(+zadd +zrem +zrange +zrevrangebyscore +hset +hget +hdel +watch ~{unacked} ~{index})",
              f"(+set +get +del +evalsha|{lock_sha} ~{mutex})"]
     return rule
 
