@@ -111,7 +111,9 @@ def handle(client: redis.Redis, settings: Settings, raw: object, *, publish: Pub
         return drop(client, Dropped.MALFORMED, str(exc))
     except SignatureError as exc:
         return drop(client, Dropped.BAD_SIGNATURE, str(exc))
-    speaker = _identify(client, settings, env)
+    # A plain result's first reads go with the ones that identify its sender: one round trip for both.
+    pre = collect.Preread.of(env.body) if env.action is Action.RESULT and not sealing.is_sealed(env.body) else None
+    speaker = _identify(client, settings, env, pre)
     if isinstance(speaker, str):
         return speaker
     try:
@@ -122,7 +124,7 @@ def handle(client: redis.Redis, settings: Settings, raw: object, *, publish: Pub
                 registry.set_offline(client, speaker.worker_id)
             return "offline"
         if env.action is Action.RESULT:
-            return _result(client, settings, env, speaker, publish, now)
+            return _result(client, settings, env, speaker, publish, now, pre)
         return _grid(client, settings, env, speaker, now)
     except _Malformed as exc:
         return drop(client, Dropped.MALFORMED, f"{env.action.value} from {speaker.worker_id}: {exc}")
@@ -132,8 +134,10 @@ class _Malformed(HydraError):
     pass
 
 
-def _identify(client: redis.Redis, settings: Settings, env: Envelope) -> Speaker | str:
-    """The speaker behind the envelope's key, or the drop outcome."""
+def _identify(client: redis.Redis, settings: Settings, env: Envelope,
+              pre: collect.Preread | None = None) -> Speaker | str:
+    """The speaker behind the envelope's key, or the drop outcome. ``pre``: a result's first reads,
+    sent in the same round trip (their replies are used only once the sender is known)."""
     from .trust import volunteers
 
     # One round trip for what the common cases need: the volunteer bound to the key, and (trusted mode)
@@ -145,7 +149,15 @@ def _identify(client: redis.Redis, settings: Settings, env: Envelope) -> Speaker
     reads.hget(keys.VOLUNTEER_KEYS, env.key)
     reads.exists(keys.volunteer(name))
     reads.hget(keys.worker(worker_id), "public_key")
-    bound_name, enrolled_id, bound = reads.execute()
+    if pre is not None:
+        pre.queue(reads)
+    replies = reads.execute(raise_on_error=False)
+    for reply in replies[:3]:
+        if isinstance(reply, Exception):
+            raise reply
+    bound_name, enrolled_id, bound = replies[:3]
+    if pre is not None:
+        pre.take(replies[3:])
     record = volunteers.active_record(client, bound_name, env.key)
     if record is None and env.action is Action.REGISTER and isinstance(env.body.get("join"), Mapping):
         join = env.body["join"]
@@ -245,7 +257,7 @@ def _register_or_beat(client: redis.Redis, settings: Settings, env: Envelope, sp
 
 
 def _result(client: redis.Redis, settings: Settings, env: Envelope, speaker: Speaker, publish: Publish,
-            now: float) -> str:
+            now: float, pre: collect.Preread | None = None) -> str:
     named = env.body.get("worker_id")
     if named != speaker.worker_id:
         return drop(client, Dropped.WRONG_WORKER, f"a result naming {str(named)[:80]!r} sent by {speaker.worker_id}")
@@ -259,8 +271,11 @@ def _result(client: redis.Redis, settings: Settings, env: Envelope, speaker: Spe
         # Only a refusal may come unsealed: an empty payload and an error (a chunk it could not open).
         return drop(client, Dropped.UNSEALED, f"a plaintext result from {speaker.worker_id} while HYDRA_ENCRYPTION "
                                               "is on (the worker must seal its results to the control plane)")
-    outcome = collect.collect(client, settings, body, now=now, touch=True)  # a signed result proves it alive
-    dispatcher.dispatch(client, settings, router_for(settings, client), publish)
+    # A signed result proves its worker alive; the dispatch that refills its window reads what it
+    # starts with in the merge's own round trip.
+    prefetch = dispatcher.Prefetch(client)
+    outcome = collect.collect(client, settings, body, now=now, touch=True, rider=prefetch, pre=pre)
+    dispatcher.dispatch(client, settings, router_for(settings, client), publish, prefetch=prefetch)
     return outcome.value
 
 

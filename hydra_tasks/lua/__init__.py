@@ -35,7 +35,7 @@ import re
 import weakref
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import redis
 
@@ -246,24 +246,44 @@ def read_holders(client: redis.Redis, job_id: str, chunk_id: str) -> Holders:
     return Holders.of(*client.hmget(keys.lease(job_id, chunk_id), "worker", "backup"))
 
 
+class Rider(Protocol):
+    """Reads that ride on a script's round trip, sent right after it (e.g. scheduling.dispatcher.Prefetch)."""
+
+    @property
+    def size(self) -> int: ...
+
+    def queue(self, pipe: redis.client.Pipeline) -> None: ...
+
+    def take(self, replies: list[Any]) -> None: ...
+
+
 def _run_last(pipe: redis.client.Pipeline, script: "redis.commands.core.Script", *, keys: Sequence[Any],
-              args: Sequence[Any]) -> Any:
-    """Send ``script`` as the last command of the non-transactional ``pipe`` and return its reply.
+              args: Sequence[Any], rider: Rider | None = None) -> Any:
+    """Send ``script`` as the last command of the non-transactional ``pipe`` and return its reply;
+    ``rider``'s reads follow it in the same round trip, so they see what the script did.
 
     By EVALSHA alone: a script registered on a pipeline makes redis-py ask SCRIPT EXISTS first, one
     more round trip per call. If the server does not know the script (a restart, a failover to a
     replica that never ran it), the commands before it have run already and stay done; only the
-    script is sent again, through ``script`` itself, which loads it."""
+    script is sent again, through ``script`` itself, which loads it; the rider's reads, made before it
+    ran, are dropped (their owner reads again)."""
     pipe.evalsha(script.sha, len(keys), *keys, *args)
+    if rider is not None:
+        rider.queue(pipe)
     replies = pipe.execute(raise_on_error=False)
-    for reply in replies[:-1]:
+    extra = rider.size if rider is not None else 0
+    ours, theirs = replies[:len(replies) - extra], replies[len(replies) - extra:]
+    for reply in ours[:-1]:
         if isinstance(reply, Exception):
             raise reply
-    last = replies[-1]
+    last = ours[-1]
     if isinstance(last, redis.exceptions.NoScriptError):
-        return script(keys=list(keys), args=list(args))
-    if isinstance(last, Exception):
+        last = script(keys=list(keys), args=list(args))
+        theirs = []  # read before the script ran: stale
+    elif isinstance(last, Exception):
         raise last
+    if rider is not None and theirs and not any(isinstance(r, Exception) for r in theirs):
+        rider.take(theirs)
     return last
 
 
@@ -366,12 +386,14 @@ class Scripts:
               units: int, increments: Mapping[str, int], mint_json: str = "",
               holders: Holders | None = None, log_entry: str = "", undo: str = "",
               deferred: Deferred | None = None,
-              before: Callable[[redis.client.Pipeline], None] | None = None) -> tuple[MergeCode, int, int, bool]:
+              before: Callable[[redis.client.Pipeline], None] | None = None,
+              rider: Rider | None = None) -> tuple[MergeCode, int, int, bool]:
         """Merge once, minting ``mint_json`` (the reward) in the same step, and log it in the worker's
         results log (what a catch revokes; ``undo``: :func:`undo_fields`) and ``log_entry`` in the job's
         chunk log; ``deferred``: writes applied only if it merges. Returns (code, units_done, units_total,
         minted). ``holders``: the lease's holders if the caller read them. ``before``: writes queued on
-        the pipeline that sends the script, so they cost no round trip (and no fsync) of their own."""
+        the pipeline that sends the script, so they cost no round trip (and no fsync) of their own; ``rider``:
+        reads sent right after the script, in its round trip (their replies only if it ran)."""
         flat: list[Any] = [x for pair in sorted(increments.items()) for x in pair]
         extra_keys, ops = (deferred.keys, deferred.to_json()) if deferred is not None else ([], "")
         for _ in range(MAX_ATTEMPTS):
@@ -388,7 +410,8 @@ class Scripts:
                                   *extra_keys],
                             args=[chunk_id, part_json, worker_id, keys.lease_member(job_id, chunk_id), repr(now),
                                   elapsed_ms, units, mint_json, holders.holder, holders.backup, job_id,
-                                  keys.WORKER_RESULTS_KEPT, log_entry, keys.JOB_LOG_KEPT, undo, ops, *flat])
+                                  keys.WORKER_RESULTS_KEPT, log_entry, keys.JOB_LOG_KEPT, undo, ops, *flat],
+                            rider=rider)
             code = MergeCode(int(res[0]))
             if code is not MergeCode.STALE:
                 minted = bool(int(res[3] or 0))

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import time
+from typing import Any
 
 import redis
 
@@ -34,21 +35,46 @@ from .stragglers import backup_stragglers
 log = logging.getLogger(__name__)
 
 
+class Prefetch:
+    """The reads :func:`dispatch` starts with: the registry's generation, the active jobs, and the
+    windows of the workers in this process's last view of the fleet. Queued on another command's
+    pipeline (the intake's MERGE, lua/__init__.py), they cost no round trip of their own."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        seen = last_view(client)
+        self.guessed = list(seen.workers) if seen is not None else []
+        self.replies: list[Any] | None = None
+
+    def queue(self, pipe: redis.client.Pipeline) -> None:
+        pipe.get(keys.WORKERS_GEN)
+        pipe.zrange(keys.JOBS_ACTIVE, 0, -1)
+        pipe.zrange(keys.JOBS_DEADLINES, 0, -1)
+        for wid in self.guessed:
+            pipe.scard(keys.worker_inflight(wid))
+
+    @property
+    def size(self) -> int:
+        return 3 + len(self.guessed)
+
+    def take(self, replies: list[Any]) -> None:
+        self.replies = replies
+
+
 def dispatch(client: redis.Redis, settings: Settings, router: Router, publish: Publish, *,
-             now: float | None = None) -> int:
-    """Fill every worker's window from the active jobs, highest priority first. Returns chunks sent."""
+             now: float | None = None, prefetch: Prefetch | None = None) -> int:
+    """Fill every worker's window from the active jobs, highest priority first. Returns chunks sent.
+    ``prefetch``: its reads, if another command's round trip carried them (read here otherwise)."""
     now = time.time() if now is None else now
     # One round trip: the registry's generation, the active jobs, and the windows of the workers in this
     # process's last view of the fleet; read again only if that view is no longer current.
-    seen = last_view(client)
-    guessed = list(seen.workers) if seen is not None else []
-    reads = client.pipeline(transaction=False)
-    reads.get(keys.WORKERS_GEN)
-    reads.zrange(keys.JOBS_ACTIVE, 0, -1)
-    reads.zrange(keys.JOBS_DEADLINES, 0, -1)
-    for wid in guessed:
-        reads.scard(keys.worker_inflight(wid))
-    generation, job_ids, with_deadline, *inflight = reads.execute()
+    if prefetch is None or prefetch.replies is None:
+        prefetch = Prefetch(client)
+        reads = client.pipeline(transaction=False)
+        prefetch.queue(reads)
+        prefetch.take(reads.execute())
+    assert prefetch.replies is not None
+    guessed = prefetch.guessed
+    generation, job_ids, with_deadline, *inflight = prefetch.replies
     snap = snapshot(client, settings, now=now, generation=generation, generation_read=True)
     if not snap.workers:  # no one to send work to; audits no worker can take are settled here
         return audits.dispatch_pending(client, settings, snap, {}, publish, now=now)

@@ -22,7 +22,7 @@ from hydra_tasks.jobs.spec import parse_job_spec
 from hydra_tasks.lua import Grant, GrantCode, Holders, MergeCode, RequeueCode, Scripts
 from hydra_tasks.models import WorkerState
 from hydra_tasks.scheduling import planner
-from hydra_tasks.scheduling.dispatcher import dispatch
+from hydra_tasks.scheduling.dispatcher import Prefetch, dispatch
 from hydra_tasks.scheduling.router import CapacityRouter
 from hydra_tasks.worker import registry
 from hydra_tasks.worker.compute import run_chunk
@@ -304,3 +304,62 @@ def test_a_merge_sends_no_script_exists_and_survives_a_server_that_forgot_its_sc
     assert exists_calls() == before, "a merge asked SCRIPT EXISTS"
     assert app.redis.hget("test:before", "runs") == "3"  # the flushed attempt's earlier writes ran once
     app.redis.delete("test:before")
+
+
+class _Units:
+    """A rider that reads the job's units_done right after MERGE, in its round trip."""
+
+    size = 1
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id, self.replies = job_id, None
+
+    def queue(self, pipe: Any) -> None:
+        pipe.hget(keys.job(self.job_id), "units_done")
+
+    def take(self, replies: list[Any]) -> None:
+        self.replies = replies
+
+
+def test_reads_riding_on_a_merge_see_it_and_are_dropped_if_the_script_had_to_be_sent_again(
+        app: HydraCelery) -> None:
+    """The intake reads what its next dispatch starts with in MERGE's round trip (dispatcher.Prefetch): the
+    reads come after the script, so they see the merge; after SCRIPT FLUSH they were made before the
+    script ran, so they are dropped (the dispatch reads again) and the chunk still merges once."""
+    (worker,) = add_workers(app, 1)
+    job_id = pi_job(app, 3_000)
+    lua = Scripts(app.redis)
+
+    def cut(chunk_id: str, start: int, count: int) -> str:
+        return json.dumps({"job_id": job_id, "chunk_id": chunk_id, "kind": "pi",
+                           "params": {"seed": 11, "start": start, "count": count}, "units": count})
+
+    for attempt in range(2):
+        grant = lua.grant(job_id, worker, "r", capacity=2, now=time.time(), lease_s=60.0, rate=1e8, cut=cut,
+                          cut_units=1_000)
+        assert grant.code is GrantCode.LEASED and grant.chunk_id
+        if attempt == 1:
+            app.redis.script_flush()
+        rider = _Units(job_id)
+        code, done, _, _ = lua.merge(job_id, grant.chunk_id, worker, "{}", now=time.time(), elapsed_ms=5,
+                                     units=1_000, increments={"units_done": 1_000}, rider=rider)
+        assert code is MergeCode.MERGED and done == 1_000 * (attempt + 1)
+        assert rider.replies == ([str(done)] if attempt == 0 else None)
+    # A dispatch from reads that rode on a merge refills the slot that merge freed.
+    pi_job(app, 10_000, seed=12)
+    sent: list[dict[str, Any]] = []
+
+    def publish(chunk: dict[str, Any], attempt: int, worker_id: str, region: str) -> None:
+        sent.append(chunk)
+
+    window = dispatch(app.redis, app.settings, CapacityRouter(), publish)
+    assert window == len(sent) >= 1
+    prefetch = Prefetch(app.redis)
+    assert prefetch.guessed == [worker]
+    first = sent[0]
+    code, _, _, _ = lua.merge(first["job_id"], first["chunk_id"], worker, "{}", now=time.time(), elapsed_ms=5,
+                              units=first["units"], increments={"units_done": first["units"]}, rider=prefetch)
+    assert code is MergeCode.MERGED and prefetch.replies is not None
+    assert prefetch.replies[3:] == [window - 1]  # the worker's in-flight set, read after the merge
+    assert dispatch(app.redis, app.settings, CapacityRouter(), publish, prefetch=prefetch) == 1
+    assert len({c["chunk_id"] for c in sent}) == window + 1
