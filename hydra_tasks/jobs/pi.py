@@ -58,10 +58,15 @@ def cut(job_id: str, params: Mapping[str, Any], chunk_id: str, start: int, count
                      units=count)
 
 
+def block_count(count: int) -> int:
+    """How many blocks a chunk of ``count`` samples commits to: BLOCKS, fewer for a tiny chunk."""
+    return max(1, min(BLOCKS, count))
+
+
 def block_bounds(count: int) -> list[int]:
     """The offsets splitting a chunk of ``count`` samples into its committed blocks: BLOCKS blocks
     (fewer for a tiny chunk), block ``b`` being ``[bounds[b], bounds[b + 1])``."""
-    blocks = max(1, min(BLOCKS, count))
+    blocks = block_count(count)
     return [count * b // blocks for b in range(blocks + 1)]
 
 
@@ -127,13 +132,15 @@ def verify(chunk: ChunkSpec, payload: Mapping[str, Any]) -> dict[str, int]:
 def pick_blocks(chunk: ChunkSpec, picks: int, rng: random.Random = _RNG) -> list[int]:
     """``picks`` distinct blocks of the chunk, chosen now from the OS's randomness (unpredictable for
     the worker)."""
-    blocks = len(block_bounds(int(chunk.params["count"]))) - 1
+    blocks = block_count(int(chunk.params["count"]))
     return rng.sample(range(blocks), min(picks, blocks))
 
 
 def block_samples(chunk: ChunkSpec, blocks: list[int]) -> int:
-    bounds = block_bounds(int(chunk.params["count"]))
-    return sum(bounds[b + 1] - bounds[b] for b in blocks)
+    """The samples in the given blocks (their sizes by :func:`block_bounds`' rule)."""
+    count = int(chunk.params["count"])
+    n = block_count(count)
+    return sum(count * (b + 1) // n - count * b // n for b in blocks)
 
 
 def recompute_blocks(chunk: ChunkSpec, blocks: list[int]) -> list[int]:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 import time
 import weakref
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, TypeVar
 
 import redis
 
 from .. import keys
 from ..settings import Settings
+from ..worker.performance import Performance
 from ..worker.registry import WorkerInfo, list_workers
 
 
@@ -92,7 +93,7 @@ def capped(worker: WorkerInfo, reference: dict[str, float]) -> WorkerInfo:
         if perf.observations >= CONFIRMED_AFTER or out.rate(kind) <= limit:
             continue
         out = out.with_(**{calibration: min(getattr(out, calibration), limit),
-                           perf_attr: replace(perf, rate=min(perf.rate, limit))})
+                           perf_attr: Performance(min(perf.rate, limit), perf.deviation, perf.observations)})
     return out
 
 

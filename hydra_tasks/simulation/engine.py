@@ -10,6 +10,7 @@ chunks: every picked block is checked when the result arrives (the verdict the a
 
 from __future__ import annotations
 
+import gc
 import heapq
 import math
 import random
@@ -119,15 +120,24 @@ class Engine:
             REFERENCE: self._reference}
         t0 = time.perf_counter()
         events = self._events
-        while events:
-            t, _, kind, payload = heapq.heappop(events)
-            if t > end:
-                break
-            self.now = t
-            self.stats.events += 1
-            handlers[kind](payload)
-            if stop_when_done and kind == MERGE and self.stats.jobs_done == len(self.jobs):
-                break
+        # The cyclic GC is off during the loop: its full passes over millions of live objects (chunks,
+        # leases, records) cost about 13% of a run and found nothing (the loop leaves no cyclic garbage:
+        # what it drops is freed by reference counting). Back on afterwards, as it was.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            while events:
+                t, _, kind, payload = heapq.heappop(events)
+                if t > end:
+                    break
+                self.now = t
+                self.stats.events += 1
+                handlers[kind](payload)
+                if stop_when_done and kind == MERGE and self.stats.jobs_done == len(self.jobs):
+                    break
+        finally:
+            if collecting:
+                gc.enable()
         self.stats.wall_s = time.perf_counter() - t0
         self.stats.sim_end = self.now
         return self.stats
@@ -447,8 +457,8 @@ class Engine:
         blocks = pi_kind.pick_blocks(spec, picks, self._rng)
         self.stats.audit_units += pi_kind.block_samples(spec, blocks)
         if self.cheater[i]:
-            fabricated = set(self._rng.sample(range(len(pi_kind.block_bounds(chunk.units)) - 1),
-                                              min(self.config.cheat_blocks, len(pi_kind.block_bounds(chunk.units)) - 1)))
+            n = pi_kind.block_count(chunk.units)
+            fabricated = set(self._rng.sample(range(n), min(self.config.cheat_blocks, n)))
             if fabricated.intersection(blocks):
                 self._catch(lease)
                 return False

@@ -10,7 +10,6 @@ comes back simply registers again.
 
 from __future__ import annotations
 
-import copy
 import time
 import math
 from dataclasses import asdict, dataclass, fields, replace
@@ -82,20 +81,26 @@ class WorkerInfo:
         unknown = changes.keys() - _FIELDS
         if unknown:
             raise TypeError(f"WorkerInfo has no field {sorted(unknown)}")
-        new = copy.copy(self)
-        for name, value in changes.items():
-            object.__setattr__(new, name, value)
+        new = object.__new__(WorkerInfo)  # a frozen dataclass with a __dict__: fill it directly
+        state = new.__dict__
+        state.update(self.__dict__)
+        state.update(changes)
         return new
 
     def rate(self, kind: str) -> float:
         """Work units per second for ``kind``: the observed EWMA; else the other kind's observed
         speed scaled by the calibrations' ratio (what the worker really gets out of its CPU, times
         how the two kernels compare on it); else the calibration."""
-        perf, other = (self.perf_pi, self.perf_mandelbrot) if kind == "pi" else (self.perf_mandelbrot, self.perf_pi)
-        calibrated, other_calibrated = ((self.pi_samples_per_s, self.mandelbrot_iters_per_s) if kind == "pi"
-                                        else (self.mandelbrot_iters_per_s, self.pi_samples_per_s))
-        if perf.observations and perf.rate > 0:
-            return perf.rate
+        if kind == "pi":  # the hot path of every routing and sizing decision: the observed rate first
+            perf = self.perf_pi
+            if perf.observations and perf.rate > 0:
+                return perf.rate
+            other, calibrated, other_calibrated = self.perf_mandelbrot, self.pi_samples_per_s, self.mandelbrot_iters_per_s
+        else:
+            perf = self.perf_mandelbrot
+            if perf.observations and perf.rate > 0:
+                return perf.rate
+            other, calibrated, other_calibrated = self.perf_pi, self.mandelbrot_iters_per_s, self.pi_samples_per_s
         if other.observations and other.rate > 0 and other_calibrated > 0 and calibrated > 0:
             return other.rate * calibrated / other_calibrated
         return max(calibrated, 1.0)

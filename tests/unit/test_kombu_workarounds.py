@@ -35,3 +35,42 @@ def test_the_workarounds_are_applied_once() -> None:
     gate.survive_a_second_close_after_a_lost_connection()
     gate.release_prefetch_slots_on_failed_acks()
     assert (kombu_redis.Channel._connparams, kombu_redis.QoS.ack, kombu_redis.QoS.reject) == before
+
+
+def test_a_channel_publishes_consumes_and_acks_through_one_redis_client_per_pool(redis_url: str) -> None:
+    """Real Redis: messages still go out, arrive and are acked, with one client built per connection
+    pool instead of one per call (a reconnect's new pool gets its own)."""
+    gate.reuse_one_redis_client_per_channel()  # idempotent: applied at import already
+    built = []
+    init = redis.Redis.__init__
+
+    def counting(self: redis.Redis, *args: object, **kwargs: object) -> None:
+        built.append(self)
+        init(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    redis.Redis.__init__ = counting  # type: ignore[method-assign]
+    try:
+        with Connection(redis_url) as conn:
+            queue = conn.SimpleQueue("hydra-test-one-client")
+            for k in range(20):
+                queue.put({"k": k})
+            got = []
+            for _ in range(20):
+                message = queue.get(timeout=5)
+                got.append(message.payload["k"])
+                message.ack()
+            assert got == list(range(20))
+            channel = queue.channel
+            sync = [c for c in built if c.connection_pool is channel.pool]
+            assert len(sync) == 1, f"{len(sync)} clients built for one pool"
+            channel._pool = None  # what a reconnect does: the next call gets a new pool, and a new client
+            queue.put({"k": 20})
+            assert channel._create_client() is not sync[0]
+            assert channel._create_client().connection_pool is channel.pool
+            message = queue.get(timeout=5)
+            assert message.payload == {"k": 20}
+            message.ack()
+            queue.clear()
+            queue.close()
+    finally:
+        redis.Redis.__init__ = init  # type: ignore[method-assign]

@@ -117,3 +117,19 @@ def test_the_dispatch_plan_hands_out_waiting_chunks_first_and_stops_when_the_job
     assert free == {"a": 2, "b": 2}  # the plan is pure: the caller's view is not changed
     tiles = JobSupply("m", "mandelbrot", cuts=False, remaining_units=0, units_total=4096, waiting=0, fresh=frozenset())
     assert plan_job(ADAPTIVE, snap, CapacityRouter(), free, tiles).requests == ()
+
+
+def test_a_worker_record_copied_with_changes_equals_dataclasses_replace_and_leaves_the_original_alone() -> None:
+    from dataclasses import replace
+
+    from hydra_tasks.worker.performance import Performance
+
+    w = WorkerInfo(worker_id="w1", region="eu", host="h", pid=1, cores=4, concurrency=4, pi_samples_per_s=1e8,
+                   mandelbrot_iters_per_s=5e7, state=WorkerState.ONLINE, started_at=1.0, last_seen=2.0)
+    changes = {"ok": 3, "perf_pi": Performance(2e8, 1e6, 3), "quarantined": "caught"}
+    copied = w.with_(**changes)
+    assert copied == replace(w, **changes) and copied is not w
+    assert (w.ok, w.perf_pi.observations, w.quarantined) == (0, 0, "")
+    assert hash(copied) == hash(replace(w, **changes))
+    with pytest.raises(TypeError, match="no field"):
+        w.with_(speed=1)

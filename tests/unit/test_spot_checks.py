@@ -35,6 +35,18 @@ def test_a_pi_result_commits_to_every_block_and_they_add_up_to_the_kernels_hits(
     assert pi.compute(pi_chunk(5))["block_hits"] == [kernels.pi_hits(SEED, START + i, 1) for i in range(5)]
 
 
+@pytest.mark.parametrize("count", [1, 5, 63, 64, 65, 640_007, 10**13 + 7])
+def test_picked_blocks_and_their_samples_follow_the_block_bounds(count: int) -> None:
+    bounds = pi.block_bounds(count)
+    assert pi.block_count(count) == len(bounds) - 1
+    chunk = pi_chunk(count)
+    every = list(range(pi.block_count(count)))
+    assert pi.block_samples(chunk, every) == count
+    picked = pi.pick_blocks(chunk, 3, random.Random(count))
+    assert len(set(picked)) == min(3, len(every)) and set(picked) <= set(every)
+    assert pi.block_samples(chunk, picked) == sum(bounds[b + 1] - bounds[b] for b in picked)
+
+
 def test_an_honest_result_passes_and_costs_two_blocks() -> None:
     payload = pi.compute(pi_chunk())
     pi.verify(pi_chunk(), payload)
