@@ -81,7 +81,7 @@ class WorkerInfo:
         unknown = changes.keys() - _FIELDS
         if unknown:
             raise TypeError(f"WorkerInfo has no field {sorted(unknown)}")
-        new = object.__new__(WorkerInfo)  # a frozen dataclass with a __dict__: fill it directly
+        new = object.__new__(type(self))  # a frozen dataclass with a __dict__: fill it directly
         state = new.__dict__
         state.update(self.__dict__)
         state.update(changes)
