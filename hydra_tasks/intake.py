@@ -38,7 +38,7 @@ from .grid.site import GridReport, store_report, zone_known_locally
 from .jobs import collect
 from .ledger import book as ledger
 from .models import WorkerState
-from .scheduling import Publish, dispatcher
+from .scheduling import Publish, PublishBundle, dispatcher
 from .scheduling.router import carbon_provider, router_for
 from .settings import REGION_RE, Settings
 from .trust import attestation, envelope, sealing
@@ -88,7 +88,7 @@ def worker_facts(worker_id: str, region: str, *, concurrency: int, speeds: Mappi
             "mandelbrot_iters_per_s": speeds["mandelbrot_iters_per_s"] * settings.cpu_limit / 100,
             "isa": isa, "kernel_threads": settings.kernel_threads, "cpu_limit": settings.cpu_limit,
             "watts_per_core": settings.watts_per_core, "state": state.value, "pause_reason": pause_reason,
-            "tee": tee, "box_key": box_key}
+            "tee": tee, "box_key": box_key, "bundle_max": settings.bundle_max}
 
 
 # --- the control side ---------------------------------------------------------------------------
@@ -102,8 +102,9 @@ class Speaker:
 
 
 def handle(client: redis.Redis, settings: Settings, raw: object, *, publish: Publish,
-           now: float | None = None) -> str:
-    """Open, authenticate and apply one intake message; returns what became of it."""
+           publish_bundle: PublishBundle | None = None, now: float | None = None) -> str:
+    """Open, authenticate and apply one intake message; returns what became of it. ``publish_bundle``:
+    how the dispatch that follows a result sends bundles (without it, each chunk goes alone)."""
     now = time.time() if now is None else now
     try:
         env = envelope.open_envelope(raw)
@@ -112,7 +113,7 @@ def handle(client: redis.Redis, settings: Settings, raw: object, *, publish: Pub
     except SignatureError as exc:
         return drop(client, Dropped.BAD_SIGNATURE, str(exc))
     # A plain result's first reads go with the ones that identify its sender: one round trip for both.
-    pre = collect.Preread.of(env.body) if env.action is Action.RESULT and not sealing.is_sealed(env.body) else None
+    pre = Prereads.of(env)
     speaker = _identify(client, settings, env, pre)
     if isinstance(speaker, str):
         return speaker
@@ -123,8 +124,8 @@ def handle(client: redis.Redis, settings: Settings, raw: object, *, publish: Pub
             if registry.get_worker(client, speaker.worker_id) is not None:
                 registry.set_offline(client, speaker.worker_id)
             return "offline"
-        if env.action is Action.RESULT:
-            return _result(client, settings, env, speaker, publish, now, pre)
+        if env.action in (Action.RESULT, Action.RESULTS):
+            return _results(client, settings, env, speaker, publish, now, pre, publish_bundle=publish_bundle)
         return _grid(client, settings, env, speaker, now)
     except _Malformed as exc:
         return drop(client, Dropped.MALFORMED, f"{env.action.value} from {speaker.worker_id}: {exc}")
@@ -134,8 +135,44 @@ class _Malformed(HydraError):
     pass
 
 
+class Prereads:
+    """The first reads of every plain result an envelope carries (:class:`.collect.Preread`), queued
+    on the pipeline that identifies the sender."""
+
+    def __init__(self, reads: list[collect.Preread]) -> None:
+        self.reads = reads
+
+    @classmethod
+    def of(cls, env: Envelope) -> "Prereads | None":
+        if env.action is Action.RESULT:
+            bodies: list[Any] = [env.body]
+        elif env.action is Action.RESULTS and isinstance(env.body.get("results"), list):
+            bodies = env.body["results"][:MAX_RESULTS]
+        else:
+            return None
+        reads = [collect.Preread.of(b) if isinstance(b, Mapping) and not sealing.is_sealed(b) else None
+                 for b in bodies]
+        return cls([r for r in reads if r is not None]) if any(reads) else None
+
+    def queue(self, pipe: redis.client.Pipeline) -> None:
+        for read in self.reads:
+            read.queue(pipe)
+
+    def take(self, replies: list[Any]) -> None:
+        for n, read in enumerate(self.reads):
+            read.take(replies[n * collect.Preread.size:(n + 1) * collect.Preread.size])
+
+    def get(self, body: Mapping[str, Any]) -> collect.Preread | None:
+        ids = (body.get("job_id"), body.get("chunk_id"), body.get("worker_id"))
+        return next((read for read in self.reads if read.ids == ids), None)
+
+
+#: results in one RESULTS envelope at most (a bundle holds at most registry.MAX_BUNDLE chunks)
+MAX_RESULTS = registry.MAX_BUNDLE
+
+
 def _identify(client: redis.Redis, settings: Settings, env: Envelope,
-              pre: collect.Preread | None = None) -> Speaker | str:
+              pre: Prereads | None = None) -> Speaker | str:
     """The speaker behind the envelope's key, or the drop outcome. ``pre``: a result's first reads,
     sent in the same round trip (their replies are used only once the sender is known)."""
     from .trust import volunteers
@@ -224,6 +261,7 @@ def _facts(body: Mapping[str, Any], speaker: Speaker, now: float, settings: Sett
         cpu_limit=float(_number(body, "cpu_limit", 1, 100)), pause_reason=_text(body, "pause_reason", 200),
         watts_per_core=float(_number(body, "watts_per_core", 0.1, 500)), public_key=speaker.public_key,
         tee=tee.value, attestation=status.value, attestation_note=note,
+        bundle_max=_number(body, "bundle_max", 1, registry.MAX_BUNDLE, integer=True) if "bundle_max" in body else 1,
     )
 
 
@@ -256,12 +294,39 @@ def _register_or_beat(client: redis.Redis, settings: Settings, env: Envelope, sp
     return "registered"
 
 
-def _result(client: redis.Redis, settings: Settings, env: Envelope, speaker: Speaker, publish: Publish,
-            now: float, pre: collect.Preread | None = None) -> str:
-    named = env.body.get("worker_id")
+def _results(client: redis.Redis, settings: Settings, env: Envelope, speaker: Speaker, publish: Publish,
+             now: float, pre: Prereads | None = None, *, publish_bundle: PublishBundle | None = None) -> str:
+    """Collect a RESULT's one result or a RESULTS envelope's several, then refill the sender's window
+    once (a signed result proves its worker alive; the dispatch reads what it starts with in the last
+    merge's own round trip)."""
+    if env.action is Action.RESULT:
+        bodies: list[Any] = [env.body]
+    else:
+        named, listed = env.body.get("worker_id"), env.body.get("results")
+        if named != speaker.worker_id:
+            return drop(client, Dropped.WRONG_WORKER, f"results naming {str(named)[:80]!r} sent by {speaker.worker_id}")
+        if not isinstance(listed, list) or not 0 < len(listed) <= MAX_RESULTS:
+            return drop(client, Dropped.MALFORMED, f"results from {speaker.worker_id}: 'results' must be a list of "
+                                                   f"1 to {MAX_RESULTS} results")
+        bodies = listed
+    prefetch = dispatcher.Prefetch(client)
+    outcomes = []
+    for n, body in enumerate(bodies):
+        rider = prefetch if n == len(bodies) - 1 else None
+        if not isinstance(body, Mapping):
+            outcomes.append(drop(client, Dropped.MALFORMED, f"a result from {speaker.worker_id} that is not an object"))
+            continue
+        outcomes.append(_result(client, settings, body, speaker, now, pre.get(body) if pre else None, rider))
+    dispatcher.dispatch(client, settings, router_for(settings, client), publish, prefetch=prefetch,
+                        publish_bundle=publish_bundle)
+    return outcomes[0] if len(outcomes) == 1 else ", ".join(outcomes)
+
+
+def _result(client: redis.Redis, settings: Settings, body: Mapping[str, Any], speaker: Speaker, now: float,
+            pre: collect.Preread | None, rider: dispatcher.Prefetch | None) -> str:
+    named = body.get("worker_id")
     if named != speaker.worker_id:
         return drop(client, Dropped.WRONG_WORKER, f"a result naming {str(named)[:80]!r} sent by {speaker.worker_id}")
-    body = env.body
     if sealing.is_sealed(body):
         try:
             body = sealing.open_result_from(settings.data_dir, speaker.public_key, body)
@@ -271,12 +336,7 @@ def _result(client: redis.Redis, settings: Settings, env: Envelope, speaker: Spe
         # Only a refusal may come unsealed: an empty payload and an error (a chunk it could not open).
         return drop(client, Dropped.UNSEALED, f"a plaintext result from {speaker.worker_id} while HYDRA_ENCRYPTION "
                                               "is on (the worker must seal its results to the control plane)")
-    # A signed result proves its worker alive; the dispatch that refills its window reads what it
-    # starts with in the merge's own round trip.
-    prefetch = dispatcher.Prefetch(client)
-    outcome = collect.collect(client, settings, body, now=now, touch=True, rider=prefetch, pre=pre)
-    dispatcher.dispatch(client, settings, router_for(settings, client), publish, prefetch=prefetch)
-    return outcome.value
+    return collect.collect(client, settings, body, now=now, touch=True, rider=rider, pre=pre).value
 
 
 def _grid(client: redis.Redis, settings: Settings, env: Envelope, speaker: Speaker, now: float) -> str:

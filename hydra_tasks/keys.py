@@ -144,6 +144,7 @@ hydra:lease:{job}:{chunk}
     region             that worker's region
     attempt            how many times the chunk has been leased (1 = first)
     dispatched_at      when it was last leased (s)
+    window             the chunks that worker could hold when it was leased (larger for a window of bundles)
     queued             "1" while the chunk waits in the todo list again after REQUEUE, else "0"
     backup             the worker holding a backup copy (at most one at a time)
     leased:<worker>    "1" for every worker ever sent the chunk: only they may return it (MERGE)
@@ -191,6 +192,7 @@ hydra:worker:{id}
     attestation             none (no TEE claimed), unverified or verified: verified only if the control plane's
                             verifier accepted its evidence (never, today: no vendor certificate chains)
     attestation_note        why its claim is not verified
+    bundle_max              the most chunks it takes in one message (hydra.compute_bundle; HYDRA_BUNDLE_MAX)
 
 hydra:sustainability
   grid/accounting.record, on every accepted chunk: the totals over all jobs

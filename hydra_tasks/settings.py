@@ -269,6 +269,12 @@ class Settings:
     # registrations, state changes, quarantines and prunes invalidate it at once (scheduling/cluster.snapshot)
     fleet_view_s: float = field(default=1.0, metadata=_meta("HYDRA_FLEET_VIEW_S", _float(0, 60)))
     inflight_per_slot: int = field(default=2, metadata=_meta("HYDRA_INFLIGHT_PER_SLOT", _int(1, 64)))
+    # bundles (issue 15): chunks expected to take less than bundle_s on their worker travel several to a message
+    # (one compute task, one signed result envelope, one intake task), adding up to about bundle_s of work, at
+    # most bundle_max (and at most what the worker said it takes: a volunteer's own HYDRA_BUNDLE_MAX, 1 = never);
+    # the worker's window grows by the same factor for them. 0 turns bundling off.
+    bundle_s: float = field(default=0.05, metadata=_meta("HYDRA_BUNDLE_S", _float(0, 60)))
+    bundle_max: int = field(default=16, metadata=_meta("HYDRA_BUNDLE_MAX", _int(1, 256)))
     max_chunk_failures: int = field(default=3, metadata=_meta("HYDRA_MAX_CHUNK_FAILURES", _int(1, 100)))
     max_chunk_expiries: int = field(default=10, metadata=_meta("HYDRA_MAX_CHUNK_EXPIRIES", _int(1, 1_000)))
     # --- static chunk sizes (adaptive sizing replaces these per worker)

@@ -19,7 +19,7 @@ from . import keys
 from .scheduling import dispatcher, sweeper
 from .scheduling.router import router_for
 from .trust import envelope, identity, results, sealing
-from .worker.compute import process
+from .worker.compute import process, process_bundle
 
 
 def publish_chunk(chunk: dict[str, Any], attempt: int, worker_id: str, region: str) -> None:
@@ -30,6 +30,19 @@ def publish_chunk(chunk: dict[str, Any], attempt: int, worker_id: str, region: s
         chunk = sealing.seal_chunk_for(app.redis, app.settings, chunk, attempt, worker_id)
     compute_chunk.apply_async(args=[chunk, attempt, region], queue=worker_direct(worker_id),
                               argsrepr=_brief("chunk", chunk, f"attempt {attempt}, {region}"))
+
+
+def publish_bundle(chunks: list[tuple[dict[str, Any], int]], worker_id: str, region: str) -> None:
+    """Send several chunks leased to one worker as one message (scheduling/grants.bundle_size), each
+    sealed to that worker as :func:`publish_chunk` seals one."""
+    app = compute_bundle.app
+    if app.settings.encryption:
+        chunks = [(sealing.seal_chunk_for(app.redis, app.settings, chunk, attempt, worker_id), attempt)
+                  for chunk, attempt in chunks]
+    first = chunks[0][0]
+    compute_bundle.apply_async(args=[[[chunk, attempt] for chunk, attempt in chunks], region],
+                               queue=worker_direct(worker_id),
+                               argsrepr=_brief("bundle", first, f"{len(chunks)} chunks, {region}"))
 
 
 def send_to_intake(app: Any, action: envelope.Action, body: dict[str, Any], *,
@@ -61,22 +74,35 @@ def compute_chunk(self: Any, chunk: dict[str, Any], attempt: int, region: str = 
     send_to_intake(self.app, envelope.Action.RESULT, result)
 
 
+@shared_task(name="hydra.compute_bundle", bind=True, ignore_result=True)
+def compute_bundle(self: Any, chunks: list[Any], region: str = "unknown") -> None:
+    """Volunteer side: compute a bundle of short chunks ([chunk, attempt] pairs) one after the other
+    and send their signed (and sealed) results to the intake in one envelope."""
+    worker_id = self.request.hostname or "unknown"
+    key = results.worker_key(identity.key_path(self.app.settings))
+    send_to_intake(self.app, envelope.Action.RESULTS,
+                   {"worker_id": worker_id,
+                    "results": process_bundle(chunks, worker_id=worker_id, region=region, settings=self.app.settings,
+                                              key=key)})
+
+
 @shared_task(name="hydra.intake", bind=True, ignore_result=True)
 def intake(self: Any, message: Any) -> str:
     """Control plane (intake worker only): authenticate one volunteer message, then apply it."""
-    return intake_logic.handle(self.app.redis, self.app.settings, message, publish=publish_chunk)
+    return intake_logic.handle(self.app.redis, self.app.settings, message, publish=publish_chunk,
+                               publish_bundle=publish_bundle)
 
 
 @shared_task(name="hydra.dispatch", bind=True, ignore_result=True)
 def dispatch(self: Any) -> int:
     return dispatcher.dispatch(self.app.redis, self.app.settings, router_for(self.app.settings, self.app.redis),
-                               publish_chunk)
+                               publish_chunk, publish_bundle=publish_bundle)
 
 
 @shared_task(name="hydra.sweep", bind=True, ignore_result=True)
 def sweep(self: Any) -> dict[str, Any]:
     report = sweeper.sweep(self.app.redis, self.app.settings, router_for(self.app.settings, self.app.redis),
-                           publish_chunk)
+                           publish_chunk, publish_bundle=publish_bundle)
     return {"requeued": len(report.requeued), "dispatched": report.dispatched,
             "offline": report.offline_workers, "pruned": report.pruned_workers, "pruned_jobs": report.pruned_jobs, "failed": report.failed_jobs, "finalized": report.finalized_jobs}
 

@@ -64,6 +64,7 @@ class _Lease:
     alert: bool = False  # a worker was caught in the last hour (trust/reputation.py)
     worker: WorkerInfo | None = None  # the reporting worker's record, read with the lease
     generation: str | None = None  # the registry's generation, read with the lease (cluster.snapshot)
+    window: int = 0  # the chunks its holder could hold when it was granted (0: not recorded)
 
 
 def collect(client: redis.Redis, settings: Settings, data: Mapping[str, Any], *, now: float | None = None,
@@ -154,7 +155,7 @@ class Preread:
         job_id, chunk_id, worker_id = self.ids
         pipe.hget(keys.job_chunks(job_id), chunk_id)
         pipe.hget(keys.job(job_id), "state")
-        pipe.hmget(keys.lease(job_id, chunk_id), "dispatched_at", "worker", "backup")
+        pipe.hmget(keys.lease(job_id, chunk_id), "dispatched_at", "worker", "backup", "window")
         pipe.hgetall(keys.worker(worker_id))  # the whole record: the merge's speed model and reward use it
         pipe.hget(keys.SPOT_CHECKS, "last_caught_at")
         pipe.get(keys.WORKERS_GEN)  # whether this process's view of the fleet is still current (cluster.snapshot)
@@ -175,7 +176,7 @@ def _read(client: redis.Redis, result: ChunkResult,
         reads = client.pipeline(transaction=False)
         Preread(result.job_id, result.chunk_id, result.worker_id).queue(reads)
         replies = reads.execute()
-    chunk_json, state_name, (dispatched_at, holder, backup), record, caught_at, generation = replies
+    chunk_json, state_name, (dispatched_at, holder, backup, window), record, caught_at, generation = replies
     public_key, audits, quarantined = record.get("public_key"), record.get("audits_passed"), record.get("quarantined")
     if chunk_json is None or state_name is None or JobState(state_name).is_final:
         return None
@@ -186,7 +187,7 @@ def _read(client: redis.Redis, result: ChunkResult,
     chunk = ChunkSpec.from_json(json.loads(chunk_json))
     alert = bool(caught_at) and time.time() - float(caught_at) < trust_reputation.ALERT_S
     return (chunk, _Lease(float(dispatched_at) if dispatched_at else None, Holders.of(holder, backup),
-                          int(audits or 0), alert, parse_record(record), generation), public_key or "")
+                          int(audits or 0), alert, parse_record(record), generation, int(window or 0)), public_key or "")
 
 
 def _verify(chunk: ChunkSpec, result: ChunkResult) -> dict[str, int]:
@@ -231,7 +232,8 @@ def _merge(client: redis.Redis, settings: Settings, lua: Scripts, chunk: ChunkSp
     if holder is not None and live:
         holder = capped(holder, snap.reference)
     slots = slots_of(holder, settings) if holder is not None and live else 1
-    elapsed_s, trusted = observed_elapsed(result, lease, slots, now)
+    # a window of bundles (scheduling/grants.bundle_size) holds more chunks than the usual window
+    elapsed_s, trusted = observed_elapsed(result, lease, max(slots, lease.window), now)
     carbon = _carbon(settings, snap, holder, chunk, result, elapsed_s, now)
     mint = _mint(settings, snap, holder, chunk, result, kind.reward_work(chunk, increments), carbon, now)
     audit = keys.is_audit_chunk(chunk.chunk_id)

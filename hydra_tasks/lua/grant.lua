@@ -95,8 +95,10 @@ local deadline = tonumber(now) + math.max(lease_s, 3.0 * work / math.max(rate, 1
 redis.call('ZADD', leases, string.format('%.6f', deadline), member)
 redis.call('ZADD', job_leases, string.format('%.6f', deadline), chunk)
 local attempt = redis.call('HINCRBY', lease, 'attempt', 1)
+-- 'window': the chunks the worker may hold now (a window of bundles is larger); it bounds how fast its
+-- result may say it computed this one (jobs/collect.observed_elapsed)
 redis.call('HSET', lease, 'worker', worker, 'region', region, 'dispatched_at', now, 'queued', '0',
-           'leased:' .. worker, '1')  -- every worker ever sent this chunk may return it
+           'window', capacity, 'leased:' .. worker, '1')  -- every worker ever sent this chunk may return it
 redis.call('SADD', inflight, member)
 redis.call('HINCRBY', job, 'dispatched', 1)
 if state == 'queued' then redis.call('HSET', job, 'state', 'running', 'started_at', now) end

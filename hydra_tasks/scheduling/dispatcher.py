@@ -25,9 +25,9 @@ from ..lua import Cut, GrantCode, Peek, scripts
 from ..models import JobKind, JobState
 from ..settings import Settings
 from ..trust import audits
-from . import Publish
+from . import Publish, PublishBundle
 from .cluster import ClusterSnapshot, last_view, snapshot
-from .grants import JobPlan, JobSupply, eligible, plan_job
+from .grants import JobPlan, JobSupply, bundling, eligible, plan_job
 from .router import UNBOUNDED, GridAwareRouter, Router
 from .shifting import HOUR_S, MAX_HORIZON_H, Demand, forecast_intensity, plan
 from .stragglers import backup_stragglers
@@ -61,9 +61,12 @@ class Prefetch:
 
 
 def dispatch(client: redis.Redis, settings: Settings, router: Router, publish: Publish, *,
-             now: float | None = None, prefetch: Prefetch | None = None) -> int:
+             now: float | None = None, prefetch: Prefetch | None = None,
+             publish_bundle: PublishBundle | None = None) -> int:
     """Fill every worker's window from the active jobs, highest priority first. Returns chunks sent.
-    ``prefetch``: its reads, if another command's round trip carried them (read here otherwise)."""
+    ``prefetch``: its reads, if another command's round trip carried them (read here otherwise).
+    ``publish_bundle``: how chunks planned to travel together are sent (grants.bundle_size); without
+    it every chunk goes alone, in the usual window."""
     now = time.time() if now is None else now
     # One round trip: the registry's generation, the active jobs, and the windows of the workers in this
     # process's last view of the fleet; read again only if that view is no longer current.
@@ -86,9 +89,11 @@ def dispatch(client: redis.Redis, settings: Settings, router: Router, publish: P
     free = {wid: snap.slots[wid] - int(n) for wid, n in zip(snap.workers, inflight)}
     sent = audits.dispatch_pending(client, settings, snap, free, publish, now=now)  # audits first: jobs wait on them
     thresholds = carbon_thresholds(client, settings, snap, router, job_ids, with_deadline, now=now)
+    if publish_bundle is None:
+        settings = settings.with_(bundle_max=1)  # no way to send a bundle: every chunk alone
     for job_id in job_ids:
-        if not any(n > 0 for n in free.values()):
-            break
+        if not any(n > 0 for n in free.values()) and not bundling(settings):
+            break  # every window is full (with bundles, a window of bundles may still have room)
         found = read_supply(client, snap, job_id, thresholds.get(job_id, UNBOUNDED))
         if found is None:
             continue
@@ -96,7 +101,8 @@ def dispatch(client: redis.Redis, settings: Settings, router: Router, publish: P
         job_plan = plan_job(settings, snap, router, free, supply)
         if supply.confidential:
             note_waiting(client, job_id, job_plan)
-        done, ok = execute(client, settings, publish, job_plan, free, cut=cut, now=now, peek=peek)
+        done, ok = execute(client, settings, publish, job_plan, free, cut=cut, now=now, peek=peek,
+                           publish_bundle=publish_bundle)
         sent += done
         if not ok or job_plan.blocked:
             break  # broker trouble, or no worker free at all
@@ -149,30 +155,50 @@ def note_waiting(client: redis.Redis, job_id: str, job_plan: JobPlan) -> None:
 
 
 def execute(client: redis.Redis, settings: Settings, publish: Publish, job_plan: JobPlan, free: dict[str, int], *,
-            cut: Cut | None, now: float, peek: Peek | None = None) -> tuple[int, bool]:
+            cut: Cut | None, now: float, peek: Peek | None = None,
+            publish_bundle: PublishBundle | None = None) -> tuple[int, bool]:
     """Grant and publish a job's planned chunks; keeps ``free`` up to date. Returns (chunks sent,
-    False if publishing failed). ``peek``: the job as read with its supply (the first grant's peek)."""
+    False if publishing failed). ``peek``: the job as read with its supply (the first grant's peek).
+    Chunks planned in bundles (``req.bundle`` > 1) are published together once that many are leased
+    to the worker, and what is left of a bundle at the end."""
     lua, sent = scripts(client), 0
+    pending: dict[str, tuple[str, list[tuple[dict[str, Any], int]]]] = {}  # worker -> (region, chunks) to publish
+
+    def send(worker_id: str) -> bool:
+        region, chunks = pending.pop(worker_id)
+        try:
+            if len(chunks) == 1 or publish_bundle is None:
+                for chunk, attempt in chunks:
+                    publish(chunk, attempt, worker_id, region)
+            else:
+                publish_bundle(chunks, worker_id, region)
+        except Exception:  # noqa: BLE001 - broker trouble: the leases expire and the sweeper retries
+            log.exception("publishing %d chunk(s) of job %s to %s failed; they will be re-sent",
+                          len(chunks), job_plan.requests[0].job_id, worker_id)
+            return False
+        nonlocal sent
+        sent += len(chunks)
+        return True
+
     for req in job_plan.requests:
-        if free.get(req.worker_id, 0) <= 0:
+        if free.get(req.worker_id, 0) + req.extra <= 0:
             continue
         grant = lua.grant(req.job_id, req.worker_id, req.region, capacity=req.capacity, now=now,
                           lease_s=settings.lease_s, rate=req.rate, cut=cut, cut_units=req.cut_units, order=req.order,
                           peek=peek)
         peek = grant.after  # after a cut the job moved on by exactly that cut: the next grant need not read it
         if grant.code is GrantCode.FULL:
-            free[req.worker_id] = 0  # another control process filled it meanwhile
+            free[req.worker_id] = min(free.get(req.worker_id, 0), -req.extra)  # filled by another control process
             continue
         if grant.code is not GrantCode.LEASED or grant.spec_json is None:
             break  # the job has nothing more to hand out (or ended)
-        try:
-            publish(json.loads(grant.spec_json), grant.attempt, req.worker_id, req.region)
-        except Exception:  # noqa: BLE001 - broker trouble: the lease expires and the sweeper retries
-            log.exception("publishing chunk %s of job %s to %s failed; it will be re-sent",
-                          grant.chunk_id, req.job_id, req.worker_id)
+        free[req.worker_id] = free.get(req.worker_id, 0) - 1
+        pending.setdefault(req.worker_id, (req.region, []))[1].append((json.loads(grant.spec_json), grant.attempt))
+        if len(pending[req.worker_id][1]) >= req.bundle and not send(req.worker_id):
             return sent, False
-        free[req.worker_id] -= 1
-        sent += 1
+    for worker_id in list(pending):
+        if not send(worker_id):
+            return sent, False
     return sent, True
 
 

@@ -49,6 +49,8 @@ class GrantRequest:
     rate: float                  # its speed for this kind (sets the lease's length)
     cut_units: int               # the size of a new range, if the job has nothing waiting
     order: str                   # 'max': the heaviest waiting tile (fast workers), 'min' the lightest
+    bundle: int = 1              # chunks that travel together to this worker in one message (bundle_size)
+    extra: int = 0               # capacity beyond the worker's usual window (a window of bundles)
 
 
 @dataclass(frozen=True)
@@ -72,24 +74,73 @@ def plan_job(settings: Settings, snap: ClusterSnapshot, router: Router, free: Ma
     free, fresh = dict(free), set(supply.fresh)
     waiting, remaining = supply.waiting, supply.remaining_units if supply.cuts else 0
     total_rate = snap.total_rate(supply.kind)
+    # New ranges that are short on their worker travel in bundles of k (bundle_size), in a window k
+    # times larger. A bundled worker is offered only a whole bundle (or the job's last chunks): windows
+    # refilled as soon as a few of a bundle's results have merged would break bundles back up.
+    bundles: dict[str, tuple[int, int]] = {}  # worker -> (chunks per bundle, units per chunk)
+    if remaining > 0 and bundling(settings):
+        for wid, worker in snap.workers.items():
+            sizing = range_chunk_size(settings, worker_rate=worker.rate(supply.kind), total_rate=total_rate,
+                                      remaining=remaining, first=wid in fresh, units_total=supply.units_total)
+            k = bundle_size(settings, worker.bundle_max, sizing.seconds)
+            if k > 1:
+                bundles[wid] = (k, max(sizing.units, 1))
+    room = {wid: n + snap.slots.get(wid, 0) * (bundles[wid][0] - 1) if wid in bundles else n
+            for wid, n in free.items()} if bundles else free
+
+    def offer(wid: str) -> int:  # a bundled worker's room, if a whole bundle (or the rest of the job) fits
+        k, units = bundles[wid]
+        return room[wid] if room[wid] >= min(k, -(-remaining // units)) else 0
+
+    offered = {wid: offer(wid) if wid in bundles else n for wid, n in room.items()} if bundles else room
     requests: list[GrantRequest] = []
     while waiting > 0 or remaining > 0:
-        worker_id = router.choose(snap, free, supply.kind, supply.limit)
+        worker_id = router.choose(snap, free if waiting > 0 else offered, supply.kind, supply.limit)
         if worker_id is None:
             return JobPlan(tuple(requests), exhausted=False, blocked=supply.limit >= UNBOUNDED)
         worker = snap.workers[worker_id]
         rate = worker.rate(supply.kind)
-        size = range_chunk_size(settings, worker_rate=rate, total_rate=total_rate, remaining=remaining,
-                                first=worker_id in fresh, units_total=supply.units_total).units if remaining > 0 else 0
-        requests.append(GrantRequest(supply.job_id, worker_id, worker.region, snap.slots[worker_id], rate, size,
-                                     heavy_or_light(snap, worker_id, supply.kind)))
-        if waiting > 0:
-            waiting -= 1
-        else:
-            remaining = remaining - size if size > 0 else 0  # (a size of 0 would never end)
-        fresh.discard(worker_id)
-        free[worker_id] -= 1
+        k = bundles[worker_id][0] if waiting <= 0 and worker_id in bundles else 1
+        extra = snap.slots[worker_id] * (k - 1)
+        for _ in range(k):  # one chunk, or a whole bundle for this worker
+            if waiting <= 0 and remaining <= 0:
+                break
+            size = range_chunk_size(settings, worker_rate=rate, total_rate=total_rate, remaining=remaining,
+                                    first=worker_id in fresh, units_total=supply.units_total).units \
+                if remaining > 0 else 0
+            requests.append(GrantRequest(supply.job_id, worker_id, worker.region, snap.slots[worker_id] + extra,
+                                         rate, size, heavy_or_light(snap, worker_id, supply.kind), bundle=k,
+                                         extra=extra))
+            if waiting > 0:
+                waiting -= 1
+            else:
+                remaining = remaining - size if size > 0 else 0  # (a size of 0 would never end)
+            fresh.discard(worker_id)
+            free[worker_id] -= 1
+            if room is not free:
+                room[worker_id] -= 1
+        if offered is not room:
+            offered[worker_id] = offer(worker_id) if worker_id in bundles else room[worker_id]
     return JobPlan(tuple(requests), exhausted=True, blocked=False)
+
+
+def bundling(settings: Settings) -> bool:
+    """Whether new ranges can be short enough to bundle: static sizes, or adaptive ones whose floor
+    (``HYDRA_MIN_CHUNK_S``, 0.5 s by default) is below ``HYDRA_BUNDLE_S``."""
+    return settings.bundle_s > 0 and settings.bundle_max > 1 and (
+        not settings.adaptive or settings.min_chunk_s < settings.bundle_s)
+
+
+def bundle_size(settings: Settings, worker_max: int, chunk_s: float) -> int:
+    """How many chunks of ``chunk_s`` expected seconds each travel together to a worker that takes
+    bundles of up to ``worker_max``: as many as add up to about ``HYDRA_BUNDLE_S`` of work, at most
+    ``HYDRA_BUNDLE_MAX``; 1 (alone) for a chunk that long or longer. A near-empty chunk costs the
+    control plane two Celery messages, a signed envelope and an intake task, about 20 ms of CPU
+    (benchmarks/chunk_cpu.py); in a bundle of k those are shared by k chunks."""
+    limit = min(settings.bundle_max, worker_max)
+    if limit <= 1 or settings.bundle_s <= 0 or not chunk_s < settings.bundle_s:
+        return 1
+    return max(1, min(limit, int(settings.bundle_s / max(chunk_s, 1e-9))))
 
 
 def heavy_or_light(snap: ClusterSnapshot, worker_id: str, kind: str) -> str:

@@ -24,7 +24,7 @@ from ..models import JobState
 from ..settings import Settings
 from ..worker.performance import record_expiry
 from ..worker.registry import mark_silent_offline, prune_offline
-from . import Publish
+from . import Publish, PublishBundle
 from .dispatcher import dispatch
 from .router import Router, carbon_provider
 
@@ -115,7 +115,7 @@ def finalize_stragglers(client: redis.Redis, settings: Settings, report: SweepRe
 
 
 def sweep(client: redis.Redis, settings: Settings, router: Router, publish: Publish, *,
-          now: float | None = None) -> SweepReport:
+          now: float | None = None, publish_bundle: PublishBundle | None = None) -> SweepReport:
     now = time.time() if now is None else now
     report = SweepReport()
     requeue_expired(client, settings, report, now)
@@ -128,6 +128,6 @@ def sweep(client: redis.Redis, settings: Settings, router: Router, publish: Publ
     report.pruned_jobs = retention.prune_expired(client, settings, now=now)
     if report.pruned_jobs:
         log.info("pruned %d finished job(s) older than %gs", len(report.pruned_jobs), settings.job_retention_s)
-    report.dispatched = dispatch(client, settings, router, publish, now=now)
+    report.dispatched = dispatch(client, settings, router, publish, now=now, publish_bundle=publish_bundle)
     history.sample_carbon(client, settings, carbon_provider(settings, client), now=now)  # once a minute, fleet-wide
     return report

@@ -36,6 +36,7 @@ class Action(str, enum.Enum):
     HEARTBEAT = "heartbeat"  # alive, online or paused (and why), with the same facts as register
     OFFLINE = "offline"      # a worker shuts down cleanly
     RESULT = "result"        # a chunk's result, decline or failure (itself signed: trust/results.py)
+    RESULTS = "results"      # the results of a bundle of chunks (hydra.compute_bundle), each one as in RESULT
     GRID = "grid"            # the grid zone and on-site renewable share the worker draws from
 
 

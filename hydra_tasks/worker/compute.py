@@ -16,6 +16,7 @@ from ..models import ChunkResult, ChunkSpec, payload_digest
 from ..grid.accounting import rapl_delta_j, read_rapl_uj
 from ..settings import Settings
 from ..trust import results, sealing
+from .registry import MAX_BUNDLE
 from .throttle import Throttle, on_battery
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,19 @@ def process(message: Mapping[str, Any], *, attempt: int, worker_id: str, region:
         result = run_chunk(chunk_data, attempt=attempt, worker_id=worker_id, region=region,
                            threads=settings.kernel_threads, cpu_limit=settings.cpu_limit, key=key)
     return sealing.seal_result(box, result) if box is not None else result
+
+
+def process_bundle(chunks: Any, *, worker_id: str, region: str, settings: Settings,
+                   key: SigningKey) -> list[dict[str, Any]]:
+    """What a volunteer sends back for one ``hydra.compute_bundle`` message: :func:`process` of each
+    ``[chunk, attempt]`` pair in turn. A bundle that is not such a list is refused whole (the control
+    plane sends its chunks elsewhere once their leases expire)."""
+    if not isinstance(chunks, list) or not 0 < len(chunks) <= MAX_BUNDLE or not all(
+            isinstance(item, list) and len(item) == 2 and isinstance(item[0], Mapping)
+            and isinstance(item[1], int) and not isinstance(item[1], bool) for item in chunks):
+        raise ResultRejected(f"a bundle must be a list of 1 to {MAX_BUNDLE} [chunk, attempt] pairs")
+    return [process(chunk, attempt=attempt, worker_id=worker_id, region=region, settings=settings, key=key)
+            for chunk, attempt in chunks]
 
 
 def refusal(message: Mapping[str, Any], *, attempt: int, worker_id: str, region: str, reason: str,

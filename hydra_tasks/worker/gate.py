@@ -7,7 +7,7 @@ tasks to the role the worker's queues give it:
 * a worker consuming ``hydra.intake`` runs only ``hydra.intake`` (and must consume nothing else:
   anyone with a volunteer's credentials can put anything on that queue);
 * a control worker (``hydra.control``) runs dispatch, sweep and checkpoint;
-* a volunteer (region and direct queues) runs only ``hydra.compute_chunk``.
+* a volunteer (region and direct queues) runs only ``hydra.compute_chunk`` and ``hydra.compute_bundle``.
 
 Any other task name, a message that is not a task, or one in a refused format (pickle) is
 rejected without running and without writing a result; on the intake worker it is counted in
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 INTAKE_TASKS = frozenset({"hydra.intake"})
 CONTROL_TASKS = frozenset({"hydra.dispatch", "hydra.sweep", "hydra.checkpoint"})
-VOLUNTEER_TASKS = frozenset({"hydra.compute_chunk"})
+VOLUNTEER_TASKS = frozenset({"hydra.compute_chunk", "hydra.compute_bundle"})
 
 
 def allowed_tasks(queues: Iterable[str]) -> frozenset[str]:

@@ -61,6 +61,7 @@ class WorkerInfo:
     tee: str = "none"               # the TEE it claims to run in (trust/attestation.Tee): a claim, not proof
     attestation: str = "none"       # the control plane's conclusion: none, unverified or verified (attestation.Status)
     attestation_note: str = ""      # why it is not verified
+    bundle_max: int = 1             # the most chunks it takes in one message (hydra.compute_bundle); 1: one each
 
     def is_live(self, now: float, timeout_s: float) -> bool:
         return self.state is WorkerState.ONLINE and now - self.last_seen <= timeout_s
@@ -129,7 +130,7 @@ _FIELDS = frozenset(f.name for f in fields(WorkerInfo))
 _REGISTERED_FIELDS = ("worker_id", "region", "host", "pid", "cores", "concurrency", "pi_samples_per_s",
                       "mandelbrot_iters_per_s", "state", "started_at", "last_seen", "isa", "kernel_threads",
                       "cpu_limit", "pause_reason", "watts_per_core", "public_key", "tee", "attestation",
-                      "attestation_note")
+                      "attestation_note", "bundle_max")
 
 
 def pi_blocks() -> int:
@@ -188,6 +189,7 @@ def set_offline(client: redis.Redis, worker_id: str) -> None:
 
 
 MAX_CONCURRENCY = 256
+MAX_BUNDLE = 256  # chunks in one bundle message (Settings.bundle_max is at most this)
 
 
 def _parse(raw: dict[str, str]) -> WorkerInfo | None:
@@ -215,6 +217,7 @@ def _parse(raw: dict[str, str]) -> WorkerInfo | None:
             quarantined=raw.get("quarantined", ""), quarantined_at=float(raw.get("quarantined_at") or 0.0),
             tee=raw.get("tee", "none"), attestation=raw.get("attestation", "none"),
             attestation_note=raw.get("attestation_note", ""),
+            bundle_max=min(max(int(raw.get("bundle_max", 1)), 1), MAX_BUNDLE),
         )
     except (KeyError, ValueError):
         return None  # a half-written or foreign record: ignore rather than break scheduling
