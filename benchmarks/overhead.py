@@ -20,6 +20,10 @@ Celery's round trips/s; Hydra's trusted near-empty chunks/s is divided by it. An
 control plane: the trusted near-empty run again with a second control worker and a second intake
 worker started beside the first ones.
 
+Near-empty chunks are far shorter than a control-plane round trip, so they travel in bundles
+(HYDRA_BUNDLE_S, HYDRA_BUNDLE_MAX: scheduling/grants.bundle_size); the trusted near-empty run is repeated
+with bundles off, every chunk in its own messages, and printed beside it.
+
 Targets: isolation costs at most 10% (issue 11: isolated/trusted ≥ 0.90 for both figures); Hydra's
 near-empty chunks/s ≥ 50% of plain Celery's ``delay()`` round trips/s (issue 15).
 Run: `.venv/bin/python benchmarks/overhead.py` (the isolated mode needs Debian's redis-server ≥ 7).
@@ -215,6 +219,7 @@ def main() -> None:
     eff_samples: dict[str, list[float]] = {name: [] for name in modes}
     plain: list[float] = []
     two_controls: list[float] = []
+    unbundled: list[float] = []
     with tempfile.TemporaryDirectory(prefix="hydra-bench-") as tmp:
         for round_ in range(ROUNDS):
             for name, mode in modes.items():
@@ -222,6 +227,7 @@ def main() -> None:
                 eff_samples[name] += efficiencies(Path(tmp) / f"{name}-b{round_}", mode, chunk, kernel_rate)
             two_controls += near_empty_rates(Path(tmp) / f"two-controls-{round_}", MODES["trusted"],
                                              control_workers=2)
+            unbundled += near_empty_rates(Path(tmp) / f"unbundled-{round_}", {**MODES["trusted"], "bundle_s": 0.0})
             plain += plain_celery_rates(Path(tmp) / f"plain-{round_}")
     rates = {name: statistics.median(v) for name, v in samples.items()}
     effs = {name: statistics.median(v) for name, v in eff_samples.items()}
@@ -234,6 +240,9 @@ def main() -> None:
           f"{', '.join(f'{r:.1f}' for r in plain)}; same Redis binary and config, {WORKERS} prefork processes)")
     print(f"  trusted, 2 control + 2 intake workers: {two_rate:6.1f} near-empty chunks/s (runs: "
           f"{', '.join(f'{r:.1f}' for r in two_controls)}); scaling 1 -> 2: {two_rate / rates['trusted']:.2f}x")
+    alone_rate = statistics.median(unbundled)
+    print(f"  trusted, bundles off (HYDRA_BUNDLE_S=0, every chunk its own messages): {alone_rate:6.1f} near-empty "
+          f"chunks/s (runs: {', '.join(f'{r:.1f}' for r in unbundled)}); / plain Celery: {alone_rate / plain_rate:.3f}")
     print(f"  the control plane's own work, in one process without Celery: {own_rate:6.1f} chunks/s "
           f"(dispatch + collect of {IN_PROCESS_CHUNKS} near-empty chunks; profile's top by own time below)")
     if "-v" in sys.argv:

@@ -285,16 +285,21 @@ class LocalStack:
                                                    pool=pool))
 
     def start_region_worker(self, region: str, *, name: str | None = None, concurrency: int = 1,
-                            pool: str = "prefork", cpu_limit: float | None = None) -> Proc:
+                            pool: str = "prefork", cpu_limit: float | None = None,
+                            extra_env: dict[str, str] | None = None) -> Proc:
         name = name or f"{region}-{sum(1 for p in self.procs if p.startswith(region + '-')) + 1}"
         self.ensure_box_key()
         if self.settings.isolate:
+            if extra_env:
+                raise StackError("extra_env is for local workers of the trusted mode; an enrolled volunteer "
+                                 "takes its settings from its own environment")
             return self.start_volunteer(name, [region], concurrency=concurrency, pool=pool, cpu_limit=cpu_limit)
         # Each local worker is its own volunteer, with its own key (and so its own token account).
         env = {"HYDRA_KEY_FILE": str(self.settings.data_dir / "keys" / f"{name}.key"),
                "HYDRA_REDIS_URL": self.redis_url or ""}  # the network URL (TLS), as a volunteer elsewhere
         if cpu_limit is not None:
             env["HYDRA_CPU_LIMIT"] = str(cpu_limit)
+        env.update(extra_env or {})  # e.g. a volunteer's own HYDRA_BUNDLE_MAX
         return self.spawn(name, celery_worker_argv([keys.region_queue(region)], name=name,
                                                    concurrency=concurrency, pool=pool), env=env)
 

@@ -134,7 +134,8 @@ def test_flower_sees_the_workers_and_their_tasks(app: HydraCelery, stack: LocalS
         # running small jobs until Flower has seen one.
         wait_for_job(app, submit_job(app, {"kind": "pi", "params": {"samples": 10_000_000, "seed": 6}}).id)
         text = requests.get(f"{base}/metrics", timeout=5).text
-        return text if 'task="hydra.compute_chunk"' in text else None
+        # short chunks travel in bundles (hydra.compute_bundle), longer ones alone (hydra.compute_chunk)
+        return text if 'task="hydra.compute_chunk"' in text or 'task="hydra.compute_bundle"' in text else None
 
     metrics = wait_for(task_metrics, timeout_s=40, what="Flower task metrics", poll_s=0.5)
     assert 'type="task-succeeded"' in metrics

@@ -83,7 +83,8 @@ def leaks(task: str, text: str) -> list[str]:
     """What a chunk or result message shows of SECRETS outside its ciphertext (every run of 40 or
     more base64 characters is cut out first, so a secret cannot match by chance inside a box, and a
     number must stand alone, not inside another number such as a time)."""
-    if task != "hydra.compute_chunk" and not (task == "hydra.intake" and args_of(text)[0]["action"] == "result"):
+    if task not in ("hydra.compute_chunk", "hydra.compute_bundle") and not (
+            task == "hydra.intake" and args_of(text)[0]["action"] in ("result", "results")):
         return []  # registrations and heartbeats carry no job data
     clear = re.sub(r"[A-Za-z0-9+/=]{40,}", "", text)
     # A number counts only as a whole number: "1777" inside a time such as 0.17779 or 1796177712.5 is chance.

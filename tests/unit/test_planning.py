@@ -133,3 +133,72 @@ def test_a_worker_record_copied_with_changes_equals_dataclasses_replace_and_leav
     assert hash(copied) == hash(replace(w, **changes))
     with pytest.raises(TypeError, match="no field"):
         w.with_(speed=1)
+
+
+# --- bundles (issue 15): short chunks travel several to a message -------------------------------------
+TINY = Settings().with_(adaptive=False, pi_chunk_samples=1_000, bundle_s=0.05, bundle_max=16)
+
+
+def _bundling_snapshot(**rates: float) -> ClusterSnapshot:
+    return ClusterSnapshot(taken_at=0.0, workers={n: _worker(n, r).with_(bundle_max=16) for n, r in rates.items()},
+                           slots={n: 2 for n in rates})
+
+
+def test_a_bundle_holds_about_bundle_s_of_work_within_both_limits() -> None:
+    from hydra_tasks.scheduling.grants import bundle_size, bundling
+
+    assert bundle_size(TINY, 16, 0.001) == 16       # 50 would fit: HYDRA_BUNDLE_MAX caps it
+    assert bundle_size(TINY, 4, 0.001) == 4         # the worker's own limit
+    assert bundle_size(TINY, 16, 0.01) == 5         # 5 x 10 ms
+    assert bundle_size(TINY, 16, 0.03) == 1         # two would exceed bundle_s: alone
+    assert bundle_size(TINY, 16, 0.05) == bundle_size(TINY, 16, 3.0) == 1
+    assert bundle_size(TINY, 1, 1e-6) == 1          # a worker that takes no bundles
+    assert bundle_size(TINY.with_(bundle_s=0.0), 16, 1e-6) == 1
+    assert bundling(TINY) and not bundling(TINY.with_(bundle_max=1))
+    assert not bundling(ADAPTIVE.with_(bundle_s=0.05))  # adaptive chunks never go under HYDRA_MIN_CHUNK_S (0.5 s)
+    assert bundling(ADAPTIVE.with_(bundle_s=1.0))
+
+
+def test_the_plan_gives_a_bundling_worker_whole_bundles_in_a_window_that_many_times_larger() -> None:
+    from hydra_tasks.scheduling.grants import JobSupply, plan_job
+
+    snap = _bundling_snapshot(fast=1e8, slow=1e5)  # 1,000 samples: 10 µs (a bundle of 16) and 10 ms (of 5)
+    supply = JobSupply("j", "pi", cuts=True, remaining_units=10**9, units_total=10**8, waiting=0, fresh=frozenset())
+    job_plan = plan_job(TINY, snap, CapacityRouter(), {"fast": 2, "slow": 2}, supply)
+    by = {w: [r for r in job_plan.requests if r.worker_id == w] for w in ("fast", "slow")}
+    assert len(by["fast"]) == 32 and {(r.bundle, r.capacity, r.extra) for r in by["fast"]} == {(16, 32, 30)}
+    assert len(by["slow"]) == 10 and {(r.bundle, r.capacity, r.extra) for r in by["slow"]} == {(5, 10, 8)}
+    runs = [len(list(g)) for _, g in __import__("itertools").groupby(r.worker_id for r in job_plan.requests)]
+    assert all(n % 16 == 0 or n % 5 == 0 for n in runs)  # a worker's bundle is planned in one piece
+    assert job_plan.blocked and not job_plan.exhausted
+
+
+def test_a_window_with_less_than_a_whole_bundle_free_waits_unless_the_job_has_less_left() -> None:
+    from hydra_tasks.scheduling.grants import JobSupply, plan_job
+
+    snap = _bundling_snapshot(fast=1e8)
+    # 20 of its 32 in flight: 12 free, less than a bundle of 16: nothing (its results are still merging).
+    busy = plan_job(TINY, snap, CapacityRouter(), {"fast": 2 - 20},
+                    JobSupply("j", "pi", cuts=True, remaining_units=10**9, units_total=10**8, waiting=0,
+                              fresh=frozenset()))
+    assert busy.requests == () and busy.blocked
+    # The job's last 5 chunks fit in those 12: they go now, as one bundle.
+    tail = plan_job(TINY, snap, CapacityRouter(), {"fast": 2 - 20},
+                    JobSupply("j", "pi", cuts=True, remaining_units=5_000, units_total=10**8, waiting=0,
+                              fresh=frozenset()))
+    assert [r.cut_units for r in tail.requests] == [1_000] * 5 and tail.exhausted
+    # Waiting chunks (re-queued ones) go alone, in the usual window.
+    waiting = plan_job(TINY, snap, CapacityRouter(), {"fast": 2},
+                       JobSupply("j", "pi", cuts=True, remaining_units=0, units_total=10**8, waiting=3,
+                                 fresh=frozenset()))
+    assert [(r.bundle, r.capacity) for r in waiting.requests] == [(1, 2), (1, 2)]
+
+
+def test_a_worker_that_takes_no_bundles_keeps_the_usual_window() -> None:
+    from hydra_tasks.scheduling.grants import JobSupply, plan_job
+
+    snap = _snapshot(old=1e8)  # bundle_max 1: a volunteer from before bundles
+    job_plan = plan_job(TINY, snap, CapacityRouter(), {"old": 2},
+                        JobSupply("j", "pi", cuts=True, remaining_units=10**9, units_total=10**8, waiting=0,
+                                  fresh=frozenset()))
+    assert [(r.bundle, r.capacity, r.extra) for r in job_plan.requests] == [(1, 2, 0), (1, 2, 0)]
