@@ -89,16 +89,15 @@ def dispatch(client: redis.Redis, settings: Settings, router: Router, publish: P
     free = {wid: snap.slots[wid] - int(n) for wid, n in zip(snap.workers, inflight)}
     sent = audits.dispatch_pending(client, settings, snap, free, publish, now=now)  # audits first: jobs wait on them
     thresholds = carbon_thresholds(client, settings, snap, router, job_ids, with_deadline, now=now)
-    if publish_bundle is None:
-        settings = settings.with_(bundle_max=1)  # no way to send a bundle: every chunk alone
+    bundles = publish_bundle is not None and bundling(settings)  # without a way to send a bundle: each alone
     for job_id in job_ids:
-        if not any(n > 0 for n in free.values()) and not bundling(settings):
+        if not any(n > 0 for n in free.values()) and not bundles:
             break  # every window is full (with bundles, a window of bundles may still have room)
         found = read_supply(client, snap, job_id, thresholds.get(job_id, UNBOUNDED))
         if found is None:
             continue
         supply, cut, peek = found
-        job_plan = plan_job(settings, snap, router, free, supply)
+        job_plan = plan_job(settings, snap, router, free, supply, bundles=bundles)
         if supply.confidential:
             note_waiting(client, job_id, job_plan)
         done, ok = execute(client, settings, publish, job_plan, free, cut=cut, now=now, peek=peek,
@@ -165,19 +164,20 @@ def execute(client: redis.Redis, settings: Settings, publish: Publish, job_plan:
     pending: dict[str, tuple[str, list[tuple[dict[str, Any], int]]]] = {}  # worker -> (region, chunks) to publish
 
     def send(worker_id: str) -> bool:
+        nonlocal sent
         region, chunks = pending.pop(worker_id)
         try:
-            if len(chunks) == 1 or publish_bundle is None:
+            if len(chunks) > 1 and publish_bundle is not None:
+                publish_bundle(chunks, worker_id, region)
+                sent += len(chunks)
+            else:
                 for chunk, attempt in chunks:
                     publish(chunk, attempt, worker_id, region)
-            else:
-                publish_bundle(chunks, worker_id, region)
+                    sent += 1
         except Exception:  # noqa: BLE001 - broker trouble: the leases expire and the sweeper retries
-            log.exception("publishing %d chunk(s) of job %s to %s failed; they will be re-sent",
-                          len(chunks), job_plan.requests[0].job_id, worker_id)
+            log.exception("publishing chunks of job %s to %s failed; they will be re-sent",
+                          job_plan.requests[0].job_id, worker_id)
             return False
-        nonlocal sent
-        sent += len(chunks)
         return True
 
     for req in job_plan.requests:

@@ -62,14 +62,15 @@ class JobPlan:
 
 
 def plan_job(settings: Settings, snap: ClusterSnapshot, router: Router, free: Mapping[str, int],
-             supply: JobSupply) -> JobPlan:
-    """The grants for one job, given each worker's free slots (not changed here)."""
+             supply: JobSupply, *, bundles: bool = True) -> JobPlan:
+    """The grants for one job, given each worker's free slots (not changed here). ``bundles``: whether
+    short chunks may be planned in bundles (the caller can send them)."""
     if supply.confidential:
         allowed = eligible(settings, snap, supply)
         if not allowed.workers:
             return JobPlan((), exhausted=False, blocked=False,
                            waiting=attestation.waiting_reason(settings.attestation, len(snap.workers)))
-        plan = plan_job(settings, allowed, router, free, replace(supply, confidential=False))
+        plan = plan_job(settings, allowed, router, free, replace(supply, confidential=False), bundles=bundles)
         return replace(plan, blocked=False)  # eligible workers being busy does not stop other jobs
     free, fresh = dict(free), set(supply.fresh)
     waiting, remaining = supply.waiting, supply.remaining_units if supply.cuts else 0
@@ -77,22 +78,22 @@ def plan_job(settings: Settings, snap: ClusterSnapshot, router: Router, free: Ma
     # New ranges that are short on their worker travel in bundles of k (bundle_size), in a window k
     # times larger. A bundled worker is offered only a whole bundle (or the job's last chunks): windows
     # refilled as soon as a few of a bundle's results have merged would break bundles back up.
-    bundles: dict[str, tuple[int, int]] = {}  # worker -> (chunks per bundle, units per chunk)
-    if remaining > 0 and bundling(settings):
+    sizes: dict[str, tuple[int, int]] = {}  # worker -> (chunks per bundle, units per chunk)
+    if remaining > 0 and bundles and bundling(settings):
         for wid, worker in snap.workers.items():
             sizing = range_chunk_size(settings, worker_rate=worker.rate(supply.kind), total_rate=total_rate,
                                       remaining=remaining, first=wid in fresh, units_total=supply.units_total)
             k = bundle_size(settings, worker.bundle_max, sizing.seconds)
             if k > 1:
-                bundles[wid] = (k, max(sizing.units, 1))
-    room = {wid: n + snap.slots.get(wid, 0) * (bundles[wid][0] - 1) if wid in bundles else n
-            for wid, n in free.items()} if bundles else free
+                sizes[wid] = (k, max(sizing.units, 1))
+    room = {wid: n + snap.slots.get(wid, 0) * (sizes[wid][0] - 1) if wid in sizes else n
+            for wid, n in free.items()} if sizes else free
 
     def offer(wid: str) -> int:  # a bundled worker's room, if a whole bundle (or the rest of the job) fits
-        k, units = bundles[wid]
+        k, units = sizes[wid]
         return room[wid] if room[wid] >= min(k, -(-remaining // units)) else 0
 
-    offered = {wid: offer(wid) if wid in bundles else n for wid, n in room.items()} if bundles else room
+    offered = {wid: offer(wid) if wid in sizes else n for wid, n in room.items()} if sizes else room
     requests: list[GrantRequest] = []
     while waiting > 0 or remaining > 0:
         worker_id = router.choose(snap, free if waiting > 0 else offered, supply.kind, supply.limit)
@@ -100,7 +101,7 @@ def plan_job(settings: Settings, snap: ClusterSnapshot, router: Router, free: Ma
             return JobPlan(tuple(requests), exhausted=False, blocked=supply.limit >= UNBOUNDED)
         worker = snap.workers[worker_id]
         rate = worker.rate(supply.kind)
-        k = bundles[worker_id][0] if waiting <= 0 and worker_id in bundles else 1
+        k = sizes[worker_id][0] if waiting <= 0 and worker_id in sizes else 1
         extra = snap.slots[worker_id] * (k - 1)
         for _ in range(k):  # one chunk, or a whole bundle for this worker
             if waiting <= 0 and remaining <= 0:
@@ -120,7 +121,7 @@ def plan_job(settings: Settings, snap: ClusterSnapshot, router: Router, free: Ma
             if room is not free:
                 room[worker_id] -= 1
         if offered is not room:
-            offered[worker_id] = offer(worker_id) if worker_id in bundles else room[worker_id]
+            offered[worker_id] = offer(worker_id) if worker_id in sizes else room[worker_id]
     return JobPlan(tuple(requests), exhausted=True, blocked=False)
 
 

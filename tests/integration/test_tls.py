@@ -46,8 +46,10 @@ PI = {"kind": "pi", "params": {"samples": 40_000_000, "seed": 1234}}
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """Redis over TLS only, a control worker with beat, two region workers, and the webapp (gunicorn) on
     0.0.0.0, which makes it HTTPS."""
+    # Each chunk alone (bundle_s 0): the 8 chunks of PI, about 12 ms each, would otherwise fit in one worker's
+    # window of bundles, and the job below must run on both volunteers over TLS.
     with running_stack(tmp_path_factory.mktemp("tls"), {"eu-west": 1, "us-east": 1}, tls=True,
-                       adaptive=False, pi_chunk_samples=5_000_000) as stack:
+                       adaptive=False, pi_chunk_samples=5_000_000, bundle_s=0.0) as stack:
         stack.start_webapp(port=free_port(), host="0.0.0.0")
         stack.wait_ready("webapp", timeout_s=60)
         yield stack
