@@ -64,6 +64,19 @@ def register(app: HydraCelery, worker_id: str, key: SigningKey, *, takes_bundles
                          publish=lambda *a: None) == "registered"
 
 
+def dispatched(control: HydraCelery, workers: dict[str, bool], chunks: int, seed: int) -> tuple[
+        dict[str, SigningKey], str, Sent, int]:
+    """Register ``workers`` (id -> takes bundles), submit a π job of ``chunks`` 1,000-sample chunks and
+    dispatch once: (their keys, the job id, what was published, chunks sent)."""
+    signing = {wid: SigningKey.generate() for wid in workers}
+    for wid, takes in workers.items():
+        register(control, wid, signing[wid], takes_bundles=takes)
+    job = submit_job(control, {"kind": "pi", "params": {"samples": 1_000 * chunks, "seed": seed}})
+    sent = Sent()
+    n = dispatch(control.redis, control.settings, CapacityRouter(), sent.publish, publish_bundle=sent.publish_bundle)
+    return signing, job.id, sent, n
+
+
 def results_of(chunks: list[tuple[dict[str, Any], int]], worker_id: str, key: SigningKey) -> list[dict[str, Any]]:
     return [run_chunk(chunk, attempt=attempt, worker_id=worker_id, region="eu-west", key=key)
             for chunk, attempt in chunks]
@@ -71,18 +84,14 @@ def results_of(chunks: list[tuple[dict[str, Any], int]], worker_id: str, key: Si
 
 def test_short_chunks_go_in_whole_bundles_to_workers_that_take_them_and_alone_to_the_others(
         control: HydraCelery) -> None:
-    new_key, old_key = SigningKey.generate(), SigningKey.generate()
-    register(control, "new@h", new_key, takes_bundles=True)
-    register(control, "old@h", old_key, takes_bundles=False)
-    job = submit_job(control, {"kind": "pi", "params": {"samples": 1_000 * 100, "seed": 3}})
-    sent = Sent()
-    n = dispatch(control.redis, control.settings, CapacityRouter(), sent.publish, publish_bundle=sent.publish_bundle)
+    signing, job_id, sent, n = dispatched(control, {"new@h": True, "old@h": False}, 100, 3)
+    new_key = signing["new@h"]
     # An unconfirmed worker's window is 2 (HYDRA_INFLIGHT_PER_SLOT x 1 process); of bundles of 16, 32 chunks.
     assert sent.sizes("new@h") == [16, 16] and not [c for w, c, _ in sent.alone if w == "new@h"]
     assert [w for w, _, _ in sent.alone] == ["old@h", "old@h"] and sent.sizes("old@h") == []
     assert n == 34 and control.redis.scard(keys.worker_inflight("new@h")) == 32
     first = sent.bundles[0][1][0][0]
-    assert control.redis.hget(keys.lease(job.id, first["chunk_id"]), "window") == "32"
+    assert control.redis.hget(keys.lease(job_id, first["chunk_id"]), "window") == "32"
     again = Sent()
     assert dispatch(control.redis, control.settings, CapacityRouter(), again.publish,
                     publish_bundle=again.publish_bundle) == 0  # every window is full
@@ -96,13 +105,13 @@ def test_short_chunks_go_in_whole_bundles_to_workers_that_take_them_and_alone_to
                             publish_bundle=refill.publish_bundle)
     assert outcome == ", ".join(["merged"] * 16)
     assert refill.sizes("new@h") == [16] and refill.alone == []
-    view = store.get_job(control.redis, job.id)
+    view = store.get_job(control.redis, job_id)
     assert view is not None and view.chunks_done == 16
     # The same envelope again (a redelivery, a replay): nothing counts twice.
     replayed = intake.handle(control.redis, control.settings, message, publish=refill.publish,
                              publish_bundle=refill.publish_bundle)
     assert "merged" not in replayed.split(", ")
-    view = store.get_job(control.redis, job.id)
+    view = store.get_job(control.redis, job_id)
     assert view is not None and view.chunks_done == 16
 
 
@@ -120,12 +129,8 @@ def test_without_a_way_to_send_bundles_or_with_bundles_off_every_chunk_goes_alon
 
 def test_a_results_envelope_that_does_not_fit_is_dropped_and_a_result_naming_another_worker_is_too(
         control: HydraCelery) -> None:
-    key, thief = SigningKey.generate(), SigningKey.generate()
-    register(control, "new@h", key, takes_bundles=True)
-    register(control, "thief@h", thief, takes_bundles=True)
-    job = submit_job(control, {"kind": "pi", "params": {"samples": 1_000 * 40, "seed": 5}})
-    sent = Sent()
-    dispatch(control.redis, control.settings, CapacityRouter(), sent.publish, publish_bundle=sent.publish_bundle)
+    signing, job_id, sent, _ = dispatched(control, {"new@h": True, "thief@h": True}, 40, 5)
+    key, thief = signing["new@h"], signing["thief@h"]
     mine = next(b for w, b in sent.bundles if w == "new@h")
     honest = results_of(mine, "new@h", key)
 
@@ -140,7 +145,7 @@ def test_a_results_envelope_that_does_not_fit_is_dropped_and_a_result_naming_ano
     stolen = {**honest[1], "worker_id": "thief@h"}
     out = send(key, {"worker_id": "new@h", "results": [honest[0], stolen, 7]})
     assert out == "merged, dropped: wrong worker, dropped: malformed"
-    view = store.get_job(control.redis, job.id)
+    view = store.get_job(control.redis, job_id)
     assert view is not None and view.chunks_done == 1
     assert intake.dropped_counts(control.redis) == {"wrong worker": 2, "malformed": 5}
 
