@@ -8,11 +8,15 @@ around a ``noexcept nogil`` inner loop.
 
 Both kernels are deterministic bit for bit (see "Determinism" in DESIGN.md):
 
-* π: sample ``i`` of job ``seed`` is a pure function of ``(seed, i)`` (SplitMix64
-  used as a counter-based hash), so hit counts add up exactly however a range is
-  split into chunks.
+* π: sample ``i`` of job ``seed`` is a pure function of ``(seed, i)`` and the job's
+  generator (Philox4x32-10 for new jobs, SplitMix64 for jobs from before it; see
+  ``kernels/pi.pyx``), so hit counts add up exactly however a range is split into chunks.
 * Mandelbrot: the count for a global pixel depends only on the image parameters
   and the pixel, never on the tile it was computed in; no FMA, no fast-math.
+
+Variants: each module holds its inner loops compiled for several instruction sets
+(``baseline``, and on x86-64 ``avx2`` and ``avx512``). The widest one the CPU supports is
+used unless :func:`use_variant` picks another; every variant gives the same bits.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ except ImportError as exc:  # pragma: no cover - depends on the build
     _mandelbrot, _MANDELBROT_IMPORT_ERROR = None, exc
 
 __all__ = [
+    "DEFAULT_GENERATOR",
+    "GENERATORS",
     "MAX_ITER_LIMIT",
     "MAX_PIXEL_INDEX",
     "MAX_TILE_PIXELS",
@@ -55,6 +61,8 @@ __all__ = [
     "mandelbrot_iterations",
     "mandelbrot_smooth",
     "pi_hits",
+    "use_variant",
+    "variant",
 ]
 
 #: Seeds are unsigned 64-bit integers: ``0 <= seed < SEED_LIMIT``.
@@ -67,6 +75,10 @@ MAX_ITER_LIMIT = 10_000_000
 MAX_PIXEL_INDEX = 2**31
 #: Largest tile (``width * height``) one call may compute: 256 MiB of uint32 counts.
 MAX_TILE_PIXELS = 2**26
+
+#: π generators by the name a job spec gives (kernels/pi.pyx): the original, and the default since.
+GENERATORS = ("splitmix64", "philox4x32-10")
+DEFAULT_GENERATOR = "philox4x32-10"
 
 _BUILD_HINT = "run `pip install -e .` / `make install` to build the Cython kernels"
 #: Most threads one kernel call may use (the kernels release the GIL).
@@ -102,27 +114,71 @@ def _check_threads(threads: int) -> int:
     return threads
 
 
+_variant: str | None = None  # chosen by use_variant(); None: the widest the CPU supports
+
+
+def use_variant(name: str) -> str:
+    """Make every later kernel call in this process use instruction-set variant ``name``
+    (``"auto"``: the widest this CPU supports). Returns the variant now in use.
+
+    Raises:
+        KernelError: if the variant is unknown, not compiled in, or this CPU cannot run it.
+    """
+    global _variant
+    pi_mod = _require(_pi, _PI_IMPORT_ERROR, "hydra_tasks._pi")
+    if name == "auto":
+        _variant = None
+        return str(pi_mod.BEST)
+    if name not in pi_mod.SUPPORTED:
+        raise KernelError(f"kernel variant {name!r} cannot run here: this build and CPU support "
+                          f"{', '.join(pi_mod.SUPPORTED)} (set HYDRA_KERNEL_VARIANT to one of them, or to auto).")
+    _variant = name
+    return name
+
+
+def variant() -> str:
+    """The instruction-set variant kernel calls use now."""
+    pi_mod = _require(_pi, _PI_IMPORT_ERROR, "hydra_tasks._pi")
+    return _variant or str(pi_mod.BEST)
+
+
+def _pick(name: str | None) -> str:
+    if name is None:
+        return variant()
+    pi_mod = _require(_pi, _PI_IMPORT_ERROR, "hydra_tasks._pi")
+    if name not in pi_mod.SUPPORTED:
+        raise KernelError(f"kernel variant {name!r} cannot run here; this build and CPU support "
+                          f"{', '.join(pi_mod.SUPPORTED)}.")
+    return name
+
+
 def build_info() -> dict[str, Any]:
-    """What the kernels were compiled for: instruction set and Mandelbrot lanes per block."""
+    """What the kernels can run here: the variant in use (``isa``), the variants compiled in and
+    those this CPU supports, the Mandelbrot lanes of the variant in use, and the π generators."""
     pi_mod = _require(_pi, _PI_IMPORT_ERROR, "hydra_tasks._pi")
     mandel = _require(_mandelbrot, _MANDELBROT_IMPORT_ERROR, "hydra_tasks._mandelbrot")
-    return {"isa": mandel.ISA, "pi_isa": pi_mod.ISA, "mandelbrot_lanes": mandel.LANES, "cpus": os.cpu_count()}
+    isa = variant()
+    return {"isa": isa, "variants_compiled": list(pi_mod.VARIANTS), "variants_supported": list(pi_mod.SUPPORTED),
+            "mandelbrot_lanes": mandel.lanes(isa), "generators": list(GENERATORS), "cpus": os.cpu_count()}
 
 
 # --- π -------------------------------------------------------------------------------------
-def pi_hits(seed: int, start: int, count: int, *, threads: int = 1) -> int:
+def pi_hits(seed: int, start: int, count: int, *, generator: str = DEFAULT_GENERATOR, threads: int = 1,
+            variant: str | None = None) -> int:
     """Count the samples ``i`` in ``[start, start + count)`` that land in the quarter circle.
 
     Sample ``i`` of the stream for ``seed`` is the point ``(x_i, y_i)`` in ``[0, 1)²``
-    defined in ``kernels/pi.pyx``; it is a hit when ``x_i² + y_i² < 1``.  The result
-    depends only on ``(seed, start, count)``: the sum over any split of a range into
-    sub-ranges equals the count over the whole range.
+    defined in ``kernels/pi.pyx`` for ``generator``; it is a hit when ``x_i² + y_i² < 1``.
+    The result depends only on ``(generator, seed, start, count)``: the sum over any split of
+    a range into sub-ranges equals the count over the whole range.
 
     Args:
         seed: the job's stream, ``0 <= seed < 2**64``.
         start: first sample index, ``>= 0``.
         count: number of samples, ``>= 1``; ``start + count <= 2**62``.
+        generator: one of :data:`GENERATORS` (the job spec's).
         threads: split the range over this many threads (same result).
+        variant: the instruction-set variant to run (same result); default: :func:`variant`.
 
     Returns:
         The number of hits, ``0 <= hits <= count``.
@@ -144,10 +200,13 @@ def pi_hits(seed: int, start: int, count: int, *, threads: int = 1) -> int:
             f"start + count must be <= 2**62; got {start} + {count} = {start + count}. "
             "Use fewer samples or start lower."
         )
+    if generator not in GENERATORS:
+        raise KernelError(f"generator must be one of {', '.join(GENERATORS)}; got {generator!r}.")
     threads = min(_check_threads(threads), max(1, count // _MIN_SAMPLES_PER_THREAD))
     module = _require(_pi, _PI_IMPORT_ERROR, "hydra_tasks._pi")
+    isa = _pick(variant)
     bounds = [start + count * k // threads for k in range(threads + 1)]
-    calls = [lambda a=a, b=b: module.count_hits(seed, a, b - a) for a, b in zip(bounds, bounds[1:])]
+    calls = [lambda a=a, b=b: module.count_hits(seed, a, b - a, generator, isa) for a, b in zip(bounds, bounds[1:])]
     return int(sum(_run_parallel(calls, threads)))
 
 
@@ -166,6 +225,7 @@ def mandelbrot_counts(
     threads: int = 1,
     shortcuts: bool = True,
     work: np.ndarray | None = None,
+    variant: str | None = None,
 ) -> np.ndarray:
     """Escape-time iteration counts for one tile of a Mandelbrot image.
 
@@ -190,6 +250,7 @@ def mandelbrot_counts(
             usually much faster; ``False`` is for benchmarks and checks).
         work: optional uint32 array of the tile's shape that receives what each pixel cost in
             iterations (0 for pixels settled by the cardioid/bulb test).
+        variant: the instruction-set variant to run (same counts); default: :func:`variant`.
 
     Returns:
         A C-contiguous ``uint32`` array of shape ``(height, width)``; element
@@ -210,6 +271,7 @@ def mandelbrot_counts(
         raise KernelError(f"max_iter must be in [1, {MAX_ITER_LIMIT:_}]; got {max_iter}.")
     threads = min(_check_threads(threads), height)
     module = _require(_mandelbrot, _MANDELBROT_IMPORT_ERROR, "hydra_tasks._mandelbrot")
+    isa = _pick(variant)
     out = np.empty((height, width), dtype=np.uint32)
     if work is not None and (work.shape != out.shape or work.dtype != np.uint32 or not work.flags.c_contiguous):
         raise KernelError(f"work must be a C-contiguous uint32 array of shape {out.shape}.")
@@ -217,7 +279,7 @@ def mandelbrot_counts(
     # Interleaved row sets, a few per thread, so that expensive rows spread over all threads.
     parts = threads if threads == 1 else min(height, 4 * threads)
     _run_parallel([lambda k=k: module.fill_counts(out, xmin, ymax, dx, dy, col0, row0, max_iter, flag, k, parts,
-                                                  work)
+                                                  work, isa)
                    for k in range(parts)], threads)
     return out
 

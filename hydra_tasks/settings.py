@@ -175,6 +175,17 @@ RATE_LIMIT_OFF = "off"
 _RATE_LIMIT_RE = re.compile(r"^([0-9]{1,7})\s*(?:/|per)\s*(?:([0-9]{1,4})\s*)?(second|minute|hour|day)s?$")
 
 
+KERNEL_VARIANTS = ("auto", "baseline", "avx2", "avx512")
+
+
+def _kernel_variant(name: str, raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in KERNEL_VARIANTS:
+        raise ConfigError(f"{name}={raw!r} is not a kernel variant; use one of {', '.join(KERNEL_VARIANTS)} "
+                          "(auto: the widest this CPU supports).")
+    return value
+
+
 def _rate_limit(name: str, raw: str) -> str:
     """A per-client-address rate limit for the webapp (webapp/ratelimit.py): ``30/minute``,
     ``30 per minute``, ``100 per 5 minutes``; ``off`` or ``0`` turns it off. Normalised to
@@ -286,6 +297,8 @@ class Settings:
     min_chunk_s: float = field(default=0.5, metadata=_meta("HYDRA_MIN_CHUNK_S", _float(0.01, 3_600)))
     # --- volunteer side: threads one chunk's kernel may use (kernels release the GIL)
     kernel_threads: int = field(default=1, metadata=_meta("HYDRA_KERNEL_THREADS", _int(1, 256)))
+    # the kernels' instruction-set variant (all give the same bits); auto: the widest the CPU supports
+    kernel_variant: str = field(default="auto", metadata=_meta("HYDRA_KERNEL_VARIANT", _kernel_variant))
     cpu_limit: float = field(default=100.0, metadata=_meta("HYDRA_CPU_LIMIT", _float(1, 100)))
     pause_on_battery: bool = field(default=True, metadata=_meta("HYDRA_PAUSE_ON_BATTERY", _parse_bool))
     # --- grid-aware scheduling (seed names)

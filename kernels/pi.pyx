@@ -1,97 +1,94 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Monte-Carlo pi with a counter-based generator (SplitMix64 used as a hash).
+"""Monte-Carlo π with counter-based generators: sample ``i`` of a stream is a pure function of ``(seed, i)``.
 
-Sample ``i`` of the stream for ``seed`` is a pure function of ``(seed, i)``::
+Two generators, named in each π job's spec so that a job reproduces bit for bit whatever build or CPU
+runs it, and however its range is split:
 
-    GAMMA = 0x9E3779B97F4A7C15
-    key   = mix(seed * GAMMA + GAMMA)
-    x_i   = (mix(key + (2*i + 1) * GAMMA) >> 11) * 2**-53
-    y_i   = (mix(key + (2*i + 2) * GAMMA) >> 11) * 2**-53
-    hit_i = x_i*x_i + y_i*y_i < 1.0          (IEEE double, no FMA)
+``"philox4x32-10"`` (generator 2, the default for new jobs)
+    Philox4x32 with 10 rounds (Salmon, Moraes, Dror, Shaw, SC'11; the Random123 constants). Block
+    ``b`` is Philox4x32-10 of the counter ``(b mod 2**32, b >> 32, 0, 0)`` under the key
+    ``(seed mod 2**32, seed >> 32)``, four 32-bit words ``r0..r3``. Sample ``2b`` is the point
+    ``(r0 >> 1, r1 >> 1)``, sample ``2b + 1`` the point ``(r2 >> 1, r3 >> 1)``: 31-bit coordinates
+    ``X, Y``, a hit iff ``X² + Y² < 2**62``, in exact integer arithmetic. Its only multiply is
+    32x32->64, which SSE2, AVX2, AVX-512 and NEON all have as a SIMD instruction. (The lattice of
+    2**-31 steps biases π/4 by under 1e-9, far below the statistical error of any allowed job.)
 
-so the number of hits over a range is the same bit for bit however the range is
-split into chunks, and any sub-range can be recomputed to check a volunteer.
+``"splitmix64"`` (generator 1, jobs submitted before generator 2)
+    ``key = mix(seed·GAMMA + GAMMA)``, ``x_i = (mix(key + (2i+1)·GAMMA) >> 11)·2**-53``,
+    ``y_i = (mix(key + (2i+2)·GAMMA) >> 11)·2**-53``, hit iff ``x_i² + y_i² < 1`` (IEEE double, no FMA),
+    where ``mix`` is the SplitMix64 finaliser. Its 64-bit multiplies vectorise only with AVX-512.
 
-Layers: ``hydra_tasks.compute.pi_hits`` validates; ``count_hits`` (``def``) takes
-C-typed arguments and releases the GIL; ``_count_hits`` is the ``noexcept nogil``
-inner loop.  Built with ``-ffp-contract=off -fno-fast-math`` (see pyproject.toml).
+Layers: ``hydra_tasks.compute.pi_hits`` validates; ``count_hits`` (``def``) takes C-typed arguments
+and releases the GIL around ``_count``, which calls the variant's inner loop in ``hydra_kernels.h``
+(C, so that the same loops build for each instruction set and for arm64 test programs).
 """
 
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 
-cdef extern from *:
+cdef extern from "hydra_kernels.h" nogil:
+    int HYDRA_NVARIANTS
+    const char* hydra_variant_names[]
+    int hydra_variant_compiled(int v)
+    int hydra_variant_supported(int v)
+    int hydra_best_variant()
+    uint64_t hydra_splitmix_mix(uint64_t z)
+    void hydra_philox4x32_10_ctr(const uint32_t* c, uint32_t k0, uint32_t k1, uint32_t* r)
+    int64_t hydra_pi_splitmix(int v, uint64_t key, uint64_t start, uint64_t count)
+    int64_t hydra_pi_philox(int v, uint64_t seed, uint64_t start, uint64_t count)
+    uint64_t HYDRA_GAMMA
+
+#: The generators, by the name a job spec gives: 1 is the original, 2 the default for new jobs.
+GENERATORS = ("splitmix64", "philox4x32-10")
+#: Instruction-set variants compiled into this module, widest last ("baseline" is always there).
+VARIANTS = tuple(hydra_variant_names[v].decode() for v in range(HYDRA_NVARIANTS) if hydra_variant_compiled(v))
+#: Those this CPU (and OS) can run.
+SUPPORTED = tuple(hydra_variant_names[v].decode() for v in range(HYDRA_NVARIANTS) if hydra_variant_supported(v))
+#: The widest supported variant, what compute.py uses unless told otherwise.
+BEST = hydra_variant_names[hydra_best_variant()].decode()
+
+cdef int _variant(str name) except -1:
+    cdef int v
+    for v in range(HYDRA_NVARIANTS):
+        if hydra_variant_names[v].decode() == name:
+            if not hydra_variant_supported(v):
+                raise ValueError(f"kernel variant {name!r} is not compiled in or this CPU cannot run it")
+            return v
+    raise ValueError(f"unknown kernel variant {name!r}")
+
+
+cdef int64_t _count(int variant, int generator, uint64_t seed, uint64_t start, uint64_t count) noexcept nogil:
+    if generator == 1:
+        return hydra_pi_philox(variant, seed, start, count)
+    return hydra_pi_splitmix(variant, hydra_splitmix_mix(seed * HYDRA_GAMMA + HYDRA_GAMMA), start, count)
+
+
+def count_hits(uint64_t seed, uint64_t start, uint64_t count, str generator, str variant):
+    """Number of samples ``i`` in ``[start, start + count)`` inside the quarter circle, for the stream
+    ``seed`` of ``generator``, computed by the instruction-set ``variant``.
+
+    No validation beyond C-type conversion and the names; ``hydra_tasks.compute.pi_hits`` is the
+    public entry point. The GIL is released while counting.
     """
-    #define HYDRA_GAMMA 0x9E3779B97F4A7C15ULL
-    #define HYDRA_TWO_POW_106 0x1p106  /* 2**106, exact */
-    #if defined(__AVX512F__)
-    #define HYDRA_ISA "avx512"
-    #elif defined(__AVX2__)
-    #define HYDRA_ISA "avx2"
-    #elif defined(__aarch64__)
-    #define HYDRA_ISA "aarch64"
-    #else
-    #define HYDRA_ISA "baseline"
-    #endif
-    """
-    # Compile-time C constants (a module-level cdef variable would be a mutable
-    # global that the C compiler cannot fold into the vectorised loop).
-    const uint64_t GAMMA "HYDRA_GAMMA"
-    const double TWO_POW_106 "HYDRA_TWO_POW_106"
-    const char* ISA_NAME "HYDRA_ISA"
-
-#: Instruction set the kernel was compiled for (``avx512``, ``avx2``, ``aarch64`` or ``baseline``).
-ISA = ISA_NAME.decode()
-
-cdef enum:
-    BLOCK = 8  # samples per branch-free block: one AVX-512 register of uint64 (fastest measured)
-
-
-cdef inline uint64_t _mix(uint64_t z) noexcept nogil:
-    """SplitMix64 finaliser."""
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
-    return z ^ (z >> 31)
-
-
-cdef inline uint64_t _unit_hit(uint64_t ctr) noexcept nogil:
-    """1 if the point drawn at counter ``ctr`` (x) / ``ctr + GAMMA`` (y) is a hit, else 0."""
-    # X, Y < 2**53 convert to double exactly. x = X·2**-53, and scaling by a power of two
-    # commutes with IEEE rounding here (no overflow, no subnormals), so the test
-    # X² + Y² < 2**106 decides exactly as x² + y² < 1 does, with two multiplies fewer.
-    cdef double x = <double><int64_t>(_mix(ctr) >> 11)
-    cdef double y = <double><int64_t>(_mix(ctr + GAMMA) >> 11)
-    return x * x + y * y < TWO_POW_106
-
-
-cdef int64_t _count_hits(uint64_t key, uint64_t start, uint64_t count) noexcept nogil:
-    """Hits among samples ``start .. start+count-1`` of the stream with ``key``."""
-    cdef uint64_t ctr = key + (2 * start + 1) * GAMMA   # counter of x_start (mod 2**64)
-    cdef uint64_t step = 2 * GAMMA
-    cdef uint64_t nblocks = count // BLOCK
-    cdef uint64_t b, j, acc
-    cdef int64_t hits = 0
-    for b in range(nblocks):
-        # Fixed-size, branch-free block. With -march=native (AVX-512) GCC vectorises it;
-        # on baseline x86-64 (SSE2 has no 64-bit vector multiply) it runs as scalar code.
-        acc = 0
-        for j in range(BLOCK):
-            acc += _unit_hit(ctr + j * step)
-        hits += <int64_t>acc
-        ctr += BLOCK * step
-    for j in range(count - nblocks * BLOCK):
-        hits += <int64_t>_unit_hit(ctr)
-        ctr += step
-    return hits
-
-
-def count_hits(uint64_t seed, uint64_t start, uint64_t count):
-    """Number of samples ``i`` in ``[start, start + count)`` inside the quarter circle.
-
-    No validation here beyond C-type conversion; ``hydra_tasks.compute.pi_hits`` is
-    the public entry point.  The GIL is released while counting.
-    """
-    cdef uint64_t key = _mix(seed * GAMMA + GAMMA)
+    cdef int v = _variant(variant)
+    cdef int g
     cdef int64_t hits
+    if generator == "philox4x32-10":
+        g = 1
+    elif generator == "splitmix64":
+        g = 0
+    else:
+        raise ValueError(f"unknown generator {generator!r}")
     with nogil:
-        hits = _count_hits(key, start, count)
+        hits = _count(v, g, seed, start, count)
     return hits
+
+
+def philox4x32_10(counter, key):
+    """Philox4x32-10 of ``counter`` (four 32-bit words) under ``key`` (two), as four words: the
+    generator's building block, for known-answer tests against Random123's vectors."""
+    cdef uint32_t c[4]
+    cdef uint32_t r[4]
+    c[0], c[1], c[2], c[3] = counter
+    k0, k1 = key
+    hydra_philox4x32_10_ctr(c, k0, k1, r)
+    return (r[0], r[1], r[2], r[3])

@@ -17,6 +17,7 @@ from typing import Any
 from hydra_tasks.grid.site import ACTION as GRID_ACTION
 from hydra_tasks.grid.site import _ZONE_RE
 from hydra_tasks.jobs.mandelbrot import COLOURINGS, COORD_LIMIT, MAX_ITER, MAX_SIDE
+from hydra_tasks.compute import DEFAULT_GENERATOR, GENERATORS
 from hydra_tasks.jobs.pi import MAX_SAMPLES
 from hydra_tasks.jobs.spec import MAX_DEADLINE_AHEAD_S
 from hydra_tasks.ledger.book import MAX_AMOUNT_MICRO, MAX_NONCE
@@ -56,6 +57,9 @@ PI_PARAMS: Schema = {
                     "description": f"the number of random points, a whole number from 1 to {MAX_SAMPLES}"},
         "seed": {"type": "integer", "minimum": 0, "maximum": 2**64 - 1,
                  "description": "the random seed, a whole number from 0 to 2^64-1 (random if absent)"},
+        "generator": {"type": "string", "enum": list(GENERATORS), "default": DEFAULT_GENERATOR,
+                      "description": "the counter-based generator of the samples: philox4x32-10 (the default) or "
+                                     "splitmix64 (the generator of jobs from before there was a choice)"},
     },
 }
 _BOUNDS, _CENTRE = {"xmin", "xmax", "ymin", "ymax"}, ("center_x", "center_y", "span")

@@ -1,7 +1,9 @@
 """Monte-Carlo π: validate, plan, compute, verify and finalize.
 
-Sample *i* is a pure function of (seed, i) (see kernels/pi.pyx), so the total hit count
-is bit-identical however the job is chunked and whichever workers ran the chunks.
+Sample *i* is a pure function of (generator, seed, i) (see kernels/pi.pyx), so the total hit
+count is bit-identical however the job is chunked and whichever workers ran the chunks. The
+generator is part of the job's spec: new jobs get Philox4x32-10; a job stored without one was
+submitted before it existed and keeps SplitMix64, so it reproduces bit for bit.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, Mapping
 import redis
 
 from .. import compute as kernels
-from ..errors import ResultRejected, SpotCheckFailed
+from ..errors import InvalidJobSpec, ResultRejected, SpotCheckFailed
 from ..keys import is_audit_chunk
 from ..models import ChunkSpec, Finalized, JobKind
 from ..settings import Settings
@@ -30,12 +32,25 @@ BLOCKS = 64          # a result commits to the hits of each of this many blocks 
 _RNG = random.SystemRandom()  # spot checks are picked from the OS's randomness: no worker can predict them
 
 
+#: The generator of a job whose spec names none: every π job from before generators were named.
+LEGACY_GENERATOR = "splitmix64"
+
+
+def generator_of(params: Mapping[str, Any]) -> str:
+    """The π generator of a job's (or chunk's) params."""
+    return str(params.get("generator", LEGACY_GENERATOR))
+
+
 def parse_params(raw: Mapping[str, Any]) -> dict[str, Any]:
-    reject_unknown(raw, {"samples", "seed"}, "π params")
+    reject_unknown(raw, {"samples", "seed", "generator"}, "π params")
+    generator = raw.get("generator", kernels.DEFAULT_GENERATOR)
+    if generator not in kernels.GENERATORS:
+        raise InvalidJobSpec(f"generator must be one of {', '.join(repr(g) for g in kernels.GENERATORS)}; got "
+                              f"{generator!r}. Leave it out for the default, {kernels.DEFAULT_GENERATOR!r}.")
     samples = integer(raw, "samples", 1, MAX_SAMPLES, above=(
         f"a π job holds at most {MAX_SAMPLES:,} samples; split the work into several jobs with different seeds"))
     seed = integer(raw, "seed", 0, 2**64 - 1, default=secrets.randbits(53))  # JSON-number safe
-    return {"samples": samples, "seed": seed}
+    return {"samples": samples, "seed": seed, "generator": generator}
 
 
 def units_total(params: Mapping[str, Any]) -> int:
@@ -54,8 +69,8 @@ def plan(job_id: str, params: Mapping[str, Any], settings: Settings) -> list[Chu
 
 def cut(job_id: str, params: Mapping[str, Any], chunk_id: str, start: int, count: int) -> ChunkSpec:
     """Samples [start, start + count) of the job."""
-    return ChunkSpec(job_id, chunk_id, JobKind.PI, {"seed": int(params["seed"]), "start": start, "count": count},
-                     units=count)
+    return ChunkSpec(job_id, chunk_id, JobKind.PI, {"seed": int(params["seed"]), "start": start, "count": count,
+                                                    "generator": generator_of(params)}, units=count)
 
 
 def block_count(count: int) -> int:
@@ -81,11 +96,12 @@ def compute(chunk: ChunkSpec, *, threads: int = 1, throttle: Throttle | None = N
     (the result is signed), and the control plane recomputes blocks it picks afterwards. An audit
     chunk: the hits of the blocks it names, in that order."""
     p = chunk.params
-    seed, start, count = int(p["seed"]), int(p["start"]), int(p["count"])
+    seed, start, count, generator = int(p["seed"]), int(p["start"]), int(p["count"]), generator_of(p)
     bounds = block_bounds(count)
     audited = audit_blocks(chunk)
     if audited is not None:
-        return {"audit_hits": [kernels.pi_hits(seed, start + bounds[b], bounds[b + 1] - bounds[b], threads=threads)
+        return {"audit_hits": [kernels.pi_hits(seed, start + bounds[b], bounds[b + 1] - bounds[b], generator=generator,
+                                               threads=threads)
                                for b in audited]}
     block_hits = [0] * (len(bounds) - 1)
 
@@ -93,7 +109,7 @@ def compute(chunk: ChunkSpec, *, threads: int = 1, throttle: Throttle | None = N
         b = bisect.bisect_right(bounds, offset) - 1
         while n > 0:
             take = min(n, bounds[b + 1] - offset)
-            block_hits[b] += kernels.pi_hits(seed, start + offset, take, threads=threads)
+            block_hits[b] += kernels.pi_hits(seed, start + offset, take, generator=generator, threads=threads)
             offset, n, b = offset + take, n - take, b + 1
 
     (throttle or Throttle()).run_sliced(count, run, first=1 << 20)
@@ -147,7 +163,8 @@ def recompute_blocks(chunk: ChunkSpec, blocks: list[int]) -> list[int]:
     """The true hits of the chunk's given blocks (the kernel, on the control plane)."""
     p = chunk.params
     seed, start, bounds = int(p["seed"]), int(p["start"]), block_bounds(int(p["count"]))
-    return [kernels.pi_hits(seed, start + bounds[b], bounds[b + 1] - bounds[b]) for b in blocks]
+    generator = generator_of(p)
+    return [kernels.pi_hits(seed, start + bounds[b], bounds[b + 1] - bounds[b], generator=generator) for b in blocks]
 
 
 def check_blocks(chunk: ChunkSpec, payload: Mapping[str, Any], blocks: list[int]) -> int:
@@ -201,7 +218,7 @@ def finalize(params: Mapping[str, Any], parts: Mapping[str, str], chunks: Mappin
     samples = sum(int(part["samples"]) for part in work)
     if samples != int(params["samples"]):
         raise ResultRejected(f"π job merged {samples} samples but asked for {params['samples']}; refusing to finalize.")
-    return Finalized({**estimate(hits, samples), "seed": int(params["seed"])})
+    return Finalized({**estimate(hits, samples), "seed": int(params["seed"]), "generator": generator_of(params)})
 
 
 def restore_parts(params: Mapping[str, Any], chunks: Mapping[str, str],
@@ -218,5 +235,6 @@ def restore_kept(job_id: str, params: Mapping[str, Any], fields: Mapping[str, st
     samples = int(fields.get("units_done") or 0) - sum(int(f["units"]) for f in suspect.values())
     if samples <= 0:
         return {}
-    spec = ChunkSpec(job_id, KEPT, JobKind.PI, {"seed": int(params["seed"]), "kept": True}, units=samples)
+    spec = ChunkSpec(job_id, KEPT, JobKind.PI, {"seed": int(params["seed"]), "generator": generator_of(params),
+                                                "kept": True}, units=samples)
     return {KEPT: (json.dumps(spec.to_json()), json.dumps({"hits": hits, "samples": samples, "restored": True}))}

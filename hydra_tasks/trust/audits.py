@@ -80,7 +80,8 @@ def request(client: redis.Redis, chunk: ChunkSpec, worker_id: str, blocks: list[
     audit_id = f"{keys.AUDIT_CHUNK_PREFIX}{n:06d}"
     p = chunk.params
     spec = ChunkSpec(chunk.job_id, audit_id, JobKind.PI, {"seed": int(p["seed"]), "start": int(p["start"]),
-                                                          "count": int(p["count"]), "audit": {"blocks": blocks}},
+                                                          "count": int(p["count"]), "audit": {"blocks": blocks},
+                                                          **({"generator": p["generator"]} if "generator" in p else {})},
                      units=0)
     with client.pipeline(transaction=True) as pipe:
         pipe.hset(keys.job_chunks(chunk.job_id), audit_id, json.dumps(spec.to_json()))

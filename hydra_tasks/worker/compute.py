@@ -14,6 +14,7 @@ from ..errors import HydraError, ResultRejected, SealError
 from ..jobs import handler
 from ..models import ChunkResult, ChunkSpec, payload_digest
 from ..grid.accounting import rapl_delta_j, read_rapl_uj
+from .. import compute as kernels
 from ..settings import Settings
 from ..trust import results, sealing
 from .registry import MAX_BUNDLE
@@ -50,6 +51,8 @@ def process(message: Mapping[str, Any], *, attempt: int, worker_id: str, region:
         result = decline(chunk_data, attempt=attempt, worker_id=worker_id, region=region, reason="on battery",
                          key=key)
     else:
+        if settings.kernel_variant != kernels.variant() and settings.kernel_variant != "auto":
+            kernels.use_variant(settings.kernel_variant)  # this pool process's first chunk (checked at start)
         result = run_chunk(chunk_data, attempt=attempt, worker_id=worker_id, region=region,
                            threads=settings.kernel_threads, cpu_limit=settings.cpu_limit, key=key)
     return sealing.seal_result(box, result) if box is not None else result

@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import compute as kernels
 from .. import intake, keys
-from ..errors import IdentityError
+from ..errors import IdentityError, KernelError
 from ..models import WorkerState
 from ..trust import attestation, identity, sealing
 from ..trust.envelope import Action
@@ -74,6 +74,13 @@ def on_worker_ready(consumer: Any) -> None:
     except IdentityError as exc:
         log.critical("worker %s cannot take work: %s", worker_id, exc)
         return
+    try:
+        variant = kernels.use_variant(app.settings.kernel_variant)
+    except KernelError as exc:
+        log.critical("worker %s cannot take work: %s", worker_id, exc)
+        return
+    log.info("worker %s: kernels run the %s variant (this CPU supports %s)", worker_id, variant,
+             ", ".join(kernels.build_info()["variants_supported"]))
     threads = app.settings.kernel_threads
     speeds = calibrate(threads=threads)
     concurrency = int(getattr(consumer.controller, "concurrency", 1) or 1)

@@ -51,10 +51,10 @@ def test_the_module_map_lists_every_source_file_and_no_other() -> None:
 
 
 def test_every_setting_the_architecture_names_exists() -> None:
-    # HYDRA_PORTABLE: build-time (kernels/); HYDRA_REDIS_PASSWORD: compose's secret for its Redis operator user;
+    # HYDRA_REDIS_PASSWORD: compose's secret for its Redis operator user;
     # HYDRA_TEST_ARTIFACTS: the test suite's screenshot directory (settings._IGNORED)
     # ... and settings removed on purpose, which the doc explains (settings._REMOVED refuses them with the reason)
-    known = ({f.metadata["spec"].env for f in fields(Settings)} | {"HYDRA_PORTABLE", "HYDRA_REDIS_PASSWORD"}
+    known = ({f.metadata["spec"].env for f in fields(Settings)} | {"HYDRA_REDIS_PASSWORD"}
              | set(_REMOVED) | set(_IGNORED))
     named = set(re.findall(r"HYDRA_[A-Z][A-Z0-9_]*", DOC.read_text(encoding="utf-8")))
     assert sorted(named - known) == []

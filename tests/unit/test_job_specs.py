@@ -26,6 +26,9 @@ from hydra_tasks.models import JobKind
         ({"kind": "pi", "params": {"samples": 10.5}}, "whole number"),
         ({"kind": "pi", "params": {"samples": 10, "seed": -1}}, "'seed'=-1 is out of range"),
         ({"kind": "pi", "params": {"samples": 10, "sedd": 1}}, "Unknown field(s) in π params: sedd"),
+        ({"kind": "pi", "params": {"samples": 10, "generator": "mt19937"}}, "generator must be one of 'splitmix64', "
+                                                                             "'philox4x32-10'; got 'mt19937'"),
+        ({"kind": "pi", "params": {"samples": 10, "generator": 2}}, "generator must be one of"),
         ({"kind": "pi", "params": {"samples": 10}, "priority": 11}, "'priority'=11"),
         ({"kind": "pi", "params": {"samples": 10}, "colour": "red"}, "Unknown field(s) in the job specification"),
         ({"kind": "pi", "params": "samples=10"}, "'params' must be a JSON object"),
@@ -55,6 +58,20 @@ def test_a_pi_spec_accepts_scientific_notation_and_records_a_seed() -> None:
     assert spec.params["samples"] == 1_000_000_000 and isinstance(spec.params["samples"], int)
     assert 0 <= spec.params["seed"] < 2**64
     assert spec.priority == 5
+    assert spec.params["generator"] == "philox4x32-10"  # recorded, so the job reproduces whatever the default becomes
+
+
+def test_a_pi_job_names_its_generator_in_every_chunk_and_an_old_job_keeps_splitmix64() -> None:
+    from hydra_tasks.jobs import pi
+
+    spec = parse_job_spec({"kind": "pi", "params": {"samples": 100, "seed": 3, "generator": "splitmix64"}})
+    assert pi.cut("j", spec.params, "c0", 0, 50).params["generator"] == "splitmix64"
+    stored_before_generators = {"samples": 100, "seed": 3}  # a job record written before the field existed
+    chunk = pi.cut("j", stored_before_generators, "c0", 10, 40)
+    assert chunk.params["generator"] == "splitmix64"
+    from hydra_tasks import compute
+
+    assert pi.compute(chunk)["hits"] == compute.pi_hits(3, 10, 40, generator="splitmix64")
 
 
 def test_a_mandelbrot_centre_and_span_become_bounds_with_square_pixels() -> None:

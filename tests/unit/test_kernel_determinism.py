@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from hydra_tasks import compute
+from hydra_tasks.errors import KernelError
 
 
 def reference_counts(*, xmin: float, ymax: float, dx: float, dy: float, width: int, height: int,
@@ -110,10 +111,75 @@ def test_pi_threads_split_the_range_without_changing_the_count() -> None:
     assert compute.pi_hits(77, 123, 9_000_001, threads=7) == single
 
 
-def test_build_info_names_the_instruction_set() -> None:
+def test_build_info_names_the_variant_in_use_and_the_ones_this_cpu_can_run() -> None:
     info = compute.build_info()
-    assert info["isa"] in {"avx512", "avx2", "aarch64", "baseline"}
+    assert info["isa"] == compute.variant() in info["variants_supported"]
+    assert info["variants_compiled"][0] == "baseline" and set(info["variants_supported"]) <= set(
+        info["variants_compiled"])
+    assert info["isa"] == info["variants_supported"][-1]  # by default the widest this CPU runs
     assert info["mandelbrot_lanes"] in {4, 8, 32}
+    assert info["generators"] == ["splitmix64", "philox4x32-10"]
+
+
+def test_one_x86_64_build_holds_every_variant() -> None:
+    import platform
+
+    if platform.machine() not in {"x86_64", "AMD64"}:
+        pytest.skip("the AVX2 and AVX-512 variants exist on x86-64 only")
+    assert compute.build_info()["variants_compiled"] == ["baseline", "avx2", "avx512"]
+
+
+VARIANTS = compute.build_info()["variants_supported"]
+
+
+@pytest.mark.parametrize("generator", compute.GENERATORS)
+def test_every_variant_counts_the_same_hits(generator: str) -> None:
+    """Forced one by one, each variant this CPU runs gives the baseline's hits: odd and even starts, ranges
+    shorter than one vector group and longer, far indices, and the largest seed."""
+    cases = [(0, 0, 1), (1, 1, 1), (3, 5, 2), (7, 12345, 777), (2**64 - 1, 2**40 + 1, 100_003),
+             (20261203, 0, 3_000_001), (99, 2**62 - 1_000, 1_000)]
+    for seed, start, count in cases:
+        expected = compute.pi_hits(seed, start, count, generator=generator, variant="baseline")
+        for variant in VARIANTS:
+            assert compute.pi_hits(seed, start, count, generator=generator, variant=variant) == expected, (
+                variant, seed, start, count)
+
+
+def test_every_variant_computes_the_same_mandelbrot_counts_and_work() -> None:
+    scenes = [(view(-0.75, 0.0, 3.0, 157, 93), 2000), (view(-0.7453, 0.1127, 0.0065, 131, 77), 5000),
+              (view(-1.25, 0.0, 0.2, 64, 48), 700)]
+    for geometry, max_iter in scenes:
+        size = {"width": 97, "height": 61}  # not a multiple of any variant's lanes
+        results = {}
+        for variant in VARIANTS:
+            for shortcuts in (True, False):
+                work = np.zeros((size["height"], size["width"]), dtype=np.uint32)
+                counts = compute.mandelbrot_counts(**geometry, col0=3, row0=2, **size, max_iter=max_iter,
+                                                   shortcuts=shortcuts, work=work, variant=variant)
+                results[variant, shortcuts] = (counts, work)
+        base = results["baseline", True][0]
+        assert (base == reference_counts(**geometry, col0=3, row0=2, **size, max_iter=max_iter)).all()
+        for (variant, shortcuts), (counts, work) in results.items():
+            assert (counts == base).all(), (variant, shortcuts)
+            # The work map is a cost estimate: exact for escaping pixels and the cardioid/bulb test's, but
+            # periodicity is checked between batches whose length depends on the lanes sharing a block, so
+            # a periodic orbit's detection point may differ between variants (never its count).
+            base_work = results["baseline", shortcuts][1]
+            exact = (counts < max_iter) | (base_work == 0) if shortcuts else np.ones_like(counts, dtype=bool)
+            assert (work[exact] == base_work[exact]).all(), (variant, shortcuts)
+            assert (work <= max_iter).all()
+
+
+def test_a_variant_this_cpu_cannot_run_is_refused_with_what_it_can() -> None:
+    with pytest.raises(KernelError, match="cannot run here"):
+        compute.pi_hits(1, 0, 10, variant="sse9")
+    with pytest.raises(KernelError, match="HYDRA_KERNEL_VARIANT"):
+        compute.use_variant("sse9")
+    assert compute.use_variant("baseline") == "baseline" == compute.build_info()["isa"]
+    try:
+        assert compute.pi_hits(5, 0, 10_000) == compute.pi_hits(5, 0, 10_000, variant=VARIANTS[-1])
+    finally:
+        assert compute.use_variant("auto") == VARIANTS[-1] == compute.variant()
 
 
 def test_the_work_map_says_what_each_pixel_really_cost() -> None:

@@ -30,7 +30,8 @@ def mix(z: int) -> int:
     return z ^ (z >> 31)
 
 
-def reference_pi_hits(seed: int, start: int, count: int) -> int:
+def reference_splitmix_hits(seed: int, start: int, count: int) -> int:
+    """Generator 1 ("splitmix64")."""
     key = mix((seed * GAMMA + GAMMA) & MASK64)
     hits = 0
     for i in range(start, start + count):
@@ -38,6 +39,31 @@ def reference_pi_hits(seed: int, start: int, count: int) -> int:
         y = (mix((key + (2 * i + 2) * GAMMA) & MASK64) >> 11) * 2.0**-53
         if x * x + y * y < 1.0:
             hits += 1
+    return hits
+
+
+M0, M1, W0, W1 = 0xD2511F53, 0xCD9E8D57, 0x9E3779B9, 0xBB67AE85
+
+
+def philox4x32_10(counter: tuple[int, int, int, int], key: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Philox4x32-10 as Salmon et al. (SC'11) define it."""
+    a, b, c, d = counter
+    k0, k1 = key
+    for _ in range(10):
+        p0, p1 = M0 * a, M1 * c
+        a, b, c, d = (p1 >> 32) ^ b ^ k0, p1 & 0xFFFFFFFF, (p0 >> 32) ^ d ^ k1, p0 & 0xFFFFFFFF
+        k0, k1 = (k0 + W0) & 0xFFFFFFFF, (k1 + W1) & 0xFFFFFFFF
+    return a, b, c, d
+
+
+def reference_philox_hits(seed: int, start: int, count: int) -> int:
+    """Generator 2 ("philox4x32-10"): sample 2b and 2b+1 are the two halves of block b; X = word >> 1."""
+    hits = 0
+    for i in range(start, start + count):
+        block = i >> 1
+        words = philox4x32_10((block & 0xFFFFFFFF, block >> 32, 0, 0), (seed & 0xFFFFFFFF, seed >> 32))
+        u, v = (words[2], words[3]) if i & 1 else (words[0], words[1])
+        hits += (u >> 1) ** 2 + (v >> 1) ** 2 < 2**62
     return hits
 
 
@@ -79,8 +105,42 @@ FULL_VIEW = dict(xmin=-2.0, ymax=1.25, dx=2.5 / 40, dy=2.5 / 40)
         (7, 2**62 - 300, 300),       # the very end of the index range
     ],
 )
-def test_pi_hits_match_the_plain_python_definition(seed: int, start: int, count: int) -> None:
-    assert pi_hits(seed, start, count) == reference_pi_hits(seed, start, count)
+def test_pi_hits_match_the_plain_python_definition_of_each_generator(seed: int, start: int, count: int) -> None:
+    assert pi_hits(seed, start, count, generator="splitmix64") == reference_splitmix_hits(seed, start, count)
+    assert pi_hits(seed, start, count, generator="philox4x32-10") == reference_philox_hits(seed, start, count)
+    assert pi_hits(seed, start, count) == reference_philox_hits(seed, start, count)  # the default
+
+
+# Random123's known-answer vectors for philox4x32 with 10 rounds (tests/kat_vectors): counter, key, output.
+PHILOX_KAT = [
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+]
+
+
+@pytest.mark.parametrize(("counter", "key", "expected"), PHILOX_KAT)
+def test_philox_gives_random123s_known_answers(counter, key, expected) -> None:
+    from hydra_tasks import _pi
+
+    assert _pi.philox4x32_10(counter, key) == expected
+    assert philox4x32_10(counter, key) == expected  # and so does this file's reference
+
+
+def test_jobs_from_before_the_generator_was_named_keep_their_hits() -> None:
+    """Hits that the SplitMix64 kernel gave before generators were versioned (recorded on 2026-12-03 from
+    the build of commit 6f1c0c3): a job stored then still reproduces bit for bit, on every variant."""
+    recorded = [((0, 0, 1000003), 785490), ((12345, 777, 2**20 + 5), 823237), ((2**64 - 1, 2**40, 999), 803),
+                ((7, 0, 400_000), 314214)]
+    for variant in compute.build_info()["variants_supported"]:
+        for (seed, start, count), hits in recorded:
+            assert pi_hits(seed, start, count, generator="splitmix64", variant=variant) == hits
+
+
+def test_an_unknown_generator_is_refused() -> None:
+    with pytest.raises(KernelError, match="generator must be one of"):
+        pi_hits(1, 0, 10, generator="mt19937")
 
 
 def test_pi_hits_are_the_same_however_the_range_is_split() -> None:

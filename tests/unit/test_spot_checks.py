@@ -20,7 +20,8 @@ SEED, START, COUNT = 20261202, 1_000_003, 640_007
 
 
 def pi_chunk(count: int = COUNT) -> ChunkSpec:
-    return ChunkSpec("j" * 16, "c1", JobKind.PI, {"seed": SEED, "start": START, "count": count}, units=count)
+    return ChunkSpec("j" * 16, "c1", JobKind.PI, {"seed": SEED, "start": START, "count": count,
+                                                       "generator": "philox4x32-10"}, units=count)
 
 
 def test_a_pi_result_commits_to_every_block_and_they_add_up_to_the_kernels_hits() -> None:

@@ -40,7 +40,8 @@ def test_a_bad_cap_is_refused() -> None:
 
 
 def test_throttled_pi_and_mandelbrot_chunks_give_the_unthrottled_results() -> None:
-    chunk = ChunkSpec("j", "c0", JobKind.PI, {"seed": 5, "start": 1000, "count": 3_000_000}, units=3_000_000)
+    chunk = ChunkSpec("j", "c0", JobKind.PI, {"seed": 5, "start": 1000, "count": 3_000_000,
+                                                   "generator": "philox4x32-10"}, units=3_000_000)
     fast_sleep = Throttle(50, sleep=lambda s: None)
     assert pi.compute(chunk, throttle=fast_sleep)["hits"] == compute.pi_hits(5, 1000, 3_000_000)
     spec = parse_job_spec({"kind": "mandelbrot", "params": {"width": 64, "height": 40, "max_iter": 300}})
