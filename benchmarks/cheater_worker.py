@@ -27,7 +27,8 @@ def fabricated_pi(chunk: ChunkSpec) -> dict[str, Any]:
     """Binomially plausible counts for every block, without computing anything."""
     bounds = pi.block_bounds(int(chunk.params["count"]))
     blocks = [int(rng.binomial(hi - lo, np.pi / 4)) for lo, hi in zip(bounds, bounds[1:])]
-    return {"hits": sum(blocks), "samples": int(chunk.params["count"]), "block_hits": blocks}
+    return {"hits": sum(blocks), "samples": int(chunk.params["count"]), "block_hits": blocks,
+            "generator": pi.generator_of(chunk.params)}  # as a current client says
 
 
 def pi_all(chunk: ChunkSpec, **kw: Any) -> dict[str, Any]:
@@ -42,9 +43,10 @@ def pi_colluding(chunk: ChunkSpec, **kw: Any) -> dict[str, Any]:
     if "audit" in chunk.params:
         blocks = [int(b) for b in chunk.params["audit"]["blocks"]]
         everything = [int(agreed.binomial(hi - lo, np.pi / 4)) for lo, hi in zip(bounds, bounds[1:])]
-        return {"audit_hits": [everything[b] for b in blocks]}
+        return {"audit_hits": [everything[b] for b in blocks], "generator": pi.generator_of(chunk.params)}
     blocks_hits = [int(agreed.binomial(hi - lo, np.pi / 4)) for lo, hi in zip(bounds, bounds[1:])]
-    return {"hits": sum(blocks_hits), "samples": int(chunk.params["count"]), "block_hits": blocks_hits}
+    return {"hits": sum(blocks_hits), "samples": int(chunk.params["count"]), "block_hits": blocks_hits,
+            "generator": pi.generator_of(chunk.params)}
 
 
 _tenth = {"n": 0, "phase": -1}

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import operator
 import os
+import platform
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
@@ -158,8 +159,9 @@ def build_info() -> dict[str, Any]:
     pi_mod = _require(_pi, _PI_IMPORT_ERROR, "hydra_tasks._pi")
     mandel = _require(_mandelbrot, _MANDELBROT_IMPORT_ERROR, "hydra_tasks._mandelbrot")
     isa = variant()
-    return {"isa": isa, "variants_compiled": list(pi_mod.VARIANTS), "variants_supported": list(pi_mod.SUPPORTED),
-            "mandelbrot_lanes": mandel.lanes(isa), "generators": list(GENERATORS), "cpus": os.cpu_count()}
+    return {"isa": isa, "machine": platform.machine(), "variants_compiled": list(pi_mod.VARIANTS),
+            "variants_supported": list(pi_mod.SUPPORTED), "mandelbrot_lanes": mandel.lanes(isa),
+            "generators": list(GENERATORS), "cpus": os.cpu_count()}
 
 
 # --- π -------------------------------------------------------------------------------------

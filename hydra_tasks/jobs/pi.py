@@ -102,7 +102,7 @@ def compute(chunk: ChunkSpec, *, threads: int = 1, throttle: Throttle | None = N
     if audited is not None:
         return {"audit_hits": [kernels.pi_hits(seed, start + bounds[b], bounds[b + 1] - bounds[b], generator=generator,
                                                threads=threads)
-                               for b in audited]}
+                               for b in audited], "generator": generator}
     block_hits = [0] * (len(bounds) - 1)
 
     def run(offset: int, n: int) -> None:  # a throttle slice may span several blocks
@@ -113,12 +113,19 @@ def compute(chunk: ChunkSpec, *, threads: int = 1, throttle: Throttle | None = N
             offset, n, b = offset + take, n - take, b + 1
 
     (throttle or Throttle()).run_sliced(count, run, first=1 << 20)
-    return {"hits": sum(block_hits), "samples": count, "block_hits": block_hits}
+    return {"hits": sum(block_hits), "samples": count, "block_hits": block_hits, "generator": generator}
 
 
 def verify(chunk: ChunkSpec, payload: Mapping[str, Any]) -> dict[str, int]:
     """Check the result's shape and its block commitments; return the increments for the job's
     live counters. An audit chunk's result settles one audit and is no chunk of the job's work."""
+    if payload.get("generator", LEGACY_GENERATOR) != generator_of(chunk.params):
+        # Not a proof of cheating: a volunteer running code from before generators were named computes
+        # SplitMix64 whatever the chunk says, and says nothing. Refuse the result; the chunk goes elsewhere.
+        raise ResultRejected(f"π chunk {chunk.chunk_id}: computed with generator "
+                             f"{payload.get('generator', LEGACY_GENERATOR)!r}, but the job uses "
+                             f"{generator_of(chunk.params)!r} (a worker from before issue 16: restart it with "
+                             "current code).")
     audited = audit_blocks(chunk)
     if audited is not None:
         bounds, got = block_bounds(int(chunk.params["count"])), payload.get("audit_hits")

@@ -203,6 +203,17 @@ def test_a_result_whose_values_contradict_each_other_catches_its_worker(app: Hyd
                                  "digest": payload_digest(honest["job_id"], honest["chunk_id"], old_code)}, key)
     assert collect.collect(app.redis, app.settings, stale) == "rejected"
     assert not registry.get_worker(app.redis, "w@test").quarantined  # type: ignore[union-attr]
+    # A worker from before generators were named computes SplitMix64 whatever the chunk says, and says nothing:
+    # its result is refused, not taken for cheating (its hits differ from the job's generator's).
+    [(chunk, attempt, worker), *_] = send(app)
+    assert chunk["params"]["generator"] == "philox4x32-10"
+    honest = run_chunk(chunk, attempt=attempt, worker_id=worker, region="r", key=key)
+    before_generators = {k: v for k, v in honest["payload"].items() if k != "generator"}
+    stale = signed_results.sign({**honest, "payload": before_generators,
+                                 "digest": payload_digest(honest["job_id"], honest["chunk_id"], before_generators)},
+                                key)
+    assert collect.collect(app.redis, app.settings, stale) == "rejected"
+    assert not registry.get_worker(app.redis, "w@test").quarantined  # type: ignore[union-attr]
     [(chunk, attempt, worker), *_] = send(app)
     honest = run_chunk(chunk, attempt=attempt, worker_id=worker, region="r", key=key)
     payload = {**honest["payload"], "hits": honest["payload"]["hits"] + 1}  # the blocks no longer add up
