@@ -80,7 +80,7 @@ def test_posting_a_valid_pi_job_returns_201_and_the_job_is_queued_in_redis(app: 
     stored = client.get(f"/api/jobs/{job['id']}").get_json()
     assert stored["state"] == "queued" and stored["kind"] == "pi"
     assert stored["units_total"] == 100_000_000 and stored["units_done"] == 0  # π ranges are cut at dispatch
-    assert stored["params"] == {"samples": 100_000_000, "seed": 1}
+    assert stored["params"] == {"samples": 100_000_000, "seed": 1, "generator": "philox4x32-10"}
 
 
 def test_a_mandelbrot_job_can_be_submitted_too(client: FlaskClient) -> None:
