@@ -12,7 +12,7 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 # Editable install: builds the Cython kernels from kernels/ in place (rebuilt when a .pyx changes).
-$(STAMP): $(PY) pyproject.toml setup.cfg $(wildcard kernels/*.pyx kernels/*.pxd kernels/*.h)
+$(STAMP): $(PY) pyproject.toml setup.cfg $(wildcard kernels/*.pyx kernels/*.pxd kernels/*.pxi kernels/*.h)
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 

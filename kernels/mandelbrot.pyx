@@ -39,12 +39,7 @@ from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 
 cdef extern from "hydra_kernels.h" nogil:
-    int HYDRA_NVARIANTS
     int HYDRA_MANDEL_PENDING
-    const char* hydra_variant_names[]
-    int hydra_variant_compiled(int v)
-    int hydra_variant_supported(int v)
-    int hydra_best_variant()
     int hydra_mandel_lanes(int v)
     ctypedef struct hydra_pending:
         pass
@@ -52,22 +47,7 @@ cdef extern from "hydra_kernels.h" nogil:
                            double ymax, double dx, double dy, int64_t col0, int64_t row0, uint64_t max_iter,
                            int shortcuts, Py_ssize_t first, Py_ssize_t step, hydra_pending* pending)
 
-#: Instruction-set variants compiled into this module, widest last ("baseline" is always there).
-VARIANTS = tuple(hydra_variant_names[v].decode() for v in range(HYDRA_NVARIANTS) if hydra_variant_compiled(v))
-#: Those this CPU (and OS) can run.
-SUPPORTED = tuple(hydra_variant_names[v].decode() for v in range(HYDRA_NVARIANTS) if hydra_variant_supported(v))
-#: The widest supported variant.
-BEST = hydra_variant_names[hydra_best_variant()].decode()
-
-
-cdef int _variant(str name) except -1:
-    cdef int v
-    for v in range(HYDRA_NVARIANTS):
-        if hydra_variant_names[v].decode() == name:
-            if not hydra_variant_supported(v):
-                raise ValueError(f"kernel variant {name!r} is not compiled in or this CPU cannot run it")
-            return v
-    raise ValueError(f"unknown kernel variant {name!r}")
+include "variants.pxi"
 
 
 def lanes(str variant):

@@ -26,11 +26,6 @@ and releases the GIL around ``_count``, which calls the variant's inner loop in 
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 cdef extern from "hydra_kernels.h" nogil:
-    int HYDRA_NVARIANTS
-    const char* hydra_variant_names[]
-    int hydra_variant_compiled(int v)
-    int hydra_variant_supported(int v)
-    int hydra_best_variant()
     uint64_t hydra_splitmix_mix(uint64_t z)
     void hydra_philox4x32_10_ctr(const uint32_t* c, uint32_t k0, uint32_t k1, uint32_t* r)
     int64_t hydra_pi_splitmix(int v, uint64_t key, uint64_t start, uint64_t count)
@@ -39,21 +34,8 @@ cdef extern from "hydra_kernels.h" nogil:
 
 #: The generators, by the name a job spec gives: 1 is the original, 2 the default for new jobs.
 GENERATORS = ("splitmix64", "philox4x32-10")
-#: Instruction-set variants compiled into this module, widest last ("baseline" is always there).
-VARIANTS = tuple(hydra_variant_names[v].decode() for v in range(HYDRA_NVARIANTS) if hydra_variant_compiled(v))
-#: Those this CPU (and OS) can run.
-SUPPORTED = tuple(hydra_variant_names[v].decode() for v in range(HYDRA_NVARIANTS) if hydra_variant_supported(v))
-#: The widest supported variant, what compute.py uses unless told otherwise.
-BEST = hydra_variant_names[hydra_best_variant()].decode()
 
-cdef int _variant(str name) except -1:
-    cdef int v
-    for v in range(HYDRA_NVARIANTS):
-        if hydra_variant_names[v].decode() == name:
-            if not hydra_variant_supported(v):
-                raise ValueError(f"kernel variant {name!r} is not compiled in or this CPU cannot run it")
-            return v
-    raise ValueError(f"unknown kernel variant {name!r}")
+include "variants.pxi"
 
 
 cdef int64_t _count(int variant, int generator, uint64_t seed, uint64_t start, uint64_t count) noexcept nogil:

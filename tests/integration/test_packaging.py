@@ -59,7 +59,7 @@ def test_the_sdist_carries_the_kernels_their_c_loops_and_the_licence(sdist: Path
         assert licence is not None
         text = licence.read().decode()
     for needed in ("kernels/pi.pyx", "kernels/mandelbrot.pyx", "kernels/hydra_kernels.h", "kernels/pi_core.h",
-                   "kernels/mandel_core.h", "kernels/hv_undef.h", "LICENSE", "README.md",
+                   "kernels/mandel_core.h", "kernels/hv_undef.h", "kernels/variants.pxi", "LICENSE", "README.md",
                    "pyproject.toml", "hydra_tasks/_pi.pyi", "webapp/templates/index.html", "webapp/static/app.js",
                    "hydra_tasks/lua/merge.lua", "hydra_tasks/lua/_leases.lua"):
         assert needed in names, f"{needed} is missing from {sdist.name}"
