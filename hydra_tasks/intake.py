@@ -88,8 +88,16 @@ def worker_facts(worker_id: str, region: str, *, concurrency: int, speeds: Mappi
             "mandelbrot_iters_per_s": speeds["mandelbrot_iters_per_s"] * settings.cpu_limit / 100,
             "isa": isa, "kernel_threads": settings.kernel_threads, "cpu_limit": settings.cpu_limit,
             "watts_per_core": settings.watts_per_core, "state": state.value, "pause_reason": pause_reason,
-            "tee": tee, "box_key": box_key, "bundle_max": settings.bundle_max}
+            "tee": tee, "box_key": box_key, "bundle_max": settings.bundle_max,
+            "generators": list(kernel_generators())}
 
+
+
+def kernel_generators() -> tuple[str, ...]:
+    """The π generators this code's kernels compute (jobs/pi.py names a job's)."""
+    from .compute import GENERATORS
+
+    return GENERATORS
 
 # --- the control side ---------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -262,7 +270,19 @@ def _facts(body: Mapping[str, Any], speaker: Speaker, now: float, settings: Sett
         watts_per_core=float(_number(body, "watts_per_core", 0.1, 500)), public_key=speaker.public_key,
         tee=tee.value, attestation=status.value, attestation_note=note,
         bundle_max=_number(body, "bundle_max", 1, registry.MAX_BUNDLE, integer=True) if "bundle_max" in body else 1,
+        generators=_generators(body),
     )
+
+
+def _generators(body: Mapping[str, Any]) -> str:
+    """The π generators a worker says its kernels compute; one that says nothing predates them."""
+    if "generators" not in body:
+        return registry.LEGACY_GENERATORS
+    value = body["generators"]
+    known = kernel_generators()
+    if not isinstance(value, list) or not value or len(value) > len(known) or not all(g in known for g in value):
+        raise _Malformed(f"'generators' must be a list of some of {', '.join(known)}")
+    return ",".join(sorted(set(value), key=known.index))
 
 
 def _register_or_beat(client: redis.Redis, settings: Settings, env: Envelope, speaker: Speaker, now: float) -> str:

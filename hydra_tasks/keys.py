@@ -193,6 +193,7 @@ hydra:worker:{id}
                             verifier accepted its evidence (never, today: no vendor certificate chains)
     attestation_note        why its claim is not verified
     bundle_max              the most chunks it takes in one message (hydra.compute_bundle; HYDRA_BUNDLE_MAX)
+    generators              the π generators its kernels compute, comma-separated (splitmix64 for a worker that names none)
 
 hydra:sustainability
   grid/accounting.record, on every accepted chunk: the totals over all jobs

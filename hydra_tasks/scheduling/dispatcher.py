@@ -21,6 +21,7 @@ import redis
 
 from .. import keys
 from ..jobs import handler
+from ..jobs.pi import generator_of as pi_generator_of
 from ..lua import Cut, GrantCode, Peek, scripts
 from ..models import JobKind, JobState
 from ..settings import Settings
@@ -98,7 +99,8 @@ def dispatch(client: redis.Redis, settings: Settings, router: Router, publish: P
             continue
         supply, cut, peek = found
         job_plan = plan_job(settings, snap, router, free, supply, bundles=bundles)
-        if supply.confidential:
+        if supply.confidential or job_plan.waiting or (
+                supply.generator and not all(w.computes(supply.generator) for w in snap.workers.values())):
             note_waiting(client, job_id, job_plan)
         done, ok = execute(client, settings, publish, job_plan, free, cut=cut, now=now, peek=peek,
                            publish_bundle=publish_bundle)
@@ -141,12 +143,14 @@ def read_supply(client: redis.Redis, snap: ClusterSnapshot, job_id: str,
     total = int(units_total or 0)
     supply = JobSupply(job_id, kind_name, cuts, max(total - int(cursor or 0), 0), total, int(todo) + int(tiles),
                        frozenset(w for w, was_seen in zip(live, seen) if not was_seen), limit,
-                       confidential=bool(json.loads(spec_json).get("confidential", False)))
+                       confidential=bool(json.loads(spec_json).get("confidential", False)),
+                       generator=pi_generator_of(params) if kind_name == JobKind.PI.value else "")
     return supply, (cut if cuts else None), peek
 
 
 def note_waiting(client: redis.Redis, job_id: str, job_plan: JobPlan) -> None:
-    """Show why a confidential job gets no worker (the job's ``waiting`` field), or clear it."""
+    """Show why a confidential job, or a π job whose generator some workers lack, gets no worker (the
+    job's ``waiting`` field), or clear it."""
     if job_plan.waiting:
         client.hset(keys.job(job_id), "waiting", job_plan.waiting)
     elif job_plan.requests:

@@ -36,6 +36,7 @@ class JobSupply:
     fresh: frozenset[str]        # live workers that have not returned a chunk of this job yet
     limit: float = UNBOUNDED     # the dirtiest power (gCO2/kWh) it may use now (time shifting)
     confidential: bool = False   # only workers with verified attestation may get it
+    generator: str = ""          # a π job's generator: only workers whose kernels compute it may get it
 
 
 @dataclass(frozen=True)
@@ -65,12 +66,16 @@ def plan_job(settings: Settings, snap: ClusterSnapshot, router: Router, free: Ma
              supply: JobSupply, *, bundles: bool = True) -> JobPlan:
     """The grants for one job, given each worker's free slots (not changed here). ``bundles``: whether
     short chunks may be planned in bundles (the caller can send them)."""
-    if supply.confidential:
+    if supply.confidential or (supply.generator and not all(w.computes(supply.generator)
+                                                                for w in snap.workers.values())):
         allowed = eligible(settings, snap, supply)
         if not allowed.workers:
-            return JobPlan((), exhausted=False, blocked=False,
-                           waiting=attestation.waiting_reason(settings.attestation, len(snap.workers)))
-        plan = plan_job(settings, allowed, router, free, replace(supply, confidential=False), bundles=bundles)
+            why = (attestation.waiting_reason(settings.attestation, len(snap.workers)) if supply.confidential else
+                   f"no live worker computes its generator {supply.generator!r} (volunteers on older code: "
+                   "upgrade them)")
+            return JobPlan((), exhausted=False, blocked=False, waiting=why)
+        plan = plan_job(settings, allowed, router, free, replace(supply, confidential=False, generator=""),
+                        bundles=bundles)
         return replace(plan, blocked=False)  # eligible workers being busy does not stop other jobs
     free, fresh = dict(free), set(supply.fresh)
     waiting, remaining = supply.waiting, supply.remaining_units if supply.cuts else 0
@@ -154,9 +159,10 @@ def heavy_or_light(snap: ClusterSnapshot, worker_id: str, kind: str) -> str:
 def eligible(settings: Settings, snap: ClusterSnapshot, supply: JobSupply) -> ClusterSnapshot:
     """The workers that may get this job's chunks: all of ``snap`` for an ordinary job; for a
     confidential one, only those whose attestation the control plane verified under
-    ``HYDRA_ATTESTATION`` (:func:`hydra_tasks.trust.attestation.eligible`)."""
-    if not supply.confidential:
+    ``HYDRA_ATTESTATION`` (:func:`hydra_tasks.trust.attestation.eligible`); for a π job, only those
+    whose kernels compute its generator (a volunteer on code older than the generator does not)."""
+    if not supply.confidential and not supply.generator:
         return snap
-    keep = {wid: w for wid, w in snap.workers.items()
-            if attestation.eligible(settings.attestation, w.tee, w.attestation)}
+    keep = {wid: w for wid, w in snap.workers.items() if w.computes(supply.generator) and (
+            not supply.confidential or attestation.eligible(settings.attestation, w.tee, w.attestation))}
     return ClusterSnapshot(taken_at=snap.taken_at, workers=keep, slots={wid: snap.slots[wid] for wid in keep})

@@ -18,11 +18,18 @@ from typing import Any
 import redis
 
 from .. import keys
+from ..compute import GENERATORS
 from ..errors import IdentityError
 from ..models import JobKind, WorkerState
 from ..trust import reputation
 from ..settings import Settings
 from .performance import Performance, performance, reliability
+
+
+#: What a worker that says nothing about generators in its registration computes: it runs code from
+#: before they were named (intake._generators). A record or a WorkerInfo made here computes all of them.
+LEGACY_GENERATORS = "splitmix64"
+ALL_GENERATORS = ",".join(GENERATORS)
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,11 @@ class WorkerInfo:
     attestation: str = "none"       # the control plane's conclusion: none, unverified or verified (attestation.Status)
     attestation_note: str = ""      # why it is not verified
     bundle_max: int = 1             # the most chunks it takes in one message (hydra.compute_bundle); 1: one each
+    generators: str = ALL_GENERATORS  # the π generators its kernels compute, comma-separated
+
+    def computes(self, generator: str) -> bool:
+        """Whether its kernels compute π with ``generator`` (``""``: no generator asked for)."""
+        return not generator or generator in self.generators.split(",")
 
     def is_live(self, now: float, timeout_s: float) -> bool:
         return self.state is WorkerState.ONLINE and now - self.last_seen <= timeout_s
@@ -130,7 +142,7 @@ _FIELDS = frozenset(f.name for f in fields(WorkerInfo))
 _REGISTERED_FIELDS = ("worker_id", "region", "host", "pid", "cores", "concurrency", "pi_samples_per_s",
                       "mandelbrot_iters_per_s", "state", "started_at", "last_seen", "isa", "kernel_threads",
                       "cpu_limit", "pause_reason", "watts_per_core", "public_key", "tee", "attestation",
-                      "attestation_note", "bundle_max")
+                      "attestation_note", "bundle_max", "generators")
 
 
 def pi_blocks() -> int:
@@ -218,6 +230,7 @@ def _parse(raw: dict[str, str]) -> WorkerInfo | None:
             tee=raw.get("tee", "none"), attestation=raw.get("attestation", "none"),
             attestation_note=raw.get("attestation_note", ""),
             bundle_max=min(max(int(raw.get("bundle_max", 1)), 1), MAX_BUNDLE),
+            generators=raw.get("generators") or ALL_GENERATORS,
         )
     except (KeyError, ValueError):
         return None  # a half-written or foreign record: ignore rather than break scheduling

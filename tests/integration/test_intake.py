@@ -87,10 +87,22 @@ def test_nobody_else_can_speak_for_a_registered_worker(app: HydraCelery) -> None
     assert intake.dropped_counts(app.redis) == {"wrong worker": 5, "bad signature": 2, "malformed": 7}
 
 
+def test_a_worker_registers_the_generators_its_kernels_compute_and_one_that_names_none_gets_the_first(
+        app: HydraCelery) -> None:
+    assert facts(app, "new@h")["generators"] == ["splitmix64", "philox4x32-10"]
+    assert send(app, envelope.seal(SigningKey.generate(), Action.REGISTER, facts(app, "new@h"))) == "registered"
+    old = {k: v for k, v in facts(app, "old@h").items() if k != "generators"}  # code from before generators
+    assert send(app, envelope.seal(SigningKey.generate(), Action.REGISTER, old)) == "registered"
+    new_worker, old_worker = registry.get_worker(app.redis, "new@h"), registry.get_worker(app.redis, "old@h")
+    assert new_worker is not None and new_worker.computes("philox4x32-10") and new_worker.computes("splitmix64")
+    assert old_worker is not None and old_worker.computes("splitmix64") and not old_worker.computes("philox4x32-10")
+
+
 def test_a_body_that_does_not_fit_its_action_is_dropped_whole(app: HydraCelery) -> None:
     key = SigningKey.generate()
     for bad in ({"cores": 0}, {"pi_samples_per_s": 1e20}, {"region": "EU WEST"}, {"state": "offline"},
-                {"concurrency": "8"}, {"host": "h" * 500}):
+                {"concurrency": "8"}, {"host": "h" * 500}, {"generators": ["mt19937"]}, {"generators": "philox4x32-10"},
+                {"generators": []}):
         assert send(app, envelope.seal(key, Action.REGISTER, facts(app, "w@h", **bad))) == "dropped: malformed", bad
     assert registry.get_worker(app.redis, "w@h") is None
     assert not app.redis.exists(keys.LEDGER_ACCOUNTS)

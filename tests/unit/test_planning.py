@@ -202,3 +202,24 @@ def test_a_worker_that_takes_no_bundles_keeps_the_usual_window() -> None:
                         JobSupply("j", "pi", cuts=True, remaining_units=10**9, units_total=10**8, waiting=0,
                                   fresh=frozenset()))
     assert [(r.bundle, r.capacity, r.extra) for r in job_plan.requests] == [(1, 2, 0), (1, 2, 0)]
+
+
+# --- generators (issue 16): a π job goes only to workers whose kernels compute its generator ----------------
+def test_a_pi_job_goes_only_to_workers_that_compute_its_generator_and_says_why_it_waits() -> None:
+    from hydra_tasks.scheduling.grants import JobSupply, plan_job
+
+    old_worker = _worker("old", 1e8).with_(generators="splitmix64")  # as intake records a volunteer from before
+    snap = ClusterSnapshot(taken_at=0.0, workers={"new": _worker("new", 1e8), "old": old_worker},
+                           slots={"new": 2, "old": 2})
+    assert snap.workers["new"].generators == "splitmix64,philox4x32-10"
+    supply = JobSupply("j", "pi", cuts=True, remaining_units=10**9, units_total=10**9, waiting=0, fresh=frozenset(),
+                       generator="philox4x32-10")
+    philox = plan_job(ADAPTIVE, snap, CapacityRouter(), {"new": 2, "old": 2}, supply)
+    assert {r.worker_id for r in philox.requests} == {"new"} and not philox.blocked
+    legacy = plan_job(ADAPTIVE, snap, CapacityRouter(), {"new": 2, "old": 2},
+                      JobSupply("j", "pi", cuts=True, remaining_units=10**9, units_total=10**9, waiting=0,
+                                fresh=frozenset(), generator="splitmix64"))
+    assert {r.worker_id for r in legacy.requests} == {"new", "old"}  # a job from before runs on both
+    only_old = ClusterSnapshot(taken_at=0.0, workers={"old": old_worker}, slots={"old": 2})
+    stuck = plan_job(ADAPTIVE, only_old, CapacityRouter(), {"old": 2}, supply)
+    assert stuck.requests == () and not stuck.blocked and "philox4x32-10" in stuck.waiting
