@@ -32,7 +32,6 @@
 #define HYDRA_PHILOX_W0 0x9E3779B9u
 #define HYDRA_PHILOX_W1 0xBB67AE85u
 #define HYDRA_PHILOX_LANES 16     /* Philox blocks computed together by the portable loop */
-#define HYDRA_PHILOX_VECS 4       /* vectors of blocks in flight in the x86 loops */
 #define HYDRA_MANDEL_MAX_BLOCK 32
 #define HYDRA_MANDEL_BATCH 8      /* phase-2 iterations between refills and periodicity checks */
 #define HYDRA_MANDEL_PENDING 8192 /* survivors buffered before phase 2 runs (~400 KiB) */

@@ -34,7 +34,7 @@ static int64_t HYDRA_FN(pi_splitmix)(uint64_t key, uint64_t start, uint64_t coun
  * x86 variants use the SIMD multiply 32x32->64 that every x86-64 level has (pmuludq: SSE2, AVX2,
  * AVX-512): each 64-bit lane holds one block's 32-bit word in its low half, and pmuludq reads only
  * low halves, so the high halves may hold anything until the final test masks them off. HV_* are
- * the variant's vector operations (hydra_kernels.h); HYDRA_PHILOX_VECS independent vectors are in
+ * the variant's vector operations (hydra_kernels.h); HV_VECS independent vectors are in
  * flight to hide the multiply's latency. Elsewhere (arm64: NEON umull) the compiler vectorises the
  * plain loop over HYDRA_PHILOX_LANES blocks. */
 #ifdef HV_T

@@ -55,7 +55,7 @@ def one_block_off(result: dict[str, Any], key: SigningKey, block: int) -> dict[s
 
 
 def audit_hits_off(result: dict[str, Any], key: SigningKey) -> dict[str, Any]:
-    payload = {"audit_hits": [h + 1 for h in result["payload"]["audit_hits"]]}
+    payload = {**result["payload"], "audit_hits": [h + 1 for h in result["payload"]["audit_hits"]]}  # same generator
     return signed_results.sign({**result, "payload": payload,
                                 "digest": payload_digest(result["job_id"], result["chunk_id"], payload)}, key)
 

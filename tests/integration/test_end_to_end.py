@@ -27,7 +27,9 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     with running_stack(tmp_path_factory.mktemp("e2e"), {"eu-west": 1, "us-east": 1},
-                       adaptive=False, pi_chunk_samples=5_000_000, tile_px=64) as stack:
+                       # bundle_s=0: each ~8 ms chunk travels alone, so both workers take part in the 12-chunk
+                       # job (in bundles of 7, one worker's window would hold the whole job)
+                       adaptive=False, pi_chunk_samples=5_000_000, tile_px=64, bundle_s=0.0) as stack:
         yield stack
 
 
