@@ -10,3 +10,5 @@
 #undef HV_XOR
 #undef HV_SRLI
 #undef HV_MUL
+#undef HV_HI
+#undef HV_XOR3

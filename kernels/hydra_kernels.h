@@ -33,7 +33,19 @@
 #define HYDRA_PHILOX_W1 0xBB67AE85u
 #define HYDRA_PHILOX_LANES 16     /* Philox blocks computed together by the portable loop */
 #define HYDRA_MANDEL_MAX_BLOCK 32
-#define HYDRA_MANDEL_BATCH 8      /* phase-2 iterations between refills and periodicity checks */
+/* Pixels iterated together per variant: enough independent vectors to hide the multiply latency,
+ * few enough that zx, zy, cx, n and the run mask stay in registers (16 for SSE2/AVX2, 32 for AVX-512
+ * and NEON). AVX2 at 16 lanes ran 1.1-1.3x faster than at 32 (which spilled to the stack); SSE2 at
+ * 8 was no faster than at 4 (benchmarks/README.md). */
+#if defined(__aarch64__)
+#define HYDRA_MANDEL_LANES_BASELINE 8
+#else
+#define HYDRA_MANDEL_LANES_BASELINE 4
+#endif
+#define HYDRA_MANDEL_LANES_AVX2 16
+#define HYDRA_MANDEL_LANES_AVX512 32
+#define HYDRA_MANDEL_BATCH 8      /* phase-2 iterations between refills and periodicity checks, */
+#define HYDRA_MANDEL_BATCH_MAX 256 /* growing to this while no lane finishes */
 #define HYDRA_MANDEL_PENDING 8192 /* survivors buffered before phase 2 runs (~400 KiB) */
 #define HYDRA_MANDEL_SHORT_CAP 64 /* phase-1 iterations per pixel */
 /* Margins keep the cardioid/bulb tests far from their rounding error (~1e-16). */
@@ -116,13 +128,11 @@ typedef struct {
 #define HV_SRLI _mm_srli_epi64
 #define HV_SRLI32 _mm_srli_epi32
 #define HV_MUL _mm_mul_epu32
+#define HV_HI(x) _mm_shuffle_epi32((x), 0xF5)
+#define HV_XOR3(a, b, c) _mm_xor_si128(_mm_xor_si128((a), (b)), (c))
 #endif
 #define HYDRA_FN(name) hydra_##name##_baseline
-#if defined(__aarch64__)
-#define HYDRA_MANDEL_BLOCK 8
-#else
-#define HYDRA_MANDEL_BLOCK 4
-#endif
+#define HYDRA_MANDEL_BLOCK HYDRA_MANDEL_LANES_BASELINE
 #include "pi_core.h"
 #include "mandel_core.h"
 #undef HYDRA_FN
@@ -143,8 +153,10 @@ typedef struct {
 #define HV_SRLI _mm256_srli_epi64
 #define HV_SRLI32 _mm256_srli_epi32
 #define HV_MUL _mm256_mul_epu32
+#define HV_HI(x) _mm256_shuffle_epi32((x), 0xF5)
+#define HV_XOR3(a, b, c) _mm256_xor_si256(_mm256_xor_si256((a), (b)), (c))
 #define HYDRA_FN(name) hydra_##name##_avx2
-#define HYDRA_MANDEL_BLOCK 32
+#define HYDRA_MANDEL_BLOCK HYDRA_MANDEL_LANES_AVX2
 #include "pi_core.h"
 #include "mandel_core.h"
 #undef HYDRA_FN
@@ -165,8 +177,10 @@ typedef struct {
 #define HV_SRLI _mm512_srli_epi64
 #define HV_SRLI32 _mm512_srli_epi32
 #define HV_MUL _mm512_mul_epu32
+#define HV_HI(x) _mm512_shuffle_epi32((x), (_MM_PERM_ENUM)0xF5)
+#define HV_XOR3(a, b, c) _mm512_ternarylogic_epi64((a), (b), (c), 0x96)
 #define HYDRA_FN(name) hydra_##name##_avx512
-#define HYDRA_MANDEL_BLOCK 32
+#define HYDRA_MANDEL_BLOCK HYDRA_MANDEL_LANES_AVX512
 #include "pi_core.h"
 #include "mandel_core.h"
 #undef HYDRA_FN
@@ -207,13 +221,9 @@ static inline int hydra_best_variant(void) {
 }
 
 static inline int hydra_mandel_lanes(int v) {
-  return v == HYDRA_BASELINE ? 
-#if defined(__aarch64__)
-  8
-#else
-  4
-#endif
-  : 32;
+  if (v == HYDRA_AVX512) return HYDRA_MANDEL_LANES_AVX512;
+  if (v == HYDRA_AVX2) return HYDRA_MANDEL_LANES_AVX2;
+  return HYDRA_MANDEL_LANES_BASELINE;
 }
 
 /* The callers check the variant with hydra_variant_supported() first. */

@@ -16,39 +16,54 @@ static ptrdiff_t HYDRA_FN(mandel_short)(uint32_t *out, uint32_t *work, ptrdiff_t
                                         double cy, double xmin, double dx, int64_t col0, uint64_t max_iter,
                                         uint64_t cap, int shortcuts, hydra_pending *pending, ptrdiff_t npending) {
   double cx[HYDRA_MB], zx[HYDRA_MB], zy[HYDRA_MB];
-  uint64_t n[HYDRA_MB];
+  uint64_t n[HYDRA_MB], run[HYDRA_MB]; /* run: all ones while the lane's pixel has not escaped */
   uint64_t stop = cap < max_iter ? cap : max_iter;
   for (ptrdiff_t c0 = 0; c0 < width; c0 += HYDRA_MB) {
-    ptrdiff_t live = 0;
-    for (int j = 0; j < HYDRA_MB; j++) {
+    uint64_t live = ~(uint64_t)0;
+    /* Columns are below 2^31 (compute.py checks), so base + j is exact in doubles and equals
+     * (double)(col0 + col); int32 lanes convert with one vector instruction on every variant. */
+    double base = (double)(col0 + c0);
+    int32_t last = (int32_t)(width - 1 - c0);
+    for (int32_t j = 0; j < HYDRA_MB; j++) {
       /* Lanes past the end of the row repeat the last pixel and are not stored. */
-      ptrdiff_t col = c0 + j < width ? c0 + j : width - 1;
-      cx[j] = xmin + ((double)(col0 + col) + 0.5) * dx;
+      int32_t k = j < last ? j : last;
+      cx[j] = xmin + ((base + (double)k) + 0.5) * dx;
       zx[j] = 0.0;
       zy[j] = 0.0;
-      if (shortcuts && hydra_inside_shortcut(cx[j], cy)) {
-        n[j] = max_iter; /* n != it from now on: the lane is finished */
-      } else {
-        n[j] = 0;
-        live++;
+      n[j] = 0;
+      run[j] = ~(uint64_t)0;
+    }
+    if (shortcuts) {
+      live = 0;
+      for (int j = 0; j < HYDRA_MB; j++) {
+        uint64_t inside = hydra_inside_shortcut(cx[j], cy);
+        n[j] = inside ? max_iter : 0; /* settled: run = 0, n stays max_iter */
+        run[j] = inside - 1;
+        live |= run[j];
       }
     }
     for (uint64_t it = 0; live && it < stop; it++) {
-      uint64_t any_alive = 0;
+      uint64_t any = 0;
       for (int j = 0; j < HYDRA_MB; j++) {
         double x2 = zx[j] * zx[j], y2 = zy[j] * zy[j];
-        /* Alive: not escaped now and never stopped before (n == it). "!(> 4.0)" is the scalar break
-         * test, NaN included. Stopped lanes keep iterating (branch-free) but their n never catches
-         * up with it again. */
-        uint64_t alive = (uint64_t)(!(x2 + y2 > 4.0)) & (uint64_t)(n[j] == it);
+        /* "!(> 4.0)" is the scalar break test, NaN included. A lane that stopped keeps iterating
+         * (branch-free) with run = 0, so its n no longer moves. */
+        run[j] &= -(uint64_t)!(x2 + y2 > 4.0);
         zy[j] = (zx[j] + zx[j]) * zy[j] + cy;
         zx[j] = x2 - y2 + cx[j];
-        n[j] += alive;
-        any_alive |= alive;
+        n[j] -= run[j]; /* + 1 while running */
+        any |= run[j];
       }
-      if (!any_alive) break;
+      if (!any) break;
     }
     ptrdiff_t lanes = width - c0 < HYDRA_MB ? width - c0 : HYDRA_MB;
+    uint64_t running = 0; /* lanes still running at the cap go to phase 2 */
+    if (stop < max_iter)
+      for (int j = 0; j < HYDRA_MB; j++) running |= run[j] & -(uint64_t)(n[j] == stop);
+    if (!running && !work) {
+      for (ptrdiff_t j = 0; j < lanes; j++) out[slot0 + c0 + j] = (uint32_t)n[j];
+      continue;
+    }
     for (ptrdiff_t j = 0; j < lanes; j++) {
       if (n[j] == stop && stop < max_iter) { /* still running: hand over to phase 2 */
         hydra_pending *p = &pending[npending++];
@@ -76,6 +91,7 @@ typedef struct {
   uint64_t base[HYDRA_MB];             /* n at the start of the current batch */
   uint64_t check[HYDRA_MB];            /* n at which the checkpoint moves next (Brent) */
   uint64_t work[HYDRA_MB];             /* iterations done when periodicity was detected (0: not detected) */
+  uint64_t run[HYDRA_MB];              /* all ones while the lane's pixel runs in this batch */
   ptrdiff_t slot[HYDRA_MB];            /* pixel in this lane, -1 if the lane is empty */
 } HYDRA_FN(lanes);
 
@@ -85,22 +101,25 @@ static void HYDRA_FN(mandel_long)(uint32_t *out, uint32_t *work, const hydra_pen
                                   ptrdiff_t npending, uint64_t max_iter, int periodicity) {
   HYDRA_FN(lanes) L;
   ptrdiff_t nxt = 0;
-  uint64_t prev = 0;
+  uint64_t prev = 0, want = HYDRA_MANDEL_BATCH;
   for (int j = 0; j < HYDRA_MB; j++) {
     L.slot[j] = -1;
     L.cx[j] = L.cy[j] = L.zx[j] = L.zy[j] = L.sx[j] = L.sy[j] = 0.0;
-    L.n[j] = L.base[j] = L.check[j] = L.work[j] = 0;
+    L.n[j] = L.base[j] = L.check[j] = L.work[j] = L.run[j] = 0;
   }
   for (;;) {
     ptrdiff_t busy = 0;
-    uint64_t batch = HYDRA_MANDEL_BATCH;
+    int changed = 0;
+    uint64_t batch = UINT64_MAX;
     for (int j = 0; j < HYDRA_MB; j++) {
       if (L.slot[j] >= 0 && (L.n[j] < L.base[j] + prev || L.n[j] >= max_iter)) {
         out[L.slot[j]] = (uint32_t)L.n[j]; /* escaped during the last batch, or done */
         if (work) work[L.slot[j]] = (uint32_t)(L.work[j] ? L.work[j] : L.n[j]);
         L.slot[j] = -1;
+        changed = 1;
       }
       if (L.slot[j] < 0 && nxt < npending) {
+        changed = 1;
         const hydra_pending *p = &pending[nxt++];
         L.slot[j] = p->slot;
         L.cx[j] = p->cx;
@@ -111,6 +130,7 @@ static void HYDRA_FN(mandel_long)(uint32_t *out, uint32_t *work, const hydra_pen
         L.check[j] = 2 * p->n;
         L.work[j] = 0;
       }
+      L.run[j] = L.slot[j] >= 0 ? ~(uint64_t)0 : 0;
       if (L.slot[j] >= 0) {
         busy++;
         L.base[j] = L.n[j];
@@ -121,16 +141,20 @@ static void HYDRA_FN(mandel_long)(uint32_t *out, uint32_t *work, const hydra_pen
       }
     }
     if (busy == 0) return;
+    /* While no lane finishes, batches double (up to HYDRA_MANDEL_BATCH_MAX): pixels inside the set
+     * then cost little besides their iterations. A finished lane brings them back to the minimum so
+     * its replacement starts soon. */
+    want = changed ? HYDRA_MANDEL_BATCH : (2 * want < HYDRA_MANDEL_BATCH_MAX ? 2 * want : HYDRA_MANDEL_BATCH_MAX);
+    batch = want < batch ? want : batch;
     /* No lane may pass max_iter, so the batch stops at the nearest cap; lanes that reach it are
      * written out at the next refill. */
     for (uint64_t k = 0; k < batch; k++) {
       for (int j = 0; j < HYDRA_MB; j++) {
         double x2 = L.zx[j] * L.zx[j], y2 = L.zy[j] * L.zy[j];
-        uint64_t esc = x2 + y2 > 4.0;
-        uint64_t alive = (esc ^ 1) & (uint64_t)(L.n[j] == L.base[j] + k);
+        L.run[j] &= -(uint64_t)!(x2 + y2 > 4.0);
         L.zy[j] = (L.zx[j] + L.zx[j]) * L.zy[j] + L.cy[j];
         L.zx[j] = x2 - y2 + L.cx[j];
-        L.n[j] += alive;
+        L.n[j] -= L.run[j];
       }
     }
     prev = batch; /* lanes that escaped in this batch are recognised by n < base + prev */

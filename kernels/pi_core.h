@@ -53,19 +53,42 @@ static uint64_t HYDRA_FN(philox_misses)(uint32_t k0, uint32_t k1, uint64_t b0, u
   for (int v = 1; v < V; v++) ctr[v] = HV_ADD(ctr[v - 1], step);
   for (uint64_t g = 0; g < full; g++) {
     HV_T a[V], b[V], c[V], d[V];
-    for (int v = 0; v < V; v++) {
-      /* Round 0 on the counter (low word, high word, 0, 0): M1·0 = 0 spares one multiply. */
-      HV_T p0 = HV_MUL(ctr[v], m0);
-      a[v] = HV_XOR(HV_SRLI(ctr[v], 32), key0[0]);
-      b[v] = HV_SET1(0);
-      c[v] = HV_XOR(HV_SRLI(p0, 32), key1[0]);
-      d[v] = p0;
+    uint64_t first = b0 + g * PER, hi = first >> 32;
+    if (hi == (first + PER - 1) >> 32) {
+      /* Every block here has the same high counter word, so round 0's a = hi ^ k0 and round 1's
+       * multiply of it are the same in every lane: computed once, scalar. */
+      uint32_t a0 = (uint32_t)hi ^ k0;
+      uint64_t q = (uint64_t)HYDRA_PHILOX_M0 * a0;
+      HV_T lo_q = HV_SET1((uint32_t)q), hi_q = HV_SET1((uint32_t)(q >> 32) ^ (k1 + HYDRA_PHILOX_W1));
+      for (int v = 0; v < V; v++) {
+        /* round 0 on (lo, hi, 0, 0): a = hi ^ k0 (above), b = 0, c = hi(M0·lo) ^ k1, d = lo(M0·lo) */
+        HV_T p0 = HV_MUL(ctr[v], m0);
+        HV_T c0 = HV_XOR(HV_HI(p0), key1[0]);
+        /* round 1: M0·a is q (above); M1·c0 */
+        HV_T p1 = HV_MUL(c0, m1);
+        a[v] = HV_XOR(HV_HI(p1), key0[1]); /* b was 0 */
+        b[v] = p1;
+        c[v] = HV_XOR(p0, hi_q);           /* hi(q) ^ d ^ k1[1], d = lo(M0·lo) = p0's low half */
+        d[v] = lo_q;
+      }
+    } else {
+      for (int v = 0; v < V; v++) {
+        /* Round 0 on the counter (low word, high word, 0, 0): M1·0 = 0 spares one multiply. */
+        HV_T p0 = HV_MUL(ctr[v], m0);
+        HV_T a0 = HV_XOR(HV_HI(ctr[v]), key0[0]);
+        HV_T c0 = HV_XOR(HV_HI(p0), key1[0]);
+        HV_T q0 = HV_MUL(a0, m0), p1 = HV_MUL(c0, m1);
+        a[v] = HV_XOR(HV_HI(p1), key0[1]);
+        b[v] = p1;
+        c[v] = HV_XOR3(HV_HI(q0), p0, key1[1]);
+        d[v] = q0;
+      }
     }
-    for (int r = 1; r < 10; r++) {
+    for (int r = 2; r < 10; r++) {
       for (int v = 0; v < V; v++) {
         HV_T p0 = HV_MUL(a[v], m0), p1 = HV_MUL(c[v], m1);
-        a[v] = HV_XOR(HV_XOR(HV_SRLI(p1, 32), b[v]), key0[r]);
-        c[v] = HV_XOR(HV_XOR(HV_SRLI(p0, 32), d[v]), key1[r]);
+        a[v] = HV_XOR3(HV_HI(p1), b[v], key0[r]);
+        c[v] = HV_XOR3(HV_HI(p0), d[v], key1[r]);
         b[v] = p1; /* low half: lo(p1) */
         d[v] = p0;
       }

@@ -103,6 +103,8 @@ FULL_VIEW = dict(xmin=-2.0, ymax=1.25, dx=2.5 / 40, dy=2.5 / 40)
         (12345, 17, 999),            # not a multiple of the kernel's block size
         (2**64 - 1, 10**12, 500),    # largest seed, far-away indices
         (7, 2**62 - 300, 300),       # the very end of the index range
+        (5, 2**33 - 301, 700),       # Philox blocks cross 2**32: the counter's high word changes mid-group
+        (2**64 - 1, 2**45 - 99, 400),  # ... and at 2**44, from an odd start
     ],
 )
 def test_pi_hits_match_the_plain_python_definition_of_each_generator(seed: int, start: int, count: int) -> None:
