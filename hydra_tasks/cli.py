@@ -157,6 +157,10 @@ _common = [
     click.option("--deadline", default=None,
                  help="When the job should finish: a time from now (+2h, +30m, +1d) or ISO-8601 with a timezone; "
                       "it may wait for cleaner power until then."),
+    click.option("--delay-weight", type=float, default=None,
+                 help="With --deadline: what an hour of waiting for cleaner power is worth, in gCO2/kWh; the job "
+                      "waits only for hours cleaner by more than that per hour (default 0: as long as the "
+                      "deadline allows)."),
     click.option("--wait", is_flag=True, help="Wait for the job to finish and print its result."),
 ]
 
@@ -171,12 +175,13 @@ def _with_common(f: Any) -> Any:
 @click.option("--samples", type=float, required=True, help="Total number of samples, e.g. 1e9.")
 @click.option("--seed", type=int, default=None, help="Random seed (default: random, recorded in the job).")
 @_with_common
-def submit_pi(samples: float, seed: int | None, priority: int, deadline: str | None, wait: bool) -> None:
+def submit_pi(samples: float, seed: int | None, priority: int, deadline: str | None, delay_weight: float | None,
+              wait: bool) -> None:
     """Monte-Carlo estimate of π."""
     params: dict[str, Any] = {"samples": samples}
     if seed is not None:
         params["seed"] = seed
-    _submit({"kind": "pi", "params": params, "priority": priority, "deadline": deadline}, wait)
+    _submit(_spec("pi", params, priority, deadline, delay_weight), wait)
 
 
 @submit.command("mandelbrot")
@@ -191,7 +196,7 @@ def submit_pi(samples: float, seed: int | None, priority: int, deadline: str | N
 @_with_common
 def submit_mandelbrot(width: int, height: int, max_iter: int, center: tuple[float, float] | None,
                       span: float | None, bounds: tuple[float, ...] | None, out: Path | None, priority: int,
-                      deadline: str | None, wait: bool) -> None:
+                      deadline: str | None, delay_weight: float | None, wait: bool) -> None:
     """Render the Mandelbrot set."""
     params: dict[str, Any] = {"width": width, "height": height, "max_iter": max_iter}
     if bounds:
@@ -200,7 +205,15 @@ def submit_mandelbrot(width: int, height: int, max_iter: int, center: tuple[floa
         params.update(center_x=center[0], center_y=center[1])
     if span is not None:
         params["span"] = span
-    _submit({"kind": "mandelbrot", "params": params, "priority": priority, "deadline": deadline}, wait, out)
+    _submit(_spec("mandelbrot", params, priority, deadline, delay_weight), wait, out)
+
+
+def _spec(kind: str, params: dict[str, Any], priority: int, deadline: str | None,
+          delay_weight: float | None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"kind": kind, "params": params, "priority": priority, "deadline": deadline}
+    if delay_weight is not None:
+        spec["delay_weight"] = delay_weight
+    return spec
 
 
 @main.command()

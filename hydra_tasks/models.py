@@ -47,10 +47,12 @@ class JobSpec:
     priority: int = 5
     deadline_ts: float | None = None
     confidential: bool = False  # run only on workers whose attestation was verified (trust/attestation.py)
+    delay_weight: float = 0.0   # gCO2/kWh an hour of waiting is worth to the owner (scheduling/shifting.py)
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind.value, "params": dict(self.params), "priority": self.priority,
-                "deadline_ts": self.deadline_ts, "confidential": self.confidential}
+                "deadline_ts": self.deadline_ts, "confidential": self.confidential,
+                "delay_weight": self.delay_weight}
 
 
 @dataclass(frozen=True)

@@ -315,6 +315,8 @@ class Settings:
     watttime_password: str | None = field(default=None, repr=False, metadata=_meta("HYDRA_WATTTIME_PASSWORD", _str))
     watttime_regions: str = field(default="", metadata=_meta("HYDRA_WATTTIME_REGIONS", _str))
     shift_safety: float = field(default=0.7, metadata=_meta("HYDRA_SHIFT_SAFETY", _float(0.05, 1)))
+    # share of every later hour time shifting leaves for work not submitted yet (scheduling/shifting.py)
+    shift_headroom: float = field(default=0.15, metadata=_meta("HYDRA_SHIFT_HEADROOM", _float(0, 0.9)))
     watts_per_core: float = field(default=15.0, metadata=_meta("HYDRA_WATTS_PER_CORE", _float(0.1, 500)))
     # --- token incentives (seed names); amounts are integer micro-tokens
     token_incentives: bool = field(default=True, metadata=_meta("HYDRA_TOKEN_INCENTIVES", _parse_bool))

@@ -19,7 +19,7 @@ from hydra_tasks.grid.site import _ZONE_RE
 from hydra_tasks.jobs.mandelbrot import COLOURINGS, COORD_LIMIT, MAX_ITER, MAX_SIDE
 from hydra_tasks.compute import DEFAULT_GENERATOR, GENERATORS
 from hydra_tasks.jobs.pi import MAX_SAMPLES
-from hydra_tasks.jobs.spec import MAX_DEADLINE_AHEAD_S
+from hydra_tasks.jobs.spec import MAX_DEADLINE_AHEAD_S, MAX_DELAY_WEIGHT
 from hydra_tasks.ledger.book import MAX_AMOUNT_MICRO, MAX_NONCE
 from hydra_tasks.ledger.profiles import ACTION as PROFILE_ACTION
 from hydra_tasks.ledger.profiles import MAX_NAME, MAX_TEAM
@@ -102,6 +102,10 @@ JOB_SPEC: Schema = {
                      "description": "unix seconds, ISO-8601 with a timezone, or a time from now such as +2h; "
                                     f"in the future and at most {MAX_DEADLINE_AHEAD_S // 86_400} days ahead"},
         "confidential": {"type": "boolean", "description": "true to run only on attested workers"},
+        "delay_weight": {"type": "number", "minimum": 0, "maximum": MAX_DELAY_WEIGHT, "default": 0,
+                         "description": "with a deadline: what an hour of waiting for cleaner power is worth, in "
+                                        "gCO2/kWh (the job waits only for hours cleaner by more than that per hour "
+                                        "waited); 0 waits as long as the deadline allows"},
     },
     "allOf": [
         {"if": {"properties": {"kind": {"const": "pi"}}, "required": ["kind"]},
@@ -208,6 +212,7 @@ JOB: Schema = {
         "priority": {"type": "integer", "minimum": 0, "maximum": 9},
         "params": {"type": "object"},
         "deadline_ts": _nullable(_NUMBER),
+        "delay_weight": {"type": "number", "minimum": 0},
         "created_at": _NUMBER, "started_at": _nullable(_NUMBER), "finished_at": _nullable(_NUMBER),
         "updated_at": _NUMBER,
         "progress": {"type": "number", "minimum": 0, "maximum": 1},

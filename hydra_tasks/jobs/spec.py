@@ -11,9 +11,10 @@ from typing import Any
 from ..errors import InvalidJobSpec
 from ..models import JobKind, JobSpec
 from . import handler
-from .validate import integer, reject_unknown, require_mapping
+from .validate import integer, number, reject_unknown, require_mapping
 
 MAX_DEADLINE_AHEAD_S = 366 * 86_400
+MAX_DELAY_WEIGHT = 10_000.0  # gCO2/kWh per hour: beyond any grid's range, i.e. "never wait"
 _RELATIVE = re.compile(r"^\+\s*(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3_600, "d": 86_400}
 
@@ -59,7 +60,8 @@ def parse_job_spec(raw: Any, *, confidential_default: bool = False, attestation:
     ``confidential`` (a boolean) defaults to ``confidential_default`` (HYDRA_CONFIDENTIAL); a
     confidential job is refused while the attestation policy (HYDRA_ATTESTATION) is "none"."""
     raw = require_mapping(raw, "The job specification")
-    reject_unknown(raw, {"kind", "params", "priority", "deadline", "confidential"}, "the job specification")
+    reject_unknown(raw, {"kind", "params", "priority", "deadline", "confidential", "delay_weight"},
+                   "the job specification")
     confidential = raw.get("confidential", confidential_default)
     if not isinstance(confidential, bool):
         raise InvalidJobSpec(f"'confidential' must be true or false, got {confidential!r}.")
@@ -75,5 +77,10 @@ def parse_job_spec(raw: Any, *, confidential_default: bool = False, attestation:
         raise InvalidJobSpec(f"Unknown job kind {kind_raw!r}; use one of: {kinds}.") from None
     params = handler(kind).parse_params(require_mapping(raw.get("params", {}), "'params'"))
     priority = integer(raw, "priority", 0, 9, default=5)
-    return JobSpec(kind=kind, params=params, priority=priority, deadline_ts=parse_deadline(raw.get("deadline")),
-                   confidential=confidential)
+    deadline_ts = parse_deadline(raw.get("deadline"))
+    delay_weight = number(raw, "delay_weight", 0.0, MAX_DELAY_WEIGHT, default=0.0)
+    if delay_weight and deadline_ts is None:
+        raise InvalidJobSpec("'delay_weight' prices waiting for cleaner power, and only a job with a 'deadline' "
+                             "waits; add a deadline or leave out delay_weight.")
+    return JobSpec(kind=kind, params=params, priority=priority, deadline_ts=deadline_ts, confidential=confidential,
+                   delay_weight=delay_weight)

@@ -35,6 +35,7 @@ class JobView:
     priority: int
     params: Mapping[str, Any]
     deadline_ts: float | None
+    delay_weight: float
     created_at: float
     started_at: float | None
     finished_at: float | None
@@ -99,7 +100,7 @@ class JobView:
         return cls(
             id=raw["id"], kind=JobKind(raw["kind"]), state=JobState(raw["state"]), priority=int(raw["priority"]),
             params=MappingProxyType(spec["params"]), deadline_ts=spec.get("deadline_ts"),
-            created_at=_seconds(raw, "created_at") or 0.0, started_at=_seconds(raw, "started_at"),
+            delay_weight=float(spec.get("delay_weight", 0.0)), created_at=_seconds(raw, "created_at") or 0.0, started_at=_seconds(raw, "started_at"),
             finished_at=_seconds(raw, "finished_at"), updated_at=_seconds(raw, "updated_at") or 0.0,
             **{c: int(raw.get(c, 0) or 0) for c in COUNTERS},
             result=MappingProxyType(json.loads(raw["result"])) if raw.get("result") else None,
@@ -114,7 +115,8 @@ class JobView:
         """The job as the HTTP API and ``hydra status JOB`` show it."""
         return {
             "id": self.id, "kind": self.kind.value, "state": self.state.value, "priority": self.priority,
-            "params": _plain(self.params), "deadline_ts": self.deadline_ts, "created_at": self.created_at,
+            "params": _plain(self.params), "deadline_ts": self.deadline_ts, "delay_weight": self.delay_weight,
+            "created_at": self.created_at,
             "started_at": self.started_at, "finished_at": self.finished_at, "updated_at": self.updated_at,
             "progress": self.progress, "wall_s": self.wall_s, **{c: getattr(self, c) for c in COUNTERS},
             "result": _plain(self.result), "error": self.error, "sustainability": dict(self.sustainability),

@@ -230,7 +230,7 @@ def carbon_thresholds(client: redis.Redis, settings: Settings, snap: ClusterSnap
         left = float(max(int(total or 0) - int(done or 0), 0))
         if kind == JobKind.MANDELBROT.value:  # pixels -> iterations (from the preview once it is in)
             left *= float(per_px) if per_px else 0.5 * float(spec["params"].get("max_iter", 1000))
-        demands.append(Demand(job_id, kind, float(left), spec.get("deadline_ts")))
+        demands.append(Demand(job_id, kind, float(left), spec.get("deadline_ts"), float(spec.get("delay_weight", 0.0))))
     deadlines = [d.deadline_ts for d in demands if d.deadline_ts is not None]
     if not deadlines:
         return {}
@@ -244,7 +244,7 @@ def carbon_thresholds(client: redis.Redis, settings: Settings, snap: ClusterSnap
                                    lambda w, h: hourly(w, h, now), hours)
     reserve = max(30.0, 2.0 * settings.target_chunk_s)  # the last chunks and the finalizer
     thresholds = plan(demands, snap.workers.values(), intensity, now=now, safety=settings.shift_safety,
-                      reserve_s=reserve, horizon_h=hours)
+                      reserve_s=reserve, horizon_h=hours, headroom=settings.shift_headroom)
     pipe = client.pipeline(transaction=False)
     for job_id, value in thresholds.items():
         pipe.hset(keys.job(job_id), "carbon_threshold", "inf" if value == UNBOUNDED else f"{value:.1f}")

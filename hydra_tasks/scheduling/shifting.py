@@ -7,13 +7,19 @@ time and turns the booking into a *threshold*: now, the job runs only on workers
 at most as dirty as the dirtiest slot it booked (``Router.choose(max_intensity=...)``).
 
 * Future capacity is counted at ``HYDRA_SHIFT_SAFETY`` of what the workers measure today
-  (volunteers come and go), and a job must end ``reserve_s`` before its deadline.
+  (volunteers come and go), less ``headroom``, the share kept free for work that has not been
+  submitted yet (new jobs, and bursts of urgent ones, must find room without pushing a deferred
+  job past its deadline); a job must end ``reserve_s`` before its deadline.
 * The plan is redone with the remaining work every few seconds, so a job that falls behind
   raises its own threshold; when no later slot can finish it, the threshold is unbounded and it
   runs everywhere, cleanest first.
 * Jobs without a deadline run at once: they book the first hours' capacity before deadline jobs
   plan, and deadline jobs book in deadline order, so two of them never count on the same clean
   hour.
+* Waiting has a price per job (``Demand.delay_weight``, the job spec's ``delay_weight``): a slot k
+  hours ahead is booked as if its power were ``k * delay_weight`` gCO2/kWh dirtier, so a job waits
+  only for hours that are cleaner by more than the wait is worth to its owner; the threshold is the
+  highest such price booked, and the current hour (k = 0) is compared at its plain intensity.
 """
 
 from __future__ import annotations
@@ -31,12 +37,15 @@ UNBOUNDED = math.inf
 
 @dataclass(frozen=True)
 class Demand:
-    """A job's remaining work in its kind's units (samples, iterations) and its deadline."""
+    """A job's remaining work in its kind's units (samples, iterations), its deadline, and what an hour
+    of waiting costs it (``delay_weight``, in gCO2/kWh per hour: a slot k hours from now is booked as if
+    its power were that much dirtier per hour; 0 = wait as long as the deadline allows if it is cleaner)."""
 
     job_id: str
     kind: str
     remaining: float
     deadline_ts: float | None = None
+    delay_weight: float = 0.0
 
 
 #: intensity(worker_id, hour_index) -> effective gCO2/kWh of that worker's power in that hour
@@ -45,8 +54,12 @@ Intensity = Callable[[str, int], float | None]
 
 
 def plan(demands: Sequence[Demand], workers: Iterable[WorkerInfo], intensity: Intensity, *, now: float,
-         safety: float, reserve_s: float = 0.0, horizon_h: int = MAX_HORIZON_H) -> dict[str, float]:
-    """The carbon threshold (gCO2/kWh) for each job with a deadline; see the module docstring."""
+         safety: float, reserve_s: float = 0.0, horizon_h: int = MAX_HORIZON_H,
+         headroom: float = 0.0) -> dict[str, float]:
+    """The carbon threshold (gCO2/kWh) for each job with a deadline; see the module docstring.
+    ``headroom`` (0 <= headroom < 1) is the share of every later hour left for work not yet submitted."""
+    if not 0.0 <= headroom < 1.0:
+        raise ValueError(f"headroom must be in [0, 1); got {headroom}")
     live = [w for w in workers if w.concurrency > 0]
     hour0 = math.floor(now / HOUR_S) * HOUR_S
     # Free process-seconds per (worker, hour), counted at the safety share of measured capacity.
@@ -54,7 +67,7 @@ def plan(demands: Sequence[Demand], workers: Iterable[WorkerInfo], intensity: In
 
     def seconds(worker: WorkerInfo, k: int, until: float) -> float:
         start, end = max(hour0 + k * HOUR_S, now), min(hour0 + (k + 1) * HOUR_S, until)
-        return max(end - start, 0.0) * worker.concurrency * (1.0 if k == 0 else safety)
+        return max(end - start, 0.0) * worker.concurrency * (1.0 if k == 0 else safety * (1.0 - headroom))
 
     for w in live:
         for k in range(horizon_h):
@@ -67,7 +80,8 @@ def plan(demands: Sequence[Demand], workers: Iterable[WorkerInfo], intensity: In
     rate = {w.worker_id: w for w in live}
 
     def book(demand: Demand, slots: list[tuple[str, int]], until: float) -> float | None:
-        """Book slots in the given order; the dirtiest booked intensity, or None if they fall short."""
+        """Book slots in the given order; the highest booked price (intensity plus the job's delay
+        weight per hour ahead), or None if they fall short."""
         left, worst = demand.remaining, 0.0
         for slot in slots:
             if left <= 0:
@@ -80,7 +94,7 @@ def plan(demands: Sequence[Demand], workers: Iterable[WorkerInfo], intensity: In
             take_s = min(usable, left / per_s)
             free[slot] -= take_s
             left -= take_s * per_s
-            worst = max(worst, cost[slot])
+            worst = max(worst, cost[slot] + demand.delay_weight * slot[1])
         return worst if left <= 1e-9 * max(demand.remaining, 1.0) else None
 
     asap = sorted(free, key=lambda s: (s[1], cost[s]))
@@ -90,7 +104,8 @@ def plan(demands: Sequence[Demand], workers: Iterable[WorkerInfo], intensity: In
     for demand in sorted((d for d in demands if d.deadline_ts is not None), key=lambda d: d.deadline_ts or 0.0):
         until = (demand.deadline_ts or 0.0) - reserve_s
         window = [s for s in free if hour0 + s[1] * HOUR_S < until]
-        worst = book(demand, sorted(window, key=lambda s: (cost[s], s[1])), until)
+        weight = demand.delay_weight
+        worst = book(demand, sorted(window, key=lambda s: (cost[s] + weight * s[1], s[1])), until)
         thresholds[demand.job_id] = UNBOUNDED if worst is None else worst
     return thresholds
 

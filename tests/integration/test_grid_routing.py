@@ -37,7 +37,8 @@ def units_by_region(job: dict[str, Any]) -> dict[str, int]:
 
 
 def run_pi(app: HydraCelery, seconds: float, *, deadline_in_s: float | None = None,
-           of_fastest: bool = False, watch: Callable[[str], None] | None = None) -> dict[str, Any]:
+           of_fastest: bool = False, watch: Callable[[str], None] | None = None,
+           delay_weight: float | None = None) -> dict[str, Any]:
     """A π job of about ``seconds`` on the slowest calibration (or on the fastest measured speed)."""
     workers = list_workers(app.redis)
     speed = max(w.rate("pi") for w in workers) if of_fastest else min(w.pi_samples_per_s for w in workers)
@@ -45,6 +46,8 @@ def run_pi(app: HydraCelery, seconds: float, *, deadline_in_s: float | None = No
     spec: dict[str, Any] = {"kind": "pi", "params": {"samples": samples, "seed": seed}}
     if deadline_in_s is not None:
         spec["deadline"] = time.time() + deadline_in_s
+    if delay_weight is not None:
+        spec["delay_weight"] = delay_weight
     job_id = submit_job(app, spec).id
     if watch is not None:
         watch(job_id)
@@ -101,6 +104,16 @@ def test_a_deferrable_job_runs_only_where_the_grid_is_clean(app: HydraCelery) ->
     assert seen and {float(t) for _, t in seen} == {23.0}, (seen[:5], seen[-5:], job.carbon_threshold)
     carbon = job.sustainability
     assert carbon["saved_fraction"] > 0.8  # 23 g instead of the ~318 g capacity-weighted mean
+
+
+def test_a_delay_weight_is_kept_with_the_job_and_a_clean_hour_now_needs_no_waiting(app: HydraCelery) -> None:
+    # Intensities here are the same every hour, so clean capacity now is the cheapest slot whatever an hour
+    # of waiting costs: the job still runs only on the clean worker (tests/unit/test_shifting.py has the
+    # hours that differ).
+    seen: list[tuple[float, str | None]] = []
+    job = run_pi(app, 1.0, deadline_in_s=3600, delay_weight=40.0, watch=thresholds_while_cutting(app, seen))
+    assert job.delay_weight == 40.0 and job.to_json()["delay_weight"] == 40.0
+    assert units_by_region(job) == {"eu-north": job.units_total}, (sorted({t for _, t in seen}), live_view(app))
 
 
 @pytest.mark.xfail(strict=False, reason="flaky before issue 14 too: in about 1 of 5 full CI runs one chunk goes to the "

@@ -87,3 +87,14 @@ def test_a_deadline_in_iso_8601_becomes_unix_seconds() -> None:
     future = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + 3600))
     spec = parse_job_spec({"kind": "pi", "params": {"samples": 10}, "deadline": future})
     assert spec.deadline_ts is not None and abs(spec.deadline_ts - (time.time() + 3600)) < 5
+
+
+def test_a_delay_weight_is_stored_with_a_deadline_and_refused_without_one() -> None:
+    spec = parse_job_spec({"kind": "pi", "params": {"samples": 10}, "deadline": "+6h", "delay_weight": 12.5})
+    assert spec.delay_weight == 12.5 and spec.to_json()["delay_weight"] == 12.5
+    assert parse_job_spec({"kind": "pi", "params": {"samples": 10}, "deadline": "+6h"}).delay_weight == 0.0
+    with pytest.raises(InvalidJobSpec, match="only a job with a 'deadline' waits"):
+        parse_job_spec({"kind": "pi", "params": {"samples": 10}, "delay_weight": 5})
+    for bad in (-1, "fast", 1e9, float("nan")):
+        with pytest.raises(InvalidJobSpec, match="delay_weight"):
+            parse_job_spec({"kind": "pi", "params": {"samples": 10}, "deadline": "+6h", "delay_weight": bad})

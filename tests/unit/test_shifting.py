@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from hydra_tasks.grid.regions import RegionSignal
 from hydra_tasks.models import WorkerState
 from hydra_tasks.scheduling.cluster import ClusterSnapshot
@@ -50,6 +52,20 @@ def test_a_job_waits_for_a_cleaner_hour_if_the_deadline_allows() -> None:
     assert thresholds["j"] == 90.0  # hours 2 and 3
 
 
+def test_the_delay_weight_prices_waiting() -> None:
+    """gCO2/kWh per hour of waiting: the job waits only for hours cleaner by more than the wait is worth."""
+    hours = [500.0, 400.0, 90.0, 80.0, 600.0, 600.0]
+    one_hour = 1e9 * HOUR_S
+
+    def threshold(weight: float) -> float:
+        return plan([Demand("j", "pi", one_hour, NOW + 5 * HOUR_S, weight)], [worker("w")], lambda wid, k: hours[k],
+                    now=NOW, safety=1.0, horizon_h=6)["j"]
+
+    assert threshold(0.0) == 80.0     # hour 3, the cleanest
+    assert threshold(10.0) == 110.0   # hour 2 at 90 + 2*10 beats hour 3 at 80 + 3*10; still waits
+    assert threshold(300.0) == 500.0  # waiting costs more than it saves: runs now (500 <= 500)
+
+
 def test_no_slack_means_no_shifting() -> None:
     hours = [500.0, 50.0, 50.0]
     thresholds = plan([Demand("j", "pi", 1e9 * HOUR_S * 1.5, NOW + 2 * HOUR_S)], [worker("w")],
@@ -65,6 +81,21 @@ def test_the_safety_share_makes_plans_conservative() -> None:
     demand = [Demand("j", "pi", 1e9 * HOUR_S * 2, NOW + 3 * HOUR_S)]
     assert plan(demand, [worker("w")], lambda w, k: hours[k], now=NOW, safety=1.0, horizon_h=4)["j"] == 50.0
     assert plan(demand, [worker("w")], lambda w, k: hours[k], now=NOW, safety=0.5, horizon_h=4)["j"] == 500.0
+
+
+def test_headroom_for_work_not_yet_submitted_defers_less() -> None:
+    """A job that could wait for the clean hours at the end of its window starts now when part of every
+    later hour is kept for work still to come, so a burst of urgent jobs cannot push it past its deadline."""
+    hours = [500.0, 500.0, 50.0, 50.0]
+    demand = [Demand("j", "pi", 1e9 * HOUR_S * 2, NOW + 4 * HOUR_S)]
+    assert plan(demand, [worker("w")], lambda w, k: hours[k], now=NOW, safety=1.0, horizon_h=4)["j"] == 50.0
+    assert plan(demand, [worker("w")], lambda w, k: hours[k], now=NOW, safety=1.0, horizon_h=4,
+                headroom=0.3)["j"] == 500.0
+    # the current hour is what it is: headroom is only held back in later hours
+    one = [Demand("j", "pi", 1e9 * HOUR_S, NOW + HOUR_S)]
+    assert plan(one, [worker("w")], lambda w, k: 500.0, now=NOW, safety=1.0, horizon_h=1, headroom=0.5)["j"] == 500.0
+    with pytest.raises(ValueError, match="headroom"):
+        plan(demand, [worker("w")], lambda w, k: hours[k], now=NOW, safety=1.0, headroom=1.0)
 
 
 def test_two_deadline_jobs_do_not_count_on_the_same_clean_hour() -> None:

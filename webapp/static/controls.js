@@ -146,6 +146,8 @@
     if (priority !== "") spec.priority = priority;
     const deadline = valueOf(form, "deadline");
     if (deadline !== "") spec.deadline = typeof deadline === "number" ? deadline : String(deadline);
+    const weight = valueOf(form, "delay_weight");
+    if (weight !== "") spec.delay_weight = weight;  // a number; a non-number reaches the API and is explained
     return spec;
   }
 
