@@ -82,7 +82,8 @@ ZONE_SETS: dict[str, dict[str, tuple[str, int]]] = {
 RATE = 1e9                  # work units per process-second (any unit: the schedule only sees time)
 WATTS = 15.0                # per busy process
 SLACKS_H = (3, 6, 12, 24)   # deadline = arrival + slack; the 3 h jobs are the urgent ones
-SAFETY = Settings().shift_safety  # HYDRA_SHIFT_SAFETY's default: future capacity counted at this share
+SETTINGS = Settings()        # the planner's defaults: HYDRA_SHIFT_SAFETY, _HEADROOM, _MARGIN
+SAFETY = SETTINGS.shift_safety
 MAX_SHARE = 0.25            # a job needs at most this share of the fleet over its slack
 MEAN_SIZE_H = 25.0          # mean job size in process-hours (lognormal)
 FTF_MARGIN = 1.25           # follow-the-forecast draws its curve for this much more than the expected work
@@ -292,14 +293,14 @@ def hydra_hour(edf: list[Job], world: World, hour: int, free_s: np.ndarray, fore
                              concurrency=int(world.avail[i, hour]), pi_samples_per_s=RATE,
                              mandelbrot_iters_per_s=RATE, state=WorkerState.ONLINE, started_at=0.0, last_seen=0.0)
                for i, r in enumerate(names)}
-    horizon = max(j.deadline for j in edf) - hour
+    horizon = max(1, max(j.deadline for j in edf) - hour)  # an overdue job still runs, unbounded
     seen = forecast(hour, horizon)
     row = {r: i for i, r in enumerate(names)}
     now = hour * HOUR_S
     thresholds = plan([Demand(j.job_id, "pi", j.seen_left_s * RATE, j.deadline * HOUR_S, delay_weight)
                        for j in edf],
                       workers.values(), lambda w, k: float(seen[row[w], k]) if k < seen.shape[1] else None,
-                      now=now, safety=SAFETY, horizon_h=horizon, headroom=headroom)
+                      now=now, safety=SAFETY, horizon_h=horizon, headroom=headroom, margin=SETTINGS.shift_margin)
     signals = {r: RegionSignal(float(world.grid[i, hour]), None, None, "trace") for i, r in enumerate(names)}
     router = GridAwareRouter.by_region(signals, carbon_weight=1.0, cost_weight=0.0, renewable_weight=0.0)
     snap = ClusterSnapshot(now, workers, {r: workers[r].concurrency for r in names})
@@ -396,7 +397,7 @@ def run_set(label: str, regions: dict[str, tuple[str, int]], trace: TraceProvide
     capacity = sum(n for _, n in regions.values())
     print(f"\n=== zone set {label}: " + ", ".join(f"{r}={z}({n})" for r, (z, n) in regions.items())
           + f"; {capacity} processes, availability {args.availability:g}, {args.lost:.0%} of work lost, "
-          f"size error {args.size_error:g}, HYDRA_SHIFT_SAFETY={SAFETY}, headroom "
+          f"size error {args.size_error:g}; planner: safety {SAFETY}, margin {SETTINGS.shift_margin}, headroom "
           f"{'auto' if args.headroom is None else args.headroom}")
     world0 = build_world(trace, regions, args.availability, args.lost, 0)
     leads = [1, 3, 6, 12, 24]
@@ -419,14 +420,14 @@ def run_set(label: str, regions: dict[str, tuple[str, int]], trace: TraceProvide
             print(f"\n  load {real:.0%} of the processes present (target {load:.0%}), seed {seed}, {len(jobs)} jobs, "
                   f"{time.perf_counter() - t0:.0f} s")
             print(f"  {'policy':<24} {'carbon kg':>10} {'cut':>7} {'of oracle':>9} {'misses':>6} {'mean h':>7} "
-                  f"{'p95 h':>6}  zone utilisation " + " ".join(f"{z:>6}" for z in world.zones))
+                  f"{'p95 h':>6}  utilisation " + " ".join(f"{z:>{max(6, len(z))}}" for z in world.zones))
             present = world.avail.sum(axis=1) * HOUR_S
             for name, o in outcomes.items():
                 cut = 1 - o.carbon_kg / blind
                 share = (blind - o.carbon_kg) / (blind - best) if blind > best else math.nan
-                util = " ".join(f"{u:>6.0%}" for u in o.used_s / present)
+                util = " ".join(f"{u:>{max(6, len(z))}.0%}" for u, z in zip(o.used_s / present, world.zones))
                 print(f"  {name:<24} {o.carbon_kg:>10.1f} {cut:>7.1%} {share:>9.1%} {o.misses:>6} {o.mean_h:>7.2f} "
-                      f"{o.p95_h:>6.1f}  {'':16} {util}")
+                      f"{o.p95_h:>6.1f}  {'':11} {util}")
             hydra = outcomes["hydra"]
             shares.append((blind - hydra.carbon_kg) / (blind - best))
             misses += hydra.misses + outcomes["hydra, perfect forecast"].misses
@@ -468,9 +469,9 @@ def main() -> int:
     parser.add_argument("--size-error", type=float, default=0.3, help="sigma of the lognormal size-estimate error")
     parser.add_argument("--weights", default="5,10,20,40",
                         help="delay_weight values for the Pareto curve (gCO2/kWh per hour of waiting)")
-    parser.add_argument("--headroom", default="auto",
+    parser.add_argument("--headroom", default=str(SETTINGS.shift_headroom),
                         help="share of later hours Hydra's planner keeps for work not yet submitted "
-                             "(auto: the past week's mean arriving work)")
+                             "(default HYDRA_SHIFT_HEADROOM's; auto: the past week's mean arriving work)")
     args = parser.parse_args()
     try:
         args.loads = [float(x) for x in args.loads.split(",") if x.strip()]

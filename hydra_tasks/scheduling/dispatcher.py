@@ -244,7 +244,8 @@ def carbon_thresholds(client: redis.Redis, settings: Settings, snap: ClusterSnap
                                    lambda w, h: hourly(w, h, now), hours)
     reserve = max(30.0, 2.0 * settings.target_chunk_s)  # the last chunks and the finalizer
     thresholds = plan(demands, snap.workers.values(), intensity, now=now, safety=settings.shift_safety,
-                      reserve_s=reserve, horizon_h=hours, headroom=settings.shift_headroom)
+                      reserve_s=reserve, horizon_h=hours, headroom=settings.shift_headroom,
+                      margin=settings.shift_margin)
     pipe = client.pipeline(transaction=False)
     for job_id, value in thresholds.items():
         pipe.hset(keys.job(job_id), "carbon_threshold", "inf" if value == UNBOUNDED else f"{value:.1f}")

@@ -9,7 +9,8 @@ at most as dirty as the dirtiest slot it booked (``Router.choose(max_intensity=.
 * Future capacity is counted at ``HYDRA_SHIFT_SAFETY`` of what the workers measure today
   (volunteers come and go), less ``headroom``, the share kept free for work that has not been
   submitted yet (new jobs, and bursts of urgent ones, must find room without pushing a deferred
-  job past its deadline); a job must end ``reserve_s`` before its deadline.
+  job past its deadline); a job must end ``reserve_s`` before its deadline, and is booked as if it
+  had ``margin`` more work left than estimated (speed estimates err, failed chunks are redone).
 * The plan is redone with the remaining work every few seconds, so a job that falls behind
   raises its own threshold; when no later slot can finish it, the threshold is unbounded and it
   runs everywhere, cleanest first.
@@ -55,11 +56,14 @@ Intensity = Callable[[str, int], float | None]
 
 def plan(demands: Sequence[Demand], workers: Iterable[WorkerInfo], intensity: Intensity, *, now: float,
          safety: float, reserve_s: float = 0.0, horizon_h: int = MAX_HORIZON_H,
-         headroom: float = 0.0) -> dict[str, float]:
+         headroom: float = 0.0, margin: float = 0.0) -> dict[str, float]:
     """The carbon threshold (gCO2/kWh) for each job with a deadline; see the module docstring.
-    ``headroom`` (0 <= headroom < 1) is the share of every later hour left for work not yet submitted."""
+    ``headroom`` (0 <= headroom < 1) is the share of every later hour left for work not yet submitted;
+    ``margin`` (>= 0) books every job as if it had that share more work left than estimated."""
     if not 0.0 <= headroom < 1.0:
         raise ValueError(f"headroom must be in [0, 1); got {headroom}")
+    if not margin >= 0.0:
+        raise ValueError(f"margin must be >= 0; got {margin}")
     live = [w for w in workers if w.concurrency > 0]
     hour0 = math.floor(now / HOUR_S) * HOUR_S
     # Free process-seconds per (worker, hour), counted at the safety share of measured capacity.
@@ -82,7 +86,7 @@ def plan(demands: Sequence[Demand], workers: Iterable[WorkerInfo], intensity: In
     def book(demand: Demand, slots: list[tuple[str, int]], until: float) -> float | None:
         """Book slots in the given order; the highest booked price (intensity plus the job's delay
         weight per hour ahead), or None if they fall short."""
-        left, worst = demand.remaining, 0.0
+        left, worst = demand.remaining * (1.0 + margin), 0.0
         for slot in slots:
             if left <= 0:
                 break
@@ -95,7 +99,7 @@ def plan(demands: Sequence[Demand], workers: Iterable[WorkerInfo], intensity: In
             free[slot] -= take_s
             left -= take_s * per_s
             worst = max(worst, cost[slot] + demand.delay_weight * slot[1])
-        return worst if left <= 1e-9 * max(demand.remaining, 1.0) else None
+        return worst if left <= 1e-9 * max(demand.remaining * (1.0 + margin), 1.0) else None
 
     asap = sorted(free, key=lambda s: (s[1], cost[s]))
     thresholds: dict[str, float] = {}

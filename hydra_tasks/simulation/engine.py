@@ -607,7 +607,7 @@ class Engine:
                 demands, workers, lambda w, k: float(g.g_per_kwh[row[w], min(hour0 + k, g.g_per_kwh.shape[1] - 1)]),
                 now=self.now, safety=self.settings.shift_safety,
                 reserve_s=max(30.0, 2.0 * self.settings.target_chunk_s), horizon_h=horizon,
-                headroom=self.settings.shift_headroom)
+                headroom=self.settings.shift_headroom, margin=self.settings.shift_margin)
         else:
             self.thresholds = {}
         self.stats.replans += 1

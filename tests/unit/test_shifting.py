@@ -98,6 +98,18 @@ def test_headroom_for_work_not_yet_submitted_defers_less() -> None:
         plan(demand, [worker("w")], lambda w, k: hours[k], now=NOW, safety=1.0, headroom=1.0)
 
 
+def test_the_margin_books_for_more_work_than_estimated() -> None:
+    """Estimates err and failed chunks are redone: with a margin the job books room for more than it
+    thinks it has left, here a dirty hour now as well as the clean ones later."""
+    hours = [500.0, 50.0, 50.0, 600.0]
+    demand = [Demand("j", "pi", 1e9 * HOUR_S * 2, NOW + 3 * HOUR_S)]
+    assert plan(demand, [worker("w")], lambda w, k: hours[k], now=NOW, safety=1.0, horizon_h=4)["j"] == 50.0
+    assert plan(demand, [worker("w")], lambda w, k: hours[k], now=NOW, safety=1.0, horizon_h=4,
+                margin=0.25)["j"] == 500.0
+    with pytest.raises(ValueError, match="margin"):
+        plan(demand, [worker("w")], lambda w, k: hours[k], now=NOW, safety=1.0, margin=-0.1)
+
+
 def test_two_deadline_jobs_do_not_count_on_the_same_clean_hour() -> None:
     hours = [300.0, 50.0, 200.0, 400.0]
     one_hour = 1e9 * HOUR_S
