@@ -87,10 +87,19 @@ def browser() -> Iterator[Any]:
 
 
 def until(browser: Any, condition: Callable[[Any], Any], what: str, timeout_s: float = WAIT_S) -> Any:
-    # app.js re-renders tables every second: an element read a moment ago may be gone (stale); read again
-    return WebDriverWait(browser, timeout_s, poll_frequency=0.1,
-                         ignored_exceptions=(StaleElementReferenceException,)).until(condition,
-                                                                                      message=f"waiting for {what}")
+    """Wait for ``condition``. The pages re-render parts of themselves every second, so an element found
+    a moment ago may be gone when it is read: Selenium calls that stale, and chromedriver sometimes
+    reports it as "Node with given id does not belong to the document" (seen in CI on the job page's
+    state). Both mean: read again at the next poll."""
+    def attempt(b: Any) -> Any:
+        try:
+            return condition(b)
+        except WebDriverException as exc:
+            if isinstance(exc, StaleElementReferenceException) or "does not belong to the document" in str(exc.msg):
+                return False
+            raise
+
+    return WebDriverWait(browser, timeout_s, poll_frequency=0.1).until(attempt, message=f"waiting for {what}")
 
 
 def screenshot(browser: Any, name: str) -> Path:
