@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import os
 import ssl
+import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, TypeVar
 from urllib.parse import quote, unquote
 
 import redis
@@ -45,6 +46,12 @@ SENTINEL_SCHEMES = ("redis+sentinel://", "rediss+sentinel://")
 SENTINEL_PORT = 26379
 #: The channel :func:`confirm_replicated` publishes its fence on (no one listens; it is never a key).
 FENCE_CHANNEL = "hydra:replication:fence"
+#: How long :func:`while_replicas_return` repeats a write refused with ``NOREPLICAS``: a failover's new
+#: primary refuses writes until its other replica has re-attached and synchronised (seconds);
+#: a chunk's result held this long is still merged well within its lease (60 s).
+NOREPLICAS_WAIT_S = 30.0
+
+T = TypeVar("T")
 
 
 class ReplicationShort(InfrastructureError):
@@ -55,6 +62,72 @@ class ReplicationShort(InfrastructureError):
     def __init__(self, message: str, *, acked: int, wanted: int) -> None:
         super().__init__(message)
         self.acked, self.wanted = acked, wanted
+
+
+class NoReplicas(redis.exceptions.ConnectionError):
+    """The primary refused a write with ``NOREPLICAS``: fewer replicas than ``min-replicas-to-write``
+    are attached (``hydra_tasks/replication.py`` sets it to 1). It is what a freshly promoted primary
+    answers for the seconds until the other replica re-attaches after a failover, and what a primary
+    cut off from its replicas answers until they are back. Redis checks this before it runs the
+    command, so nothing was written (in ``MULTI``, the transaction is discarded; in a script, the
+    first write raises it before any write ran): the request is safe to repeat, as after a lost
+    connection. redis-py (5.x-8.x) raises a plain ``ResponseError`` for it; kombu counts that as a
+    channel error, and a Celery worker whose ack, heartbeat or BRPOP met it logged "Unrecoverable
+    error: ResponseError" and exited: the volunteers of a high-availability deployment left at the
+    first failover (seen in tests/cluster/test_cluster_failover.py). As a ``ConnectionError`` it is
+    retried by redis-py's default retry, and kombu and Celery reconnect (through the Sentinels) as for
+    any lost broker. :func:`treat_noreplicas_as_transient` installs it."""
+
+    def __str__(self) -> str:  # redis-py strips the error code from the message; logs keep it
+        return f"NOREPLICAS {super().__str__()}"
+
+
+def treat_noreplicas_as_transient() -> None:
+    """Make redis-py's reply parsers raise :class:`NoReplicas` for a ``NOREPLICAS`` error reply.
+
+    The table (``BaseParser.EXCEPTION_CLASSES``) is shared by every parser (RESP2, RESP3, hiredis),
+    so this covers every client in the process, kombu's included; it is done when this module is
+    imported, which every Hydra process does before it talks to Redis."""
+    from redis._parsers.base import BaseParser
+
+    BaseParser.EXCEPTION_CLASSES.setdefault("NOREPLICAS", NoReplicas)
+
+
+treat_noreplicas_as_transient()
+
+
+def refused_for_replicas(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or was raised from, a :class:`NoReplicas` (kombu re-raises redis-py's
+    errors as its own ``OperationalError``)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, NoReplicas):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def while_replicas_return(call: Callable[[], T], *, within_s: float = NOREPLICAS_WAIT_S,
+                          sleep: Callable[[float], None] = time.sleep) -> T:
+    """``call()``, repeated while the primary refuses writes for want of replicas
+    (:func:`refused_for_replicas`), 0.25 s and then up to 2 s apart, for at most ``within_s``
+    seconds; then the last error is raised. For a request that is safe to repeat (nothing was
+    written), made where a client's own retries are too short: kombu gives up on the first refusal
+    after it reconnected (``Connection.ensure``: a connection error that persists on a new connection
+    is raised), and redis-py's default retry waits a few seconds at most, while a failover's new
+    primary refuses writes until the other replica has re-attached (seconds to tens of seconds)."""
+    deadline = time.monotonic() + within_s
+    pause = 0.25
+    while True:
+        try:
+            return call()
+        except Exception as exc:
+            if not refused_for_replicas(exc) or time.monotonic() + pause > deadline:
+                raise
+        sleep(pause)
+        pause = min(2.0 * pause, 2.0)
 
 
 def is_sentinel(url: str) -> bool:

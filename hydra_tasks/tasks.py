@@ -15,7 +15,7 @@ from celery import shared_task
 from celery.utils import worker_direct
 
 from . import intake as intake_logic
-from . import keys
+from . import keys, redis_conn
 from .scheduling import dispatcher, sweeper
 from .scheduling.router import router_for
 from .trust import envelope, identity, results, sealing
@@ -48,11 +48,18 @@ def publish_bundle(chunks: list[tuple[dict[str, Any], int]], worker_id: str, reg
 def send_to_intake(app: Any, action: envelope.Action, body: dict[str, Any], *,
                    retry_policy: dict[str, float] | None = None) -> None:
     """Volunteer side: seal ``body`` with this worker's key and send it to the control plane. While
-    Redis is away the publish retries by ``retry_policy`` (default: celery_app.PUBLISH_RETRY_POLICY)."""
+    Redis is away the publish retries by ``retry_policy`` (default: celery_app.PUBLISH_RETRY_POLICY);
+    with the default, a publish refused for want of replicas (a failover's new primary) is repeated
+    for up to redis_conn.NOREPLICAS_WAIT_S, so that a computed result is not lost to it."""
     key = results.worker_key(identity.key_path(app.settings))
     options = {"retry_policy": retry_policy} if retry_policy is not None else {}
-    intake.apply_async(args=[envelope.seal(key, action, body)], queue=keys.INTAKE_QUEUE,
-                       argsrepr=_brief(action.value, body, "signed"), **options)
+    message = envelope.seal(key, action, body)
+
+    def publish() -> None:
+        intake.apply_async(args=[message], queue=keys.INTAKE_QUEUE, argsrepr=_brief(action.value, body, "signed"),
+                           **options)
+
+    redis_conn.while_replicas_return(publish, within_s=redis_conn.NOREPLICAS_WAIT_S if retry_policy is None else 0)
 
 
 def _brief(what: str, body: Any, note: str) -> str:
@@ -88,9 +95,11 @@ def compute_bundle(self: Any, chunks: list[Any], region: str = "unknown") -> Non
 
 @shared_task(name="hydra.intake", bind=True, ignore_result=True)
 def intake(self: Any, message: Any) -> str:
-    """Control plane (intake worker only): authenticate one volunteer message, then apply it."""
-    return intake_logic.handle(self.app.redis, self.app.settings, message, publish=publish_chunk,
-                               publish_bundle=publish_bundle)
+    """Control plane (intake worker only): authenticate one volunteer message, then apply it; repeated
+    while Redis refuses writes for want of replicas (applying a message twice changes nothing)."""
+    return redis_conn.while_replicas_return(
+        lambda: intake_logic.handle(self.app.redis, self.app.settings, message, publish=publish_chunk,
+                                    publish_bundle=publish_bundle))
 
 
 @shared_task(name="hydra.dispatch", bind=True, ignore_result=True)

@@ -1,5 +1,7 @@
 """Broker outages: Redis killed with -9 and restarted from its AOF, Redis frozen (SIGSTOP) for longer
-than a lease, and a volunteer's network path cut silently (packets dropped, no connection closed).
+than a lease, a volunteer's network path cut silently (packets dropped, no connection closed), and
+Redis refusing every write with ``NOREPLICAS`` (as a freshly promoted primary does until its other
+replica re-attaches).
 After each, EVERY surviving worker consumes again without a restart (the kombu reconnect trap,
 celery#3541, #5935, #8030, kombu#1836), the job that was running ends with exactly the undisturbed π
 hit count, no ``{job}:{chunk}`` is minted twice and ``hydra ledger verify`` passes.
@@ -27,6 +29,7 @@ import time
 from typing import Iterator
 
 import pytest
+import redis
 
 from hydra_tasks import compute, keys
 from hydra_tasks.celery_app import HydraCelery
@@ -318,3 +321,29 @@ def test_a_worker_cut_off_silently_reconnects_by_itself_once_its_link_is_back(
     time.sleep(8.0)
     link.heal()
     check_recovery(app, job_id, time.time())
+
+
+def test_while_redis_refuses_writes_with_noreplicas_every_worker_waits_and_resumes_and_the_job_is_exact(
+        stack: LocalStack, link: LinkProxy, app: HydraCelery) -> None:
+    """What a Sentinel failover looks like to the workers for a few seconds: the new primary answers, but
+    refuses writes (``min-replicas-to-write``, replication.py) until the other replica has re-attached.
+    Acks, heartbeats and results meet ``NOREPLICAS``; kombu took it for a channel error and every worker
+    exited ("Unrecoverable error: ResponseError"). Now it is a connection error (redis_conn.NoReplicas):
+    they reconnect and go on."""
+    job_id = start_job(app)
+    logs = WorkerLogs(stack)
+    logs.procs = list(stack.procs.values())  # control and intake too
+    logs.offsets = {p.name: p.log_path.stat().st_size for p in logs.procs}
+    logs.wait_until_one_computes()
+    app.redis.config_set("min-replicas-to-write", 1)  # no replica is attached: every write is refused
+    try:
+        with pytest.raises(redis.exceptions.ConnectionError, match="NOREPLICAS"):
+            app.redis.set("hydra:test:noreplicas", 1)
+        time.sleep(8.0)
+    finally:
+        app.redis.config_set("min-replicas-to-write", 0)
+    check_recovery(app, job_id, time.time())
+    text = logs.since()
+    assert "Unrecoverable error" not in text, "a worker exited on NOREPLICAS"
+    assert "raised unexpected" not in text, "a chunk's task failed on the broker: its result was lost"
+    assert all(p.alive for p in stack.procs.values())
