@@ -35,6 +35,7 @@ hydra:workers:gen              string  the registry's generation: a new random t
 hydra:worker_keys              hash    pruned worker id -> the public key it stayed bound to (registry.register
                                        refuses another key for that id; removed when it registers again)
 hydra:grid:failures            list    recent carbon-provider failures, newest first (JSON), capped
+hydra:grid:observed:{zone}     hash    UTC hour (s) -> gCO2/kWh seen by the provider chain, 8 days (grid/observed.py)
 hydra:sustainability           hash    energy and carbon totals over all jobs (grid/accounting.py)
 hydra:worker:{id}              hash    region, host, cores, speeds, state, last_seen, performance model
 hydra:worker:{id}:inflight     set     "{job}:{chunk}" currently leased to the worker
@@ -335,6 +336,11 @@ def new_generation() -> str:
     return secrets.token_hex(8)
 GRID_FAILURES = f"{PREFIX}:grid:failures"
 GRID_FAILURES_KEPT = 100
+
+
+def grid_observed(zone: str) -> str:
+    """A zone's recorded hourly carbon intensities (grid/observed.py)."""
+    return f"{PREFIX}:grid:observed:{zone}"
 WORKER_RESULTS_KEPT = 100_000  # a worker's results log keeps its newest merged results (what a catch revokes)
 JOB_LOG_KEPT = 5_000  # a job's chunk log keeps its newest accepted chunks (the metrics' charts)
 SUSTAINABILITY = f"{PREFIX}:sustainability"  # hash: energy_j, carbon_g, counterfactual_g, renewable_kwh

@@ -41,6 +41,7 @@ class ProviderChain:
         clock: Callable[[], float] = time.monotonic,
         max_failures: int = 100,
         on_failure: Callable[[ProviderFailure], None] | None = None,
+        on_reading: Callable[[Reading], None] | None = None,
     ) -> None:
         if not providers:
             raise GridError("a ProviderChain needs at least one provider; end it with EmbeddedTableProvider()")
@@ -53,6 +54,7 @@ class ProviderChain:
         self._forecasts: dict[tuple[str, datetime, int], tuple[float, list[Reading]]] = {}
         self._failures: deque[ProviderFailure] = deque(maxlen=max_failures)
         self._on_failure = on_failure  # e.g. to make failures visible to other processes
+        self._on_reading = on_reading  # e.g. to keep the history forecasts are made from (grid/history.py)
 
     @property
     def failures(self) -> list[ProviderFailure]:
@@ -78,6 +80,11 @@ class ProviderChain:
                 failed.append(self._record(provider, zone, exc))
                 continue
             self._cache[key] = (now, reading)
+            if self._on_reading is not None:
+                try:
+                    self._on_reading(reading)
+                except Exception:  # noqa: BLE001 - keeping a reading must not break routing
+                    log.debug("could not pass on a reading", exc_info=True)
             return reading
         summary = "; ".join(f"{f.provider}: {f.message}" for f in failed)
         raise GridError(

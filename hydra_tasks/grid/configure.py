@@ -4,7 +4,9 @@
 a base URL: ``electricitymaps``, ``uk`` (Great Britain only), ``watttime`` — e.g.
 ``electricitymaps,uk`` or ``electricitymaps=https://api-access.electricitymaps.com/free-tier``.
 After them come the trace (``HYDRA_CARBON_TRACE``, if set) and the embedded annual table, which
-never fails for a known zone, so routing keeps working with every outside provider down.
+never fails for a known zone, so routing keeps working with every outside provider down. Given an
+:class:`~hydra_tasks.grid.observed.ObservedIntensities`, the chain records what it reads there and
+forecasts from it (``ObservedForecaster``, before the table) for zones no earlier provider forecasts.
 Credentials: ``HYDRA_ELECTRICITYMAPS_TOKEN``; ``HYDRA_WATTTIME_USERNAME`` and
 ``HYDRA_WATTTIME_PASSWORD`` with ``HYDRA_WATTTIME_REGIONS`` (``ZONE=REGION,...``, e.g.
 ``US-CAL-CISO=CAISO_NORTH``), since WattTime names its own regions.
@@ -19,6 +21,7 @@ from ..errors import ConfigError
 from . import CarbonProvider
 from .chain import ProviderChain, ProviderFailure
 from .clients import ElectricityMapsClient, UKCarbonIntensityClient, WattTimeClient
+from .observed import ObservedForecaster, ObservedIntensities
 from .table import EmbeddedTableProvider
 from .trace import TraceProvider
 
@@ -70,8 +73,9 @@ def check(settings: "Settings") -> None:
 
 
 def build_chain(settings: "Settings", *, on_failure: Callable[[ProviderFailure], None] | None = None,
-                ttl_s: float = 300.0) -> ProviderChain:
-    """Live providers (in the configured order), then the trace, then the embedded table."""
+                ttl_s: float = 300.0, observed: ObservedIntensities | None = None) -> ProviderChain:
+    """Live providers (in the configured order), then the trace, then (with ``observed``) forecasts
+    from the intensities recorded, then the embedded table."""
     providers: list[CarbonProvider] = []
     for name, url in parse_providers(settings.carbon_providers):
         extra: dict[str, Any] = {"base_url": url} if url else {}
@@ -85,5 +89,8 @@ def build_chain(settings: "Settings", *, on_failure: Callable[[ProviderFailure],
                                             regions=parse_watttime_regions(settings.watttime_regions), **extra))
     if settings.carbon_trace:
         providers.append(TraceProvider(settings.carbon_trace))
+    if observed is not None:
+        providers.append(ObservedForecaster(observed))
     providers.append(EmbeddedTableProvider())
-    return ProviderChain(providers, ttl_s=ttl_s, on_failure=on_failure)
+    return ProviderChain(providers, ttl_s=ttl_s, on_failure=on_failure,
+                         on_reading=observed.record if observed is not None else None)

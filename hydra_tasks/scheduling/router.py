@@ -30,6 +30,7 @@ from .. import keys
 from ..grid import GridError
 from ..grid.chain import ProviderChain, ProviderFailure
 from ..grid.configure import build_chain
+from ..grid.observed import ObservedIntensities
 from ..grid.regions import Region, RegionSignal, parse_regions
 from ..grid.site import reported_site, worker_signals
 from ..settings import Settings
@@ -146,17 +147,19 @@ class FailureLog:
 
 
 @functools.lru_cache(maxsize=4)
-def _chain(settings: Settings) -> tuple[ProviderChain, FailureLog]:
-    failures = FailureLog()
-    return build_chain(settings, on_failure=failures), failures
+def _chain(settings: Settings) -> tuple[ProviderChain, FailureLog, ObservedIntensities]:
+    failures, observed = FailureLog(), ObservedIntensities()
+    return build_chain(settings, on_failure=failures, observed=observed), failures, observed
 
 
 def carbon_provider(settings: Settings, client: redis.Redis | None = None) -> ProviderChain:
     """One provider chain per process and settings (it caches readings, see grid/configure.py);
-    with ``client``, its failures are also logged to Redis for the metrics endpoint."""
-    chain, failures = _chain(settings)
+    with ``client``, its failures are also logged to Redis for the metrics endpoint, and the
+    intensities it reads are kept there to forecast from (grid/observed.py)."""
+    chain, failures, observed = _chain(settings)
     if client is not None:
         failures.client = client
+        observed.client = client
     return chain
 
 

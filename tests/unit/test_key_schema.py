@@ -71,7 +71,8 @@ def test_every_hash_in_the_key_table_has_a_field_block_except_the_maps() -> None
     maps = {"hydra:job:{id}:chunks", "hydra:job:{id}:parts", "hydra:job:{id}:suspect",
             "hydra:job:{id}:audits", "hydra:ledger:accounts", "hydra:ledger:balances",
             "hydra:ledger:earned", "hydra:ledger:nonces", "hydra:ledger:transfers", "hydra:ledger:daily",
-            "hydra:profiles", "hydra:profile_teams", "hydra:worker_keys", "hydra:teams:members"}
+            "hydra:profiles", "hydra:profile_teams", "hydra:worker_keys", "hydra:teams:members",
+            "hydra:grid:observed:{zone}"}
     assert sorted(k for k, _ in table if k not in maps) == sorted(blocks)
 
 
