@@ -25,7 +25,11 @@ jobs with every policy, hour by hour:
 The world is not kind to plans: each region-hour only ``--availability`` of its processes are there
 (volunteers come and go; drawn per hour, the same for every policy), ``--lost`` of the work done in
 an hour is lost to worker failures and done again, and the planner sees each job's size with a
-lognormal error (``--size-error``, the chunk-size estimate's error), never its true size.
+lognormal error (``--size-error``), never its true size, and learns it only as the job runs. The
+default, 0.1, is about twice the error of the size Hydra measures before it defers a job: a
+Mandelbrot job's preview runs at once and estimates the work per pixel with a log-error sd of 0.045
+(p95 0.13, ``benchmarks/preview_size.py``); a π job's samples are exact and only the workers' speeds,
+measured every chunk, are estimated. 0.3 is a stress setting (sizes guessed, not measured).
 
 Printed for every policy: carbon, the cut against blind, the share of the oracle's cut, deadline
 misses, mean and p95 turnaround and the utilisation of each zone; the forecast's error by lead time
@@ -321,15 +325,19 @@ def hydra_hour(edf: list[Job], world: World, hour: int, free_s: np.ndarray, fore
     return carbon
 
 
-def oracle(jobs: list[Job], world: World) -> Outcome:
+def oracle(jobs: list[Job], world: World, delay_weight: float = 0.0) -> Outcome:
     """Minimum carbon over all schedules that meet every deadline within the capacity really there
-    (LP over (job, region, hour)), with its turnaround and zone use."""
+    (LP over (job, region, hour)), with its turnaround and zone use. With ``delay_weight``, the same
+    knowing everything, with each hour of waiting priced as the job spec's delay_weight prices it
+    (a slot k hours after arrival costs as if its power were k * delay_weight gCO2/kWh dirtier);
+    the carbon returned is the real one."""
     from scipy.optimize import linprog
     from scipy.sparse import coo_matrix
 
     regions, hours = world.grid.shape
     caps = world.avail.astype(float) * HOUR_S
     cost: list[float] = []
+    pure: list[float] = []
     rows_eq: list[int] = []
     cols_eq: list[int] = []
     rows_ub: list[int] = []
@@ -337,7 +345,8 @@ def oracle(jobs: list[Job], world: World) -> Outcome:
     for j, job in enumerate(jobs):
         for r in range(regions):
             for h in range(job.arrival, job.deadline):
-                cost.append(kg(1.0, float(world.grid[r, h])))
+                pure.append(kg(1.0, float(world.grid[r, h])))
+                cost.append(pure[-1] + kg(1.0, delay_weight * (h - job.arrival)))
                 rows_eq.append(j)
                 cols_eq.append(len(cost) - 1)
                 rows_ub.append(r * hours + h)
@@ -356,7 +365,7 @@ def oracle(jobs: list[Job], world: World) -> Outcome:
         if v > 1e-3:
             last[j] = max(last[j], h + 1)
             used[r] += v
-    return Outcome(float(result.fun), 0, [float(last[j] - job.arrival) for j, job in enumerate(jobs)], used)
+    return Outcome(float(np.dot(pure, x)), 0, [float(last[j] - job.arrival) for j, job in enumerate(jobs)], used)
 
 
 def target_share(load: float) -> float:
@@ -440,6 +449,13 @@ def run_set(label: str, regions: dict[str, tuple[str, int]], trace: TraceProvide
                 print(f"  {w:>12g} {1 - o.carbon_kg / blind:>7.1%} {(blind - o.carbon_kg) / (blind - best):>9.1%} "
                       f"{o.misses:>6} {o.mean_h:>7.2f} {o.p95_h:>6.1f}")
                 misses += o.misses if w else 0
+            oracle0 = outcomes["oracle"]
+            for w in args.oracle_weights:
+                o = oracle(jobs, world, w)
+                print(f"  {'oracle ' + format(w, 'g'):>12} {1 - o.carbon_kg / blind:>7.1%} "
+                      f"{(blind - o.carbon_kg) / (blind - best):>9.1%} {0:>6} {o.mean_h:>7.2f} {o.p95_h:>6.1f}"
+                      f"  ({o.mean_h / oracle0.mean_h:.0%} of the oracle's turnaround at "
+                      f"{(blind - o.carbon_kg) / (blind - best):.1%} of its cut)")
             # the delay target: half the mean turnaround of delay_weight 0 at (within 2% of) its cut
             cut0 = blind - hydra.carbon_kg
             fits = [(w, o) for w, o in curve[1:] if blind - o.carbon_kg >= 0.98 * cut0 and o.mean_h <= 0.5 * hydra.mean_h]
@@ -468,7 +484,11 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=1, help="job streams per load (the median share is judged)")
     parser.add_argument("--availability", type=float, default=0.85, help="share of processes present each hour")
     parser.add_argument("--lost", type=float, default=0.02, help="share of work lost to failures and redone")
-    parser.add_argument("--size-error", type=float, default=0.3, help="sigma of the lognormal size-estimate error")
+    parser.add_argument("--size-error", type=float, default=0.1,
+                        help="sigma of the lognormal size-estimate error (default: about twice the preview's)")
+    parser.add_argument("--oracle-weights", default="",
+                        help="also solve the oracle with these delay_weight values (the same price of waiting, "
+                             "knowing everything): what a delay price can buy at best; ~1 min per LP")
     parser.add_argument("--weights", default="5,10,20,40",
                         help="delay_weight values for the Pareto curve (gCO2/kWh per hour of waiting)")
     parser.add_argument("--headroom", default=str(SETTINGS.shift_headroom),
@@ -485,6 +505,12 @@ def main() -> int:
         parser.error("--weights: numbers such as 5,10,20")
     if any(w < 0 for w in args.weights):
         parser.error("--weights: each must be >= 0")
+    try:
+        args.oracle_weights = [float(x) for x in args.oracle_weights.split(",") if x.strip()]
+    except ValueError:
+        parser.error("--oracle-weights: numbers such as 10,20")
+    if any(w < 0 for w in args.oracle_weights):
+        parser.error("--oracle-weights: each must be >= 0")
     try:
         args.headroom = None if args.headroom == "auto" else float(args.headroom)
     except ValueError:

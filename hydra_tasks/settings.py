@@ -316,9 +316,9 @@ class Settings:
     watttime_regions: str = field(default="", metadata=_meta("HYDRA_WATTTIME_REGIONS", _str))
     shift_safety: float = field(default=0.7, metadata=_meta("HYDRA_SHIFT_SAFETY", _float(0.05, 1)))
     # share of every later hour time shifting leaves for work not submitted yet (scheduling/shifting.py)
-    shift_headroom: float = field(default=0.15, metadata=_meta("HYDRA_SHIFT_HEADROOM", _float(0, 0.9)))
+    shift_headroom: float = field(default=0.1, metadata=_meta("HYDRA_SHIFT_HEADROOM", _float(0, 0.9)))
     # and books each job as if it had this share more work left than estimated
-    shift_margin: float = field(default=0.3, metadata=_meta("HYDRA_SHIFT_MARGIN", _float(0, 5)))
+    shift_margin: float = field(default=0.2, metadata=_meta("HYDRA_SHIFT_MARGIN", _float(0, 5)))
     watts_per_core: float = field(default=15.0, metadata=_meta("HYDRA_WATTS_PER_CORE", _float(0.1, 500)))
     # --- token incentives (seed names); amounts are integer micro-tokens
     token_incentives: bool = field(default=True, metadata=_meta("HYDRA_TOKEN_INCENTIVES", _parse_bool))

@@ -207,7 +207,7 @@ def execute(client: redis.Redis, settings: Settings, publish: Publish, job_plan:
 
 
 PLAN_TTL_S = 10.0
-_plans: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[float, dict[str, float]]] = {}
+_plans: dict[tuple[tuple[str, ...], ...], tuple[float, dict[str, float]]] = {}
 
 
 def carbon_thresholds(client: redis.Redis, settings: Settings, snap: ClusterSnapshot, router: Router,
@@ -223,18 +223,26 @@ def carbon_thresholds(client: redis.Redis, settings: Settings, snap: ClusterSnap
     for job_id in job_ids:
         pipe.hmget(keys.job(job_id), "kind", "spec", "units_total", "units_done", "iters_per_px")
     demands = []
+    measuring: dict[str, float] = {}
     for job_id, (kind, spec_json, total, done, per_px) in zip(job_ids, pipe.execute()):
         if kind is None or spec_json is None:
             continue
         spec = json.loads(spec_json)
         left = float(max(int(total or 0) - int(done or 0), 0))
         if kind == JobKind.MANDELBROT.value:  # pixels -> iterations (from the preview once it is in)
+            if not per_px and settings.adaptive:
+                # Its only chunk is the preview (1/49 of the work at 1920 x 1080), which measures the job's
+                # size: it runs at once, so that the job is deferred on its measured size (ln error sd 0.045
+                # over 60 views, benchmarks/preview_size.py), not on max_iter / 2 per pixel (17 times too
+                # much on average there, and too little for views deep in the set).
+                measuring[job_id] = UNBOUNDED
+                continue
             left *= float(per_px) if per_px else 0.5 * float(spec["params"].get("max_iter", 1000))
         demands.append(Demand(job_id, kind, float(left), spec.get("deadline_ts"), float(spec.get("delay_weight", 0.0))))
     deadlines = [d.deadline_ts for d in demands if d.deadline_ts is not None]
     if not deadlines:
-        return {}
-    key = (tuple(job_ids), tuple(sorted(snap.workers)))
+        return measuring
+    key = (tuple(job_ids), tuple(sorted(snap.workers)), tuple(sorted(measuring)))  # a preview in: plan anew
     cached = _plans.get(key)
     if cached is not None and 0 <= now - cached[0] < min(PLAN_TTL_S, settings.sweep_interval_s):
         return cached[1]
@@ -245,7 +253,7 @@ def carbon_thresholds(client: redis.Redis, settings: Settings, snap: ClusterSnap
     reserve = max(30.0, 2.0 * settings.target_chunk_s)  # the last chunks and the finalizer
     thresholds = plan(demands, snap.workers.values(), intensity, now=now, safety=settings.shift_safety,
                       reserve_s=reserve, horizon_h=hours, headroom=settings.shift_headroom,
-                      margin=settings.shift_margin)
+                      margin=settings.shift_margin) | measuring
     pipe = client.pipeline(transaction=False)
     for job_id, value in thresholds.items():
         pipe.hset(keys.job(job_id), "carbon_threshold", "inf" if value == UNBOUNDED else f"{value:.1f}")
