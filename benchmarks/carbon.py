@@ -14,9 +14,11 @@ jobs with every policy, hour by hour:
   past week's arrivals, placed in the cleanest forecast (region, hour) slots); jobs run within the
   curve, cleanest first, and a job about to miss its deadline runs regardless of it;
 * **Hydra**: Hydra's time-shifting planner (``scheduling.shifting.plan``) and ``GridAwareRouter``,
-  the code the dispatcher runs, re-planned every hour, not knowing future arrivals, with forecasts
-  built **from the past only** (``grid.forecast.seasonal``: the mean of the same hour over the last
-  days, moved towards the current level); the same with the real future as forecast is printed as
+  the code the dispatcher runs, re-planned every hour (the dispatcher re-plans every few seconds,
+  so a job due at the end of an hour whose work proves bigger than booked then goes unbounded within
+  the hour: here it may take any free capacity after the planned fill), not knowing future
+  arrivals, with forecasts built **from the past only** (``grid.forecast.seasonal``: the mean of
+  the same hour over the last days, moved towards the current level); the same with the real future as forecast is printed as
   an upper bound, labelled "perfect forecast";
 * **oracle**: a linear program (scipy/HiGHS) that knows every job, hour and outage in advance and
   puts each job's work in the cleanest (region, hour) slots that meet its deadline within the
@@ -36,12 +38,14 @@ misses, mean and p95 turnaround and the utilisation of each zone; the forecast's
 (MAPE); then Hydra again with each ``--weights`` value as every job's ``delay_weight`` (the job spec's
 price of an hour of waiting): the Pareto curve of carbon cut against turnaround. Targets (issue 17):
 Hydra, past-only forecasts, >= 90% of the oracle's cut at 15% load and >= 85% at 30% (linear in
-between), 0 deadline misses at every weight, and some weight giving at most half the mean turnaround
+between), 0 deadline misses at every weight (past-only forecasts; the perfect-forecast run's are
+printed, not judged), and some weight giving at most half the mean turnaround
 of weight 0 while keeping >= 98% of its cut. Exit 0 only when every target holds at every load and
 zone set it ran.
 
     .venv/bin/python benchmarks/carbon.py [--zone-sets global7,europe,americas] [--loads 0.15,0.3]
-        [--seeds 1] [--trace FILE] [--regions name=ZONE:processes,...]
+        [--seeds 1] [--trace FILE] [--regions name=ZONE:processes,...] [--size-error 0.1]
+        [--weights 5,10,20,40] [--oracle-weights 5,10,20]
 
 Needs scipy (``pip install -e '.[bench]'``).
 """
@@ -311,8 +315,13 @@ def hydra_hour(edf: list[Job], world: World, hour: int, free_s: np.ndarray, fore
     router = GridAwareRouter.by_region(signals, carbon_weight=1.0, cost_weight=0.0, renewable_weight=0.0)
     snap = ClusterSnapshot(now, workers, {r: workers[r].concurrency for r in names})
     carbon = 0.0
-    for job in edf:
-        limit = thresholds.get(job.job_id, math.inf)
+    # The dispatcher re-plans every few seconds; this simulation plans once an hour. A job due at the end
+    # of this hour whose work proves bigger than booked finds, at one of those re-plans, no clean slot
+    # left before its deadline and goes unbounded within the hour: after the planned fill, it may take
+    # any free capacity (its second pass here).
+    passes = [(job, thresholds.get(job.job_id, math.inf)) for job in edf]
+    passes += [(job, math.inf) for job in edf if job.deadline == hour + 1]
+    for job, limit in passes:
         while job.left_s > 1e-6:
             worker = router.choose(snap, {r: 1 if free_s[row[r]] > 1e-6 else 0 for r in names}, "pi", limit)
             if worker is None:
@@ -419,6 +428,7 @@ def run_set(label: str, regions: dict[str, tuple[str, int]], trace: TraceProvide
     for load in args.loads:
         shares: list[float] = []
         misses = 0
+        perfect_misses = 0
         delay_ok = True
         for seed in range(args.seeds):
             world = build_world(trace, regions, args.availability, args.lost, seed)
@@ -441,7 +451,8 @@ def run_set(label: str, regions: dict[str, tuple[str, int]], trace: TraceProvide
                       f"{o.p95_h:>6.1f}  {'':11} {util}")
             hydra = outcomes["hydra"]
             shares.append((blind - hydra.carbon_kg) / (blind - best))
-            misses += hydra.misses + outcomes["hydra, perfect forecast"].misses
+            misses += hydra.misses  # the target is for past-only forecasts; the upper bound's are shown apart
+            perfect_misses += outcomes["hydra, perfect forecast"].misses
             curve = [(0.0, hydra)] + [(w, simulate(jobs, world, "hydra", args.headroom, w)) for w in args.weights]
             print("  Hydra's delay knob (job spec delay_weight, gCO2/kWh per hour of waiting), past-only forecasts:")
             print(f"  {'delay_weight':>12} {'cut':>7} {'of oracle':>9} {'misses':>6} {'mean h':>7} {'p95 h':>6}")
@@ -467,9 +478,11 @@ def run_set(label: str, regions: dict[str, tuple[str, int]], trace: TraceProvide
         share = statistics.median(shares)
         met = share >= target_share(load) and misses == 0 and delay_ok
         ok = ok and met
-        print(f"  -> load {load:.0%}: Hydra (past-only forecasts) {share:.1%} of the oracle's cut (median of "
-              f"{len(shares)}; target >= {target_share(load):.0%}), {misses} deadline misses over every Hydra "
-              f"run (target 0), delay target {'met' if delay_ok else 'NOT met'}: "
+        print(f"  -> load {load:.0%}: Hydra (past-only forecasts) {share:.2%} of the oracle's cut (median of "
+              f"{len(shares)}; target >= {target_share(load):.0%}: {'met' if share >= target_share(load) else 'NOT met'}), "
+              f"{misses} deadline misses over every Hydra "
+              f"run on past-only forecasts, every delay_weight (target 0; with perfect forecasts: "
+              f"{perfect_misses}, not judged), delay target {'met' if delay_ok else 'NOT met'}: "
               f"{'met' if met else 'NOT met'}")
     return ok
 
