@@ -18,8 +18,8 @@ jobs with every policy, hour by hour:
   so a job due at the end of an hour whose work proves bigger than booked then goes unbounded within
   the hour: here it may take any free capacity after the planned fill), not knowing future
   arrivals, with forecasts built **from the past only** (``grid.forecast.seasonal``: the mean of
-  the same hour over the last days, moved towards the current level); the same with the real future as forecast is printed as
-  an upper bound, labelled "perfect forecast";
+  the same hour over the last days, moved towards the current level); the same with the real
+  future as forecast is printed as an upper bound, labelled "perfect forecast";
 * **oracle**: a linear program (scipy/HiGHS) that knows every job, hour and outage in advance and
   puts each job's work in the cleanest (region, hour) slots that meet its deadline within the
   capacity that was really there. No online policy can beat it.
@@ -478,8 +478,9 @@ def run_set(label: str, regions: dict[str, tuple[str, int]], trace: TraceProvide
         share = statistics.median(shares)
         met = share >= target_share(load) and misses == 0 and delay_ok
         ok = ok and met
+        share_ok = share >= target_share(load)
         print(f"  -> load {load:.0%}: Hydra (past-only forecasts) {share:.2%} of the oracle's cut (median of "
-              f"{len(shares)}; target >= {target_share(load):.0%}: {'met' if share >= target_share(load) else 'NOT met'}), "
+              f"{len(shares)}; target >= {target_share(load):.0%}: {'met' if share_ok else 'NOT met'}), "
               f"{misses} deadline misses over every Hydra "
               f"run on past-only forecasts, every delay_weight (target 0; with perfect forecasts: "
               f"{perfect_misses}, not judged), delay target {'met' if delay_ok else 'NOT met'}: "
