@@ -488,6 +488,17 @@ def run_set(label: str, regions: dict[str, tuple[str, int]], trace: TraceProvide
     return ok
 
 
+def weights(parser: argparse.ArgumentParser, option: str, text: str) -> list[float]:
+    """A comma-separated list of delay_weight values (gCO2/kWh per hour of waiting), each >= 0."""
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        parser.error(f"{option}: numbers such as 5,10,20")
+    if any(not w >= 0 for w in values):
+        parser.error(f"{option}: each must be >= 0")
+    return values
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--trace", type=Path, default=TRACE, help="hourly CSV: datetime_utc,ZONE1,ZONE2,...")
@@ -513,18 +524,8 @@ def main() -> int:
         args.loads = [float(x) for x in args.loads.split(",") if x.strip()]
     except ValueError:
         parser.error("--loads: give numbers such as 0.15,0.3")
-    try:
-        args.weights = [float(x) for x in args.weights.split(",") if x.strip()]
-    except ValueError:
-        parser.error("--weights: numbers such as 5,10,20")
-    if any(w < 0 for w in args.weights):
-        parser.error("--weights: each must be >= 0")
-    try:
-        args.oracle_weights = [float(x) for x in args.oracle_weights.split(",") if x.strip()]
-    except ValueError:
-        parser.error("--oracle-weights: numbers such as 10,20")
-    if any(w < 0 for w in args.oracle_weights):
-        parser.error("--oracle-weights: each must be >= 0")
+    args.weights = weights(parser, "--weights", args.weights)
+    args.oracle_weights = weights(parser, "--oracle-weights", args.oracle_weights)
     try:
         args.headroom = None if args.headroom == "auto" else float(args.headroom)
     except ValueError:
