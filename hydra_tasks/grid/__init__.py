@@ -24,6 +24,11 @@ class GridError(HydraError):
     """Carbon-intensity data could not be obtained or was not valid."""
 
 
+class NotProvided(GridError):
+    """A provider has, by design, nothing to say here: a forecast-only provider asked for a reading,
+    or a forecaster still gathering history. A chain moves on without counting it as a failure."""
+
+
 def to_utc(at: datetime) -> datetime:
     """``at`` converted to UTC; a naive datetime is refused because its zone is a guess."""
     if at.tzinfo is None or at.utcoffset() is None:
@@ -95,6 +100,7 @@ __all__ = [
     "EmbeddedTableProvider",
     "ForecastingProvider",
     "GridError",
+    "NotProvided",
     "ProviderChain",
     "ProviderFailure",
     "Reading",

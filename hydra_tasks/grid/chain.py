@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Sequence
 
-from . import CarbonProvider, GridError, Reading, to_utc
+from . import CarbonProvider, GridError, NotProvided, Reading, to_utc
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,9 @@ class ProviderChain:
         for provider in self.providers:
             try:
                 reading = provider.intensity(zone, at)
+            except NotProvided as exc:  # by design, not a fault: not shown as a provider failure
+                log.debug("carbon provider %s has no reading for zone %s: %s", _name(provider), zone, exc)
+                continue
             except Exception as exc:  # noqa: BLE001 - one broken provider must not stop routing
                 failed.append(self._record(provider, zone, exc))
                 continue
@@ -102,6 +105,7 @@ class ProviderChain:
         if cached is not None and now - cached[0] < self.ttl_s:
             return cached[1]
         failed: list[ProviderFailure] = []
+        skipped: list[str] = []
         for provider in self.providers:
             method = getattr(provider, "forecast", None)
             if method is None:
@@ -110,6 +114,10 @@ class ProviderChain:
                 readings = method(zone, hours, at=first)
                 if len(readings) < hours:
                     raise GridError(f"forecast has {len(readings)} hours, {hours} were asked for")
+            except NotProvided as exc:
+                skipped.append(f"{_name(provider)}: {exc}")
+                log.debug("carbon provider %s has no forecast for zone %s: %s", _name(provider), zone, exc)
+                continue
             except Exception as exc:  # noqa: BLE001 - as for readings: fall through to the next provider
                 failed.append(self._record(provider, zone, exc))
                 continue
@@ -117,11 +125,11 @@ class ProviderChain:
                 self._forecasts.clear()
             self._forecasts[key] = (now, readings[:hours])
             return readings[:hours]
-        summary = "; ".join(f"{f.provider}: {f.message}" for f in failed) or "no provider can forecast"
+        summary = "; ".join([f"{f.provider}: {f.message}" for f in failed] + skipped) or "no provider can forecast"
         raise GridError(f"no carbon forecast for zone {zone!r} ({summary})")
 
     def _record(self, provider: CarbonProvider, zone: str, exc: Exception) -> ProviderFailure:
-        name = getattr(provider, "name", type(provider).__name__)
+        name = _name(provider)
         message = str(exc) if isinstance(exc, GridError) else f"{type(exc).__name__}: {exc}"
         failure = ProviderFailure(provider=name, zone=zone, message=message, clock_s=self._clock())
         self._failures.append(failure)
@@ -132,3 +140,7 @@ class ProviderChain:
                 log.debug("could not report a provider failure", exc_info=True)
         log.warning("carbon provider %s failed for zone %s: %s", name, zone, message)
         return failure
+
+
+def _name(provider: CarbonProvider) -> str:
+    return str(getattr(provider, "name", type(provider).__name__))

@@ -23,7 +23,7 @@ import numpy as np
 import redis
 
 from .. import keys
-from . import GridError, Reading, to_utc
+from . import GridError, NotProvided, Reading, to_utc
 from .forecast import HOURS_PER_DAY, seasonal
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class ObservedForecaster:
         self.observed = observed
 
     def intensity(self, zone: str, at: datetime | None = None) -> Reading:
-        raise GridError("the observed provider only forecasts; current readings come from the live providers")
+        raise NotProvided("the observed provider only forecasts; current readings come from the live providers")
 
     def forecast(self, zone: str, hours: int, *, at: datetime | None = None) -> list[Reading]:
         if hours < 1:
@@ -107,7 +107,7 @@ class ObservedForecaster:
         when = datetime.now(timezone.utc) if at is None else to_utc(at)
         past, recorded = self.observed.hours(zone, when)
         if recorded < MIN_HOURS:
-            raise GridError(f"only {recorded} hours of {zone} intensities recorded in the last {KEEP_DAYS} days; "
+            raise NotProvided(f"only {recorded} hours of {zone} intensities recorded in the last {KEEP_DAYS} days; "
                             f"a forecast from history needs {MIN_HOURS}")
         values = seasonal(past, hours)
         first = when.replace(minute=0, second=0, microsecond=0)
