@@ -88,8 +88,11 @@ def dispatch(client: redis.Redis, settings: Settings, router: Router, publish: P
             again.scard(keys.worker_inflight(wid))
         inflight = again.execute()
     free = {wid: snap.slots[wid] - int(n) for wid, n in zip(snap.workers, inflight)}
-    sent = audits.dispatch_pending(client, settings, snap, free, publish, now=now)  # audits first: jobs wait on them
     thresholds = carbon_thresholds(client, settings, snap, router, job_ids, with_deadline, now=now)
+    # Audits first (jobs wait on them), within their job's threshold: an audit is that job's work too.
+    sent = audits.dispatch_pending(client, settings, snap, free, publish, now=now, limits=thresholds,
+                                   intensity=router.scores(snap)[1] if thresholds and isinstance(
+                                       router, GridAwareRouter) else None)
     bundles = publish_bundle is not None and bundling(settings)  # without a way to send a bundle: each alone
     for job_id in job_ids:
         if not any(n > 0 for n in free.values()) and not bundles:

@@ -13,7 +13,8 @@ An audit chunk is a chunk of the same job with units 0, id ``a<n>`` (:func:`hydr
 whose spec names the chunk's range and the blocks to recompute, not whose result it audits (that, and
 the audited worker, stay in ``hydra:job:{id}:audits``). It waits in ``hydra:audits`` and
 :func:`dispatch_pending` (called by the dispatcher first) leases it with GRANT's ``audit`` source,
-which refuses the audited worker and any worker with too few clean audits. Its result is merged like
+which refuses the audited worker and any worker with too few clean audits; an audit of a job that is
+time-shifted goes only to auditors whose power is within the job's carbon threshold. Its result is merged like
 a chunk (exactly once; the auditor is paid for the samples) and :func:`settle` compares it exactly
 with the blocks the audited result committed to. On a difference the control plane recomputes the
 first differing block itself and catches whichever of the two is wrong (:mod:`.consequences`). An
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from typing import Any, Mapping
 
@@ -155,11 +157,18 @@ def settle_here(client: redis.Redis, settings: Settings, job_id: str, audit_id: 
 
 
 def dispatch_pending(client: redis.Redis, settings: Settings, snap: ClusterSnapshot, free: dict[str, int],
-                     publish: Publish, *, now: float | None = None) -> int:
+                     publish: Publish, *, now: float | None = None, limits: Mapping[str, float] | None = None,
+                     intensity: Mapping[str, float] | None = None) -> int:
     """Lease waiting audit chunks to eligible auditors with a free slot (the one with most free
     slots first); settle here those no auditor took within ``LOCAL_AFTER_S`` or that no live worker
-    may audit. Keeps ``free`` up to date; returns audit chunks sent."""
+    may audit. Keeps ``free`` up to date; returns audit chunks sent.
+
+    An audit is work of its job, so it keeps to the job's carbon threshold (time shifting): with
+    ``limits`` (job id -> the dirtiest gCO2/kWh the job may use now) and ``intensity`` (worker id ->
+    the gCO2/kWh its power carries now), only auditors at or below the limit may take it; with none
+    live, it is settled here at once, as when no worker may audit."""
     now = time.time() if now is None else now
+    limits, intensity = limits or {}, intensity or {}
     waiting = client.zrange(keys.AUDITS, 0, MAX_READ - 1, withscores=True)
     if not waiting:
         return 0
@@ -177,10 +186,11 @@ def dispatch_pending(client: redis.Redis, settings: Settings, snap: ClusterSnaps
                 client.delete(keys.lease(job_id, audit_id))
             continue
         audited = json.loads(meta_json)["worker"]
-        candidates = sorted((w for w in auditors(snap, audited) if free.get(w, 0) > 0),
-                            key=lambda w: (-free[w], w))
+        limit = limits.get(job_id, math.inf)
+        allowed = [w for w in auditors(snap, audited) if intensity.get(w, 0.0) <= limit]
+        candidates = sorted((w for w in allowed if free.get(w, 0) > 0), key=lambda w: (-free[w], w))
         if not candidates:
-            if now - since >= LOCAL_AFTER_S or not auditors(snap, audited):
+            if now - since >= LOCAL_AFTER_S or not allowed:
                 settle_here(client, settings, job_id, audit_id, now=now)
             continue
         for worker_id in candidates:

@@ -164,3 +164,40 @@ def test_an_audit_nobody_takes_is_settled_on_the_control_plane(app: HydraCelery,
     cheat = registry.get_worker(app.redis, "new@test")
     assert cheat is not None and "block 20" in cheat.quarantined and job.units_done == 0
     assert not app.redis.zcard(keys.AUDITS)
+
+
+def test_an_audit_keeps_to_its_jobs_carbon_threshold(app: HydraCelery) -> None:
+    # Time shifting gives a job a threshold (the dirtiest gCO2/kWh it may use now); an audit of its
+    # results is its work too. The dispatcher passes the thresholds and each worker's intensity now.
+    from hydra_tasks.scheduling.cluster import snapshot
+    from hydra_tasks.trust import audits
+
+    new_key = keyed_worker(app, "new@test")
+    job_id = submit(app, CHUNK)
+    [(chunk, attempt, worker)] = send(app)
+    keyed_worker(app, "coal@test", clean_audits=60)
+    keyed_worker(app, "wind@test", clean_audits=60)
+    assert collect.collect(app.redis, app.settings, compute_as(chunk, attempt, worker, new_key)) == "merged"
+    intensity = {"new@test": 20.0, "coal@test": 700.0, "wind@test": 30.0}
+
+    def dispatch_audits(limit: float) -> Sent:
+        sent: Sent = []
+        snap = snapshot(app.redis, app.settings, fresh=True)
+        free = {w: 1 for w in snap.workers}
+        audits.dispatch_pending(app.redis, app.settings, snap, free, lambda c, a, w, r: sent.append((c, a, w)),
+                                limits={job_id: limit}, intensity=intensity)
+        return sent
+
+    # wind is clean enough; coal, with more free room and first by name otherwise, is not
+    [(spec, _, auditor)] = dispatch_audits(50.0)
+    assert auditor == "wind@test" and keys.is_audit_chunk(spec["chunk_id"])
+    # wind falls silent: the sweeper takes the audit back when its lease expires, and the threshold drops
+    report = sweeper.SweepReport()
+    sweeper.requeue_expired(app.redis, app.settings, report, time.time() + 10 * app.settings.lease_s)
+    assert report.requeued == [keys.lease_member(job_id, spec["chunk_id"])] and app.redis.zcard(keys.AUDITS) == 1
+    # Below every auditor's intensity: nobody may take it, so the control plane settles it at once
+    # (not after LOCAL_AFTER_S) and the job ends.
+    assert dispatch_audits(10.0) == []
+    assert app.redis.hget(keys.job(job_id), "audits_local") == "1" and not app.redis.zcard(keys.AUDITS)
+    job = store.get_job(app.redis, job_id)
+    assert job.state.value == "done" and job.result["hits"] == compute.pi_hits(3, 0, CHUNK)
