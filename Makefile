@@ -4,6 +4,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.hydra-installed
 PYTEST_ARGS ?=
+# The suite runs on 2 processes (pytest-xdist): each test file stays on one, and the fault and cluster
+# tests run one after another on one (tests/conftest.py). TEST_PROCESSES=0 runs it in this process.
+TEST_PROCESSES ?= 2
+XDIST := $(if $(filter 0,$(TEST_PROCESSES)),,-n $(TEST_PROCESSES) --dist loadfile)
 
 .PHONY: install demo up test test-fast bench clean
 
@@ -25,10 +29,10 @@ up: install
 	$(VENV)/bin/hydra up
 
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: install
-	$(PY) -m pytest -m "not integration and not fault" $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) -m "not integration and not fault" $(PYTEST_ARGS)
 
 bench: install
 	$(PY) -m pip install -q -e '.[bench]'

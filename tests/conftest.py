@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -11,6 +11,29 @@ from hydra_tasks.embedded import EmbeddedRedis
 from hydra_tasks.settings import Settings
 from hydra_tasks.stack import LocalStack
 from support import FAST, print_logs
+
+
+#: Test files that kill processes on purpose or build network namespaces: run one after another
+#: (never two at once, so that none competes for the CPU with another's timeouts)
+SERIAL_DIRS = ("tests/cluster/", "tests/fault/")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``make test`` runs the suite on 2 processes (pytest-xdist, ``-n 2 --dist loadfile``): each file's
+    tests stay together on one process (a module's stack starts once, and its tests may build on each
+    other), and the files under :data:`SERIAL_DIRS` form a single unit, run first, on one process."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FilesAndSerialFaults(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "serial faults" if path.startswith(SERIAL_DIRS) else path
+
+    config.option.loadscopereorder = False  # collection order: tests/cluster and tests/fault come first
+    return FilesAndSerialFaults(config, log)
 
 
 @pytest.hookimpl(hookwrapper=True)
