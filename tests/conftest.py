@@ -20,9 +20,10 @@ SERIAL_DIRS = ("tests/cluster/", "tests/fault/")
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """``make test`` runs the suite on 2 processes (pytest-xdist, ``-n 2 --dist loadfile``): each file's
-    tests stay together on one process (a module's stack starts once, and its tests may build on each
-    other), and the files under :data:`SERIAL_DIRS` form a single unit, run first, on one process."""
+    """``make test TEST_PROCESSES=2`` runs the suite on 2 processes (pytest-xdist, ``-n 2 --dist
+    loadfile``): each file's tests stay together on one process (a module's stack starts once, and its
+    tests may build on each other), and the files under :data:`SERIAL_DIRS` form a single unit, run
+    first, on one process. (Not the default: see the Makefile.)"""
     if config.getvalue("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadScopeScheduling
