@@ -36,6 +36,7 @@ from .errors import HydraError, IdentityError, MalformedMessage, SealError, Sign
 from .grid import GridError
 from .grid.site import GridReport, store_report, zone_known_locally
 from .jobs import collect
+from .lua import scripts
 from .ledger import book as ledger
 from .models import WorkerState
 from .scheduling import Publish, PublishBundle, dispatcher
@@ -130,7 +131,7 @@ def handle(client: redis.Redis, settings: Settings, raw: object, *, publish: Pub
             return _register_or_beat(client, settings, env, speaker, now)
         if env.action is Action.OFFLINE:
             if registry.get_worker(client, speaker.worker_id) is not None:
-                registry.set_offline(client, speaker.worker_id)
+                registry.set_offline(client, speaker.worker_id, said_at=env.sent_at)
             return "offline"
         if env.action in (Action.RESULT, Action.RESULTS):
             return _results(client, settings, env, speaker, publish, now, pre, publish_bundle=publish_bundle)
@@ -285,6 +286,15 @@ def _generators(body: Mapping[str, Any]) -> str:
     return ",".join(sorted(set(value), key=known.index))
 
 
+def _left_at(client: redis.Redis, worker_id: str) -> float:
+    """When the worker said goodbye, by its own clock (-inf if it never did)."""
+    value = client.hget(keys.worker(worker_id), "left_at")
+    try:
+        return float(value) if value else -math.inf
+    except ValueError:
+        return -math.inf
+
+
 def _register_or_beat(client: redis.Redis, settings: Settings, env: Envelope, speaker: Speaker, now: float) -> str:
     info = _facts(env.body, speaker, now, settings)
     pinned = _text(env.body, "box_key", 64)
@@ -298,11 +308,15 @@ def _register_or_beat(client: redis.Redis, settings: Settings, env: Envelope, sp
         return drop(client, Dropped.WRONG_REGION,
                     f"{speaker.worker_id} asked for region {info.region}, admitted to {list(speaker.regions)}")
     known = registry.get_worker(client, speaker.worker_id)
+    if (env.action is Action.HEARTBEAT and known is not None and known.state is WorkerState.OFFLINE
+            and known.pid == info.pid and env.sent_at <= _left_at(client, speaker.worker_id)):
+        return "stale"  # sent before the same process said goodbye, delivered after it: it has left
     fresh = (env.action is Action.REGISTER or known is None or known.state is WorkerState.OFFLINE
              or known.pid != info.pid or known.region != info.region
              or known.tee != info.tee)
     if not fresh:
-        registry.heartbeat(client, speaker.worker_id, now=now, state=info.state, pause_reason=info.pause_reason)
+        if not scripts(client).beat(speaker.worker_id, now=now, state=info.state.value, pause_reason=info.pause_reason):
+            return "stale"  # it went offline after its record was read above (a goodbye applied meanwhile)
         return "heartbeat"
     try:
         registry.register(client, info)

@@ -156,7 +156,7 @@ hydra:lease:{job}:{chunk}
 
 hydra:worker:{id}
   the volunteer writes registry.register/heartbeat; the control plane writes the performance model
-  (worker/performance.py), lua/merge.lua and lua/grid_info.lua, and marks silent workers offline
+  (worker/performance.py), lua/merge.lua, lua/grid_info.lua and lua/beat.lua, and marks silent workers offline
     worker_id               its Celery hostname (name@host)
     region                  the region whose queue it consumes (hydra.region.<region>)
     host                    the machine's host name
@@ -169,6 +169,7 @@ hydra:worker:{id}
     pause_reason            why it is paused ("on battery"), else ""
     started_at              when it registered (s)
     last_seen               its last heartbeat (s)
+    left_at                 when it said goodbye, by its own clock (s): its earlier heartbeats delivered late are stale
     isa                     what its kernels were built for (avx512, avx2, aarch64, baseline)
     kernel_threads          threads one chunk's kernel uses (HYDRA_KERNEL_THREADS)
     cpu_limit               CPU cap (percent, HYDRA_CPU_LIMIT)

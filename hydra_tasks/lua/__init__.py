@@ -300,6 +300,7 @@ class Scripts:
         self._bind_key = register(source("bind_key"))
         self._revoke, self._reopen = register(source("revoke")), register(source("reopen"))
         self._team = register(source("team"))
+        self._beat = register(source("beat"))
 
     # --- leases ----------------------------------------------------------------------------
     def grant(self, job_id: str, worker_id: str, region: str, *, capacity: int, now: float, lease_s: float,
@@ -536,6 +537,10 @@ class Scripts:
         ))
 
     # --- workers and the ledger --------------------------------------------------------------
+    def beat(self, worker_id: str, *, now: float, state: str, pause_reason: str) -> bool:
+        """A known worker's heartbeat; False (nothing written) if it is offline by now (beat.lua)."""
+        return bool(int(self._beat(keys=[keys.worker(worker_id)], args=[repr(now), state, pause_reason])))
+
     def grid_info(self, worker_id: str, public_key: str, zone: str, share: float, timestamp: float) -> GridInfoCode:
         return GridInfoCode(int(self._grid_info(keys=[keys.worker(worker_id), keys.WORKERS_GEN],
                                                 args=[public_key, zone, repr(share), repr(timestamp),

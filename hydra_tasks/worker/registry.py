@@ -193,9 +193,13 @@ def touch(client: redis.Redis, worker_id: str, now: float) -> None:
         client.hset(keys.worker(worker_id), "last_seen", repr(now))
 
 
-def set_offline(client: redis.Redis, worker_id: str) -> None:
+def set_offline(client: redis.Redis, worker_id: str, *, said_at: float | None = None) -> None:
+    """The worker said goodbye (``said_at``: when, by its own clock: heartbeats it sent before then,
+    delivered late, must not bring it back; see intake._register_or_beat)."""
     with client.pipeline(transaction=True) as pipe:
         pipe.hset(keys.worker(worker_id), "state", WorkerState.OFFLINE.value)
+        if said_at is not None:
+            pipe.hset(keys.worker(worker_id), "left_at", repr(said_at))
         pipe.set(keys.WORKERS_GEN, keys.new_generation())
         pipe.execute()
 

@@ -199,8 +199,15 @@ def test_hydra_worker_joins_a_region_and_takes_work(stack: LocalStack) -> None:
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=30)
-    states = {w.worker_id.split("@")[0]: w.state.value for w in list_workers(stack.client())}
-    assert states["volunteer"] == "offline"  # a clean shutdown says goodbye
+    # A clean shutdown says goodbye: the intake applies it (asynchronously, like every message), and a
+    # heartbeat the volunteer sent just before it does not bring it back (tests/integration/test_intake.py).
+    stack.wait_for_log("intake", "'offline'", timeout_s=15)
+
+    def state() -> str:
+        return {w.worker_id.split("@")[0]: w.state.value for w in list_workers(stack.client())}["volunteer"]
+    wait_for(lambda: state() == "offline", timeout_s=15, what="the volunteer to be offline")
+    time.sleep(1.0)  # a late heartbeat, if one was on its way, has been applied by now
+    assert state() == "offline"
 
 
 def test_a_volunteer_moves_its_key_to_another_machine_with_export_and_import(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ Skipped where Chromium, chromedriver or Selenium is missing (`.ci/run` installs 
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -21,8 +20,9 @@ from hydra_tasks.jobs import store
 from hydra_tasks.ledger import book as ledger
 from hydra_tasks.ledger import profiles
 from hydra_tasks.ledger.rewards import Reward
+from hydra_tasks.models import JobKind
 from hydra_tasks.stack import LocalStack
-from hydra_tasks.trust import identity
+from hydra_tasks.trust import identity, reputation
 from hydra_webapp import create_app
 from support import artifacts_dir, running_stack, serving, submit_planned, wait_for_job
 
@@ -282,7 +282,10 @@ def test_a_worker_page_shows_its_instruction_set_limits_audits_and_recent_chunks
     assert browser.find_element(By.CSS_SELECTOR, '[data-fact="cpu_limit"]').text == "100%"
     clean = int(app.redis.hget(keys.worker(worker_id), "audits_passed") or 0)
     audit = browser.find_element(By.CSS_SELECTOR, '[data-fact="audit"]').text
-    assert re.match(rf"(probation|established): {clean} clean audit\(s\) in a row; (32|8) of 64 π blocks", audit)
+    # (how many audits it has passed by now depends on how the module's earlier jobs fell: 63 in one CI run)
+    level = "veteran" if clean >= 200 else "trusted" if clean >= 50 else "established" if clean >= 10 else "probation"
+    expected = f"{level}: {clean} clean audit(s) in a row; {reputation.picks(JobKind.PI, clean)} of 64 π blocks"
+    assert audit.startswith(expected), (audit, expected)
     chunks = browser.find_elements(By.CSS_SELECTOR, "#recent-chunks-body tr")
     assert chunks[0].find_element(By.TAG_NAME, "a").get_attribute("href") == f"{url}/jobs/{job_id}"  # newest first
     assert chunks[1].text.startswith(f"{job_ids[0]} (deleted)")

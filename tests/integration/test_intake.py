@@ -17,6 +17,7 @@ from nacl.signing import SigningKey
 from hydra_tasks import intake, keys
 from hydra_tasks.celery_app import HydraCelery, create_app
 from hydra_tasks.jobs.submit import submit_job
+from hydra_tasks.lua import scripts
 from hydra_tasks.models import WorkerState
 from hydra_tasks.stack import LocalStack
 from hydra_tasks.trust import envelope, identity
@@ -59,6 +60,28 @@ def test_first_registration_binds_the_worker_id_to_its_key_and_stamps_the_contro
     assert worker is not None and worker.state is WorkerState.PAUSED and worker.pause_reason == "on battery"
     assert send(app, envelope.seal(key, Action.OFFLINE, {"worker_id": "w1@h"})) == "offline"
     assert registry.get_worker(app.redis, "w1@h").state is WorkerState.OFFLINE  # type: ignore[union-attr]
+    assert intake.dropped_counts(app.redis) == {}
+
+
+def test_a_goodbye_is_not_undone_by_a_heartbeat_sent_before_it_and_delivered_after(app: HydraCelery) -> None:
+    # A worker's messages travel through the broker and are applied by several intake processes, so a
+    # heartbeat sent just before the worker said goodbye can be applied after the goodbye (CI saw a
+    # cleanly stopped volunteer listed online again). It is stale: the worker stays offline.
+    key, now = SigningKey.generate(), time.time()
+    assert send(app, envelope.seal(key, Action.REGISTER, facts(app, "w1@h"), sent_at=now - 2)) == "registered"
+    late = envelope.seal(key, Action.HEARTBEAT, facts(app, "w1@h"), sent_at=now - 1)
+    assert send(app, envelope.seal(key, Action.OFFLINE, {"worker_id": "w1@h"}, sent_at=now)) == "offline"
+    assert send(app, late) == "stale"
+    assert registry.get_worker(app.redis, "w1@h").state is WorkerState.OFFLINE  # type: ignore[union-attr]
+    # The same race inside one step: the intake read the record as online, then the goodbye was applied.
+    assert send(app, envelope.seal(key, Action.REGISTER, facts(app, "w2@h"), sent_at=now)) == "registered"
+    registry.set_offline(app.redis, "w2@h", said_at=now + 1)
+    assert not scripts(app.redis).beat("w2@h", now=now + 2, state="online", pause_reason="")
+    assert registry.get_worker(app.redis, "w2@h").state is WorkerState.OFFLINE  # type: ignore[union-attr]
+    # A heartbeat sent after the goodbye (the worker was only marked offline, or came back) registers it again,
+    # as does a new process's registration.
+    assert send(app, envelope.seal(key, Action.HEARTBEAT, facts(app, "w1@h"), sent_at=now + 5)) == "registered"
+    assert registry.get_worker(app.redis, "w1@h").state is WorkerState.ONLINE  # type: ignore[union-attr]
     assert intake.dropped_counts(app.redis) == {}
 
 
