@@ -36,8 +36,8 @@ from .errors import HydraError, IdentityError, MalformedMessage, SealError, Sign
 from .grid import GridError
 from .grid.site import GridReport, store_report, zone_known_locally
 from .jobs import collect
-from .lua import scripts
 from .ledger import book as ledger
+from .lua import scripts
 from .models import WorkerState
 from .scheduling import Publish, PublishBundle, dispatcher
 from .scheduling.router import carbon_provider, router_for
